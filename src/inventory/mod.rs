@@ -1,0 +1,634 @@
+//! Reads an inventory directory into checked hosts: who they are, how to
+//! reach them, and their vars after precedence, typed and with provenance.
+//!
+//! Everything is checked here, before any host is contacted. Problems are
+//! collected across all files so the operator sees them all at once.
+//!
+//! ```text
+//! inventory/
+//!   hosts.yaml              hosts: {NAME: {ssh, groups, connection, root}}
+//!   group_vars/all.yaml     every host
+//!   group_vars/GROUP.yaml   members of GROUP, in the order a host lists groups
+//!   host_vars/NAME.yaml     one host
+//!   secrets/master.key      the key per-host secrets are derived from
+//! ```
+
+pub mod layers;
+pub mod locate;
+pub mod schema;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_yaml::{Mapping, Value};
+
+use crate::problem::{Problem, Problems, did_you_mean, suggestion_for_serde_message};
+use crate::roles::{RoleSet, yaml_problem};
+use crate::secrets::{MasterKey, SecretName};
+use layers::{Layered, Source};
+use schema::{CORE_KEYS, CoreVars, DnsName, Port, RESERVED_KEYS};
+
+/// A checked inventory: every host valid, ready to render.
+#[derive(Debug)]
+pub struct Inventory {
+    pub dir: PathBuf,
+    /// Sorted by name.
+    pub hosts: Vec<Host>,
+    pub groups: BTreeSet<String>,
+    pub master_key: MasterKey,
+}
+
+/// One Matrix host.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The Matrix server name (the part after the colon in @alice:example.com).
+    pub name: DnsName,
+    pub groups: Vec<String>,
+    pub connection: Connection,
+    /// Every path of the host lives under this directory (default `/`).
+    pub root: PathBuf,
+    pub vars: CoreVars,
+    /// All vars after precedence, core and role vars alike, for templates.
+    pub merged: Mapping,
+}
+
+/// How matrixctl reaches a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    /// A directory on this machine.
+    Local,
+    /// Over SSH.
+    Ssh(SshTarget),
+}
+
+/// `[user@]host[:port]`, as in hosts.yaml's `ssh:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    pub user: String,
+    pub host: String,
+    pub port: Port,
+}
+
+impl SshTarget {
+    fn parse(text: &str) -> Result<SshTarget, String> {
+        let (user, rest) = match text.split_once('@') {
+            Some((user, rest)) => (user.to_string(), rest),
+            None => ("root".to_string(), text),
+        };
+        let (host, port) = if let Some(rest) = rest.strip_prefix('[') {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("`{text}`: unclosed `[` in an IPv6 address"))?;
+            (host.to_string(), after.strip_prefix(':'))
+        } else {
+            match rest.split_once(':') {
+                Some((host, port)) => (host.to_string(), Some(port)),
+                None => (rest.to_string(), None),
+            }
+        };
+        let port = match port {
+            None => Port(22),
+            Some(port) => match port.parse::<u16>() {
+                Ok(port) if port > 0 => Port(port),
+                _ => return Err(format!("`{text}`: `{port}` is not a port (1 to 65535)")),
+            },
+        };
+        let valid_word = |word: &str| {
+            !word.is_empty()
+                && !word.starts_with('-')
+                && word
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b))
+        };
+        if !valid_word(&user) || !valid_word(&host) {
+            return Err(format!("`{text}` is not of the form user@host:port"));
+        }
+        Ok(SshTarget { user, host, port })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostsFile {
+    hosts: BTreeMap<String, Option<HostEntry>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostEntry {
+    #[serde(default)]
+    ssh: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    connection: ConnectionKind,
+    #[serde(default)]
+    root: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ConnectionKind {
+    #[default]
+    Ssh,
+    Local,
+}
+
+/// A vars file, parsed, with its text kept for line lookups.
+struct VarsFile {
+    path: PathBuf,
+    text: String,
+    vars: Mapping,
+}
+
+impl Inventory {
+    /// Loads and checks `dir`. Role defaults from `roles` are the lowest layer
+    /// of every host's vars, and their keys are known keys.
+    pub fn load(dir: &Path, roles: &RoleSet) -> Result<Inventory, Problems> {
+        if !dir.is_dir() {
+            return Err(Problem::new("the inventory directory does not exist")
+                .in_file(dir)
+                .with_hint(Some(
+                    "pass the inventory directory (with hosts.yaml) as an argument, e.g. `matrixctl plan inventory.example`"
+                        .into(),
+                ))
+                .into());
+        }
+        let mut problems = Vec::new();
+        let hosts_path = dir.join("hosts.yaml");
+        let entries = match read_hosts(&hosts_path) {
+            Ok(entries) => entries,
+            Err(problem) => return Err(problem.into()),
+        };
+
+        let mut names = BTreeMap::new();
+        let mut lowercase_seen: BTreeMap<String, String> = BTreeMap::new();
+        for (name, entry, line) in entries {
+            match name.parse::<DnsName>() {
+                Ok(dns_name) => {
+                    if let Some(other) = lowercase_seen.insert(name.to_ascii_lowercase(), name.clone()) {
+                        problems.push(
+                            Problem::new(format!("hosts `{other}` and `{name}` are the same server name"))
+                                .in_file(&hosts_path)
+                                .at_line(line)
+                                .at_key(format!("hosts.{name}")),
+                        );
+                    }
+                    names.insert(name, (dns_name, entry, line));
+                }
+                Err(error) => problems.push(
+                    Problem::new(format!("invalid server name: {}", error.reason))
+                        .in_file(&hosts_path)
+                        .at_line(line)
+                        .at_key(format!("hosts.{name}"))
+                        .with_hint(error.hint),
+                ),
+            }
+        }
+
+        let mut groups = BTreeSet::new();
+        for (name, (_, entry, line)) in &names {
+            for (index, group) in entry.groups.iter().enumerate() {
+                let valid = !group.is_empty()
+                    && group
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !valid || group == "all" {
+                    let reason = if group == "all" {
+                        "`all` is implicit: every host is in it"
+                    } else {
+                        "group names are made of letters, digits, `_` and `-`"
+                    };
+                    problems.push(
+                        Problem::new(format!("invalid group name `{group}`: {reason}"))
+                            .in_file(&hosts_path)
+                            .at_line(*line)
+                            .at_key(format!("hosts.{name}.groups[{index}]")),
+                    );
+                } else {
+                    groups.insert(group.clone());
+                }
+            }
+        }
+
+        let group_vars = read_vars_dir(&dir.join("group_vars"), &mut problems);
+        for (group, file) in &group_vars {
+            if group != "all" && !groups.contains(group) {
+                let hint = did_you_mean(group, groups.iter().map(String::as_str)).or_else(|| {
+                    Some("list the group under a host's `groups:` in hosts.yaml, or remove the file".into())
+                });
+                problems.push(
+                    Problem::new(format!("group_vars for `{group}`, but no host is in that group"))
+                        .in_file(&file.path)
+                        .with_hint(hint),
+                );
+            }
+        }
+        let host_vars = read_vars_dir(&dir.join("host_vars"), &mut problems);
+        for (host, file) in &host_vars {
+            if !names.contains_key(host) {
+                let hint = did_you_mean(host, names.keys().map(String::as_str)).or_else(|| {
+                    Some("add the host to hosts.yaml, or remove the file".into())
+                });
+                problems.push(
+                    Problem::new(format!("host_vars for `{host}`, a host that is not in hosts.yaml"))
+                        .in_file(&file.path)
+                        .with_hint(hint),
+                );
+            }
+        }
+
+        let master_key_path = dir.join("secrets").join("master.key");
+        let master_key = MasterKey::load(&master_key_path).map_err(|problem| problems.push(problem)).ok();
+
+        let mut hosts = Vec::new();
+        for (name, (dns_name, entry, line)) in names {
+            let layered = match layer_vars(&dns_name, &entry, roles, &group_vars, &host_vars) {
+                Ok(layered) => layered,
+                Err(problem) => {
+                    problems.push(problem);
+                    continue;
+                }
+            };
+            let connection = match (entry.connection, &entry.ssh) {
+                (ConnectionKind::Local, _) => Connection::Local,
+                (ConnectionKind::Ssh, ssh) => {
+                    let text = ssh.clone().unwrap_or_else(|| format!("root@{name}"));
+                    match SshTarget::parse(&text) {
+                        Ok(target) => Connection::Ssh(target),
+                        Err(reason) => {
+                            problems.push(
+                                Problem::new(format!("invalid ssh target {reason}"))
+                                    .in_file(&hosts_path)
+                                    .at_line(line)
+                                    .at_key(format!("hosts.{name}.ssh")),
+                            );
+                            continue;
+                        }
+                    }
+                }
+            };
+            let root = match &entry.root {
+                None => PathBuf::from("/"),
+                Some(root) if root.is_absolute() => root.clone(),
+                // Relative roots are relative to the inventory, so an
+                // inventory works from any working directory.
+                Some(root) => dir.join(root),
+            };
+            match check_vars(&layered, roles) {
+                Ok((vars, merged)) => hosts.push(Host {
+                    name: dns_name,
+                    groups: entry.groups,
+                    connection,
+                    root,
+                    vars,
+                    merged,
+                }),
+                Err(more) => {
+                    // A mistake in a shared file shows up once, not once per host.
+                    for problem in more {
+                        if !problems.contains(&problem) {
+                            problems.push(problem);
+                        }
+                    }
+                }
+            }
+        }
+
+        match master_key {
+            Some(master_key) if problems.is_empty() => Ok(Inventory {
+                dir: dir.to_path_buf(),
+                hosts,
+                groups,
+                master_key,
+            }),
+            _ => Err(Problems(problems)),
+        }
+    }
+
+    /// The hosts `pattern` selects: a host name, a glob over host names, or a
+    /// group name; several patterns may be separated by commas.
+    pub fn select(&self, pattern: Option<&str>) -> Result<Vec<&Host>, Problem> {
+        let Some(pattern) = pattern else {
+            return Ok(self.hosts.iter().collect());
+        };
+        let mut selected = BTreeSet::new();
+        for part in pattern.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let glob = glob::Pattern::new(part).map_err(|error| {
+                Problem::new(format!("invalid --limit pattern `{part}`: {error}"))
+            })?;
+            let before = selected.len();
+            for (index, host) in self.hosts.iter().enumerate() {
+                let in_group = part == "all" || host.groups.iter().any(|group| group == part);
+                if in_group || glob.matches(host.name.as_str()) {
+                    selected.insert(index);
+                }
+            }
+            if selected.len() == before && !self.hosts.iter().any(|h| glob.matches(h.name.as_str())) {
+                let candidates = self
+                    .hosts
+                    .iter()
+                    .map(|host| host.name.as_str())
+                    .chain(self.groups.iter().map(String::as_str));
+                return Err(Problem::new(format!("--limit `{part}` matches no host or group"))
+                    .with_hint(did_you_mean(part, candidates)));
+            }
+        }
+        Ok(selected.into_iter().map(|index| &self.hosts[index]).collect())
+    }
+}
+
+/// The hosts in hosts.yaml with the line each is declared on.
+fn read_hosts(path: &Path) -> Result<Vec<(String, HostEntry, Option<usize>)>, Problem> {
+    let text = fs_err::read_to_string(path).map_err(|error| {
+        let problem = Problem::new(format!("cannot read the host list: {}", io_reason(&error))).in_file(path);
+        if error.kind() == std::io::ErrorKind::NotFound {
+            problem.with_hint(Some(
+                "an inventory needs hosts.yaml, e.g.\n  hosts:\n    example.com:\n      ssh: root@matrix.example.com"
+                    .into(),
+            ))
+        } else {
+            problem
+        }
+    })?;
+    let value: Value = serde_yaml::from_str(&text).map_err(|error| yaml_problem(path, &error))?;
+    let file: HostsFile = serde_path_to_error::deserialize(value).map_err(|error| {
+        let key = error.path().to_string();
+        let message = error.inner().to_string();
+        let message = if key == "." && message.contains("missing field `hosts`") {
+            "hosts.yaml must have a top-level `hosts:` map".to_string()
+        } else {
+            message
+        };
+        Problem::new(message.clone())
+            .in_file(path)
+            .at_line(locate::line_of_key(&text, &split_key(&key)))
+            .at_key(if key == "." { String::new() } else { key })
+            .with_hint(suggestion_for_serde_message(&message))
+    })?;
+    Ok(file
+        .hosts
+        .into_iter()
+        .map(|(name, entry)| {
+            let line = locate::line_of_key(&text, &["hosts".to_string(), name.clone()]);
+            (name, entry.unwrap_or_default(), line)
+        })
+        .collect())
+}
+
+/// `NAME.yaml` files of a vars directory, by NAME. A missing directory is empty.
+fn read_vars_dir(dir: &Path, problems: &mut Vec<Problem>) -> BTreeMap<String, VarsFile> {
+    let mut files = BTreeMap::new();
+    let Ok(entries) = fs_err::read_dir(dir) else {
+        return files;
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        let Some(extension) = path.extension().and_then(|e| e.to_str()) else {
+            continue;
+        };
+        if extension != "yaml" && extension != "yml" {
+            continue;
+        }
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else {
+            continue;
+        };
+        let text = match fs_err::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) => {
+                problems.push(Problem::new(format!("cannot read: {}", io_reason(&error))).in_file(&path));
+                continue;
+            }
+        };
+        let vars = match serde_yaml::from_str::<Value>(&text) {
+            Ok(Value::Mapping(vars)) => vars,
+            Ok(Value::Null) => Mapping::new(),
+            Ok(_) => {
+                problems.push(
+                    Problem::new("expected a map of variables (`key: value` lines)").in_file(&path),
+                );
+                continue;
+            }
+            Err(error) => {
+                problems.push(yaml_problem(&path, &error));
+                continue;
+            }
+        };
+        if let Some(previous) = files.get(&name) {
+            let previous: &VarsFile = previous;
+            problems.push(
+                Problem::new(format!("two vars files for `{name}`"))
+                    .in_file(&path)
+                    .with_hint(Some(format!("merge it into {} and remove one", previous.path.display()))),
+            );
+            continue;
+        }
+        files.insert(name, VarsFile { path, text, vars });
+    }
+    files
+}
+
+fn io_reason(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        _ => error.to_string(),
+    }
+}
+
+fn split_key(key: &str) -> Vec<String> {
+    key.split('.').map(str::to_string).collect()
+}
+
+/// Role defaults < group_vars/all < group_vars/GROUP (in the host's order) < host_vars/NAME.
+fn layer_vars(
+    name: &DnsName,
+    entry: &HostEntry,
+    roles: &RoleSet,
+    group_vars: &BTreeMap<String, VarsFile>,
+    host_vars: &BTreeMap<String, VarsFile>,
+) -> Result<Layered, Problem> {
+    let mut layered = Layered::default();
+    for role in roles.roles.values() {
+        let source = Source::RoleDefaults {
+            role: role.name.clone(),
+            path: role.path.clone(),
+        };
+        push(&mut layered, source, &role.manifest.defaults)?;
+    }
+    let files = std::iter::once("all")
+        .chain(entry.groups.iter().map(String::as_str))
+        .filter_map(|group| group_vars.get(group))
+        .chain(host_vars.get(name.as_str()));
+    for file in files {
+        let source = Source::File {
+            path: file.path.clone(),
+            text: file.text.clone(),
+        };
+        push(&mut layered, source, &file.vars)?;
+    }
+    Ok(layered)
+}
+
+fn push(layered: &mut Layered, source: Source, vars: &Mapping) -> Result<(), Problem> {
+    let path = source.path().clone();
+    layered.push(source, vars).map_err(|error| {
+        let mut key = error.parent.join(".");
+        if !key.is_empty() {
+            key.push('.');
+        }
+        key.push_str(&error.key);
+        Problem::new("variable names must be strings")
+            .in_file(&path)
+            .at_key(key)
+    })
+}
+
+/// Types the core vars, checks role vars against their defaults, and refuses
+/// unknown keys. Returns the typed core and the merged map for templates.
+fn check_vars(layered: &Layered, roles: &RoleSet) -> Result<(CoreVars, Mapping), Vec<Problem>> {
+    let defaults = roles.defaults();
+    let mut problems = Vec::new();
+    let problem_at = |key_path: &[String], message: String| {
+        let source = layered.source_of(key_path);
+        Problem::new(message)
+            .in_file(source.map(|s| s.path().as_path()).unwrap_or(Path::new("?")))
+            .at_line(source.and_then(|s| s.line_of(key_path)))
+            .at_key(key_path.join("."))
+    };
+
+    let merged = layered.to_mapping();
+    let mut core = Mapping::new();
+    for (key, source) in layered.top_level() {
+        if CORE_KEYS.contains(&key) {
+            if let Some(value) = merged.get(key) {
+                core.insert(Value::String(key.to_string()), value.clone());
+            }
+            continue;
+        }
+        if let Some((_, reason)) = RESERVED_KEYS.iter().find(|(reserved, _)| *reserved == key) {
+            problems.push(problem_at(&[key.to_string()], format!("`{key}` cannot be set: {reason}")));
+            continue;
+        }
+        match defaults.get(key) {
+            Some((default, role)) => {
+                if let Some(value) = merged.get(key) {
+                    check_like_default(&[key.to_string()], value, default, role, &mut |path, message, hint| {
+                        problems.push(problem_at(path, message).with_hint(hint))
+                    });
+                }
+            }
+            None => {
+                let known = CORE_KEYS.iter().copied().chain(defaults.keys().copied());
+                let hint = did_you_mean(key, known).or_else(|| {
+                    if matches!(source, Source::File { .. }) {
+                        Some("known keys are listed in docs/inventory.md; a role declares its own keys in its `defaults`".into())
+                    } else {
+                        None
+                    }
+                });
+                problems.push(problem_at(&[key.to_string()], format!("unknown key `{key}`")).with_hint(hint));
+            }
+        }
+    }
+
+    let vars = match serde_path_to_error::deserialize::<_, CoreVars>(Value::Mapping(core)) {
+        Ok(vars) => Some(vars),
+        Err(error) => {
+            let key_path = split_key(&error.path().to_string());
+            let message = error.inner().to_string();
+            let hint = suggestion_for_serde_message(&message).or_else(|| {
+                (key_path.first().map(String::as_str) == Some("secrets")
+                    || key_path.first().map(String::as_str) == Some("secret_generation"))
+                .then(|| {
+                    format!(
+                        "secret names are: {}",
+                        SecretName::ALL.map(SecretName::as_str).join(", ")
+                    )
+                })
+                .filter(|_| message.starts_with("unknown variant"))
+            });
+            problems.push(problem_at(&key_path, message).with_hint(hint));
+            None
+        }
+    };
+    match vars {
+        Some(vars) if problems.is_empty() => Ok((vars, merged)),
+        _ => Err(problems),
+    }
+}
+
+/// A role var must have its default's type; inside a non-empty default map
+/// only the default's keys are known (an empty map `{}` is free-form).
+fn check_like_default(
+    path: &[String],
+    value: &Value,
+    default: &Value,
+    role: &crate::roles::Role,
+    report: &mut dyn FnMut(&[String], String, Option<String>),
+) {
+    let kind = |value: &Value| match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a number",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a map",
+        Value::Tagged(_) => "a tagged value",
+    };
+    match (default, value) {
+        (Value::Null, _) => {}
+        (Value::Number(d), Value::Number(v)) if d.is_f64() || !v.is_f64() => {}
+        (Value::Mapping(default_map), Value::Mapping(value_map)) => {
+            if default_map.is_empty() {
+                return;
+            }
+            for (key, inner) in value_map {
+                let Some(key) = key.as_str() else { continue };
+                let mut inner_path = path.to_vec();
+                inner_path.push(key.to_string());
+                match default_map.get(key) {
+                    Some(inner_default) => check_like_default(&inner_path, inner, inner_default, role, report),
+                    None => {
+                        let known = default_map.keys().filter_map(Value::as_str);
+                        report(&inner_path, format!("unknown key `{key}`"), did_you_mean(key, known));
+                    }
+                }
+            }
+        }
+        (default, value) if std::mem::discriminant(default) == std::mem::discriminant(value) => {}
+        (default, value) => report(
+            path,
+            format!(
+                "expected {} (like the default in role `{}`), found {}",
+                kind(default),
+                role.name,
+                kind(value)
+            ),
+            None,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_targets_parse() {
+        let target = SshTarget::parse("admin@matrix.example.com:2222").unwrap();
+        assert_eq!(
+            (target.user.as_str(), target.host.as_str(), target.port),
+            ("admin", "matrix.example.com", Port(2222))
+        );
+        let target = SshTarget::parse("example.com").unwrap();
+        assert_eq!((target.user.as_str(), target.port), ("root", Port(22)));
+        let target = SshTarget::parse("root@[::1]:22").unwrap();
+        assert_eq!(target.host, "::1");
+        for bad in ["a@b:0", "a@b:x", "-oProxyCommand=x", "a b@c", "@host"] {
+            assert!(SshTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

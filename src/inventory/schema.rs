@@ -1,0 +1,339 @@
+//! The typed host vars matrixctl itself understands, parsed once so the rest
+//! of the code cannot hold an invalid server name, port or size.
+//!
+//! Role-specific vars are not listed here: each role declares its own keys
+//! (and their types, by example) in its manifest's `defaults`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::secrets::SecretName;
+
+/// The keys of [`CoreVars`], for the unknown-key check and its suggestions.
+pub const CORE_KEYS: &[&str] = &[
+    "federation_port",
+    "matrix_fqdn",
+    "max_upload_size",
+    "registration",
+    "secret_generation",
+    "secrets",
+];
+
+/// Keys that are facts about the host, not settings.
+pub const RESERVED_KEYS: &[(&str, &str)] = &[
+    (
+        "server_name",
+        "the server name is the host's name in hosts.yaml; it cannot be set in vars",
+    ),
+    (
+        "public_baseurl",
+        "public_baseurl is derived from matrix_fqdn (https://MATRIX_FQDN/); set matrix_fqdn instead",
+    ),
+];
+
+/// Host vars with a meaning in matrixctl's own code, after precedence.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoreVars {
+    /// Where clients and federation reach Synapse; defaults to `matrix.SERVER_NAME`.
+    #[serde(default)]
+    pub matrix_fqdn: Option<DnsName>,
+    /// The port federation traffic arrives on (8448 unless delegated to 443).
+    #[serde(default = "default_federation_port")]
+    pub federation_port: Port,
+    #[serde(default)]
+    pub registration: RegistrationMode,
+    #[serde(default = "default_max_upload_size")]
+    pub max_upload_size: Size,
+    /// Operator-chosen values that replace derived secrets.
+    #[serde(default)]
+    pub secrets: BTreeMap<SecretName, SecretValue>,
+    /// Bump one secret's generation to rotate it alone.
+    #[serde(default)]
+    pub secret_generation: BTreeMap<SecretName, u32>,
+}
+
+fn default_federation_port() -> Port {
+    Port(8448)
+}
+
+fn default_max_upload_size() -> Size {
+    Size {
+        bytes: 50 << 20,
+        text: "50M".to_string(),
+    }
+}
+
+/// How people get accounts on the homeserver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationMode {
+    /// Anyone with an invite token may register (the hosting default).
+    #[default]
+    Token,
+    /// Only admins create accounts.
+    Closed,
+}
+
+/// A TCP/UDP port, 1 to 65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Port(pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Port, D::Error> {
+        let number = u64::deserialize(deserializer)?;
+        match u16::try_from(number) {
+            Ok(port) if port > 0 => Ok(Port(port)),
+            _ => Err(serde::de::Error::custom(format!(
+                "port {number} is out of range: expected 1 to 65535"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A size in Synapse's notation: bytes, or a number with an uppercase
+/// K/M/G/T suffix (powers of 1024). Synapse refuses `50m`, so we do too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Size {
+    pub bytes: u64,
+    /// The operator's spelling, which is also what templates print.
+    pub text: String,
+}
+
+impl FromStr for Size {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Size, String> {
+        let (digits, multiplier) = match text.char_indices().last() {
+            Some((index, 'K')) => (&text[..index], 1u64 << 10),
+            Some((index, 'M')) => (&text[..index], 1 << 20),
+            Some((index, 'G')) => (&text[..index], 1 << 30),
+            Some((index, 'T')) => (&text[..index], 1 << 40),
+            Some((_, suffix @ ('k' | 'm' | 'g' | 't'))) => {
+                return Err(format!(
+                    "invalid size `{text}`: Synapse only accepts uppercase suffixes; write `{}{}`",
+                    &text[..text.len() - 1],
+                    suffix.to_ascii_uppercase()
+                ));
+            }
+            _ => (text, 1),
+        };
+        let number: u64 = digits
+            .parse()
+            .ok()
+            .filter(|_| digits.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| {
+                format!("invalid size `{text}`: expected bytes or a number with K, M, G or T, like `50M`")
+            })?;
+        let bytes = number
+            .checked_mul(multiplier)
+            .ok_or_else(|| format!("invalid size `{text}`: too large"))?;
+        Ok(Size {
+            bytes,
+            text: text.to_string(),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Size, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom("expected a size: bytes, or a number with K, M, G or T, like `50M`")
+        })? {
+            Raw::Bytes(bytes) => Ok(Size {
+                bytes,
+                text: bytes.to_string(),
+            }),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+/// A lowercase DNS name: what a server name or `matrix_fqdn` must be.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct DnsName(String);
+
+impl DnsName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DnsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Why a string is not a DNS name, with the fix where there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidName {
+    pub reason: String,
+    pub hint: Option<String>,
+}
+
+impl FromStr for DnsName {
+    type Err = InvalidName;
+
+    fn from_str(name: &str) -> Result<DnsName, InvalidName> {
+        let fail = |reason: String, hint: Option<String>| Err(InvalidName { reason, hint });
+        if name.is_empty() {
+            return fail("a server name cannot be empty".into(), None);
+        }
+        if name.contains(':') {
+            return fail(
+                format!("`{name}` has a port or is an IPv6 address"),
+                Some("matrixctl manages hosts by DNS name without a port; delegate federation with the well-known file instead".into()),
+            );
+        }
+        if name.len() > 230 {
+            return fail(
+                format!("`{name}` is longer than 230 characters, the Matrix spec's limit"),
+                None,
+            );
+        }
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            return fail(
+                format!("`{name}` has uppercase letters"),
+                Some(format!(
+                    "Matrix IDs are case-sensitive while DNS is not; use `{}`",
+                    name.to_ascii_lowercase()
+                )),
+            );
+        }
+        for label in name.split('.') {
+            let valid = !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid {
+                return fail(
+                    format!("`{name}` is not a valid DNS name (bad label `{label}`)"),
+                    Some("labels are 1 to 63 of a-z, 0-9 and `-`, not starting or ending with `-`".into()),
+                );
+            }
+        }
+        if name.split('.').all(|label| label.bytes().all(|b| b.is_ascii_digit())) {
+            return fail(
+                format!("`{name}` is an IP address"),
+                Some("matrixctl manages hosts by DNS name".into()),
+            );
+        }
+        Ok(DnsName(name.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for DnsName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<DnsName, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(|error: InvalidName| {
+            serde::de::Error::custom(match error.hint {
+                Some(hint) => format!("{} ({hint})", error.reason),
+                None => error.reason,
+            })
+        })
+    }
+}
+
+/// A secret chosen by the operator. Its value never appears in an error,
+/// even when it has the wrong type.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct SecretValue(pub String);
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretValue(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<SecretValue, D::Error> {
+        match serde_yaml::Value::deserialize(deserializer) {
+            Ok(serde_yaml::Value::String(value)) if !value.is_empty() => Ok(SecretValue(value)),
+            _ => Err(serde::de::Error::custom(
+                "expected a non-empty string (quote the value; it is not shown here because it is a secret)",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_follow_synapse() {
+        assert_eq!("50M".parse::<Size>().unwrap().bytes, 50 << 20);
+        assert_eq!("1024".parse::<Size>().unwrap().bytes, 1024);
+        assert_eq!("2G".parse::<Size>().unwrap().bytes, 2 << 30);
+        assert!("50m".parse::<Size>().unwrap_err().contains("write `50M`"));
+        assert!("M".parse::<Size>().is_err());
+        assert!("+5M".parse::<Size>().is_err());
+        assert!("99999999999999999T".parse::<Size>().is_err());
+    }
+
+    #[test]
+    fn dns_names_are_checked() {
+        for good in ["example.com", "matrix.example-1.org", "localhost"] {
+            assert!(good.parse::<DnsName>().is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Example.com",
+            "example..com",
+            "-a.com",
+            "a_b.com",
+            "example.com:8448",
+            "10.0.0.1",
+            "ex ample.com",
+        ] {
+            assert!(bad.parse::<DnsName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn core_keys_are_the_struct_fields() {
+        // Every listed key is accepted, so the list and the struct agree.
+        for key in CORE_KEYS {
+            let value = match *key {
+                "matrix_fqdn" => "m.example.com",
+                "federation_port" => "443",
+                "registration" => "closed",
+                "max_upload_size" => "10M",
+                _ => "{}",
+            };
+            let yaml = format!("{key}: {value}");
+            let parsed: Result<CoreVars, _> = serde_yaml::from_str(&yaml);
+            assert!(parsed.is_ok(), "{key}: {parsed:?}");
+        }
+        let unknown: Result<CoreVars, _> = serde_yaml::from_str("nope: 1");
+        assert!(unknown.is_err());
+    }
+}

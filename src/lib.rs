@@ -1,0 +1,212 @@
+//! matrixctl: declarative provisioning for Matrix homeserver hosts.
+//!
+//! The data flows one way: the inventory is loaded and checked
+//! ([`inventory`]), each host's files are rendered from roles and templates
+//! ([`roles`], [`render`]), each host is observed in one run of the host
+//! program ([`observe`], [`transport`]), desired and observed become a plan
+//! ([`plan`]), and apply executes exactly that plan ([`fleet`]). See
+//! ARCHITECTURE.md for the tour.
+
+pub mod cli;
+pub mod diff;
+pub mod fleet;
+pub mod inventory;
+pub mod observe;
+pub mod plan;
+pub mod problem;
+pub mod record;
+pub mod render;
+pub mod report;
+pub mod roles;
+pub mod secrets;
+pub mod transport;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+use cli::{ApplyArgs, Cli, ColorChoice, Command, PlanArgs, RenderArgs, Selection};
+use diff::Style;
+use fleet::{PlannedHost, Target};
+use inventory::Inventory;
+use problem::Problems;
+use render::{DesiredState, Renderer, redactor_for};
+use roles::RoleSet;
+use secrets::Redactor;
+
+/// Runs one command; the exit code follows Terraform (0 ok, 1 error,
+/// 2 changes pending with `plan --detailed-exitcode`).
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let style = Style {
+        color: match cli.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        },
+    };
+    match cli.command {
+        Command::Plan(args) => plan_command(&cli.roles, args, style),
+        Command::Apply(args) => apply_command(&cli.roles, args, style),
+        Command::Render(args) => render_command(&cli.roles, args),
+    }
+}
+
+/// Prints an error the way users see every error: problems as they are,
+/// anything else as one `error:` line with its causes.
+pub fn print_error(error: &anyhow::Error) {
+    if let Some(problems) = error.downcast_ref::<Problems>() {
+        eprintln!("{problems}");
+    } else if let Some(problem) = error.downcast_ref::<problem::Problem>() {
+        eprintln!("{problem}");
+    } else {
+        eprintln!("error: {error:#}");
+    }
+}
+
+/// A checked inventory with every selected host rendered: the point after
+/// which hosts may be contacted.
+struct Prepared {
+    targets: Vec<Target>,
+    redactor: Redactor,
+}
+
+fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
+    let roles = RoleSet::load(role_dirs)?;
+    let inventory = Inventory::load(&selection.inventory, &roles)?;
+    let hosts = inventory.select(selection.limit.as_deref())?;
+    let renderer = Renderer::new(&roles);
+    let redactor = redactor_for(&inventory);
+    let mut problems = Vec::new();
+    let mut targets = Vec::new();
+    for host in hosts {
+        match renderer.render_host(&inventory, host, &redactor) {
+            Ok(desired) => targets.push(Target {
+                host: host.clone(),
+                desired,
+            }),
+            Err(Problems(mut more)) => problems.append(&mut more),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Problems(problems).into());
+    }
+    Ok(Prepared { targets, redactor })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn any_failed(planned: &[PlannedHost]) -> bool {
+    planned.iter().any(|host| host.plan.is_err())
+}
+
+fn any_changes(planned: &[PlannedHost]) -> bool {
+    planned
+        .iter()
+        .any(|host| host.plan.as_ref().is_ok_and(|plan| !plan.is_empty()))
+}
+
+fn plan_command(role_dirs: &[PathBuf], args: PlanArgs, style: Style) -> Result<ExitCode> {
+    let prepared = prepare(role_dirs, &args.selection)?;
+    let planned = runtime()?.block_on(fleet::plan(prepared.targets));
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        stdout.write_all(report::json("plan", &planned, None, &prepared.redactor).as_bytes())?;
+    } else {
+        stdout.write_all(report::plan_text(&planned, style, &prepared.redactor).as_bytes())?;
+    }
+    stdout.flush()?;
+    Ok(if any_failed(&planned) {
+        ExitCode::from(1)
+    } else if args.detailed_exitcode && any_changes(&planned) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn apply_command(role_dirs: &[PathBuf], args: ApplyArgs, style: Style) -> Result<ExitCode> {
+    if !args.yes && (args.json || !std::io::stdin().is_terminal()) {
+        bail!(
+            "apply needs confirmation, and {} cannot ask for it\nhint: review the changes with `matrixctl plan`, then run `matrixctl apply --yes`",
+            if args.json { "--json output" } else { "stdin is not a terminal, so matrixctl" }
+        );
+    }
+    let prepared = prepare(role_dirs, &args.selection)?;
+    let runtime = runtime()?;
+    let planned = runtime.block_on(fleet::plan(prepared.targets));
+    let redactor = &prepared.redactor;
+    let mut stdout = std::io::stdout().lock();
+    if !args.json {
+        stdout.write_all(report::plan_text(&planned, style, redactor).as_bytes())?;
+        stdout.flush()?;
+    }
+    if !any_changes(&planned) {
+        if args.json {
+            stdout.write_all(report::json("apply", &planned, Some(&[]), redactor).as_bytes())?;
+        } else {
+            writeln!(stdout, "No changes to apply.")?;
+        }
+        return Ok(if any_failed(&planned) { ExitCode::from(1) } else { ExitCode::SUCCESS });
+    }
+    if !args.yes && !confirmed()? {
+        writeln!(stdout, "Apply cancelled; nothing was changed.")?;
+        return Ok(ExitCode::from(1));
+    }
+    let applied = runtime.block_on(fleet::apply(&planned));
+    if args.json {
+        stdout.write_all(report::json("apply", &planned, Some(&applied), redactor).as_bytes())?;
+    } else {
+        stdout.write_all(b"\n")?;
+        stdout.write_all(report::apply_text(&planned, &applied, style, redactor).as_bytes())?;
+    }
+    stdout.flush()?;
+    let failed = any_failed(&planned) || applied.iter().any(|host| host.result.is_err());
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Asks on the terminal; only `yes` goes ahead.
+fn confirmed() -> Result<bool> {
+    eprint!("Apply these changes? Only 'yes' is accepted: ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
+
+fn render_command(role_dirs: &[PathBuf], args: RenderArgs) -> Result<ExitCode> {
+    let prepared = prepare(role_dirs, &args.selection)?;
+    let mut files = 0;
+    for target in &prepared.targets {
+        let host_dir = args.out.join(target.host.name.as_str());
+        write_tree(&host_dir, &target.desired)?;
+        files += target.desired.len();
+    }
+    println!(
+        "Rendered {files} files for {} hosts into {}.",
+        prepared.targets.len(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes desired files under `dir`, with their modes (not owners: the
+/// output is for review by the operator who ran the command).
+fn write_tree(dir: &Path, desired: &DesiredState) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for file in desired.values() {
+        let path = dir.join(file.path.trim_start_matches('/'));
+        if let Some(parent) = path.parent() {
+            fs_err::create_dir_all(parent)?;
+        }
+        fs_err::write(&path, &file.content)?;
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(file.mode))?;
+    }
+    Ok(())
+}

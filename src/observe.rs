@@ -1,0 +1,109 @@
+//! What a host has now: the state of every path matrixctl wants to manage or
+//! managed before, and its record, read in one run of the host program.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+
+use crate::record::Record;
+use crate::transport::Transport;
+use crate::transport::program::{DONE_MARKER, Program};
+
+/// One path on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathState {
+    Absent,
+    File(FileState),
+    /// Something that is not a regular file (a directory, a symlink).
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileState {
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    pub content: Vec<u8>,
+}
+
+/// The observed state of one host.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub paths: BTreeMap<String, PathState>,
+    pub record: Record,
+    /// Staged files left behind by an interrupted apply.
+    pub leftovers: Vec<String>,
+}
+
+/// Reads `paths` and the record (and the paths it lists) in one program run.
+pub async fn observe(transport: &Transport, root: &str, paths: &[&str]) -> Result<Observed> {
+    let mut program = Program::new(root);
+    program.set_list("MC_OBSERVED", paths);
+    for path in paths {
+        program.call("mc_observe", &[path]);
+    }
+    program.call("mc_observe_record", &[]);
+    let output = transport.run(program.finish()).await?;
+    if !output.success {
+        bail!("reading the host's files failed: {}", output.stderr.trim());
+    }
+    parse(&output.stdout)
+}
+
+fn parse(stdout: &[u8]) -> Result<Observed> {
+    let text = std::str::from_utf8(stdout).context("the host's answer is not text")?;
+    let mut observed = Observed::default();
+    let mut done = false;
+    let decode = |data: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .context("the host sent bad base64")
+    };
+    for line in text.lines() {
+        let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match kind {
+            "absent" => {
+                observed.paths.insert(rest.to_string(), PathState::Absent);
+            }
+            "file" => {
+                let mut fields = rest.splitn(5, ' ');
+                let (Some(mode), Some(owner), Some(group), Some(data), Some(path)) =
+                    (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
+                else {
+                    bail!("unreadable answer from the host: {line:.80}");
+                };
+                let mode = u32::from_str_radix(mode, 8).context("bad mode from the host")?;
+                let state = FileState {
+                    mode,
+                    owner: owner.to_string(),
+                    group: group.to_string(),
+                    content: decode(data)?,
+                };
+                observed.paths.insert(path.to_string(), PathState::File(state));
+            }
+            "other" => {
+                let (what, path) = rest.split_once(' ').unwrap_or((rest, ""));
+                observed
+                    .paths
+                    .insert(path.to_string(), PathState::Other(what.replace('-', " ")));
+            }
+            "leftover" => observed.leftovers.push(rest.to_string()),
+            "record" => {
+                let bytes = decode(rest)?;
+                let text = String::from_utf8_lossy(&bytes);
+                observed.record = Record::parse(&text)
+                    .map_err(|reason| anyhow::anyhow!("the host's record is damaged ({reason})"))?;
+            }
+            "record-absent" => {}
+            _ if line == DONE_MARKER => done = true,
+            _ => bail!("unexpected answer from the host: {line:.80}"),
+        }
+    }
+    if !done {
+        bail!("the host's answer ended early");
+    }
+    observed.leftovers.sort();
+    observed.leftovers.dedup();
+    Ok(observed)
+}

@@ -1,0 +1,235 @@
+//! Desired against observed: what apply would do to each host. The plan is
+//! a value, built whole before anything is touched; `plan` prints it and
+//! `apply` prints and executes exactly it.
+
+use serde::Serialize;
+
+use crate::observe::{FileState, Observed, PathState};
+use crate::record::{Record, RecordEntry, sha256_hex};
+use crate::render::{DesiredFile, DesiredState};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    Update,
+    Remove,
+}
+
+/// One change to one path.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub path: String,
+    pub action: Action,
+    /// The role that renders (or rendered) the file; none for leftovers.
+    pub role: Option<String>,
+    /// The file was edited on the host since matrixctl wrote it.
+    pub drift: bool,
+    /// A staged file left by an interrupted apply.
+    pub leftover: bool,
+    /// Never show this change's content.
+    pub sensitive: bool,
+    pub before: Option<FileState>,
+    pub after: Option<DesiredFile>,
+}
+
+impl Change {
+    pub fn content_changed(&self) -> bool {
+        self.before.as_ref().map(|b| &b.content) != self.after.as_ref().map(|a| &a.content)
+    }
+}
+
+/// Everything apply would do to one host.
+#[derive(Debug, Clone)]
+pub struct HostPlan {
+    /// Sorted by path.
+    pub changes: Vec<Change>,
+    /// Files already as desired.
+    pub unchanged: usize,
+    /// The record apply writes.
+    pub record: Record,
+}
+
+impl HostPlan {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    pub fn count(&self, action: Action) -> usize {
+        self.changes.iter().filter(|c| c.action == action).count()
+    }
+}
+
+/// Why a host cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked(pub String);
+
+pub fn plan_host(desired: &DesiredState, observed: &Observed) -> Result<HostPlan, Blocked> {
+    let mut changes = Vec::new();
+    let mut unchanged = 0;
+    let old_record = &observed.record;
+    let mut record = Record::default();
+
+    for (path, file) in desired {
+        let recorded = old_record.files.get(path);
+        let state = observed.paths.get(path).unwrap_or(&PathState::Absent);
+        record.files.insert(
+            path.clone(),
+            RecordEntry {
+                sha256: sha256_hex(&file.content),
+                mode: file.mode,
+                sensitive: file.sensitive,
+                role: file.role.clone(),
+            },
+        );
+        let sensitive = file.sensitive || recorded.is_some_and(|r| r.sensitive);
+        let change = |action, before: Option<&FileState>, drift| Change {
+            path: path.clone(),
+            action,
+            role: Some(file.role.clone()),
+            drift,
+            leftover: false,
+            sensitive,
+            before: before.cloned(),
+            after: Some(file.clone()),
+        };
+        match state {
+            PathState::Other(what) => {
+                return Err(Blocked(format!(
+                    "{path} is a {what}, not a regular file; matrixctl will not replace it (role `{}`)",
+                    file.role
+                )));
+            }
+            PathState::Absent => changes.push(change(Action::Create, None, false)),
+            PathState::File(current) => {
+                let same = current.content == file.content
+                    && current.mode == file.mode
+                    && file.owner.as_ref().is_none_or(|o| *o == current.owner)
+                    && file.group.as_ref().is_none_or(|g| *g == current.group);
+                if same {
+                    unchanged += 1;
+                } else {
+                    let drift = recorded.is_some_and(|r| r.sha256 != sha256_hex(&current.content));
+                    changes.push(change(Action::Update, Some(current), drift));
+                }
+            }
+        }
+    }
+
+    for (path, recorded) in &old_record.files {
+        if desired.contains_key(path) {
+            continue;
+        }
+        match observed.paths.get(path) {
+            Some(PathState::File(current)) => changes.push(Change {
+                path: path.clone(),
+                action: Action::Remove,
+                role: Some(recorded.role.clone()),
+                drift: recorded.sha256 != sha256_hex(&current.content),
+                leftover: false,
+                sensitive: recorded.sensitive,
+                before: Some(current.clone()),
+                after: None,
+            }),
+            Some(PathState::Other(what)) => {
+                return Err(Blocked(format!(
+                    "{path}, which matrixctl used to manage, is now a {what}; remove it by hand or restore the file"
+                )));
+            }
+            // Already gone: nothing to do; the new record forgets it.
+            Some(PathState::Absent) | None => {}
+        }
+    }
+
+    for path in &observed.leftovers {
+        changes.push(Change {
+            path: path.clone(),
+            action: Action::Remove,
+            role: None,
+            drift: false,
+            leftover: true,
+            // A staged file may hold anything, secrets included.
+            sensitive: true,
+            before: None,
+            after: None,
+        });
+    }
+
+    changes.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(HostPlan {
+        changes,
+        unchanged,
+        record,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired(path: &str, content: &str) -> DesiredState {
+        let file = DesiredFile {
+            path: path.to_string(),
+            content: content.as_bytes().to_vec(),
+            mode: 0o644,
+            owner: None,
+            group: None,
+            role: "r".to_string(),
+            sensitive: false,
+        };
+        [(path.to_string(), file)].into_iter().collect()
+    }
+
+    fn on_host(path: &str, content: &str, mode: u32) -> (String, PathState) {
+        let state = FileState {
+            mode,
+            owner: "root".into(),
+            group: "root".into(),
+            content: content.as_bytes().to_vec(),
+        };
+        (path.to_string(), PathState::File(state))
+    }
+
+    #[test]
+    fn absent_is_create_equal_is_nothing_mode_is_update() {
+        let want = desired("/a", "x\n");
+        let plan = plan_host(&want, &Observed::default()).unwrap();
+        assert_eq!(plan.changes[0].action, Action::Create);
+
+        let mut observed = Observed::default();
+        observed.paths.extend([on_host("/a", "x\n", 0o644)]);
+        let plan = plan_host(&want, &observed).unwrap();
+        assert!(plan.is_empty());
+        assert_eq!(plan.unchanged, 1);
+
+        observed.paths.extend([on_host("/a", "x\n", 0o600)]);
+        let plan = plan_host(&want, &observed).unwrap();
+        assert_eq!(plan.changes[0].action, Action::Update);
+        assert!(!plan.changes[0].content_changed());
+    }
+
+    #[test]
+    fn recorded_files_no_longer_rendered_are_removed_and_edits_are_drift() {
+        let first = plan_host(&desired("/a", "x\n"), &Observed::default()).unwrap();
+        let mut observed = Observed {
+            record: first.record,
+            ..Observed::default()
+        };
+        observed.paths.extend([on_host("/a", "edited\n", 0o644)]);
+
+        let plan = plan_host(&desired("/a", "x\n"), &observed).unwrap();
+        assert_eq!(plan.changes[0].action, Action::Update);
+        assert!(plan.changes[0].drift);
+
+        let plan = plan_host(&DesiredState::new(), &observed).unwrap();
+        assert_eq!(plan.changes[0].action, Action::Remove);
+        assert!(plan.record.files.is_empty());
+    }
+
+    #[test]
+    fn a_directory_in_the_way_blocks_the_host() {
+        let mut observed = Observed::default();
+        observed.paths.insert("/a".into(), PathState::Other("directory".into()));
+        assert!(plan_host(&desired("/a", "x"), &observed).is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! Errors a user can cause and fix: what is wrong, where (file, line, key
+//! path) and what to do. Every bad input ends up here, never in a panic.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One thing wrong with the user's input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub message: String,
+    pub file: Option<PathBuf>,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    /// A longer excerpt shown indented under the location (a template excerpt).
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl Problem {
+    pub fn new(message: impl Into<String>) -> Problem {
+        Problem {
+            message: message.into(),
+            file: None,
+            line: None,
+            key: None,
+            detail: None,
+            hint: None,
+        }
+    }
+
+    pub fn in_file(mut self, file: &Path) -> Problem {
+        self.file = Some(file.to_path_buf());
+        self
+    }
+
+    pub fn at_line(mut self, line: Option<usize>) -> Problem {
+        self.line = line;
+        self
+    }
+
+    pub fn at_key(mut self, key: impl Into<String>) -> Problem {
+        let key = key.into();
+        self.key = (!key.is_empty()).then_some(key);
+        self
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Problem {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn with_hint(mut self, hint: Option<String>) -> Problem {
+        self.hint = hint;
+        self
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "error: {}", self.message)?;
+        let location = match (&self.file, self.line) {
+            (Some(file), Some(line)) => Some(format!("{}:{line}", file.display())),
+            (Some(file), None) => Some(file.display().to_string()),
+            (None, _) => None,
+        };
+        match (location, &self.key) {
+            (Some(location), Some(key)) => write!(f, "\n  --> {location}, key `{key}`")?,
+            (Some(location), None) => write!(f, "\n  --> {location}")?,
+            (None, Some(key)) => write!(f, "\n  --> key `{key}`")?,
+            (None, None) => {}
+        }
+        if let Some(detail) = &self.detail {
+            for line in detail.trim_end().lines() {
+                write!(f, "\n   | {line}")?;
+            }
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "\nhint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problem {}
+
+/// Every problem found in one pass over the input, so the operator fixes them
+/// all at once instead of one per run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, problem) in self.0.iter().enumerate() {
+            if index > 0 {
+                writeln!(f)?;
+            }
+            writeln!(f, "{problem}")?;
+        }
+        match self.0.len() {
+            1 => write!(f, "1 problem found; no host was touched."),
+            n => write!(f, "{n} problems found; no host was touched."),
+        }
+    }
+}
+
+impl std::error::Error for Problems {}
+
+impl From<Problem> for Problems {
+    fn from(problem: Problem) -> Problems {
+        Problems(vec![problem])
+    }
+}
+
+/// The closest candidate to a misspelt word, if one is close enough to be a
+/// plausible typo.
+pub fn did_you_mean<'a, I>(input: &str, candidates: I) -> Option<String>
+where
+    I: IntoIterator<Item = &'a str>,
+{
+    candidates
+        .into_iter()
+        .map(|candidate| (strsim::jaro_winkler(input, candidate), candidate))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+        .map(|(_, candidate)| format!("did you mean `{candidate}`?"))
+}
+
+/// serde reports enum typos as "unknown variant `x`, expected one of `a`, `b`"
+/// and field typos alike; pull out the word and the choices so we can suggest.
+pub fn suggestion_for_serde_message(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("unknown variant `")
+        .or_else(|| message.strip_prefix("unknown field `"))?;
+    let (input, rest) = rest.split_once('`')?;
+    let choices: Vec<&str> = rest
+        .split('`')
+        .enumerate()
+        .filter(|(index, _)| index % 2 == 1)
+        .map(|(_, choice)| choice)
+        .collect();
+    did_you_mean(input, choices)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_words_only() {
+        assert_eq!(
+            did_you_mean("registraton", ["registration", "federation_port"]),
+            Some("did you mean `registration`?".to_string())
+        );
+        assert_eq!(did_you_mean("zzz", ["registration"]), None);
+    }
+
+    #[test]
+    fn reads_serde_enum_messages() {
+        let message = "unknown variant `tokn`, expected `token` or `closed`";
+        assert_eq!(
+            suggestion_for_serde_message(message),
+            Some("did you mean `token`?".to_string())
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! The on-host record of the files matrixctl manages: what it wrote (hash,
+//! mode, whether the content is secret, which role). It lets plan remove
+//! files a role no longer renders and tell hand edits (drift) from changes
+//! in the inventory.
+//!
+//! One line per file, path last, so the host's shell can read it too
+//! (plan observes recorded paths in the same round trip):
+//! `file SHA256 MODE SENSITIVE ROLE PATH`.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+const HEADER: &str = "# matrixctl: files it manages on this host. Written by matrixctl; do not edit.\nv1\n";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordEntry {
+    pub sha256: String,
+    pub mode: u32,
+    pub sensitive: bool,
+    pub role: String,
+}
+
+/// Managed paths and what matrixctl last wrote there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    pub files: BTreeMap<String, RecordEntry>,
+}
+
+impl Record {
+    pub fn parse(text: &str) -> Result<Record, String> {
+        let mut lines = text.lines().filter(|line| !line.starts_with('#'));
+        match lines.next() {
+            Some("v1") => {}
+            other => return Err(format!("unknown record version {other:?}")),
+        }
+        let mut files = BTreeMap::new();
+        for line in lines {
+            let mut fields = line.splitn(6, ' ');
+            let (Some("file"), Some(sha256), Some(mode), Some(sensitive), Some(role), Some(path)) = (
+                fields.next(),
+                fields.next(),
+                fields.next(),
+                fields.next(),
+                fields.next(),
+                fields.next(),
+            ) else {
+                return Err(format!("unreadable line {line:?}"));
+            };
+            let mode = u32::from_str_radix(mode, 8).map_err(|_| format!("bad mode in {line:?}"))?;
+            files.insert(
+                path.to_string(),
+                RecordEntry {
+                    sha256: sha256.to_string(),
+                    mode,
+                    sensitive: sensitive == "1",
+                    role: role.to_string(),
+                },
+            );
+        }
+        Ok(Record { files })
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut text = HEADER.to_string();
+        for (path, entry) in &self.files {
+            text.push_str(&format!(
+                "file {} {:04o} {} {} {path}\n",
+                entry.sha256,
+                entry.mode,
+                u8::from(entry.sensitive),
+                entry.role
+            ));
+        }
+        text
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_paths_with_spaces() {
+        let mut record = Record::default();
+        record.files.insert(
+            "/srv/a b/c".to_string(),
+            RecordEntry {
+                sha256: sha256_hex(b"x"),
+                mode: 0o640,
+                sensitive: true,
+                role: "synapse".to_string(),
+            },
+        );
+        assert_eq!(Record::parse(&record.to_text()).unwrap(), record);
+        assert!(Record::parse("v9\n").is_err());
+    }
+}

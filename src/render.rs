@@ -1,0 +1,356 @@
+//! Renders a host's desired files: its vars into a template context, each
+//! role's `when` decides, each file's template, destination, mode and owner
+//! are rendered. Strict: a missing var is an error naming template and line.
+//! Deterministic: sorted maps in, the same bytes out, every time.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
+
+use minijinja::value::Serde;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value as JinjaValue};
+use serde_yaml::{Mapping, Value};
+
+use crate::inventory::{Host, Inventory};
+use crate::problem::{Problem, Problems};
+use crate::roles::{BUILTIN_TEMPLATES, Role, RoleSet};
+use crate::secrets::{Redactor, SecretName};
+
+/// One file as the inventory says it should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredFile {
+    /// Absolute path on the host (not including the host's `root`).
+    pub path: String,
+    pub content: Vec<u8>,
+    pub mode: u32,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub role: String,
+    /// Holds a secret (or the role says so): its content is never shown.
+    pub sensitive: bool,
+}
+
+/// A host's desired files, by path.
+pub type DesiredState = BTreeMap<String, DesiredFile>;
+
+/// The template environment over built-in and `--roles` templates.
+pub struct Renderer<'a> {
+    env: Environment<'static>,
+    roles: &'a RoleSet,
+}
+
+impl<'a> Renderer<'a> {
+    pub fn new(roles: &'a RoleSet) -> Renderer<'a> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Templates choose their quoting (`| tojson`); nothing is escaped behind their back.
+        env.set_auto_escape_callback(|_| AutoEscape::None);
+        let mut syntax = minijinja::syntax::SyntaxConfig::builder();
+        syntax.keep_trailing_newline(true);
+        env.set_syntax(syntax.build().expect("the default delimiters are valid"));
+        let dirs = roles.template_dirs.clone();
+        env.set_loader(move |name| {
+            if Path::new(name)
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_)))
+            {
+                return Ok(None);
+            }
+            for dir in &dirs {
+                let path = dir.join(name);
+                if path.is_file() {
+                    return fs_err::read_to_string(&path).map(Some).map_err(|error| {
+                        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, error.to_string())
+                    });
+                }
+            }
+            Ok(BUILTIN_TEMPLATES
+                .get_file(name)
+                .map(|file| String::from_utf8_lossy(file.contents()).into_owned()))
+        });
+        Renderer { env, roles }
+    }
+
+    /// Everything a template can read for `host`.
+    pub fn context(&self, inventory: &Inventory, host: &Host) -> BTreeMap<String, Value> {
+        let mut context: BTreeMap<String, Value> = BTreeMap::new();
+        let core = match serde_yaml::to_value(&host.vars) {
+            Ok(Value::Mapping(core)) => core,
+            _ => Mapping::new(),
+        };
+        for (key, value) in host.merged.iter().chain(core.iter()) {
+            if let Some(key) = key.as_str() {
+                context.insert(key.to_string(), value.clone());
+            }
+        }
+        let fqdn = match &host.vars.matrix_fqdn {
+            Some(fqdn) => fqdn.to_string(),
+            None => format!("matrix.{}", host.name),
+        };
+        let secrets: Mapping = host_secrets(inventory, host)
+            .into_iter()
+            .map(|(name, value)| (Value::from(name.as_str()), Value::from(value)))
+            .collect();
+        context.insert("secrets".into(), Value::Mapping(secrets));
+        context.insert("server_name".into(), host.name.as_str().into());
+        context.insert("public_baseurl".into(), format!("https://{fqdn}/").into());
+        context.insert("matrix_fqdn".into(), fqdn.into());
+        context
+    }
+
+    /// Renders every file of every role that applies to `host`.
+    pub fn render_host(
+        &self,
+        inventory: &Inventory,
+        host: &Host,
+        redactor: &Redactor,
+    ) -> Result<DesiredState, Problems> {
+        let context = JinjaValue::from(Serde(self.context(inventory, host)));
+        let host_secrets = Redactor::new(host_secrets(inventory, host).into_values());
+        let mut desired = DesiredState::new();
+        let mut problems = Vec::new();
+        for role in self.roles.roles.values() {
+            match self.role_applies(role, &context, redactor) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(problem) => {
+                    problems.push(problem);
+                    continue;
+                }
+            }
+            for index in 0..role.manifest.files.len() {
+                match self.render_file(role, index, &context, &host_secrets, redactor) {
+                    Ok(file) => {
+                        if let Some(other) = desired.get(&file.path) {
+                            problems.push(
+                                Problem::new(format!(
+                                    "roles `{}` and `{}` both render {}",
+                                    other.role, role.name, file.path
+                                ))
+                                .in_file(&role.path)
+                                .at_key(format!("files[{index}].dest")),
+                            );
+                        } else {
+                            desired.insert(file.path.clone(), file);
+                        }
+                    }
+                    Err(problem) => problems.push(problem),
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(desired)
+        } else {
+            for problem in &mut problems {
+                problem.message = format!("{} (host {})", problem.message, host.name);
+            }
+            Err(Problems(problems))
+        }
+    }
+
+    fn role_applies(&self, role: &Role, context: &JinjaValue, redactor: &Redactor) -> Result<bool, Problem> {
+        let expression = self
+            .env
+            .compile_expression(&role.manifest.when)
+            .and_then(|expression| expression.eval(context.clone()));
+        match expression {
+            Ok(value) => Ok(value.is_true()),
+            Err(error) => Err(Problem::new(format!(
+                "role `{}`: cannot evaluate `when: {}`: {}",
+                role.name,
+                role.manifest.when,
+                redactor.redact(&jinja_reason(&error))
+            ))
+            .in_file(&role.path)
+            .at_key("when")),
+        }
+    }
+
+    fn render_file(
+        &self,
+        role: &Role,
+        index: usize,
+        context: &JinjaValue,
+        host_secrets: &Redactor,
+        redactor: &Redactor,
+    ) -> Result<DesiredFile, Problem> {
+        let spec = &role.manifest.files[index];
+        let field_problem = |field: &str, message: String| {
+            Problem::new(format!("role `{}`: {message}", role.name))
+                .in_file(&role.path)
+                .at_key(format!("files[{index}].{field}"))
+        };
+        let render_field = |field: &str, source: &str| {
+            self.env
+                .render_str(source, context.clone())
+                .map_err(|error| field_problem(field, redactor.redact(&jinja_reason(&error)).into_owned()))
+        };
+        let path = render_field("dest", &spec.dest)?;
+        check_dest(&path).map_err(|reason| field_problem("dest", format!("destination `{path}` {reason}")))?;
+        let owner = match &spec.owner {
+            Some(owner) => Some(render_field("owner", owner)?),
+            None => None,
+        };
+        let group = match &spec.group {
+            Some(group) => Some(render_field("group", group)?),
+            None => None,
+        };
+        for (field, name) in [("owner", &owner), ("group", &group)] {
+            if let Some(name) = name
+                && !is_account_name(name)
+            {
+                return Err(field_problem(field, format!("`{name}` is not a valid user or group name")));
+            }
+        }
+        let template = self
+            .env
+            .get_template(&spec.template)
+            .map_err(|error| self.template_problem(role, &spec.template, &error, redactor))?;
+        let content = template
+            .render(context.clone())
+            .map_err(|error| self.template_problem(role, &spec.template, &error, redactor))?
+            .into_bytes();
+        let sensitive = spec.sensitive || host_secrets.finds_secret_in(&content);
+        if sensitive && spec.mode.0 & 0o007 != 0 {
+            return Err(field_problem(
+                "mode",
+                format!(
+                    "{path} holds secrets but mode {:04o} lets every user read it",
+                    spec.mode.0
+                ),
+            )
+            .with_hint(Some("use a mode without permissions for others, like \"0640\"".into())));
+        }
+        Ok(DesiredFile {
+            path,
+            content,
+            mode: spec.mode.0,
+            owner,
+            group,
+            role: role.name.clone(),
+            sensitive,
+        })
+    }
+
+    fn template_problem(
+        &self,
+        role: &Role,
+        template: &str,
+        error: &minijinja::Error,
+        redactor: &Redactor,
+    ) -> Problem {
+        let name = error.name().unwrap_or(template);
+        let file = self
+            .roles
+            .template_dirs
+            .iter()
+            .map(|dir| dir.join(name))
+            .find(|path| path.is_file())
+            .unwrap_or_else(|| Path::new("templates").join(name));
+        let mut problem = Problem::new(format!(
+            "role `{}`: {}",
+            role.name,
+            redactor.redact(&jinja_reason(error))
+        ))
+        .in_file(&file)
+        .at_line(error.line());
+        if let (Some(source), Some(line)) = (error.template_source(), error.line()) {
+            let excerpt: Vec<String> = source
+                .lines()
+                .enumerate()
+                .skip(line.saturating_sub(3))
+                .take_while(|(index, _)| *index < line)
+                .map(|(index, text)| format!("{:>4} {text}", index + 1))
+                .collect();
+            problem = problem.with_detail(redactor.redact(&excerpt.join("\n")).into_owned());
+        }
+        problem
+    }
+}
+
+/// minijinja's error without its own location suffix (we print the location).
+fn jinja_reason(error: &minijinja::Error) -> String {
+    match error.detail() {
+        Some(detail) => format!("{}: {detail}", error.kind()),
+        None => error.kind().to_string(),
+    }
+}
+
+/// The secrets of one host: derived from the master key unless overridden.
+pub fn host_secrets(inventory: &Inventory, host: &Host) -> BTreeMap<SecretName, String> {
+    SecretName::ALL
+        .iter()
+        .map(|&name| {
+            let value = match host.vars.secrets.get(&name) {
+                Some(value) => value.0.clone(),
+                None => {
+                    let generation = host.vars.secret_generation.get(&name).copied().unwrap_or(0);
+                    inventory.master_key.derive(host.name.as_str(), name, generation)
+                }
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+/// Every secret value any output could contain, for the whole inventory.
+pub fn redactor_for(inventory: &Inventory) -> Redactor {
+    let mut values = vec![inventory.master_key.as_text()];
+    for host in &inventory.hosts {
+        values.extend(
+            inventory
+                .master_key
+                .all_generations(host.name.as_str(), &host.vars.secret_generation),
+        );
+        values.extend(host.vars.secrets.values().map(|value| value.0.clone()));
+    }
+    Redactor::new(values)
+}
+
+fn check_dest(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("must be an absolute path");
+    }
+    if path.ends_with('/') {
+        return Err("must name a file, not a directory");
+    }
+    if path.chars().any(|c| c.is_control()) {
+        return Err("must not contain control characters");
+    }
+    if path
+        .split('/')
+        .skip(1)
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err("must be a normalised path (no `//`, `.` or `..`)");
+    }
+    Ok(())
+}
+
+fn is_account_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && name.len() <= 32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_must_be_plain_absolute_paths() {
+        assert!(check_dest("/etc/matrix-synapse/conf.d/a.yaml").is_ok());
+        for bad in ["etc/a", "/etc/", "/etc/../a", "/etc//a", "/etc/./a", "/etc/a\nb"] {
+            assert!(check_dest(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn account_names_are_shell_safe() {
+        assert!(is_account_name("matrix-synapse"));
+        assert!(is_account_name("root"));
+        for bad in ["", "Root", "a b", "$(x)", "-a", "1abc"] {
+            assert!(!is_account_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! What plan and apply print: text for people (stdout) and JSON for
+//! programs. Every string leaves through the redactor; hosts are in name
+//! order and changes in path order, so the same state prints the same bytes.
+
+use serde::Serialize;
+
+use crate::diff::{Style, paint, unified};
+use crate::fleet::{AppliedHost, PlannedHost};
+use crate::plan::{Action, Change, HostPlan};
+use crate::secrets::Redactor;
+
+/// The version of the JSON output's shape (docs/json.md).
+pub const JSON_FORMAT_VERSION: u32 = 1;
+
+/// Totals over the fleet.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub remove: usize,
+    pub hosts: usize,
+    pub hosts_with_changes: usize,
+    pub hosts_failed: usize,
+}
+
+impl Summary {
+    pub fn of(planned: &[PlannedHost], applied: Option<&[AppliedHost]>) -> Summary {
+        let mut summary = Summary {
+            hosts: planned.len(),
+            ..Summary::default()
+        };
+        for host in planned {
+            match &host.plan {
+                Ok(plan) => {
+                    summary.create += plan.count(Action::Create);
+                    summary.update += plan.count(Action::Update);
+                    summary.remove += plan.count(Action::Remove);
+                    summary.hosts_with_changes += usize::from(!plan.is_empty());
+                }
+                Err(_) => summary.hosts_failed += 1,
+            }
+        }
+        if let Some(applied) = applied {
+            summary.hosts_failed += applied.iter().filter(|a| a.result.is_err()).count();
+        }
+        summary
+    }
+}
+
+fn plural(count: usize, word: &str) -> String {
+    if count == 1 {
+        format!("{count} {word}")
+    } else {
+        format!("{count} {word}s")
+    }
+}
+
+/// The plan, host by host, then the summary line.
+pub fn plan_text(planned: &[PlannedHost], style: Style, redactor: &Redactor) -> String {
+    let mut out = String::new();
+    for host in planned {
+        match &host.plan {
+            Ok(plan) if plan.is_empty() => {
+                out.push_str(&format!("{}  ({}): no changes\n", style.bold(&host.name), host.reached_by));
+            }
+            Ok(plan) => {
+                out.push_str(&format!("{}  ({})\n", style.bold(&host.name), host.reached_by));
+                host_changes(&mut out, plan, style);
+            }
+            Err(reason) => {
+                out.push_str(&format!("{}  ({}): {}\n", style.bold(&host.name), host.reached_by, style.red("FAILED")));
+                for line in reason.lines() {
+                    out.push_str(&format!("    {line}\n"));
+                }
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str(&plan_summary(&Summary::of(planned, None), planned));
+    out.push('\n');
+    redactor.redact(&out).into_owned()
+}
+
+pub fn plan_summary(summary: &Summary, planned: &[PlannedHost]) -> String {
+    let mut line = format!(
+        "Plan: {} to add, {} to change, {} to remove on {} of {}.",
+        summary.create,
+        summary.update,
+        summary.remove,
+        summary.hosts_with_changes,
+        plural(summary.hosts, "host")
+    );
+    line.push_str(&failed_suffix(planned.iter().filter(|h| h.plan.is_err()).map(|h| h.name.as_str())));
+    line
+}
+
+fn failed_suffix<'a>(failed: impl Iterator<Item = &'a str>) -> String {
+    let failed: Vec<&str> = failed.collect();
+    if failed.is_empty() {
+        String::new()
+    } else {
+        format!(" {} failed: {}.", plural(failed.len(), "host"), failed.join(", "))
+    }
+}
+
+fn host_changes(out: &mut String, plan: &HostPlan, style: Style) {
+    for change in &plan.changes {
+        let (sigil, painted) = match change.action {
+            Action::Create => ("+", style.green("+")),
+            Action::Update => ("~", style.yellow("~")),
+            Action::Remove => ("-", style.red("-")),
+        };
+        let _ = sigil;
+        out.push_str(&format!("  {painted} {}  ({})\n", change.path, describe(change)));
+        if let Some(body) = body(change) {
+            let body = if body.starts_with('(') { body } else { paint(&body, style) };
+            for line in body.lines() {
+                out.push_str(&format!("      {line}\n"));
+            }
+        }
+    }
+}
+
+/// The words after a path: its role and what about it changes.
+fn describe(change: &Change) -> String {
+    if change.leftover {
+        return "left by an interrupted apply; removing it".to_string();
+    }
+    let role = change.role.as_deref().unwrap_or("?");
+    let mut notes = vec![format!("role {role}")];
+    match (&change.before, &change.after) {
+        (None, Some(after)) => {
+            let mut meta = format!("mode {:04o}", after.mode);
+            if let Some(owner) = &after.owner {
+                meta.push_str(&format!(", owner {owner}"));
+            }
+            if let Some(group) = &after.group {
+                meta.push_str(&format!(", group {group}"));
+            }
+            notes.push(meta);
+        }
+        (Some(before), Some(after)) => {
+            if before.mode != after.mode {
+                notes.push(format!("mode {:04o} -> {:04o}", before.mode, after.mode));
+            }
+            if let Some(owner) = after.owner.as_ref().filter(|o| **o != before.owner) {
+                notes.push(format!("owner {} -> {owner}", before.owner));
+            }
+            if let Some(group) = after.group.as_ref().filter(|g| **g != before.group) {
+                notes.push(format!("group {} -> {group}", before.group));
+            }
+        }
+        (Some(_), None) => notes.push("no longer rendered".to_string()),
+        (None, None) => {}
+    }
+    if change.drift {
+        notes.push("edited on the host since matrixctl wrote it".to_string());
+    }
+    notes.join(", ")
+}
+
+/// The diff shown under a change, or a note saying why there is none.
+fn body(change: &Change) -> Option<String> {
+    if change.leftover || !change.content_changed() {
+        return None;
+    }
+    if change.sensitive {
+        return Some("(content hidden: the file holds secrets)".to_string());
+    }
+    let before = change.before.as_ref().map(|b| b.content.as_slice()).unwrap_or_default();
+    let after = change.after.as_ref().map(|a| a.content.as_slice()).unwrap_or_default();
+    Some(unified(before, after).unwrap_or_else(|| "(binary content changed)".to_string()))
+}
+
+/// What apply did, host by host, and its summary line.
+pub fn apply_text(planned: &[PlannedHost], applied: &[AppliedHost], style: Style, redactor: &Redactor) -> String {
+    let mut out = String::new();
+    let mut done = Summary::default();
+    let mut failed = Vec::new();
+    for host in planned {
+        let result = applied.iter().find(|a| a.name == host.name).map(|a| &a.result);
+        match (&host.plan, result) {
+            (Err(reason), _) | (Ok(_), Some(Err(reason))) => {
+                failed.push(host.name.as_str());
+                out.push_str(&format!("{}: {}\n", style.bold(&host.name), style.red("FAILED")));
+                for line in reason.lines() {
+                    out.push_str(&format!("    {line}\n"));
+                }
+            }
+            (Ok(plan), Some(Ok(()))) => {
+                done.create += plan.count(Action::Create);
+                done.update += plan.count(Action::Update);
+                done.remove += plan.count(Action::Remove);
+                done.hosts_with_changes += 1;
+                out.push_str(&format!(
+                    "{}: applied ({} added, {} changed, {} removed)\n",
+                    style.bold(&host.name),
+                    plan.count(Action::Create),
+                    plan.count(Action::Update),
+                    plan.count(Action::Remove)
+                ));
+            }
+            (Ok(_), None) => out.push_str(&format!("{}: no changes\n", style.bold(&host.name))),
+        }
+    }
+    out.push_str(&format!(
+        "\nApply complete: {} added, {} changed, {} removed on {} of {}.",
+        done.create,
+        done.update,
+        done.remove,
+        done.hosts_with_changes,
+        plural(planned.len(), "host")
+    ));
+    out.push_str(&failed_suffix(failed.into_iter()));
+    out.push('\n');
+    redactor.redact(&out).into_owned()
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    format_version: u32,
+    command: &'a str,
+    hosts: Vec<JsonHost>,
+    summary: Summary,
+}
+
+#[derive(Serialize)]
+struct JsonHost {
+    name: String,
+    /// `unchanged`, `changes` (plan), `applied` (apply) or `failed`.
+    status: &'static str,
+    error: Option<String>,
+    unchanged_files: usize,
+    changes: Vec<JsonChange>,
+}
+
+#[derive(Serialize)]
+struct JsonChange {
+    path: String,
+    action: Action,
+    role: Option<String>,
+    drift: bool,
+    leftover: bool,
+    sensitive: bool,
+    mode: BeforeAfter,
+    owner: BeforeAfter,
+    group: BeforeAfter,
+    diff: Option<String>,
+}
+
+#[derive(Serialize)]
+struct BeforeAfter {
+    before: Option<String>,
+    after: Option<String>,
+}
+
+/// The plan (and, for apply, the outcome) as JSON: docs/json.md.
+pub fn json(command: &str, planned: &[PlannedHost], applied: Option<&[AppliedHost]>, redactor: &Redactor) -> String {
+    let hosts = planned
+        .iter()
+        .map(|host| {
+            let outcome = applied.and_then(|applied| applied.iter().find(|a| a.name == host.name));
+            let (status, error) = match (&host.plan, outcome.map(|o| &o.result)) {
+                (Err(reason), _) | (_, Some(Err(reason))) => ("failed", Some(reason.clone())),
+                (Ok(plan), _) if plan.is_empty() => ("unchanged", None),
+                (Ok(_), Some(Ok(()))) => ("applied", None),
+                (Ok(_), None) => ("changes", None),
+            };
+            let (unchanged_files, changes) = match &host.plan {
+                Ok(plan) => (plan.unchanged, plan.changes.iter().map(json_change).collect()),
+                Err(_) => (0, Vec::new()),
+            };
+            JsonHost {
+                name: host.name.clone(),
+                status,
+                error,
+                unchanged_files,
+                changes,
+            }
+        })
+        .collect();
+    let report = JsonReport {
+        format_version: JSON_FORMAT_VERSION,
+        command,
+        hosts,
+        summary: Summary::of(planned, applied),
+    };
+    let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+    format!("{}\n", redactor.redact(&text))
+}
+
+fn json_change(change: &Change) -> JsonChange {
+    let before = change.before.as_ref();
+    let after = change.after.as_ref();
+    JsonChange {
+        path: change.path.clone(),
+        action: change.action,
+        role: change.role.clone(),
+        drift: change.drift,
+        leftover: change.leftover,
+        sensitive: change.sensitive,
+        mode: BeforeAfter {
+            before: before.map(|b| format!("{:04o}", b.mode)),
+            after: after.map(|a| format!("{:04o}", a.mode)),
+        },
+        owner: BeforeAfter {
+            before: before.map(|b| b.owner.clone()),
+            after: after.and_then(|a| a.owner.clone()),
+        },
+        group: BeforeAfter {
+            before: before.map(|b| b.group.clone()),
+            after: after.and_then(|a| a.group.clone()),
+        },
+        diff: body(change).filter(|body| !body.starts_with('(')),
+    }
+}

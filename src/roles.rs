@@ -1,0 +1,328 @@
+//! Role manifests: when a role applies, which files it renders, and the vars
+//! (with defaults) it brings. Built-in roles are embedded in the binary;
+//! `--roles DIR` adds roles or replaces built-in ones by name.
+//!
+//! A role directory holds `NAME.yaml` manifests and a `templates/` tree, the
+//! same layout as this repository's `roles/` and `templates/`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use include_dir::{Dir, include_dir};
+use serde::Deserialize;
+use serde_yaml::{Mapping, Value};
+
+use crate::problem::{Problem, Problems, suggestion_for_serde_message};
+
+static BUILTIN_ROLES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/roles");
+pub static BUILTIN_TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
+
+/// A role manifest, as written in `roles/NAME.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// A minijinja expression over the host vars; the role applies when true.
+    #[serde(default = "always")]
+    pub when: String,
+    /// The vars this role brings, with their default values. Their keys
+    /// become known keys, and a default's type is the var's type.
+    #[serde(default)]
+    pub defaults: Mapping,
+    #[serde(default)]
+    pub files: Vec<FileSpec>,
+}
+
+fn always() -> String {
+    "true".to_string()
+}
+
+/// One file a role renders.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// Template name under the templates root, e.g. `synapse/server_name.yaml.j2`.
+    pub template: String,
+    /// Absolute destination path on the host; may use `{{ vars }}`.
+    pub dest: String,
+    pub mode: Mode,
+    /// Owner and group names; may use `{{ vars }}`. Unset leaves them alone.
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Never show this file's content in diffs, even without a known secret in it.
+    #[serde(default)]
+    pub sensitive: bool,
+}
+
+/// A file mode in octal with its leading zero, like `"0640"` (serde_yaml
+/// reads an unquoted `0640` as that string too; a bare `640` is refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode(pub u32);
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Mode, D::Error> {
+        let complaint = "expected an octal mode with its leading zero, like \"0644\"";
+        match Value::deserialize(deserializer)? {
+            Value::String(text)
+                if (3..=4).contains(&text.len()) && text.bytes().all(|b| (b'0'..=b'7').contains(&b)) =>
+            {
+                u32::from_str_radix(&text, 8)
+                    .map(Mode)
+                    .map_err(|_| serde::de::Error::custom(complaint))
+            }
+            _ => Err(serde::de::Error::custom(complaint)),
+        }
+    }
+}
+
+/// Where a role's manifest came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Builtin,
+    Dir(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Role {
+    pub name: String,
+    /// The manifest's path, for error messages (`roles/NAME.yaml` when built in).
+    pub path: PathBuf,
+    pub origin: Origin,
+    pub manifest: Manifest,
+}
+
+/// All roles in effect, sorted by name, and where their templates live.
+#[derive(Debug, Clone)]
+pub struct RoleSet {
+    pub roles: BTreeMap<String, Role>,
+    /// `--roles` directories' `templates/`, searched last-given first, before
+    /// the built-in templates.
+    pub template_dirs: Vec<PathBuf>,
+}
+
+impl RoleSet {
+    /// The built-in roles plus those in `extra_dirs` (later directories win).
+    pub fn load(extra_dirs: &[PathBuf]) -> Result<RoleSet, Problems> {
+        let mut roles = BTreeMap::new();
+        let mut problems = Vec::new();
+        for file in BUILTIN_ROLES.files() {
+            let path = Path::new("roles").join(file.path());
+            let Some(name) = role_name(&path) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(file.contents());
+            match parse_manifest(&path, &text) {
+                Ok(manifest) => {
+                    roles.insert(
+                        name.clone(),
+                        Role {
+                            name,
+                            path,
+                            origin: Origin::Builtin,
+                            manifest,
+                        },
+                    );
+                }
+                Err(problem) => problems.push(problem),
+            }
+        }
+        let mut template_dirs = Vec::new();
+        for dir in extra_dirs {
+            let entries = match fs_err::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(error) => {
+                    problems.push(
+                        Problem::new(format!("cannot read the roles directory: {error}"))
+                            .in_file(dir)
+                            .with_hint(Some("--roles takes a directory holding NAME.yaml manifests and a templates/ directory".into())),
+                    );
+                    continue;
+                }
+            };
+            let mut paths: Vec<PathBuf> = entries
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .collect();
+            paths.sort();
+            for path in paths {
+                let Some(name) = role_name(&path) else {
+                    continue;
+                };
+                let text = match fs_err::read_to_string(&path) {
+                    Ok(text) => text,
+                    Err(error) => {
+                        problems.push(Problem::new(error.to_string()).in_file(&path));
+                        continue;
+                    }
+                };
+                match parse_manifest(&path, &text) {
+                    Ok(manifest) => {
+                        roles.insert(
+                            name.clone(),
+                            Role {
+                                name,
+                                path,
+                                origin: Origin::Dir(dir.clone()),
+                                manifest,
+                            },
+                        );
+                    }
+                    Err(problem) => problems.push(problem),
+                }
+            }
+            template_dirs.insert(0, dir.join("templates"));
+        }
+        let set = RoleSet {
+            roles,
+            template_dirs,
+        };
+        if let Err(mut more) = set.check_defaults_agree() {
+            problems.append(&mut more);
+        }
+        if problems.is_empty() {
+            Ok(set)
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    /// The default of every role var, and the role that declares it.
+    pub fn defaults(&self) -> BTreeMap<&str, (&Value, &Role)> {
+        let mut defaults = BTreeMap::new();
+        for role in self.roles.values() {
+            for (key, value) in &role.manifest.defaults {
+                if let Some(key) = key.as_str() {
+                    defaults.entry(key).or_insert((value, role));
+                }
+            }
+        }
+        defaults
+    }
+
+    /// Two roles may share a var (both read it), but not disagree on its default.
+    fn check_defaults_agree(&self) -> Result<(), Vec<Problem>> {
+        let mut seen: BTreeMap<String, (&Value, &Role)> = BTreeMap::new();
+        let mut problems = Vec::new();
+        for role in self.roles.values() {
+            for (key, value) in &role.manifest.defaults {
+                let Some(key) = key.as_str() else {
+                    problems.push(
+                        Problem::new("a role default's name must be a string")
+                            .in_file(&role.path)
+                            .at_key("defaults"),
+                    );
+                    continue;
+                };
+                if crate::inventory::schema::CORE_KEYS.contains(&key) {
+                    problems.push(
+                        Problem::new(format!(
+                            "role `{}` declares a default for `{key}`, which matrixctl itself defines",
+                            role.name
+                        ))
+                        .in_file(&role.path)
+                        .at_key(format!("defaults.{key}"))
+                        .with_hint(Some("remove it from the role's defaults; templates can use it as is".into())),
+                    );
+                    continue;
+                }
+                match seen.get(key) {
+                    Some((other_value, other_role)) if *other_value != value => {
+                        problems.push(
+                            Problem::new(format!(
+                                "roles `{}` and `{}` declare different defaults for `{key}`",
+                                other_role.name, role.name
+                            ))
+                            .in_file(&role.path)
+                            .at_key(format!("defaults.{key}")),
+                        );
+                    }
+                    _ => {
+                        seen.insert(key.to_string(), (value, role));
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn role_name(path: &Path) -> Option<String> {
+    if path.extension()? != "yaml" {
+        return None;
+    }
+    Some(path.file_stem()?.to_str()?.to_string())
+}
+
+fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, Problem> {
+    let value: Value = serde_yaml::from_str(text).map_err(|error| yaml_problem(path, &error))?;
+    let value = if value.is_null() {
+        Value::Mapping(Mapping::new())
+    } else {
+        value
+    };
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let key = error.path().to_string();
+        let message = error.inner().to_string();
+        let key_path: Vec<String> = key.split('.').map(str::to_string).collect();
+        Problem::new(format!("invalid role manifest: {message}"))
+            .in_file(path)
+            .at_line(crate::inventory::locate::line_of_key(text, &key_path))
+            .at_key(if key == "." { String::new() } else { key })
+            .with_hint(suggestion_for_serde_message(&message))
+    })
+}
+
+/// A YAML syntax error, with the parser's line.
+pub fn yaml_problem(path: &Path, error: &serde_yaml::Error) -> Problem {
+    let line = error.location().map(|location| location.line());
+    let mut message = error.to_string();
+    // serde_yaml appends " at line N column M"; the location line says it.
+    if let Some(index) = message.find(" at line ") {
+        message.truncate(index);
+    }
+    Problem::new(format!("invalid YAML: {message}"))
+        .in_file(path)
+        .at_line(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_roles_load() {
+        let set = RoleSet::load(&[]).unwrap();
+        assert!(set.roles.contains_key("synapse"));
+        assert!(set.roles.contains_key("wellknown"));
+    }
+
+    #[test]
+    fn modes_must_be_octal_with_a_leading_zero() {
+        // `644` is a decimal number to YAML: refused rather than guessed at.
+        let bad = parse_manifest(
+            Path::new("roles/x.yaml"),
+            "files:\n  - template: x.j2\n    dest: /x\n    mode: 644\n",
+        )
+        .unwrap_err();
+        assert_eq!(bad.key.as_deref(), Some("files[0].mode"));
+        assert!(bad.message.contains("leading zero"), "{}", bad.message);
+        let unquoted = parse_manifest(
+            Path::new("roles/x.yaml"),
+            "files:\n  - template: x.j2\n    dest: /x\n    mode: 0644\n",
+        )
+        .unwrap();
+        assert_eq!(unquoted.files[0].mode, Mode(0o644));
+        let good = parse_manifest(
+            Path::new("roles/x.yaml"),
+            "files:\n  - template: x.j2\n    dest: /x\n    mode: \"0640\"\n",
+        )
+        .unwrap();
+        assert_eq!(good.files[0].mode, Mode(0o640));
+    }
+}

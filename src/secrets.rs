@@ -1,0 +1,251 @@
+//! Per-host secrets, derived from one master key, and the redaction of every
+//! secret value from everything matrixctl prints.
+//!
+//! A secret is HMAC-SHA256(master key, label ‖ host ‖ generation). Each
+//! secret has its own label in code, so no two purposes can share a value by
+//! accident. Cryptographic identities that must never be copied (Synapse's
+//! signing key) are not derived here at all: the host generates them.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use aho_corasick::AhoCorasick;
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+
+use crate::problem::Problem;
+
+/// Every secret matrixctl can derive. Adding one is adding a variant: its
+/// label is its name, so it cannot collide with another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretName {
+    RegistrationSharedSecret,
+    MacaroonSecretKey,
+    FormSecret,
+    PasswordPepper,
+    TurnSharedSecret,
+    DatabasePassword,
+}
+
+impl SecretName {
+    pub const ALL: [SecretName; 6] = [
+        SecretName::RegistrationSharedSecret,
+        SecretName::MacaroonSecretKey,
+        SecretName::FormSecret,
+        SecretName::PasswordPepper,
+        SecretName::TurnSharedSecret,
+        SecretName::DatabasePassword,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretName::RegistrationSharedSecret => "registration_shared_secret",
+            SecretName::MacaroonSecretKey => "macaroon_secret_key",
+            SecretName::FormSecret => "form_secret",
+            SecretName::PasswordPepper => "password_pepper",
+            SecretName::TurnSharedSecret => "turn_shared_secret",
+            SecretName::DatabasePassword => "database_password",
+        }
+    }
+}
+
+impl fmt::Display for SecretName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The inventory's master key (`secrets/master.key`).
+pub struct MasterKey(Vec<u8>);
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+/// The minimum key length: 32 bytes, the HMAC-SHA256 block-size sweet spot.
+const MIN_KEY_BYTES: usize = 32;
+
+impl MasterKey {
+    pub fn load(path: &Path) -> Result<MasterKey, Problem> {
+        let hint = || {
+            Some(format!(
+                "create one with `mkdir -p {dir} && head -c 48 /dev/urandom | base64 > {path} && chmod 600 {path}`",
+                dir = path.parent().unwrap_or(Path::new(".")).display(),
+                path = path.display()
+            ))
+        };
+        let bytes = match fs_err::read(path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Problem::new("the inventory has no master key")
+                    .in_file(path)
+                    .with_hint(hint()));
+            }
+            Err(error) => {
+                return Err(Problem::new(format!("cannot read the master key: {error}")).in_file(path));
+            }
+        };
+        let key = bytes.trim_ascii().to_vec();
+        if key.len() < MIN_KEY_BYTES {
+            return Err(Problem::new(format!(
+                "the master key is too short: {} bytes, at least {MIN_KEY_BYTES} needed",
+                key.len()
+            ))
+            .in_file(path)
+            .with_hint(hint()));
+        }
+        Ok(MasterKey(key))
+    }
+
+    #[cfg(test)]
+    pub fn from_bytes(bytes: &[u8]) -> MasterKey {
+        MasterKey(bytes.to_vec())
+    }
+
+    /// The value of one secret for one host. Inputs are length-prefixed so
+    /// that no (label, host) pair can be spelled like another.
+    pub fn derive(&self, host: &str, name: SecretName, generation: u32) -> String {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0)
+            .expect("HMAC accepts keys of any length");
+        for field in [
+            b"matrixctl-secret-v1".as_slice(),
+            name.as_str().as_bytes(),
+            host.as_bytes(),
+            &generation.to_be_bytes(),
+        ] {
+            mac.update(&(field.len() as u64).to_be_bytes());
+            mac.update(field);
+        }
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
+    /// Every value this key ever gave (or gives) `host`'s secrets, up to the
+    /// current generations: old values still sit in files on the host until
+    /// apply replaces them, and must be redacted from diffs too.
+    pub fn all_generations(
+        &self,
+        host: &str,
+        generations: &BTreeMap<SecretName, u32>,
+    ) -> Vec<String> {
+        SecretName::ALL
+            .iter()
+            .flat_map(|&name| {
+                let current = generations.get(&name).copied().unwrap_or(0);
+                (0..=current).map(move |generation| self.derive(host, name, generation))
+            })
+            .collect()
+    }
+
+    pub fn as_text(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
+    }
+}
+
+/// Replaces every known secret value with `<redacted>`, in one pass.
+#[derive(Clone)]
+pub struct Redactor {
+    matcher: Option<AhoCorasick>,
+}
+
+/// Values shorter than this are not redacted: a 3-character "secret" would
+/// blank out ordinary words everywhere, and is no secret anyway.
+const MIN_REDACTED_LEN: usize = 6;
+
+pub const REDACTED: &str = "<redacted>";
+
+impl Redactor {
+    pub fn new<I: IntoIterator<Item = String>>(values: I) -> Redactor {
+        let mut values: Vec<String> = values
+            .into_iter()
+            .filter(|value| value.len() >= MIN_REDACTED_LEN)
+            .collect();
+        // Longest first, so a secret that contains another is hidden whole.
+        values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        values.dedup();
+        let matcher = (!values.is_empty()).then(|| {
+            AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .build(&values)
+                .expect("literal patterns always build")
+        });
+        Redactor { matcher }
+    }
+
+    pub fn none() -> Redactor {
+        Redactor { matcher: None }
+    }
+
+    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        match &self.matcher {
+            Some(matcher) if matcher.is_match(text) => {
+                Cow::Owned(matcher.replace_all(text, &[REDACTED][..].repeat(matcher.patterns_len())))
+            }
+            _ => Cow::Borrowed(text),
+        }
+    }
+
+    /// Whether `text` holds any secret.
+    pub fn finds_secret_in(&self, text: &[u8]) -> bool {
+        self.matcher
+            .as_ref()
+            .is_some_and(|matcher| matcher.is_match(text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn every_secret_is_distinct_across_hosts_names_and_generations() {
+        let key = MasterKey::from_bytes(&[7; 32]);
+        let hosts = ["example.com", "example.org", "a.example.com", "b.example.com"];
+        let mut seen = BTreeSet::new();
+        let mut count = 0;
+        for host in hosts {
+            for name in SecretName::ALL {
+                for generation in 0..3 {
+                    let value = key.derive(host, name, generation);
+                    assert_eq!(value.len(), 64);
+                    seen.insert(value);
+                    count += 1;
+                }
+            }
+        }
+        assert_eq!(seen.len(), count);
+    }
+
+    #[test]
+    fn derivation_is_stable() {
+        let key = MasterKey::from_bytes(b"0123456789abcdef0123456789abcdef");
+        assert_eq!(
+            key.derive("example.com", SecretName::FormSecret, 0),
+            key.derive("example.com", SecretName::FormSecret, 0)
+        );
+        assert_ne!(
+            key.derive("example.com", SecretName::FormSecret, 0),
+            key.derive("example.com", SecretName::FormSecret, 1)
+        );
+    }
+
+    #[test]
+    fn redaction_hides_every_occurrence() {
+        let redactor = Redactor::new(["s3cr3t-value".to_string(), "ab".to_string()]);
+        assert_eq!(
+            redactor.redact("a s3cr3t-value and s3cr3t-value ab"),
+            "a <redacted> and <redacted> ab"
+        );
+        assert!(redactor.finds_secret_in(b"xx s3cr3t-value"));
+        assert!(!redactor.finds_secret_in(b"nothing here"));
+    }
+}

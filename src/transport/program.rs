@@ -1,0 +1,102 @@
+//! Builds the programs sent to hosts: `remote.sh`'s functions, then a
+//! generated `main` holding the paths and file contents, then `main`.
+
+use base64::Engine;
+
+/// The functions every program starts with.
+pub const REMOTE_FUNCTIONS: &str = include_str!("remote.sh");
+
+/// Where a host keeps matrixctl's record of the files it manages.
+pub const RECORD_PATH: &str = "/var/lib/matrixctl/state";
+
+/// The last line of a program that ran to the end.
+pub const DONE_MARKER: &str = "matrixctl-done";
+
+/// A program under construction.
+pub struct Program {
+    main: String,
+}
+
+impl Program {
+    /// `root` is prefixed to every path on the host ("" for `/`).
+    pub fn new(root: &str) -> Program {
+        let mut main = String::new();
+        main.push_str(&format!("ROOT={}\n", quote(root)));
+        main.push_str(&format!("MC_RECORD={}\n", quote(RECORD_PATH)));
+        Program { main }
+    }
+
+    /// Adds a call: the function name and its arguments, quoted.
+    pub fn call(&mut self, function: &str, args: &[&str]) -> &mut Program {
+        self.main.push_str(function);
+        for arg in args {
+            self.main.push(' ');
+            self.main.push_str(&quote(arg));
+        }
+        self.main.push('\n');
+        self
+    }
+
+    /// Adds a call whose stdin is `content`, as base64 in a here-document.
+    pub fn call_with_content(&mut self, function: &str, args: &[&str], content: &[u8]) -> &mut Program {
+        self.main.push_str(function);
+        for arg in args {
+            self.main.push(' ');
+            self.main.push_str(&quote(arg));
+        }
+        // base64 never contains `_`, so the delimiter cannot occur in the body.
+        self.main.push_str(" <<'MATRIXCTL_EOF'\n");
+        let encoded = base64::engine::general_purpose::STANDARD.encode(content);
+        for chunk in encoded.as_bytes().chunks(76) {
+            self.main.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+            self.main.push('\n');
+        }
+        self.main.push_str("MATRIXCTL_EOF\n");
+        self
+    }
+
+    /// Sets a shell variable to a newline-delimited list (with a newline at
+    /// each end, so `case` can match whole lines).
+    pub fn set_list(&mut self, name: &str, items: &[&str]) -> &mut Program {
+        let mut list = String::from("\n");
+        for item in items {
+            list.push_str(item);
+            list.push('\n');
+        }
+        self.main.push_str(&format!("{name}={}\n", quote(&list)));
+        self
+    }
+
+    /// The whole program text, ending in the done marker.
+    pub fn finish(mut self) -> String {
+        self.main.push_str(&format!("printf '%s\\n' {DONE_MARKER}\n"));
+        let mut text = String::with_capacity(REMOTE_FUNCTIONS.len() + self.main.len() + 32);
+        text.push_str(REMOTE_FUNCTIONS);
+        text.push_str("main() {\n");
+        text.push_str(&self.main);
+        text.push_str("}\nmain\n");
+        text
+    }
+}
+
+/// Quotes a word for the POSIX shell: single quotes, with `'` spelled `'\''`.
+pub fn quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_the_shell() {
+        for word in ["plain", "it's", "$(rm -rf /)", "a b\nc", ""] {
+            let output = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf '%s' {}", quote(word)))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8(output.stdout).unwrap(), word);
+        }
+    }
+}

@@ -128,9 +128,9 @@ where
 /// serde reports enum typos as "unknown variant `x`, expected one of `a`, `b`"
 /// and field typos alike; pull out the word and the choices so we can suggest.
 pub fn suggestion_for_serde_message(message: &str) -> Option<String> {
-    let rest = message
-        .strip_prefix("unknown variant `")
-        .or_else(|| message.strip_prefix("unknown field `"))?;
+    let rest = ["unknown variant `", "unknown value `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))?;
     let (input, rest) = rest.split_once('`')?;
     let choices: Vec<&str> = rest
         .split('`')
@@ -162,4 +162,51 @@ mod tests {
             Some("did you mean `token`?".to_string())
         );
     }
+}
+
+/// A type error found while deserializing checked input, with the key path
+/// that led to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeError {
+    /// The leading map keys of the path: what a line lookup can follow.
+    pub keys: Vec<String>,
+    /// The whole path for people, like `files[0].mode`; empty at the top.
+    pub display: String,
+    pub message: String,
+}
+
+/// Deserializes `value`, reporting where in it a type error happened.
+pub fn deserialize_at<T: serde::de::DeserializeOwned>(value: serde_yaml::Value) -> Result<T, TypeError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        use serde_path_to_error::Segment;
+        let mut keys = Vec::new();
+        let mut display = String::new();
+        let mut followable = true;
+        for segment in error.path().iter() {
+            match segment {
+                Segment::Map { key } => {
+                    if followable {
+                        keys.push(key.clone());
+                    }
+                    if !display.is_empty() {
+                        display.push('.');
+                    }
+                    display.push_str(key);
+                }
+                Segment::Seq { index } => {
+                    followable = false;
+                    display.push_str(&format!("[{index}]"));
+                }
+                // An enum-typed map key: serde cannot tell us which; stop here.
+                Segment::Enum { .. } | Segment::Unknown => break,
+            }
+        }
+        // serde says "variant" for what an operator calls a value.
+        let message = error.into_inner().to_string();
+        let message = match message.strip_prefix("unknown variant") {
+            Some(rest) => format!("unknown value{rest}"),
+            None => message,
+        };
+        TypeError { keys, display, message }
+    })
 }

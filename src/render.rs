@@ -152,16 +152,23 @@ impl<'a> Renderer<'a> {
             .env
             .compile_expression(&role.manifest.when)
             .and_then(|expression| expression.eval(context.clone()));
-        match expression {
-            Ok(value) => Ok(value.is_true()),
-            Err(error) => Err(Problem::new(format!(
-                "role `{}`: cannot evaluate `when: {}`: {}",
-                role.name,
-                role.manifest.when,
-                redactor.redact(&jinja_reason(&error))
+        let problem = |reason: String| {
+            Problem::new(format!(
+                "role `{}`: cannot evaluate `when: {}`: {reason}",
+                role.name, role.manifest.when
             ))
             .in_file(&role.path)
-            .at_key("when")),
+            .at_key("when")
+        };
+        match expression {
+            // Strictly a boolean: a string like "false" would otherwise be true.
+            Ok(value) if value.kind() == minijinja::value::ValueKind::Bool => Ok(value.is_true()),
+            Ok(value) if value.is_undefined() => Err(problem(
+                "it uses an undefined variable".into(),
+            )
+            .with_hint(Some("declare the variable in the role's `defaults`".into()))),
+            Ok(value) => Err(problem(format!("expected true or false, got {}", value.kind()))),
+            Err(error) => Err(problem(redactor.redact(&jinja_reason(&error)).into_owned())),
         }
     }
 
@@ -201,10 +208,17 @@ impl<'a> Renderer<'a> {
                 return Err(field_problem(field, format!("`{name}` is not a valid user or group name")));
             }
         }
-        let template = self
-            .env
-            .get_template(&spec.template)
-            .map_err(|error| self.template_problem(role, &spec.template, &error, redactor))?;
+        let template = self.env.get_template(&spec.template).map_err(|error| {
+            if error.kind() == minijinja::ErrorKind::TemplateNotFound {
+                let mut places: Vec<String> =
+                    self.roles.template_dirs.iter().map(|dir| dir.display().to_string()).collect();
+                places.push("the built-in templates".to_string());
+                field_problem("template", format!("template `{}` does not exist", spec.template))
+                    .with_hint(Some(format!("templates are looked up in {}", places.join(", then "))))
+            } else {
+                self.template_problem(role, &spec.template, &error, redactor)
+            }
+        })?;
         let content = template
             .render(context.clone())
             .map_err(|error| self.template_problem(role, &spec.template, &error, redactor))?

@@ -105,12 +105,11 @@ fn failed_suffix<'a>(failed: impl Iterator<Item = &'a str>) -> String {
 
 fn host_changes(out: &mut String, plan: &HostPlan, style: Style) {
     for change in &plan.changes {
-        let (sigil, painted) = match change.action {
-            Action::Create => ("+", style.green("+")),
-            Action::Update => ("~", style.yellow("~")),
-            Action::Remove => ("-", style.red("-")),
+        let painted = match change.action {
+            Action::Create => style.green("+"),
+            Action::Update => style.yellow("~"),
+            Action::Remove => style.red("-"),
         };
-        let _ = sigil;
         out.push_str(&format!("  {painted} {}  ({})\n", change.path, describe(change)));
         if let Some(body) = body(change) {
             let body = if body.starts_with('(') { body } else { paint(&body, style) };
@@ -203,8 +202,9 @@ pub fn apply_text(planned: &[PlannedHost], applied: &[AppliedHost], style: Style
             (Ok(_), None) => out.push_str(&format!("{}: no changes\n", style.bold(&host.name))),
         }
     }
+    let verdict = if failed.is_empty() { "complete" } else { "incomplete" };
     out.push_str(&format!(
-        "\nApply complete: {} added, {} changed, {} removed on {} of {}.",
+        "\nApply {verdict}: {} added, {} changed, {} removed on {} of {}.",
         done.create,
         done.update,
         done.remove,

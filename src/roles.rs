@@ -12,7 +12,7 @@ use include_dir::{Dir, include_dir};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
-use crate::problem::{Problem, Problems, suggestion_for_serde_message};
+use crate::problem::{Problem, Problems, deserialize_at, suggestion_for_serde_message};
 
 static BUILTIN_ROLES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/roles");
 pub static BUILTIN_TEMPLATES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
@@ -266,15 +266,12 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, Problem> {
     } else {
         value
     };
-    serde_path_to_error::deserialize(value).map_err(|error| {
-        let key = error.path().to_string();
-        let message = error.inner().to_string();
-        let key_path: Vec<String> = key.split('.').map(str::to_string).collect();
-        Problem::new(format!("invalid role manifest: {message}"))
+    deserialize_at(value).map_err(|error| {
+        Problem::new(format!("invalid role manifest: {}", error.message))
             .in_file(path)
-            .at_line(crate::inventory::locate::line_of_key(text, &key_path))
-            .at_key(if key == "." { String::new() } else { key })
-            .with_hint(suggestion_for_serde_message(&message))
+            .at_line(crate::inventory::locate::line_of_key(text, &error.keys))
+            .at_key(error.display)
+            .with_hint(suggestion_for_serde_message(&error.message))
     })
 }
 
@@ -286,9 +283,13 @@ pub fn yaml_problem(path: &Path, error: &serde_yaml::Error) -> Problem {
     if let Some(index) = message.find(" at line ") {
         message.truncate(index);
     }
+    let hint = message
+        .contains("duplicate entry")
+        .then(|| "a key (and a host) may appear only once in a map; merge the two entries".to_string());
     Problem::new(format!("invalid YAML: {message}"))
         .in_file(path)
         .at_line(line)
+        .with_hint(hint)
 }
 
 #[cfg(test)]

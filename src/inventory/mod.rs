@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
-use crate::problem::{Problem, Problems, did_you_mean, suggestion_for_serde_message};
+use crate::problem::{Problem, Problems, deserialize_at, did_you_mean, suggestion_for_serde_message};
 use crate::roles::{RoleSet, yaml_problem};
 use crate::secrets::{MasterKey, SecretName};
 use layers::{Layered, Source};
@@ -353,19 +353,21 @@ fn read_hosts(path: &Path) -> Result<Vec<(String, HostEntry, Option<usize>)>, Pr
         }
     })?;
     let value: Value = serde_yaml::from_str(&text).map_err(|error| yaml_problem(path, &error))?;
-    let file: HostsFile = serde_path_to_error::deserialize(value).map_err(|error| {
-        let key = error.path().to_string();
-        let message = error.inner().to_string();
-        let message = if key == "." && message.contains("missing field `hosts`") {
-            "hosts.yaml must have a top-level `hosts:` map".to_string()
+    let file: HostsFile = deserialize_at(value).map_err(|error| {
+        let top_level = error.keys.len() <= 1;
+        let (message, hint) = if top_level && error.message.contains("field `") {
+            (
+                format!("hosts.yaml must have one top-level key, `hosts` ({})", error.message),
+                Some("list hosts under it:\n  hosts:\n    example.com:\n      ssh: root@matrix.example.com".to_string()),
+            )
         } else {
-            message
+            (error.message.clone(), suggestion_for_serde_message(&error.message))
         };
-        Problem::new(message.clone())
+        Problem::new(message)
             .in_file(path)
-            .at_line(locate::line_of_key(&text, &split_key(&key)))
-            .at_key(if key == "." { String::new() } else { key })
-            .with_hint(suggestion_for_serde_message(&message))
+            .at_line(locate::line_of_key(&text, &error.keys))
+            .at_key(error.display)
+            .with_hint(hint)
     })?;
     Ok(file
         .hosts
@@ -435,10 +437,6 @@ fn io_reason(error: &std::io::Error) -> String {
         std::io::ErrorKind::NotFound => "no such file".to_string(),
         _ => error.to_string(),
     }
-}
-
-fn split_key(key: &str) -> Vec<String> {
-    key.split('.').map(str::to_string).collect()
 }
 
 /// Role defaults < group_vars/all < group_vars/GROUP (in the host's order) < host_vars/NAME.
@@ -533,26 +531,26 @@ fn check_vars(layered: &Layered, roles: &RoleSet) -> Result<(CoreVars, Mapping),
         }
     }
 
-    let vars = match serde_path_to_error::deserialize::<_, CoreVars>(Value::Mapping(core)) {
-        Ok(vars) => Some(vars),
-        Err(error) => {
-            let key_path = split_key(&error.path().to_string());
-            let message = error.inner().to_string();
-            let hint = suggestion_for_serde_message(&message).or_else(|| {
-                (key_path.first().map(String::as_str) == Some("secrets")
-                    || key_path.first().map(String::as_str) == Some("secret_generation"))
-                .then(|| {
-                    format!(
-                        "secret names are: {}",
-                        SecretName::ALL.map(SecretName::as_str).join(", ")
-                    )
-                })
-                .filter(|_| message.starts_with("unknown variant"))
-            });
-            problems.push(problem_at(&key_path, message).with_hint(hint));
-            None
+    // One key at a time first, so every bad core key is reported, not just the first.
+    for (key, value) in &core {
+        let single: Mapping = [(key.clone(), value.clone())].into_iter().collect();
+        if let Err(error) = deserialize_at::<CoreVars>(Value::Mapping(single)) {
+            let mut message = error.message.clone();
+            let mut hint = suggestion_for_serde_message(&error.message);
+            let about_secrets = matches!(key.as_str(), Some("secrets" | "secret_generation"));
+            if about_secrets && let Some(rest) = error.message.strip_prefix("unknown value `") {
+                let name = rest.split('`').next().unwrap_or_default();
+                message = format!("unknown secret `{name}`");
+                let names = SecretName::ALL.map(SecretName::as_str).join(", ");
+                hint = Some(match hint {
+                    Some(suggestion) => format!("{suggestion} Secret names are: {names}"),
+                    None => format!("secret names are: {names}"),
+                });
+            }
+            problems.push(problem_at(&error.keys, message).with_hint(hint));
         }
-    };
+    }
+    let vars = deserialize_at::<CoreVars>(Value::Mapping(core)).ok();
     match vars {
         Some(vars) if problems.is_empty() => Ok((vars, merged)),
         _ => Err(problems),

@@ -85,13 +85,31 @@ pub struct Port(pub u16);
 
 impl<'de> Deserialize<'de> for Port {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Port, D::Error> {
-        let number = u64::deserialize(deserializer)?;
-        match u16::try_from(number) {
-            Ok(port) if port > 0 => Ok(Port(port)),
-            _ => Err(serde::de::Error::custom(format!(
-                "port {number} is out of range: expected 1 to 65535"
+        let value = serde_yaml::Value::deserialize(deserializer)?;
+        match value.as_u64().map(u16::try_from) {
+            Some(Ok(port)) if port > 0 => Ok(Port(port)),
+            Some(_) => Err(serde::de::Error::custom(format!(
+                "port {} is out of range: expected 1 to 65535",
+                value.as_u64().unwrap_or_default()
+            ))),
+            None => Err(serde::de::Error::custom(format!(
+                "expected a port number from 1 to 65535, found {}",
+                describe_value(&value)
             ))),
         }
+    }
+}
+
+/// A short description of a YAML value for error messages.
+pub fn describe_value(value: &serde_yaml::Value) -> String {
+    match value {
+        serde_yaml::Value::String(text) => format!("the string {text:?}"),
+        serde_yaml::Value::Number(number) => format!("the number {number}"),
+        serde_yaml::Value::Bool(flag) => format!("`{flag}`"),
+        serde_yaml::Value::Null => "nothing (null)".to_string(),
+        serde_yaml::Value::Sequence(_) => "a list".to_string(),
+        serde_yaml::Value::Mapping(_) => "a map".to_string(),
+        serde_yaml::Value::Tagged(_) => "a tagged value".to_string(),
     }
 }
 
@@ -202,6 +220,12 @@ impl FromStr for DnsName {
         let fail = |reason: String, hint: Option<String>| Err(InvalidName { reason, hint });
         if name.is_empty() {
             return fail("a server name cannot be empty".into(), None);
+        }
+        if name.contains('/') {
+            return fail(
+                format!("`{name}` looks like a URL, not a host name"),
+                Some("write just the DNS name, like `matrix.example.com`".into()),
+            );
         }
         if name.contains(':') {
             return fail(

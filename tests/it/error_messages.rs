@@ -1,0 +1,37 @@
+//! Every kind of bad input, as data: each directory under tests/errors/ is
+//! an inventory (plus `roles/` when the case needs its own role) and
+//! `case.txt` saying what is wrong. The whole transcript of `plan` on it is
+//! the expectation: error text is part of the interface.
+
+use std::process::{Command, Stdio};
+
+use crate::support::{BIN, repo};
+
+#[test]
+fn bad_inventories_get_clear_errors() {
+    insta::glob!("../errors", "*/case.txt", |case_file| {
+        let case = case_file.parent().unwrap();
+        let name = case.file_name().unwrap().to_str().unwrap();
+        let relative = format!("errors/{name}");
+        let mut args = vec!["plan".to_string(), relative.clone()];
+        if case.join("roles").is_dir() {
+            args.insert(0, format!("{relative}/roles"));
+            args.insert(0, "--roles".to_string());
+        }
+        let output = Command::new(BIN)
+            .args(&args)
+            .current_dir(repo().join("tests"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // Bad input never reaches a host: nothing is planned, nothing written.
+        assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+        assert_eq!(stdout, "", "{name}");
+        assert!(!case.join("../../hosts-never-written").exists());
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        let description = std::fs::read_to_string(case_file).unwrap();
+        insta::assert_snapshot!(format!("{description}$ matrixctl {}\n{stderr}", args.join(" ")));
+    });
+}

@@ -1,0 +1,5 @@
+//! matrixctl's integration tests: one binary, a module per feature, and
+//! `support` for the sandboxes they run the real binary in.
+
+mod error_messages;
+mod support;

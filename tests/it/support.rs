@@ -1,0 +1,144 @@
+//! A sandbox per test: a temporary directory holding an inventory whose
+//! hosts are local directories inside it, and a way to run the real binary
+//! there and see what a user would see.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_matrixctl");
+
+/// What one run of matrixctl printed, with the sandbox path replaced by
+/// `[SANDBOX]` so snapshots do not depend on where the test ran.
+#[derive(Debug)]
+pub struct Run {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+impl Run {
+    /// The whole transcript: exit code, stdout, stderr.
+    pub fn transcript(&self) -> String {
+        format!(
+            "exit: {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+/// The repository's directory, for its fixtures and example inventory.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A master key for test inventories (not the example's demo key).
+pub const TEST_MASTER_KEY: &str = "test-master-key-0123456789abcdef0123456789abcdef";
+
+impl Sandbox {
+    /// An empty sandbox.
+    pub fn empty() -> Sandbox {
+        Sandbox {
+            dir: tempfile::Builder::new()
+                .prefix("matrixctl-test-")
+                .tempdir()
+                .expect("a temporary directory"),
+        }
+    }
+
+    /// Three local hosts (a.example, b.example in group `eu`, c.example),
+    /// with roots under `hosts/`, and the built-in roles' defaults, except
+    /// `synapse_group: root` (no matrix-synapse group on this machine).
+    pub fn fleet() -> Sandbox {
+        let sandbox = Sandbox::empty();
+        sandbox.write(
+            "inventory/hosts.yaml",
+            "hosts:\n\
+             \x20 a.example:\n    connection: local\n    root: ../hosts/a.example\n\
+             \x20 b.example:\n    connection: local\n    root: ../hosts/b.example\n    groups: [eu]\n\
+             \x20 c.example:\n    connection: local\n    root: ../hosts/c.example\n",
+        );
+        sandbox.write("inventory/group_vars/all.yaml", "synapse_group: root\n");
+        sandbox.write("inventory/secrets/master.key", TEST_MASTER_KEY);
+        sandbox
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, relative: &str, content: &str) {
+        let path = self.path().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    pub fn remove(&self, relative: &str) {
+        std::fs::remove_file(self.path().join(relative)).unwrap();
+    }
+
+    /// A file on a local test host, by host name and host path.
+    pub fn host_file(&self, host: &str, path: &str) -> PathBuf {
+        self.path().join("hosts").join(host).join(path.trim_start_matches('/'))
+    }
+
+    pub fn read_host_file(&self, host: &str, path: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.host_file(host, path)).ok()
+    }
+
+    /// Every regular file under a host's root, relative, sorted.
+    pub fn host_files(&self, host: &str) -> Vec<String> {
+        let root = self.path().join("hosts").join(host);
+        let mut files = Vec::new();
+        collect_files(&root, &root, &mut files);
+        files.sort();
+        files
+    }
+
+    /// Runs matrixctl with `args` in the sandbox, stdin closed.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with_env(args, &[])
+    }
+
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let output = Command::new(BIN)
+            .args(args)
+            .current_dir(self.path())
+            .env_remove("NO_COLOR")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("matrixctl runs");
+        let clean = |bytes: &[u8]| {
+            String::from_utf8_lossy(bytes).replace(&self.path().display().to_string(), "[SANDBOX]")
+        };
+        Run {
+            stdout: clean(&output.stdout),
+            stderr: clean(&output.stderr),
+            code: output.status.code().unwrap_or(-1),
+        }
+    }
+}
+
+fn collect_files(root: &Path, dir: &Path, files: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(root, &path, files);
+        } else {
+            files.push(format!("/{}", path.strip_prefix(root).unwrap().display()));
+        }
+    }
+}
+
+/// The mode bits of a file.
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}

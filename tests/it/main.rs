@@ -3,3 +3,4 @@
 
 mod error_messages;
 mod support;
+mod plan_apply;

@@ -78,7 +78,8 @@ async fn plan_one(target: Target) -> PlannedHost {
         root: String::new(),
         plan: Err(String::new()),
     };
-    let prepared = Transport::for_host(&host).and_then(|transport| Ok((transport, root_of(&host)?)));
+    let prepared =
+        Transport::for_host(&host).and_then(|transport| Ok((transport, root_of(&host)?)));
     let (transport, root) = match prepared {
         Ok(prepared) => prepared,
         Err(error) => {
@@ -100,7 +101,10 @@ async fn plan_one(target: Target) -> PlannedHost {
 fn root_of(host: &Host) -> Result<String> {
     let absolute = std::path::absolute(&host.root)?;
     let Some(text) = absolute.to_str() else {
-        bail!("the root directory {} is not valid UTF-8", absolute.display());
+        bail!(
+            "the root directory {} is not valid UTF-8",
+            absolute.display()
+        );
     };
     Ok(text.trim_end_matches('/').to_string())
 }
@@ -187,7 +191,11 @@ fn apply_program(root: &str, plan: &HostPlan) -> String {
         let mode = format!("{:04o}", file.mode);
         let owner = file.owner.as_deref().unwrap_or("");
         let group = file.group.as_deref().unwrap_or("");
-        program.call_with_content("mc_stage", &[&file.path, &mode, owner, group], &file.content);
+        program.call_with_content(
+            "mc_stage",
+            &[&file.path, &mode, owner, group],
+            &file.content,
+        );
     }
     for file in &writes {
         program.call("mc_commit", &[&file.path]);
@@ -197,7 +205,11 @@ fn apply_program(root: &str, plan: &HostPlan) -> String {
             program.call("mc_remove", &[&change.path]);
         }
     }
-    program.call_with_content("mc_stage", &[RECORD_PATH, "0600", "", ""], plan.record.to_text().as_bytes());
+    program.call_with_content(
+        "mc_stage",
+        &[RECORD_PATH, "0600", "", ""],
+        plan.record.to_text().as_bytes(),
+    );
     program.call("mc_commit", &[RECORD_PATH]);
     program.finish()
 }

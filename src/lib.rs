@@ -7,6 +7,11 @@
 //! ([`plan`]), and apply executes exactly that plan ([`fleet`]). See
 //! ARCHITECTURE.md for the tour.
 
+// A `Problem` (file, line, key, hint) is larger than clippy likes in an
+// `Err`, but it is built once on a cold path and printed; boxing it
+// everywhere would only add noise.
+#![allow(clippy::result_large_err)]
+
 pub mod cli;
 pub mod diff;
 pub mod fleet;
@@ -43,7 +48,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         color: match cli.color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            ColorChoice::Auto => {
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
         },
     };
     match cli.command {
@@ -135,7 +142,11 @@ fn apply_command(role_dirs: &[PathBuf], args: ApplyArgs, style: Style) -> Result
     if !args.yes && (args.json || !std::io::stdin().is_terminal()) {
         bail!(
             "apply needs confirmation, and {} cannot ask for it\nhint: review the changes with `matrixctl plan`, then run `matrixctl apply --yes`",
-            if args.json { "--json output" } else { "stdin is not a terminal, so matrixctl" }
+            if args.json {
+                "--json output"
+            } else {
+                "stdin is not a terminal, so matrixctl"
+            }
         );
     }
     let prepared = prepare(role_dirs, &args.selection)?;
@@ -153,7 +164,11 @@ fn apply_command(role_dirs: &[PathBuf], args: ApplyArgs, style: Style) -> Result
         } else {
             writeln!(stdout, "No changes to apply.")?;
         }
-        return Ok(if any_failed(&planned) { ExitCode::from(1) } else { ExitCode::SUCCESS });
+        return Ok(if any_failed(&planned) {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
     }
     if !args.yes && !confirmed()? {
         writeln!(stdout, "Apply cancelled; nothing was changed.")?;
@@ -168,7 +183,11 @@ fn apply_command(role_dirs: &[PathBuf], args: ApplyArgs, style: Style) -> Result
     }
     stdout.flush()?;
     let failed = any_failed(&planned) || applied.iter().any(|host| host.result.is_err());
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Asks on the terminal; only `yes` goes ahead.

@@ -68,9 +68,13 @@ fn parse(stdout: &[u8]) -> Result<Observed> {
             }
             "file" => {
                 let mut fields = rest.splitn(5, ' ');
-                let (Some(mode), Some(owner), Some(group), Some(data), Some(path)) =
-                    (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
-                else {
+                let (Some(mode), Some(owner), Some(group), Some(data), Some(path)) = (
+                    fields.next(),
+                    fields.next(),
+                    fields.next(),
+                    fields.next(),
+                    fields.next(),
+                ) else {
                     bail!("unreadable answer from the host: {line:.80}");
                 };
                 let mode = u32::from_str_radix(mode, 8).context("bad mode from the host")?;
@@ -80,7 +84,9 @@ fn parse(stdout: &[u8]) -> Result<Observed> {
                     group: group.to_string(),
                     content: decode(data)?,
                 };
-                observed.paths.insert(path.to_string(), PathState::File(state));
+                observed
+                    .paths
+                    .insert(path.to_string(), PathState::File(state));
             }
             "other" => {
                 let (what, path) = rest.split_once(' ').unwrap_or((rest, ""));

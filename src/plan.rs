@@ -229,7 +229,9 @@ mod tests {
     #[test]
     fn a_directory_in_the_way_blocks_the_host() {
         let mut observed = Observed::default();
-        observed.paths.insert("/a".into(), PathState::Other("directory".into()));
+        observed
+            .paths
+            .insert("/a".into(), PathState::Other("directory".into()));
         assert!(plan_host(&desired("/a", "x"), &observed).is_err());
     }
 }

@@ -176,7 +176,9 @@ pub struct TypeError {
 }
 
 /// Deserializes `value`, reporting where in it a type error happened.
-pub fn deserialize_at<T: serde::de::DeserializeOwned>(value: serde_yaml::Value) -> Result<T, TypeError> {
+pub fn deserialize_at<T: serde::de::DeserializeOwned>(
+    value: serde_yaml::Value,
+) -> Result<T, TypeError> {
     serde_path_to_error::deserialize(value).map_err(|error| {
         use serde_path_to_error::Segment;
         let mut keys = Vec::new();
@@ -207,6 +209,10 @@ pub fn deserialize_at<T: serde::de::DeserializeOwned>(value: serde_yaml::Value) 
             Some(rest) => format!("unknown value{rest}"),
             None => message,
         };
-        TypeError { keys, display, message }
+        TypeError {
+            keys,
+            display,
+            message,
+        }
     })
 }

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-const HEADER: &str = "# matrixctl: files it manages on this host. Written by matrixctl; do not edit.\nv1\n";
+const HEADER: &str =
+    "# matrixctl: files it manages on this host. Written by matrixctl; do not edit.\nv1\n";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordEntry {
@@ -77,7 +78,10 @@ impl Record {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -59,7 +59,10 @@ impl<'a> Renderer<'a> {
                 let path = dir.join(name);
                 if path.is_file() {
                     return fs_err::read_to_string(&path).map(Some).map_err(|error| {
-                        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, error.to_string())
+                        minijinja::Error::new(
+                            minijinja::ErrorKind::InvalidOperation,
+                            error.to_string(),
+                        )
                     });
                 }
             }
@@ -147,7 +150,12 @@ impl<'a> Renderer<'a> {
         }
     }
 
-    fn role_applies(&self, role: &Role, context: &JinjaValue, redactor: &Redactor) -> Result<bool, Problem> {
+    fn role_applies(
+        &self,
+        role: &Role,
+        context: &JinjaValue,
+        redactor: &Redactor,
+    ) -> Result<bool, Problem> {
         let expression = self
             .env
             .compile_expression(&role.manifest.when)
@@ -163,11 +171,14 @@ impl<'a> Renderer<'a> {
         match expression {
             // Strictly a boolean: a string like "false" would otherwise be true.
             Ok(value) if value.kind() == minijinja::value::ValueKind::Bool => Ok(value.is_true()),
-            Ok(value) if value.is_undefined() => Err(problem(
-                "it uses an undefined variable".into(),
-            )
-            .with_hint(Some("declare the variable in the role's `defaults`".into()))),
-            Ok(value) => Err(problem(format!("expected true or false, got {}", value.kind()))),
+            Ok(value) if value.is_undefined() => {
+                Err(problem("it uses an undefined variable".into())
+                    .with_hint(Some("declare the variable in the role's `defaults`".into())))
+            }
+            Ok(value) => Err(problem(format!(
+                "expected true or false, got {}",
+                value.kind()
+            ))),
             Err(error) => Err(problem(redactor.redact(&jinja_reason(&error)).into_owned())),
         }
     }
@@ -189,10 +200,13 @@ impl<'a> Renderer<'a> {
         let render_field = |field: &str, source: &str| {
             self.env
                 .render_str(source, context.clone())
-                .map_err(|error| field_problem(field, redactor.redact(&jinja_reason(&error)).into_owned()))
+                .map_err(|error| {
+                    field_problem(field, redactor.redact(&jinja_reason(&error)).into_owned())
+                })
         };
         let path = render_field("dest", &spec.dest)?;
-        check_dest(&path).map_err(|reason| field_problem("dest", format!("destination `{path}` {reason}")))?;
+        check_dest(&path)
+            .map_err(|reason| field_problem("dest", format!("destination `{path}` {reason}")))?;
         let owner = match &spec.owner {
             Some(owner) => Some(render_field("owner", owner)?),
             None => None,
@@ -205,16 +219,29 @@ impl<'a> Renderer<'a> {
             if let Some(name) = name
                 && !is_account_name(name)
             {
-                return Err(field_problem(field, format!("`{name}` is not a valid user or group name")));
+                return Err(field_problem(
+                    field,
+                    format!("`{name}` is not a valid user or group name"),
+                ));
             }
         }
         let template = self.env.get_template(&spec.template).map_err(|error| {
             if error.kind() == minijinja::ErrorKind::TemplateNotFound {
-                let mut places: Vec<String> =
-                    self.roles.template_dirs.iter().map(|dir| dir.display().to_string()).collect();
+                let mut places: Vec<String> = self
+                    .roles
+                    .template_dirs
+                    .iter()
+                    .map(|dir| dir.display().to_string())
+                    .collect();
                 places.push("the built-in templates".to_string());
-                field_problem("template", format!("template `{}` does not exist", spec.template))
-                    .with_hint(Some(format!("templates are looked up in {}", places.join(", then "))))
+                field_problem(
+                    "template",
+                    format!("template `{}` does not exist", spec.template),
+                )
+                .with_hint(Some(format!(
+                    "templates are looked up in {}",
+                    places.join(", then ")
+                )))
             } else {
                 self.template_problem(role, &spec.template, &error, redactor)
             }
@@ -232,7 +259,9 @@ impl<'a> Renderer<'a> {
                     spec.mode.0
                 ),
             )
-            .with_hint(Some("use a mode without permissions for others, like \"0640\"".into())));
+            .with_hint(Some(
+                "use a mode without permissions for others, like \"0640\"".into(),
+            )));
         }
         Ok(DesiredFile {
             path,
@@ -298,7 +327,9 @@ pub fn host_secrets(inventory: &Inventory, host: &Host) -> BTreeMap<SecretName, 
                 Some(value) => value.0.clone(),
                 None => {
                     let generation = host.vars.secret_generation.get(&name).copied().unwrap_or(0);
-                    inventory.master_key.derive(host.name.as_str(), name, generation)
+                    inventory
+                        .master_key
+                        .derive(host.name.as_str(), name, generation)
                 }
             };
             (name, value)
@@ -354,7 +385,14 @@ mod tests {
     #[test]
     fn destinations_must_be_plain_absolute_paths() {
         assert!(check_dest("/etc/matrix-synapse/conf.d/a.yaml").is_ok());
-        for bad in ["etc/a", "/etc/", "/etc/../a", "/etc//a", "/etc/./a", "/etc/a\nb"] {
+        for bad in [
+            "etc/a",
+            "/etc/",
+            "/etc/../a",
+            "/etc//a",
+            "/etc/./a",
+            "/etc/a\nb",
+        ] {
             assert!(check_dest(bad).is_err(), "{bad:?}");
         }
     }

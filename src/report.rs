@@ -61,14 +61,27 @@ pub fn plan_text(planned: &[PlannedHost], style: Style, redactor: &Redactor) -> 
     for host in planned {
         match &host.plan {
             Ok(plan) if plan.is_empty() => {
-                out.push_str(&format!("{}  ({}): no changes\n", style.bold(&host.name), host.reached_by));
+                out.push_str(&format!(
+                    "{}  ({}): no changes\n",
+                    style.bold(&host.name),
+                    host.reached_by
+                ));
             }
             Ok(plan) => {
-                out.push_str(&format!("{}  ({})\n", style.bold(&host.name), host.reached_by));
+                out.push_str(&format!(
+                    "{}  ({})\n",
+                    style.bold(&host.name),
+                    host.reached_by
+                ));
                 host_changes(&mut out, plan, style);
             }
             Err(reason) => {
-                out.push_str(&format!("{}  ({}): {}\n", style.bold(&host.name), host.reached_by, style.red("FAILED")));
+                out.push_str(&format!(
+                    "{}  ({}): {}\n",
+                    style.bold(&host.name),
+                    host.reached_by,
+                    style.red("FAILED")
+                ));
                 for line in reason.lines() {
                     out.push_str(&format!("    {line}\n"));
                 }
@@ -90,7 +103,12 @@ pub fn plan_summary(summary: &Summary, planned: &[PlannedHost]) -> String {
         summary.hosts_with_changes,
         plural(summary.hosts, "host")
     );
-    line.push_str(&failed_suffix(planned.iter().filter(|h| h.plan.is_err()).map(|h| h.name.as_str())));
+    line.push_str(&failed_suffix(
+        planned
+            .iter()
+            .filter(|h| h.plan.is_err())
+            .map(|h| h.name.as_str()),
+    ));
     line
 }
 
@@ -99,7 +117,11 @@ fn failed_suffix<'a>(failed: impl Iterator<Item = &'a str>) -> String {
     if failed.is_empty() {
         String::new()
     } else {
-        format!(" {} failed: {}.", plural(failed.len(), "host"), failed.join(", "))
+        format!(
+            " {} failed: {}.",
+            plural(failed.len(), "host"),
+            failed.join(", ")
+        )
     }
 }
 
@@ -110,9 +132,17 @@ fn host_changes(out: &mut String, plan: &HostPlan, style: Style) {
             Action::Update => style.yellow("~"),
             Action::Remove => style.red("-"),
         };
-        out.push_str(&format!("  {painted} {}  ({})\n", change.path, describe(change)));
+        out.push_str(&format!(
+            "  {painted} {}  ({})\n",
+            change.path,
+            describe(change)
+        ));
         if let Some(body) = body(change) {
-            let body = if body.starts_with('(') { body } else { paint(&body, style) };
+            let body = if body.starts_with('(') {
+                body
+            } else {
+                paint(&body, style)
+            };
             for line in body.lines() {
                 out.push_str(&format!("      {line}\n"));
             }
@@ -166,22 +196,42 @@ fn body(change: &Change) -> Option<String> {
     if change.sensitive {
         return Some("(content hidden: the file holds secrets)".to_string());
     }
-    let before = change.before.as_ref().map(|b| b.content.as_slice()).unwrap_or_default();
-    let after = change.after.as_ref().map(|a| a.content.as_slice()).unwrap_or_default();
+    let before = change
+        .before
+        .as_ref()
+        .map(|b| b.content.as_slice())
+        .unwrap_or_default();
+    let after = change
+        .after
+        .as_ref()
+        .map(|a| a.content.as_slice())
+        .unwrap_or_default();
     Some(unified(before, after).unwrap_or_else(|| "(binary content changed)".to_string()))
 }
 
 /// What apply did, host by host, and its summary line.
-pub fn apply_text(planned: &[PlannedHost], applied: &[AppliedHost], style: Style, redactor: &Redactor) -> String {
+pub fn apply_text(
+    planned: &[PlannedHost],
+    applied: &[AppliedHost],
+    style: Style,
+    redactor: &Redactor,
+) -> String {
     let mut out = String::new();
     let mut done = Summary::default();
     let mut failed = Vec::new();
     for host in planned {
-        let result = applied.iter().find(|a| a.name == host.name).map(|a| &a.result);
+        let result = applied
+            .iter()
+            .find(|a| a.name == host.name)
+            .map(|a| &a.result);
         match (&host.plan, result) {
             (Err(reason), _) | (Ok(_), Some(Err(reason))) => {
                 failed.push(host.name.as_str());
-                out.push_str(&format!("{}: {}\n", style.bold(&host.name), style.red("FAILED")));
+                out.push_str(&format!(
+                    "{}: {}\n",
+                    style.bold(&host.name),
+                    style.red("FAILED")
+                ));
                 for line in reason.lines() {
                     out.push_str(&format!("    {line}\n"));
                 }
@@ -202,7 +252,11 @@ pub fn apply_text(planned: &[PlannedHost], applied: &[AppliedHost], style: Style
             (Ok(_), None) => out.push_str(&format!("{}: no changes\n", style.bold(&host.name))),
         }
     }
-    let verdict = if failed.is_empty() { "complete" } else { "incomplete" };
+    let verdict = if failed.is_empty() {
+        "complete"
+    } else {
+        "incomplete"
+    };
     out.push_str(&format!(
         "\nApply {verdict}: {} added, {} changed, {} removed on {} of {}.",
         done.create,
@@ -255,7 +309,12 @@ struct BeforeAfter {
 }
 
 /// The plan (and, for apply, the outcome) as JSON: docs/json.md.
-pub fn json(command: &str, planned: &[PlannedHost], applied: Option<&[AppliedHost]>, redactor: &Redactor) -> String {
+pub fn json(
+    command: &str,
+    planned: &[PlannedHost],
+    applied: Option<&[AppliedHost]>,
+    redactor: &Redactor,
+) -> String {
     let hosts = planned
         .iter()
         .map(|host| {
@@ -267,7 +326,10 @@ pub fn json(command: &str, planned: &[PlannedHost], applied: Option<&[AppliedHos
                 (Ok(_), None) => ("changes", None),
             };
             let (unchanged_files, changes) = match &host.plan {
-                Ok(plan) => (plan.unchanged, plan.changes.iter().map(json_change).collect()),
+                Ok(plan) => (
+                    plan.unchanged,
+                    plan.changes.iter().map(json_change).collect(),
+                ),
                 Err(_) => (0, Vec::new()),
             };
             JsonHost {

@@ -67,7 +67,8 @@ impl<'de> Deserialize<'de> for Mode {
         let complaint = "expected an octal mode with its leading zero, like \"0644\"";
         match Value::deserialize(deserializer)? {
             Value::String(text)
-                if (3..=4).contains(&text.len()) && text.bytes().all(|b| (b'0'..=b'7').contains(&b)) =>
+                if (3..=4).contains(&text.len())
+                    && text.bytes().all(|b| (b'0'..=b'7').contains(&b)) =>
             {
                 u32::from_str_radix(&text, 8)
                     .map(Mode)
@@ -283,9 +284,9 @@ pub fn yaml_problem(path: &Path, error: &serde_yaml::Error) -> Problem {
     if let Some(index) = message.find(" at line ") {
         message.truncate(index);
     }
-    let hint = message
-        .contains("duplicate entry")
-        .then(|| "a key (and a host) may appear only once in a map; merge the two entries".to_string());
+    let hint = message.contains("duplicate entry").then(|| {
+        "a key (and a host) may appear only once in a map; merge the two entries".to_string()
+    });
     Problem::new(format!("invalid YAML: {message}"))
         .in_file(path)
         .at_line(line)

@@ -87,7 +87,9 @@ impl MasterKey {
                     .with_hint(hint()));
             }
             Err(error) => {
-                return Err(Problem::new(format!("cannot read the master key: {error}")).in_file(path));
+                return Err(
+                    Problem::new(format!("cannot read the master key: {error}")).in_file(path)
+                );
             }
         };
         let key = bytes.trim_ascii().to_vec();
@@ -186,9 +188,9 @@ impl Redactor {
 
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         match &self.matcher {
-            Some(matcher) if matcher.is_match(text) => {
-                Cow::Owned(matcher.replace_all(text, &[REDACTED][..].repeat(matcher.patterns_len())))
-            }
+            Some(matcher) if matcher.is_match(text) => Cow::Owned(
+                matcher.replace_all(text, &[REDACTED][..].repeat(matcher.patterns_len())),
+            ),
             _ => Cow::Borrowed(text),
         }
     }
@@ -209,7 +211,12 @@ mod tests {
     #[test]
     fn every_secret_is_distinct_across_hosts_names_and_generations() {
         let key = MasterKey::from_bytes(&[7; 32]);
-        let hosts = ["example.com", "example.org", "a.example.com", "b.example.com"];
+        let hosts = [
+            "example.com",
+            "example.org",
+            "a.example.com",
+            "b.example.com",
+        ];
         let mut seen = BTreeSet::new();
         let mut count = 0;
         for host in hosts {

@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
-use crate::problem::{Problem, Problems, deserialize_at, did_you_mean, suggestion_for_serde_message};
+use crate::problem::{
+    Problem, Problems, deserialize_at, did_you_mean, suggestion_for_serde_message,
+};
 use crate::roles::{RoleSet, yaml_problem};
 use crate::secrets::{MasterKey, SecretName};
 use layers::{Layered, Source};
@@ -157,22 +159,23 @@ impl Inventory {
         }
         let mut problems = Vec::new();
         let hosts_path = dir.join("hosts.yaml");
-        let entries = match read_hosts(&hosts_path) {
-            Ok(entries) => entries,
-            Err(problem) => return Err(problem.into()),
-        };
+        let entries = read_hosts(&hosts_path)?;
 
         let mut names = BTreeMap::new();
         let mut lowercase_seen: BTreeMap<String, String> = BTreeMap::new();
         for (name, entry, line) in entries {
             match name.parse::<DnsName>() {
                 Ok(dns_name) => {
-                    if let Some(other) = lowercase_seen.insert(name.to_ascii_lowercase(), name.clone()) {
+                    if let Some(other) =
+                        lowercase_seen.insert(name.to_ascii_lowercase(), name.clone())
+                    {
                         problems.push(
-                            Problem::new(format!("hosts `{other}` and `{name}` are the same server name"))
-                                .in_file(&hosts_path)
-                                .at_line(line)
-                                .at_key(format!("hosts.{name}")),
+                            Problem::new(format!(
+                                "hosts `{other}` and `{name}` are the same server name"
+                            ))
+                            .in_file(&hosts_path)
+                            .at_line(line)
+                            .at_key(format!("hosts.{name}")),
                         );
                     }
                     names.insert(name, (dns_name, entry, line));
@@ -216,31 +219,39 @@ impl Inventory {
         for (group, file) in &group_vars {
             if group != "all" && !groups.contains(group) {
                 let hint = did_you_mean(group, groups.iter().map(String::as_str)).or_else(|| {
-                    Some("list the group under a host's `groups:` in hosts.yaml, or remove the file".into())
+                    Some(
+                        "list the group under a host's `groups:` in hosts.yaml, or remove the file"
+                            .into(),
+                    )
                 });
                 problems.push(
-                    Problem::new(format!("group_vars for `{group}`, but no host is in that group"))
-                        .in_file(&file.path)
-                        .with_hint(hint),
+                    Problem::new(format!(
+                        "group_vars for `{group}`, but no host is in that group"
+                    ))
+                    .in_file(&file.path)
+                    .with_hint(hint),
                 );
             }
         }
         let host_vars = read_vars_dir(&dir.join("host_vars"), &mut problems);
         for (host, file) in &host_vars {
             if !names.contains_key(host) {
-                let hint = did_you_mean(host, names.keys().map(String::as_str)).or_else(|| {
-                    Some("add the host to hosts.yaml, or remove the file".into())
-                });
+                let hint = did_you_mean(host, names.keys().map(String::as_str))
+                    .or_else(|| Some("add the host to hosts.yaml, or remove the file".into()));
                 problems.push(
-                    Problem::new(format!("host_vars for `{host}`, a host that is not in hosts.yaml"))
-                        .in_file(&file.path)
-                        .with_hint(hint),
+                    Problem::new(format!(
+                        "host_vars for `{host}`, a host that is not in hosts.yaml"
+                    ))
+                    .in_file(&file.path)
+                    .with_hint(hint),
                 );
             }
         }
 
         let master_key_path = dir.join("secrets").join("master.key");
-        let master_key = MasterKey::load(&master_key_path).map_err(|problem| problems.push(problem)).ok();
+        let master_key = MasterKey::load(&master_key_path)
+            .map_err(|problem| problems.push(problem))
+            .ok();
 
         let mut hosts = Vec::new();
         for (name, (dns_name, entry, line)) in names {
@@ -325,17 +336,23 @@ impl Inventory {
                     selected.insert(index);
                 }
             }
-            if selected.len() == before && !self.hosts.iter().any(|h| glob.matches(h.name.as_str())) {
+            if selected.len() == before && !self.hosts.iter().any(|h| glob.matches(h.name.as_str()))
+            {
                 let candidates = self
                     .hosts
                     .iter()
                     .map(|host| host.name.as_str())
                     .chain(self.groups.iter().map(String::as_str));
-                return Err(Problem::new(format!("--limit `{part}` matches no host or group"))
-                    .with_hint(did_you_mean(part, candidates)));
+                return Err(
+                    Problem::new(format!("--limit `{part}` matches no host or group"))
+                        .with_hint(did_you_mean(part, candidates)),
+                );
             }
         }
-        Ok(selected.into_iter().map(|index| &self.hosts[index]).collect())
+        Ok(selected
+            .into_iter()
+            .map(|index| &self.hosts[index])
+            .collect())
     }
 }
 
@@ -394,13 +411,19 @@ fn read_vars_dir(dir: &Path, problems: &mut Vec<Problem>) -> BTreeMap<String, Va
         if extension != "yaml" && extension != "yml" {
             continue;
         }
-        let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else {
+        let Some(name) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(str::to_string)
+        else {
             continue;
         };
         let text = match fs_err::read_to_string(&path) {
             Ok(text) => text,
             Err(error) => {
-                problems.push(Problem::new(format!("cannot read: {}", io_reason(&error))).in_file(&path));
+                problems.push(
+                    Problem::new(format!("cannot read: {}", io_reason(&error))).in_file(&path),
+                );
                 continue;
             }
         };
@@ -423,7 +446,10 @@ fn read_vars_dir(dir: &Path, problems: &mut Vec<Problem>) -> BTreeMap<String, Va
             problems.push(
                 Problem::new(format!("two vars files for `{name}`"))
                     .in_file(&path)
-                    .with_hint(Some(format!("merge it into {} and remove one", previous.path.display()))),
+                    .with_hint(Some(format!(
+                        "merge it into {} and remove one",
+                        previous.path.display()
+                    ))),
             );
             continue;
         }
@@ -506,15 +532,24 @@ fn check_vars(layered: &Layered, roles: &RoleSet) -> Result<(CoreVars, Mapping),
             continue;
         }
         if let Some((_, reason)) = RESERVED_KEYS.iter().find(|(reserved, _)| *reserved == key) {
-            problems.push(problem_at(&[key.to_string()], format!("`{key}` cannot be set: {reason}")));
+            problems.push(problem_at(
+                &[key.to_string()],
+                format!("`{key}` cannot be set: {reason}"),
+            ));
             continue;
         }
         match defaults.get(key) {
             Some((default, role)) => {
                 if let Some(value) = merged.get(key) {
-                    check_like_default(&[key.to_string()], value, default, role, &mut |path, message, hint| {
-                        problems.push(problem_at(path, message).with_hint(hint))
-                    });
+                    check_like_default(
+                        &[key.to_string()],
+                        value,
+                        default,
+                        role,
+                        &mut |path, message, hint| {
+                            problems.push(problem_at(path, message).with_hint(hint))
+                        },
+                    );
                 }
             }
             None => {
@@ -526,7 +561,9 @@ fn check_vars(layered: &Layered, roles: &RoleSet) -> Result<(CoreVars, Mapping),
                         None
                     }
                 });
-                problems.push(problem_at(&[key.to_string()], format!("unknown key `{key}`")).with_hint(hint));
+                problems.push(
+                    problem_at(&[key.to_string()], format!("unknown key `{key}`")).with_hint(hint),
+                );
             }
         }
     }
@@ -557,6 +594,9 @@ fn check_vars(layered: &Layered, roles: &RoleSet) -> Result<(CoreVars, Mapping),
     }
 }
 
+/// Receives (key path, message, hint) for each problem found.
+type ReportProblem<'a> = dyn FnMut(&[String], String, Option<String>) + 'a;
+
 /// A role var must have its default's type; inside a non-empty default map
 /// only the default's keys are known (an empty map `{}` is free-form).
 fn check_like_default(
@@ -564,7 +604,7 @@ fn check_like_default(
     value: &Value,
     default: &Value,
     role: &crate::roles::Role,
-    report: &mut dyn FnMut(&[String], String, Option<String>),
+    report: &mut ReportProblem,
 ) {
     let kind = |value: &Value| match value {
         Value::Null => "null",
@@ -588,10 +628,16 @@ fn check_like_default(
                 let mut inner_path = path.to_vec();
                 inner_path.push(key.to_string());
                 match default_map.get(key) {
-                    Some(inner_default) => check_like_default(&inner_path, inner, inner_default, role, report),
+                    Some(inner_default) => {
+                        check_like_default(&inner_path, inner, inner_default, role, report)
+                    }
                     None => {
                         let known = default_map.keys().filter_map(Value::as_str);
-                        report(&inner_path, format!("unknown key `{key}`"), did_you_mean(key, known));
+                        report(
+                            &inner_path,
+                            format!("unknown key `{key}`"),
+                            did_you_mean(key, known),
+                        );
                     }
                 }
             }

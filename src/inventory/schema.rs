@@ -172,7 +172,9 @@ impl<'de> Deserialize<'de> for Size {
             Text(String),
         }
         match Raw::deserialize(deserializer).map_err(|_| {
-            serde::de::Error::custom("expected a size: bytes, or a number with K, M, G or T, like `50M`")
+            serde::de::Error::custom(
+                "expected a size: bytes, or a number with K, M, G or T, like `50M`",
+            )
         })? {
             Raw::Bytes(bytes) => Ok(Size {
                 bytes,
@@ -259,11 +261,17 @@ impl FromStr for DnsName {
             if !valid {
                 return fail(
                     format!("`{name}` is not a valid DNS name (bad label `{label}`)"),
-                    Some("labels are 1 to 63 of a-z, 0-9 and `-`, not starting or ending with `-`".into()),
+                    Some(
+                        "labels are 1 to 63 of a-z, 0-9 and `-`, not starting or ending with `-`"
+                            .into(),
+                    ),
                 );
             }
         }
-        if name.split('.').all(|label| label.bytes().all(|b| b.is_ascii_digit())) {
+        if name
+            .split('.')
+            .all(|label| label.bytes().all(|b| b.is_ascii_digit()))
+        {
             return fail(
                 format!("`{name}` is an IP address"),
                 Some("matrixctl manages hosts by DNS name".into()),

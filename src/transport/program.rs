@@ -38,7 +38,12 @@ impl Program {
     }
 
     /// Adds a call whose stdin is `content`, as base64 in a here-document.
-    pub fn call_with_content(&mut self, function: &str, args: &[&str], content: &[u8]) -> &mut Program {
+    pub fn call_with_content(
+        &mut self,
+        function: &str,
+        args: &[&str],
+        content: &[u8],
+    ) -> &mut Program {
         self.main.push_str(function);
         for arg in args {
             self.main.push(' ');
@@ -48,7 +53,8 @@ impl Program {
         self.main.push_str(" <<'MATRIXCTL_EOF'\n");
         let encoded = base64::engine::general_purpose::STANDARD.encode(content);
         for chunk in encoded.as_bytes().chunks(76) {
-            self.main.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+            self.main
+                .push_str(std::str::from_utf8(chunk).unwrap_or_default());
             self.main.push('\n');
         }
         self.main.push_str("MATRIXCTL_EOF\n");
@@ -69,7 +75,8 @@ impl Program {
 
     /// The whole program text, ending in the done marker.
     pub fn finish(mut self) -> String {
-        self.main.push_str(&format!("printf '%s\\n' {DONE_MARKER}\n"));
+        self.main
+            .push_str(&format!("printf '%s\\n' {DONE_MARKER}\n"));
         let mut text = String::with_capacity(REMOTE_FUNCTIONS.len() + self.main.len() + 32);
         text.push_str(REMOTE_FUNCTIONS);
         text.push_str("main() {\n");
@@ -87,6 +94,64 @@ pub fn quote(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    fn run_sh(program: &str) -> std::process::Output {
+        let mut child = Command::new("sh")
+            .arg("-s")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(program.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    #[test]
+    fn a_program_cut_anywhere_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let mut program = Program::new(root);
+        program.call_with_content("mc_stage", &["/etc/a.conf", "0644", "", ""], &[b'x'; 200]);
+        program.call("mc_commit", &["/etc/a.conf"]);
+        let text = program.finish();
+        // Cut at every line end and in the middle of every line.
+        let mut cuts: Vec<usize> = text
+            .match_indices('\n')
+            .map(|(index, _)| index + 1)
+            .collect();
+        cuts.extend(
+            text.match_indices('\n')
+                .map(|(index, _)| index.saturating_sub(3)),
+        );
+        cuts.retain(|&cut| cut < text.len());
+        for cut in cuts {
+            let output = run_sh(&text[..cut]);
+            assert!(
+                !dir.path().join("etc").exists(),
+                "a program cut at byte {cut} acted: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(!String::from_utf8_lossy(&output.stdout).contains(DONE_MARKER));
+        }
+        let output = run_sh(&text);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("etc/a.conf")).unwrap(),
+            [b'x'; 200]
+        );
+    }
 
     #[test]
     fn quoting_survives_the_shell() {

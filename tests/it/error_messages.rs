@@ -32,6 +32,9 @@ fn bad_inventories_get_clear_errors() {
         assert!(!case.join("../../hosts-never-written").exists());
         assert!(!stderr.contains("panicked"), "{name}: {stderr}");
         let description = std::fs::read_to_string(case_file).unwrap();
-        insta::assert_snapshot!(format!("{description}$ matrixctl {}\n{stderr}", args.join(" ")));
+        insta::assert_snapshot!(format!(
+            "{description}$ matrixctl {}\n{stderr}",
+            args.join(" ")
+        ));
     });
 }

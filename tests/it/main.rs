@@ -2,5 +2,8 @@
 //! `support` for the sandboxes they run the real binary in.
 
 mod error_messages;
-mod support;
+mod interrupted;
 mod plan_apply;
+mod render;
+mod secrets;
+mod support;

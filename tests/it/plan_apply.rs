@@ -15,7 +15,10 @@ fn plan_on_empty_hosts_lists_every_creation() {
     let sandbox = Sandbox::fleet();
     let run = sandbox.run(&["plan", "inventory", "--limit", "a.example"]);
     insta::assert_snapshot!(run.transcript());
-    assert!(sandbox.host_files("a.example").is_empty(), "plan wrote something");
+    assert!(
+        sandbox.host_files("a.example").is_empty(),
+        "plan wrote something"
+    );
 }
 
 #[test]
@@ -26,7 +29,11 @@ fn apply_creates_exactly_the_rendered_files_then_converges() {
 
     let apply = sandbox.run(&["apply", "--yes", "inventory"]);
     assert_eq!(apply.code, 0, "{}", apply.transcript());
-    assert!(apply.stdout.ends_with("Apply complete: 18 added, 0 changed, 0 removed on 3 of 3 hosts.\n"));
+    assert!(
+        apply
+            .stdout
+            .ends_with("Apply complete: 18 added, 0 changed, 0 removed on 3 of 3 hosts.\n")
+    );
 
     // What apply wrote is byte for byte what render produces, with its modes.
     let render = sandbox.run(&["render", "inventory", "--out", "rendered"]);
@@ -51,34 +58,55 @@ fn apply_creates_exactly_the_rendered_files_then_converges() {
 
     let second = sandbox.run(&["plan", "--detailed-exitcode", "inventory"]);
     assert_eq!(second.code, 0, "{}", second.transcript());
-    assert!(second.stdout.ends_with("Plan: 0 to add, 0 to change, 0 to remove on 0 of 3 hosts.\n"));
+    assert!(
+        second
+            .stdout
+            .ends_with("Plan: 0 to add, 0 to change, 0 to remove on 0 of 3 hosts.\n")
+    );
     let again = sandbox.run(&["apply", "--yes", "inventory"]);
     assert_eq!(again.code, 0);
-    assert!(again.stdout.ends_with("No changes to apply.\n"), "{}", again.stdout);
+    assert!(
+        again.stdout.ends_with("No changes to apply.\n"),
+        "{}",
+        again.stdout
+    );
 }
 
 #[test]
 fn rendered_files_follow_the_spec() {
     let sandbox = Sandbox::fleet();
-    sandbox.write("inventory/host_vars/b.example.yaml", "matrix_fqdn: chat.b.example\nfederation_port: 443\n");
+    sandbox.write(
+        "inventory/host_vars/b.example.yaml",
+        "matrix_fqdn: chat.b.example\nfederation_port: 443\n",
+    );
     assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);
     let json = |host, path| -> serde_json::Value {
         serde_json::from_slice(&sandbox.read_host_file(host, path).unwrap()).unwrap()
     };
-    assert_eq!(json("b.example", WELLKNOWN_SERVER), serde_json::json!({"m.server": "chat.b.example:443"}));
+    assert_eq!(
+        json("b.example", WELLKNOWN_SERVER),
+        serde_json::json!({"m.server": "chat.b.example:443"})
+    );
     assert_eq!(
         json("b.example", WELLKNOWN_CLIENT),
         serde_json::json!({"m.homeserver": {"base_url": "https://chat.b.example/"}})
     );
-    assert_eq!(json("a.example", WELLKNOWN_SERVER), serde_json::json!({"m.server": "matrix.a.example:8448"}));
+    assert_eq!(
+        json("a.example", WELLKNOWN_SERVER),
+        serde_json::json!({"m.server": "matrix.a.example:8448"})
+    );
 }
 
 #[test]
 fn a_hand_edit_shows_as_drift_and_apply_puts_it_back() {
     let sandbox = Sandbox::fleet();
     assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);
-    let original = sandbox.read_host_file("a.example", SERVER_NAME_YAML).unwrap();
-    let edited = String::from_utf8(original.clone()).unwrap().replace("a.example\"", "evil.example\"");
+    let original = sandbox
+        .read_host_file("a.example", SERVER_NAME_YAML)
+        .unwrap();
+    let edited = String::from_utf8(original.clone())
+        .unwrap()
+        .replace("a.example\"", "evil.example\"");
     std::fs::write(sandbox.host_file("a.example", SERVER_NAME_YAML), edited).unwrap();
     let client = sandbox.host_file("c.example", WELLKNOWN_CLIENT);
     std::fs::set_permissions(&client, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
@@ -88,9 +116,19 @@ fn a_hand_edit_shows_as_drift_and_apply_puts_it_back() {
     insta::assert_snapshot!(plan.transcript());
 
     assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);
-    assert_eq!(sandbox.read_host_file("a.example", SERVER_NAME_YAML).unwrap(), original);
+    assert_eq!(
+        sandbox
+            .read_host_file("a.example", SERVER_NAME_YAML)
+            .unwrap(),
+        original
+    );
     assert_eq!(mode_of(&client), 0o644);
-    assert_eq!(sandbox.run(&["plan", "--detailed-exitcode", "inventory"]).code, 0);
+    assert_eq!(
+        sandbox
+            .run(&["plan", "--detailed-exitcode", "inventory"])
+            .code,
+        0
+    );
 }
 
 #[test]
@@ -106,31 +144,56 @@ fn switching_a_role_off_removes_its_files() {
     assert_eq!(apply.code, 0, "{}", apply.transcript());
     assert_eq!(sandbox.read_host_file("b.example", WELLKNOWN_SERVER), None);
     assert_eq!(sandbox.read_host_file("b.example", WELLKNOWN_CLIENT), None);
-    assert!(sandbox.read_host_file("a.example", WELLKNOWN_SERVER).is_some());
+    assert!(
+        sandbox
+            .read_host_file("a.example", WELLKNOWN_SERVER)
+            .is_some()
+    );
     let record = String::from_utf8(sandbox.read_host_file("b.example", RECORD).unwrap()).unwrap();
     assert!(!record.contains("well-known"), "{record}");
-    assert_eq!(sandbox.run(&["plan", "--detailed-exitcode", "inventory"]).code, 0);
+    assert_eq!(
+        sandbox
+            .run(&["plan", "--detailed-exitcode", "inventory"])
+            .code,
+        0
+    );
 }
 
 #[test]
 fn a_missing_owner_fails_that_host_alone_and_touches_none_of_its_files() {
     let sandbox = Sandbox::fleet();
     assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);
-    let before = sandbox.read_host_file("b.example", SERVER_NAME_YAML).unwrap();
+    let before = sandbox
+        .read_host_file("b.example", SERVER_NAME_YAML)
+        .unwrap();
     sandbox.write(
         "inventory/host_vars/b.example.yaml",
         "matrix_fqdn: chat.b.example\nsynapse_group: no-such-group-here\n",
     );
-    sandbox.write("inventory/host_vars/c.example.yaml", "registration: closed\n");
+    sandbox.write(
+        "inventory/host_vars/c.example.yaml",
+        "registration: closed\n",
+    );
 
     let apply = sandbox.run(&["apply", "--yes", "inventory"]);
     assert_eq!(apply.code, 1);
     // What apply reports after the plan it showed.
     let (_, outcome) = apply.stdout.split_once(" hosts.\n\n").unwrap();
     insta::assert_snapshot!(outcome);
-    assert_eq!(sandbox.read_host_file("b.example", SERVER_NAME_YAML).unwrap(), before);
-    let registration = sandbox.read_host_file("c.example", "/etc/matrix-synapse/conf.d/registration.yaml").unwrap();
-    assert!(String::from_utf8(registration).unwrap().contains("enable_registration: false"));
+    assert_eq!(
+        sandbox
+            .read_host_file("b.example", SERVER_NAME_YAML)
+            .unwrap(),
+        before
+    );
+    let registration = sandbox
+        .read_host_file("c.example", "/etc/matrix-synapse/conf.d/registration.yaml")
+        .unwrap();
+    assert!(
+        String::from_utf8(registration)
+            .unwrap()
+            .contains("enable_registration: false")
+    );
 }
 
 #[test]
@@ -142,8 +205,18 @@ fn a_directory_where_a_file_belongs_blocks_only_that_host() {
     assert!(apply.stdout.contains(
         "c.example  (local, root inventory/../hosts/c.example): FAILED\n    /var/www/matrix/.well-known/matrix/server is a directory, not a regular file"
     ), "{}", apply.stdout);
-    assert!(apply.stdout.ends_with("on 2 of 3 hosts. 1 host failed: c.example.\n"), "{}", apply.stdout);
-    assert!(sandbox.read_host_file("a.example", SERVER_NAME_YAML).is_some());
+    assert!(
+        apply
+            .stdout
+            .ends_with("on 2 of 3 hosts. 1 host failed: c.example.\n"),
+        "{}",
+        apply.stdout
+    );
+    assert!(
+        sandbox
+            .read_host_file("a.example", SERVER_NAME_YAML)
+            .is_some()
+    );
     assert_eq!(sandbox.host_files("c.example"), Vec::<String>::new());
 }
 
@@ -178,9 +251,23 @@ fn limit_selects_by_name_glob_or_group() {
 #[test]
 fn json_plan_has_a_versioned_stable_shape() {
     let sandbox = Sandbox::fleet();
-    assert_eq!(sandbox.run(&["apply", "--yes", "inventory", "--limit", "a.example"]).code, 0);
-    sandbox.write("inventory/host_vars/a.example.yaml", "registration: closed\n");
-    let run = sandbox.run(&["plan", "--json", "inventory", "--limit", "a.example,b.example"]);
+    assert_eq!(
+        sandbox
+            .run(&["apply", "--yes", "inventory", "--limit", "a.example"])
+            .code,
+        0
+    );
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "registration: closed\n",
+    );
+    let run = sandbox.run(&[
+        "plan",
+        "--json",
+        "inventory",
+        "--limit",
+        "a.example,b.example",
+    ]);
     assert_eq!(run.code, 0);
     let parsed: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(parsed["format_version"], 1);

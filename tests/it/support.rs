@@ -76,13 +76,12 @@ impl Sandbox {
         std::fs::write(path, content).unwrap();
     }
 
-    pub fn remove(&self, relative: &str) {
-        std::fs::remove_file(self.path().join(relative)).unwrap();
-    }
-
     /// A file on a local test host, by host name and host path.
     pub fn host_file(&self, host: &str, path: &str) -> PathBuf {
-        self.path().join("hosts").join(host).join(path.trim_start_matches('/'))
+        self.path()
+            .join("hosts")
+            .join(host)
+            .join(path.trim_start_matches('/'))
     }
 
     pub fn read_host_file(&self, host: &str, path: &str) -> Option<Vec<u8>> {

@@ -1,0 +1,143 @@
+//! An apply killed part-way leaves every file wholly old or wholly new, and
+//! the next plan reports what was left behind; the next apply converges.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{BIN, Sandbox};
+
+const SERVER_NAME_YAML: &str = "/etc/matrix-synapse/conf.d/server_name.yaml";
+const REGISTRATION_YAML: &str = "/etc/matrix-synapse/conf.d/registration.yaml";
+
+#[test]
+fn a_killed_apply_leaves_whole_files_and_the_next_apply_converges() {
+    let sandbox = Sandbox::fleet();
+    assert_eq!(
+        sandbox
+            .run(&["apply", "--yes", "inventory", "--limit", "a.example"])
+            .code,
+        0
+    );
+    let old_registration = sandbox
+        .read_host_file("a.example", REGISTRATION_YAML)
+        .unwrap();
+    let old_server_name = sandbox
+        .read_host_file("a.example", SERVER_NAME_YAML)
+        .unwrap();
+
+    // Two files change; the test hook pauses the host program after each
+    // rename, so the kill lands between the first and the second.
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "registration: closed\nmatrix_fqdn: chat.a.example\n",
+    );
+    let render = sandbox.run(&[
+        "render",
+        "inventory",
+        "--out",
+        "rendered",
+        "--limit",
+        "a.example",
+    ]);
+    assert_eq!(render.code, 0);
+    let rendered = |path: &str| {
+        std::fs::read(sandbox.path().join("rendered/a.example").join(&path[1..])).unwrap()
+    };
+
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        Command::new(BIN)
+            .args(["apply", "--yes", "inventory", "--limit", "a.example"])
+            .current_dir(sandbox.path())
+            .env("MATRIXCTL_TEST_PAUSE_AFTER_COMMIT", "30")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group, so the kill reaches the host program too.
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    let first_committed = Instant::now();
+    loop {
+        let registration = sandbox
+            .read_host_file("a.example", REGISTRATION_YAML)
+            .unwrap();
+        if registration != old_registration {
+            break;
+        }
+        assert!(
+            first_committed.elapsed() < Duration::from_secs(20),
+            "apply never committed a file"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = child.wait();
+
+    // Each file is wholly the old or wholly the new one.
+    assert_eq!(
+        sandbox
+            .read_host_file("a.example", REGISTRATION_YAML)
+            .unwrap(),
+        rendered(REGISTRATION_YAML)
+    );
+    assert_eq!(
+        sandbox
+            .read_host_file("a.example", SERVER_NAME_YAML)
+            .unwrap(),
+        old_server_name
+    );
+
+    let plan = sandbox.run(&["plan", "inventory", "--limit", "a.example"]);
+    assert!(
+        plan.stdout.contains(
+            "  - /etc/matrix-synapse/conf.d/.server_name.yaml.matrixctl-tmp  (left by an interrupted apply; removing it)\n"
+        ),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("  ~ /etc/matrix-synapse/conf.d/server_name.yaml  (role synapse)"),
+        "{}",
+        plan.stdout
+    );
+
+    let apply = sandbox.run(&["apply", "--yes", "inventory", "--limit", "a.example"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    assert_eq!(
+        sandbox
+            .read_host_file("a.example", SERVER_NAME_YAML)
+            .unwrap(),
+        rendered(SERVER_NAME_YAML)
+    );
+    assert!(
+        !sandbox
+            .host_files("a.example")
+            .iter()
+            .any(|path| path.ends_with(".matrixctl-tmp"))
+    );
+    assert_eq!(
+        sandbox
+            .run(&["plan", "--detailed-exitcode", "inventory"])
+            .code,
+        2
+    );
+    assert_eq!(
+        sandbox
+            .run(&[
+                "plan",
+                "--detailed-exitcode",
+                "inventory",
+                "--limit",
+                "a.example"
+            ])
+            .code,
+        0
+    );
+}

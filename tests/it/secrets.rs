@@ -1,0 +1,177 @@
+//! Secrets: derived per host and per name, rotated one at a time, and never
+//! printed: not in plans, diffs, JSON, apply results or errors.
+
+use crate::support::{Run, Sandbox, TEST_MASTER_KEY};
+
+const SECRETS_YAML: &str = "/etc/matrix-synapse/conf.d/secrets.yaml";
+
+/// `name: "value"` lines of a rendered secrets file.
+fn secret_values(content: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(content)
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once(": "))
+        .map(|(name, value)| (name.to_string(), value.trim_matches('"').to_string()))
+        .collect()
+}
+
+fn assert_no_secret(runs: &[&Run], secrets: &[String]) {
+    for run in runs {
+        for secret in secrets {
+            assert!(
+                !run.stdout.contains(secret.as_str()) && !run.stderr.contains(secret.as_str()),
+                "a secret leaked into:\n{}",
+                run.transcript()
+            );
+        }
+    }
+}
+
+/// A role of the test's own that puts an operator-chosen secret (the
+/// password pepper) in a file, and that can be switched off.
+fn add_pepper_role(sandbox: &Sandbox) {
+    sandbox.write(
+        "roles/pepper.yaml",
+        "when: pepper_enabled\ndefaults:\n  pepper_enabled: true\nfiles:\n  - template: pepper/pepper.yaml.j2\n    dest: /etc/matrix-synapse/conf.d/pepper.yaml\n    mode: \"0640\"\n",
+    );
+    sandbox.write(
+        "roles/templates/pepper/pepper.yaml.j2",
+        "password_config:\n  pepper: {{ secrets.password_pepper | tojson }}\n",
+    );
+}
+
+#[test]
+fn secrets_are_distinct_per_host_and_name_and_rotate_alone() {
+    let sandbox = Sandbox::fleet();
+    assert_eq!(
+        sandbox
+            .run(&["render", "inventory", "--out", "before"])
+            .code,
+        0
+    );
+    let read = |dir: &str, host: &str| {
+        secret_values(
+            &std::fs::read(sandbox.path().join(dir).join(host).join(&SECRETS_YAML[1..])).unwrap(),
+        )
+    };
+    let mut all = Vec::new();
+    for host in ["a.example", "b.example", "c.example"] {
+        all.extend(read("before", host).into_iter().map(|(_, value)| value));
+    }
+    assert_eq!(all.len(), 9);
+    let mut distinct = all.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 9, "two secrets share a value: {all:?}");
+
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "secret_generation:\n  form_secret: 1\n",
+    );
+    assert_eq!(
+        sandbox.run(&["render", "inventory", "--out", "after"]).code,
+        0
+    );
+    let before = read("before", "a.example");
+    let after = read("after", "a.example");
+    for ((name, old), (_, new)) in before.iter().zip(&after) {
+        assert_eq!(name == "form_secret", old != new, "{name}");
+    }
+    assert_eq!(read("before", "b.example"), read("after", "b.example"));
+}
+
+#[test]
+fn no_output_ever_shows_a_secret() {
+    let sandbox = Sandbox::fleet();
+    add_pepper_role(&sandbox);
+    let pepper = "operator-chosen-pepper-8f2k1";
+    sandbox.write(
+        "inventory/host_vars/c.example.yaml",
+        &format!("secrets:\n  password_pepper: {pepper}\n"),
+    );
+    let roles = ["--roles", "roles"];
+    let with_roles = |args: &[&str]| sandbox.run(&[&roles[..], args].concat());
+
+    assert_eq!(
+        with_roles(&["render", "inventory", "--out", "rendered"]).code,
+        0
+    );
+    let mut secrets = vec![TEST_MASTER_KEY.to_string(), pepper.to_string()];
+    for host in ["a.example", "b.example", "c.example"] {
+        let content = std::fs::read(
+            sandbox
+                .path()
+                .join("rendered")
+                .join(host)
+                .join(&SECRETS_YAML[1..]),
+        )
+        .unwrap();
+        secrets.extend(secret_values(&content).into_iter().map(|(_, value)| value));
+    }
+
+    let first_plan = with_roles(&["plan", "inventory"]);
+    let first_json = with_roles(&["plan", "--json", "inventory"]);
+    assert!(
+        first_plan
+            .stdout
+            .contains("(content hidden: the file holds secrets)")
+    );
+    let apply = with_roles(&["apply", "--yes", "inventory"]);
+    let apply_json = with_roles(&["apply", "--yes", "--json", "inventory"]);
+    assert_eq!(apply.code, 0);
+
+    // A hand edit of a secrets file, a rotation, and a secret file whose role
+    // goes away: each diff would show a secret, so none is shown.
+    let edited = sandbox.host_file("a.example", SECRETS_YAML);
+    let text = std::fs::read_to_string(&edited).unwrap();
+    std::fs::write(&edited, text.replace("form_secret", "#form_secret")).unwrap();
+    sandbox.write(
+        "inventory/host_vars/b.example.yaml",
+        "secret_generation:\n  macaroon_secret_key: 3\n",
+    );
+    sandbox.write(
+        "inventory/host_vars/c.example.yaml",
+        &format!("pepper_enabled: false\nsecrets:\n  password_pepper: {pepper}\n"),
+    );
+    let changed_plan = with_roles(&["plan", "inventory"]);
+    let changed_json = with_roles(&["plan", "--json", "inventory"]);
+    assert!(
+        changed_plan.stdout.contains("edited on the host"),
+        "{}",
+        changed_plan.stdout
+    );
+    let changed_apply = with_roles(&["apply", "--yes", "inventory"]);
+    assert_eq!(changed_apply.code, 0, "{}", changed_apply.transcript());
+
+    // A template error in a file that holds secrets.
+    sandbox.write(
+        "roles/templates/pepper/pepper.yaml.j2",
+        "password_config:\n  pepper: {{ secrets.password_pepper }} {{ secrets.nope.x }}\n",
+    );
+    sandbox.write(
+        "inventory/host_vars/c.example.yaml",
+        &format!("secrets:\n  password_pepper: {pepper}\n"),
+    );
+    let error = with_roles(&["plan", "inventory"]);
+    assert_eq!(error.code, 1);
+    assert!(
+        error.stderr.contains("pepper.yaml.j2:2"),
+        "{}",
+        error.stderr
+    );
+
+    assert_no_secret(
+        &[
+            &first_plan,
+            &first_json,
+            &apply,
+            &apply_json,
+            &changed_plan,
+            &changed_json,
+            &changed_apply,
+            &error,
+        ],
+        &secrets,
+    );
+    insta::assert_snapshot!(changed_plan.transcript());
+}

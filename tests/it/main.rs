@@ -1,6 +1,7 @@
 //! matrixctl's integration tests: one binary, a module per feature, and
 //! `support` for the sandboxes they run the real binary in.
 
+mod confirm;
 mod error_messages;
 mod interrupted;
 mod plan_apply;

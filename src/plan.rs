@@ -48,11 +48,15 @@ pub struct HostPlan {
     pub unchanged: usize,
     /// The record apply writes.
     pub record: Record,
+    /// The host's record does not describe its files (an apply was cut
+    /// short before writing it, or files already matched): apply rewrites
+    /// it even when no file changes, so no managed file is ever forgotten.
+    pub record_outdated: bool,
 }
 
 impl HostPlan {
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
+        self.changes.is_empty() && !self.record_outdated
     }
 
     pub fn count(&self, action: Action) -> usize {
@@ -156,10 +160,12 @@ pub fn plan_host(desired: &DesiredState, observed: &Observed) -> Result<HostPlan
     }
 
     changes.sort_by(|a, b| a.path.cmp(&b.path));
+    let record_outdated = record != observed.record;
     Ok(HostPlan {
         changes,
         unchanged,
         record,
+        record_outdated,
     })
 }
 
@@ -199,8 +205,12 @@ mod tests {
         let mut observed = Observed::default();
         observed.paths.extend([on_host("/a", "x\n", 0o644)]);
         let plan = plan_host(&want, &observed).unwrap();
-        assert!(plan.is_empty());
+        assert!(plan.changes.is_empty());
         assert_eq!(plan.unchanged, 1);
+        // The file matches, but the host has no record of it yet.
+        assert!(plan.record_outdated);
+        observed.record = plan.record.clone();
+        assert!(plan_host(&want, &observed).unwrap().is_empty());
 
         observed.paths.extend([on_host("/a", "x\n", 0o600)]);
         let plan = plan_host(&want, &observed).unwrap();

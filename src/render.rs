@@ -368,6 +368,9 @@ fn check_dest(path: &str) -> Result<(), &'static str> {
     {
         return Err("must be a normalised path (no `//`, `.` or `..`)");
     }
+    if path.starts_with("/var/lib/matrixctl/") || path.ends_with(".matrixctl-tmp") {
+        return Err("is reserved for matrixctl's own record and staged files");
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use crate::diff::{Style, paint, unified};
 use crate::fleet::{AppliedHost, PlannedHost};
 use crate::plan::{Action, Change, HostPlan};
 use crate::secrets::Redactor;
+use crate::transport::program::RECORD_PATH;
 
 /// The version of the JSON output's shape (docs/json.md).
 pub const JSON_FORMAT_VERSION: u32 = 1;
@@ -126,6 +127,13 @@ fn failed_suffix<'a>(failed: impl Iterator<Item = &'a str>) -> String {
 }
 
 fn host_changes(out: &mut String, plan: &HostPlan, style: Style) {
+    if plan.changes.is_empty() && plan.record_outdated {
+        out.push_str(&format!(
+            "  {} {}  (its files already match; apply records them as managed)\n",
+            style.yellow("~"),
+            RECORD_PATH
+        ));
+    }
     for change in &plan.changes {
         let painted = match change.action {
             Action::Create => style.green("+"),
@@ -285,6 +293,8 @@ struct JsonHost {
     status: &'static str,
     error: Option<String>,
     unchanged_files: usize,
+    /// Apply will rewrite the host's record of managed files.
+    record_outdated: bool,
     changes: Vec<JsonChange>,
 }
 
@@ -325,18 +335,20 @@ pub fn json(
                 (Ok(_), Some(Ok(()))) => ("applied", None),
                 (Ok(_), None) => ("changes", None),
             };
-            let (unchanged_files, changes) = match &host.plan {
+            let (unchanged_files, record_outdated, changes) = match &host.plan {
                 Ok(plan) => (
                     plan.unchanged,
+                    plan.record_outdated,
                     plan.changes.iter().map(json_change).collect(),
                 ),
-                Err(_) => (0, Vec::new()),
+                Err(_) => (0, false, Vec::new()),
             };
             JsonHost {
                 name: host.name.clone(),
                 status,
                 error,
                 unchanged_files,
+                record_outdated,
                 changes,
             }
         })

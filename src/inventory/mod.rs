@@ -162,22 +162,11 @@ impl Inventory {
         let entries = read_hosts(&hosts_path)?;
 
         let mut names = BTreeMap::new();
-        let mut lowercase_seen: BTreeMap<String, String> = BTreeMap::new();
+        // Duplicate names are refused by the YAML parser; uppercase ones by
+        // `DnsName`, so no two hosts can differ only in case either.
         for (name, entry, line) in entries {
             match name.parse::<DnsName>() {
                 Ok(dns_name) => {
-                    if let Some(other) =
-                        lowercase_seen.insert(name.to_ascii_lowercase(), name.clone())
-                    {
-                        problems.push(
-                            Problem::new(format!(
-                                "hosts `{other}` and `{name}` are the same server name"
-                            ))
-                            .in_file(&hosts_path)
-                            .at_line(line)
-                            .at_key(format!("hosts.{name}")),
-                        );
-                    }
                     names.insert(name, (dns_name, entry, line));
                 }
                 Err(error) => problems.push(

@@ -284,3 +284,37 @@ fn colour_follows_the_flag() {
     // Not a terminal: auto means no colour.
     assert!(!sandbox.run(&["plan", "inventory"]).stdout.contains('\x1b'));
 }
+
+#[test]
+fn files_that_already_match_are_recorded_so_they_can_be_removed_later() {
+    let sandbox = Sandbox::fleet();
+    // The host already has exactly the rendered files, but no record.
+    assert_eq!(
+        sandbox.run(&["render", "inventory", "--out", "hosts"]).code,
+        0
+    );
+    let plan = sandbox.run(&[
+        "plan",
+        "--detailed-exitcode",
+        "inventory",
+        "--limit",
+        "a.example",
+    ]);
+    assert_eq!(plan.code, 2, "{}", plan.transcript());
+    insta::assert_snapshot!(plan.transcript());
+    assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);
+    assert!(sandbox.read_host_file("a.example", RECORD).is_some());
+    assert_eq!(
+        sandbox
+            .run(&["plan", "--detailed-exitcode", "inventory"])
+            .code,
+        0
+    );
+
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        "synapse_group: root\nwellknown_enabled: false\n",
+    );
+    assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);
+    assert_eq!(sandbox.read_host_file("a.example", WELLKNOWN_SERVER), None);
+}

@@ -43,10 +43,32 @@ pub struct Selection {
     pub limit: Option<String>,
 }
 
+/// How hosts are reached and paced.
+#[derive(Debug, Args)]
+pub struct Connect {
+    /// How many hosts to work on at once.
+    #[arg(long, value_name = "N", default_value_t = crate::fleet::DEFAULT_FORKS, value_parser = parse_forks)]
+    pub forks: usize,
+
+    /// Seconds allowed to connect to a host, and for each run of the
+    /// program on it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout: u64,
+
+    /// Accept and record the key of a host seen for the first time. A host
+    /// whose key CHANGED is always refused.
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     #[command(flatten)]
     pub selection: Selection,
+
+    #[command(flatten)]
+    pub connect: Connect,
 
     /// Print the plan as JSON (see docs/json.md).
     #[arg(long)]
@@ -55,12 +77,25 @@ pub struct PlanArgs {
     /// Exit 2 when changes are pending (0: none, 1: error).
     #[arg(long)]
     pub detailed_exitcode: bool,
+
+    /// Save the plan, for `matrixctl apply FILE` to apply exactly it.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
+    /// The inventory directory, or a plan saved with `plan --out`.
+    #[arg(default_value = "inventory", value_name = "INVENTORY|PLAN")]
+    pub target: PathBuf,
+
+    /// Only these hosts: a name, a glob (`*.example.com`) or a group;
+    /// several separated by commas.
+    #[arg(long, value_name = "PATTERN")]
+    pub limit: Option<String>,
+
     #[command(flatten)]
-    pub selection: Selection,
+    pub connect: Connect,
 
     /// Print the plan and result as JSON (see docs/json.md); needs --yes.
     #[arg(long)]
@@ -69,6 +104,47 @@ pub struct ApplyArgs {
     /// Apply without asking for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
+
+    /// Apply to this many hosts at a time, or this percentage (`25%`).
+    #[arg(long, value_name = "N|P%", value_parser = parse_batch)]
+    pub batch: Option<crate::fleet::BatchSize>,
+
+    /// Start no new batch once more than this percentage of hosts failed.
+    #[arg(long, value_name = "PERCENT", default_value_t = 100.0, value_parser = parse_percent)]
+    pub max_fail: f64,
+}
+
+fn parse_forks(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(forks) if (1..=10_000).contains(&forks) => Ok(forks),
+        _ => Err(format!("`{text}` is not a number of hosts from 1 to 10000")),
+    }
+}
+
+fn parse_batch(text: &str) -> Result<crate::fleet::BatchSize, String> {
+    use crate::fleet::BatchSize;
+    let bad = || {
+        format!(
+            "`{text}` is not a batch size: give a number of hosts (`10`) or a percentage (`25%`)"
+        )
+    };
+    match text.strip_suffix('%') {
+        Some(percent) => match percent.parse::<u32>() {
+            Ok(percent) if (1..=100).contains(&percent) => Ok(BatchSize::Percent(percent)),
+            _ => Err(bad()),
+        },
+        None => match text.parse::<usize>() {
+            Ok(hosts) if hosts > 0 => Ok(BatchSize::Hosts(hosts)),
+            _ => Err(bad()),
+        },
+    }
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches('%').parse::<f64>() {
+        Ok(percent) if (0.0..=100.0).contains(&percent) => Ok(percent),
+        _ => Err(format!("`{text}` is not a percentage from 0 to 100")),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -1,22 +1,35 @@
-//! Plan and apply over many hosts at once, bounded. A host that fails is
-//! reported with its reason and never stops the others; results are always
-//! returned sorted by host name, whatever order the tasks finished in.
+//! Plan and apply over many hosts at once, bounded by `--forks`. A host that
+//! fails is reported with its reason and never stops the others; results are
+//! always returned sorted by host name, whatever order tasks finished in.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::inventory::{Connection, Host};
-use crate::observe::observe;
+use crate::observe::{Observed, observe};
 use crate::plan::{Action, HostPlan, plan_host};
+use crate::progress::Progress;
 use crate::render::DesiredState;
 use crate::transport::Transport;
 use crate::transport::program::{DONE_MARKER, Program, RECORD_PATH};
+use crate::transport::ssh::SshSettings;
 
-/// How many hosts are worked on at once.
+/// How many hosts are worked on at once, unless `--forks` says otherwise.
 pub const DEFAULT_FORKS: usize = 50;
+
+/// How a run reaches and paces hosts.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub forks: usize,
+    /// The limit for connecting and for each program run on a host.
+    pub timeout: Duration,
+    pub ssh: Arc<SshSettings>,
+}
 
 /// A host with its rendered files, ready to plan.
 pub struct Target {
@@ -27,127 +40,245 @@ pub struct Target {
 /// One host's plan, or why it could not be made.
 pub struct PlannedHost {
     pub name: String,
-    /// How the host is reached, for the plan's header line.
+    /// How the host is reached, for messages.
     pub reached_by: String,
-    pub transport: Option<Transport>,
+    pub transport: Transport,
     /// The host's root, as the program on the host sees it ("" for `/`).
     pub root: String,
     pub plan: Result<HostPlan, String>,
+    /// What the plan was computed against, for saved plans.
+    pub observed: Option<Observed>,
+    pub desired: DesiredState,
+}
+
+/// Runs `work` on every item, at most `forks` at a time, each within
+/// `timeout`, and returns the results in the items' order.
+async fn for_each_bounded<T, R, F, Fut>(
+    items: Vec<T>,
+    forks: usize,
+    progress: &Progress,
+    work: F,
+) -> Vec<R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = R> + Send + 'static,
+{
+    let limit = Arc::new(Semaphore::new(forks.max(1)));
+    let mut tasks = JoinSet::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let limit = limit.clone();
+        let future = work(item);
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            (index, future.await)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        progress.host_done();
+        match joined {
+            Ok(result) => results.push(result),
+            // A task only ends this way if it panicked: a bug. The other
+            // hosts still finish; main reports the missing one.
+            Err(error) => eprintln!("error: internal error in a host task: {error}"),
+        }
+    }
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, result)| result).collect()
 }
 
 /// Observes every target and plans it.
-pub async fn plan(targets: Vec<Target>) -> Vec<PlannedHost> {
-    let limit = Arc::new(Semaphore::new(DEFAULT_FORKS));
-    let mut tasks = JoinSet::new();
-    for target in targets {
-        let limit = limit.clone();
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            plan_one(target).await
-        });
-    }
-    let mut planned = Vec::new();
-    while let Some(result) = tasks.join_next().await {
-        match result {
-            Ok(host) => planned.push(host),
-            // A panicking task is a bug; it still must not hide other hosts.
-            Err(error) => planned.push(PlannedHost {
-                name: "?".into(),
-                reached_by: String::new(),
-                transport: None,
-                root: String::new(),
-                plan: Err(format!("internal error: {error}")),
-            }),
-        }
-    }
-    planned.sort_by(|a, b| a.name.cmp(&b.name));
+pub async fn plan(mut targets: Vec<Target>, options: &FleetOptions) -> Vec<PlannedHost> {
+    targets.sort_by(|a, b| a.host.name.cmp(&b.host.name));
+    let progress = Progress::new("planning", targets.len());
+    let timeout = options.timeout;
+    let planned = for_each_bounded(targets, options.forks, &progress, |target| {
+        let transport = Transport::for_host(&target.host, &options.ssh);
+        plan_one(target, transport, timeout)
+    })
+    .await;
+    progress.finish();
     planned
 }
 
-async fn plan_one(target: Target) -> PlannedHost {
+async fn plan_one(target: Target, transport: Transport, timeout: Duration) -> PlannedHost {
     let Target { host, desired } = target;
-    let name = host.name.to_string();
     let reached_by = match &host.connection {
         Connection::Local => format!("local, root {}", host.root.display()),
         Connection::Ssh(ssh) => format!("ssh {}@{}:{}", ssh.user, ssh.host, ssh.port),
     };
-    let mut planned = PlannedHost {
-        name,
-        reached_by,
-        transport: None,
-        root: String::new(),
-        plan: Err(String::new()),
-    };
-    let prepared =
-        Transport::for_host(&host).and_then(|transport| Ok((transport, root_of(&host)?)));
-    let (transport, root) = match prepared {
-        Ok(prepared) => prepared,
-        Err(error) => {
-            planned.plan = Err(format!("{error:#}"));
-            return planned;
+    let root = root_of(&host);
+    let observed = match &root {
+        Ok(root) => {
+            let paths: Vec<&str> = desired.keys().map(String::as_str).collect();
+            within(timeout, observe(&transport, root, &paths)).await
         }
+        Err(error) => Err(anyhow::anyhow!("{error:#}")),
     };
-    let paths: Vec<&str> = desired.keys().map(String::as_str).collect();
-    planned.plan = match observe(&transport, &root, &paths).await {
-        Ok(observed) => plan_host(&desired, &observed).map_err(|blocked| blocked.0),
-        Err(error) => Err(format!("{error:#}")),
+    let (plan, observed) = match observed {
+        Ok(observed) => (
+            plan_host(&desired, &observed).map_err(|blocked| blocked.0),
+            Some(observed),
+        ),
+        Err(error) => (Err(format!("{error:#}")), None),
     };
-    planned.transport = Some(transport);
-    planned.root = root;
-    planned
+    PlannedHost {
+        name: host.name.to_string(),
+        reached_by,
+        transport,
+        root: root.unwrap_or_default(),
+        plan,
+        observed,
+        desired,
+    }
+}
+
+async fn within<T>(timeout: Duration, work: impl Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result,
+        Err(_) => bail!("timed out after {} s (--timeout)", timeout.as_secs()),
+    }
 }
 
 /// The host's root as an absolute path without a trailing slash.
 fn root_of(host: &Host) -> Result<String> {
-    let absolute = std::path::absolute(&host.root)?;
+    let absolute = match &host.connection {
+        Connection::Local => std::path::absolute(&host.root)?,
+        // A remote root is a path on the remote machine, never made absolute here.
+        Connection::Ssh(_) => host.root.clone(),
+    };
     let Some(text) = absolute.to_str() else {
         bail!(
             "the root directory {} is not valid UTF-8",
             absolute.display()
         );
     };
+    if !text.starts_with('/') {
+        bail!("the root directory {text} of an SSH host must be an absolute path");
+    }
     Ok(text.trim_end_matches('/').to_string())
+}
+
+/// How many hosts apply works on before checking failures again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    Hosts(usize),
+    Percent(u32),
+}
+
+/// Staged rollout: batches, and when to stop starting new ones.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rollout {
+    pub batch: Option<BatchSize>,
+    /// Stop starting batches once more than this percentage of hosts failed.
+    pub max_fail_percent: f64,
+}
+
+impl Default for Rollout {
+    fn default() -> Rollout {
+        Rollout {
+            batch: None,
+            max_fail_percent: 100.0,
+        }
+    }
+}
+
+/// What apply did to one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    Failed(String),
+    /// Never started: an earlier batch failed too much.
+    NotStarted(String),
 }
 
 /// One host's apply result.
 pub struct AppliedHost {
     pub name: String,
-    pub result: Result<(), String>,
+    pub result: Applied,
 }
 
-/// Executes every host's plan; hosts without changes are left alone.
-pub async fn apply(planned: &[PlannedHost]) -> Vec<AppliedHost> {
-    let limit = Arc::new(Semaphore::new(DEFAULT_FORKS));
-    let mut tasks = JoinSet::new();
-    for host in planned {
-        let (Ok(plan), Some(transport)) = (&host.plan, &host.transport) else {
-            continue;
-        };
-        if plan.is_empty() {
-            continue;
-        }
-        let program = apply_program(&host.root, plan);
-        let transport = transport.clone();
-        let name = host.name.clone();
-        let limit = limit.clone();
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let result = match transport.run(program).await {
-                Ok(output) if output.success && output_is_done(&output.stdout) => Ok(()),
-                Ok(output) => Err(failure_reason(&output.stderr)),
-                Err(error) => Err(format!("{error:#}")),
-            };
-            AppliedHost { name, result }
-        });
-    }
+/// Executes every host's plan, batch by batch; hosts without changes are
+/// left alone. `lock_owner` says who holds each host's lock meanwhile.
+pub async fn apply(
+    planned: &[PlannedHost],
+    options: &FleetOptions,
+    rollout: Rollout,
+    lock_owner: &str,
+) -> Vec<AppliedHost> {
+    let work: Vec<&PlannedHost> = planned
+        .iter()
+        .filter(|host| host.plan.as_ref().is_ok_and(|plan| !plan.is_empty()))
+        .collect();
+    let total = planned.len().max(1);
+    let mut failed = planned.iter().filter(|host| host.plan.is_err()).count();
+    let batch_size = match rollout.batch {
+        None => work.len().max(1),
+        Some(BatchSize::Hosts(hosts)) => hosts.max(1),
+        Some(BatchSize::Percent(percent)) => (work.len() * percent as usize).div_ceil(100).max(1),
+    };
+    let progress = Progress::new("applying", work.len());
     let mut applied = Vec::new();
-    while let Some(result) = tasks.join_next().await {
-        if let Ok(host) = result {
-            applied.push(host);
+    for (index, batch) in work.chunks(batch_size).enumerate() {
+        let failed_percent = failed as f64 * 100.0 / total as f64;
+        if failed_percent > rollout.max_fail_percent {
+            let reason = format!(
+                "not started: {failed} of {total} hosts had failed before batch {} ({failed_percent:.0}%, more than --max-fail {}%)",
+                index + 1,
+                rollout.max_fail_percent
+            );
+            for host in work.iter().skip(index * batch_size) {
+                applied.push(AppliedHost {
+                    name: host.name.clone(),
+                    result: Applied::NotStarted(reason.clone()),
+                });
+            }
+            break;
         }
+        let jobs: Vec<(String, Transport, String)> = batch
+            .iter()
+            .map(|host| {
+                let plan = host
+                    .plan
+                    .as_ref()
+                    .expect("only planned hosts are in the work list");
+                let program = apply_program(&host.root, plan, lock_owner);
+                (host.name.clone(), host.transport.clone(), program)
+            })
+            .collect();
+        let timeout = options.timeout;
+        let results = for_each_bounded(
+            jobs,
+            options.forks,
+            &progress,
+            move |(name, transport, program)| async move {
+                let result = match within(timeout, transport.run(program)).await {
+                    Ok(output) if output.success && output_is_done(&output.stdout) => Applied::Done,
+                    Ok(output) => Applied::Failed(failure_reason(&output.stderr)),
+                    Err(error) => Applied::Failed(format!("{error:#}")),
+                };
+                AppliedHost { name, result }
+            },
+        )
+        .await;
+        failed += results
+            .iter()
+            .filter(|host| matches!(host.result, Applied::Failed(_)))
+            .count();
+        applied.extend(results);
     }
+    progress.finish();
     applied.sort_by(|a, b| a.name.cmp(&b.name));
     applied
+}
+
+/// Closes every connection the run opened.
+pub async fn close(planned: &[PlannedHost]) {
+    for host in planned {
+        host.transport.close().await;
+    }
 }
 
 fn output_is_done(stdout: &[u8]) -> bool {
@@ -166,11 +297,13 @@ fn failure_reason(stderr: &str) -> String {
     }
 }
 
-/// The program that carries out `plan`: check owners, stage every new file
-/// beside its target, then rename them all into place, remove, and write the
-/// record last. Nothing live changes until every file is staged.
-fn apply_program(root: &str, plan: &HostPlan) -> String {
+/// The program that carries out `plan`: take the host's lock, check
+/// owners, stage every new file beside its target, then rename them all
+/// into place, remove, and write the record last. Nothing live changes
+/// until every file is staged.
+fn apply_program(root: &str, plan: &HostPlan, lock_owner: &str) -> String {
     let mut program = Program::new(root);
+    program.call("mc_lock", &[lock_owner]);
     let writes: Vec<_> = plan
         .changes
         .iter()

@@ -19,27 +19,33 @@ pub mod inventory;
 pub mod observe;
 pub mod plan;
 pub mod problem;
+pub mod progress;
 pub mod record;
 pub mod render;
 pub mod report;
 pub mod roles;
+pub mod saved;
 pub mod secrets;
 pub mod transport;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use cli::{ApplyArgs, Cli, ColorChoice, Command, PlanArgs, RenderArgs, Selection};
+use cli::{ApplyArgs, Cli, ColorChoice, Command, Connect, PlanArgs, RenderArgs, Selection};
 use diff::Style;
-use fleet::{PlannedHost, Target};
+use fleet::{Applied, FleetOptions, PlannedHost, Rollout, Target};
 use inventory::Inventory;
 use problem::Problems;
 use render::{DesiredState, Renderer, redactor_for};
 use roles::RoleSet;
+use saved::{SavedHost, SavedPlan};
 use secrets::Redactor;
+use transport::ssh::{SshSettings, control_dir};
 
 /// Runs one command; the exit code follows Terraform (0 ok, 1 error,
 /// 2 changes pending with `plan --detailed-exitcode`).
@@ -119,14 +125,44 @@ fn any_changes(planned: &[PlannedHost]) -> bool {
         .any(|host| host.plan.as_ref().is_ok_and(|plan| !plan.is_empty()))
 }
 
+fn fleet_options(connect: &Connect, control_dir: &tempfile::TempDir) -> FleetOptions {
+    FleetOptions {
+        forks: connect.forks,
+        timeout: Duration::from_secs(connect.timeout),
+        ssh: Arc::new(SshSettings {
+            control_dir: control_dir.path().to_path_buf(),
+            connect_timeout: Duration::from_secs(connect.timeout),
+            accept_new_host_keys: connect.accept_new_host_keys,
+        }),
+    }
+}
+
 fn plan_command(role_dirs: &[PathBuf], args: PlanArgs, style: Style) -> Result<ExitCode> {
     let prepared = prepare(role_dirs, &args.selection)?;
-    let planned = runtime()?.block_on(fleet::plan(prepared.targets));
+    let control_dir = control_dir()?;
+    let options = fleet_options(&args.connect, &control_dir);
+    let runtime = runtime()?;
+    let planned = runtime.block_on(async {
+        let planned = fleet::plan(prepared.targets, &options).await;
+        fleet::close(&planned).await;
+        planned
+    });
+    if let Some(out) = &args.out {
+        SavedPlan::new(&args.selection.inventory, role_dirs, &planned)?.write(out)?;
+    }
     let mut stdout = std::io::stdout().lock();
     if args.json {
         stdout.write_all(report::json("plan", &planned, None, &prepared.redactor).as_bytes())?;
     } else {
         stdout.write_all(report::plan_text(&planned, style, &prepared.redactor).as_bytes())?;
+        if let Some(out) = &args.out {
+            writeln!(
+                stdout,
+                "Saved the plan to {}; apply exactly it with `matrixctl apply {}`.",
+                out.display(),
+                out.display()
+            )?;
+        }
     }
     stdout.flush()?;
     Ok(if any_failed(&planned) {
@@ -139,7 +175,13 @@ fn plan_command(role_dirs: &[PathBuf], args: PlanArgs, style: Style) -> Result<E
 }
 
 fn apply_command(role_dirs: &[PathBuf], args: ApplyArgs, style: Style) -> Result<ExitCode> {
-    if !args.yes && (args.json || !std::io::stdin().is_terminal()) {
+    let saved = if SavedPlan::is_saved_plan(&args.target) {
+        Some(SavedPlan::read(&args.target)?)
+    } else {
+        None
+    };
+    // A saved plan was reviewed when it was made; an inventory was not.
+    if saved.is_none() && !args.yes && (args.json || !std::io::stdin().is_terminal()) {
         bail!(
             "apply needs confirmation, and {} cannot ask for it\nhint: review the changes with `matrixctl plan`, then run `matrixctl apply --yes`",
             if args.json {
@@ -149,9 +191,35 @@ fn apply_command(role_dirs: &[PathBuf], args: ApplyArgs, style: Style) -> Result
             }
         );
     }
-    let prepared = prepare(role_dirs, &args.selection)?;
+    let (selection, role_dirs) = match &saved {
+        Some(saved) => {
+            if saved.hosts.is_empty() {
+                println!("The saved plan has no changes to apply.");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let names: Vec<&str> = saved.hosts.keys().map(String::as_str).collect();
+            let selection = Selection {
+                inventory: saved.inventory.clone(),
+                limit: Some(names.join(",")),
+            };
+            (selection, saved.roles.clone())
+        }
+        None => (
+            Selection {
+                inventory: args.target.clone(),
+                limit: args.limit.clone(),
+            },
+            role_dirs.to_vec(),
+        ),
+    };
+    let prepared = prepare(&role_dirs, &selection)?;
+    let control_dir = control_dir()?;
+    let options = fleet_options(&args.connect, &control_dir);
     let runtime = runtime()?;
-    let planned = runtime.block_on(fleet::plan(prepared.targets));
+    let mut planned = runtime.block_on(fleet::plan(prepared.targets, &options));
+    if let Some(saved) = &saved {
+        refuse_changed_hosts(&mut planned, saved);
+    }
     let redactor = &prepared.redactor;
     let mut stdout = std::io::stdout().lock();
     if !args.json {
@@ -159,6 +227,7 @@ fn apply_command(role_dirs: &[PathBuf], args: ApplyArgs, style: Style) -> Result
         stdout.flush()?;
     }
     if !any_changes(&planned) {
+        runtime.block_on(fleet::close(&planned));
         if args.json {
             stdout.write_all(report::json("apply", &planned, Some(&[]), redactor).as_bytes())?;
         } else {
@@ -170,11 +239,20 @@ fn apply_command(role_dirs: &[PathBuf], args: ApplyArgs, style: Style) -> Result
             ExitCode::SUCCESS
         });
     }
-    if !args.yes && !confirmed()? {
+    if saved.is_none() && !args.yes && !confirmed()? {
+        runtime.block_on(fleet::close(&planned));
         writeln!(stdout, "Apply cancelled; nothing was changed.")?;
         return Ok(ExitCode::from(1));
     }
-    let applied = runtime.block_on(fleet::apply(&planned));
+    let rollout = Rollout {
+        batch: args.batch,
+        max_fail_percent: args.max_fail,
+    };
+    let applied = runtime.block_on(async {
+        let applied = fleet::apply(&planned, &options, rollout, &lock_owner()).await;
+        fleet::close(&planned).await;
+        applied
+    });
     if args.json {
         stdout.write_all(report::json("apply", &planned, Some(&applied), redactor).as_bytes())?;
     } else {
@@ -182,12 +260,77 @@ fn apply_command(role_dirs: &[PathBuf], args: ApplyArgs, style: Style) -> Result
         stdout.write_all(report::apply_text(&planned, &applied, style, redactor).as_bytes())?;
     }
     stdout.flush()?;
-    let failed = any_failed(&planned) || applied.iter().any(|host| host.result.is_err());
+    let failed = any_failed(&planned) || applied.iter().any(|host| host.result != Applied::Done);
     Ok(if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A saved plan applies only where nothing changed since it was made.
+fn refuse_changed_hosts(planned: &mut [PlannedHost], saved: &SavedPlan) {
+    for host in planned {
+        let Some(expected) = saved.hosts.get(&host.name) else {
+            continue;
+        };
+        if host.plan.is_err() {
+            continue;
+        }
+        let now = SavedHost::of(host);
+        let reason = match now {
+            Some(now) if now.observed != expected.observed => {
+                "the host's files changed since the plan was saved"
+            }
+            Some(now) if now.desired != expected.desired => {
+                "the inventory (or a role) changed since the plan was saved"
+            }
+            Some(_) => continue,
+            None => "the host could not be read",
+        };
+        host.plan = Err(format!(
+            "{reason}; refusing to apply the saved plan here\nhint: run `matrixctl plan` again"
+        ));
+    }
+}
+
+/// Who holds a host's lock while this apply runs: shown to a second apply.
+fn lock_owner() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "?".to_string());
+    let machine = fs_err::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "?".to_string());
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| format_utc(elapsed.as_secs()))
+        .unwrap_or_default();
+    format!(
+        "matrixctl apply by {user}@{machine} (pid {}) since {since}",
+        std::process::id()
+    )
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the epoch (civil calendar,
+/// Howard Hinnant's days-to-date algorithm).
+fn format_utc(seconds: u64) -> String {
+    let days = (seconds / 86_400) as i64;
+    let time = seconds % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        time / 3600,
+        time % 3600 / 60,
+        time % 60
+    )
 }
 
 /// Asks on the terminal; only `yes` goes ahead.

@@ -5,7 +5,9 @@
 use serde::Serialize;
 
 use crate::diff::{Style, paint, unified};
-use crate::fleet::{AppliedHost, PlannedHost};
+use std::collections::BTreeMap;
+
+use crate::fleet::{Applied, AppliedHost, PlannedHost};
 use crate::plan::{Action, Change, HostPlan};
 use crate::secrets::Redactor;
 use crate::transport::program::RECORD_PATH;
@@ -22,6 +24,8 @@ pub struct Summary {
     pub hosts: usize,
     pub hosts_with_changes: usize,
     pub hosts_failed: usize,
+    /// Apply only: hosts a staged rollout never started.
+    pub hosts_not_started: usize,
 }
 
 impl Summary {
@@ -42,7 +46,14 @@ impl Summary {
             }
         }
         if let Some(applied) = applied {
-            summary.hosts_failed += applied.iter().filter(|a| a.result.is_err()).count();
+            summary.hosts_failed += applied
+                .iter()
+                .filter(|a| matches!(a.result, Applied::Failed(_)))
+                .count();
+            summary.hosts_not_started = applied
+                .iter()
+                .filter(|a| matches!(a.result, Applied::NotStarted(_)))
+                .count();
         }
         summary
     }
@@ -56,43 +67,67 @@ fn plural(count: usize, word: &str) -> String {
     }
 }
 
-/// The plan, host by host, then the summary line.
+/// The plan, then the summary line. A change that is the same on several
+/// hosts prints once, headed by those hosts, so a fleet plan stays short.
 pub fn plan_text(planned: &[PlannedHost], style: Style, redactor: &Redactor) -> String {
-    let mut out = String::new();
+    // Each change as text, and the hosts it appears on.
+    let mut hosts_of_change: BTreeMap<(String, String), Vec<&str>> = BTreeMap::new();
+    let mut unchanged = Vec::new();
     for host in planned {
-        match &host.plan {
-            Ok(plan) if plan.is_empty() => {
-                out.push_str(&format!(
-                    "{}  ({}): no changes\n",
-                    style.bold(&host.name),
-                    host.reached_by
-                ));
-            }
-            Ok(plan) => {
-                out.push_str(&format!(
-                    "{}  ({})\n",
-                    style.bold(&host.name),
-                    host.reached_by
-                ));
-                host_changes(&mut out, plan, style);
-            }
-            Err(reason) => {
-                out.push_str(&format!(
-                    "{}  ({}): {}\n",
-                    style.bold(&host.name),
-                    host.reached_by,
-                    style.red("FAILED")
-                ));
-                for line in reason.lines() {
-                    out.push_str(&format!("    {line}\n"));
-                }
-            }
+        let Ok(plan) = &host.plan else { continue };
+        if plan.is_empty() {
+            unchanged.push(host.name.as_str());
+        }
+        for (path, text) in change_texts(plan, style) {
+            hosts_of_change
+                .entry((path, text))
+                .or_default()
+                .push(&host.name);
+        }
+    }
+    // Then the changes of each set of hosts, in path order.
+    let mut changes_of_hosts: BTreeMap<Vec<&str>, Vec<String>> = BTreeMap::new();
+    for ((_, text), hosts) in hosts_of_change {
+        changes_of_hosts.entry(hosts).or_default().push(text);
+    }
+    let mut out = String::new();
+    for (hosts, changes) in &changes_of_hosts {
+        out.push_str(&style.bold(&host_list(hosts)));
+        out.push('\n');
+        for change in changes {
+            out.push_str(change);
         }
         out.push('\n');
+    }
+    if !unchanged.is_empty() {
+        out.push_str(&format!("No changes: {}.\n\n", host_list(&unchanged)));
+    }
+    for host in planned {
+        if let Err(reason) = &host.plan {
+            out.push_str(&format!(
+                "{} {} ({})\n",
+                style.red("FAILED"),
+                style.bold(&host.name),
+                host.reached_by
+            ));
+            for line in reason.lines() {
+                out.push_str(&format!("    {line}\n"));
+            }
+            out.push('\n');
+        }
     }
     out.push_str(&plan_summary(&Summary::of(planned, None), planned));
     out.push('\n');
     redactor.redact(&out).into_owned()
+}
+
+/// Hosts as a header: all names when few; with many, a count and a
+/// comma-separated list that `--limit` accepts as it is.
+fn host_list(hosts: &[&str]) -> String {
+    match hosts.len() {
+        0..=5 => hosts.join(", "),
+        n => format!("{n} hosts: {}", hosts.join(",")),
+    }
 }
 
 pub fn plan_summary(summary: &Summary, planned: &[PlannedHost]) -> String {
@@ -104,34 +139,37 @@ pub fn plan_summary(summary: &Summary, planned: &[PlannedHost]) -> String {
         summary.hosts_with_changes,
         plural(summary.hosts, "host")
     );
-    line.push_str(&failed_suffix(
-        planned
-            .iter()
-            .filter(|h| h.plan.is_err())
-            .map(|h| h.name.as_str()),
-    ));
+    let failed: Vec<&str> = planned
+        .iter()
+        .filter(|h| h.plan.is_err())
+        .map(|h| h.name.as_str())
+        .collect();
+    line.push_str(&listed_suffix(&failed, "failed"));
     line
 }
 
-fn failed_suffix<'a>(failed: impl Iterator<Item = &'a str>) -> String {
-    let failed: Vec<&str> = failed.collect();
-    if failed.is_empty() {
+fn listed_suffix(hosts: &[&str], what: &str) -> String {
+    if hosts.is_empty() {
         String::new()
     } else {
         format!(
-            " {} failed: {}.",
-            plural(failed.len(), "host"),
-            failed.join(", ")
+            " {} {what}: {}.",
+            plural(hosts.len(), "host"),
+            hosts.join(", ")
         )
     }
 }
 
-fn host_changes(out: &mut String, plan: &HostPlan, style: Style) {
+/// Each change of a host's plan as printed: (path, text).
+fn change_texts(plan: &HostPlan, style: Style) -> Vec<(String, String)> {
+    let mut texts = Vec::new();
     if plan.changes.is_empty() && plan.record_outdated {
-        out.push_str(&format!(
-            "  {} {}  (its files already match; apply records them as managed)\n",
-            style.yellow("~"),
-            RECORD_PATH
+        texts.push((
+            RECORD_PATH.to_string(),
+            format!(
+                "  {} {RECORD_PATH}  (its files already match; apply records them as managed)\n",
+                style.yellow("~")
+            ),
         ));
     }
     for change in &plan.changes {
@@ -140,11 +178,7 @@ fn host_changes(out: &mut String, plan: &HostPlan, style: Style) {
             Action::Update => style.yellow("~"),
             Action::Remove => style.red("-"),
         };
-        out.push_str(&format!(
-            "  {painted} {}  ({})\n",
-            change.path,
-            describe(change)
-        ));
+        let mut text = format!("  {painted} {}  ({})\n", change.path, describe(change));
         if let Some(body) = body(change) {
             let body = if body.starts_with('(') {
                 body
@@ -152,10 +186,12 @@ fn host_changes(out: &mut String, plan: &HostPlan, style: Style) {
                 paint(&body, style)
             };
             for line in body.lines() {
-                out.push_str(&format!("      {line}\n"));
+                text.push_str(&format!("      {line}\n"));
             }
         }
+        texts.push((change.path.clone(), text));
     }
+    texts
 }
 
 /// The words after a path: its role and what about it changes.
@@ -227,40 +263,41 @@ pub fn apply_text(
     let mut out = String::new();
     let mut done = Summary::default();
     let mut failed = Vec::new();
+    let mut not_started = Vec::new();
     for host in planned {
         let result = applied
             .iter()
             .find(|a| a.name == host.name)
             .map(|a| &a.result);
+        let name = style.bold(&host.name);
         match (&host.plan, result) {
-            (Err(reason), _) | (Ok(_), Some(Err(reason))) => {
+            (Err(reason), _) | (Ok(_), Some(Applied::Failed(reason))) => {
                 failed.push(host.name.as_str());
-                out.push_str(&format!(
-                    "{}: {}\n",
-                    style.bold(&host.name),
-                    style.red("FAILED")
-                ));
+                out.push_str(&format!("{name}: {}\n", style.red("FAILED")));
                 for line in reason.lines() {
                     out.push_str(&format!("    {line}\n"));
                 }
             }
-            (Ok(plan), Some(Ok(()))) => {
+            (Ok(_), Some(Applied::NotStarted(reason))) => {
+                not_started.push(host.name.as_str());
+                out.push_str(&format!("{name}: {reason}\n"));
+            }
+            (Ok(plan), Some(Applied::Done)) => {
                 done.create += plan.count(Action::Create);
                 done.update += plan.count(Action::Update);
                 done.remove += plan.count(Action::Remove);
                 done.hosts_with_changes += 1;
                 out.push_str(&format!(
-                    "{}: applied ({} added, {} changed, {} removed)\n",
-                    style.bold(&host.name),
+                    "{name}: applied ({} added, {} changed, {} removed)\n",
                     plan.count(Action::Create),
                     plan.count(Action::Update),
                     plan.count(Action::Remove)
                 ));
             }
-            (Ok(_), None) => out.push_str(&format!("{}: no changes\n", style.bold(&host.name))),
+            (Ok(_), None) => out.push_str(&format!("{name}: no changes\n")),
         }
     }
-    let verdict = if failed.is_empty() {
+    let verdict = if failed.is_empty() && not_started.is_empty() {
         "complete"
     } else {
         "incomplete"
@@ -273,7 +310,8 @@ pub fn apply_text(
         done.hosts_with_changes,
         plural(planned.len(), "host")
     ));
-    out.push_str(&failed_suffix(failed.into_iter()));
+    out.push_str(&listed_suffix(&failed, "failed"));
+    out.push_str(&listed_suffix(&not_started, "not started"));
     out.push('\n');
     redactor.redact(&out).into_owned()
 }
@@ -330,9 +368,12 @@ pub fn json(
         .map(|host| {
             let outcome = applied.and_then(|applied| applied.iter().find(|a| a.name == host.name));
             let (status, error) = match (&host.plan, outcome.map(|o| &o.result)) {
-                (Err(reason), _) | (_, Some(Err(reason))) => ("failed", Some(reason.clone())),
+                (Err(reason), _) | (_, Some(Applied::Failed(reason))) => {
+                    ("failed", Some(reason.clone()))
+                }
+                (_, Some(Applied::NotStarted(reason))) => ("not_started", Some(reason.clone())),
                 (Ok(plan), _) if plan.is_empty() => ("unchanged", None),
-                (Ok(_), Some(Ok(()))) => ("applied", None),
+                (Ok(_), Some(Applied::Done)) => ("applied", None),
                 (Ok(_), None) => ("changes", None),
             };
             let (unchanged_files, record_outdated, changes) = match &host.plan {

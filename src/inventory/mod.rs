@@ -251,24 +251,7 @@ impl Inventory {
                     continue;
                 }
             };
-            let connection = match (entry.connection, &entry.ssh) {
-                (ConnectionKind::Local, _) => Connection::Local,
-                (ConnectionKind::Ssh, ssh) => {
-                    let text = ssh.clone().unwrap_or_else(|| format!("root@{name}"));
-                    match SshTarget::parse(&text) {
-                        Ok(target) => Connection::Ssh(target),
-                        Err(reason) => {
-                            problems.push(
-                                Problem::new(format!("invalid ssh target {reason}"))
-                                    .in_file(&hosts_path)
-                                    .at_line(line)
-                                    .at_key(format!("hosts.{name}.ssh")),
-                            );
-                            continue;
-                        }
-                    }
-                }
-            };
+            let ssh_text = entry.ssh.clone();
             let root = match &entry.root {
                 None => PathBuf::from("/"),
                 Some(root) if root.is_absolute() => root.clone(),
@@ -277,14 +260,39 @@ impl Inventory {
                 Some(root) => dir.join(root),
             };
             match check_vars(&layered, roles) {
-                Ok((vars, merged)) => hosts.push(Host {
-                    name: dns_name,
-                    groups: entry.groups,
-                    connection,
-                    root,
-                    vars,
-                    merged,
-                }),
+                Ok((mut vars, merged)) => {
+                    vars.ssh_options.relative_to(dir);
+                    let connection = match entry.connection {
+                        ConnectionKind::Local => Connection::Local,
+                        ConnectionKind::Ssh => {
+                            // Default: root on the machine that serves Matrix.
+                            let text = ssh_text.unwrap_or_else(|| match &vars.matrix_fqdn {
+                                Some(fqdn) => format!("root@{fqdn}"),
+                                None => format!("root@matrix.{name}"),
+                            });
+                            match SshTarget::parse(&text) {
+                                Ok(target) => Connection::Ssh(target),
+                                Err(reason) => {
+                                    problems.push(
+                                        Problem::new(format!("invalid ssh target {reason}"))
+                                            .in_file(&hosts_path)
+                                            .at_line(line)
+                                            .at_key(format!("hosts.{name}.ssh")),
+                                    );
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    hosts.push(Host {
+                        name: dns_name,
+                        groups: entry.groups,
+                        connection,
+                        root,
+                        vars,
+                        merged,
+                    })
+                }
                 Err(more) => {
                     // A mistake in a shared file shows up once, not once per host.
                     for problem in more {

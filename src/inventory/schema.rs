@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -14,12 +15,14 @@ use crate::secrets::SecretName;
 
 /// The keys of [`CoreVars`], for the unknown-key check and its suggestions.
 pub const CORE_KEYS: &[&str] = &[
+    "become",
     "federation_port",
     "matrix_fqdn",
     "max_upload_size",
     "registration",
     "secret_generation",
     "secrets",
+    "ssh_options",
 ];
 
 /// Keys that are facts about the host, not settings.
@@ -54,6 +57,131 @@ pub struct CoreVars {
     /// Bump one secret's generation to rotate it alone.
     #[serde(default)]
     pub secret_generation: BTreeMap<SecretName, u32>,
+    /// How the host program gains root when connecting as another user.
+    #[serde(default, rename = "become")]
+    pub become_: Become,
+    #[serde(default)]
+    pub ssh_options: SshOptions,
+}
+
+/// Privilege escalation for the host program.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Become {
+    /// Run as the connecting user (root, usually).
+    #[default]
+    None,
+    /// Run under `sudo -n`: the user needs passwordless sudo.
+    Sudo,
+}
+
+/// How to connect over SSH, beyond `ssh:` in hosts.yaml. Relative paths
+/// are relative to the inventory directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshOptions {
+    /// The only key to offer (`ssh -i`, with IdentitiesOnly).
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
+    /// An ssh_config to use instead of `~/.ssh/config` (`ssh -F`).
+    #[serde(default)]
+    pub config_file: Option<PathBuf>,
+    /// Where host keys are checked (default: ssh's own, `~/.ssh/known_hosts`).
+    #[serde(default)]
+    pub known_hosts_file: Option<PathBuf>,
+    /// Accept and record an unknown host key; a changed key is always refused.
+    #[serde(default)]
+    pub accept_new_host_keys: bool,
+    /// Extra ssh_config options, like `ProxyJump: bastion.example.com`.
+    #[serde(default)]
+    pub options: BTreeMap<SshOptionName, SshOptionValue>,
+}
+
+impl SshOptions {
+    /// Makes relative paths relative to `dir`.
+    pub fn relative_to(&mut self, dir: &std::path::Path) {
+        for path in [
+            &mut self.identity_file,
+            &mut self.config_file,
+            &mut self.known_hosts_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+    }
+}
+
+/// Options matrixctl sets itself, which an ssh_config could not override.
+const OWN_SSH_OPTIONS: &[(&str, &str)] = &[
+    ("batchmode", "matrixctl never asks questions over SSH"),
+    ("controlmaster", "matrixctl runs its own master connection"),
+    ("controlpath", "matrixctl runs its own master connection"),
+    ("controlpersist", "matrixctl runs its own master connection"),
+    (
+        "stricthostkeychecking",
+        "use `accept_new_host_keys: true` (changed keys are always refused)",
+    ),
+    ("userknownhostsfile", "use `known_hosts_file`"),
+    ("identityfile", "use `identity_file`"),
+    ("port", "give the port in hosts.yaml: `ssh: user@host:port`"),
+    ("user", "give the user in hosts.yaml: `ssh: user@host:port`"),
+];
+
+/// The name of an ssh_config option.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct SshOptionName(pub String);
+
+impl<'de> Deserialize<'de> for SshOptionName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<SshOptionName, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(serde::de::Error::custom(format!(
+                "`{name}` is not an ssh_config option name (letters and digits, like `ProxyJump`)"
+            )));
+        }
+        if let Some((_, why)) = OWN_SSH_OPTIONS
+            .iter()
+            .find(|(own, _)| name.eq_ignore_ascii_case(own))
+        {
+            return Err(serde::de::Error::custom(format!(
+                "`{name}` cannot be set here: {why}"
+            )));
+        }
+        Ok(SshOptionName(name))
+    }
+}
+
+/// The value of an ssh_config option: one line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct SshOptionValue(pub String);
+
+impl<'de> Deserialize<'de> for SshOptionValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<SshOptionValue, D::Error> {
+        let value = serde_yaml::Value::deserialize(deserializer)?;
+        let text = match &value {
+            serde_yaml::Value::String(text) => text.clone(),
+            serde_yaml::Value::Number(number) => number.to_string(),
+            serde_yaml::Value::Bool(flag) => if *flag { "yes" } else { "no" }.to_string(),
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "expected a single value, found {}",
+                    describe_value(other)
+                )));
+            }
+        };
+        if text.is_empty() || text.contains(['\n', '\r']) {
+            return Err(serde::de::Error::custom(
+                "an ssh option's value must be one non-empty line",
+            ));
+        }
+        Ok(SshOptionValue(text))
+    }
 }
 
 fn default_federation_port() -> Port {
@@ -359,6 +487,7 @@ mod tests {
                 "federation_port" => "443",
                 "registration" => "closed",
                 "max_upload_size" => "10M",
+                "become" => "sudo",
                 _ => "{}",
             };
             let yaml = format!("{key}: {value}");

@@ -5,10 +5,14 @@
 
 pub mod local;
 pub mod program;
+pub mod ssh;
+
+use std::sync::Arc;
 
 use anyhow::Result;
 
 use crate::inventory::{Connection, Host};
+use ssh::{Ssh, SshSettings};
 
 /// What the program printed and how it ended.
 #[derive(Debug)]
@@ -22,19 +26,20 @@ pub struct Output {
 #[derive(Debug, Clone)]
 pub enum Transport {
     Local(local::Local),
+    Ssh(Ssh),
 }
 
 impl Transport {
-    /// The transport for `host`, or why there is none yet.
-    pub fn for_host(host: &Host) -> Result<Transport> {
+    /// The transport for `host`. Nothing connects until the first `run`.
+    pub fn for_host(host: &Host, settings: &Arc<SshSettings>) -> Transport {
         match &host.connection {
-            Connection::Local => Ok(Transport::Local(local::Local)),
-            Connection::Ssh(target) => anyhow::bail!(
-                "cannot reach {}@{}:{}: the SSH transport is not built yet; use `connection: local` with a `root:` directory",
-                target.user,
-                target.host,
-                target.port
-            ),
+            Connection::Local => Transport::Local(local::Local),
+            Connection::Ssh(target) => Transport::Ssh(Ssh::new(
+                target.clone(),
+                host.vars.ssh_options.clone(),
+                host.vars.become_,
+                settings.clone(),
+            )),
         }
     }
 
@@ -42,6 +47,14 @@ impl Transport {
     pub async fn run(&self, program: String) -> Result<Output> {
         match self {
             Transport::Local(local) => local.run(program).await,
+            Transport::Ssh(ssh) => ssh.run(program).await,
+        }
+    }
+
+    /// Ends the connection, if there is one.
+    pub async fn close(&self) {
+        if let Transport::Ssh(ssh) = self {
+            ssh.close().await;
         }
     }
 }

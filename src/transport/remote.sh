@@ -96,3 +96,15 @@ mc_remove() {
         sync -- "${p%/*}" 2> /dev/null || true
     fi
 }
+
+# Holds the host's apply lock until this program ends (the lock dies with
+# the process, so a killed apply never leaves the host locked).
+mc_lock() {
+    d=$ROOT/var/lib/matrixctl
+    [ -d "$d" ] || (umask 022 && mkdir -p -- "$d") || mc_fail "cannot create $d"
+    exec 9>> "$d/lock"
+    if ! flock -n 9; then
+        mc_fail "locked by $(cat -- "$d/lock.owner" 2> /dev/null || echo 'another apply')"
+    fi
+    printf '%s\n' "$1" > "$d/lock.owner"
+}

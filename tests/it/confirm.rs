@@ -52,5 +52,5 @@ fn apply_asks_and_only_yes_goes_ahead() {
         text.contains("Apply complete: 6 added, 0 changed, 0 removed on 1 of 1 host."),
         "{text}"
     );
-    assert_eq!(sandbox.host_files("a.example").len(), 7);
+    assert_eq!(sandbox.managed_files("a.example").len(), 6);
 }

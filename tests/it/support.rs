@@ -97,6 +97,13 @@ impl Sandbox {
         files
     }
 
+    /// The files roles put on a host: all but matrixctl's own state.
+    pub fn managed_files(&self, host: &str) -> Vec<String> {
+        let mut files = self.host_files(host);
+        files.retain(|path| !path.starts_with("/var/lib/matrixctl/"));
+        files
+    }
+
     /// Runs matrixctl with `args` in the sandbox, stdin closed.
     pub fn run(&self, args: &[&str]) -> Run {
         self.run_with_env(args, &[])

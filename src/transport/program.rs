@@ -10,7 +10,7 @@ pub const REMOTE_FUNCTIONS: &str = include_str!("remote.sh");
 pub const RECORD_PATH: &str = "/var/lib/matrixctl/state";
 
 /// Set (in seconds) in matrixctl's environment, makes the host program
-/// pause after each file it puts in place. For tests only.
+/// pause once, after the first file it puts in place. For tests only.
 pub const TEST_PAUSE_VARIABLE: &str = "MATRIXCTL_TEST_PAUSE_AFTER_COMMIT";
 
 /// The last line of a program that ran to the end.
@@ -27,8 +27,8 @@ impl Program {
         let mut main = String::new();
         main.push_str(&format!("ROOT={}\n", quote(root)));
         main.push_str(&format!("MC_RECORD={}\n", quote(RECORD_PATH)));
-        // Test hook: pause after each rename, so tests can cut an apply
-        // short at a known point, over SSH as locally.
+        // Test hook: pause after the first rename, so tests can cut an
+        // apply short (or race it) at a known point, over SSH as locally.
         if let Ok(seconds) = std::env::var(TEST_PAUSE_VARIABLE)
             && seconds.bytes().all(|b| b.is_ascii_digit())
             && !seconds.is_empty()

@@ -84,8 +84,10 @@ mc_commit() {
     p=$ROOT$1
     mv -f -- "$(mc_tmp "$p")" "$p" || mc_fail "cannot rename into place: $1"
     sync -- "${p%/*}" 2> /dev/null || true
+    # Test hook (see program.rs): pause once, after the first file.
     if [ -n "${MATRIXCTL_TEST_PAUSE_AFTER_COMMIT:-}" ]; then
-        sleep "$MATRIXCTL_TEST_PAUSE_AFTER_COMMIT"
+        sleep "$MATRIXCTL_TEST_PAUSE_AFTER_COMMIT" 9>&-
+        MATRIXCTL_TEST_PAUSE_AFTER_COMMIT=
     fi
 }
 

@@ -277,8 +277,10 @@ pub fn control_dir() -> Result<tempfile::TempDir> {
         .map(PathBuf::from)
         .filter(|dir| dir.is_dir() && dir.as_os_str().len() < 40)
         .unwrap_or_else(|| Path::new("/tmp").to_path_buf());
+    use std::os::unix::fs::PermissionsExt;
     tempfile::Builder::new()
         .prefix("mctl-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(base)
         .context("cannot create a directory for SSH control sockets")
 }

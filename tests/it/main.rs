@@ -3,8 +3,11 @@
 
 mod confirm;
 mod error_messages;
+mod fleet;
 mod interrupted;
 mod plan_apply;
 mod render;
 mod secrets;
+mod ssh;
+mod sshd;
 mod support;

@@ -1,0 +1,327 @@
+//! plan and apply over SSH against real sshd test hosts on loopback.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::sshd::SshFleet;
+use crate::support::{BIN, mode_of};
+
+const SERVER_NAME_YAML: &str = "/etc/matrix-synapse/conf.d/server_name.yaml";
+const REGISTRATION_YAML: &str = "/etc/matrix-synapse/conf.d/registration.yaml";
+const RECORD: &str = "/var/lib/matrixctl/state";
+
+#[test]
+fn plan_and_apply_over_ssh_one_remote_command_each() {
+    let fleet = SshFleet::start(&["a.example", "b.example", "c.example"], &[]);
+    let sandbox = &fleet.sandbox;
+
+    let plan = fleet.run(&["plan", "--detailed-exitcode", "inventory"]);
+    assert_eq!(plan.code, 2, "{}", plan.transcript());
+    assert!(
+        plan.stdout
+            .ends_with("Plan: 18 to add, 0 to change, 0 to remove on 3 of 3 hosts.\n")
+    );
+    for host in &fleet.hosts {
+        assert_eq!(
+            host.sessions(),
+            1,
+            "plan on {} ran more than one remote command",
+            host.name
+        );
+    }
+
+    let apply = fleet.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    for host in &fleet.hosts {
+        // apply plans again (one command) and then applies (one more).
+        assert_eq!(host.sessions(), 3, "{}", host.name);
+    }
+
+    assert_eq!(
+        fleet
+            .run(&["render", "inventory", "--out", "rendered"])
+            .code,
+        0
+    );
+    for host in ["a.example", "b.example", "c.example"] {
+        let managed = sandbox.managed_files(host);
+        assert_eq!(managed.len(), 6, "{host}: {managed:?}");
+        for path in &managed {
+            let rendered =
+                std::fs::read(sandbox.path().join("rendered").join(host).join(&path[1..])).unwrap();
+            assert_eq!(
+                sandbox.read_host_file(host, path).unwrap(),
+                rendered,
+                "{host}{path}"
+            );
+        }
+        assert_eq!(
+            mode_of(&sandbox.host_file(host, "/etc/matrix-synapse/conf.d/secrets.yaml")),
+            0o640
+        );
+        assert_eq!(mode_of(&sandbox.host_file(host, RECORD)), 0o600);
+    }
+    let again = fleet.run(&["plan", "--detailed-exitcode", "inventory"]);
+    assert_eq!(again.code, 0, "{}", again.transcript());
+    assert!(
+        again
+            .stdout
+            .starts_with("No changes: a.example, b.example, c.example.\n"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[test]
+fn a_down_host_and_a_changed_host_key_fail_alone() {
+    let mut fleet = SshFleet::start(&["a.example", "b.example", "c.example"], &[]);
+    fleet.host_mut("b.example").stop();
+    let keys = fleet.authorized_keys();
+    fleet.host_mut("c.example").replace_host_key(&keys);
+
+    let apply = fleet.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 1, "{}", apply.transcript());
+    let (_, outcome) = apply.stdout.split_once("Plan: ").unwrap();
+    insta::assert_snapshot!(outcome);
+    assert_eq!(fleet.sandbox.managed_files("a.example").len(), 6);
+    assert!(fleet.sandbox.host_files("c.example").is_empty());
+}
+
+#[test]
+fn unknown_host_keys_are_refused_unless_accepted() {
+    let fleet = SshFleet::start(&["a.example"], &[]);
+    std::fs::write(fleet.sandbox.path().join("ssh/known_hosts"), "").unwrap();
+
+    let refused = fleet.run(&["plan", "inventory"]);
+    assert_eq!(refused.code, 1);
+    insta::assert_snapshot!(refused.stdout);
+
+    let accepted = fleet.run(&["plan", "--accept-new-host-keys", "inventory"]);
+    assert_eq!(accepted.code, 0, "{}", accepted.transcript());
+    let known = std::fs::read_to_string(fleet.sandbox.path().join("ssh/known_hosts")).unwrap();
+    assert!(
+        known.contains(&format!("[127.0.0.1]:{}", fleet.host("a.example").port)),
+        "{known}"
+    );
+    // Now known: plain strict checking accepts it.
+    assert_eq!(fleet.run(&["plan", "inventory"]).code, 0);
+}
+
+#[test]
+fn a_changed_host_key_is_refused_even_when_accepting_new_ones() {
+    let mut fleet = SshFleet::start(&["a.example"], &[]);
+    let keys = fleet.authorized_keys();
+    fleet.host_mut("a.example").replace_host_key(&keys);
+    let refused = fleet.run(&["plan", "--accept-new-host-keys", "inventory"]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.stdout.contains("has CHANGED"), "{}", refused.stdout);
+}
+
+#[test]
+fn an_ordinary_user_applies_with_sudo_and_one_without_rights_gets_a_clear_error() {
+    let fleet = SshFleet::start(&["a.example", "b.example"], &["a.example", "b.example"]);
+    fleet.write_inventory(&[("a.example", "mctl-sudo"), ("b.example", "mctl-plain")]);
+    let all = std::fs::read_to_string(fleet.sandbox.path().join("inventory/group_vars/all.yaml"))
+        .unwrap();
+    fleet.sandbox.write(
+        "inventory/group_vars/all.yaml",
+        &format!("{all}become: sudo\n"),
+    );
+
+    let apply = fleet.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 1, "{}", apply.transcript());
+    let (_, failure) = apply.stdout.split_once("FAILED b.example").unwrap();
+    insta::assert_snapshot!(failure);
+    let file = fleet.sandbox.host_file("a.example", SERVER_NAME_YAML);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().uid(),
+        0,
+        "written as root, through sudo"
+    );
+    assert!(fleet.sandbox.host_files("b.example").is_empty());
+}
+
+#[test]
+fn a_second_apply_on_a_locked_host_fails_fast() {
+    let fleet = SshFleet::start(&["a.example"], &[]);
+    let sandbox = &fleet.sandbox;
+    let first = Command::new(BIN)
+        .args(["apply", "--yes", "inventory"])
+        .current_dir(sandbox.path())
+        .env("MATRIXCTL_TEST_PAUSE_AFTER_COMMIT", "4")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while sandbox
+        .read_host_file("a.example", "/etc/matrix-synapse/conf.d/media.yaml")
+        .is_none()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the first apply never wrote a file"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = fleet.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(second.code, 1, "{}", second.transcript());
+    assert!(
+        second.stdout.contains("    locked by matrixctl apply by "),
+        "{}",
+        second.stdout
+    );
+    let first = first.wait_with_output().unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stdout)
+    );
+    assert_eq!(
+        fleet
+            .run(&["plan", "--detailed-exitcode", "inventory"])
+            .code,
+        0
+    );
+}
+
+#[test]
+fn a_saved_plan_is_refused_where_the_host_changed_since() {
+    let fleet = SshFleet::start(&["a.example", "b.example", "c.example"], &[]);
+    let sandbox = &fleet.sandbox;
+    assert_eq!(fleet.run(&["apply", "--yes", "inventory"]).code, 0);
+    let all =
+        std::fs::read_to_string(sandbox.path().join("inventory/group_vars/all.yaml")).unwrap();
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        &format!("{all}registration: closed\n"),
+    );
+
+    let plan = fleet.run(&["plan", "inventory", "--out", "saved.plan"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    let saved = std::fs::read_to_string(sandbox.path().join("saved.plan")).unwrap();
+    assert!(
+        !saved.contains("enable_registration"),
+        "a saved plan holds hashes, not contents"
+    );
+
+    // Someone edits b.example by hand after the plan was made.
+    std::fs::write(
+        sandbox.host_file("b.example", REGISTRATION_YAML),
+        "enable_registration: true\n",
+    )
+    .unwrap();
+    let apply = fleet.run(&["apply", "saved.plan"]);
+    assert_eq!(apply.code, 1, "{}", apply.transcript());
+    let (_, outcome) = apply
+        .stdout
+        .split_once("\n\n\n")
+        .unwrap_or(("", &apply.stdout));
+    insta::assert_snapshot!(outcome);
+    for host in ["a.example", "c.example"] {
+        let registration = sandbox.read_host_file(host, REGISTRATION_YAML).unwrap();
+        assert!(
+            String::from_utf8(registration)
+                .unwrap()
+                .contains("enable_registration: false")
+        );
+    }
+    assert_eq!(
+        sandbox
+            .read_host_file("b.example", REGISTRATION_YAML)
+            .unwrap(),
+        b"enable_registration: true\n"
+    );
+}
+
+#[test]
+fn a_connection_cut_mid_apply_leaves_whole_files_and_the_next_apply_converges() {
+    let fleet = SshFleet::start(&["a.example"], &[]);
+    let sandbox = &fleet.sandbox;
+    assert_eq!(fleet.run(&["apply", "--yes", "inventory"]).code, 0);
+    let old_server_name = sandbox
+        .read_host_file("a.example", SERVER_NAME_YAML)
+        .unwrap();
+    let old_registration = sandbox
+        .read_host_file("a.example", REGISTRATION_YAML)
+        .unwrap();
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "registration: closed\nmatrix_fqdn: chat.a.example\n",
+    );
+    assert_eq!(
+        fleet
+            .run(&["render", "inventory", "--out", "rendered"])
+            .code,
+        0
+    );
+    let rendered = |path: &str| {
+        std::fs::read(sandbox.path().join("rendered/a.example").join(&path[1..])).unwrap()
+    };
+
+    let apply = Command::new(BIN)
+        .args(["apply", "--yes", "inventory"])
+        .current_dir(sandbox.path())
+        .env("MATRIXCTL_TEST_PAUSE_AFTER_COMMIT", "30")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while sandbox
+        .read_host_file("a.example", REGISTRATION_YAML)
+        .unwrap()
+        == old_registration
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "apply never committed a file"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fleet.host("a.example").kill_sessions();
+    let cut = apply.wait_with_output().unwrap();
+    assert_eq!(cut.status.code(), Some(1));
+
+    assert_eq!(
+        sandbox
+            .read_host_file("a.example", REGISTRATION_YAML)
+            .unwrap(),
+        rendered(REGISTRATION_YAML)
+    );
+    assert_eq!(
+        sandbox
+            .read_host_file("a.example", SERVER_NAME_YAML)
+            .unwrap(),
+        old_server_name
+    );
+
+    let again = fleet.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(again.code, 0, "{}", again.transcript());
+    assert!(
+        again.stdout.contains("left by an interrupted apply"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(
+        sandbox
+            .read_host_file("a.example", SERVER_NAME_YAML)
+            .unwrap(),
+        rendered(SERVER_NAME_YAML)
+    );
+    assert!(
+        !sandbox
+            .host_files("a.example")
+            .iter()
+            .any(|path| path.ends_with(".matrixctl-tmp"))
+    );
+    assert_eq!(
+        fleet
+            .run(&["plan", "--detailed-exitcode", "inventory"])
+            .code,
+        0
+    );
+}

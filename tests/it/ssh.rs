@@ -325,3 +325,38 @@ fn a_connection_cut_mid_apply_leaves_whole_files_and_the_next_apply_converges() 
         0
     );
 }
+
+#[test]
+fn a_host_that_never_answers_times_out_alone() {
+    let fleet = SshFleet::start(&["a.example"], &[]);
+    // A port that accepts connections and then says nothing at all.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let holder = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        if let Ok((stream, _)) = silent.accept() {
+            held.push(stream);
+            std::thread::sleep(Duration::from_secs(4));
+        }
+    });
+    let hosts = std::fs::read_to_string(fleet.sandbox.path().join("inventory/hosts.yaml")).unwrap();
+    fleet.sandbox.write(
+        "inventory/hosts.yaml",
+        &format!("{hosts}  silent.example:\n    ssh: root@127.0.0.1:{port}\n    root: /nonexistent-never-written\n"),
+    );
+    let started = Instant::now();
+    let plan = fleet.run(&["plan", "--timeout", "1", "inventory"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the timeout was not kept"
+    );
+    assert_eq!(plan.code, 1, "{}", plan.transcript());
+    assert!(
+        plan.stdout.contains("FAILED silent.example"),
+        "{}",
+        plan.stdout
+    );
+    assert!(plan.stdout.contains("timed out"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("a.example\n  + "), "{}", plan.stdout);
+    holder.join().unwrap();
+}

@@ -45,8 +45,14 @@ impl<'a> Renderer<'a> {
         // Templates choose their quoting (`| tojson`); nothing is escaped behind their back.
         env.set_auto_escape_callback(|_| AutoEscape::None);
         let mut syntax = minijinja::syntax::SyntaxConfig::builder();
-        syntax.keep_trailing_newline(true);
+        // Block tags on their own line leave no blank line or indent
+        // behind (trim_blocks, lstrip_blocks), as in Ansible templates.
+        syntax
+            .keep_trailing_newline(true)
+            .trim_blocks(true)
+            .lstrip_blocks(true);
         env.set_syntax(syntax.build().expect("the default delimiters are valid"));
+        env.add_filter("merge", merge_maps);
         let dirs = roles.template_dirs.clone();
         env.set_loader(move |name| {
             if Path::new(name)
@@ -108,11 +114,15 @@ impl<'a> Renderer<'a> {
         redactor: &Redactor,
     ) -> Result<DesiredState, Problems> {
         let context = JinjaValue::from(Serde(self.context(inventory, host)));
-        let host_secrets = Redactor::new(host_secrets(inventory, host).into_values());
+        let host_secrets = Redactor::new(
+            host_secrets(inventory, host)
+                .into_values()
+                .chain(host.vars.secret_values()),
+        );
         let mut desired = DesiredState::new();
         let mut problems = Vec::new();
         for role in self.roles.roles.values() {
-            match self.role_applies(role, &context, redactor) {
+            match self.condition(role, &role.manifest.when, "when", &context, redactor) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(problem) => {
@@ -121,6 +131,17 @@ impl<'a> Renderer<'a> {
                 }
             }
             for index in 0..role.manifest.files.len() {
+                if let Some(when) = &role.manifest.files[index].when {
+                    let key = format!("files[{index}].when");
+                    match self.condition(role, when, &key, &context, redactor) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(problem) => {
+                            problems.push(problem);
+                            continue;
+                        }
+                    }
+                }
                 match self.render_file(role, index, &context, &host_secrets, redactor) {
                     Ok(file) => {
                         if let Some(other) = desired.get(&file.path) {
@@ -150,25 +171,28 @@ impl<'a> Renderer<'a> {
         }
     }
 
-    fn role_applies(
+    /// Evaluates a `when` expression (the role's, at `key`, or a file's).
+    fn condition(
         &self,
         role: &Role,
+        expression: &str,
+        key: &str,
         context: &JinjaValue,
         redactor: &Redactor,
     ) -> Result<bool, Problem> {
-        let expression = self
+        let value = self
             .env
-            .compile_expression(&role.manifest.when)
-            .and_then(|expression| expression.eval(context.clone()));
+            .compile_expression(expression)
+            .and_then(|compiled| compiled.eval(context.clone()));
         let problem = |reason: String| {
             Problem::new(format!(
-                "role `{}`: cannot evaluate `when: {}`: {reason}",
-                role.name, role.manifest.when
+                "role `{}`: cannot evaluate `when: {expression}`: {reason}",
+                role.name
             ))
             .in_file(&role.path)
-            .at_key("when")
+            .at_key(key)
         };
-        match expression {
+        match value {
             // Strictly a boolean: a string like "false" would otherwise be true.
             Ok(value) if value.kind() == minijinja::value::ValueKind::Bool => Ok(value.is_true()),
             Ok(value) if value.is_undefined() => {
@@ -310,6 +334,24 @@ impl<'a> Renderer<'a> {
     }
 }
 
+/// `a | merge(b)`: the keys of both maps, b's value winning, sorted by key.
+fn merge_maps(left: JinjaValue, right: JinjaValue) -> Result<JinjaValue, minijinja::Error> {
+    let mut merged = BTreeMap::new();
+    for map in [&left, &right] {
+        if map.kind() != minijinja::value::ValueKind::Map {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("merge needs two maps, got {}", map.kind()),
+            ));
+        }
+        for key in map.try_iter()? {
+            let value = map.get_item(&key)?;
+            merged.insert(key, value);
+        }
+    }
+    Ok(JinjaValue::from(merged))
+}
+
 /// minijinja's error without its own location suffix (we print the location).
 fn jinja_reason(error: &minijinja::Error) -> String {
     match error.detail() {
@@ -346,7 +388,7 @@ pub fn redactor_for(inventory: &Inventory) -> Redactor {
                 .master_key
                 .all_generations(host.name.as_str(), &host.vars.secret_generation),
         );
-        values.extend(host.vars.secrets.values().map(|value| value.0.clone()));
+        values.extend(host.vars.secret_values());
     }
     Redactor::new(values)
 }

@@ -55,6 +55,9 @@ pub struct FileSpec {
     /// Never show this file's content in diffs, even without a known secret in it.
     #[serde(default)]
     pub sensitive: bool,
+    /// Render this file only when this expression is true.
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 /// A file mode in octal with its leading zero, like `"0640"` (serde_yaml

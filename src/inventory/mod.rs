@@ -15,6 +15,7 @@
 
 pub mod layers;
 pub mod locate;
+pub mod matrix;
 pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -259,7 +260,7 @@ impl Inventory {
                 // inventory works from any working directory.
                 Some(root) => dir.join(root),
             };
-            match check_vars(&layered, roles) {
+            match check_vars(&layered, roles, Some(&dns_name)) {
                 Ok((mut vars, merged)) => {
                     vars.ssh_options.relative_to(dir);
                     let connection = match entry.connection {
@@ -508,7 +509,11 @@ fn push(layered: &mut Layered, source: Source, vars: &Mapping) -> Result<(), Pro
 
 /// Types the core vars, checks role vars against their defaults, and refuses
 /// unknown keys. Returns the typed core and the merged map for templates.
-fn check_vars(layered: &Layered, roles: &RoleSet) -> Result<(CoreVars, Mapping), Vec<Problem>> {
+fn check_vars(
+    layered: &Layered,
+    roles: &RoleSet,
+    server_name: Option<&DnsName>,
+) -> Result<(CoreVars, Mapping), Vec<Problem>> {
     let defaults = roles.defaults();
     let mut problems = Vec::new();
     let problem_at = |key_path: &[String], message: String| {
@@ -585,6 +590,11 @@ fn check_vars(layered: &Layered, roles: &RoleSet) -> Result<(CoreVars, Mapping),
         }
     }
     let vars = deserialize_at::<CoreVars>(Value::Mapping(core)).ok();
+    if let (Some(vars), Some(name)) = (&vars, server_name) {
+        for refusal in matrix::check(vars, name) {
+            problems.push(problem_at(&refusal.key, refusal.message).with_hint(refusal.hint));
+        }
+    }
     match vars {
         Some(vars) if problems.is_empty() => Ok((vars, merged)),
         _ => Err(problems),

@@ -11,18 +11,50 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::matrix::{
+    Consent, Database, Delegation, Duration, Email, Federation, HttpsUrl, Ldap, OidcProvider,
+    PasswordAuth, PasswordPolicy, ServerNotices, Support, SynapseExtra,
+};
 use crate::secrets::SecretName;
 
 /// The keys of [`CoreVars`], for the unknown-key check and its suggestions.
 pub const CORE_KEYS: &[&str] = &[
+    "admin_contact",
+    "allow_public_rooms_over_federation",
+    "allowed_avatar_mimetypes",
     "become",
+    "consent",
+    "database",
+    "delegation",
+    "delete_stale_devices_after",
+    "email",
+    "federation",
     "federation_port",
+    "filter_timeline_limit",
+    "forgotten_room_retention_period",
+    "identity_server",
+    "ldap",
     "matrix_fqdn",
+    "mau_stats_only",
+    "max_avatar_size",
     "max_upload_size",
+    "oidc_providers",
+    "open_registration_acknowledged",
+    "password_auth",
+    "password_policy",
+    "presence",
     "registration",
+    "registration_requires_email",
+    "report_stats",
+    "require_auth_for_profile_requests",
     "secret_generation",
     "secrets",
+    "server_notices",
     "ssh_options",
+    "support",
+    "synapse_extra",
+    "url_previews",
+    "well_known_client_extra",
 ];
 
 /// Keys that are facts about the host, not settings.
@@ -62,6 +94,149 @@ pub struct CoreVars {
     pub become_: Become,
     #[serde(default)]
     pub ssh_options: SshOptions,
+
+    // Synapse. Each maps to the Synapse option of (nearly) the same name;
+    // docs/inventory.md says what each renders.
+    #[serde(default)]
+    pub report_stats: bool,
+    /// Accept open registration without email verification (spam risk).
+    #[serde(default)]
+    pub open_registration_acknowledged: bool,
+    /// New accounts must verify an email address (needs `email`).
+    #[serde(default)]
+    pub registration_requires_email: bool,
+    #[serde(default)]
+    pub database: Database,
+    #[serde(default)]
+    pub email: Option<Email>,
+    #[serde(default)]
+    pub url_previews: bool,
+    /// Shown in resource-limit errors: a `mailto:` or `https:` URI.
+    #[serde(default)]
+    pub admin_contact: Option<ContactUri>,
+    #[serde(default)]
+    pub mau_stats_only: bool,
+    #[serde(default)]
+    pub max_avatar_size: Option<Size>,
+    #[serde(default)]
+    pub allowed_avatar_mimetypes: Option<Vec<MimeType>>,
+    #[serde(default)]
+    pub forgotten_room_retention_period: Option<Duration>,
+    #[serde(default)]
+    pub password_auth: PasswordAuth,
+    #[serde(default)]
+    pub password_policy: Option<PasswordPolicy>,
+    #[serde(default)]
+    pub ldap: Option<Ldap>,
+    #[serde(default = "default_true")]
+    pub presence: bool,
+    #[serde(default)]
+    pub require_auth_for_profile_requests: bool,
+    #[serde(default)]
+    pub allow_public_rooms_over_federation: bool,
+    #[serde(default = "default_timeline_limit")]
+    pub filter_timeline_limit: i64,
+    #[serde(default)]
+    pub delete_stale_devices_after: Option<Duration>,
+    #[serde(default)]
+    pub federation: Federation,
+    #[serde(default)]
+    pub server_notices: Option<ServerNotices>,
+    #[serde(default)]
+    pub consent: Option<Consent>,
+    #[serde(default)]
+    pub oidc_providers: Vec<OidcProvider>,
+    #[serde(default)]
+    pub synapse_extra: SynapseExtra,
+
+    // Discovery.
+    #[serde(default)]
+    pub delegation: Delegation,
+    #[serde(default)]
+    pub identity_server: Option<HttpsUrl>,
+    /// Extra keys of `/.well-known/matrix/client`, namespaced like `io.element.e2ee`.
+    #[serde(default)]
+    pub well_known_client_extra: BTreeMap<String, serde_yaml::Value>,
+    #[serde(default)]
+    pub support: Option<Support>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_timeline_limit() -> i64 {
+    100
+}
+
+impl CoreVars {
+    /// Every operator-chosen secret in these vars, for redaction.
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut values: Vec<String> = self.secrets.values().map(|value| value.0.clone()).collect();
+        let email = self
+            .email
+            .as_ref()
+            .and_then(|email| email.smtp_password.as_ref());
+        let ldap = self
+            .ldap
+            .as_ref()
+            .and_then(|ldap| ldap.bind_password.as_ref());
+        let oidc = self
+            .oidc_providers
+            .iter()
+            .filter_map(|provider| provider.client_secret.as_ref());
+        values.extend(
+            email
+                .into_iter()
+                .chain(ldap)
+                .chain(oidc)
+                .map(|value| value.0.clone()),
+        );
+        values
+    }
+}
+
+/// A `mailto:` or `https:` URI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ContactUri(String);
+
+impl<'de> Deserialize<'de> for ContactUri {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ContactUri, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let valid = (text.starts_with("mailto:") && text.len() > 7 && text.contains('@'))
+            || (text.starts_with("https://") && text.len() > 8);
+        if valid && !text.contains(char::is_whitespace) {
+            Ok(ContactUri(text))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "`{text}` is not a contact URI: write `mailto:admin@example.com` or an https:// URL"
+            )))
+        }
+    }
+}
+
+/// A MIME type, `type/subtype`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct MimeType(String);
+
+impl<'de> Deserialize<'de> for MimeType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<MimeType, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let token = |part: &str| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+        };
+        match text.split_once('/') {
+            Some((kind, sub)) if token(kind) && token(sub) => Ok(MimeType(text)),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{text}` is not a MIME type like `image/png`"
+            ))),
+        }
+    }
 }
 
 /// Privilege escalation for the host program.
@@ -204,6 +379,9 @@ pub enum RegistrationMode {
     Token,
     /// Only admins create accounts.
     Closed,
+    /// Anyone may register: needs email verification, or an explicit
+    /// `open_registration_acknowledged: true`.
+    Open,
 }
 
 /// A TCP/UDP port, 1 to 65535.
@@ -488,6 +666,35 @@ mod tests {
                 "registration" => "closed",
                 "max_upload_size" => "10M",
                 "become" => "sudo",
+                "admin_contact" => "mailto:admin@example.com",
+                "allowed_avatar_mimetypes" => "[image/png]",
+                "consent" => "{version: '1.0', document: '<p>x</p>'}",
+                "database" => "{engine: sqlite}",
+                "delegation" => "srv",
+                "delete_stale_devices_after" | "forgotten_room_retention_period" => "90d",
+                "email" => "{smtp_host: localhost, notif_from: 'a <a@example.com>'}",
+                "federation" => "closed",
+                "filter_timeline_limit" => "50",
+                "identity_server" => "https://vector.im",
+                "ldap" => "{uri: 'ldap://x', base: 'dc=x'}",
+                "max_avatar_size" => "1M",
+                "oidc_providers" => {
+                    "[{idp_id: a, idp_name: A, issuer: 'https://a.example', client_id: c}]"
+                }
+                "password_auth" => "only_for_reauth",
+                "password_policy" => "{minimum_length: 8}",
+                "server_notices" => "{localpart: server}",
+                "support" => "{support_page: 'https://example.com/help'}",
+                "synapse_extra" => "{enable_search: false}",
+                "well_known_client_extra" => "{io.element.e2ee: {default: false}}",
+                "open_registration_acknowledged"
+                | "registration_requires_email"
+                | "report_stats"
+                | "url_previews"
+                | "mau_stats_only"
+                | "presence"
+                | "require_auth_for_profile_requests"
+                | "allow_public_rooms_over_federation" => "true",
                 _ => "{}",
             };
             let yaml = format!("{key}: {value}");

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::support::{BIN, Sandbox};
+use crate::support::{BIN, FILES_PER_HOST, Sandbox};
 
 fn apply_on_a_terminal(sandbox: &Sandbox, answer: &str) -> (String, i32) {
     let command = format!("{BIN} --color never apply inventory --limit a.example");
@@ -33,7 +33,9 @@ fn apply_asks_and_only_yes_goes_ahead() {
     let (text, code) = apply_on_a_terminal(&sandbox, "no\n");
     assert_eq!(code, 1, "{text}");
     assert!(
-        text.contains("Plan: 6 to add, 0 to change, 0 to remove on 1 of 1 host."),
+        text.contains(&format!(
+            "Plan: {FILES_PER_HOST} to add, 0 to change, 0 to remove on 1 of 1 host."
+        )),
         "{text}"
     );
     assert!(
@@ -49,8 +51,10 @@ fn apply_asks_and_only_yes_goes_ahead() {
     let (text, code) = apply_on_a_terminal(&sandbox, "yes\n");
     assert_eq!(code, 0, "{text}");
     assert!(
-        text.contains("Apply complete: 6 added, 0 changed, 0 removed on 1 of 1 host."),
+        text.contains(&format!(
+            "Apply complete: {FILES_PER_HOST} added, 0 changed, 0 removed on 1 of 1 host."
+        )),
         "{text}"
     );
-    assert_eq!(sandbox.managed_files("a.example").len(), 6);
+    assert_eq!(sandbox.managed_files("a.example").len(), FILES_PER_HOST);
 }

@@ -4,7 +4,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::sshd::SshFleet;
-use crate::support::{BIN, mode_of};
+use crate::support::{BIN, FILES_PER_HOST, mode_of};
 
 const SERVER_NAME_YAML: &str = "/etc/matrix-synapse/conf.d/server_name.yaml";
 const REGISTRATION_YAML: &str = "/etc/matrix-synapse/conf.d/registration.yaml";
@@ -17,10 +17,10 @@ fn plan_and_apply_over_ssh_one_remote_command_each() {
 
     let plan = fleet.run(&["plan", "--detailed-exitcode", "inventory"]);
     assert_eq!(plan.code, 2, "{}", plan.transcript());
-    assert!(
-        plan.stdout
-            .ends_with("Plan: 18 to add, 0 to change, 0 to remove on 3 of 3 hosts.\n")
-    );
+    assert!(plan.stdout.ends_with(&format!(
+        "Plan: {} to add, 0 to change, 0 to remove on 3 of 3 hosts.\n",
+        3 * FILES_PER_HOST
+    )));
     for host in &fleet.hosts {
         assert_eq!(
             host.sessions(),
@@ -45,7 +45,7 @@ fn plan_and_apply_over_ssh_one_remote_command_each() {
     );
     for host in ["a.example", "b.example", "c.example"] {
         let managed = sandbox.managed_files(host);
-        assert_eq!(managed.len(), 6, "{host}: {managed:?}");
+        assert_eq!(managed.len(), FILES_PER_HOST, "{host}: {managed:?}");
         for path in &managed {
             let rendered =
                 std::fs::read(sandbox.path().join("rendered").join(host).join(&path[1..])).unwrap();
@@ -83,7 +83,10 @@ fn a_down_host_and_a_changed_host_key_fail_alone() {
     assert_eq!(apply.code, 1, "{}", apply.transcript());
     let (_, outcome) = apply.stdout.split_once("Plan: ").unwrap();
     insta::assert_snapshot!(outcome);
-    assert_eq!(fleet.sandbox.managed_files("a.example").len(), 6);
+    assert_eq!(
+        fleet.sandbox.managed_files("a.example").len(),
+        FILES_PER_HOST
+    );
     assert!(fleet.sandbox.host_files("c.example").is_empty());
 }
 
@@ -156,8 +159,9 @@ fn a_second_apply_on_a_locked_host_fails_fast() {
         .spawn()
         .unwrap();
     let started = Instant::now();
+    // The first file apply puts in place (changes go in path order).
     while sandbox
-        .read_host_file("a.example", "/etc/matrix-synapse/conf.d/media.yaml")
+        .read_host_file("a.example", "/etc/matrix-synapse/conf.d/auth.yaml")
         .is_none()
     {
         assert!(

@@ -35,6 +35,9 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// How many files the built-in roles render for a host with default vars.
+pub const FILES_PER_HOST: usize = 13;
+
 /// A master key for test inventories (not the example's demo key).
 pub const TEST_MASTER_KEY: &str = "test-master-key-0123456789abcdef0123456789abcdef";
 

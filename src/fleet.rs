@@ -16,7 +16,7 @@ use crate::plan::{Action, HostPlan, plan_host};
 use crate::progress::Progress;
 use crate::render::DesiredState;
 use crate::transport::Transport;
-use crate::transport::program::{DONE_MARKER, Program, RECORD_PATH};
+use crate::transport::program::{DONE_MARKER, Program, record_path};
 use crate::transport::ssh::SshSettings;
 
 /// How many hosts are worked on at once, unless `--forks` says otherwise.
@@ -45,6 +45,8 @@ pub struct PlannedHost {
     pub transport: Transport,
     /// The host's root, as the program on the host sees it ("" for `/`).
     pub root: String,
+    /// matrixctl's directory on the host (record and lock).
+    pub state_dir: String,
     pub plan: Result<HostPlan, String>,
     /// What the plan was computed against, for saved plans.
     pub observed: Option<Observed>,
@@ -113,13 +115,18 @@ async fn plan_one(target: Target, transport: Transport, timeout: Duration) -> Pl
     let observed = match &root {
         Ok(root) => {
             let paths: Vec<&str> = desired.keys().map(String::as_str).collect();
-            within(timeout, observe(&transport, root, &paths)).await
+            within(
+                timeout,
+                observe(&transport, root, &host.vars.state_dir.0, &paths),
+            )
+            .await
         }
         Err(error) => Err(anyhow::anyhow!("{error:#}")),
     };
     let (plan, observed) = match observed {
         Ok(observed) => (
-            plan_host(&desired, &observed).map_err(|blocked| blocked.0),
+            plan_host(&desired, &observed, &record_path(&host.vars.state_dir.0))
+                .map_err(|blocked| blocked.0),
             Some(observed),
         ),
         Err(error) => (Err(format!("{error:#}")), None),
@@ -129,6 +136,7 @@ async fn plan_one(target: Target, transport: Transport, timeout: Duration) -> Pl
         reached_by,
         transport,
         root: root.unwrap_or_default(),
+        state_dir: host.vars.state_dir.0.clone(),
         plan,
         observed,
         desired,
@@ -244,7 +252,7 @@ pub async fn apply(
                     .plan
                     .as_ref()
                     .expect("only planned hosts are in the work list");
-                let program = apply_program(&host.root, plan, lock_owner);
+                let program = apply_program(&host.root, &host.state_dir, plan, lock_owner);
                 (host.name.clone(), host.transport.clone(), program)
             })
             .collect();
@@ -301,8 +309,8 @@ fn failure_reason(stderr: &str) -> String {
 /// owners, stage every new file beside its target, then rename them all
 /// into place, remove, and write the record last. Nothing live changes
 /// until every file is staged.
-fn apply_program(root: &str, plan: &HostPlan, lock_owner: &str) -> String {
-    let mut program = Program::new(root);
+fn apply_program(root: &str, state_dir: &str, plan: &HostPlan, lock_owner: &str) -> String {
+    let mut program = Program::new(root, state_dir);
     program.call("mc_lock", &[lock_owner]);
     let writes: Vec<_> = plan
         .changes
@@ -340,9 +348,9 @@ fn apply_program(root: &str, plan: &HostPlan, lock_owner: &str) -> String {
     }
     program.call_with_content(
         "mc_stage",
-        &[RECORD_PATH, "0600", "", ""],
+        &[&plan.record_path, "0600", "", ""],
         plan.record.to_text().as_bytes(),
     );
-    program.call("mc_commit", &[RECORD_PATH]);
+    program.call("mc_commit", &[&plan.record_path]);
     program.finish()
 }

@@ -37,8 +37,13 @@ pub struct Observed {
 }
 
 /// Reads `paths` and the record (and the paths it lists) in one program run.
-pub async fn observe(transport: &Transport, root: &str, paths: &[&str]) -> Result<Observed> {
-    let mut program = Program::new(root);
+pub async fn observe(
+    transport: &Transport,
+    root: &str,
+    state_dir: &str,
+    paths: &[&str],
+) -> Result<Observed> {
+    let mut program = Program::new(root, state_dir);
     program.set_list("MC_OBSERVED", paths);
     for path in paths {
         program.call("mc_observe", &[path]);

@@ -46,8 +46,9 @@ pub struct HostPlan {
     pub changes: Vec<Change>,
     /// Files already as desired.
     pub unchanged: usize,
-    /// The record apply writes.
+    /// The record apply writes, and where (in the host's state_dir).
     pub record: Record,
+    pub record_path: String,
     /// The host's record does not describe its files (an apply was cut
     /// short before writing it, or files already matched): apply rewrites
     /// it even when no file changes, so no managed file is ever forgotten.
@@ -68,7 +69,11 @@ impl HostPlan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocked(pub String);
 
-pub fn plan_host(desired: &DesiredState, observed: &Observed) -> Result<HostPlan, Blocked> {
+pub fn plan_host(
+    desired: &DesiredState,
+    observed: &Observed,
+    record_path: &str,
+) -> Result<HostPlan, Blocked> {
     let mut changes = Vec::new();
     let mut unchanged = 0;
     let old_record = &observed.record;
@@ -165,6 +170,7 @@ pub fn plan_host(desired: &DesiredState, observed: &Observed) -> Result<HostPlan
         changes,
         unchanged,
         record,
+        record_path: record_path.to_string(),
         record_outdated,
     })
 }
@@ -199,39 +205,48 @@ mod tests {
     #[test]
     fn absent_is_create_equal_is_nothing_mode_is_update() {
         let want = desired("/a", "x\n");
-        let plan = plan_host(&want, &Observed::default()).unwrap();
+        let plan = plan_host(&want, &Observed::default(), "/var/lib/matrixctl/state").unwrap();
         assert_eq!(plan.changes[0].action, Action::Create);
 
         let mut observed = Observed::default();
         observed.paths.extend([on_host("/a", "x\n", 0o644)]);
-        let plan = plan_host(&want, &observed).unwrap();
+        let plan = plan_host(&want, &observed, "/var/lib/matrixctl/state").unwrap();
         assert!(plan.changes.is_empty());
         assert_eq!(plan.unchanged, 1);
         // The file matches, but the host has no record of it yet.
         assert!(plan.record_outdated);
         observed.record = plan.record.clone();
-        assert!(plan_host(&want, &observed).unwrap().is_empty());
+        assert!(
+            plan_host(&want, &observed, "/var/lib/matrixctl/state")
+                .unwrap()
+                .is_empty()
+        );
 
         observed.paths.extend([on_host("/a", "x\n", 0o600)]);
-        let plan = plan_host(&want, &observed).unwrap();
+        let plan = plan_host(&want, &observed, "/var/lib/matrixctl/state").unwrap();
         assert_eq!(plan.changes[0].action, Action::Update);
         assert!(!plan.changes[0].content_changed());
     }
 
     #[test]
     fn recorded_files_no_longer_rendered_are_removed_and_edits_are_drift() {
-        let first = plan_host(&desired("/a", "x\n"), &Observed::default()).unwrap();
+        let first = plan_host(
+            &desired("/a", "x\n"),
+            &Observed::default(),
+            "/var/lib/matrixctl/state",
+        )
+        .unwrap();
         let mut observed = Observed {
             record: first.record,
             ..Observed::default()
         };
         observed.paths.extend([on_host("/a", "edited\n", 0o644)]);
 
-        let plan = plan_host(&desired("/a", "x\n"), &observed).unwrap();
+        let plan = plan_host(&desired("/a", "x\n"), &observed, "/var/lib/matrixctl/state").unwrap();
         assert_eq!(plan.changes[0].action, Action::Update);
         assert!(plan.changes[0].drift);
 
-        let plan = plan_host(&DesiredState::new(), &observed).unwrap();
+        let plan = plan_host(&DesiredState::new(), &observed, "/var/lib/matrixctl/state").unwrap();
         assert_eq!(plan.changes[0].action, Action::Remove);
         assert!(plan.record.files.is_empty());
     }
@@ -242,6 +257,6 @@ mod tests {
         observed
             .paths
             .insert("/a".into(), PathState::Other("directory".into()));
-        assert!(plan_host(&desired("/a", "x"), &observed).is_err());
+        assert!(plan_host(&desired("/a", "x"), &observed, "/var/lib/matrixctl/state").is_err());
     }
 }

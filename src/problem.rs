@@ -205,9 +205,13 @@ pub fn deserialize_at<T: serde::de::DeserializeOwned>(
         }
         // serde says "variant" for what an operator calls a value.
         let message = error.into_inner().to_string();
-        let message = match message.strip_prefix("unknown variant") {
-            Some(rest) => format!("unknown value{rest}"),
-            None => message,
+        let message = match (
+            message.strip_prefix("unknown variant"),
+            message.strip_prefix("missing field "),
+        ) {
+            (Some(rest), _) => format!("unknown value{rest}"),
+            (_, Some(field)) => format!("{field} is required here"),
+            _ => message,
         };
         TypeError {
             keys,

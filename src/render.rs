@@ -229,7 +229,7 @@ impl<'a> Renderer<'a> {
                 })
         };
         let path = render_field("dest", &spec.dest)?;
-        check_dest(&path)
+        check_dest(&path, &self.state_dir_of(context))
             .map_err(|reason| field_problem("dest", format!("destination `{path}` {reason}")))?;
         let owner = match &spec.owner {
             Some(owner) => Some(render_field("owner", owner)?),
@@ -296,6 +296,15 @@ impl<'a> Renderer<'a> {
             role: role.name.clone(),
             sensitive,
         })
+    }
+
+    /// The host's state_dir, from the template context.
+    fn state_dir_of(&self, context: &JinjaValue) -> String {
+        context
+            .get_attr("state_dir")
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_string))
+            .unwrap_or_else(|| "/var/lib/matrixctl".to_string())
     }
 
     fn template_problem(
@@ -393,7 +402,7 @@ pub fn redactor_for(inventory: &Inventory) -> Redactor {
     Redactor::new(values)
 }
 
-fn check_dest(path: &str) -> Result<(), &'static str> {
+fn check_dest(path: &str, state_dir: &str) -> Result<(), &'static str> {
     if !path.starts_with('/') {
         return Err("must be an absolute path");
     }
@@ -410,7 +419,11 @@ fn check_dest(path: &str) -> Result<(), &'static str> {
     {
         return Err("must be a normalised path (no `//`, `.` or `..`)");
     }
-    if path.starts_with("/var/lib/matrixctl/") || path.ends_with(".matrixctl-tmp") {
+    if path
+        .strip_prefix(state_dir)
+        .is_some_and(|rest| rest.starts_with('/'))
+        || path.ends_with(".matrixctl-tmp")
+    {
         return Err("is reserved for matrixctl's own record and staged files");
     }
     Ok(())
@@ -429,7 +442,7 @@ mod tests {
 
     #[test]
     fn destinations_must_be_plain_absolute_paths() {
-        assert!(check_dest("/etc/matrix-synapse/conf.d/a.yaml").is_ok());
+        assert!(check_dest("/etc/matrix-synapse/conf.d/a.yaml", "/var/lib/matrixctl").is_ok());
         for bad in [
             "etc/a",
             "/etc/",
@@ -438,7 +451,7 @@ mod tests {
             "/etc/./a",
             "/etc/a\nb",
         ] {
-            assert!(check_dest(bad).is_err(), "{bad:?}");
+            assert!(check_dest(bad, "/var/lib/matrixctl").is_err(), "{bad:?}");
         }
     }
 

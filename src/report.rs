@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use crate::fleet::{Applied, AppliedHost, PlannedHost};
 use crate::plan::{Action, Change, HostPlan};
 use crate::secrets::Redactor;
-use crate::transport::program::RECORD_PATH;
 
 /// The version of the JSON output's shape (docs/json.md).
 pub const JSON_FORMAT_VERSION: u32 = 1;
@@ -165,10 +164,11 @@ fn change_texts(plan: &HostPlan, style: Style) -> Vec<(String, String)> {
     let mut texts = Vec::new();
     if plan.changes.is_empty() && plan.record_outdated {
         texts.push((
-            RECORD_PATH.to_string(),
+            plan.record_path.clone(),
             format!(
-                "  {} {RECORD_PATH}  (its files already match; apply records them as managed)\n",
-                style.yellow("~")
+                "  {} {}  (its files already match; apply records them as managed)\n",
+                style.yellow("~"),
+                plan.record_path
             ),
         ));
     }

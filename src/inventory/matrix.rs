@@ -339,9 +339,9 @@ fn default_name() -> String {
     "cn".to_string()
 }
 
-/// Who this host federates with.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Who this host federates with. Templates see `"open"`, `"closed"` or
+/// the list of servers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Federation {
     /// With every server.
     #[default]
@@ -350,6 +350,16 @@ pub enum Federation {
     Closed,
     /// With these servers only.
     AllowList(Vec<DnsName>),
+}
+
+impl Serialize for Federation {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Federation::Open => serializer.serialize_str("open"),
+            Federation::Closed => serializer.serialize_str("closed"),
+            Federation::AllowList(servers) => servers.serialize(serializer),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for Federation {

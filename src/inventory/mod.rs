@@ -516,11 +516,23 @@ fn check_vars(
 ) -> Result<(CoreVars, Mapping), Vec<Problem>> {
     let defaults = roles.defaults();
     let mut problems = Vec::new();
+    // A key path may go through a list (`oidc_providers[0].idp_id`): the
+    // file and line are those of the list's key, the key shown is whole.
     let problem_at = |key_path: &[String], message: String| {
-        let source = layered.source_of(key_path);
+        let mut lookup = Vec::new();
+        for part in key_path {
+            match part.split_once('[') {
+                Some((key, _)) => {
+                    lookup.push(key.to_string());
+                    break;
+                }
+                None => lookup.push(part.clone()),
+            }
+        }
+        let source = layered.source_of(&lookup);
         Problem::new(message)
             .in_file(source.map(|s| s.path().as_path()).unwrap_or(Path::new("?")))
-            .at_line(source.and_then(|s| s.line_of(key_path)))
+            .at_line(source.and_then(|s| s.line_of(&lookup)))
             .at_key(key_path.join("."))
     };
 
@@ -586,7 +598,8 @@ fn check_vars(
                     None => format!("secret names are: {names}"),
                 });
             }
-            problems.push(problem_at(&error.keys, message).with_hint(hint));
+            let shown: Vec<String> = error.display.split('.').map(str::to_string).collect();
+            problems.push(problem_at(&shown, message).with_hint(hint));
         }
     }
     let vars = deserialize_at::<CoreVars>(Value::Mapping(core)).ok();

@@ -51,6 +51,7 @@ pub const CORE_KEYS: &[&str] = &[
     "secrets",
     "server_notices",
     "ssh_options",
+    "state_dir",
     "support",
     "synapse_extra",
     "url_previews",
@@ -94,6 +95,9 @@ pub struct CoreVars {
     pub become_: Become,
     #[serde(default)]
     pub ssh_options: SshOptions,
+    /// Where matrixctl keeps its record and lock on the host.
+    #[serde(default)]
+    pub state_dir: StateDir,
 
     // Synapse. Each maps to the Synapse option of (nearly) the same name;
     // docs/inventory.md says what each renders.
@@ -193,6 +197,38 @@ impl CoreVars {
                 .map(|value| value.0.clone()),
         );
         values
+    }
+}
+
+/// An absolute, normalised directory on the host for matrixctl's own files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct StateDir(pub String);
+
+impl Default for StateDir {
+    fn default() -> StateDir {
+        StateDir("/var/lib/matrixctl".to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for StateDir {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<StateDir, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let normal = text.starts_with('/')
+            && text.len() > 1
+            && !text.ends_with('/')
+            && !text.chars().any(char::is_control)
+            && text
+                .split('/')
+                .skip(1)
+                .all(|part| !part.is_empty() && part != "." && part != "..");
+        if normal {
+            Ok(StateDir(text))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "`{text}` is not an absolute, normalised directory like `/var/lib/matrixctl`"
+            )))
+        }
     }
 }
 
@@ -666,6 +702,7 @@ mod tests {
                 "registration" => "closed",
                 "max_upload_size" => "10M",
                 "become" => "sudo",
+                "state_dir" => "/srv/matrixctl",
                 "admin_contact" => "mailto:admin@example.com",
                 "allowed_avatar_mimetypes" => "[image/png]",
                 "consent" => "{version: '1.0', document: '<p>x</p>'}",

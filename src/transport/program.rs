@@ -6,8 +6,10 @@ use base64::Engine;
 /// The functions every program starts with.
 pub const REMOTE_FUNCTIONS: &str = include_str!("remote.sh");
 
-/// Where a host keeps matrixctl's record of the files it manages.
-pub const RECORD_PATH: &str = "/var/lib/matrixctl/state";
+/// The record of managed files, in the host's `state_dir`.
+pub fn record_path(state_dir: &str) -> String {
+    format!("{state_dir}/state")
+}
 
 /// Set (in seconds) in matrixctl's environment, makes the host program
 /// pause once, after the first file it puts in place. For tests only.
@@ -22,11 +24,13 @@ pub struct Program {
 }
 
 impl Program {
-    /// `root` is prefixed to every path on the host ("" for `/`).
-    pub fn new(root: &str) -> Program {
+    /// `root` is prefixed to every path on the host ("" for `/`);
+    /// `state_dir` holds matrixctl's record and lock.
+    pub fn new(root: &str, state_dir: &str) -> Program {
         let mut main = String::new();
         main.push_str(&format!("ROOT={}\n", quote(root)));
-        main.push_str(&format!("MC_RECORD={}\n", quote(RECORD_PATH)));
+        main.push_str(&format!("MC_STATE_DIR={}\n", quote(state_dir)));
+        main.push_str(&format!("MC_RECORD={}\n", quote(&record_path(state_dir))));
         // Test hook: pause after the first rename, so tests can cut an
         // apply short (or race it) at a known point, over SSH as locally.
         if let Ok(seconds) = std::env::var(TEST_PAUSE_VARIABLE)
@@ -130,7 +134,7 @@ mod tests {
     fn a_program_cut_anywhere_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_str().unwrap();
-        let mut program = Program::new(root);
+        let mut program = Program::new(root, "/var/lib/matrixctl");
         program.call_with_content("mc_stage", &["/etc/a.conf", "0644", "", ""], &[b'x'; 200]);
         program.call("mc_commit", &["/etc/a.conf"]);
         let text = program.finish();

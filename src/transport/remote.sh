@@ -102,7 +102,7 @@ mc_remove() {
 # Holds the host's apply lock until this program ends (the lock dies with
 # the process, so a killed apply never leaves the host locked).
 mc_lock() {
-    d=$ROOT/var/lib/matrixctl
+    d=$ROOT$MC_STATE_DIR
     [ -d "$d" ] || (umask 022 && mkdir -p -- "$d") || mc_fail "cannot create $d"
     exec 9>> "$d/lock"
     if ! flock -n 9; then

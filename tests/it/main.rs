@@ -1,6 +1,7 @@
 //! matrixctl's integration tests: one binary, a module per feature, and
 //! `support` for the sandboxes they run the real binary in.
 
+mod catalogue;
 mod confirm;
 mod error_messages;
 mod fleet;
@@ -11,3 +12,4 @@ mod secrets;
 mod ssh;
 mod sshd;
 mod support;
+mod synapse;

@@ -1,0 +1,260 @@
+//! What the Matrix roles render, checked against the rules Synapse and the
+//! spec set, for every profile and the example inventory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::support::{BIN, repo};
+
+/// Every inventory whose hosts the checks cover.
+fn inventories() -> Vec<PathBuf> {
+    let mut inventories = vec![repo().join("inventory.example")];
+    for entry in std::fs::read_dir(repo().join("tests/cases"))
+        .unwrap()
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().starts_with("synapse-") {
+            inventories.push(entry.path());
+        }
+    }
+    inventories.sort();
+    inventories
+}
+
+/// Renders an inventory; returns each host's directory of files.
+fn render(inventory: &Path, out: &Path) -> Vec<PathBuf> {
+    let output = Command::new(BIN)
+        .arg("render")
+        .arg(inventory)
+        .arg("--out")
+        .arg(out)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut hosts: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    hosts.sort();
+    hosts
+}
+
+fn yaml_keys(path: &Path) -> Vec<String> {
+    let value: serde_yaml::Value = serde_yaml::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    value
+        .as_mapping()
+        .unwrap_or_else(|| panic!("{} is not a YAML map", path.display()))
+        .keys()
+        .map(|key| key.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn every_synapse_key_lives_in_exactly_one_conf_d_file_and_synapse_knows_it() {
+    let known: BTreeSet<String> =
+        std::fs::read_to_string(repo().join("src/inventory/synapse_keys.txt"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+    for inventory in inventories() {
+        let out = tempfile::tempdir().unwrap();
+        for host in render(&inventory, out.path()) {
+            let conf_d = host.join("etc/matrix-synapse/conf.d");
+            let mut owner: BTreeMap<String, String> = BTreeMap::new();
+            for entry in std::fs::read_dir(&conf_d).unwrap().flatten() {
+                let file = entry.file_name().to_string_lossy().to_string();
+                assert!(
+                    file.ends_with(".yaml"),
+                    "Synapse reads only .yaml files: {file}"
+                );
+                for key in yaml_keys(&entry.path()) {
+                    assert!(
+                        known.contains(&key),
+                        "{}: Synapse does not know `{key}`",
+                        entry.path().display()
+                    );
+                    if let Some(other) = owner.insert(key.clone(), file.clone()) {
+                        panic!("{}: `{key}` is in both {other} and {file}", host.display());
+                    }
+                }
+            }
+            for required in [
+                "server_name",
+                "report_stats",
+                "database",
+                "listeners",
+                "signing_key_path",
+                "log_config",
+            ] {
+                assert!(
+                    owner.contains_key(required),
+                    "{}: no `{required}`",
+                    host.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn well_known_files_follow_the_spec() {
+    for inventory in inventories() {
+        let out = tempfile::tempdir().unwrap();
+        for host in render(&inventory, out.path()) {
+            let name = host.file_name().unwrap().to_string_lossy().to_string();
+            let read = |file: &str| -> Option<serde_json::Value> {
+                let path = host.join("var/www/matrix/.well-known/matrix").join(file);
+                std::fs::read(&path)
+                    .ok()
+                    .map(|bytes| serde_json::from_slice(&bytes).unwrap())
+            };
+            let client = read("client").unwrap_or_else(|| panic!("{name}: no client file"));
+            let base_url = client["m.homeserver"]["base_url"].as_str().unwrap();
+            assert!(
+                base_url.starts_with("https://") && base_url.ends_with('/'),
+                "{name}: {base_url}"
+            );
+            for (key, _) in client.as_object().unwrap() {
+                assert!(
+                    key.contains('.'),
+                    "{name}: client key `{key}` is not namespaced"
+                );
+            }
+            if let Some(identity) = client.get("m.identity_server") {
+                assert!(
+                    identity["base_url"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("https://")
+                );
+            }
+            if let Some(server) = read("server") {
+                let delegated = server["m.server"].as_str().unwrap();
+                let (host_part, port) = delegated.rsplit_once(':').unwrap();
+                assert!(
+                    !host_part.is_empty() && !host_part.contains('/'),
+                    "{name}: {delegated}"
+                );
+                assert!(
+                    port.parse::<u16>().is_ok_and(|port| port > 0),
+                    "{name}: {delegated}"
+                );
+            }
+            if let Some(support) = read("support") {
+                let contacts = support.get("contacts").and_then(|c| c.as_array());
+                assert!(
+                    contacts.is_some_and(|c| !c.is_empty())
+                        || support.get("support_page").is_some()
+                );
+                for contact in contacts.into_iter().flatten() {
+                    assert!(
+                        contact.get("matrix_id").is_some()
+                            || contact.get("email_address").is_some()
+                    );
+                    let role = contact["role"].as_str().unwrap();
+                    assert!(
+                        role == "m.role.admin" || role == "m.role.security" || role.contains('.')
+                    );
+                    assert!(
+                        contact
+                            .as_object()
+                            .unwrap()
+                            .values()
+                            .all(|value| !value.is_null())
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `name: "value"` pairs from the secrets Synapse gets, per host.
+fn secrets_of(host: &Path) -> Vec<(String, String)> {
+    let conf_d = host.join("etc/matrix-synapse/conf.d");
+    let mut secrets = Vec::new();
+    let secrets_yaml: serde_yaml::Value =
+        serde_yaml::from_slice(&std::fs::read(conf_d.join("secrets.yaml")).unwrap()).unwrap();
+    for (key, value) in secrets_yaml.as_mapping().unwrap() {
+        secrets.push((
+            key.as_str().unwrap().to_string(),
+            value.as_str().unwrap().to_string(),
+        ));
+    }
+    let auth: serde_yaml::Value =
+        serde_yaml::from_slice(&std::fs::read(conf_d.join("auth.yaml")).unwrap()).unwrap();
+    if let Some(pepper) = auth["password_config"]["pepper"].as_str() {
+        secrets.push(("pepper".to_string(), pepper.to_string()));
+    }
+    secrets
+}
+
+#[test]
+fn secrets_are_non_empty_and_pairwise_distinct_on_every_host_and_across_hosts() {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for inventory in inventories() {
+        let out = tempfile::tempdir().unwrap();
+        for host in render(&inventory, out.path()) {
+            let secrets = secrets_of(&host);
+            let names: BTreeSet<&str> = secrets.iter().map(|(name, _)| name.as_str()).collect();
+            for expected in [
+                "registration_shared_secret",
+                "macaroon_secret_key",
+                "form_secret",
+                "pepper",
+            ] {
+                assert!(
+                    names.contains(expected),
+                    "{}: no {expected}",
+                    host.display()
+                );
+            }
+            for (name, value) in secrets {
+                assert!(value.len() >= 32, "{}: {name} is short", host.display());
+                let here = format!("{} {name}", host.display());
+                if let Some(other) = seen.insert(value, here.clone()) {
+                    panic!("{here} has the same value as {other}");
+                }
+            }
+        }
+    }
+    assert!(
+        seen.len() >= 4 * 5,
+        "too few secrets checked: {}",
+        seen.len()
+    );
+}
+
+#[test]
+fn the_list_of_synapse_keys_matches_the_installed_synapse() {
+    let python = std::env::var("MATRIXCTL_SYNAPSE_PYTHON")
+        .unwrap_or_else(|_| "/var/cache/matrixctl/synapse-venv/bin/python".to_string());
+    let venv = Path::new(&python).parent().and_then(Path::parent).unwrap();
+    assert!(
+        venv.exists(),
+        "needs the Synapse venv ({}): run scripts/test",
+        venv.display()
+    );
+    let output = Command::new(repo().join("scripts/synapse-known-keys"))
+        .arg(venv)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let committed = std::fs::read_to_string(repo().join("src/inventory/synapse_keys.txt")).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        committed,
+        "src/inventory/synapse_keys.txt is stale: regenerate it with scripts/synapse-known-keys"
+    );
+}

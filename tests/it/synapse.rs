@@ -1,0 +1,397 @@
+//! The Synapse role proven by a real Synapse: each profile under
+//! tests/cases/synapse-*/ is applied to a local directory (with test vars
+//! for SQLite, loopback port and paths: no rendered file is edited), then
+//! Synapse checks the configuration, starts from it, and answers.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{Sandbox, repo};
+
+/// The Python of the venv Synapse is installed in (scripts/test makes it).
+fn synapse_python() -> PathBuf {
+    let python = std::env::var_os("MATRIXCTL_SYNAPSE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/matrixctl/synapse-venv/bin/python"));
+    assert!(
+        python.exists(),
+        "the Synapse tests need Synapse in a venv at {}: run scripts/test, which installs it \
+         (python3 -m venv V && V/bin/pip install 'matrix-synapse[oidc,url-preview]' matrix-synapse-ldap3)",
+        python.display()
+    );
+    python
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A profile applied to a sandbox, ready for Synapse.
+struct Deployed {
+    sandbox: Sandbox,
+    host: String,
+    port: u16,
+}
+
+impl Deployed {
+    fn path(&self, relative: &str) -> PathBuf {
+        self.sandbox.path().join(relative)
+    }
+
+    fn config_args(&self) -> Vec<String> {
+        vec![
+            "-c".into(),
+            self.path("etc/matrix-synapse/homeserver.yaml")
+                .display()
+                .to_string(),
+            "-c".into(),
+            self.path("etc/matrix-synapse/conf.d").display().to_string(),
+        ]
+    }
+
+    fn synapse(&self, extra: &[&str]) -> Command {
+        let mut command = Command::new(synapse_python());
+        command
+            .args(["-m"])
+            .args(extra)
+            .args(self.config_args())
+            .current_dir(self.path("data"))
+            .stdin(Stdio::null());
+        command
+    }
+}
+
+/// Copies the profile's inventory, adds the test vars for its host, and
+/// applies it with `root: /` into the sandbox.
+fn deploy(profile: &str) -> Deployed {
+    let case = repo().join("tests/cases").join(profile);
+    let sandbox = Sandbox::empty();
+    let inventory = sandbox.path().join("inventory");
+    copy_dir(&case, &inventory);
+    let hosts = std::fs::read_to_string(inventory.join("hosts.yaml")).unwrap();
+    let host = hosts
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_end_matches(':')
+        .to_string();
+    std::fs::write(
+        inventory.join("hosts.yaml"),
+        hosts.replace("root: ../../hosts-never-written", "root: /"),
+    )
+    .unwrap();
+    let port = free_port();
+    let dir = sandbox.path().display().to_string();
+    sandbox.write(
+        &format!("inventory/host_vars/{host}.yaml"),
+        &format!(
+            "# Test vars: SQLite, a loopback port and paths inside the sandbox.\n\
+             synapse_config_dir: {dir}/etc/matrix-synapse\n\
+             synapse_data_dir: {dir}/data\n\
+             synapse_signing_key_path: {dir}/etc/matrix-synapse/homeserver.signing.key\n\
+             synapse_log_config: {dir}/etc/matrix-synapse/log.yaml\n\
+             synapse_listener_port: {port}\n\
+             wellknown_webroot: {dir}/www\n\
+             state_dir: {dir}/state\n\
+             database:\n  engine: sqlite\n  sqlite_path: {dir}/data/homeserver.db\n"
+        ),
+    );
+    // Debian's package ships homeserver.yaml; everything that matters is in
+    // conf.d, which is read after it.
+    sandbox.write(
+        "etc/matrix-synapse/homeserver.yaml",
+        "# As Debian ships it, minus what conf.d sets.\ntrusted_key_servers: []\n",
+    );
+    std::fs::create_dir_all(sandbox.path().join("data")).unwrap();
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{profile}: {}", apply.transcript());
+    Deployed {
+        sandbox,
+        host,
+        port,
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A running Synapse, stopped by pid when dropped.
+struct Running {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Checks the configuration and starts Synapse from it.
+fn start(deployed: &Deployed) -> Running {
+    let keys = deployed
+        .synapse(&["synapse.app.homeserver", "--generate-keys"])
+        .output()
+        .unwrap();
+    assert!(
+        keys.status.success(),
+        "--generate-keys: {}",
+        String::from_utf8_lossy(&keys.stderr)
+    );
+    let check = deployed.synapse(&["synapse.config"]).output().unwrap();
+    let said = String::from_utf8_lossy(&check.stdout).to_string()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(
+        check.status.success() && said.contains("Config parses OK!"),
+        "Synapse refused the config:\n{said}"
+    );
+
+    let log = deployed.path("synapse.log");
+    let child = deployed
+        .synapse(&["synapse.app.homeserver"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut running = Running { child, log };
+    let started = Instant::now();
+    loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            panic!(
+                "Synapse exited ({status}):\n{}",
+                std::fs::read_to_string(&running.log).unwrap_or_default()
+            );
+        }
+        if let Ok(response) = http(deployed.port, "GET", "/health", None)
+            && response.status == 200
+        {
+            return running;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "Synapse never answered /health:\n{}",
+            std::fs::read_to_string(&running.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Response {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Response {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_string())
+        })
+    }
+}
+
+/// One HTTP/1.0 request to Synapse on loopback (so the body is not chunked).
+fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    Ok(Response {
+        status,
+        headers: head.to_string(),
+        body: body.to_string(),
+    })
+}
+
+fn registration_flows(port: u16) -> Response {
+    http(port, "POST", "/_matrix/client/v3/register", Some("{}")).unwrap()
+}
+
+/// Every stage named in the register response's flows.
+fn stages(response: &Response) -> Vec<Vec<String>> {
+    response.json()["flows"]
+        .as_array()
+        .map(|flows| {
+            flows
+                .iter()
+                .map(|flow| {
+                    flow["stages"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|stage| stage.as_str().unwrap().to_string())
+                        .collect()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn assert_serves_client_api(deployed: &Deployed) {
+    let versions = http(deployed.port, "GET", "/_matrix/client/versions", None).unwrap();
+    assert_eq!(versions.status, 200, "{}", versions.body);
+    assert!(
+        versions.json()["versions"]
+            .as_array()
+            .is_some_and(|v| !v.is_empty())
+    );
+
+    let well_known = http(deployed.port, "GET", "/.well-known/matrix/client", None).unwrap();
+    assert_eq!(well_known.status, 200, "{}", well_known.body);
+    assert_eq!(
+        well_known.header("Access-Control-Allow-Origin").as_deref(),
+        Some("*")
+    );
+    let rendered: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(deployed.path("www/.well-known/matrix/client")).unwrap(),
+    )
+    .unwrap();
+    // Synapse's own answer and our static file agree on the base URL.
+    assert_eq!(
+        well_known.json()["m.homeserver"]["base_url"],
+        rendered["m.homeserver"]["base_url"]
+    );
+    assert_eq!(
+        rendered["m.homeserver"]["base_url"],
+        format!("https://matrix.{}/", deployed.host)
+    );
+}
+
+#[test]
+fn minimal_profile_starts_and_asks_for_an_invite_token() {
+    let deployed = deploy("synapse-minimal");
+    let _synapse = start(&deployed);
+    assert_serves_client_api(&deployed);
+    let register = registration_flows(deployed.port);
+    assert_eq!(register.status, 401, "{}", register.body);
+    let flows = stages(&register);
+    assert!(
+        flows
+            .iter()
+            .all(|flow| flow.contains(&"m.login.registration_token".to_string())),
+        "every flow needs a token: {flows:?}"
+    );
+}
+
+/// What Synapse parsed for one setting (`python -m synapse.config read`).
+fn synapse_reads(deployed: &Deployed, setting: &str) -> String {
+    let output = deployed
+        .synapse(&["synapse.config", "read", setting])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{setting}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .find(|line| line.starts_with(setting))
+        .unwrap_or_else(|| panic!("{text}"));
+    line[setting.len() + 1..].trim().to_string()
+}
+
+#[test]
+fn enterprise_profile_starts_with_registration_closed() {
+    let deployed = deploy("synapse-enterprise");
+    let _synapse = start(&deployed);
+    // Synapse read the settings the way the inventory means them.
+    assert_eq!(
+        synapse_reads(&deployed, "federation.federation_domain_whitelist"),
+        "{'corp.example': True, 'partner.example': True}"
+    );
+    assert_eq!(
+        synapse_reads(&deployed, "media.max_upload_size"),
+        "104857600"
+    );
+    assert_eq!(
+        synapse_reads(&deployed, "registration.enable_registration"),
+        "False"
+    );
+    assert_serves_client_api(&deployed);
+    let register = registration_flows(deployed.port);
+    assert_eq!(register.status, 403, "{}", register.body);
+    assert_eq!(register.json()["errcode"], "M_FORBIDDEN");
+    // The consent page is served from the rendered policy.
+    let consent = http(deployed.port, "GET", "/_matrix/consent?v=1.0", None).unwrap();
+    assert!(
+        consent.body.contains("Acceptable Use Policy"),
+        "{} {}",
+        consent.status,
+        consent.body
+    );
+}
+
+#[test]
+fn sso_profile_starts_and_open_registration_needs_an_email() {
+    let deployed = deploy("synapse-sso");
+    let _synapse = start(&deployed);
+    assert_serves_client_api(&deployed);
+    let register = registration_flows(deployed.port);
+    assert_eq!(register.status, 401, "{}", register.body);
+    let flows = stages(&register);
+    assert!(!flows.is_empty());
+    assert!(
+        flows
+            .iter()
+            .all(|flow| flow.contains(&"m.login.email.identity".to_string())),
+        "every flow needs an email: {flows:?}"
+    );
+    let login = http(deployed.port, "GET", "/_matrix/client/v3/login", None).unwrap();
+    let types: Vec<String> = login.json()["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|flow| flow["type"].as_str().unwrap().to_string())
+        .collect();
+    assert!(types.contains(&"m.login.sso".to_string()), "{types:?}");
+}

@@ -13,3 +13,4 @@ mod ssh;
 mod sshd;
 mod support;
 mod synapse;
+mod docs;

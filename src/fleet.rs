@@ -35,6 +35,7 @@ pub struct FleetOptions {
 pub struct Target {
     pub host: Host,
     pub desired: DesiredState,
+    pub notes: Vec<String>,
 }
 
 /// One host's plan, or why it could not be made.
@@ -51,6 +52,8 @@ pub struct PlannedHost {
     /// What the plan was computed against, for saved plans.
     pub observed: Option<Observed>,
     pub desired: DesiredState,
+    /// Things for the operator to do outside the host, from the roles.
+    pub notes: Vec<String>,
 }
 
 /// Runs `work` on every item, at most `forks` at a time, each within
@@ -106,7 +109,11 @@ pub async fn plan(mut targets: Vec<Target>, options: &FleetOptions) -> Vec<Plann
 }
 
 async fn plan_one(target: Target, transport: Transport, timeout: Duration) -> PlannedHost {
-    let Target { host, desired } = target;
+    let Target {
+        host,
+        desired,
+        notes,
+    } = target;
     let reached_by = match &host.connection {
         Connection::Local => format!("local, root {}", host.root.display()),
         Connection::Ssh(ssh) => format!("ssh {}@{}:{}", ssh.user, ssh.host, ssh.port),
@@ -140,6 +147,7 @@ async fn plan_one(target: Target, transport: Transport, timeout: Duration) -> Pl
         plan,
         observed,
         desired,
+        notes,
     }
 }
 

@@ -95,9 +95,10 @@ fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
     let mut targets = Vec::new();
     for host in hosts {
         match renderer.render_host(&inventory, host, &redactor) {
-            Ok(desired) => targets.push(Target {
+            Ok(rendered) => targets.push(Target {
                 host: host.clone(),
-                desired,
+                desired: rendered.files,
+                notes: rendered.notes,
             }),
             Err(Problems(mut more)) => problems.append(&mut more),
         }

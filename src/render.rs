@@ -32,6 +32,15 @@ pub struct DesiredFile {
 /// A host's desired files, by path.
 pub type DesiredState = BTreeMap<String, DesiredFile>;
 
+/// Everything rendered for one host.
+#[derive(Debug, Clone, Default)]
+pub struct Rendered {
+    pub files: DesiredState,
+    /// What the operator must do outside the host (a DNS record to create),
+    /// from the roles' `notes`; shown by plan.
+    pub notes: Vec<String>,
+}
+
 /// The template environment over built-in and `--roles` templates.
 pub struct Renderer<'a> {
     env: Environment<'static>,
@@ -91,10 +100,7 @@ impl<'a> Renderer<'a> {
                 context.insert(key.to_string(), value.clone());
             }
         }
-        let fqdn = match &host.vars.matrix_fqdn {
-            Some(fqdn) => fqdn.to_string(),
-            None => format!("matrix.{}", host.name),
-        };
+        let fqdn = host.vars.fqdn(&host.name);
         let secrets: Mapping = host_secrets(inventory, host)
             .into_iter()
             .map(|(name, value)| (Value::from(name.as_str()), Value::from(value)))
@@ -112,7 +118,7 @@ impl<'a> Renderer<'a> {
         inventory: &Inventory,
         host: &Host,
         redactor: &Redactor,
-    ) -> Result<DesiredState, Problems> {
+    ) -> Result<Rendered, Problems> {
         let context = JinjaValue::from(Serde(self.context(inventory, host)));
         let host_secrets = Redactor::new(
             host_secrets(inventory, host)
@@ -120,6 +126,7 @@ impl<'a> Renderer<'a> {
                 .chain(host.vars.secret_values()),
         );
         let mut desired = DesiredState::new();
+        let mut notes = Vec::new();
         let mut problems = Vec::new();
         for role in self.roles.roles.values() {
             match self.condition(role, &role.manifest.when, "when", &context, redactor) {
@@ -128,6 +135,21 @@ impl<'a> Renderer<'a> {
                 Err(problem) => {
                     problems.push(problem);
                     continue;
+                }
+            }
+            for (index, note) in role.manifest.notes.iter().enumerate() {
+                match self.env.render_str(note, context.clone()) {
+                    Ok(text) if !text.trim().is_empty() => notes.push(text.trim().to_string()),
+                    Ok(_) => {}
+                    Err(error) => problems.push(
+                        Problem::new(format!(
+                            "role `{}`: {}",
+                            role.name,
+                            redactor.redact(&jinja_reason(&error))
+                        ))
+                        .in_file(&role.path)
+                        .at_key(format!("notes[{index}]")),
+                    ),
                 }
             }
             for index in 0..role.manifest.files.len() {
@@ -162,7 +184,10 @@ impl<'a> Renderer<'a> {
             }
         }
         if problems.is_empty() {
-            Ok(desired)
+            Ok(Rendered {
+                files: desired,
+                notes,
+            })
         } else {
             for problem in &mut problems {
                 problem.message = format!("{} (host {})", problem.message, host.name);

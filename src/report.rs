@@ -101,6 +101,19 @@ pub fn plan_text(planned: &[PlannedHost], style: Style, redactor: &Redactor) -> 
     if !unchanged.is_empty() {
         out.push_str(&format!("No changes: {}.\n\n", host_list(&unchanged)));
     }
+    let noted: Vec<&PlannedHost> = planned
+        .iter()
+        .filter(|host| !host.notes.is_empty())
+        .collect();
+    if !noted.is_empty() {
+        out.push_str("Notes (for you to do; matrixctl cannot):\n");
+        for host in noted {
+            for note in &host.notes {
+                out.push_str(&format!("  {}: {note}\n", host.name));
+            }
+        }
+        out.push('\n');
+    }
     for host in planned {
         if let Err(reason) = &host.plan {
             out.push_str(&format!(
@@ -333,6 +346,8 @@ struct JsonHost {
     unchanged_files: usize,
     /// Apply will rewrite the host's record of managed files.
     record_outdated: bool,
+    /// Things for the operator to do outside the host.
+    notes: Vec<String>,
     changes: Vec<JsonChange>,
 }
 
@@ -390,6 +405,7 @@ pub fn json(
                 error,
                 unchanged_files,
                 record_outdated,
+                notes: host.notes.clone(),
                 changes,
             }
         })

@@ -32,6 +32,10 @@ pub struct Manifest {
     pub defaults: Mapping,
     #[serde(default)]
     pub files: Vec<FileSpec>,
+    /// Templates of notes for the operator (like a DNS record to create);
+    /// a note that renders empty is not shown.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 fn always() -> String {

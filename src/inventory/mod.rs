@@ -267,10 +267,8 @@ impl Inventory {
                         ConnectionKind::Local => Connection::Local,
                         ConnectionKind::Ssh => {
                             // Default: root on the machine that serves Matrix.
-                            let text = ssh_text.unwrap_or_else(|| match &vars.matrix_fqdn {
-                                Some(fqdn) => format!("root@{fqdn}"),
-                                None => format!("root@matrix.{name}"),
-                            });
+                            let text = ssh_text
+                                .unwrap_or_else(|| format!("root@{}", vars.fqdn(&dns_name)));
                             match SshTarget::parse(&text) {
                                 Ok(target) => Connection::Ssh(target),
                                 Err(reason) => {

@@ -174,6 +174,16 @@ fn default_timeline_limit() -> i64 {
 }
 
 impl CoreVars {
+    /// Where Synapse is reached: matrix_fqdn, else the server name itself
+    /// without delegation, else `matrix.SERVER_NAME`.
+    pub fn fqdn(&self, server_name: &DnsName) -> String {
+        match (&self.matrix_fqdn, self.delegation) {
+            (Some(fqdn), _) => fqdn.to_string(),
+            (None, Delegation::None) => server_name.to_string(),
+            (None, _) => format!("matrix.{server_name}"),
+        }
+    }
+
     /// Every operator-chosen secret in these vars, for redaction.
     pub fn secret_values(&self) -> Vec<String> {
         let mut values: Vec<String> = self.secrets.values().map(|value| value.0.clone()).collect();

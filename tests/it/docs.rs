@@ -25,6 +25,12 @@ fn the_var_reference_lists_exactly_the_known_vars() {
 
     let undocumented: Vec<_> = known.difference(&documented).collect();
     let unknown: Vec<_> = documented.difference(&known).collect();
-    assert!(undocumented.is_empty(), "vars without a row in docs/inventory.md: {undocumented:?}");
-    assert!(unknown.is_empty(), "rows in docs/inventory.md that are no var: {unknown:?}");
+    assert!(
+        undocumented.is_empty(),
+        "vars without a row in docs/inventory.md: {undocumented:?}"
+    );
+    assert!(
+        unknown.is_empty(),
+        "rows in docs/inventory.md that are no var: {unknown:?}"
+    );
 }

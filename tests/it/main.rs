@@ -3,6 +3,7 @@
 
 mod catalogue;
 mod confirm;
+mod docs;
 mod error_messages;
 mod fleet;
 mod interrupted;
@@ -13,4 +14,3 @@ mod ssh;
 mod sshd;
 mod support;
 mod synapse;
-mod docs;

@@ -322,3 +322,32 @@ fn files_that_already_match_are_recorded_so_they_can_be_removed_later() {
     assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);
     assert_eq!(sandbox.read_host_file("a.example", WELLKNOWN_SERVER), None);
 }
+
+#[test]
+fn delegation_modes_decide_the_server_file_and_srv_prints_the_record() {
+    let sandbox = Sandbox::fleet();
+    sandbox.write("inventory/host_vars/a.example.yaml", "delegation: srv\n");
+    sandbox.write("inventory/host_vars/b.example.yaml", "delegation: none\n");
+    let plan = sandbox.run(&["plan", "inventory", "--limit", "a.example,b.example"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    let (_, notes) = plan
+        .stdout
+        .split_once("Notes (for you to do; matrixctl cannot):\n")
+        .unwrap();
+    insta::assert_snapshot!(notes);
+    assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);
+    assert_eq!(sandbox.read_host_file("a.example", WELLKNOWN_SERVER), None);
+    assert_eq!(sandbox.read_host_file("b.example", WELLKNOWN_SERVER), None);
+    assert!(
+        sandbox
+            .read_host_file("c.example", WELLKNOWN_SERVER)
+            .is_some()
+    );
+    let client = String::from_utf8(
+        sandbox
+            .read_host_file("b.example", WELLKNOWN_CLIENT)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(client.contains("\"https://b.example/\""), "{client}");
+}

@@ -68,14 +68,10 @@ impl Deployed {
     }
 }
 
-/// Copies the profile's inventory, adds the test vars for its host, and
-/// applies it with `root: /` into the sandbox.
+/// Copies the profile's inventory and applies its one host for Synapse.
 fn deploy(profile: &str) -> Deployed {
     let case = repo().join("tests/cases").join(profile);
-    let sandbox = Sandbox::empty();
-    let inventory = sandbox.path().join("inventory");
-    copy_dir(&case, &inventory);
-    let hosts = std::fs::read_to_string(inventory.join("hosts.yaml")).unwrap();
+    let hosts = std::fs::read_to_string(case.join("hosts.yaml")).unwrap();
     let host = hosts
         .lines()
         .nth(1)
@@ -83,15 +79,30 @@ fn deploy(profile: &str) -> Deployed {
         .trim()
         .trim_end_matches(':')
         .to_string();
-    std::fs::write(
-        inventory.join("hosts.yaml"),
-        hosts.replace("root: ../../hosts-never-written", "root: /"),
-    )
-    .unwrap();
+    deploy_host(&case, &host)
+}
+
+/// Copies `inventory`, puts `host` at `root: /` in an extra group whose
+/// test vars (SQLite, a loopback port, paths inside the sandbox) win over
+/// the inventory's groups, and applies it to that host.
+fn deploy_host(inventory_dir: &Path, host: &str) -> Deployed {
+    let sandbox = Sandbox::empty();
+    let inventory = sandbox.path().join("inventory");
+    copy_dir(inventory_dir, &inventory);
+    let hosts_path = inventory.join("hosts.yaml");
+    let mut hosts: serde_yaml::Value =
+        serde_yaml::from_slice(&std::fs::read(&hosts_path).unwrap()).unwrap();
+    let entry = &mut hosts["hosts"][host];
+    entry["root"] = "/".into();
+    let mut groups = entry["groups"].as_sequence().cloned().unwrap_or_default();
+    groups.push("synapse-test".into());
+    entry["groups"] = serde_yaml::Value::Sequence(groups);
+    std::fs::write(&hosts_path, serde_yaml::to_string(&hosts).unwrap()).unwrap();
+
     let port = free_port();
     let dir = sandbox.path().display().to_string();
     sandbox.write(
-        &format!("inventory/host_vars/{host}.yaml"),
+        "inventory/group_vars/synapse-test.yaml",
         &format!(
             "# Test vars: SQLite, a loopback port and paths inside the sandbox.\n\
              synapse_config_dir: {dir}/etc/matrix-synapse\n\
@@ -111,11 +122,11 @@ fn deploy(profile: &str) -> Deployed {
         "# As Debian ships it, minus what conf.d sets.\ntrusted_key_servers: []\n",
     );
     std::fs::create_dir_all(sandbox.path().join("data")).unwrap();
-    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
-    assert_eq!(apply.code, 0, "{profile}: {}", apply.transcript());
+    let apply = sandbox.run(&["apply", "--yes", "inventory", "--limit", host]);
+    assert_eq!(apply.code, 0, "{host}: {}", apply.transcript());
     Deployed {
         sandbox,
-        host,
+        host: host.to_string(),
         port,
     }
 }
@@ -394,4 +405,14 @@ fn sso_profile_starts_and_open_registration_needs_an_email() {
         .map(|flow| flow["type"].as_str().unwrap().to_string())
         .collect();
     assert!(types.contains(&"m.login.sso".to_string()), "{types:?}");
+}
+
+#[test]
+fn every_host_of_the_example_inventory_is_accepted_by_synapse() {
+    for host in ["example.com", "example.net", "example.org"] {
+        let deployed = deploy_host(&repo().join("inventory.example"), host);
+        let _synapse = start(&deployed);
+        let versions = http(deployed.port, "GET", "/_matrix/client/versions", None).unwrap();
+        assert_eq!(versions.status, 200, "{host}: {}", versions.body);
+    }
 }

@@ -32,6 +32,18 @@ pub struct DesiredFile {
 /// A host's desired files, by path.
 pub type DesiredState = BTreeMap<String, DesiredFile>;
 
+/// A port range open to the world, and which role wants it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OpenPort {
+    pub start: u16,
+    pub end: u16,
+    pub proto: crate::roles::Proto,
+    pub role: String,
+    pub description: String,
+    /// `443` or `49152-49573`, as nftables writes it.
+    pub port: String,
+}
+
 /// Everything rendered for one host.
 #[derive(Debug, Clone, Default)]
 pub struct Rendered {
@@ -109,6 +121,7 @@ impl<'a> Renderer<'a> {
         context.insert("server_name".into(), host.name.as_str().into());
         context.insert("public_baseurl".into(), format!("https://{fqdn}/").into());
         context.insert("matrix_fqdn".into(), fqdn.into());
+        context.insert("ssh_port".into(), host_ssh_port(host).into());
         context
     }
 
@@ -119,7 +132,22 @@ impl<'a> Renderer<'a> {
         host: &Host,
         redactor: &Redactor,
     ) -> Result<Rendered, Problems> {
-        let context = JinjaValue::from(Serde(self.context(inventory, host)));
+        let mut base = self.context(inventory, host);
+        let first_pass = JinjaValue::from(Serde(&base));
+        let ports = match self.open_ports(&first_pass, redactor) {
+            Ok(ports) => ports,
+            Err(mut problems) => {
+                for problem in &mut problems {
+                    problem.message = format!("{} (host {})", problem.message, host.name);
+                }
+                return Err(Problems(problems));
+            }
+        };
+        base.insert(
+            "open_ports".into(),
+            serde_yaml::to_value(&ports).unwrap_or(Value::Null),
+        );
+        let context = JinjaValue::from(Serde(base));
         let host_secrets = Redactor::new(
             host_secrets(inventory, host)
                 .into_values()
@@ -183,6 +211,26 @@ impl<'a> Renderer<'a> {
                 }
             }
         }
+        if host.vars.firewall == crate::inventory::schema::Firewall::Nftables {
+            let ssh_port = host_ssh_port(host);
+            let accepts_ssh = desired.values().any(|file| {
+                file.role == "firewall"
+                    && String::from_utf8_lossy(&file.content).lines().any(|line| {
+                        let words: Vec<&str> = line.split_whitespace().collect();
+                        words
+                            .windows(4)
+                            .any(|w| w == ["tcp", "dport", &ssh_port.to_string(), "accept"])
+                    })
+            });
+            if !accepts_ssh {
+                problems.push(
+                    Problem::new(format!(
+                        "the firewall ruleset does not accept tcp port {ssh_port}, which matrixctl connects through: applying it would lock everyone out"
+                    ))
+                    .with_hint(Some("the ruleset must keep a `tcp dport PORT accept` rule for the SSH port".into())),
+                );
+            }
+        }
         if problems.is_empty() {
             Ok(Rendered {
                 files: desired,
@@ -193,6 +241,97 @@ impl<'a> Renderer<'a> {
                 problem.message = format!("{} (host {})", problem.message, host.name);
             }
             Err(Problems(problems))
+        }
+    }
+
+    /// The ports of every role that applies, checked: in range, and no
+    /// two declarations overlapping (one service per port).
+    fn open_ports(
+        &self,
+        context: &JinjaValue,
+        redactor: &Redactor,
+    ) -> Result<Vec<OpenPort>, Vec<Problem>> {
+        let mut ports: Vec<OpenPort> = Vec::new();
+        let mut problems = Vec::new();
+        for role in self.roles.roles.values() {
+            match self.condition(role, &role.manifest.when, "when", context, redactor) {
+                Ok(true) => {}
+                Ok(false) | Err(_) => continue, // render_host reports the error
+            }
+            for (index, spec) in role.manifest.ports.iter().enumerate() {
+                let key = format!("ports[{index}]");
+                if let Some(when) = &spec.when {
+                    match self.condition(role, when, &format!("{key}.when"), context, redactor) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(problem) => {
+                            problems.push(problem);
+                            continue;
+                        }
+                    }
+                }
+                let text = match &spec.port {
+                    Value::Number(number) => number.to_string(),
+                    Value::String(template) => match self.env.render_str(template, context.clone())
+                    {
+                        Ok(text) => text.trim().to_string(),
+                        Err(error) => {
+                            problems.push(
+                                Problem::new(format!(
+                                    "role `{}`: {}",
+                                    role.name,
+                                    jinja_reason(&error)
+                                ))
+                                .in_file(&role.path)
+                                .at_key(format!("{key}.port")),
+                            );
+                            continue;
+                        }
+                    },
+                    _ => String::new(),
+                };
+                match parse_port_range(&text) {
+                    Some((start, end)) => ports.push(OpenPort {
+                        start,
+                        end,
+                        proto: spec.proto,
+                        role: role.name.clone(),
+                        description: spec.description.clone(),
+                        port: if start == end { start.to_string() } else { format!("{start}-{end}") },
+                    }),
+                    None => problems.push(
+                        Problem::new(format!(
+                            "role `{}`: `{text}` is not a port (1 to 65535) or a range like 49152-49573 ({})",
+                            role.name, spec.description
+                        ))
+                        .in_file(&role.path)
+                        .at_key(format!("{key}.port")),
+                    ),
+                }
+            }
+        }
+        ports.sort_by(|a, b| {
+            (a.proto, a.start, a.end, &a.role).cmp(&(b.proto, b.start, b.end, &b.role))
+        });
+        for pair in ports.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            if a.proto == b.proto && b.start <= a.end {
+                let proto = format!("{:?}", a.proto).to_lowercase();
+                problems.push(
+                    Problem::new(format!(
+                        "ports overlap: {} {proto} ({}: {}) and {} {proto} ({}: {})",
+                        a.port, a.role, a.description, b.port, b.role, b.description
+                    ))
+                    .with_hint(Some(
+                        "each port serves one service; move one of them".into(),
+                    )),
+                );
+            }
+        }
+        if problems.is_empty() {
+            Ok(ports)
+        } else {
+            Err(problems)
         }
     }
 
@@ -425,6 +564,26 @@ pub fn redactor_for(inventory: &Inventory) -> Redactor {
         values.extend(host.vars.secret_values());
     }
     Redactor::new(values)
+}
+
+/// The port matrixctl reaches the host's sshd on (22 for a local host).
+fn host_ssh_port(host: &Host) -> u16 {
+    match &host.connection {
+        crate::inventory::Connection::Ssh(target) => target.port.0,
+        crate::inventory::Connection::Local => 22,
+    }
+}
+
+/// `443` or `49152-49573`, each port from 1 to 65535, start ≤ end.
+fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let port = |part: &str| part.trim().parse::<u16>().ok().filter(|port| *port > 0);
+    match text.split_once('-') {
+        Some((start, end)) => {
+            let (start, end) = (port(start)?, port(end)?);
+            (start <= end).then_some((start, end))
+        }
+        None => port(text).map(|port| (port, port)),
+    }
 }
 
 fn check_dest(path: &str, state_dir: &str) -> Result<(), &'static str> {

@@ -36,6 +36,31 @@ pub struct Manifest {
     /// a note that renders empty is not shown.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The ports this role's service needs open; the firewall is built
+    /// from the ports of every role that applies.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+}
+
+/// A port (or range) a role needs open to the world.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    /// A number, a range `49152-49573`, or a template rendering to either.
+    pub port: serde_yaml::Value,
+    pub proto: Proto,
+    /// Open it only when this expression is true.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// What it is for, shown in the ruleset and the docs.
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Proto {
+    Tcp,
+    Udp,
 }
 
 fn always() -> String {

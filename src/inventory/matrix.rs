@@ -65,6 +65,10 @@ pub const MANAGED_SYNAPSE_KEYS: &[(&str, &str)] = &[
     ("server_notices", "server_notices"),
     ("signing_key_path", "synapse_signing_key_path"),
     ("url_preview_enabled", "url_previews"),
+    ("turn_allow_guests", "turn.allow_guests"),
+    ("turn_shared_secret", "secrets.turn_shared_secret"),
+    ("turn_uris", "turn"),
+    ("turn_user_lifetime", "turn.lifetime"),
     ("url_preview_ip_range_blacklist", "(the recommended list)"),
     ("user_consent", "consent"),
 ];
@@ -667,6 +671,25 @@ pub fn check(vars: &CoreVars, server_name: &DnsName) -> Vec<Refusal> {
             format!("`{}` is not an ldap:// or ldaps:// URI", ldap.uri),
             None,
         ));
+    }
+    if let Some(turn) = &vars.turn {
+        if turn.relay_min_port > turn.relay_max_port {
+            refusals.push(refusal(
+                &["turn", "relay_min_port"],
+                format!(
+                    "the TURN relay range {}-{} is empty: relay_min_port is above relay_max_port",
+                    turn.relay_min_port, turn.relay_max_port
+                ),
+                None,
+            ));
+        }
+        if turn.port == turn.tls_port {
+            refusals.push(refusal(
+                &["turn", "tls_port"],
+                "the TURN port and TLS port are the same",
+                None,
+            ));
+        }
     }
     if vars.database.cp_min > vars.database.cp_max {
         refusals.push(refusal(

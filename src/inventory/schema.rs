@@ -31,6 +31,7 @@ pub const CORE_KEYS: &[&str] = &[
     "federation",
     "federation_port",
     "filter_timeline_limit",
+    "firewall",
     "forgotten_room_retention_period",
     "identity_server",
     "ldap",
@@ -54,6 +55,7 @@ pub const CORE_KEYS: &[&str] = &[
     "state_dir",
     "support",
     "synapse_extra",
+    "turn",
     "url_previews",
     "well_known_client_extra",
 ];
@@ -98,6 +100,12 @@ pub struct CoreVars {
     /// Where matrixctl keeps its record and lock on the host.
     #[serde(default)]
     pub state_dir: StateDir,
+    /// The host firewall matrixctl renders, if any.
+    #[serde(default)]
+    pub firewall: Firewall,
+    /// A TURN server (coturn) for voice and video calls.
+    #[serde(default)]
+    pub turn: Option<Turn>,
 
     // Synapse. Each maps to the Synapse option of (nearly) the same name;
     // docs/inventory.md says what each renders.
@@ -208,6 +216,65 @@ impl CoreVars {
         );
         values
     }
+}
+
+/// Which firewall matrixctl manages on the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Firewall {
+    /// Leave the firewall alone (the default: adopting a host never wipes
+    /// rules someone else relies on).
+    #[default]
+    None,
+    /// One nftables ruleset: drop by default, open exactly the ports of the
+    /// enabled roles and the SSH port.
+    Nftables,
+}
+
+/// coturn, and Synapse's TURN settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Turn {
+    /// The name clients use; defaults to matrix_fqdn.
+    #[serde(default)]
+    pub host: Option<DnsName>,
+    #[serde(default = "default_turn_port")]
+    pub port: Port,
+    #[serde(default = "default_turn_tls_port")]
+    pub tls_port: Port,
+    #[serde(default = "default_relay_min")]
+    pub relay_min_port: Port,
+    #[serde(default = "default_relay_max")]
+    pub relay_max_port: Port,
+    /// How long TURN credentials handed to clients stay valid.
+    #[serde(default = "default_turn_lifetime")]
+    pub lifetime: Duration,
+    #[serde(default = "default_true")]
+    pub allow_guests: bool,
+    /// TLS certificate and key for the TLS port (Let's Encrypt layout by default).
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    #[serde(default)]
+    pub key_file: Option<String>,
+    /// Listen only here (default: every address).
+    #[serde(default)]
+    pub listening_ip: Option<String>,
+}
+
+fn default_turn_port() -> Port {
+    Port(3478)
+}
+fn default_turn_tls_port() -> Port {
+    Port(5349)
+}
+fn default_relay_min() -> Port {
+    Port(49152)
+}
+fn default_relay_max() -> Port {
+    Port(49573)
+}
+fn default_turn_lifetime() -> Duration {
+    Duration::Text("1h".to_string())
 }
 
 /// An absolute, normalised directory on the host for matrixctl's own files.
@@ -713,6 +780,8 @@ mod tests {
                 "max_upload_size" => "10M",
                 "become" => "sudo",
                 "state_dir" => "/srv/matrixctl",
+                "firewall" => "nftables",
+                "turn" => "{relay_min_port: 50000, relay_max_port: 50100}",
                 "admin_contact" => "mailto:admin@example.com",
                 "allowed_avatar_mimetypes" => "[image/png]",
                 "consent" => "{version: '1.0', document: '<p>x</p>'}",

@@ -7,6 +7,7 @@ mod docs;
 mod error_messages;
 mod fleet;
 mod interrupted;
+mod network;
 mod plan_apply;
 mod render;
 mod secrets;

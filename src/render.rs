@@ -122,6 +122,11 @@ impl<'a> Renderer<'a> {
         context.insert("public_baseurl".into(), format!("https://{fqdn}/").into());
         context.insert("matrix_fqdn".into(), fqdn.into());
         context.insert("ssh_port".into(), host_ssh_port(host).into());
+        // Web servers spell sizes differently; bytes they all read.
+        context.insert(
+            "max_upload_size_bytes".into(),
+            host.vars.max_upload_size.bytes.into(),
+        );
         context
     }
 

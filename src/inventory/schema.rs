@@ -56,6 +56,7 @@ pub const CORE_KEYS: &[&str] = &[
     "support",
     "synapse_extra",
     "turn",
+    "webserver",
     "url_previews",
     "well_known_client_extra",
 ];
@@ -106,6 +107,9 @@ pub struct CoreVars {
     /// A TURN server (coturn) for voice and video calls.
     #[serde(default)]
     pub turn: Option<Turn>,
+    /// The reverse proxy in front of Synapse.
+    #[serde(default)]
+    pub webserver: Webserver,
 
     // Synapse. Each maps to the Synapse option of (nearly) the same name;
     // docs/inventory.md says what each renders.
@@ -216,6 +220,17 @@ impl CoreVars {
         );
         values
     }
+}
+
+/// Which web server matrixctl configures in front of Synapse.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Webserver {
+    /// None: the host's web server is configured by someone else.
+    #[default]
+    None,
+    Nginx,
+    Caddy,
 }
 
 /// Which firewall matrixctl manages on the host.
@@ -781,6 +796,7 @@ mod tests {
                 "become" => "sudo",
                 "state_dir" => "/srv/matrixctl",
                 "firewall" => "nftables",
+                "webserver" => "caddy",
                 "turn" => "{relay_min_port: 50000, relay_max_port: 50100}",
                 "admin_contact" => "mailto:admin@example.com",
                 "allowed_avatar_mimetypes" => "[image/png]",

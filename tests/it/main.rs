@@ -15,3 +15,4 @@ mod ssh;
 mod sshd;
 mod support;
 mod synapse;
+mod webserver;

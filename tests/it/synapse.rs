@@ -25,7 +25,7 @@ fn synapse_python() -> PathBuf {
     python
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -34,14 +34,14 @@ fn free_port() -> u16 {
 }
 
 /// A profile applied to a sandbox, ready for Synapse.
-struct Deployed {
-    sandbox: Sandbox,
-    host: String,
-    port: u16,
+pub struct Deployed {
+    pub sandbox: Sandbox,
+    pub host: String,
+    pub port: u16,
 }
 
 impl Deployed {
-    fn path(&self, relative: &str) -> PathBuf {
+    pub fn path(&self, relative: &str) -> PathBuf {
         self.sandbox.path().join(relative)
     }
 
@@ -79,13 +79,13 @@ fn deploy(profile: &str) -> Deployed {
         .trim()
         .trim_end_matches(':')
         .to_string();
-    deploy_host(&case, &host)
+    deploy_host(&case, &host, "")
 }
 
 /// Copies `inventory`, puts `host` at `root: /` in an extra group whose
 /// test vars (SQLite, a loopback port, paths inside the sandbox) win over
 /// the inventory's groups, and applies it to that host.
-fn deploy_host(inventory_dir: &Path, host: &str) -> Deployed {
+pub fn deploy_host(inventory_dir: &Path, host: &str, extra_vars: &str) -> Deployed {
     let sandbox = Sandbox::empty();
     let inventory = sandbox.path().join("inventory");
     copy_dir(inventory_dir, &inventory);
@@ -112,7 +112,12 @@ fn deploy_host(inventory_dir: &Path, host: &str) -> Deployed {
              synapse_listener_port: {port}\n\
              wellknown_webroot: {dir}/www\n\
              state_dir: {dir}/state\n\
-             database:\n  engine: sqlite\n  sqlite_path: {dir}/data/homeserver.db\n"
+             nginx_config_path: {dir}/etc/nginx/conf.d/matrix.conf\n\
+             caddy_config_path: {dir}/etc/caddy/Caddyfile\n\
+             firewall_ruleset_path: {dir}/etc/nftables.conf\n\
+             turn_config_path: {dir}/etc/turnserver.conf\n\
+             database:\n  engine: sqlite\n  sqlite_path: {dir}/data/homeserver.db\n\
+             {extra_vars}"
         ),
     );
     // Debian's package ships homeserver.yaml; everything that matters is in
@@ -131,7 +136,7 @@ fn deploy_host(inventory_dir: &Path, host: &str) -> Deployed {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap().flatten() {
         let target = to.join(entry.file_name());
@@ -144,7 +149,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// A running Synapse, stopped by pid when dropped.
-struct Running {
+pub struct Running {
     child: Child,
     log: PathBuf,
 }
@@ -167,7 +172,7 @@ impl Drop for Running {
 }
 
 /// Checks the configuration and starts Synapse from it.
-fn start(deployed: &Deployed) -> Running {
+pub fn start(deployed: &Deployed) -> Running {
     let keys = deployed
         .synapse(&["synapse.app.homeserver", "--generate-keys"])
         .output()
@@ -410,7 +415,7 @@ fn sso_profile_starts_and_open_registration_needs_an_email() {
 #[test]
 fn every_host_of_the_example_inventory_is_accepted_by_synapse() {
     for host in ["example.com", "example.net", "example.org"] {
-        let deployed = deploy_host(&repo().join("inventory.example"), host);
+        let deployed = deploy_host(&repo().join("inventory.example"), host, "");
         let _synapse = start(&deployed);
         let versions = http(deployed.port, "GET", "/_matrix/client/versions", None).unwrap();
         assert_eq!(versions.status, 200, "{host}: {}", versions.body);

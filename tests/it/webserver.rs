@@ -1,0 +1,381 @@
+//! The nginx and Caddy roles proven by the real servers: the rendered
+//! configuration passes `nginx -t` / `caddy validate`, and, run on loopback
+//! ports (test vars, not edited files) with a test certificate, serves the
+//! well-known files with JSON and CORS and proxies to a running Synapse.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::repo;
+use crate::synapse::{Deployed, deploy_host, free_port, start};
+
+/// A self-signed certificate for `names`, made by openssl.
+fn certificate(dir: &Path, names: &[&str]) -> (String, String) {
+    let cert = dir.join("test-cert.pem");
+    let key = dir.join("test-key.pem");
+    let san = names
+        .iter()
+        .map(|name| format!("DNS:{name}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let output = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-subj",
+            &format!("/CN={}", names[0]),
+            "-addext",
+            &format!("subjectAltName={san}"),
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs (apt-get install openssl)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (cert.display().to_string(), key.display().to_string())
+}
+
+struct Ports {
+    http: u16,
+    https: u16,
+    federation: u16,
+}
+
+/// Deploys the minimal profile with a web server in front, on free ports;
+/// the returned directory holds the test certificate.
+fn deploy_with(webserver: &str, extra: &str) -> (Deployed, Ports, tempfile::TempDir) {
+    let ports = Ports {
+        http: free_port(),
+        https: free_port(),
+        federation: free_port(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path(), &["matrix.minimal.example", "minimal.example"]);
+    let vars = format!(
+        "webserver: {webserver}\nwebserver_http_port: {}\nwebserver_https_port: {}\nfederation_port: {}\n\
+         tls_certificate: {cert}\ntls_certificate_key: {key}\nserve_base_domain: true\n\
+         base_domain_redirect: https://www.minimal.example\n{extra}",
+        ports.http, ports.https, ports.federation
+    );
+    let deployed = deploy_host(
+        &repo().join("tests/cases/synapse-minimal"),
+        "minimal.example",
+        &vars,
+    );
+    (deployed, ports, dir)
+}
+
+struct Curl {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+/// An HTTPS request to loopback, with the right name for SNI and Host.
+fn curl(name: &str, port: u16, path: &str) -> Curl {
+    let output = Command::new("curl")
+        .args(["-sk", "--max-time", "10", "-D", "-", "--resolve"])
+        .arg(format!("{name}:{port}:127.0.0.1"))
+        .arg(format!("https://{name}:{port}{path}"))
+        .output()
+        .expect("curl runs (apt-get install curl)");
+    let text = String::from_utf8_lossy(&output.stdout).replace("\r\n", "\n");
+    let (headers, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+    let status = headers
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    Curl {
+        status,
+        headers: headers.to_lowercase(),
+        body: body.to_string(),
+    }
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{what} exited: {status}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{what} never listened on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What both web servers must do, checked over HTTPS.
+fn assert_fronts_synapse(ports: &Ports) {
+    let client = curl(
+        "matrix.minimal.example",
+        ports.https,
+        "/.well-known/matrix/client",
+    );
+    assert_eq!(client.status, 200, "{}{}", client.headers, client.body);
+    assert!(
+        client.headers.contains("content-type: application/json"),
+        "{}",
+        client.headers
+    );
+    assert!(
+        client.headers.contains("access-control-allow-origin: *"),
+        "{}",
+        client.headers
+    );
+    let body: serde_json::Value = serde_json::from_str(&client.body).unwrap();
+    assert_eq!(
+        body["m.homeserver"]["base_url"],
+        "https://matrix.minimal.example/"
+    );
+
+    let server = curl("minimal.example", ports.https, "/.well-known/matrix/server");
+    assert_eq!(server.status, 200, "{}", server.body);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&server.body).unwrap()["m.server"],
+        format!("matrix.minimal.example:{}", ports.federation)
+    );
+
+    let versions = curl(
+        "matrix.minimal.example",
+        ports.https,
+        "/_matrix/client/versions",
+    );
+    assert_eq!(versions.status, 200, "{}", versions.body);
+    assert!(versions.body.contains("\"versions\""));
+    let federation = curl(
+        "matrix.minimal.example",
+        ports.federation,
+        "/_matrix/federation/v1/version",
+    );
+    assert_eq!(federation.status, 200, "{}", federation.body);
+    assert!(federation.body.contains("Synapse"), "{}", federation.body);
+
+    let admin = curl(
+        "matrix.minimal.example",
+        ports.https,
+        "/_synapse/admin/v1/server_version",
+    );
+    assert_ne!(
+        admin.status, 200,
+        "the admin API must not be public: {}",
+        admin.body
+    );
+    let website = curl("minimal.example", ports.https, "/about");
+    assert_eq!(website.status, 301);
+    assert!(
+        website
+            .headers
+            .contains("location: https://www.minimal.example/about"),
+        "{}",
+        website.headers
+    );
+}
+
+#[test]
+fn nginx_passes_its_check_and_fronts_synapse() {
+    let (deployed, ports, _certificate) = deploy_with("nginx", "");
+    let rendered = deployed.path("etc/nginx/conf.d/matrix.conf");
+    assert!(rendered.exists(), "no nginx config rendered");
+    let run = deployed.path("nginx");
+    std::fs::create_dir_all(&run).unwrap();
+    // Debian's nginx.conf includes conf.d/*.conf inside http {}; this wrapper
+    // does the same, with the test's pid file and logs.
+    let wrapper = run.join("nginx.conf");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "user root;\ndaemon off;\npid {run}/nginx.pid;\nerror_log {run}/error.log;\nevents {{}}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {run}/body;\n  proxy_temp_path {run}/proxy;\n\
+             fastcgi_temp_path {run}/fastcgi;\n  uwsgi_temp_path {run}/uwsgi;\n  scgi_temp_path {run}/scgi;\n\
+             include /etc/nginx/mime.types;\n  include {rendered};\n}}\n",
+            run = run.display(),
+            rendered = rendered.display()
+        ),
+    )
+    .unwrap();
+    let check = Command::new("nginx")
+        .args(["-t", "-q", "-e", "stderr", "-c"])
+        .arg(&wrapper)
+        .output()
+        .expect("nginx runs (apt-get install nginx-light)");
+    assert!(
+        check.status.success(),
+        "nginx -t: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let _synapse = start(&deployed);
+    let nginx = Command::new("nginx")
+        .args(["-e", "stderr", "-c"])
+        .arg(&wrapper)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Stop(Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            // QUIT: nginx's graceful stop, by the master's pid.
+            let _ = Command::new("kill")
+                .args(["-QUIT", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+    let mut nginx = Stop(nginx);
+    wait_for_port(ports.https, &mut nginx.0, "nginx");
+    assert_fronts_synapse(&ports);
+}
+
+#[test]
+fn caddy_validates_and_fronts_synapse() {
+    let admin = free_port();
+    let (deployed, ports, _certificate) = deploy_with(
+        "caddy",
+        &format!("caddy_admin_address: 127.0.0.1:{admin}\n"),
+    );
+    let caddyfile = deployed.path("etc/caddy/Caddyfile");
+    assert!(caddyfile.exists(), "no Caddyfile rendered");
+    let home = deployed.path("caddy-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let caddy = |args: &[&str]| {
+        let mut command = Command::new("caddy");
+        command
+            .args(args)
+            .arg("--adapter")
+            .arg("caddyfile")
+            .arg("--config")
+            .arg(&caddyfile)
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("XDG_DATA_HOME", home.join("data"))
+            .stdin(Stdio::null());
+        command
+    };
+    let check = caddy(&["validate"])
+        .output()
+        .expect("caddy runs (apt-get install caddy)");
+    assert!(
+        check.status.success(),
+        "caddy validate: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let _synapse = start(&deployed);
+    let server = caddy(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Stop(Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server = Stop(server);
+    wait_for_port(ports.https, &mut server.0, "caddy");
+    assert_fronts_synapse(&ports);
+}
+
+#[test]
+fn every_profile_with_a_web_server_passes_its_check() {
+    let certificates = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(certificates.path(), &["localhost"]);
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo().join("tests/cases"))
+        .unwrap()
+        .flatten()
+    {
+        let case = entry.path();
+        let vars: String = std::fs::read_dir(case.join("group_vars"))
+            .unwrap()
+            .flatten()
+            .map(|file| std::fs::read_to_string(file.path()).unwrap())
+            .collect();
+        let webserver = if vars.contains("webserver: nginx") {
+            "nginx"
+        } else if vars.contains("webserver: caddy") {
+            "caddy"
+        } else {
+            continue;
+        };
+        let sandbox = crate::support::Sandbox::empty();
+        let inventory = sandbox.path().join("inventory");
+        crate::synapse::copy_dir(&case, &inventory);
+        let all = std::fs::read_to_string(inventory.join("group_vars/all.yaml")).unwrap();
+        // nginx -t opens the certificates: the test's stand in for Let's Encrypt's.
+        let tls = if webserver == "nginx" {
+            format!("tls_certificate: {cert}\ntls_certificate_key: {key}\n")
+        } else {
+            String::new()
+        };
+        std::fs::write(inventory.join("group_vars/all.yaml"), format!("{all}{tls}")).unwrap();
+        let render = sandbox.run(&["render", "inventory", "--out", "out"]);
+        assert_eq!(render.code, 0, "{}", render.transcript());
+        for host in std::fs::read_dir(sandbox.path().join("out"))
+            .unwrap()
+            .flatten()
+        {
+            let output = if webserver == "nginx" {
+                let rendered = host.path().join("etc/nginx/conf.d/matrix.conf");
+                let wrapper = sandbox.path().join("nginx.conf");
+                std::fs::write(
+                    &wrapper,
+                    format!(
+                        "pid {dir}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n  include /etc/nginx/mime.types;\n  include {};\n}}\n",
+                        rendered.display(),
+                        dir = sandbox.path().display()
+                    ),
+                )
+                .unwrap();
+                Command::new("nginx")
+                    .args(["-t", "-q", "-e", "stderr", "-c"])
+                    .arg(&wrapper)
+                    .output()
+                    .unwrap()
+            } else {
+                Command::new("caddy")
+                    .args(["validate", "--adapter", "caddyfile", "--config"])
+                    .arg(host.path().join("etc/caddy/Caddyfile"))
+                    .env("HOME", sandbox.path())
+                    .env("XDG_CONFIG_HOME", sandbox.path().join("config"))
+                    .env("XDG_DATA_HOME", sandbox.path().join("data"))
+                    .output()
+                    .unwrap()
+            };
+            assert!(
+                output.status.success(),
+                "{} ({webserver}): {}",
+                case.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 3,
+        "only {checked} web server configurations checked"
+    );
+}

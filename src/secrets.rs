@@ -28,16 +28,26 @@ pub enum SecretName {
     PasswordPepper,
     TurnSharedSecret,
     DatabasePassword,
+    HeisenbridgeAsToken,
+    HeisenbridgeHsToken,
+    MautrixTelegramAsToken,
+    MautrixTelegramHsToken,
+    PostmooglePassword,
 }
 
 impl SecretName {
-    pub const ALL: [SecretName; 6] = [
+    pub const ALL: [SecretName; 11] = [
         SecretName::RegistrationSharedSecret,
         SecretName::MacaroonSecretKey,
         SecretName::FormSecret,
         SecretName::PasswordPepper,
         SecretName::TurnSharedSecret,
         SecretName::DatabasePassword,
+        SecretName::HeisenbridgeAsToken,
+        SecretName::HeisenbridgeHsToken,
+        SecretName::MautrixTelegramAsToken,
+        SecretName::MautrixTelegramHsToken,
+        SecretName::PostmooglePassword,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +58,11 @@ impl SecretName {
             SecretName::PasswordPepper => "password_pepper",
             SecretName::TurnSharedSecret => "turn_shared_secret",
             SecretName::DatabasePassword => "database_password",
+            SecretName::HeisenbridgeAsToken => "heisenbridge_as_token",
+            SecretName::HeisenbridgeHsToken => "heisenbridge_hs_token",
+            SecretName::MautrixTelegramAsToken => "mautrix_telegram_as_token",
+            SecretName::MautrixTelegramHsToken => "mautrix_telegram_hs_token",
+            SecretName::PostmooglePassword => "postmoogle_password",
         }
     }
 }

@@ -16,6 +16,7 @@ use super::schema::{CoreVars, DnsName, Port, RegistrationMode, SecretValue, desc
 /// files shallowly, so the later file would silently win.
 pub const MANAGED_SYNAPSE_KEYS: &[(&str, &str)] = &[
     ("admin_contact", "admin_contact"),
+    ("app_service_config_files", "bridges"),
     (
         "allow_public_rooms_over_federation",
         "allow_public_rooms_over_federation",

@@ -116,6 +116,12 @@ pub fn deploy_host(inventory_dir: &Path, host: &str, extra_vars: &str) -> Deploy
              caddy_config_path: {dir}/etc/caddy/Caddyfile\n\
              firewall_ruleset_path: {dir}/etc/nftables.conf\n\
              turn_config_path: {dir}/etc/turnserver.conf\n\
+             turn_group: root\n\
+             heisenbridge_config_dir: {dir}/etc/heisenbridge\n\
+             postmoogle_config_dir: {dir}/etc/postmoogle\n\
+             postmoogle_data_dir: {dir}/data/postmoogle\n\
+             mautrix_telegram_config_dir: {dir}/etc/mautrix-telegram\n\
+             mautrix_telegram_data_dir: {dir}/data/mautrix-telegram\n\
              database:\n  engine: sqlite\n  sqlite_path: {dir}/data/homeserver.db\n\
              {extra_vars}"
         ),
@@ -420,4 +426,78 @@ fn every_host_of_the_example_inventory_is_accepted_by_synapse() {
         let versions = http(deployed.port, "GET", "/_matrix/client/versions", None).unwrap();
         assert_eq!(versions.status, 200, "{host}: {}", versions.body);
     }
+}
+
+/// The user an appservice token acts as, asked of the running Synapse.
+fn whoami(port: u16, token: &str) -> Response {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /_matrix/client/v3/account/whoami HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    Response {
+        status: head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0),
+        headers: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+#[test]
+fn the_hosting_profile_starts_with_every_bridge_registered() {
+    let deployed = deploy("hosting-full");
+    let _synapse = start(&deployed);
+    assert_serves_client_api(&deployed);
+    let registration = |name: &str| -> serde_yaml::Value {
+        serde_yaml::from_slice(
+            &std::fs::read(deployed.path(&format!("etc/matrix-synapse/appservices/{name}.yaml")))
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    // Synapse loaded each registration: its as_token acts as its sender.
+    for (name, sender) in [
+        ("heisenbridge", "heisenbridge"),
+        ("mautrix-telegram", "telegrambot"),
+    ] {
+        let token = registration(name)["as_token"].as_str().unwrap().to_string();
+        let answer = whoami(deployed.port, &token);
+        assert_eq!(answer.status, 200, "{name}: {}", answer.body);
+        assert_eq!(
+            answer.json()["user_id"],
+            format!("@{sender}:{}", deployed.host),
+            "{name}"
+        );
+    }
+    // And the bridges' namespaces are theirs alone.
+    let taken = http(
+        deployed.port,
+        "GET",
+        "/_matrix/client/v3/register/available?username=irc_someone",
+        None,
+    )
+    .unwrap();
+    assert_eq!(taken.status, 400, "{}", taken.body);
+    assert_eq!(taken.json()["errcode"], "M_EXCLUSIVE");
+    // The TURN settings Synapse read share coturn's secret.
+    let coturn = std::fs::read_to_string(deployed.path("etc/turnserver.conf")).unwrap();
+    let secret = coturn
+        .lines()
+        .find_map(|line| line.strip_prefix("static-auth-secret="))
+        .unwrap();
+    let turn: serde_yaml::Value = serde_yaml::from_slice(
+        &std::fs::read(deployed.path("etc/matrix-synapse/conf.d/turn.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(turn["turn_shared_secret"].as_str(), Some(secret));
 }

@@ -197,7 +197,8 @@ fn secrets_of(host: &Path) -> Vec<(String, String)> {
     // Every bridge's tokens.
     if let Ok(registrations) = std::fs::read_dir(host.join("etc/matrix-synapse/appservices")) {
         for registration in registrations.flatten() {
-            let yaml: serde_yaml::Value = serde_yaml::from_slice(&std::fs::read(registration.path()).unwrap()).unwrap();
+            let yaml: serde_yaml::Value =
+                serde_yaml::from_slice(&std::fs::read(registration.path()).unwrap()).unwrap();
             for token in ["as_token", "hs_token"] {
                 let name = format!("{} {token}", registration.file_name().to_string_lossy());
                 secrets.push((name, yaml[token].as_str().unwrap().to_string()));

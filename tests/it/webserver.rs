@@ -60,10 +60,18 @@ struct Ports {
 /// Deploys the minimal profile with a web server in front, on free ports;
 /// the returned directory holds the test certificate.
 fn deploy_with(webserver: &str, extra: &str) -> (Deployed, Ports, tempfile::TempDir) {
+    let https = free_port();
+    // Federation on the HTTPS port itself, when the test asks for it.
+    let federation = if extra.contains("federation_on_https") {
+        https
+    } else {
+        free_port()
+    };
+    let extra = extra.replace("federation_on_https\n", "");
     let ports = Ports {
         http: free_port(),
-        https: free_port(),
-        federation: free_port(),
+        https,
+        federation,
     };
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = certificate(dir.path(), &["matrix.minimal.example", "minimal.example"]);
@@ -247,10 +255,19 @@ fn nginx_passes_its_check_and_fronts_synapse() {
 
 #[test]
 fn caddy_validates_and_fronts_synapse() {
+    caddy_fronts_synapse("");
+}
+
+#[test]
+fn caddy_serves_federation_on_the_https_port() {
+    caddy_fronts_synapse("federation_on_https\n");
+}
+
+fn caddy_fronts_synapse(extra: &str) {
     let admin = free_port();
     let (deployed, ports, _certificate) = deploy_with(
         "caddy",
-        &format!("caddy_admin_address: 127.0.0.1:{admin}\n"),
+        &format!("{extra}caddy_admin_address: 127.0.0.1:{admin}\n"),
     );
     let caddyfile = deployed.path("etc/caddy/Caddyfile");
     assert!(caddyfile.exists(), "no Caddyfile rendered");

@@ -14,9 +14,12 @@ use crate::inventory::{Connection, Host};
 use crate::observe::{Observed, observe};
 use crate::plan::{Action, HostPlan, plan_host};
 use crate::progress::Progress;
-use crate::render::DesiredState;
+use std::collections::BTreeMap;
+
+use crate::observe::Journal;
+use crate::render::{DesiredState, RoleActions};
 use crate::transport::Transport;
-use crate::transport::program::{DONE_MARKER, Program, record_path};
+use crate::transport::program::{DONE_MARKER, Program, journal_path, record_path};
 use crate::transport::ssh::SshSettings;
 
 /// How many hosts are worked on at once, unless `--forks` says otherwise.
@@ -36,6 +39,7 @@ pub struct Target {
     pub host: Host,
     pub desired: DesiredState,
     pub notes: Vec<String>,
+    pub actions: BTreeMap<String, RoleActions>,
 }
 
 /// One host's plan, or why it could not be made.
@@ -113,6 +117,7 @@ async fn plan_one(target: Target, transport: Transport, timeout: Duration) -> Pl
         host,
         desired,
         notes,
+        actions,
     } = target;
     let reached_by = match &host.connection {
         Connection::Local => format!("local, root {}", host.root.display()),
@@ -132,8 +137,13 @@ async fn plan_one(target: Target, transport: Transport, timeout: Duration) -> Pl
     };
     let (plan, observed) = match observed {
         Ok(observed) => (
-            plan_host(&desired, &observed, &record_path(&host.vars.state_dir.0))
-                .map_err(|blocked| blocked.0),
+            plan_host(
+                &desired,
+                &observed,
+                &record_path(&host.vars.state_dir.0),
+                &actions,
+            )
+            .map_err(|blocked| blocked.0),
             Some(observed),
         ),
         Err(error) => (Err(format!("{error:#}")), None),
@@ -313,10 +323,13 @@ fn failure_reason(stderr: &str) -> String {
     }
 }
 
-/// The program that carries out `plan`: take the host's lock, check
-/// owners, stage every new file beside its target, then rename them all
-/// into place, remove, and write the record last. Nothing live changes
-/// until every file is staged.
+/// The program that carries out `plan`, as one transaction per host:
+/// lock; check owners; stage every new file beside its target; back up
+/// what will change (complete before anything live changes); write the
+/// journal of checks and handlers owed; rename the new files into place
+/// and remove old ones; run the validators, then the handlers; on any
+/// failure, roll everything back. The record is written last, and the
+/// journal and backup are cleared only when all of it succeeded.
 fn apply_program(root: &str, state_dir: &str, plan: &HostPlan, lock_owner: &str) -> String {
     let mut program = Program::new(root, state_dir);
     program.call("mc_lock", &[lock_owner]);
@@ -346,6 +359,22 @@ fn apply_program(root: &str, state_dir: &str, plan: &HostPlan, lock_owner: &str)
             &file.content,
         );
     }
+    program.call("mc_backup_begin", &[]);
+    for change in plan.changes.iter().filter(|c| !c.leftover) {
+        program.call("mc_backup", &[&change.path]);
+    }
+    program.call("mc_backup_end", &[]);
+    let journal = Journal {
+        validators: plan.validators.clone(),
+        handlers: plan.handlers.clone(),
+    };
+    let journal_path = journal_path(state_dir);
+    program.call_with_content(
+        "mc_stage",
+        &[&journal_path, "0600", "", ""],
+        &serde_json::to_vec(&journal).unwrap_or_default(),
+    );
+    program.call("mc_commit_state", &[&journal_path]);
     for file in &writes {
         program.call("mc_commit", &[&file.path]);
     }
@@ -354,11 +383,18 @@ fn apply_program(root: &str, state_dir: &str, plan: &HostPlan, lock_owner: &str)
             program.call("mc_remove", &[&change.path]);
         }
     }
+    for validator in &plan.validators {
+        program.call("mc_validate", &[validator]);
+    }
+    for handler in &plan.handlers {
+        program.call("mc_handler", &[&handler.name, &handler.command]);
+    }
     program.call_with_content(
         "mc_stage",
         &[&plan.record_path, "0600", "", ""],
         plan.record.to_text().as_bytes(),
     );
-    program.call("mc_commit", &[&plan.record_path]);
+    program.call("mc_commit_state", &[&plan.record_path]);
+    program.call("mc_finish", &[]);
     program.finish()
 }

@@ -99,6 +99,7 @@ fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
                 host: host.clone(),
                 desired: rendered.files,
                 notes: rendered.notes,
+                actions: rendered.actions,
             }),
             Err(Problems(mut more)) => problems.append(&mut more),
         }

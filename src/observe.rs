@@ -34,6 +34,17 @@ pub struct Observed {
     pub record: Record,
     /// Staged files left behind by an interrupted apply.
     pub leftovers: Vec<String>,
+    /// Checks and handlers an interrupted apply did not get to run.
+    pub journal: Option<Journal>,
+    /// How many files the backup of an interrupted apply holds, if any.
+    pub interrupted_backup: Option<usize>,
+}
+
+/// What an apply still owes a host, written before any live file changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Journal {
+    pub validators: Vec<String>,
+    pub handlers: Vec<crate::render::Handler>,
 }
 
 /// Reads `paths` and the record (and the paths it lists) in one program run.
@@ -49,6 +60,7 @@ pub async fn observe(
         program.call("mc_observe", &[path]);
     }
     program.call("mc_observe_record", &[]);
+    program.call("mc_observe_transaction", &[]);
     let output = transport.run(program.finish()).await?;
     if !output.success {
         bail!("reading the host's files failed: {}", output.stderr.trim());
@@ -107,6 +119,16 @@ fn parse(stdout: &[u8]) -> Result<Observed> {
                     .map_err(|reason| anyhow::anyhow!("the host's record is damaged ({reason})"))?;
             }
             "record-absent" => {}
+            "journal" => {
+                let bytes = decode(rest)?;
+                observed.journal = Some(
+                    serde_json::from_slice(&bytes)
+                        .context("the host's journal of pending handlers is damaged")?,
+                );
+            }
+            "backup-present" => {
+                observed.interrupted_backup = Some(rest.trim().parse().unwrap_or(0))
+            }
             _ if line == DONE_MARKER => done = true,
             _ => bail!("unexpected answer from the host: {line:.80}"),
         }

@@ -2,11 +2,13 @@
 //! a value, built whole before anything is touched; `plan` prints it and
 //! `apply` prints and executes exactly it.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::Serialize;
 
 use crate::observe::{FileState, Observed, PathState};
 use crate::record::{Record, RecordEntry, sha256_hex};
-use crate::render::{DesiredFile, DesiredState};
+use crate::render::{DesiredFile, DesiredState, Handler, RoleActions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,6 +51,15 @@ pub struct HostPlan {
     /// The record apply writes, and where (in the host's state_dir).
     pub record: Record,
     pub record_path: String,
+    /// Checks to run on the new files before handlers, and the handlers
+    /// to run (in order): those of the roles whose files change, and any
+    /// an interrupted apply still owed.
+    pub validators: Vec<String>,
+    pub handlers: Vec<Handler>,
+    /// An interrupted apply left checks or handlers to run.
+    pub journal_pending: bool,
+    /// An interrupted apply left a backup (of this many files).
+    pub interrupted_backup: Option<usize>,
     /// The host's record does not describe its files (an apply was cut
     /// short before writing it, or files already matched): apply rewrites
     /// it even when no file changes, so no managed file is ever forgotten.
@@ -57,7 +68,7 @@ pub struct HostPlan {
 
 impl HostPlan {
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && !self.record_outdated
+        self.changes.is_empty() && !self.record_outdated && !self.journal_pending
     }
 
     pub fn count(&self, action: Action) -> usize {
@@ -73,6 +84,7 @@ pub fn plan_host(
     desired: &DesiredState,
     observed: &Observed,
     record_path: &str,
+    actions: &BTreeMap<String, RoleActions>,
 ) -> Result<HostPlan, Blocked> {
     let mut changes = Vec::new();
     let mut unchanged = 0;
@@ -166,12 +178,38 @@ pub fn plan_host(
 
     changes.sort_by(|a, b| a.path.cmp(&b.path));
     let record_outdated = record != observed.record;
+
+    let changed_roles: BTreeSet<&str> = changes
+        .iter()
+        .filter(|change| !change.leftover)
+        .filter_map(|change| change.role.as_deref())
+        .collect();
+    let mut validators: Vec<String> = Vec::new();
+    let mut handlers: BTreeSet<Handler> = BTreeSet::new();
+    if let Some(journal) = &observed.journal {
+        validators.extend(journal.validators.iter().cloned());
+        handlers.extend(journal.handlers.iter().cloned());
+    }
+    for role in &changed_roles {
+        if let Some(role_actions) = actions.get(*role) {
+            for validator in &role_actions.validators {
+                if !validators.contains(validator) {
+                    validators.push(validator.clone());
+                }
+            }
+            handlers.extend(role_actions.handlers.iter().cloned());
+        }
+    }
     Ok(HostPlan {
         changes,
         unchanged,
         record,
         record_path: record_path.to_string(),
         record_outdated,
+        validators,
+        handlers: handlers.into_iter().collect(),
+        journal_pending: observed.journal.is_some(),
+        interrupted_backup: observed.interrupted_backup,
     })
 }
 
@@ -205,25 +243,48 @@ mod tests {
     #[test]
     fn absent_is_create_equal_is_nothing_mode_is_update() {
         let want = desired("/a", "x\n");
-        let plan = plan_host(&want, &Observed::default(), "/var/lib/matrixctl/state").unwrap();
+        let plan = plan_host(
+            &want,
+            &Observed::default(),
+            "/var/lib/matrixctl/state",
+            &BTreeMap::new(),
+        )
+        .unwrap();
         assert_eq!(plan.changes[0].action, Action::Create);
 
         let mut observed = Observed::default();
         observed.paths.extend([on_host("/a", "x\n", 0o644)]);
-        let plan = plan_host(&want, &observed, "/var/lib/matrixctl/state").unwrap();
+        let plan = plan_host(
+            &want,
+            &observed,
+            "/var/lib/matrixctl/state",
+            &BTreeMap::new(),
+        )
+        .unwrap();
         assert!(plan.changes.is_empty());
         assert_eq!(plan.unchanged, 1);
         // The file matches, but the host has no record of it yet.
         assert!(plan.record_outdated);
         observed.record = plan.record.clone();
         assert!(
-            plan_host(&want, &observed, "/var/lib/matrixctl/state")
-                .unwrap()
-                .is_empty()
+            plan_host(
+                &want,
+                &observed,
+                "/var/lib/matrixctl/state",
+                &BTreeMap::new()
+            )
+            .unwrap()
+            .is_empty()
         );
 
         observed.paths.extend([on_host("/a", "x\n", 0o600)]);
-        let plan = plan_host(&want, &observed, "/var/lib/matrixctl/state").unwrap();
+        let plan = plan_host(
+            &want,
+            &observed,
+            "/var/lib/matrixctl/state",
+            &BTreeMap::new(),
+        )
+        .unwrap();
         assert_eq!(plan.changes[0].action, Action::Update);
         assert!(!plan.changes[0].content_changed());
     }
@@ -234,6 +295,7 @@ mod tests {
             &desired("/a", "x\n"),
             &Observed::default(),
             "/var/lib/matrixctl/state",
+            &BTreeMap::new(),
         )
         .unwrap();
         let mut observed = Observed {
@@ -242,11 +304,23 @@ mod tests {
         };
         observed.paths.extend([on_host("/a", "edited\n", 0o644)]);
 
-        let plan = plan_host(&desired("/a", "x\n"), &observed, "/var/lib/matrixctl/state").unwrap();
+        let plan = plan_host(
+            &desired("/a", "x\n"),
+            &observed,
+            "/var/lib/matrixctl/state",
+            &BTreeMap::new(),
+        )
+        .unwrap();
         assert_eq!(plan.changes[0].action, Action::Update);
         assert!(plan.changes[0].drift);
 
-        let plan = plan_host(&DesiredState::new(), &observed, "/var/lib/matrixctl/state").unwrap();
+        let plan = plan_host(
+            &DesiredState::new(),
+            &observed,
+            "/var/lib/matrixctl/state",
+            &BTreeMap::new(),
+        )
+        .unwrap();
         assert_eq!(plan.changes[0].action, Action::Remove);
         assert!(plan.record.files.is_empty());
     }
@@ -257,6 +331,14 @@ mod tests {
         observed
             .paths
             .insert("/a".into(), PathState::Other("directory".into()));
-        assert!(plan_host(&desired("/a", "x"), &observed, "/var/lib/matrixctl/state").is_err());
+        assert!(
+            plan_host(
+                &desired("/a", "x"),
+                &observed,
+                "/var/lib/matrixctl/state",
+                &BTreeMap::new()
+            )
+            .is_err()
+        );
     }
 }

@@ -32,6 +32,21 @@ pub struct DesiredFile {
 /// A host's desired files, by path.
 pub type DesiredState = BTreeMap<String, DesiredFile>;
 
+/// A role's checks and handlers for one host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleActions {
+    pub validators: Vec<String>,
+    pub handlers: Vec<Handler>,
+}
+
+/// A handler, rendered: run when its role's files changed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Handler {
+    pub order: u32,
+    pub name: String,
+    pub command: String,
+}
+
 /// A port range open to the world, and which role wants it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct OpenPort {
@@ -48,6 +63,8 @@ pub struct OpenPort {
 #[derive(Debug, Clone, Default)]
 pub struct Rendered {
     pub files: DesiredState,
+    /// Per role that applies: its validators and handlers, rendered.
+    pub actions: BTreeMap<String, RoleActions>,
     /// What the operator must do outside the host (a DNS record to create),
     /// from the roles' `notes`; shown by plan.
     pub notes: Vec<String>,
@@ -160,6 +177,7 @@ impl<'a> Renderer<'a> {
         );
         let mut desired = DesiredState::new();
         let mut notes = Vec::new();
+        let mut actions = BTreeMap::new();
         let mut problems = Vec::new();
         for role in self.roles.roles.values() {
             match self.condition(role, &role.manifest.when, "when", &context, redactor) {
@@ -169,6 +187,12 @@ impl<'a> Renderer<'a> {
                     problems.push(problem);
                     continue;
                 }
+            }
+            match self.role_actions(role, &context, redactor) {
+                Ok(role_actions) => {
+                    actions.insert(role.name.clone(), role_actions);
+                }
+                Err(problem) => problems.push(problem),
             }
             for (index, note) in role.manifest.notes.iter().enumerate() {
                 match self.env.render_str(note, context.clone()) {
@@ -239,6 +263,7 @@ impl<'a> Renderer<'a> {
         if problems.is_empty() {
             Ok(Rendered {
                 files: desired,
+                actions,
                 notes,
             })
         } else {
@@ -247,6 +272,47 @@ impl<'a> Renderer<'a> {
             }
             Err(Problems(problems))
         }
+    }
+
+    /// A role's validators and handlers, rendered for this host.
+    fn role_actions(
+        &self,
+        role: &Role,
+        context: &JinjaValue,
+        redactor: &Redactor,
+    ) -> Result<RoleActions, Problem> {
+        let render = |key: String, template: &str| {
+            self.env
+                .render_str(template, context.clone())
+                .map(|command| command.trim().to_string())
+                .map_err(|error| {
+                    Problem::new(format!(
+                        "role `{}`: {}",
+                        role.name,
+                        redactor.redact(&jinja_reason(&error))
+                    ))
+                    .in_file(&role.path)
+                    .at_key(key)
+                })
+        };
+        let mut actions = RoleActions::default();
+        for (index, validator) in role.manifest.validators.iter().enumerate() {
+            let command = render(format!("validators[{index}]"), validator)?;
+            if !command.is_empty() {
+                actions.validators.push(command);
+            }
+        }
+        for (index, handler) in role.manifest.handlers.iter().enumerate() {
+            let command = render(format!("handlers[{index}].command"), &handler.command)?;
+            if !command.is_empty() {
+                actions.handlers.push(Handler {
+                    order: handler.order,
+                    name: handler.name.clone(),
+                    command,
+                });
+            }
+        }
+        Ok(actions)
     }
 
     /// The ports of every role that applies, checked: in range, and no

@@ -204,6 +204,38 @@ fn change_texts(plan: &HostPlan, style: Style) -> Vec<(String, String)> {
         }
         texts.push((change.path.clone(), text));
     }
+    // After the files (paths sort before "~"): what apply runs, and what an
+    // interrupted apply left.
+    if let Some(files) = plan.interrupted_backup {
+        texts.push((
+            "~1".to_string(),
+            format!(
+                "  {} an interrupted apply left a backup of {}: kept until this apply succeeds, restored if it fails\n",
+                style.yellow("!"),
+                plural(files, "file")
+            ),
+        ));
+    }
+    if plan.journal_pending {
+        texts.push((
+            "~2".to_string(),
+            format!(
+                "  {} an interrupted apply did not finish its checks and handlers: this apply runs them\n",
+                style.yellow("!")
+            ),
+        ));
+    }
+    if !plan.handlers.is_empty() {
+        let names: Vec<&str> = plan
+            .handlers
+            .iter()
+            .map(|handler| handler.name.as_str())
+            .collect();
+        texts.push((
+            "~3".to_string(),
+            format!("  {} then: {}\n", style.cyan(">"), names.join(", ")),
+        ));
+    }
     texts
 }
 
@@ -348,6 +380,13 @@ struct JsonHost {
     record_outdated: bool,
     /// Things for the operator to do outside the host.
     notes: Vec<String>,
+    /// Checks apply runs on the new files, then handlers, in order.
+    validators: Vec<String>,
+    handlers: Vec<String>,
+    /// An interrupted apply left checks and handlers to run.
+    journal_pending: bool,
+    /// Files in the backup an interrupted apply left, if any.
+    interrupted_backup: Option<usize>,
     changes: Vec<JsonChange>,
 }
 
@@ -399,6 +438,7 @@ pub fn json(
                 ),
                 Err(_) => (0, false, Vec::new()),
             };
+            let plan = host.plan.as_ref().ok();
             JsonHost {
                 name: host.name.clone(),
                 status,
@@ -406,6 +446,17 @@ pub fn json(
                 unchanged_files,
                 record_outdated,
                 notes: host.notes.clone(),
+                validators: plan.map(|plan| plan.validators.clone()).unwrap_or_default(),
+                handlers: plan
+                    .map(|plan| {
+                        plan.handlers
+                            .iter()
+                            .map(|handler| handler.name.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                journal_pending: plan.is_some_and(|plan| plan.journal_pending),
+                interrupted_backup: plan.and_then(|plan| plan.interrupted_backup),
                 changes,
             }
         })

@@ -40,6 +40,30 @@ pub struct Manifest {
     /// from the ports of every role that applies.
     #[serde(default)]
     pub ports: Vec<PortSpec>,
+    /// Commands (templates) that check this role's new files on the host
+    /// before they take effect, like `nginx -t`.
+    #[serde(default)]
+    pub validators: Vec<String>,
+    /// What makes this role's changes take effect, like reloading nginx.
+    #[serde(default)]
+    pub handlers: Vec<HandlerSpec>,
+}
+
+/// A command that makes a role's changes take effect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerSpec {
+    /// What it does, for people: `restart synapse`.
+    pub name: String,
+    /// The command (a template), run with `sh -c` on the host.
+    pub command: String,
+    /// Handlers run in this order, lowest first (then by name).
+    #[serde(default = "default_handler_order")]
+    pub order: u32,
+}
+
+fn default_handler_order() -> u32 {
+    50
 }
 
 /// A port (or range) a role needs open to the world.

@@ -15,6 +15,14 @@ pub fn record_path(state_dir: &str) -> String {
 /// pause once, after the first file it puts in place. For tests only.
 pub const TEST_PAUSE_VARIABLE: &str = "MATRIXCTL_TEST_PAUSE_AFTER_COMMIT";
 
+/// Like [`TEST_PAUSE_VARIABLE`], once, just before the first handler runs.
+pub const TEST_PAUSE_BEFORE_HANDLERS: &str = "MATRIXCTL_TEST_PAUSE_BEFORE_HANDLERS";
+
+/// The journal of checks and handlers an apply still owes, in the state dir.
+pub fn journal_path(state_dir: &str) -> String {
+    format!("{state_dir}/journal")
+}
+
 /// The last line of a program that ran to the end.
 pub const DONE_MARKER: &str = "matrixctl-done";
 
@@ -33,11 +41,13 @@ impl Program {
         main.push_str(&format!("MC_RECORD={}\n", quote(&record_path(state_dir))));
         // Test hook: pause after the first rename, so tests can cut an
         // apply short (or race it) at a known point, over SSH as locally.
-        if let Ok(seconds) = std::env::var(TEST_PAUSE_VARIABLE)
-            && seconds.bytes().all(|b| b.is_ascii_digit())
-            && !seconds.is_empty()
-        {
-            main.push_str(&format!("{TEST_PAUSE_VARIABLE}={seconds}\n"));
+        for variable in [TEST_PAUSE_VARIABLE, TEST_PAUSE_BEFORE_HANDLERS] {
+            if let Ok(seconds) = std::env::var(variable)
+                && seconds.bytes().all(|b| b.is_ascii_digit())
+                && !seconds.is_empty()
+            {
+                main.push_str(&format!("{variable}={seconds}\n"));
+            }
         }
         Program { main }
     }

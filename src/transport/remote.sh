@@ -110,3 +110,120 @@ mc_lock() {
     fi
     printf '%s\n' "$1" > "$d/lock.owner"
 }
+
+# --- Transactions: backup, journal, validators, handlers, rollback. ---
+# The backup (state dir, backup/) holds every file an apply replaces or
+# removes, as it was; its manifest says `saved N PATH` or `absent - PATH`.
+# It is complete before any live file changes (backup.new is renamed to
+# backup), and removed once the apply succeeded or was rolled back. A
+# backup left by an interrupted apply is continued, never replaced: its
+# copies are the state from before that apply.
+mc_backup_begin() {
+    MC_BACKUP=$ROOT$MC_STATE_DIR/backup
+    rm -rf -- "$MC_BACKUP.new"
+    if [ -d "$MC_BACKUP" ]; then
+        mv -- "$MC_BACKUP" "$MC_BACKUP.new"
+    else
+        mkdir -p -- "$MC_BACKUP.new" && : > "$MC_BACKUP.new/manifest"
+    fi
+}
+
+mc_backup() {
+    p=$ROOT$1
+    # Already saved (by an interrupted apply): its copy is the older state.
+    if awk -v path="$1" '{ sub(/^[a-z]+ [^ ]+ /, "") } $0 == path { found = 1 } END { exit !found }' \
+        "$MC_BACKUP.new/manifest"; then
+        return 0
+    fi
+    if [ -f "$p" ] && [ ! -L "$p" ]; then
+        n=$(($(wc -l < "$MC_BACKUP.new/manifest") + 1))
+        cp -p -- "$p" "$MC_BACKUP.new/$n" || mc_fail "cannot back up $1"
+        printf 'saved %s %s\n' "$n" "$1" >> "$MC_BACKUP.new/manifest"
+    else
+        printf 'absent - %s\n' "$1" >> "$MC_BACKUP.new/manifest"
+    fi
+}
+
+mc_backup_end() {
+    sync -- "$MC_BACKUP.new" "$MC_BACKUP.new"/* 2> /dev/null || true
+    mv -- "$MC_BACKUP.new" "$MC_BACKUP" || mc_fail "cannot finish the backup"
+}
+
+# Puts every backed-up file back (bytes, mode, owner) and removes the files
+# that did not exist, then re-runs the handlers that already ran, so the old
+# configuration is live again.
+mc_rollback() {
+    [ -f "$MC_BACKUP/manifest" ] || return 0
+    while IFS=' ' read -r kind n path; do
+        p=$ROOT$path
+        if [ "$kind" = saved ]; then
+            t=$(mc_tmp "$p")
+            cp -p -- "$MC_BACKUP/$n" "$t" && mv -f -- "$t" "$p" || printf 'matrixctl: could not restore %s (its backup is %s)\n' "$path" "$MC_BACKUP/$n" >&2
+        else
+            rm -f -- "$p"
+        fi
+    done < "$MC_BACKUP/manifest"
+    printf '%s' "${MC_HANDLERS_RAN:-}" | while IFS= read -r command; do
+        [ -n "$command" ] || continue
+        (cd / && MATRIXCTL_ROOT=$ROOT sh -c "$command") > /dev/null 2>&1 9>&- || printf 'matrixctl: after rollback, handler failed again: %s\n' "$command" >&2
+    done
+    rm -f -- "$ROOT$MC_STATE_DIR/journal" "$ROOT$MC_STATE_DIR/output"
+    rm -rf -- "$MC_BACKUP"
+    printf 'matrixctl: rolled back: every file is as it was before this apply\n' >&2
+}
+
+# Runs one check of the new files; on failure, rolls back and stops.
+mc_validate() {
+    out=$ROOT$MC_STATE_DIR/output
+    if ! (cd / && MATRIXCTL_ROOT=$ROOT sh -c "$1") > "$out" 2>&1 9>&-; then
+        printf 'matrixctl: validation failed: %s\n' "$1" >&2
+        sed 's/^/    /' "$out" >&2
+        mc_rollback
+        exit 4
+    fi
+}
+
+# Runs one handler (name, command); on failure, rolls back and stops.
+mc_handler() {
+    if [ -n "${MATRIXCTL_TEST_PAUSE_BEFORE_HANDLERS:-}" ]; then
+        sleep "$MATRIXCTL_TEST_PAUSE_BEFORE_HANDLERS" 9>&-
+        MATRIXCTL_TEST_PAUSE_BEFORE_HANDLERS=
+    fi
+    out=$ROOT$MC_STATE_DIR/output
+    if ! (cd / && MATRIXCTL_ROOT=$ROOT sh -c "$2") > "$out" 2>&1 9>&-; then
+        printf 'matrixctl: handler "%s" failed: %s\n' "$1" "$2" >&2
+        sed 's/^/    /' "$out" >&2
+        MC_HANDLERS_RAN="${MC_HANDLERS_RAN:-}$2
+"
+        mc_rollback
+        exit 5
+    fi
+    MC_HANDLERS_RAN="${MC_HANDLERS_RAN:-}$2
+"
+}
+
+# The apply succeeded: nothing is pending, the backup is no longer needed.
+mc_finish() {
+    rm -f -- "$ROOT$MC_STATE_DIR/journal" "$ROOT$MC_STATE_DIR/output"
+    rm -rf -- "$ROOT$MC_STATE_DIR/backup"
+}
+
+# What an interrupted apply left: the journal of checks and handlers still
+# to run, and whether its backup is still there.
+mc_observe_transaction() {
+    if [ -f "$ROOT$MC_STATE_DIR/journal" ]; then
+        printf 'journal '
+        base64 -w0 < "$ROOT$MC_STATE_DIR/journal"
+        printf '\n'
+    fi
+    if [ -f "$ROOT$MC_STATE_DIR/backup/manifest" ]; then
+        printf 'backup-present %s\n' "$(wc -l < "$ROOT$MC_STATE_DIR/backup/manifest")"
+    fi
+}
+
+# Puts a staged file of matrixctl's own (journal, record) in place.
+mc_commit_state() {
+    p=$ROOT$1
+    mv -f -- "$(mc_tmp "$p")" "$p" || mc_fail "cannot rename into place: $1"
+    sync -- "${p%/*}" 2> /dev/null || true
+}

@@ -11,7 +11,7 @@ fn a_change_shared_by_hosts_prints_once_headed_by_them() {
     // server name file changes too, differently from anyone else's.
     sandbox.write(
         "inventory/group_vars/all.yaml",
-        "synapse_group: root\nregistration: closed\n",
+        "synapse_group: root\nhost_commands: false\nregistration: closed\n",
     );
     sandbox.write(
         "inventory/host_vars/c.example.yaml",
@@ -38,7 +38,7 @@ fn a_host_list_too_long_to_read_becomes_a_count_and_a_limit_pattern() {
     sandbox.write("inventory/hosts.yaml", &hosts);
     sandbox.write(
         "inventory/group_vars/all.yaml",
-        "synapse_group: root\nwellknown_enabled: false\n",
+        "synapse_group: root\nhost_commands: false\nwellknown_enabled: false\n",
     );
     sandbox.write(
         "inventory/secrets/master.key",
@@ -64,7 +64,10 @@ fn a_batch_that_fails_too_much_stops_the_rollout() {
         ));
     }
     sandbox.write("inventory/hosts.yaml", &hosts);
-    sandbox.write("inventory/group_vars/all.yaml", "synapse_group: root\n");
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        "synapse_group: root\nhost_commands: false\n",
+    );
     sandbox.write(
         "inventory/secrets/master.key",
         crate::support::TEST_MASTER_KEY,

@@ -15,4 +15,5 @@ mod ssh;
 mod sshd;
 mod support;
 mod synapse;
+mod transactions;
 mod webserver;

@@ -317,7 +317,7 @@ fn files_that_already_match_are_recorded_so_they_can_be_removed_later() {
 
     sandbox.write(
         "inventory/group_vars/all.yaml",
-        "synapse_group: root\nwellknown_enabled: false\n",
+        "synapse_group: root\nhost_commands: false\nwellknown_enabled: false\n",
     );
     assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);
     assert_eq!(sandbox.read_host_file("a.example", WELLKNOWN_SERVER), None);

@@ -333,7 +333,7 @@ impl SshFleet {
         self.sandbox.write("inventory/hosts.yaml", &hosts);
         self.sandbox.write(
             "inventory/group_vars/all.yaml",
-            "synapse_group: root\nssh_options:\n  identity_file: ../ssh/client_key\n  known_hosts_file: ../ssh/known_hosts\n  config_file: /dev/null\n",
+            "synapse_group: root\nhost_commands: false\nssh_options:\n  identity_file: ../ssh/client_key\n  known_hosts_file: ../ssh/known_hosts\n  config_file: /dev/null\n",
         );
         self.sandbox
             .write("inventory/secrets/master.key", TEST_MASTER_KEY);

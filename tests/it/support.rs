@@ -64,7 +64,11 @@ impl Sandbox {
              \x20 b.example:\n    connection: local\n    root: ../hosts/b.example\n    groups: [eu]\n\
              \x20 c.example:\n    connection: local\n    root: ../hosts/c.example\n",
         );
-        sandbox.write("inventory/group_vars/all.yaml", "synapse_group: root\n");
+        // Local test hosts are directories: no services to check or restart.
+        sandbox.write(
+            "inventory/group_vars/all.yaml",
+            "synapse_group: root\nhost_commands: false\n",
+        );
         sandbox.write("inventory/secrets/master.key", TEST_MASTER_KEY);
         sandbox
     }

@@ -117,6 +117,7 @@ pub fn deploy_host(inventory_dir: &Path, host: &str, extra_vars: &str) -> Deploy
              firewall_ruleset_path: {dir}/etc/nftables.conf\n\
              turn_config_path: {dir}/etc/turnserver.conf\n\
              turn_group: root\n\
+             host_commands: false\n\
              heisenbridge_config_dir: {dir}/etc/heisenbridge\n\
              postmoogle_config_dir: {dir}/etc/postmoogle\n\
              postmoogle_data_dir: {dir}/data/postmoogle\n\

@@ -1,0 +1,222 @@
+//! apply as a transaction per host: validators before handlers, rollback on
+//! any failure, and a journal so an interrupted apply's handlers still run.
+//! Validators and handlers are pointed at test programs through vars, as an
+//! operator would point them at their own.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{BIN, Sandbox};
+
+const REGISTRATION_YAML: &str = "/etc/matrix-synapse/conf.d/registration.yaml";
+
+/// Every file of a host with its bytes and mode, for before/after checks.
+fn snapshot(sandbox: &Sandbox, host: &str) -> Vec<(String, Vec<u8>, u32)> {
+    sandbox
+        .managed_files(host)
+        .into_iter()
+        .map(|path| {
+            let full = sandbox.host_file(host, &path);
+            (
+                path.clone(),
+                std::fs::read(&full).unwrap(),
+                crate::support::mode_of(&full),
+            )
+        })
+        .collect()
+}
+
+/// A fleet whose Synapse handler appends to a log in the sandbox (and
+/// fails when `fail_when` is in the new registration file).
+fn fleet_with_handlers(fail_when: &str) -> Sandbox {
+    let sandbox = Sandbox::fleet();
+    let log = sandbox.path().join("handlers.log");
+    let mut all = String::from(
+        "synapse_group: root\nhost_commands: true\nsynapse_validate_command: \"true\"\n",
+    );
+    all.push_str(&format!(
+        "synapse_restart_command: \"grep -q '{fail_when}' $(dirname {log})/hosts/*/etc/matrix-synapse/conf.d/registration.yaml 2>/dev/null && grep -l '{fail_when}' $(dirname {log})/hosts/*/etc/matrix-synapse/conf.d/registration.yaml | grep -q . && exit 1; echo restart >> {log}\"\n",
+        log = log.display()
+    ));
+    sandbox.write("inventory/group_vars/all.yaml", &all);
+    sandbox
+}
+
+#[test]
+fn a_failing_handler_rolls_the_host_back_and_the_old_config_runs_again() {
+    let sandbox = fleet_with_handlers("NEVER-MATCHES");
+    let log = sandbox.path().join("handlers.log");
+    assert_eq!(
+        sandbox
+            .run(&["apply", "--yes", "inventory", "--limit", "a.example"])
+            .code,
+        0
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "restart\n");
+    let before = snapshot(&sandbox, "a.example");
+
+    // The new configuration makes the restart fail.
+    let all =
+        std::fs::read_to_string(sandbox.path().join("inventory/group_vars/all.yaml")).unwrap();
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        &all.replace("NEVER-MATCHES", "enable_registration: false"),
+    );
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "registration: closed\n",
+    );
+    let apply = sandbox.run(&["apply", "--yes", "inventory", "--limit", "a.example"]);
+    assert_eq!(apply.code, 1, "{}", apply.transcript());
+    let (_, outcome) = apply.stdout.split_once(" host.\n\n").unwrap();
+    insta::assert_snapshot!(outcome);
+    assert_eq!(
+        snapshot(&sandbox, "a.example"),
+        before,
+        "every file is as it was"
+    );
+    // The handler ran again on the restored configuration, and succeeded.
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "restart\nrestart\n");
+    let plan = sandbox.run(&["plan", "inventory", "--limit", "a.example"]);
+    assert!(!plan.stdout.contains("interrupted"), "{}", plan.stdout);
+}
+
+#[test]
+fn a_failing_validator_leaves_that_host_exactly_as_it_was_and_others_go_on() {
+    let sandbox = Sandbox::fleet();
+    // An operator's role whose template breaks on b.example once
+    // registration closes, and whose check catches it. Commands see the
+    // host's root (a directory, for these local hosts) as $MATRIXCTL_ROOT.
+    sandbox.write(
+        "roles/motd.yaml",
+        "validators:\n  - 'if grep -q broken \"$MATRIXCTL_ROOT/etc/motd\"; then echo \"motd: broken line 1\"; exit 1; fi'\n\
+         files:\n  - template: motd/motd.j2\n    dest: /etc/motd\n    mode: \"0644\"\n",
+    );
+    sandbox.write(
+        "roles/templates/motd/motd.j2",
+        "Welcome to {{ server_name }}{% if server_name == 'b.example' and registration == 'closed' %} broken{% endif %}\n",
+    );
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        "synapse_group: root\nhost_commands: true\nsynapse_validate_command: \"true\"\nsynapse_restart_command: \"true\"\n",
+    );
+    let roles = ["--roles", "roles"];
+    let run = |args: &[&str]| sandbox.run(&[&roles[..], args].concat());
+    assert_eq!(run(&["apply", "--yes", "inventory"]).code, 0);
+    let before = snapshot(&sandbox, "b.example");
+    let all_files_before = sandbox.host_files("b.example");
+
+    let all =
+        std::fs::read_to_string(sandbox.path().join("inventory/group_vars/all.yaml")).unwrap();
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        &format!("{all}registration: closed\n"),
+    );
+    let apply = run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 1, "{}", apply.transcript());
+    let (_, outcome) = apply.stdout.split_once(" hosts.\n\n").unwrap();
+    insta::assert_snapshot!(outcome);
+    assert_eq!(
+        snapshot(&sandbox, "b.example"),
+        before,
+        "b.example's files are exactly as before"
+    );
+    assert_eq!(
+        sandbox.host_files("b.example"),
+        all_files_before,
+        "no file added or left behind"
+    );
+    for host in ["a.example", "c.example"] {
+        let registration = sandbox.read_host_file(host, REGISTRATION_YAML).unwrap();
+        assert!(String::from_utf8_lossy(&registration).contains("enable_registration: false"));
+    }
+}
+
+#[test]
+fn handlers_owed_by_an_interrupted_apply_run_on_the_next_one() {
+    let sandbox = fleet_with_handlers("NEVER-MATCHES");
+    let log = sandbox.path().join("handlers.log");
+    assert_eq!(
+        sandbox
+            .run(&["apply", "--yes", "inventory", "--limit", "a.example"])
+            .code,
+        0
+    );
+    std::fs::remove_file(&log).unwrap();
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "registration: closed\n",
+    );
+
+    // Cut the apply after every file is in place, before the handler runs.
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        Command::new(BIN)
+            .args(["apply", "--yes", "inventory", "--limit", "a.example"])
+            .current_dir(sandbox.path())
+            .env("MATRIXCTL_TEST_PAUSE_BEFORE_HANDLERS", "30")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    let started = Instant::now();
+    loop {
+        let registration = sandbox
+            .read_host_file("a.example", REGISTRATION_YAML)
+            .unwrap();
+        if String::from_utf8_lossy(&registration).contains("enable_registration: false") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "apply never put the file in place"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = child.wait();
+    assert!(!log.exists(), "the handler must not have run yet");
+
+    let plan = sandbox.run(&[
+        "plan",
+        "--detailed-exitcode",
+        "inventory",
+        "--limit",
+        "a.example",
+    ]);
+    assert_eq!(
+        plan.code,
+        2,
+        "pending handlers are pending changes: {}",
+        plan.transcript()
+    );
+    insta::assert_snapshot!(plan.stdout);
+
+    let apply = sandbox.run(&["apply", "--yes", "inventory", "--limit", "a.example"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "restart\n",
+        "the owed restart ran, once"
+    );
+    assert_eq!(
+        sandbox
+            .run(&[
+                "plan",
+                "--detailed-exitcode",
+                "inventory",
+                "--limit",
+                "a.example"
+            ])
+            .code,
+        0
+    );
+}

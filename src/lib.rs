@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod diff;
 pub mod fleet;
+pub mod impact;
 pub mod inventory;
 pub mod observe;
 pub mod plan;

@@ -89,7 +89,7 @@ pub fn plan_text(planned: &[PlannedHost], style: Style, redactor: &Redactor) -> 
     for ((_, text), hosts) in hosts_of_change {
         changes_of_hosts.entry(hosts).or_default().push(text);
     }
-    let mut out = String::new();
+    let mut out = crate::impact::impact_text(&crate::impact::impacts(planned), planned.len());
     for (hosts, changes) in &changes_of_hosts {
         out.push_str(&style.bold(&host_list(hosts)));
         out.push('\n');

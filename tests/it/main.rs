@@ -6,6 +6,7 @@ mod confirm;
 mod docs;
 mod error_messages;
 mod fleet;
+mod impact;
 mod interrupted;
 mod network;
 mod plan_apply;

@@ -1,0 +1,35 @@
+//! The impact summary: what a plan does to people, above the diffs.
+
+use crate::support::Sandbox;
+
+#[test]
+fn the_impact_summary_comes_first() {
+    let sandbox = Sandbox::fleet();
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        "synapse_group: root\nfirewall: nftables\nhost_commands: true\n\
+         synapse_validate_command: \"true\"\nsynapse_restart_command: \"true\"\n\
+         firewall_validate_command: \"true\"\nfirewall_load_command: \"true\"\n\
+         postmoogle_restart_command: \"true\"\n",
+    );
+    assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);
+
+    // a.example opens registration; b.example changes a Synapse setting;
+    // c.example gets the email bridge, which needs port 25.
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "registration: open\nopen_registration_acknowledged: true\n",
+    );
+    sandbox.write(
+        "inventory/host_vars/b.example.yaml",
+        "max_upload_size: 200M\n",
+    );
+    sandbox.write(
+        "inventory/host_vars/c.example.yaml",
+        "bridges:\n  postmoogle: {}\n",
+    );
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    let (impact, _) = plan.stdout.split_once("\n\n").unwrap();
+    insta::assert_snapshot!(impact);
+}

@@ -263,31 +263,41 @@ pub async fn apply(
             }
             break;
         }
-        let jobs: Vec<(String, Transport, String)> = batch
+        let jobs: Vec<ApplyJob> = batch
             .iter()
             .map(|host| {
                 let plan = host
                     .plan
                     .as_ref()
                     .expect("only planned hosts are in the work list");
-                let program = apply_program(&host.root, &host.state_dir, plan, lock_owner);
-                (host.name.clone(), host.transport.clone(), program)
+                ApplyJob {
+                    name: host.name.clone(),
+                    transport: host.transport.clone(),
+                    program: apply_program(&host.root, &host.state_dir, plan, lock_owner),
+                    root: host.root.clone(),
+                    state_dir: host.state_dir.clone(),
+                }
             })
             .collect();
         let timeout = options.timeout;
-        let results = for_each_bounded(
-            jobs,
-            options.forks,
-            &progress,
-            move |(name, transport, program)| async move {
-                let result = match within(timeout, transport.run(program)).await {
-                    Ok(output) if output.success && output_is_done(&output.stdout) => Applied::Done,
-                    Ok(output) => Applied::Failed(failure_reason(&output.stderr)),
-                    Err(error) => Applied::Failed(format!("{error:#}")),
-                };
-                AppliedHost { name, result }
-            },
-        )
+        let results = for_each_bounded(jobs, options.forks, &progress, move |job| async move {
+            let result = match within(timeout, job.transport.run(job.program)).await {
+                Ok(output) if output.success && output_is_done(&output.stdout) => {
+                    let armed = armed_handlers(&output.stdout);
+                    if armed.is_empty() {
+                        Applied::Done
+                    } else {
+                        confirm(&job.transport, &job.root, &job.state_dir, &armed, timeout).await
+                    }
+                }
+                Ok(output) => Applied::Failed(failure_reason(&output.stderr)),
+                Err(error) => Applied::Failed(format!("{error:#}")),
+            };
+            AppliedHost {
+                name: job.name,
+                result,
+            }
+        })
         .await;
         failed += results
             .iter()
@@ -298,6 +308,56 @@ pub async fn apply(
     progress.finish();
     applied.sort_by(|a, b| a.name.cmp(&b.name));
     applied
+}
+
+/// One host's apply, ready to run.
+struct ApplyJob {
+    name: String,
+    transport: Transport,
+    program: String,
+    root: String,
+    state_dir: String,
+}
+
+/// The handlers the host armed a revert for (`armed NAME` lines).
+fn armed_handlers(stdout: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|line| line.strip_prefix("armed "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Set in matrixctl's environment, makes the confirmation of an armed
+/// change fail, as if the change had cut matrixctl off. For tests only.
+pub const TEST_FAIL_CONFIRMATION: &str = "MATRIXCTL_TEST_FAIL_CONFIRMATION";
+
+/// Proves the host is still reachable after an armed change by opening a
+/// fresh connection, and disarms the revert through it. If that fails, the
+/// host restores its previous state by itself.
+async fn confirm(
+    transport: &Transport,
+    root: &str,
+    state_dir: &str,
+    armed: &[String],
+    timeout: Duration,
+) -> Applied {
+    let reverting = |reason: String| {
+        Applied::Failed(format!(
+            "could not confirm {} over a fresh connection ({reason}); the host restores its previous state by itself shortly",
+            armed.join(", ")
+        ))
+    };
+    if std::env::var_os(TEST_FAIL_CONFIRMATION).is_some() {
+        return reverting("test hook".to_string());
+    }
+    let mut program = Program::new(root, state_dir);
+    program.call("mc_disarm", &[]);
+    match within(timeout, transport.fresh().run(program.finish())).await {
+        Ok(output) if output.success && output_is_done(&output.stdout) => Applied::Done,
+        Ok(output) => reverting(failure_reason(&output.stderr)),
+        Err(error) => reverting(format!("{error:#}")),
+    }
 }
 
 /// Closes every connection the run opened.
@@ -387,7 +447,24 @@ fn apply_program(root: &str, state_dir: &str, plan: &HostPlan, lock_owner: &str)
         program.call("mc_validate", &[validator]);
     }
     for handler in &plan.handlers {
-        program.call("mc_handler", &[&handler.name, &handler.command]);
+        match &handler.armed {
+            Some(armed) => {
+                let seconds = armed.seconds.to_string();
+                program.call(
+                    "mc_handler_armed",
+                    &[
+                        &handler.name,
+                        &handler.command,
+                        &armed.save,
+                        &armed.revert,
+                        &seconds,
+                    ],
+                );
+            }
+            None => {
+                program.call("mc_handler", &[&handler.name, &handler.command]);
+            }
+        }
     }
     program.call_with_content(
         "mc_stage",

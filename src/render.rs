@@ -45,6 +45,17 @@ pub struct Handler {
     pub order: u32,
     pub name: String,
     pub command: String,
+    /// Save, revert and seconds, for a handler that must be confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub armed: Option<ArmedRevert>,
+}
+
+/// An automatic revert, armed before a handler that could cut matrixctl off.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct ArmedRevert {
+    pub save: String,
+    pub revert: String,
+    pub seconds: u32,
 }
 
 /// A port range open to the world, and which role wants it.
@@ -304,13 +315,41 @@ impl<'a> Renderer<'a> {
         }
         for (index, handler) in role.manifest.handlers.iter().enumerate() {
             let command = render(format!("handlers[{index}].command"), &handler.command)?;
-            if !command.is_empty() {
-                actions.handlers.push(Handler {
-                    order: handler.order,
-                    name: handler.name.clone(),
-                    command,
-                });
+            if command.is_empty() {
+                continue;
             }
+            let armed = match (&handler.save, &handler.revert) {
+                (Some(save), Some(revert)) => {
+                    let save = render(format!("handlers[{index}].save"), save)?;
+                    let revert = render(format!("handlers[{index}].revert"), revert)?;
+                    let seconds_text = match &handler.confirm_within {
+                        Some(template) => {
+                            render(format!("handlers[{index}].confirm_within"), template)?
+                        }
+                        None => "30".to_string(),
+                    };
+                    let seconds = seconds_text.parse::<u32>().ok().filter(|s| *s > 0).ok_or_else(|| {
+                        Problem::new(format!(
+                            "role `{}`: confirm_within must be a number of seconds, got `{seconds_text}`",
+                            role.name
+                        ))
+                        .in_file(&role.path)
+                        .at_key(format!("handlers[{index}].confirm_within"))
+                    })?;
+                    (!save.is_empty() && !revert.is_empty()).then_some(ArmedRevert {
+                        save,
+                        revert,
+                        seconds,
+                    })
+                }
+                _ => None,
+            };
+            actions.handlers.push(Handler {
+                order: handler.order,
+                name: handler.name.clone(),
+                command,
+                armed,
+            });
         }
         Ok(actions)
     }

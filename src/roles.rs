@@ -60,6 +60,17 @@ pub struct HandlerSpec {
     /// Handlers run in this order, lowest first (then by name).
     #[serde(default = "default_handler_order")]
     pub order: u32,
+    /// For a change that could cut matrixctl off (the firewall): a command
+    /// whose output saves the live state, and one that restores it from
+    /// the file `$MATRIXCTL_SAVED`. Before the handler runs, the host arms
+    /// the restore to run after `confirm_within` seconds; only a fresh
+    /// connection from matrixctl afterwards disarms it.
+    #[serde(default)]
+    pub save: Option<String>,
+    #[serde(default)]
+    pub revert: Option<String>,
+    #[serde(default)]
+    pub confirm_within: Option<String>,
 }
 
 fn default_handler_order() -> u32 {

@@ -51,6 +51,15 @@ impl Transport {
         }
     }
 
+    /// The same host through a new connection (for SSH, a new master), to
+    /// prove a change did not cut matrixctl off.
+    pub fn fresh(&self) -> Transport {
+        match self {
+            Transport::Local(local) => Transport::Local(local.clone()),
+            Transport::Ssh(ssh) => Transport::Ssh(ssh.fresh()),
+        }
+    }
+
     /// Ends the connection, if there is one.
     pub async fn close(&self) {
         if let Transport::Ssh(ssh) = self {

@@ -169,6 +169,8 @@ mc_rollback() {
     done
     rm -f -- "$ROOT$MC_STATE_DIR/journal" "$ROOT$MC_STATE_DIR/output"
     rm -rf -- "$MC_BACKUP"
+    # The old configuration is live again: an armed revert has nothing to do.
+    mc_disarm
     printf 'matrixctl: rolled back: every file is as it was before this apply\n' >&2
 }
 
@@ -226,4 +228,30 @@ mc_commit_state() {
     p=$ROOT$1
     mv -f -- "$(mc_tmp "$p")" "$p" || mc_fail "cannot rename into place: $1"
     sync -- "${p%/*}" 2> /dev/null || true
+}
+
+# A handler that could cut matrixctl off (a new firewall): save the live
+# state, arm a detached revert that restores it after N seconds, then run
+# the handler. Only a fresh connection afterwards (mc_disarm) stops the
+# revert, so a ruleset that locks matrixctl out undoes itself.
+# Arguments: name, command, save command, revert command, seconds.
+mc_handler_armed() {
+    saved=$ROOT$MC_STATE_DIR/revert.saved
+    pidfile=$ROOT$MC_STATE_DIR/revert.pid
+    (cd / && MATRIXCTL_ROOT=$ROOT sh -c "$3") > "$saved" 2> /dev/null 9>&- ||
+        mc_fail "cannot save the live state before: $1"
+    MATRIXCTL_SAVED=$saved MATRIXCTL_ROOT=$ROOT setsid sh -c "sleep $5; $4; rm -f '$pidfile'" \
+        > /dev/null 2>&1 < /dev/null 9>&- &
+    printf '%s\n' "$!" > "$pidfile"
+    mc_handler "$1" "$2"
+    printf 'armed %s\n' "$1"
+}
+
+# Confirms a change made by mc_handler_armed: stops the pending revert.
+mc_disarm() {
+    pidfile=$ROOT$MC_STATE_DIR/revert.pid
+    if [ -f "$pidfile" ]; then
+        kill -- "-$(cat "$pidfile")" 2> /dev/null || true
+        rm -f -- "$pidfile" "$ROOT$MC_STATE_DIR/revert.saved"
+    fi
 }

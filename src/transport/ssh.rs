@@ -60,6 +60,14 @@ impl Ssh {
         }
     }
 
+    /// The same target with no connection yet: the next run opens a new one.
+    pub fn fresh(&self) -> Ssh {
+        Ssh {
+            session: Arc::new(Mutex::new(None)),
+            ..self.clone()
+        }
+    }
+
     async fn connect(&self) -> Result<Session> {
         let mut builder = SessionBuilder::default();
         builder

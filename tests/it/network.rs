@@ -288,3 +288,70 @@ fn coturn_starts_from_its_rendered_config_with_synapses_secret() {
         "coturn did not understand its config:\n{log}"
     );
 }
+
+#[test]
+fn a_firewall_change_that_is_not_confirmed_reverts_by_itself() {
+    let spaces = Namespaces::new();
+    let ns = &spaces.server;
+    let sandbox = crate::support::Sandbox::fleet();
+    let nft = format!("ip netns exec {ns} nft");
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        &format!(
+            "synapse_group: root\nfirewall: nftables\nhost_commands: true\n\
+             synapse_validate_command: \"true\"\nsynapse_restart_command: \"true\"\n\
+             firewall_validate_command: '{nft} -c -f \"$MATRIXCTL_ROOT/etc/nftables.conf\"'\n\
+             firewall_load_command: '{nft} -f \"$MATRIXCTL_ROOT/etc/nftables.conf\"'\n\
+             firewall_save_command: '{nft} list ruleset'\n\
+             firewall_revert_command: '{nft} flush ruleset && {nft} -f \"$MATRIXCTL_SAVED\"'\n\
+             firewall_confirm_seconds: 2\n"
+        ),
+    );
+    let live = || {
+        let output = run(Command::new("ip").args(["netns", "exec", ns, "nft", "list", "ruleset"]));
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    // Confirmed: the new ruleset stays.
+    let first = sandbox.run(&["apply", "--yes", "inventory", "--limit", "a.example"]);
+    assert_eq!(first.code, 0, "{}", first.transcript());
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(live().contains("tcp dport 22 accept"), "{}", live());
+    assert!(!live().contains("4443"));
+
+    // Not confirmed (the test hook fails the fresh connection): the host
+    // puts the previous ruleset back by itself.
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "jitsi_enabled: true\n",
+    );
+    let second = sandbox.run_with_env(
+        &["apply", "--yes", "inventory", "--limit", "a.example"],
+        &[("MATRIXCTL_TEST_FAIL_CONFIRMATION", "1")],
+    );
+    assert_eq!(second.code, 1, "{}", second.transcript());
+    assert!(
+        second
+            .stdout
+            .contains("could not confirm load the firewall"),
+        "{}",
+        second.stdout
+    );
+    assert!(
+        live().contains("4443"),
+        "the new ruleset is live until the revert"
+    );
+    let started = Instant::now();
+    while live().contains("4443") {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the ruleset never reverted:\n{}",
+            live()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        live().contains("tcp dport 22 accept"),
+        "the previous ruleset is back:\n{}",
+        live()
+    );
+}

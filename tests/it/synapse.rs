@@ -101,6 +101,13 @@ pub fn deploy_host(inventory_dir: &Path, host: &str, extra_vars: &str) -> Deploy
 
     let port = free_port();
     let dir = sandbox.path().display().to_string();
+    // Unless the test points validators and handlers at its own programs,
+    // there are no services here to check or restart.
+    let host_commands = if extra_vars.contains("host_commands:") {
+        ""
+    } else {
+        "host_commands: false\n"
+    };
     sandbox.write(
         "inventory/group_vars/synapse-test.yaml",
         &format!(
@@ -117,7 +124,7 @@ pub fn deploy_host(inventory_dir: &Path, host: &str, extra_vars: &str) -> Deploy
              firewall_ruleset_path: {dir}/etc/nftables.conf\n\
              turn_config_path: {dir}/etc/turnserver.conf\n\
              turn_group: root\n\
-             host_commands: false\n\
+             {host_commands}\
              heisenbridge_config_dir: {dir}/etc/heisenbridge\n\
              postmoogle_config_dir: {dir}/etc/postmoogle\n\
              postmoogle_data_dir: {dir}/data/postmoogle\n\
@@ -157,7 +164,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// A running Synapse, stopped by pid when dropped.
 pub struct Running {
-    child: Child,
+    pub child: Child,
     log: PathBuf,
 }
 
@@ -501,4 +508,86 @@ fn the_hosting_profile_starts_with_every_bridge_registered() {
     )
     .unwrap();
     assert_eq!(turn["turn_shared_secret"].as_str(), Some(secret));
+}
+
+/// A restart script for the handler: stops the Synapse whose pid is in
+/// `pidfile`, starts it again from the configuration now on disk, and
+/// succeeds only once the new one answers /health on the port its
+/// listeners.yaml names.
+fn restart_script(deployed: &Deployed, pidfile: &Path) -> PathBuf {
+    let script = deployed.path("restart-synapse.sh");
+    let args = deployed.config_args().join(" ");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             kill \"$(cat {pid})\" 2>/dev/null\n\
+             i=0; while kill -0 \"$(cat {pid})\" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n\
+             cd {data} && setsid {python} -m synapse.app.homeserver {args} > {data}/restart.log 2>&1 < /dev/null 9>&- &\n\
+             echo $! > {pid}\n\
+             port=$(sed -n 's/^  - port: //p' {conf_d}/listeners.yaml)\n\
+             i=0; while [ $i -lt 150 ]; do\n\
+             \x20 python3 -c \"import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:'+sys.argv[1]+'/health', timeout=1)\" \"$port\" 2>/dev/null && exit 0\n\
+             \x20 kill -0 \"$(cat {pid})\" 2>/dev/null || exit 1\n\
+             \x20 sleep 0.2; i=$((i+1))\n\
+             done\nexit 1\n",
+            pid = pidfile.display(),
+            data = deployed.path("data").display(),
+            python = synapse_python().display(),
+            conf_d = deployed.path("etc/matrix-synapse/conf.d").display(),
+        ),
+    )
+    .unwrap();
+    script
+}
+
+#[test]
+fn a_synapse_that_fails_to_restart_is_rolled_back_and_runs_the_old_config() {
+    let deployed = deploy("synapse-minimal");
+    let synapse = start(&deployed);
+    let pidfile = deployed.path("synapse.pid");
+    std::fs::write(&pidfile, synapse.child.id().to_string()).unwrap();
+    let script = restart_script(&deployed, &pidfile);
+
+    // The new configuration moves Synapse to a port something else holds:
+    // Synapse's own check accepts it, but it cannot start.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let group_vars = deployed.path("inventory/group_vars/synapse-test.yaml");
+    let vars = std::fs::read_to_string(&group_vars)
+        .unwrap()
+        .replace("host_commands: false\n", "");
+    let old_port = deployed.port;
+    std::fs::write(
+        &group_vars,
+        vars.replace(&format!("synapse_listener_port: {old_port}"), &format!("synapse_listener_port: {taken_port}"))
+            + &format!(
+                "host_commands: true\nsynapse_validate_command: \"true\"\nsynapse_restart_command: \"sh {}\"\n",
+                script.display()
+            ),
+    )
+    .unwrap();
+    let before = std::fs::read(deployed.path("etc/matrix-synapse/conf.d/listeners.yaml")).unwrap();
+    let apply =
+        deployed
+            .sandbox
+            .run(&["apply", "--yes", "inventory", "--limit", "minimal.example"]);
+    assert_eq!(apply.code, 1, "{}", apply.transcript());
+    assert!(
+        apply.stdout.contains("handler \"restart synapse\" failed"),
+        "{}",
+        apply.stdout
+    );
+    assert!(apply.stdout.contains("rolled back"), "{}", apply.stdout);
+    assert_eq!(
+        std::fs::read(deployed.path("etc/matrix-synapse/conf.d/listeners.yaml")).unwrap(),
+        before
+    );
+    // The handler ran again on the restored files: Synapse is back, on the old port.
+    let health = http(old_port, "GET", "/health", None).unwrap();
+    assert_eq!(health.status, 200);
+    drop(taken);
+    // Stop the Synapse the handler started (the test's own was replaced).
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    let _ = Command::new("kill").arg(pid.trim()).status();
 }

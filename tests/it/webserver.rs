@@ -396,3 +396,108 @@ fn every_profile_with_a_web_server_passes_its_check() {
         "only {checked} web server configurations checked"
     );
 }
+
+#[test]
+fn nginx_is_reloaded_when_its_vhost_changes_and_only_then() {
+    let reloads = tempfile::tempdir().unwrap();
+    let log = reloads.path().join("reloads.log");
+    let run_dir = reloads.path().join("nginx");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let wrapper = run_dir.join("nginx.conf");
+    // The handler reloads the test nginx (by its pid) and counts reloads;
+    // the validator checks through the same wrapper nginx runs from.
+    // First deployed with placeholder commands: nginx is not running yet.
+    let placeholders = "host_commands: true\nsynapse_validate_command: \"true\"\nsynapse_restart_command: \"true\"\n\
+         nginx_validate_command: \"true\"\nnginx_reload_command: \"true\"\n";
+    let (deployed, ports, _certificate) = deploy_with("nginx", placeholders);
+    std::fs::write(
+        &wrapper,
+        format!(
+            "user root;\ndaemon off;\npid {run}/nginx.pid;\nerror_log {run}/error.log;\nevents {{}}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {run}/body;\n  proxy_temp_path {run}/proxy;\n\
+             fastcgi_temp_path {run}/fastcgi;\n  uwsgi_temp_path {run}/uwsgi;\n  scgi_temp_path {run}/scgi;\n\
+             include /etc/nginx/mime.types;\n  include {rendered};\n}}\n",
+            run = run_dir.display(),
+            rendered = deployed.path("etc/nginx/conf.d/matrix.conf").display()
+        ),
+    )
+    .unwrap();
+    let nginx = Command::new("nginx")
+        .args(["-e", "stderr", "-c"])
+        .arg(&wrapper)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Stop(Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-QUIT", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+    let mut nginx = Stop(nginx);
+    wait_for_port(ports.https, &mut nginx.0, "nginx");
+    let admin = || {
+        curl(
+            "matrix.minimal.example",
+            ports.https,
+            "/_synapse/admin/v1/server_version",
+        )
+        .status
+    };
+    assert_eq!(admin(), 404, "the admin API is not proxied yet");
+
+    let group_vars = deployed.path("inventory/group_vars/synapse-test.yaml");
+    let vars = std::fs::read_to_string(&group_vars)
+        .unwrap()
+        .replace(
+            "nginx_validate_command: \"true\"",
+            &format!(
+                "nginx_validate_command: 'nginx -t -q -e stderr -c {}'",
+                wrapper.display()
+            ),
+        )
+        .replace(
+            "nginx_reload_command: \"true\"",
+            &format!(
+                "nginx_reload_command: 'echo reload >> {} && kill -HUP $(cat {}/nginx.pid)'",
+                log.display(),
+                run_dir.display()
+            ),
+        );
+    let apply = |vars: &str| {
+        std::fs::write(&group_vars, vars).unwrap();
+        let run =
+            deployed
+                .sandbox
+                .run(&["apply", "--yes", "inventory", "--limit", "minimal.example"]);
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        run
+    };
+
+    // Only Synapse's files change: nginx is left alone.
+    apply(&format!("{vars}registration: closed\n"));
+    assert!(
+        !log.exists(),
+        "nginx was reloaded for a Synapse-only change"
+    );
+
+    // The vhost changes: nginx is reloaded, and serves the new config
+    // (the admin API is now proxied; no Synapse runs, hence a bad gateway).
+    let run = apply(&format!(
+        "{vars}registration: closed\nexpose_admin_api: true\n"
+    ));
+    assert!(run.stdout.contains("then: reload nginx"), "{}", run.stdout);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "reload\n");
+    let started = Instant::now();
+    while admin() == 404 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nginx never picked up the new vhost"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(admin(), 502);
+}

@@ -80,18 +80,16 @@ static NEXT_NAMESPACE: AtomicU32 = AtomicU32::new(0);
 
 impl Namespaces {
     fn new() -> Namespaces {
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT_NAMESPACE.fetch_add(1, Ordering::SeqCst)
-        );
+        let serial = NEXT_NAMESPACE.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{}-{serial}", std::process::id());
         let subnet = 10 + (std::process::id() % 200);
         let spaces = Namespaces {
             server: format!("mctl-s-{id}"),
             client: format!("mctl-c-{id}"),
             server_address: format!("10.213.{subnet}.1"),
         };
-        let veth = format!("mv{}", std::process::id() % 100_000);
+        // Unique per test too: interface names share the machine's namespace.
+        let veth = format!("mv{}x{serial}", std::process::id() % 100_000);
         run(Command::new("ip").args(["netns", "add", &spaces.server]));
         run(Command::new("ip").args(["netns", "add", &spaces.client]));
         run(Command::new("ip").args([

@@ -84,21 +84,49 @@ fn a_failing_handler_rolls_the_host_back_and_the_old_config_runs_again() {
 #[test]
 fn a_failing_validator_leaves_that_host_exactly_as_it_was_and_others_go_on() {
     let sandbox = Sandbox::fleet();
-    // An operator's role whose template breaks on b.example once
-    // registration closes, and whose check catches it. Commands see the
-    // host's root (a directory, for these local hosts) as $MATRIXCTL_ROOT.
+    // An operator's override of the nginx template that breaks on
+    // b.example once registration closes; the real `nginx -t` catches it.
+    let builtin =
+        std::fs::read_to_string(crate::support::repo().join("templates/nginx/matrix.conf.j2"))
+            .unwrap();
     sandbox.write(
-        "roles/motd.yaml",
-        "validators:\n  - 'if grep -q broken \"$MATRIXCTL_ROOT/etc/motd\"; then echo \"motd: broken line 1\"; exit 1; fi'\n\
-         files:\n  - template: motd/motd.j2\n    dest: /etc/motd\n    mode: \"0644\"\n",
+        "roles/templates/nginx/matrix.conf.j2",
+        &format!(
+            "{builtin}{{% if server_name == 'b.example' and registration == 'closed' %}}this_is_not_a_directive on;\n{{% endif %}}\n"
+        ),
     );
-    sandbox.write(
-        "roles/templates/motd/motd.j2",
-        "Welcome to {{ server_name }}{% if server_name == 'b.example' and registration == 'closed' %} broken{% endif %}\n",
-    );
+    let certificates = sandbox.path().join("certificates");
+    std::fs::create_dir_all(&certificates).unwrap();
+    let output = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args(["-days", "2", "-subj", "/CN=localhost", "-keyout"])
+        .arg(certificates.join("key.pem"))
+        .arg("-out")
+        .arg(certificates.join("cert.pem"))
+        .output()
+        .expect("openssl runs (apt-get install openssl)");
+    assert!(output.status.success());
+    // nginx -t on the host's own file (these hosts are directories: the
+    // command gets the host's root as $MATRIXCTL_ROOT).
     sandbox.write(
         "inventory/group_vars/all.yaml",
-        "synapse_group: root\nhost_commands: true\nsynapse_validate_command: \"true\"\nsynapse_restart_command: \"true\"\n",
+        &format!(
+            "synapse_group: root\nhost_commands: true\nwebserver: nginx\n\
+             synapse_validate_command: \"true\"\nsynapse_restart_command: \"true\"\nnginx_reload_command: \"true\"\n\
+             tls_certificate: {cert}\ntls_certificate_key: {key}\n\
+             nginx_validate_command: |-\n\
+             \x20 c=$(mktemp) && printf 'pid %s.pid; error_log stderr; events {{}} http {{ include /etc/nginx/mime.types; include %s/etc/nginx/conf.d/matrix.conf; }}' \"$c\" \"$MATRIXCTL_ROOT\" > \"$c\" && nginx -t -q -e stderr -c \"$c\"; r=$?; rm -f \"$c\"; exit $r\n",
+            cert = certificates.join("cert.pem").display(),
+            key = certificates.join("key.pem").display()
+        ),
     );
     let roles = ["--roles", "roles"];
     let run = |args: &[&str]| sandbox.run(&[&roles[..], args].concat());
@@ -115,6 +143,33 @@ fn a_failing_validator_leaves_that_host_exactly_as_it_was_and_others_go_on() {
     let apply = run(&["apply", "--yes", "inventory"]);
     assert_eq!(apply.code, 1, "{}", apply.transcript());
     let (_, outcome) = apply.stdout.split_once(" hosts.\n\n").unwrap();
+    // nginx's messages carry a time, a pid and a temporary file name.
+    let outcome: String = outcome
+        .lines()
+        .map(
+            |line| match (line.find("[emerg]"), line.find("/tmp/tmp.")) {
+                (Some(start), _) => format!("        {}", &line[start..]),
+                (None, Some(start)) => format!(
+                    "{}[TMP]{}",
+                    &line[..start],
+                    &line[start..]
+                        .split_once(' ')
+                        .map(|(_, rest)| format!(" {rest}"))
+                        .unwrap_or_default()
+                ),
+                _ => line.to_string(),
+            },
+        )
+        .map(|line| match line.find("[emerg] ") {
+            Some(start) => {
+                let rest = &line[start + "[emerg] ".len()..];
+                let rest = rest.split_once(": ").map_or(rest, |(_, message)| message);
+                format!("{}[emerg] {rest}", &line[..start])
+            }
+            None => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     insta::assert_snapshot!(outcome);
     assert_eq!(
         snapshot(&sandbox, "b.example"),

@@ -143,7 +143,9 @@ impl<'de> Deserialize<'de> for Duration {
                 .map(Duration::Milliseconds)
                 .ok_or_else(complaint),
             serde_yaml::Value::String(text) => {
-                let (digits, unit) = text.split_at(text.len().saturating_sub(1));
+                // By characters, not bytes: the input may end in any character.
+                let cut = text.char_indices().last().map_or(0, |(index, _)| index);
+                let (digits, unit) = text.split_at(cut);
                 let valid = !digits.is_empty()
                     && digits.bytes().all(|b| b.is_ascii_digit())
                     && matches!(unit, "s" | "m" | "h" | "d" | "w" | "y");
@@ -196,7 +198,7 @@ pub enum DatabaseEngine {
 
 /// Synapse's database. The PostgreSQL password is `secrets.database_password`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a map of database settings")]
 pub struct Database {
     #[serde(default)]
     pub engine: DatabaseEngine,
@@ -267,7 +269,7 @@ pub enum SmtpSecurity {
 
 /// Outgoing email: verification, password resets, notifications.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a map of email settings")]
 pub struct Email {
     pub smtp_host: String,
     /// Defaults by `security`: 587, 465 or 25.
@@ -296,7 +298,7 @@ pub enum PasswordAuth {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a map of password policy settings")]
 pub struct PasswordPolicy {
     #[serde(default)]
     pub minimum_length: u32,
@@ -312,7 +314,7 @@ pub struct PasswordPolicy {
 
 /// Sign-in against an LDAP directory (the ldap3 auth provider module).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a map of LDAP settings")]
 pub struct Ldap {
     /// `ldap://host:389` or `ldaps://host:636`.
     pub uri: String,
@@ -388,7 +390,7 @@ impl<'de> Deserialize<'de> for Federation {
 
 /// The account that sends server notices (needed by consent tracking).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a map of server notices settings")]
 pub struct ServerNotices {
     pub localpart: String,
     #[serde(default = "default_notices_name")]
@@ -403,7 +405,7 @@ fn default_notices_name() -> String {
 
 /// Consent tracking: users must accept a policy document.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a map of consent settings")]
 pub struct Consent {
     /// The policy's version, like `1.0`; a new version asks everyone again.
     pub version: String,
@@ -424,7 +426,7 @@ fn default_policy_name() -> String {
 
 /// One OpenID Connect identity provider for single sign-on.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a map describing one OIDC provider")]
 pub struct OidcProvider {
     pub idp_id: String,
     pub idp_name: String,
@@ -454,7 +456,10 @@ fn default_display_name_template() -> String {
 
 /// `/.well-known/matrix/support` (MSC1929).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map with `contacts` and/or `support_page`"
+)]
 pub struct Support {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub contacts: Vec<SupportContact>,
@@ -463,7 +468,10 @@ pub struct Support {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map describing one support contact"
+)]
 pub struct SupportContact {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matrix_id: Option<MatrixId>,
@@ -700,4 +708,32 @@ pub fn check(vars: &CoreVars, server_name: &DnsName) -> Vec<Refusal> {
         ));
     }
     refusals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_matrix_ids_never_panic() {
+        for text in ["90d", "1h", "5é", "é", "", "d", "12"] {
+            let _ = serde_yaml::from_str::<Duration>(&format!("\"{text}\""));
+        }
+        assert!(serde_yaml::from_str::<Duration>("\"90d\"").is_ok());
+        assert!(serde_yaml::from_str::<Duration>("\"9é\"").is_err());
+        assert!(serde_yaml::from_str::<MatrixId>("\"@alice:example.com\"").is_ok());
+        for bad in [
+            "alice",
+            "@:x.com",
+            "@Alice:example.com",
+            "@a:",
+            "@a:b:c:d",
+            "@é:x.com",
+        ] {
+            assert!(
+                serde_yaml::from_str::<MatrixId>(&format!("\"{bad}\"")).is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -112,13 +112,16 @@ impl SshTarget {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a map with a `hosts:` key")]
 struct HostsFile {
     hosts: BTreeMap<String, Option<HostEntry>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map of host settings (ssh, groups, connection, root)"
+)]
 struct HostEntry {
     #[serde(default)]
     ssh: Option<String>,

@@ -234,7 +234,10 @@ impl CoreVars {
 
 /// The bridges matrixctl knows; each is off unless present.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map of bridges (heisenbridge, postmoogle, mautrix_telegram)"
+)]
 pub struct Bridges {
     /// IRC, through Heisenbridge (an appservice).
     #[serde(default)]
@@ -248,7 +251,7 @@ pub struct Bridges {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a map of Heisenbridge settings")]
 pub struct Heisenbridge {
     /// Matrix IDs that may administer the bridge.
     #[serde(default)]
@@ -265,7 +268,7 @@ fn default_heisenbridge_port() -> Port {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a map of Postmoogle settings")]
 pub struct Postmoogle {
     #[serde(default)]
     pub admins: Vec<MatrixId>,
@@ -282,7 +285,7 @@ fn default_postmoogle_login() -> String {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a map of mautrix-telegram settings")]
 pub struct MautrixTelegram {
     #[serde(default)]
     pub admins: Vec<MatrixId>,
@@ -326,7 +329,7 @@ pub enum Firewall {
 
 /// coturn, and Synapse's TURN settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a map of TURN settings")]
 pub struct Turn {
     /// The name clients use; defaults to matrix_fqdn.
     #[serde(default)]
@@ -459,7 +462,7 @@ pub enum Become {
 /// How to connect over SSH, beyond `ssh:` in hosts.yaml. Relative paths
 /// are relative to the inventory directory.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a map of SSH options")]
 pub struct SshOptions {
     /// The only key to offer (`ssh -i`, with IdentitiesOnly).
     #[serde(default)]

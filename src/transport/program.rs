@@ -18,6 +18,10 @@ pub const TEST_PAUSE_VARIABLE: &str = "MATRIXCTL_TEST_PAUSE_AFTER_COMMIT";
 /// Like [`TEST_PAUSE_VARIABLE`], once, just before the first handler runs.
 pub const TEST_PAUSE_BEFORE_HANDLERS: &str = "MATRIXCTL_TEST_PAUSE_BEFORE_HANDLERS";
 
+/// Like [`TEST_PAUSE_VARIABLE`], once the backup is complete and before
+/// anything live changes.
+pub const TEST_PAUSE_AFTER_BACKUP: &str = "MATRIXCTL_TEST_PAUSE_AFTER_BACKUP";
+
 /// The journal of checks and handlers an apply still owes, in the state dir.
 pub fn journal_path(state_dir: &str) -> String {
     format!("{state_dir}/journal")
@@ -41,7 +45,11 @@ impl Program {
         main.push_str(&format!("MC_RECORD={}\n", quote(&record_path(state_dir))));
         // Test hook: pause after the first rename, so tests can cut an
         // apply short (or race it) at a known point, over SSH as locally.
-        for variable in [TEST_PAUSE_VARIABLE, TEST_PAUSE_BEFORE_HANDLERS] {
+        for variable in [
+            TEST_PAUSE_VARIABLE,
+            TEST_PAUSE_BEFORE_HANDLERS,
+            TEST_PAUSE_AFTER_BACKUP,
+        ] {
             if let Ok(seconds) = std::env::var(variable)
                 && seconds.bytes().all(|b| b.is_ascii_digit())
                 && !seconds.is_empty()

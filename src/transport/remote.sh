@@ -147,6 +147,9 @@ mc_backup() {
 mc_backup_end() {
     sync -- "$MC_BACKUP.new" "$MC_BACKUP.new"/* 2> /dev/null || true
     mv -- "$MC_BACKUP.new" "$MC_BACKUP" || mc_fail "cannot finish the backup"
+    if [ -n "${MATRIXCTL_TEST_PAUSE_AFTER_BACKUP:-}" ]; then
+        sleep "$MATRIXCTL_TEST_PAUSE_AFTER_BACKUP" 9>&-
+    fi
 }
 
 # Puts every backed-up file back (bytes, mode, owner) and removes the files

@@ -141,3 +141,99 @@ fn a_killed_apply_leaves_whole_files_and_the_next_apply_converges() {
         0
     );
 }
+
+#[test]
+fn an_apply_killed_after_its_backup_changed_nothing_and_the_next_one_converges() {
+    let sandbox = Sandbox::fleet();
+    assert_eq!(
+        sandbox
+            .run(&["apply", "--yes", "inventory", "--limit", "a.example"])
+            .code,
+        0
+    );
+    let old_registration = sandbox
+        .read_host_file("a.example", REGISTRATION_YAML)
+        .unwrap();
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "registration: closed\n",
+    );
+
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        Command::new(BIN)
+            .args(["apply", "--yes", "inventory", "--limit", "a.example"])
+            .current_dir(sandbox.path())
+            .env("MATRIXCTL_TEST_PAUSE_AFTER_BACKUP", "30")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    let manifest = sandbox.host_file("a.example", "/var/lib/matrixctl/backup/manifest");
+    let started = Instant::now();
+    while !manifest.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "apply never finished its backup"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = child.wait();
+
+    // Nothing live changed; the plan reports the backup and the staged file.
+    assert_eq!(
+        sandbox
+            .read_host_file("a.example", REGISTRATION_YAML)
+            .unwrap(),
+        old_registration
+    );
+    let plan = sandbox.run(&["plan", "inventory", "--limit", "a.example"]);
+    assert!(
+        plan.stdout
+            .contains("an interrupted apply left a backup of 1 file"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains(".registration.yaml.matrixctl-tmp"),
+        "{}",
+        plan.stdout
+    );
+
+    let apply = sandbox.run(&["apply", "--yes", "inventory", "--limit", "a.example"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    let registration = sandbox
+        .read_host_file("a.example", REGISTRATION_YAML)
+        .unwrap();
+    assert!(String::from_utf8_lossy(&registration).contains("enable_registration: false"));
+    assert!(
+        !manifest.exists(),
+        "the backup is gone once an apply succeeded"
+    );
+    assert!(
+        !sandbox
+            .host_files("a.example")
+            .iter()
+            .any(|path| path.ends_with(".matrixctl-tmp"))
+    );
+    assert_eq!(
+        sandbox
+            .run(&[
+                "plan",
+                "--detailed-exitcode",
+                "inventory",
+                "--limit",
+                "a.example"
+            ])
+            .code,
+        0
+    );
+}

@@ -42,11 +42,14 @@ fn host_effects(plan: &HostPlan) -> BTreeSet<String> {
         let (before, after) = contents(change);
         if change.role.as_deref() == Some("firewall") {
             let (old, new) = (ports(&before), ports(&after));
-            for port in new.difference(&old) {
-                effects.insert(format!("opens {port} in the firewall"));
+            // One line per direction, so hosts opening the same ports group.
+            let opened = port_list(new.difference(&old));
+            if !opened.is_empty() {
+                effects.insert(format!("opens {opened} in the firewall"));
             }
-            for port in old.difference(&new) {
-                effects.insert(format!("closes {port} in the firewall"));
+            let closed = port_list(old.difference(&new));
+            if !closed.is_empty() {
+                effects.insert(format!("closes {closed} in the firewall"));
             }
         }
         if change.path.ends_with("/conf.d/registration.yaml") && change.before.is_some() {
@@ -97,6 +100,24 @@ fn ports(ruleset: &str) -> BTreeSet<String> {
             }
         })
         .collect()
+}
+
+/// Ports in numeric order (`22/tcp, 443/tcp, 49152-49573/udp`).
+fn port_list<'a>(ports: impl Iterator<Item = &'a String>) -> String {
+    let mut ports: Vec<&String> = ports.collect();
+    ports.sort_by_key(|port| {
+        let start: u32 = port
+            .split(['-', '/'])
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        (start, (*port).clone())
+    });
+    ports
+        .iter()
+        .map(|port| port.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// How open registration is (higher is more open), and its name.

@@ -192,6 +192,7 @@ pub fn plan_host(
     }
     for role in &changed_roles {
         if let Some(role_actions) = actions.get(*role) {
+            handlers.extend(role_actions.removal_handlers.iter().cloned());
             for validator in &role_actions.validators {
                 if !validators.contains(validator) {
                     validators.push(validator.clone());

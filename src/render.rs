@@ -37,6 +37,9 @@ pub type DesiredState = BTreeMap<String, DesiredFile>;
 pub struct RoleActions {
     pub validators: Vec<String>,
     pub handlers: Vec<Handler>,
+    /// For a role that no longer applies: what to run once its files are
+    /// removed (stop its service, or reload the server that included them).
+    pub removal_handlers: Vec<Handler>,
 }
 
 /// A handler, rendered: run when its role's files changed.
@@ -193,7 +196,30 @@ impl<'a> Renderer<'a> {
         for role in self.roles.roles.values() {
             match self.condition(role, &role.manifest.when, "when", &context, redactor) {
                 Ok(true) => {}
-                Ok(false) => continue,
+                Ok(false) => {
+                    // Its files, if any are on the host, go away: say what
+                    // to run then.
+                    match self.render_handlers(
+                        role,
+                        &role.manifest.removal_handlers,
+                        "removal_handlers",
+                        &context,
+                        redactor,
+                    ) {
+                        Ok(removal_handlers) if !removal_handlers.is_empty() => {
+                            actions.insert(
+                                role.name.clone(),
+                                RoleActions {
+                                    removal_handlers,
+                                    ..RoleActions::default()
+                                },
+                            );
+                        }
+                        Ok(_) => {}
+                        Err(problem) => problems.push(problem),
+                    }
+                    continue;
+                }
                 Err(problem) => {
                     problems.push(problem);
                     continue;
@@ -313,18 +339,47 @@ impl<'a> Renderer<'a> {
                 actions.validators.push(command);
             }
         }
-        for (index, handler) in role.manifest.handlers.iter().enumerate() {
-            let command = render(format!("handlers[{index}].command"), &handler.command)?;
+        actions.handlers =
+            self.render_handlers(role, &role.manifest.handlers, "handlers", context, redactor)?;
+        Ok(actions)
+    }
+
+    /// Renders handler specs (`handlers` or `removal_handlers` at `field`).
+    fn render_handlers(
+        &self,
+        role: &Role,
+        specs: &[crate::roles::HandlerSpec],
+        field: &str,
+        context: &JinjaValue,
+        redactor: &Redactor,
+    ) -> Result<Vec<Handler>, Problem> {
+        let render = |key: String, template: &str| {
+            self.env
+                .render_str(template, context.clone())
+                .map(|command| command.trim().to_string())
+                .map_err(|error| {
+                    Problem::new(format!(
+                        "role `{}`: {}",
+                        role.name,
+                        redactor.redact(&jinja_reason(&error))
+                    ))
+                    .in_file(&role.path)
+                    .at_key(key)
+                })
+        };
+        let mut handlers = Vec::new();
+        for (index, handler) in specs.iter().enumerate() {
+            let command = render(format!("{field}[{index}].command"), &handler.command)?;
             if command.is_empty() {
                 continue;
             }
             let armed = match (&handler.save, &handler.revert) {
                 (Some(save), Some(revert)) => {
-                    let save = render(format!("handlers[{index}].save"), save)?;
-                    let revert = render(format!("handlers[{index}].revert"), revert)?;
+                    let save = render(format!("{field}[{index}].save"), save)?;
+                    let revert = render(format!("{field}[{index}].revert"), revert)?;
                     let seconds_text = match &handler.confirm_within {
                         Some(template) => {
-                            render(format!("handlers[{index}].confirm_within"), template)?
+                            render(format!("{field}[{index}].confirm_within"), template)?
                         }
                         None => "30".to_string(),
                     };
@@ -334,7 +389,7 @@ impl<'a> Renderer<'a> {
                             role.name
                         ))
                         .in_file(&role.path)
-                        .at_key(format!("handlers[{index}].confirm_within"))
+                        .at_key(format!("{field}[{index}].confirm_within"))
                     })?;
                     (!save.is_empty() && !revert.is_empty()).then_some(ArmedRevert {
                         save,
@@ -344,14 +399,14 @@ impl<'a> Renderer<'a> {
                 }
                 _ => None,
             };
-            actions.handlers.push(Handler {
+            handlers.push(Handler {
                 order: handler.order,
                 name: handler.name.clone(),
                 command,
                 armed,
             });
         }
-        Ok(actions)
+        Ok(handlers)
     }
 
     /// The ports of every role that applies, checked: in range, and no

@@ -47,6 +47,10 @@ pub struct Manifest {
     /// What makes this role's changes take effect, like reloading nginx.
     #[serde(default)]
     pub handlers: Vec<HandlerSpec>,
+    /// What to run once the role no longer applies and its files were
+    /// removed: stop its service, or reload the server that included them.
+    #[serde(default)]
+    pub removal_handlers: Vec<HandlerSpec>,
 }
 
 /// A command that makes a role's changes take effect.

@@ -275,3 +275,46 @@ fn handlers_owed_by_an_interrupted_apply_run_on_the_next_one() {
         0
     );
 }
+
+#[test]
+fn switching_a_role_off_runs_its_removal_handler() {
+    let sandbox = Sandbox::fleet();
+    let log = sandbox.path().join("handlers.log");
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        &format!(
+            "synapse_group: root\nhost_commands: true\nsynapse_validate_command: \"true\"\n\
+             synapse_restart_command: \"true\"\n\
+             heisenbridge_restart_command: 'echo restart >> {log}'\n\
+             heisenbridge_stop_command: 'echo stop >> {log}'\n",
+            log = log.display()
+        ),
+    );
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "bridges:\n  heisenbridge: {}\n",
+    );
+    assert_eq!(
+        sandbox
+            .run(&["apply", "--yes", "inventory", "--limit", "a.example"])
+            .code,
+        0
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "restart\n");
+
+    sandbox.write("inventory/host_vars/a.example.yaml", "");
+    let plan = sandbox.run(&["plan", "inventory", "--limit", "a.example"]);
+    assert!(
+        plan.stdout
+            .contains("then: restart synapse, stop heisenbridge"),
+        "{}",
+        plan.stdout
+    );
+    let apply = sandbox.run(&["apply", "--yes", "inventory", "--limit", "a.example"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "restart\nstop\n");
+    assert_eq!(
+        sandbox.read_host_file("a.example", "/etc/heisenbridge/heisenbridge.env"),
+        None
+    );
+}

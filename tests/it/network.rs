@@ -3,12 +3,12 @@
 //! from a second one over a veth pair; coturn starts from its rendered
 //! configuration on loopback.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{BIN, repo};
+use crate::support::{BIN, copy_dir, repo};
 
 fn render(case: &str, extra_vars: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -43,18 +43,6 @@ fn render(case: &str, extra_vars: &str) -> (tempfile::TempDir, PathBuf) {
     assert_eq!(hosts.len(), 1);
     let host = hosts[0].clone();
     (dir, host)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 fn run(command: &mut Command) -> std::process::Output {

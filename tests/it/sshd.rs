@@ -5,12 +5,12 @@
 //! `mctl-sudo` (passwordless sudo) and `mctl-plain` (no sudo).
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Sandbox, TEST_MASTER_KEY};
+use crate::support::{Sandbox, TEST_MASTER_KEY, free_port};
 
 pub struct SshHost {
     pub name: String,
@@ -42,14 +42,6 @@ fn keygen(path: &Path) {
         .args(["-q", "-t", "ed25519", "-N", ""])
         .arg("-f")
         .arg(path));
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl SshHost {

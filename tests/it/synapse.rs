@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Sandbox, repo};
+use crate::support::{Sandbox, copy_dir, free_port, repo};
 
 /// The Python of the venv Synapse is installed in (scripts/test makes it).
 fn synapse_python() -> PathBuf {
@@ -23,14 +23,6 @@ fn synapse_python() -> PathBuf {
         python.display()
     );
     python
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A profile applied to a sandbox, ready for Synapse.
@@ -147,18 +139,6 @@ pub fn deploy_host(inventory_dir: &Path, host: &str, extra_vars: &str) -> Deploy
         sandbox,
         host: host.to_string(),
         port,
-    }
-}
-
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
     }
 }
 

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::free_port;
 use crate::support::repo;
-use crate::synapse::{Deployed, deploy_host, free_port, start};
+use crate::synapse::{Deployed, deploy_host, start};
 
 /// A self-signed certificate for `names`, made by openssl.
 fn certificate(dir: &Path, names: &[&str]) -> (String, String) {
@@ -340,7 +341,7 @@ fn every_profile_with_a_web_server_passes_its_check() {
         };
         let sandbox = crate::support::Sandbox::empty();
         let inventory = sandbox.path().join("inventory");
-        crate::synapse::copy_dir(&case, &inventory);
+        crate::support::copy_dir(&case, &inventory);
         let all = std::fs::read_to_string(inventory.join("group_vars/all.yaml")).unwrap();
         // nginx -t opens the certificates: the test's stand in for Let's Encrypt's.
         let tls = if webserver == "nginx" {

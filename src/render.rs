@@ -318,23 +318,15 @@ impl<'a> Renderer<'a> {
         context: &JinjaValue,
         redactor: &Redactor,
     ) -> Result<RoleActions, Problem> {
-        let render = |key: String, template: &str| {
-            self.env
-                .render_str(template, context.clone())
-                .map(|command| command.trim().to_string())
-                .map_err(|error| {
-                    Problem::new(format!(
-                        "role `{}`: {}",
-                        role.name,
-                        redactor.redact(&jinja_reason(&error))
-                    ))
-                    .in_file(&role.path)
-                    .at_key(key)
-                })
-        };
         let mut actions = RoleActions::default();
         for (index, validator) in role.manifest.validators.iter().enumerate() {
-            let command = render(format!("validators[{index}]"), validator)?;
+            let command = self.render_command(
+                role,
+                format!("validators[{index}]"),
+                validator,
+                context,
+                redactor,
+            )?;
             if !command.is_empty() {
                 actions.validators.push(command);
             }
@@ -342,6 +334,30 @@ impl<'a> Renderer<'a> {
         actions.handlers =
             self.render_handlers(role, &role.manifest.handlers, "handlers", context, redactor)?;
         Ok(actions)
+    }
+
+    /// A command template of a role, rendered for this host and trimmed;
+    /// an error names the role file and the key.
+    fn render_command(
+        &self,
+        role: &Role,
+        key: String,
+        template: &str,
+        context: &JinjaValue,
+        redactor: &Redactor,
+    ) -> Result<String, Problem> {
+        self.env
+            .render_str(template, context.clone())
+            .map(|command| command.trim().to_string())
+            .map_err(|error| {
+                Problem::new(format!(
+                    "role `{}`: {}",
+                    role.name,
+                    redactor.redact(&jinja_reason(&error))
+                ))
+                .in_file(&role.path)
+                .at_key(key)
+            })
     }
 
     /// Renders handler specs (`handlers` or `removal_handlers` at `field`).
@@ -354,18 +370,7 @@ impl<'a> Renderer<'a> {
         redactor: &Redactor,
     ) -> Result<Vec<Handler>, Problem> {
         let render = |key: String, template: &str| {
-            self.env
-                .render_str(template, context.clone())
-                .map(|command| command.trim().to_string())
-                .map_err(|error| {
-                    Problem::new(format!(
-                        "role `{}`: {}",
-                        role.name,
-                        redactor.redact(&jinja_reason(&error))
-                    ))
-                    .in_file(&role.path)
-                    .at_key(key)
-                })
+            self.render_command(role, key, template, context, redactor)
         };
         let mut handlers = Vec::new();
         for (index, handler) in specs.iter().enumerate() {

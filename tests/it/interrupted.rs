@@ -1,10 +1,7 @@
 //! An apply killed part-way leaves every file wholly old or wholly new, and
 //! the next plan reports what was left behind; the next apply converges.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use crate::support::{BIN, Sandbox};
+use crate::support::{Sandbox, kill_group, wait_until};
 
 const SERVER_NAME_YAML: &str = "/etc/matrix-synapse/conf.d/server_name.yaml";
 const REGISTRATION_YAML: &str = "/etc/matrix-synapse/conf.d/registration.yaml";
@@ -44,40 +41,14 @@ fn a_killed_apply_leaves_whole_files_and_the_next_apply_converges() {
         std::fs::read(sandbox.path().join("rendered/a.example").join(&path[1..])).unwrap()
     };
 
-    let mut child = {
-        use std::os::unix::process::CommandExt;
-        Command::new(BIN)
-            .args(["apply", "--yes", "inventory", "--limit", "a.example"])
-            .current_dir(sandbox.path())
-            .env("MATRIXCTL_TEST_PAUSE_AFTER_COMMIT", "30")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            // Its own process group, so the kill reaches the host program too.
-            .process_group(0)
-            .spawn()
-            .unwrap()
-    };
-    let first_committed = Instant::now();
-    loop {
-        let registration = sandbox
+    let mut child = sandbox.spawn_paused_apply("a.example", "MATRIXCTL_TEST_PAUSE_AFTER_COMMIT");
+    wait_until("apply never committed a file", || {
+        sandbox
             .read_host_file("a.example", REGISTRATION_YAML)
-            .unwrap();
-        if registration != old_registration {
-            break;
-        }
-        assert!(
-            first_committed.elapsed() < Duration::from_secs(20),
-            "apply never committed a file"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let status = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", child.id())])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let _ = child.wait();
+            .unwrap()
+            != old_registration
+    });
+    kill_group(&mut child);
 
     // Each file is wholly the old or wholly the new one.
     assert_eq!(
@@ -159,34 +130,10 @@ fn an_apply_killed_after_its_backup_changed_nothing_and_the_next_one_converges()
         "registration: closed\n",
     );
 
-    let mut child = {
-        use std::os::unix::process::CommandExt;
-        Command::new(BIN)
-            .args(["apply", "--yes", "inventory", "--limit", "a.example"])
-            .current_dir(sandbox.path())
-            .env("MATRIXCTL_TEST_PAUSE_AFTER_BACKUP", "30")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap()
-    };
+    let mut child = sandbox.spawn_paused_apply("a.example", "MATRIXCTL_TEST_PAUSE_AFTER_BACKUP");
     let manifest = sandbox.host_file("a.example", "/var/lib/matrixctl/backup/manifest");
-    let started = Instant::now();
-    while !manifest.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "apply never finished its backup"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let killed = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", child.id())])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let _ = child.wait();
+    wait_until("apply never finished its backup", || manifest.exists());
+    kill_group(&mut child);
 
     // Nothing live changed; the plan reports the backup and the staged file.
     assert_eq!(

@@ -3,7 +3,8 @@
 //! there and see what a user would see.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_matrixctl");
 
@@ -112,6 +113,23 @@ impl Sandbox {
     }
 
     /// Runs matrixctl with `args` in the sandbox, stdin closed.
+    /// Starts `matrixctl apply --yes inventory --limit HOST` with a test
+    /// pause hook set, in its own process group (see [`kill_group`]).
+    pub fn spawn_paused_apply(&self, host: &str, pause_variable: &str) -> Child {
+        use std::os::unix::process::CommandExt;
+        Command::new(BIN)
+            .args(["apply", "--yes", "inventory", "--limit", host])
+            .current_dir(self.path())
+            .env(pause_variable, "30")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group, so the kill reaches the host program too.
+            .process_group(0)
+            .spawn()
+            .expect("matrixctl runs")
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         self.run_with_env(args, &[])
     }
@@ -176,4 +194,23 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Kills a child started with its own process group, and everything in it.
+pub fn kill_group(child: &mut Child) {
+    let killed = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = child.wait();
+}
+
+/// Polls `condition` every 20 ms; fails the test with `what` after 20 s.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < Duration::from_secs(20), "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -3,10 +3,10 @@
 //! Validators and handlers are pointed at test programs through vars, as an
 //! operator would point them at their own.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use crate::support::{BIN, Sandbox};
+use crate::support::{Sandbox, kill_group, wait_until};
 
 const REGISTRATION_YAML: &str = "/etc/matrix-synapse/conf.d/registration.yaml";
 
@@ -204,40 +204,15 @@ fn handlers_owed_by_an_interrupted_apply_run_on_the_next_one() {
     );
 
     // Cut the apply after every file is in place, before the handler runs.
-    let mut child = {
-        use std::os::unix::process::CommandExt;
-        Command::new(BIN)
-            .args(["apply", "--yes", "inventory", "--limit", "a.example"])
-            .current_dir(sandbox.path())
-            .env("MATRIXCTL_TEST_PAUSE_BEFORE_HANDLERS", "30")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap()
-    };
-    let started = Instant::now();
-    loop {
+    let mut child = sandbox.spawn_paused_apply("a.example", "MATRIXCTL_TEST_PAUSE_BEFORE_HANDLERS");
+    wait_until("apply never put the file in place", || {
         let registration = sandbox
             .read_host_file("a.example", REGISTRATION_YAML)
             .unwrap();
-        if String::from_utf8_lossy(&registration).contains("enable_registration: false") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "apply never put the file in place"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        String::from_utf8_lossy(&registration).contains("enable_registration: false")
+    });
     std::thread::sleep(Duration::from_millis(300));
-    let killed = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", child.id())])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let _ = child.wait();
+    kill_group(&mut child);
     assert!(!log.exists(), "the handler must not have run yet");
 
     let plan = sandbox.run(&[

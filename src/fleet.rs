@@ -18,9 +18,9 @@ use std::collections::BTreeMap;
 
 use crate::observe::Journal;
 use crate::render::{DesiredState, RoleActions};
-use crate::transport::Transport;
 use crate::transport::program::{DONE_MARKER, Program, journal_path, record_path};
 use crate::transport::ssh::SshSettings;
+use crate::transport::{NotSent, Output, Transport};
 
 /// How many hosts are worked on at once, unless `--forks` says otherwise.
 pub const DEFAULT_FORKS: usize = 50;
@@ -211,13 +211,28 @@ impl Default for Rollout {
     }
 }
 
-/// What apply did to one host.
+/// What apply did to one host: exactly one of these, as the host said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     Done,
+    /// Live files changed, then a step failed, and every file was put back
+    /// and checked; why, with the failing command's output.
+    RolledBack(String),
+    /// Not applied, and why: unreachable before anything was sent, refused
+    /// before anything live changed, killed on the host, or rolled back
+    /// only in part (the reason names the files that differ).
     Failed(String),
+    /// matrixctl stopped waiting (or lost the host) while the host still
+    /// works on it; it finishes or rolls back there by itself.
+    StillRunning(String),
     /// Never started: an earlier batch failed too much.
     NotStarted(String),
+}
+
+impl Applied {
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, Applied::Done | Applied::NotStarted(_))
+    }
 }
 
 /// One host's apply result.
@@ -270,29 +285,32 @@ pub async fn apply(
                     .plan
                     .as_ref()
                     .expect("only planned hosts are in the work list");
+                let run_id = run_id(&host.name);
                 ApplyJob {
                     name: host.name.clone(),
                     transport: host.transport.clone(),
-                    program: apply_program(&host.root, &host.state_dir, plan, lock_owner),
+                    program: Program::detached(
+                        &host.root,
+                        &host.state_dir,
+                        &run_id,
+                        transaction(&host.root, &host.state_dir, &run_id, plan, lock_owner),
+                    ),
+                    run_id,
                     root: host.root.clone(),
                     state_dir: host.state_dir.clone(),
+                    confirm_seconds: plan
+                        .handlers
+                        .iter()
+                        .filter_map(|handler| handler.armed.as_ref())
+                        .map(|armed| u64::from(armed.seconds))
+                        .max()
+                        .unwrap_or(0),
                 }
             })
             .collect();
         let timeout = options.timeout;
         let results = for_each_bounded(jobs, options.forks, &progress, move |job| async move {
-            let result = match within(timeout, job.transport.run(job.program)).await {
-                Ok(output) if output.success && output_is_done(&output.stdout) => {
-                    let armed = armed_handlers(&output.stdout);
-                    if armed.is_empty() {
-                        Applied::Done
-                    } else {
-                        confirm(&job.transport, &job.root, &job.state_dir, &armed, timeout).await
-                    }
-                }
-                Ok(output) => Applied::Failed(failure_reason(&output.stderr)),
-                Err(error) => Applied::Failed(format!("{error:#}")),
-            };
+            let result = apply_one(&job, timeout).await;
             AppliedHost {
                 name: job.name,
                 result,
@@ -301,7 +319,7 @@ pub async fn apply(
         .await;
         failed += results
             .iter()
-            .filter(|host| matches!(host.result, Applied::Failed(_)))
+            .filter(|host| host.result.is_failure())
             .count();
         applied.extend(results);
     }
@@ -315,49 +333,181 @@ struct ApplyJob {
     name: String,
     transport: Transport,
     program: String,
+    /// The name of this apply's run on the host (STATE_DIR/runs/ID.*).
+    run_id: String,
     root: String,
     state_dir: String,
+    /// How long the host waits for an armed change to be confirmed.
+    confirm_seconds: u64,
 }
 
-/// The handlers the host armed a revert for (`armed NAME` lines).
-fn armed_handlers(stdout: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .filter_map(|line| line.strip_prefix("armed "))
-        .map(str::to_string)
-        .collect()
+/// A name for one apply on one host, unique enough that two runs never
+/// share result files: hashed from the host, this process and the clock.
+fn run_id(host: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos())
+        .unwrap_or_default();
+    let seed = format!("{host} {} {nanos}", std::process::id());
+    crate::record::sha256_hex(seed.as_bytes())[..16].to_string()
+}
+
+/// What one program run said about a run on the host.
+#[derive(Debug)]
+enum RunState {
+    Finished(Applied),
+    /// The transaction waits for matrixctl to confirm an armed change.
+    AwaitingConfirmation(String),
+    Running,
+    Killed,
+    /// The host has no such run: the program never started there.
+    Missing,
+}
+
+fn run_state(output: &Output) -> RunState {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for line in stdout.lines() {
+        if let Some(name) = line.strip_prefix("run-awaiting-confirmation ") {
+            return RunState::AwaitingConfirmation(name.to_string());
+        }
+        match line {
+            "run-running" => return RunState::Running,
+            "run-killed" => return RunState::Killed,
+            "run-missing" => return RunState::Missing,
+            _ => {}
+        }
+    }
+    if output.success && output_is_done(&output.stdout) {
+        return RunState::Finished(Applied::Done);
+    }
+    let reason = failure_reason(&output.stderr);
+    RunState::Finished(if output.stderr.contains("matrixctl: rolled back: ") {
+        Applied::RolledBack(reason)
+    } else {
+        Applied::Failed(reason)
+    })
 }
 
 /// Set in matrixctl's environment, makes the confirmation of an armed
 /// change fail, as if the change had cut matrixctl off. For tests only.
 pub const TEST_FAIL_CONFIRMATION: &str = "MATRIXCTL_TEST_FAIL_CONFIRMATION";
 
-/// Proves the host is still reachable after an armed change by opening a
-/// fresh connection, and disarms the revert through it. If that fails, the
-/// host restores its previous state by itself.
-async fn confirm(
-    transport: &Transport,
-    root: &str,
-    state_dir: &str,
-    armed: &[String],
-    timeout: Duration,
-) -> Applied {
-    let reverting = |reason: String| {
-        Applied::Failed(format!(
-            "could not confirm {} over a fresh connection ({reason}); the host restores its previous state by itself shortly",
-            armed.join(", ")
-        ))
+const STILL_RUNNING_HINT: &str =
+    "it finishes or rolls back there by itself; `matrixctl plan` shows how it ended";
+
+/// Sends one host its transaction and follows it to one outcome: the
+/// result the host wrote, read over the same connection or, when that
+/// broke, over a new one; never a guess.
+async fn apply_one(job: &ApplyJob, timeout: Duration) -> Applied {
+    let mut state = match tokio::time::timeout(timeout, job.transport.run(job.program.clone()))
+        .await
+    {
+        Err(_) => {
+            return Applied::StillRunning(format!(
+                "timed out after {} s (--timeout) waiting for the host; the apply may still finish there: {STILL_RUNNING_HINT}",
+                timeout.as_secs()
+            ));
+        }
+        Ok(Ok(output)) => run_state(&output),
+        Ok(Err(error)) if error.downcast_ref::<NotSent>().is_some() => {
+            return Applied::Failed(format!("{error:#}\nnothing was sent, so nothing changed"));
+        }
+        Ok(Err(error)) => match reconnect(job, timeout).await {
+            Some(state) => state,
+            None => {
+                return Applied::StillRunning(format!(
+                    "the connection broke ({error:#}) and could not be made again; the apply may have run on the host: {STILL_RUNNING_HINT}"
+                ));
+            }
+        },
     };
-    if std::env::var_os(TEST_FAIL_CONFIRMATION).is_some() {
-        return reverting("test hook".to_string());
+    // An armed change (a new firewall) is confirmed through a fresh
+    // connection, never the one that was open before it.
+    let mut rounds = 0;
+    while let RunState::AwaitingConfirmation(name) = &state {
+        rounds += 1;
+        if rounds > 8 {
+            break;
+        }
+        let name = name.clone();
+        let confirmed = if std::env::var_os(TEST_FAIL_CONFIRMATION).is_some() {
+            Err("test hook".to_string())
+        } else {
+            let program = Program::await_run(
+                &job.root,
+                &job.state_dir,
+                &job.run_id,
+                true,
+                true,
+                timeout.as_secs(),
+            );
+            match within(timeout, job.transport.fresh().run(program)).await {
+                Ok(output) => Ok(run_state(&output)),
+                Err(error) => Err(format!("{error:#}")),
+            }
+        };
+        state = match confirmed {
+            Ok(next) => next,
+            // Not confirmed: the host rolls back at its deadline. Read that
+            // outcome over the connection that is still open, if it is.
+            Err(reason) => {
+                let wait = job.confirm_seconds + 10;
+                let program =
+                    Program::await_run(&job.root, &job.state_dir, &job.run_id, false, false, wait);
+                match within(Duration::from_secs(wait + 5), job.transport.run(program)).await {
+                    Ok(output) => match run_state(&output) {
+                        RunState::Finished(applied) => RunState::Finished(applied),
+                        _ => return not_confirmed(&name, &reason, job.confirm_seconds),
+                    },
+                    Err(_) => return not_confirmed(&name, &reason, job.confirm_seconds),
+                }
+            }
+        };
     }
-    let mut program = Program::new(root, state_dir);
-    program.call("mc_disarm", &[]);
-    match within(timeout, transport.fresh().run(program.finish())).await {
-        Ok(output) if output.success && output_is_done(&output.stdout) => Applied::Done,
-        Ok(output) => reverting(failure_reason(&output.stderr)),
-        Err(error) => reverting(format!("{error:#}")),
+    match state {
+        RunState::Finished(applied) => applied,
+        RunState::AwaitingConfirmation(_) | RunState::Running => Applied::StillRunning(format!(
+            "the host is still working on this apply after {} s (--timeout): {STILL_RUNNING_HINT}",
+            timeout.as_secs()
+        )),
+        RunState::Killed => Applied::Failed(
+            "the apply was killed on the host before it finished; `matrixctl plan` shows what it left, and the next apply finishes the job".to_string(),
+        ),
+        RunState::Missing => Applied::Failed(
+            "the connection broke before the program started on the host; nothing changed".to_string(),
+        ),
     }
+}
+
+fn not_confirmed(name: &str, reason: &str, seconds: u64) -> Applied {
+    Applied::StillRunning(format!(
+        "could not confirm {name} over a fresh connection ({reason}); the host rolls the whole apply back by itself within {seconds} s: `matrixctl plan` shows how it ended"
+    ))
+}
+
+/// After a broken connection: asks the host, over new connections (three
+/// tries, a second apart), what became of the run.
+async fn reconnect(job: &ApplyJob, timeout: Duration) -> Option<RunState> {
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let program = Program::await_run(
+            &job.root,
+            &job.state_dir,
+            &job.run_id,
+            false,
+            true,
+            timeout.as_secs(),
+        );
+        let fresh = job.transport.fresh();
+        let answer = within(timeout + Duration::from_secs(5), fresh.run(program)).await;
+        fresh.close().await;
+        if let Ok(output) = answer {
+            return Some(run_state(&output));
+        }
+    }
+    None
 }
 
 /// Closes every connection the run opened.
@@ -383,16 +533,30 @@ fn failure_reason(stderr: &str) -> String {
     }
 }
 
-/// The program that carries out `plan`, as one transaction per host:
+/// The transaction that carries out `plan` on one host, run detached there
+/// (see [`Program::detached`]):
 /// lock; check owners; stage every new file beside its target; back up
 /// what will change (complete before anything live changes); write the
 /// journal of checks and handlers owed; rename the new files into place
 /// and remove old ones; run the validators, then the handlers; on any
 /// failure, roll everything back. The record is written last, and the
 /// journal and backup are cleared only when all of it succeeded.
-fn apply_program(root: &str, state_dir: &str, plan: &HostPlan, lock_owner: &str) -> String {
+fn transaction(
+    root: &str,
+    state_dir: &str,
+    run_id: &str,
+    plan: &HostPlan,
+    lock_owner: &str,
+) -> Program {
     let mut program = Program::new(root, state_dir);
-    program.call("mc_lock", &[lock_owner]);
+    program.set("MC_RUN", run_id);
+    let mut managed: Vec<&str> = plan.managed_paths.iter().map(String::as_str).collect();
+    managed.extend(plan.changes.iter().map(|change| change.path.as_str()));
+    managed.sort_unstable();
+    managed.dedup();
+    program.set_list("MC_MANAGED", &managed);
+    program.call("mc_begin", &[lock_owner]);
+    program.call("mc_step", &["locked"]);
     let writes: Vec<_> = plan
         .changes
         .iter()
@@ -419,11 +583,13 @@ fn apply_program(root: &str, state_dir: &str, plan: &HostPlan, lock_owner: &str)
             &file.content,
         );
     }
+    program.call("mc_step", &["staged"]);
     program.call("mc_backup_begin", &[]);
     for change in plan.changes.iter().filter(|c| !c.leftover) {
         program.call("mc_backup", &[&change.path]);
     }
     program.call("mc_backup_end", &[]);
+    program.call("mc_step", &["backed-up"]);
     let journal = Journal {
         validators: plan.validators.clone(),
         handlers: plan.handlers.clone(),
@@ -435,6 +601,8 @@ fn apply_program(root: &str, state_dir: &str, plan: &HostPlan, lock_owner: &str)
         &serde_json::to_vec(&journal).unwrap_or_default(),
     );
     program.call("mc_commit_state", &[&journal_path]);
+    program.call("mc_step", &["journaled"]);
+    program.call("mc_live", &[]);
     for file in &writes {
         program.call("mc_commit", &[&file.path]);
     }
@@ -443,9 +611,11 @@ fn apply_program(root: &str, state_dir: &str, plan: &HostPlan, lock_owner: &str)
             program.call("mc_remove", &[&change.path]);
         }
     }
+    program.call("mc_step", &["renamed"]);
     for validator in &plan.validators {
         program.call("mc_validate", &[validator]);
     }
+    program.call("mc_step", &["validated"]);
     for handler in &plan.handlers {
         match &handler.armed {
             Some(armed) => {
@@ -466,12 +636,14 @@ fn apply_program(root: &str, state_dir: &str, plan: &HostPlan, lock_owner: &str)
             }
         }
     }
+    program.call("mc_step", &["handled"]);
     program.call_with_content(
         "mc_stage",
         &[&plan.record_path, "0600", "", ""],
         plan.record.to_text().as_bytes(),
     );
     program.call("mc_commit_state", &[&plan.record_path]);
+    program.call("mc_step", &["recorded"]);
     program.call("mc_finish", &[]);
-    program.finish()
+    program
 }

@@ -38,6 +38,13 @@ pub struct Observed {
     pub journal: Option<Journal>,
     /// How many files the backup of an interrupted apply holds, if any.
     pub interrupted_backup: Option<usize>,
+    /// An apply holds the host's lock right now: who, as its lock says.
+    pub busy: Option<String>,
+    /// Paths on the way to managed files (or the state directory) that
+    /// someone other than root could have redirected.
+    pub unsafe_paths: Vec<String>,
+    /// Earlier applies whose end matrixctl did not see, as sentences.
+    pub earlier_runs: Vec<String>,
 }
 
 /// What an apply still owes a host, written before any live file changes.
@@ -56,6 +63,8 @@ pub async fn observe(
 ) -> Result<Observed> {
     let mut program = Program::new(root, state_dir);
     program.set_list("MC_OBSERVED", paths);
+    program.set_list("MC_MANAGED", paths);
+    program.call("mc_observe_safety", &[]);
     for path in paths {
         program.call("mc_observe", &[path]);
     }
@@ -66,6 +75,32 @@ pub async fn observe(
         bail!("reading the host's files failed: {}", output.stderr.trim());
     }
     parse(&output.stdout)
+}
+
+/// `CODE ID BASE64-STDERR` of a run nobody read, as a sentence.
+fn unseen_run(rest: &str, decode: &dyn Fn(&str) -> Result<Vec<u8>>) -> String {
+    let mut fields = rest.splitn(3, ' ');
+    let code = fields.next().unwrap_or_default();
+    let _run_id = fields.next();
+    let errors = decode(fields.next().unwrap_or_default()).unwrap_or_default();
+    let errors = String::from_utf8_lossy(&errors);
+    let last = errors
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .map(|line| line.trim_start_matches("matrixctl: ").to_string());
+    match (code, last) {
+        ("0", _) => {
+            "an earlier apply finished on the host after matrixctl stopped waiting: it was applied"
+                .to_string()
+        }
+        (_, Some(last)) => {
+            format!("an earlier apply ended on the host after matrixctl stopped waiting: {last}")
+        }
+        (_, None) => {
+            "an earlier apply failed on the host after matrixctl stopped waiting".to_string()
+        }
+    }
 }
 
 fn parse(stdout: &[u8]) -> Result<Observed> {
@@ -126,6 +161,12 @@ fn parse(stdout: &[u8]) -> Result<Observed> {
                         .context("the host's journal of pending handlers is damaged")?,
                 );
             }
+            "busy" => observed.busy = Some(rest.to_string()),
+            "unsafe" => observed.unsafe_paths.push(rest.to_string()),
+            "run-unseen" => observed.earlier_runs.push(unseen_run(rest, &decode)),
+            "run-killed" => observed
+                .earlier_runs
+                .push("an earlier apply was killed on the host before it finished".to_string()),
             "backup-present" => {
                 observed.interrupted_backup = Some(rest.trim().parse().unwrap_or(0))
             }

@@ -60,6 +60,12 @@ pub struct HostPlan {
     pub journal_pending: bool,
     /// An interrupted apply left a backup (of this many files).
     pub interrupted_backup: Option<usize>,
+    /// Every path this plan manages or managed before (desired and
+    /// recorded): the only paths apply's backup may name.
+    pub managed_paths: Vec<String>,
+    /// What became of earlier applies that matrixctl did not see end (it
+    /// stopped waiting, lost the connection, or the run was killed there).
+    pub earlier_runs: Vec<String>,
     /// The host's record does not describe its files (an apply was cut
     /// short before writing it, or files already matched): apply rewrites
     /// it even when no file changes, so no managed file is ever forgotten.
@@ -86,6 +92,17 @@ pub fn plan_host(
     record_path: &str,
     actions: &BTreeMap<String, RoleActions>,
 ) -> Result<HostPlan, Blocked> {
+    if let Some(owner) = &observed.busy {
+        return Err(Blocked(format!(
+            "busy: an apply is running on this host right now (locked by {owner}); plan again once it has finished"
+        )));
+    }
+    if !observed.unsafe_paths.is_empty() {
+        return Err(Blocked(format!(
+            "refusing this host: a path matrixctl would write through could have been bent by someone else:\n{}\nhint: replace the symlink with a real directory, or make it and its directory root's and writable only by root",
+            observed.unsafe_paths.join("\n")
+        )));
+    }
     let mut changes = Vec::new();
     let mut unchanged = 0;
     let old_record = &observed.record;
@@ -211,6 +228,14 @@ pub fn plan_host(
         handlers: handlers.into_iter().collect(),
         journal_pending: observed.journal.is_some(),
         interrupted_backup: observed.interrupted_backup,
+        managed_paths: desired
+            .keys()
+            .chain(old_record.files.keys())
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        earlier_runs: observed.earlier_runs.clone(),
     })
 }
 

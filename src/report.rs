@@ -45,10 +45,7 @@ impl Summary {
             }
         }
         if let Some(applied) = applied {
-            summary.hosts_failed += applied
-                .iter()
-                .filter(|a| matches!(a.result, Applied::Failed(_)))
-                .count();
+            summary.hosts_failed += applied.iter().filter(|a| a.result.is_failure()).count();
             summary.hosts_not_started = applied
                 .iter()
                 .filter(|a| matches!(a.result, Applied::NotStarted(_)))
@@ -216,6 +213,12 @@ fn change_texts(plan: &HostPlan, style: Style) -> Vec<(String, String)> {
             ),
         ));
     }
+    for (index, run) in plan.earlier_runs.iter().enumerate() {
+        texts.push((
+            format!("~0{index:04}"),
+            format!("  {} {run}\n", style.yellow("!")),
+        ));
+    }
     if plan.journal_pending {
         texts.push((
             "~2".to_string(),
@@ -308,6 +311,8 @@ pub fn apply_text(
     let mut out = String::new();
     let mut done = Summary::default();
     let mut failed = Vec::new();
+    let mut rolled_back = Vec::new();
+    let mut running = Vec::new();
     let mut not_started = Vec::new();
     for host in planned {
         let result = applied
@@ -318,10 +323,19 @@ pub fn apply_text(
         match (&host.plan, result) {
             (Err(reason), _) | (Ok(_), Some(Applied::Failed(reason))) => {
                 failed.push(host.name.as_str());
-                out.push_str(&format!("{name}: {}\n", style.red("FAILED")));
-                for line in reason.lines() {
-                    out.push_str(&format!("    {line}\n"));
-                }
+                out.push_str(&headed(&name, &style.red("FAILED"), reason));
+            }
+            (Ok(_), Some(Applied::RolledBack(reason))) => {
+                rolled_back.push(host.name.as_str());
+                out.push_str(&headed(&name, &style.red("ROLLED BACK"), reason));
+            }
+            (Ok(_), Some(Applied::StillRunning(reason))) => {
+                running.push(host.name.as_str());
+                out.push_str(&headed(
+                    &name,
+                    &style.yellow("STILL RUNNING on the host"),
+                    reason,
+                ));
             }
             (Ok(_), Some(Applied::NotStarted(reason))) => {
                 not_started.push(host.name.as_str());
@@ -342,7 +356,11 @@ pub fn apply_text(
             (Ok(_), None) => out.push_str(&format!("{name}: no changes\n")),
         }
     }
-    let verdict = if failed.is_empty() && not_started.is_empty() {
+    let verdict = if failed.is_empty()
+        && rolled_back.is_empty()
+        && running.is_empty()
+        && not_started.is_empty()
+    {
         "complete"
     } else {
         "incomplete"
@@ -356,9 +374,20 @@ pub fn apply_text(
         plural(planned.len(), "host")
     ));
     out.push_str(&listed_suffix(&failed, "failed"));
+    out.push_str(&listed_suffix(&rolled_back, "rolled back"));
+    out.push_str(&listed_suffix(&running, "still running"));
     out.push_str(&listed_suffix(&not_started, "not started"));
     out.push('\n');
     redactor.redact(&out).into_owned()
+}
+
+/// A host's outcome header and its reason, indented below it.
+fn headed(name: &str, header: &str, reason: &str) -> String {
+    let mut text = format!("{name}: {header}\n");
+    for line in reason.lines() {
+        text.push_str(&format!("    {line}\n"));
+    }
+    text
 }
 
 #[derive(Serialize)]
@@ -425,6 +454,8 @@ pub fn json(
                 (Err(reason), _) | (_, Some(Applied::Failed(reason))) => {
                     ("failed", Some(reason.clone()))
                 }
+                (_, Some(Applied::RolledBack(reason))) => ("rolled_back", Some(reason.clone())),
+                (_, Some(Applied::StillRunning(reason))) => ("still_running", Some(reason.clone())),
                 (_, Some(Applied::NotStarted(reason))) => ("not_started", Some(reason.clone())),
                 (Ok(plan), _) if plan.is_empty() => ("unchanged", None),
                 (Ok(_), Some(Applied::Done)) => ("applied", None),

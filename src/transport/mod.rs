@@ -22,6 +22,20 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// The program never reached the host (no connection could be made, or
+/// sudo refused to start it): nothing ran there. Any other error of a run
+/// may have happened after the host received the whole program.
+#[derive(Debug)]
+pub struct NotSent(pub String);
+
+impl std::fmt::Display for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotSent {}
+
 /// A way to run the program on one host.
 #[derive(Debug, Clone)]
 pub enum Transport {

@@ -22,6 +22,11 @@ pub const TEST_PAUSE_BEFORE_HANDLERS: &str = "MATRIXCTL_TEST_PAUSE_BEFORE_HANDLE
 /// anything live changes.
 pub const TEST_PAUSE_AFTER_BACKUP: &str = "MATRIXCTL_TEST_PAUSE_AFTER_BACKUP";
 
+/// Set to `STEP:SECONDS` in matrixctl's environment, makes the host's
+/// transaction pause at that step (see `mc_step` in remote.sh), once it has
+/// written `runs/ID.paused`. For the fault tests only.
+pub const TEST_PAUSE_AT: &str = "MATRIXCTL_TEST_PAUSE_AT";
+
 /// The journal of checks and handlers an apply still owes, in the state dir.
 pub fn journal_path(state_dir: &str) -> String {
     format!("{state_dir}/journal")
@@ -56,6 +61,17 @@ impl Program {
             {
                 main.push_str(&format!("{variable}={seconds}\n"));
             }
+        }
+        if let Ok(value) = std::env::var(TEST_PAUSE_AT)
+            && let Some((step, seconds)) = value.split_once(':')
+            && !step.is_empty()
+            && step.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+            && !seconds.is_empty()
+            && seconds.bytes().all(|b| b.is_ascii_digit())
+        {
+            main.push_str(&format!(
+                "MC_TEST_PAUSE_AT={step}\nMC_TEST_PAUSE_SECONDS={seconds}\n"
+            ));
         }
         Program { main }
     }
@@ -95,6 +111,12 @@ impl Program {
         self
     }
 
+    /// Sets a shell variable to a word.
+    pub fn set(&mut self, name: &str, value: &str) -> &mut Program {
+        self.main.push_str(&format!("{name}={}\n", quote(value)));
+        self
+    }
+
     /// Sets a shell variable to a newline-delimited list (with a newline at
     /// each end, so `case` can match whole lines).
     pub fn set_list(&mut self, name: &str, items: &[&str]) -> &mut Program {
@@ -111,12 +133,58 @@ impl Program {
     pub fn finish(mut self) -> String {
         self.main
             .push_str(&format!("printf '%s\\n' {DONE_MARKER}\n"));
+        self.text()
+    }
+
+    fn text(self) -> String {
         let mut text = String::with_capacity(REMOTE_FUNCTIONS.len() + self.main.len() + 32);
         text.push_str(REMOTE_FUNCTIONS);
         text.push_str("main() {\n");
         text.push_str(&self.main);
         text.push_str("}\nmain\n");
         text
+    }
+
+    /// A program that hands `transaction` to the host as run `run_id`: the
+    /// host writes it into its state directory and runs it in a session of
+    /// its own, so the connection no longer matters, then waits for its
+    /// result here (mc_await) and prints it as the transaction wrote it.
+    pub fn detached(root: &str, state_dir: &str, run_id: &str, transaction: Program) -> String {
+        let inner = transaction.finish();
+        // A quoted here-document: its body arrives byte for byte. The
+        // delimiter is chosen so that no line of the body equals it.
+        let mut delimiter = String::from("MATRIXCTL_TRANSACTION_EOF");
+        while inner.lines().any(|line| line == delimiter) {
+            delimiter.push('_');
+        }
+        let mut outer = Program::new(root, state_dir);
+        outer.main.push_str(&format!(
+            "mc_start_run {} <<'{delimiter}'\n{inner}{delimiter}\n",
+            quote(run_id)
+        ));
+        outer.call("mc_await", &[run_id, "confirm", "0"]);
+        outer.text()
+    }
+
+    /// A program that waits up to `seconds` for run `run_id` and prints its
+    /// result (or what became of it). With `confirm`, it first confirms the
+    /// run's armed change; with `stop_at_armed`, it returns as soon as the
+    /// run waits for a confirmation.
+    pub fn await_run(
+        root: &str,
+        state_dir: &str,
+        run_id: &str,
+        confirm: bool,
+        stop_at_armed: bool,
+        seconds: u64,
+    ) -> String {
+        let mut program = Program::new(root, state_dir);
+        if confirm {
+            program.call("mc_confirm", &[run_id]);
+        }
+        let mode = if stop_at_armed { "confirm" } else { "through" };
+        program.call("mc_await", &[run_id, mode, &seconds.max(1).to_string()]);
+        program.text()
     }
 }
 

@@ -18,6 +18,83 @@ mc_tmp() {
     printf '%s/.%s.matrixctl-tmp' "${1%/*}" "${1##*/}"
 }
 
+# --- Paths nobody else could have bent. ---
+# On the way from / to every managed file, a symlink is followed only when
+# it and the directory holding it belong to root (or to the user this
+# program runs as) and no one else can write that directory; otherwise a
+# service that owns a directory above a managed file could redirect root's
+# writes (systemd-tmpfiles calls this an unsafe path transition). The state
+# directory itself must be a real directory of ours that only we can write.
+# Prints one `unsafe PATH: WHY` line per problem (nothing when all is well).
+# One `stat` for every directory of every path: no process per file.
+mc_unsafe_paths() {
+    me=$(id -u)
+    printf '%s' "${MC_MANAGED:-}" | awk -v root="$ROOT" -v state="$ROOT$MC_STATE_DIR" '
+        function add(p,   d) {
+            if (p in seen) return
+            seen[p] = 1
+            print p
+            d = p
+            sub(/\/[^\/]*$/, "", d)
+            print d "/."
+        }
+        function walk(p, last,   n, parts, prefix, i) {
+            n = split(p, parts, "/")
+            prefix = ""
+            for (i = 2; i <= n - 1 + last; i++) {
+                prefix = prefix "/" parts[i]
+                add(prefix)
+            }
+        }
+        NF { walk(root $0, 0) }
+        END { walk(state, 1); print state "/." }
+    ' | xargs -d '\n' stat -c '%u:%a:%F:%n' -- 2> /dev/null | awk -v me="$me" -v state="$ROOT$MC_STATE_DIR" '
+        function trusted(uid) { return uid == 0 || uid == me }
+        function writable_by_others(perm) { return substr(perm, length(perm) - 1, 1) ~ /[2367]/ || substr(perm, length(perm), 1) ~ /[2367]/ }
+        {
+            split($0, f, ":")
+            name = substr($0, length(f[1] f[2] f[3]) + 4)
+            uid[name] = f[1]; perm[name] = f[2]; type[name] = f[3]
+            names[++count] = name
+        }
+        END {
+            for (i = 1; i <= count; i++) {
+                p = names[i]
+                if (p ~ /\/\.$/ || type[p] != "symbolic link") continue
+                if (p == state || index(p, state "/") == 1) {
+                    print "unsafe " p ": matrixctl follows no symlink in its state directory"
+                    continue
+                }
+                d = p
+                sub(/\/[^\/]*$/, "", d)
+                d = d "/."
+                if (!trusted(uid[p]))
+                    print "unsafe " p ": a symlink owned by uid " uid[p] ", not root"
+                else if (!trusted(uid[d]) || writable_by_others(perm[d]))
+                    print "unsafe " p ": a symlink in a directory that others can write (" perm[d] ", uid " uid[d] ")"
+            }
+            s = state "/."
+            if (s in type) {
+                if (!trusted(uid[s]))
+                    print "unsafe " state ": the state directory belongs to uid " uid[s] "; it must belong to root"
+                else if (writable_by_others(perm[s]))
+                    print "unsafe " state ": others can write the state directory (mode " perm[s] ")"
+            }
+        }
+    ' || true
+}
+
+# For plan: the unsafe paths, each as an `unsafe` line.
+mc_observe_safety() {
+    mc_unsafe_paths
+}
+
+# Refuses a path inside the state directory that is a symlink: matrixctl
+# follows none there.
+mc_not_link() {
+    [ ! -L "$1" ] || mc_fail "${1#"$ROOT"} is a symlink; matrixctl follows no symlink in its state directory (remove it)"
+}
+
 # One line per path: absent | file MODE OWNER GROUP BASE64 | other KIND,
 # followed by the path; plus `leftover PATH` when a staged file is there.
 mc_observe() {
@@ -40,6 +117,10 @@ mc_observe() {
 
 # The on-host record, then every recorded path not already observed.
 mc_observe_record() {
+    if [ -L "$ROOT$MC_RECORD" ]; then
+        printf 'unsafe %s: the record is a symlink; matrixctl follows no symlink in its state directory\n' "$ROOT$MC_RECORD"
+        return 0
+    fi
     if [ ! -f "$ROOT$MC_RECORD" ]; then
         printf 'record-absent\n'
         return 0
@@ -72,6 +153,8 @@ mc_stage() {
     [ -d "$d" ] || (umask 022 && mkdir -p -- "$d") || mc_fail "cannot create directory ${d#"$ROOT"}"
     t=$(mc_tmp "$p")
     rm -f -- "$t"
+    MC_STAGED="${MC_STAGED:-}$t
+"
     base64 -d > "$t" || mc_fail "cannot write $1"
     chmod "$2" -- "$t"
     [ -z "$3" ] || chown -- "$3" "$t" || mc_fail "cannot set owner of $1 to $3"
@@ -79,15 +162,33 @@ mc_stage() {
     sync -- "$t"
 }
 
+# Pauses for a test hook (see program.rs), once.
+mc_test_pause() {
+    eval "seconds=\${$1:-}"
+    if [ -n "$seconds" ]; then
+        sleep "$seconds" 9>&-
+        eval "$1="
+    fi
+}
+
+# Marks a step of the transaction; a test hook (see program.rs) can pause
+# there, once `runs/ID.paused` says so.
+mc_step() {
+    if [ "${MC_TEST_PAUSE_AT:-}" = "$1" ]; then
+        printf '%s\n' "$1" > "$MC_RUN_FILE.paused"
+        sleep "$MC_TEST_PAUSE_SECONDS" 9>&-
+    fi
+}
+
 # Puts a staged file in place: one rename, so readers see old or new, whole.
 mc_commit() {
     p=$ROOT$1
     mv -f -- "$(mc_tmp "$p")" "$p" || mc_fail "cannot rename into place: $1"
     sync -- "${p%/*}" 2> /dev/null || true
-    # Test hook (see program.rs): pause once, after the first file.
-    if [ -n "${MATRIXCTL_TEST_PAUSE_AFTER_COMMIT:-}" ]; then
-        sleep "$MATRIXCTL_TEST_PAUSE_AFTER_COMMIT" 9>&-
-        MATRIXCTL_TEST_PAUSE_AFTER_COMMIT=
+    mc_test_pause MATRIXCTL_TEST_PAUSE_AFTER_COMMIT
+    if [ -z "${MC_RENAMED_ONE:-}" ]; then
+        MC_RENAMED_ONE=1
+        mc_step first-renamed
     fi
 }
 
@@ -99,32 +200,208 @@ mc_remove() {
     fi
 }
 
+# Creates the state directory (root's, 0700) when missing, and refuses one
+# that is not safe to write as root.
+mc_state_dir_ready() {
+    d=$ROOT$MC_STATE_DIR
+    mc_not_link "$d"
+    [ -d "$d" ] || mkdir -p -- "$d" || mc_fail "cannot create $MC_STATE_DIR"
+    unsafe=$(mc_unsafe_paths)
+    [ -z "$unsafe" ] || mc_fail "refusing to write here: ${unsafe#unsafe }"
+}
+
+# Whether an apply holds the host's lock right now (a shared probe: it
+# never blocks an apply for longer than a moment).
+mc_locked() {
+    l=$ROOT$MC_STATE_DIR/lock
+    [ -f "$l" ] && [ ! -L "$l" ] && ! (flock -n -s 8) 8< "$l"
+}
+
+# Who holds the lock, as the lock's owner file says (first line only, and
+# never through a symlink).
+mc_lock_owner() {
+    o=$ROOT$MC_STATE_DIR/lock.owner
+    if [ -f "$o" ] && [ ! -L "$o" ]; then
+        head -n 1 -- "$o" | tr -cd '[:print:]'
+    else
+        printf 'another apply'
+    fi
+}
+
 # Holds the host's apply lock until this program ends (the lock dies with
 # the process, so a killed apply never leaves the host locked).
 mc_lock() {
     d=$ROOT$MC_STATE_DIR
-    [ -d "$d" ] || (umask 022 && mkdir -p -- "$d") || mc_fail "cannot create $d"
+    mc_not_link "$d/lock"
+    mc_not_link "$d/lock.owner"
     exec 9>> "$d/lock"
-    if ! flock -n 9; then
-        mc_fail "locked by $(cat -- "$d/lock.owner" 2> /dev/null || echo 'another apply')"
+    if ! flock -w 1 9; then
+        mc_fail "locked by $(mc_lock_owner)"
     fi
+    MC_LOCKED=1
+    rm -f -- "$d/lock.owner"
     printf '%s\n' "$1" > "$d/lock.owner"
+}
+
+# --- The transaction runs detached from the connection. ---
+# The apply program writes the transaction (a whole program of its own) to
+# STATE_DIR/runs/ID.sh and starts it in its own session, with its output in
+# runs/ID.out and runs/ID.err and its exit code in runs/ID.code (written
+# last). A cut connection, a killed matrixctl or a timeout no longer stops
+# it half-way: it finishes or rolls back by itself, and matrixctl reads the
+# result, on this connection or on a new one (mc_await).
+mc_start_run() {
+    mc_state_dir_ready
+    runs=$ROOT$MC_STATE_DIR/runs
+    mc_not_link "$runs"
+    [ -d "$runs" ] || mkdir -- "$runs" || mc_fail "cannot create $MC_STATE_DIR/runs"
+    r=$runs/$1
+    rm -f -- "$r.sh.new"
+    cat > "$r.sh.new" || mc_fail "cannot write $MC_STATE_DIR/runs/$1.sh"
+    mv -f -- "$r.sh.new" "$r.sh"
+    setsid -w sh "$r.sh" < /dev/null > "$r.out" 2> "$r.err" 9>&- &
+}
+
+# Whether the run whose pid file is $1 is alive: its process exists and the
+# lock is held (a dead process, zombie or not, holds no lock).
+mc_run_alive() {
+    kill -0 "$(cat -- "$1")" 2> /dev/null && mc_locked
+}
+
+# Waits for run $1 and prints its result as the transaction wrote it (its
+# stdout, its stderr, its exit code). Instead of a result it prints one of:
+# `run-awaiting-confirmation NAME` (with $2 = confirm: the transaction waits
+# for matrixctl to confirm an armed change), `run-running` (still going
+# after $3 seconds; 0 waits without end), `run-killed` (its process died
+# without a result), `run-missing` (no such run: the program never started).
+mc_await() {
+    r=$ROOT$MC_STATE_DIR/runs/$1
+    mc_not_link "$ROOT$MC_STATE_DIR/runs"
+    tenths=0
+    while [ ! -f "$r.code" ]; do
+        if [ "$2" = confirm ] && [ -f "$r.armed" ]; then
+            printf 'run-awaiting-confirmation %s\n' "$(head -n 1 -- "$r.armed")"
+            return 0
+        fi
+        if [ -f "$r.pid" ]; then
+            if ! mc_run_alive "$r.pid"; then
+                [ -f "$r.code" ] && break
+                printf 'run-killed\n'
+                return 0
+            fi
+        elif [ ! -f "$r.sh" ] || [ "$tenths" -ge 50 ]; then
+            # Not started within 5 s of its script arriving: claim it, so it
+            # can never start later, unless it started just now.
+            rm -f -- "$r.sh"
+            sleep 0.5
+            if [ ! -f "$r.pid" ] && [ ! -f "$r.code" ]; then
+                printf 'run-missing\n'
+                return 0
+            fi
+        fi
+        if [ "$3" -gt 0 ] && [ "$tenths" -ge $(($3 * 10)) ]; then
+            printf 'run-running\n'
+            return 0
+        fi
+        sleep 0.1
+        tenths=$((tenths + 1))
+    done
+    cat -- "$r.out"
+    cat -- "$r.err" >&2
+    : > "$r.seen"
+    exit "$(cat -- "$r.code")"
+}
+
+# Confirms an armed change of run $1: renames its `armed` marker, and so
+# wins against the transaction's own deadline, or finds that it lost.
+mc_confirm() {
+    r=$ROOT$MC_STATE_DIR/runs/$1
+    mv -- "$r.armed" "$r.confirmed" 2> /dev/null || true
+}
+
+# The first steps of a detached transaction: the exit trap (which rolls
+# back a live change and writes the result), the lock, the pid file, and
+# the removal of the script, which holds secrets. Runs of earlier applies
+# are removed: their results were shown, or the next plan showed them.
+mc_begin() {
+    MC_RUN_FILE=$ROOT$MC_STATE_DIR/runs/$MC_RUN
+    trap 'mc_end $?' EXIT
+    trap 'exit 143' TERM
+    trap 'exit 130' INT
+    mc_lock "$1"
+    printf '%s\n' "$$" > "$MC_RUN_FILE.pid.new"
+    mv -f -- "$MC_RUN_FILE.pid.new" "$MC_RUN_FILE.pid"
+    rm -f -- "$MC_RUN_FILE.sh"
+    for old in "$ROOT$MC_STATE_DIR/runs"/*; do
+        case "$old" in "$MC_RUN_FILE".*) continue ;; esac
+        [ -e "$old" ] || [ -L "$old" ] || continue
+        rm -f -- "$old"
+    done
+    unsafe=$(mc_unsafe_paths)
+    [ -z "$unsafe" ] || mc_fail "refusing to write here: ${unsafe#unsafe }"
+}
+
+# From here on, live files change: any failure rolls the host back.
+mc_live() {
+    MC_LIVE=1
+}
+
+# The exit trap: a failure after live files changed rolls back; one before
+# removes the staged files. Then the exit code is written, last.
+mc_end() {
+    code=$1
+    set +e
+    if [ "$code" -ne 0 ]; then
+        if [ -n "${MC_LIVE:-}" ]; then
+            mc_rollback
+        else
+            printf '%s' "${MC_STAGED:-}" | while IFS= read -r staged; do
+                [ -n "$staged" ] && rm -f -- "$staged"
+            done
+            printf 'matrixctl: not applied: nothing on the host was changed\n' >&2
+        fi
+    fi
+    mc_disarm_backstop
+    rm -f -- "$MC_RUN_FILE.sh"
+    # Shared state is only ours to touch while we hold the lock.
+    [ -z "${MC_LOCKED:-}" ] || rm -f -- "$ROOT$MC_STATE_DIR/revert.saved"
+    printf '%s\n' "$code" > "$MC_RUN_FILE.code.new"
+    sync -- "$MC_RUN_FILE.out" "$MC_RUN_FILE.err" "$MC_RUN_FILE.code.new" 2> /dev/null
+    mv -f -- "$MC_RUN_FILE.code.new" "$MC_RUN_FILE.code"
 }
 
 # --- Transactions: backup, journal, validators, handlers, rollback. ---
 # The backup (state dir, backup/) holds every file an apply replaces or
 # removes, as it was; its manifest says `saved N PATH` or `absent - PATH`.
 # It is complete before any live file changes (backup.new is renamed to
-# backup), and removed once the apply succeeded or was rolled back. A
-# backup left by an interrupted apply is continued, never replaced: its
-# copies are the state from before that apply.
+# backup), and removed once the apply succeeded or was rolled back and
+# checked. A backup left by an interrupted apply is continued, never
+# replaced: its copies are the state from before that apply. A manifest
+# may only name paths this plan manages (MC_MANAGED), so a planted
+# manifest cannot steer a restore elsewhere.
 mc_backup_begin() {
     MC_BACKUP=$ROOT$MC_STATE_DIR/backup
+    mc_not_link "$MC_BACKUP"
+    mc_not_link "$MC_BACKUP.new"
     rm -rf -- "$MC_BACKUP.new"
     if [ -d "$MC_BACKUP" ]; then
+        mc_not_link "$MC_BACKUP/manifest"
+        while IFS=' ' read -r kind n path; do
+            case "$kind $n" in
+                "saved "[0-9]* | "absent -") ;;
+                *) mc_fail "the backup manifest in $MC_STATE_DIR/backup has a line matrixctl did not write; refusing to use it (move the backup away and apply again)" ;;
+            esac
+            case "$n" in *[!0-9-]*) mc_fail "the backup manifest in $MC_STATE_DIR/backup names a copy '$n'; refusing to use it" ;; esac
+            case "${MC_MANAGED:-}" in *"
+$path
+"*) ;;
+                *) mc_fail "the backup manifest in $MC_STATE_DIR/backup names $path, which this plan does not manage; refusing to use it (move the backup away and apply again)" ;;
+            esac
+            [ "$kind" = absent ] || mc_not_link "$MC_BACKUP/$n"
+        done < "$MC_BACKUP/manifest"
         mv -- "$MC_BACKUP" "$MC_BACKUP.new"
     else
-        mkdir -p -- "$MC_BACKUP.new" && : > "$MC_BACKUP.new/manifest"
+        mkdir -- "$MC_BACKUP.new" && : > "$MC_BACKUP.new/manifest"
     fi
 }
 
@@ -147,64 +424,76 @@ mc_backup() {
 mc_backup_end() {
     sync -- "$MC_BACKUP.new" "$MC_BACKUP.new"/* 2> /dev/null || true
     mv -- "$MC_BACKUP.new" "$MC_BACKUP" || mc_fail "cannot finish the backup"
-    if [ -n "${MATRIXCTL_TEST_PAUSE_AFTER_BACKUP:-}" ]; then
-        sleep "$MATRIXCTL_TEST_PAUSE_AFTER_BACKUP" 9>&-
-    fi
+    mc_test_pause MATRIXCTL_TEST_PAUSE_AFTER_BACKUP
+}
+
+# Whether a live file is exactly its backup copy: bytes, mode, owner, group.
+mc_same_as_backup() {
+    [ -f "$1" ] && [ ! -L "$1" ] && cmp -s -- "$2" "$1" &&
+        [ "$(stat -c '%a %u %g' -- "$1")" = "$(stat -c '%a %u %g' -- "$2")" ]
 }
 
 # Puts every backed-up file back (bytes, mode, owner) and removes the files
-# that did not exist, then re-runs the handlers that already ran, so the old
-# configuration is live again.
+# that did not exist, checks each one, then re-runs the handlers that
+# already ran (an armed one through its revert), so the old configuration
+# is live again. Only a rollback that checked every file says so; otherwise
+# the backup and journal stay, and the files that differ are named.
 mc_rollback() {
+    [ -z "${MC_ROLLED_BACK:-}" ] || return 0
+    MC_ROLLED_BACK=1
     [ -f "$MC_BACKUP/manifest" ] || return 0
+    differ=""
     while IFS=' ' read -r kind n path; do
         p=$ROOT$path
         if [ "$kind" = saved ]; then
-            t=$(mc_tmp "$p")
-            cp -p -- "$MC_BACKUP/$n" "$t" && mv -f -- "$t" "$p" || printf 'matrixctl: could not restore %s (its backup is %s)\n' "$path" "$MC_BACKUP/$n" >&2
+            if ! mc_same_as_backup "$p" "$MC_BACKUP/$n"; then
+                t=$(mc_tmp "$p")
+                { [ ! -L "$MC_BACKUP/$n" ] && cp -p -- "$MC_BACKUP/$n" "$t" && mv -f -- "$t" "$p"; } 2> /dev/null || rm -f -- "$t"
+            fi
+            mc_same_as_backup "$p" "$MC_BACKUP/$n" || differ="$differ $path"
         else
-            rm -f -- "$p"
+            rm -f -- "$p" 2> /dev/null
+            { [ -e "$p" ] || [ -L "$p" ]; } && differ="$differ $path"
         fi
     done < "$MC_BACKUP/manifest"
     printf '%s' "${MC_HANDLERS_RAN:-}" | while IFS= read -r command; do
         [ -n "$command" ] || continue
         (cd / && MATRIXCTL_ROOT=$ROOT sh -c "$command") > /dev/null 2>&1 9>&- || printf 'matrixctl: after rollback, handler failed again: %s\n' "$command" >&2
     done
+    if [ -n "$differ" ]; then
+        printf 'matrixctl: NOT restored: these files still differ from before this apply:%s\n' "$differ" >&2
+        printf 'matrixctl: the backup is kept in %s/backup; the next apply uses it\n' "$MC_STATE_DIR" >&2
+        return 0
+    fi
     rm -f -- "$ROOT$MC_STATE_DIR/journal" "$ROOT$MC_STATE_DIR/output"
     rm -rf -- "$MC_BACKUP"
-    # The old configuration is live again: an armed revert has nothing to do.
-    mc_disarm
-    printf 'matrixctl: rolled back: every file is as it was before this apply\n' >&2
+    printf 'matrixctl: rolled back: every file is as it was before this apply (checked)\n' >&2
 }
 
-# Runs one check of the new files; on failure, rolls back and stops.
+# Runs one check of the new files; on failure, stops (and so rolls back).
 mc_validate() {
     out=$ROOT$MC_STATE_DIR/output
+    rm -f -- "$out"
     if ! (cd / && MATRIXCTL_ROOT=$ROOT sh -c "$1") > "$out" 2>&1 9>&-; then
         printf 'matrixctl: validation failed: %s\n' "$1" >&2
         sed 's/^/    /' "$out" >&2
-        mc_rollback
         exit 4
     fi
 }
 
-# Runs one handler (name, command); on failure, rolls back and stops.
+# Runs one handler (name, command); on failure, stops (and so rolls back,
+# running this handler again with the old files too).
 mc_handler() {
-    if [ -n "${MATRIXCTL_TEST_PAUSE_BEFORE_HANDLERS:-}" ]; then
-        sleep "$MATRIXCTL_TEST_PAUSE_BEFORE_HANDLERS" 9>&-
-        MATRIXCTL_TEST_PAUSE_BEFORE_HANDLERS=
-    fi
+    mc_test_pause MATRIXCTL_TEST_PAUSE_BEFORE_HANDLERS
     out=$ROOT$MC_STATE_DIR/output
+    rm -f -- "$out"
+    MC_HANDLERS_RAN="${MC_HANDLERS_RAN:-}${3:-$2}
+"
     if ! (cd / && MATRIXCTL_ROOT=$ROOT sh -c "$2") > "$out" 2>&1 9>&-; then
         printf 'matrixctl: handler "%s" failed: %s\n' "$1" "$2" >&2
         sed 's/^/    /' "$out" >&2
-        MC_HANDLERS_RAN="${MC_HANDLERS_RAN:-}$2
-"
-        mc_rollback
         exit 5
     fi
-    MC_HANDLERS_RAN="${MC_HANDLERS_RAN:-}$2
-"
 }
 
 # The apply succeeded: nothing is pending, the backup is no longer needed.
@@ -214,47 +503,98 @@ mc_finish() {
 }
 
 # What an interrupted apply left: the journal of checks and handlers still
-# to run, and whether its backup is still there.
+# to run, and whether its backup is still there. An apply running right now
+# is reported as busy instead: what it has on disk is its own.
 mc_observe_transaction() {
-    if [ -f "$ROOT$MC_STATE_DIR/journal" ]; then
+    d=$ROOT$MC_STATE_DIR
+    [ -d "$d" ] || return 0
+    if mc_locked; then
+        printf 'busy %s\n' "$(mc_lock_owner)"
+        return 0
+    fi
+    for name in journal backup backup/manifest runs; do
+        if [ -L "$d/$name" ]; then
+            printf 'unsafe %s: matrixctl follows no symlink in its state directory\n' "$d/$name"
+            return 0
+        fi
+    done
+    if [ -f "$d/journal" ]; then
         printf 'journal '
-        base64 -w0 < "$ROOT$MC_STATE_DIR/journal"
+        base64 -w0 < "$d/journal"
         printf '\n'
     fi
-    if [ -f "$ROOT$MC_STATE_DIR/backup/manifest" ]; then
-        printf 'backup-present %s\n' "$(wc -l < "$ROOT$MC_STATE_DIR/backup/manifest")"
+    if [ -f "$d/backup/manifest" ]; then
+        printf 'backup-present %s\n' "$(wc -l < "$d/backup/manifest")"
     fi
+    # Runs whose result nobody read (matrixctl stopped waiting, or its
+    # connection broke for good), and runs killed on the host.
+    for code in "$d"/runs/*.code; do
+        [ -f "$code" ] && [ ! -L "$code" ] || continue
+        run=${code%.code}
+        [ -f "$run.seen" ] && continue
+        printf 'run-unseen %s %s ' "$(head -n 1 -- "$code" | tr -cd '0-9')" "${run##*/}"
+        { [ -L "$run.err" ] || base64 -w0 < "$run.err"; } 2> /dev/null || true
+        printf '\n'
+    done
+    for pid in "$d"/runs/*.pid; do
+        [ -f "$pid" ] && [ ! -L "$pid" ] || continue
+        run=${pid%.pid}
+        [ -f "$run.code" ] || printf 'run-killed %s\n' "${run##*/}"
+    done
 }
 
 # Puts a staged file of matrixctl's own (journal, record) in place.
 mc_commit_state() {
     p=$ROOT$1
+    mc_not_link "$p"
     mv -f -- "$(mc_tmp "$p")" "$p" || mc_fail "cannot rename into place: $1"
     sync -- "${p%/*}" 2> /dev/null || true
 }
 
-# A handler that could cut matrixctl off (a new firewall): save the live
-# state, arm a detached revert that restores it after N seconds, then run
-# the handler. Only a fresh connection afterwards (mc_disarm) stops the
-# revert, so a ruleset that locks matrixctl out undoes itself.
+# A handler that could cut matrixctl off (a new firewall). The live state is
+# saved, the handler runs, and the transaction then waits up to N seconds
+# for matrixctl to confirm through a fresh connection (mc_confirm). The
+# decision is one rename of the run's `armed` marker: to `confirmed` by
+# matrixctl, or to `expired` by this deadline. Whoever renames first wins,
+# so the report and the host always agree. Expired means rolled back: the
+# files come back from the backup and the saved state is loaded again
+# (the revert command). In case this process itself dies while waiting, a
+# detached backstop reverts the live state a little after the deadline.
 # Arguments: name, command, save command, revert command, seconds.
 mc_handler_armed() {
     saved=$ROOT$MC_STATE_DIR/revert.saved
-    pidfile=$ROOT$MC_STATE_DIR/revert.pid
+    mc_not_link "$saved"
+    rm -f -- "$saved"
     (cd / && MATRIXCTL_ROOT=$ROOT sh -c "$3") > "$saved" 2> /dev/null 9>&- ||
         mc_fail "cannot save the live state before: $1"
-    MATRIXCTL_SAVED=$saved MATRIXCTL_ROOT=$ROOT setsid sh -c "sleep $5; $4; rm -f '$pidfile'" \
+    MATRIXCTL_SAVED=$saved
+    export MATRIXCTL_SAVED
+    backstop=$(($5 + 15))
+    MATRIXCTL_ROOT=$ROOT setsid sh -c "sleep $backstop; $4" \
         > /dev/null 2>&1 < /dev/null 9>&- &
-    printf '%s\n' "$!" > "$pidfile"
-    mc_handler "$1" "$2"
-    printf 'armed %s\n' "$1"
+    MC_BACKSTOP=$!
+    mc_handler "$1" "$2" "$4"
+    printf '%s\n' "$1" > "$MC_RUN_FILE.armed.new"
+    mv -f -- "$MC_RUN_FILE.armed.new" "$MC_RUN_FILE.armed"
+    tenths=0
+    while [ ! -e "$MC_RUN_FILE.confirmed" ] && [ "$tenths" -lt $(($5 * 10)) ]; do
+        sleep 0.1
+        tenths=$((tenths + 1))
+    done
+    if mv -- "$MC_RUN_FILE.armed" "$MC_RUN_FILE.expired" 2> /dev/null; then
+        printf 'matrixctl: "%s" was not confirmed within %s s over a fresh connection (did it cut matrixctl off?)\n' "$1" "$5" >&2
+        exit 6
+    fi
+    mc_disarm_backstop
+    rm -f -- "$MC_RUN_FILE.confirmed"
+    printf 'confirmed %s\n' "$1"
 }
 
-# Confirms a change made by mc_handler_armed: stops the pending revert.
-mc_disarm() {
-    pidfile=$ROOT$MC_STATE_DIR/revert.pid
-    if [ -f "$pidfile" ]; then
-        kill -- "-$(cat "$pidfile")" 2> /dev/null || true
-        rm -f -- "$pidfile" "$ROOT$MC_STATE_DIR/revert.saved"
+# Stops the backstop revert of an armed change once the transaction has
+# decided (confirmed, or rolled back by itself).
+mc_disarm_backstop() {
+    if [ -n "${MC_BACKSTOP:-}" ]; then
+        kill -- "-$MC_BACKSTOP" 2> /dev/null || kill -- "$MC_BACKSTOP" 2> /dev/null || true
+        MC_BACKSTOP=
     fi
 }

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use super::Output;
+use super::{NotSent, Output};
 use crate::inventory::SshTarget;
 use crate::inventory::schema::{Become, SshOptions};
 
@@ -104,7 +104,7 @@ impl Ssh {
         builder
             .connect_mux(&destination)
             .await
-            .map_err(|error| anyhow!(self.explain_connect_error(&error)))
+            .map_err(|error| anyhow!(NotSent(self.explain_connect_error(&error))))
     }
 
     /// Extra `-o` options go into a generated ssh_config that then includes
@@ -207,7 +207,13 @@ impl Ssh {
             .stderr(Stdio::piped())
             .spawn()
             .await
-            .with_context(|| format!("cannot start the program on {}", self.target.host))?;
+            .map_err(|error| {
+                NotSent(format!(
+                    "cannot start the program on {}: {}",
+                    self.target.host,
+                    error_chain(&error)
+                ))
+            })?;
         let mut stdin = child.stdin().take().context("no stdin to the host")?;
         let mut stdout = child.stdout().take().context("no stdout from the host")?;
         let mut stderr = child.stderr().take().context("no stderr from the host")?;
@@ -227,13 +233,17 @@ impl Ssh {
         let status = child.wait().await;
         let stderr = String::from_utf8_lossy(&err).into_owned();
         if self.become_ == Become::Sudo && stderr.contains("sudo: a password is required") {
-            bail!(
+            return Err(NotSent(format!(
                 "{} may not run sudo without a password on this host\nhint: give it passwordless sudo (NOPASSWD) or connect as root",
                 self.target.user
-            );
+            ))
+            .into());
         }
         if stderr.contains("sudo: command not found") || stderr.contains("sudo: not found") {
-            bail!("`become: sudo` is set, but sudo is not installed on this host");
+            return Err(NotSent(
+                "`become: sudo` is set, but sudo is not installed on this host".to_string(),
+            )
+            .into());
         }
         read_out.context("reading the host's answer")?;
         read_err.context("reading the host's errors")?;

@@ -1,7 +1,7 @@
 //! An apply killed part-way leaves every file wholly old or wholly new, and
 //! the next plan reports what was left behind; the next apply converges.
 
-use crate::support::{Sandbox, kill_group, wait_until};
+use crate::support::{Sandbox, crash_host_run, kill_group, wait_until};
 
 const SERVER_NAME_YAML: &str = "/etc/matrix-synapse/conf.d/server_name.yaml";
 const REGISTRATION_YAML: &str = "/etc/matrix-synapse/conf.d/registration.yaml";
@@ -49,6 +49,7 @@ fn a_killed_apply_leaves_whole_files_and_the_next_apply_converges() {
             != old_registration
     });
     kill_group(&mut child);
+    crash_host_run(&sandbox, "a.example");
 
     // Each file is wholly the old or wholly the new one.
     assert_eq!(
@@ -134,6 +135,7 @@ fn an_apply_killed_after_its_backup_changed_nothing_and_the_next_one_converges()
     let manifest = sandbox.host_file("a.example", "/var/lib/matrixctl/backup/manifest");
     wait_until("apply never finished its backup", || manifest.exists());
     kill_group(&mut child);
+    crash_host_run(&sandbox, "a.example");
 
     // Nothing live changed; the plan reports the backup and the staged file.
     assert_eq!(

@@ -198,13 +198,41 @@ impl SshHost {
         self.launch();
     }
 
-    /// Kills every session process of this sshd (not the listener): the
-    /// connection drops as if the network had gone.
+    /// Kills every process of this sshd's sessions (not the listener): the
+    /// connection drops as if the network had gone, and the host's `sh` dies
+    /// with it. Processes that left those sessions (`setsid`, as apply's
+    /// transaction does) live on, as they would on a real host.
     pub fn kill_sessions(&self) {
         let Some(sshd) = &self.sshd else { return };
-        for pid in descendants(sshd.id()) {
+        let tree = descendants(sshd.id());
+        // The sessions sshd made: its own processes', and the ones it
+        // started the session commands in.
+        let session_pids: Vec<u32> = tree
+            .iter()
+            .filter(|process| {
+                process.command.starts_with("sshd")
+                    || tree.iter().any(|parent| {
+                        parent.pid == process.ppid && parent.command.starts_with("sshd")
+                    })
+            })
+            .map(|process| process.sid)
+            .collect();
+        for process in tree
+            .iter()
+            .filter(|process| session_pids.contains(&process.sid))
+        {
             let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
+                .args(["-KILL", &process.pid.to_string()])
+                .status();
+        }
+    }
+
+    /// Kills every process below this sshd, detached ones included.
+    fn kill_everything_below(&self) {
+        let Some(sshd) = &self.sshd else { return };
+        for process in descendants(sshd.id()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &process.pid.to_string()])
                 .status();
         }
     }
@@ -212,14 +240,22 @@ impl SshHost {
 
 impl Drop for SshHost {
     fn drop(&mut self) {
-        self.kill_sessions();
+        self.kill_everything_below();
         self.stop();
     }
 }
 
+/// A process as /proc describes it.
+struct Process {
+    pid: u32,
+    ppid: u32,
+    sid: u32,
+    command: String,
+}
+
 /// Every process below `root` in the process tree, from /proc.
-fn descendants(root: u32) -> Vec<u32> {
-    let mut parents = Vec::new();
+fn descendants(root: u32) -> Vec<Process> {
+    let mut processes = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
@@ -228,30 +264,42 @@ fn descendants(root: u32) -> Vec<u32> {
             continue;
         };
         // The command name is in parentheses and may hold spaces.
-        let Some((_, after)) = stat.rsplit_once(')') else {
+        let Some((head, after)) = stat.rsplit_once(')') else {
             continue;
         };
-        let ppid: u32 = after
+        let command = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
+        let fields: Vec<u32> = after
             .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        parents.push((pid, ppid));
+            .skip(1)
+            .take(4)
+            .map(|field| field.parse().unwrap_or(0))
+            .collect();
+        // After the name: state, ppid, pgrp, session.
+        if fields.len() < 3 {
+            continue;
+        }
+        processes.push(Process {
+            pid,
+            ppid: fields[0],
+            sid: fields[2],
+            command: command.to_string(),
+        });
     }
     let mut found = vec![root];
     let mut index = 0;
     while index < found.len() {
         let parent = found[index];
         found.extend(
-            parents
+            processes
                 .iter()
-                .filter(|(_, ppid)| *ppid == parent)
-                .map(|(pid, _)| *pid),
+                .filter(|process| process.ppid == parent)
+                .map(|process| process.pid),
         );
         index += 1;
     }
     found.remove(0);
-    found
+    processes.retain(|process| found.contains(&process.pid));
+    processes
 }
 
 impl SshFleet {

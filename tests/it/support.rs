@@ -206,6 +206,35 @@ pub fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Kills, as a crash of the host would, the transaction an apply runs on a
+/// local test host: it runs in a session of its own (so killing matrixctl
+/// does not stop it), named by its pid file in the state directory.
+pub fn crash_host_run(sandbox: &Sandbox, host: &str) {
+    let runs = sandbox.host_file(host, "/var/lib/matrixctl/runs");
+    let mut killed = 0;
+    for entry in std::fs::read_dir(&runs)
+        .expect("the host has runs")
+        .flatten()
+    {
+        let path = entry.path();
+        if path.extension().is_none_or(|ext| ext != "pid") || path.with_extension("code").exists() {
+            continue;
+        }
+        let pid = std::fs::read_to_string(&path).unwrap().trim().to_string();
+        // Its process group: the session leader and what it started.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .status();
+        wait_until("the host's run never died", || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|stat| stat.contains(") Z "))
+                .unwrap_or(true)
+        });
+        killed += 1;
+    }
+    assert_eq!(killed, 1, "exactly one run was alive on {host}");
+}
+
 /// Polls `condition` every 20 ms; fails the test with `what` after 20 s.
 pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let started = Instant::now();

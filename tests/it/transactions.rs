@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{Sandbox, kill_group, wait_until};
+use crate::support::{Sandbox, crash_host_run, kill_group, wait_until};
 
 const REGISTRATION_YAML: &str = "/etc/matrix-synapse/conf.d/registration.yaml";
 
@@ -176,9 +176,16 @@ fn a_failing_validator_leaves_that_host_exactly_as_it_was_and_others_go_on() {
         before,
         "b.example's files are exactly as before"
     );
+    // matrixctl's own runs (the result files of each apply) aside.
+    let without_runs = |files: Vec<String>| -> Vec<String> {
+        files
+            .into_iter()
+            .filter(|path| !path.starts_with("/var/lib/matrixctl/runs/"))
+            .collect()
+    };
     assert_eq!(
-        sandbox.host_files("b.example"),
-        all_files_before,
+        without_runs(sandbox.host_files("b.example")),
+        without_runs(all_files_before),
         "no file added or left behind"
     );
     for host in ["a.example", "c.example"] {
@@ -213,6 +220,7 @@ fn handlers_owed_by_an_interrupted_apply_run_on_the_next_one() {
     });
     std::thread::sleep(Duration::from_millis(300));
     kill_group(&mut child);
+    crash_host_run(&sandbox, "a.example");
     assert!(!log.exists(), "the handler must not have run yet");
 
     let plan = sandbox.run(&[

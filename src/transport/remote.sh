@@ -352,12 +352,13 @@ mc_end() {
     code=$1
     set +e
     if [ "$code" -ne 0 ]; then
+        # Staged files not yet renamed into place are this apply's own.
+        printf '%s' "${MC_STAGED:-}" | while IFS= read -r staged; do
+            [ -n "$staged" ] && rm -f -- "$staged"
+        done
         if [ -n "${MC_LIVE:-}" ]; then
             mc_rollback
         else
-            printf '%s' "${MC_STAGED:-}" | while IFS= read -r staged; do
-                [ -n "$staged" ] && rm -f -- "$staged"
-            done
             printf 'matrixctl: not applied: nothing on the host was changed\n' >&2
         fi
     fi

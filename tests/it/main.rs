@@ -1,10 +1,12 @@
 //! matrixctl's integration tests: one binary, a module per feature, and
 //! `support` for the sandboxes they run the real binary in.
 
+mod all_or_nothing;
 mod catalogue;
 mod confirm;
 mod docs;
 mod error_messages;
+mod faults;
 mod fleet;
 mod impact;
 mod interrupted;

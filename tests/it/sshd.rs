@@ -227,6 +227,31 @@ impl SshHost {
         }
     }
 
+    /// Kills matrixctl's ssh master connections to this host (the client
+    /// side, `ssh -M -f … -p PORT`), as if the operator's machine lost them.
+    /// Returns how many it killed.
+    pub fn kill_masters(&self) -> usize {
+        let port = self.port.to_string();
+        let mut killed = 0;
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let is_ssh = args.first().is_some_and(|arg| arg.ends_with(b"ssh"));
+            let is_master = args.contains(&b"-M".as_slice());
+            let to_us = args
+                .windows(2)
+                .any(|pair| pair[0] == b"-p" && pair[1] == port.as_bytes());
+            if is_ssh && is_master && to_us {
+                let pid = entry.file_name().to_string_lossy().to_string();
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                killed += 1;
+            }
+        }
+        killed
+    }
+
     /// Kills every process below this sshd, detached ones included.
     fn kill_everything_below(&self) {
         let Some(sshd) = &self.sshd else { return };

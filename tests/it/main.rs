@@ -11,6 +11,7 @@ mod fleet;
 mod impact;
 mod interrupted;
 mod network;
+mod paths;
 mod plan_apply;
 mod render;
 mod secrets;

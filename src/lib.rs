@@ -102,7 +102,9 @@ fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
                 notes: rendered.notes,
                 actions: rendered.actions,
             }),
-            Err(Problems(mut more)) => problems.append(&mut more),
+            Err(Problems(more)) => {
+                problems.extend(more.into_iter().map(|problem| problem.redacted(&redactor)))
+            }
         }
     }
     if !problems.is_empty() {

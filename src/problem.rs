@@ -55,6 +55,51 @@ impl Problem {
     }
 }
 
+impl Problem {
+    /// The same problem with every known secret value replaced, in every
+    /// part that is printed: errors pass the redactor like plans do.
+    pub fn redacted(self, redactor: &crate::secrets::Redactor) -> Problem {
+        let clean = |text: String| redactor.redact(&text).into_owned();
+        Problem {
+            message: clean(self.message),
+            key: self.key.map(clean),
+            detail: self.detail.map(clean),
+            hint: self.hint.map(clean),
+            ..self
+        }
+    }
+}
+
+/// A YAML parser message without the scalars it quotes (`string "…"`):
+/// at parse time nothing yet says which values are secrets, and the file
+/// and line already point at the value.
+pub fn without_quoted_values(message: &str) -> String {
+    const QUOTED: &str = "string \"";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(QUOTED) {
+        out.push_str(&rest[..start]);
+        out.push_str("a string");
+        let body = &rest[start + QUOTED.len()..];
+        // The closing quote is the first one not escaped by a backslash.
+        let mut escaped = false;
+        let mut end = body.len();
+        for (index, c) in body.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = index + 1;
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        rest = &body[end.min(body.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "error: {}", self.message)?;
@@ -144,6 +189,16 @@ pub fn suggestion_for_serde_message(message: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yaml_messages_lose_their_quoted_values() {
+        assert_eq!(
+            without_quoted_values(r#"k: invalid value: string "s3cr\"et", expected an integer"#),
+            "k: invalid value: a string, expected an integer"
+        );
+        assert_eq!(without_quoted_values("no value here"), "no value here");
+        assert_eq!(without_quoted_values(r#"string "unterminated"#), "a string");
+    }
 
     #[test]
     fn suggests_close_words_only() {

@@ -355,9 +355,14 @@ pub fn yaml_problem(path: &Path, error: &serde_yaml::Error) -> Problem {
     if let Some(index) = message.find(" at line ") {
         message.truncate(index);
     }
-    let hint = message.contains("duplicate entry").then(|| {
-        "a key (and a host) may appear only once in a map; merge the two entries".to_string()
-    });
+    let message = crate::problem::without_quoted_values(&message);
+    let hint = if message.contains("duplicate entry") {
+        Some("a key (and a host) may appear only once in a map; merge the two entries".to_string())
+    } else if message.contains("expected an integer") || message.contains("expected a boolean") {
+        Some("a `!!int` or `!!bool` tag forces a type the value does not have; remove the tag, or quote the value".to_string())
+    } else {
+        None
+    };
     Problem::new(format!("invalid YAML: {message}"))
         .in_file(path)
         .at_line(line)

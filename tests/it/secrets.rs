@@ -175,3 +175,76 @@ fn no_output_ever_shows_a_secret() {
     );
     insta::assert_snapshot!(changed_plan.transcript());
 }
+
+#[test]
+fn no_error_ever_shows_a_secret() {
+    let sandbox = Sandbox::fleet();
+    assert_eq!(
+        sandbox
+            .run(&["render", "inventory", "--out", "rendered"])
+            .code,
+        0
+    );
+    let mut secrets = vec![TEST_MASTER_KEY.to_string()];
+    for host in ["a.example", "b.example", "c.example"] {
+        let content = std::fs::read(
+            sandbox
+                .path()
+                .join("rendered")
+                .join(host)
+                .join(&SECRETS_YAML[1..]),
+        )
+        .unwrap();
+        secrets.extend(secret_values(&content).into_iter().map(|(_, value)| value));
+    }
+    let mut errors = Vec::new();
+
+    // Secrets written with a YAML tag that forces the wrong type: the
+    // parser's message would quote them.
+    for tagged in [
+        "secrets:\n  password_pepper: !!int operator-pepper-one\n",
+        "secrets:\n  password_pepper: !!bool operator-pepper-two\n",
+        "secrets:\n  password_pepper: !!float \"operator-pepper-three\"\n",
+    ] {
+        sandbox.write("inventory/host_vars/a.example.yaml", tagged);
+        let run = sandbox.run(&["plan", "inventory"]);
+        assert_eq!(run.code, 1, "{}", run.transcript());
+        assert!(
+            run.stderr.contains("a.example.yaml:2"),
+            "{}",
+            run.transcript()
+        );
+        errors.push(run);
+    }
+    secrets.extend(
+        [
+            "operator-pepper-one",
+            "operator-pepper-two",
+            "operator-pepper-three",
+        ]
+        .map(String::from),
+    );
+    std::fs::remove_file(sandbox.path().join("inventory/host_vars/a.example.yaml")).unwrap();
+
+    // A role whose destination and owner are derived secrets: its errors
+    // name the bad value, which the redactor removes.
+    for field in [
+        "dest: \"{{ secrets.form_secret }}\"\n    mode: \"0600\"",
+        "dest: /etc/leak.yaml\n    mode: \"0600\"\n    owner: \"x{{ secrets.form_secret }}!\"",
+    ] {
+        sandbox.write(
+            "roles/leak.yaml",
+            &format!("files:\n  - template: leak/leak.j2\n    {field}\n"),
+        );
+        sandbox.write("roles/templates/leak/leak.j2", "leak\n");
+        let run = sandbox.run(&["--roles", "roles", "plan", "inventory"]);
+        assert_eq!(run.code, 1, "{}", run.transcript());
+        assert!(
+            run.stderr.to_lowercase().contains("redacted"),
+            "{}",
+            run.transcript()
+        );
+        errors.push(run);
+    }
+    assert_no_secret(&errors.iter().collect::<Vec<_>>(), &secrets);
+}

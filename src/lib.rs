@@ -16,6 +16,7 @@ pub mod cli;
 pub mod diff;
 pub mod fleet;
 pub mod impact;
+pub mod input;
 pub mod inventory;
 pub mod observe;
 pub mod plan;

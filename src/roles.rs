@@ -222,13 +222,14 @@ impl RoleSet {
                 let Some(name) = role_name(&path) else {
                     continue;
                 };
-                let text = match fs_err::read_to_string(&path) {
-                    Ok(text) => text,
-                    Err(error) => {
-                        problems.push(Problem::new(error.to_string()).in_file(&path));
-                        continue;
-                    }
-                };
+                let text =
+                    match crate::input::read_text(&path, Some(dir), crate::input::MAX_YAML_BYTES) {
+                        Ok(text) => text,
+                        Err(problem) => {
+                            problems.push(problem);
+                            continue;
+                        }
+                    };
                 match parse_manifest(&path, &text) {
                     Ok(manifest) => {
                         roles.insert(
@@ -332,7 +333,7 @@ fn role_name(path: &Path) -> Option<String> {
 }
 
 fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, Problem> {
-    let value: Value = serde_yaml::from_str(text).map_err(|error| yaml_problem(path, &error))?;
+    let value: Value = crate::input::parse_yaml(path, text)?;
     let value = if value.is_null() {
         Value::Mapping(Mapping::new())
     } else {

@@ -85,6 +85,50 @@ impl fmt::Debug for MasterKey {
 /// The minimum key length: 32 bytes, the HMAC-SHA256 block-size sweet spot.
 const MIN_KEY_BYTES: usize = 32;
 
+/// The longest key accepted: no real key is longer, and every secret
+/// value (the key included) is a pattern of the redactor.
+const MAX_KEY_BYTES: usize = 1024;
+
+/// The key file read at most (a key plus generous whitespace).
+const MAX_KEY_FILE_BYTES: u64 = 4096;
+
+/// Random base64 has about 6 bits per byte, random hex 4; a phrase or a
+/// repeated byte far less.
+const MIN_BITS_PER_BYTE: f64 = 3.0;
+
+/// The Shannon entropy of the key's byte histogram: one linear pass.
+fn bits_per_byte(key: &[u8]) -> f64 {
+    let mut counts = [0usize; 256];
+    for &byte in key {
+        counts[usize::from(byte)] += 1;
+    }
+    let total = key.len() as f64;
+    counts
+        .iter()
+        .filter(|&&count| count > 0)
+        .map(|&count| {
+            let share = count as f64 / total;
+            share * (total / count as f64).log2()
+        })
+        .sum()
+}
+
+/// Every run warns while the key can be read by anyone but its owner (git
+/// checks the example's demo key out as 0644, so this is not an error).
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(metadata) = std::fs::metadata(path) {
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            eprintln!(
+                "warning: the master key {} can be read by others (mode {mode:04o}); every secret derives from it\nhint: chmod 600 {}",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+}
+
 impl MasterKey {
     pub fn load(path: &Path) -> Result<MasterKey, Problem> {
         let hint = || {
@@ -94,19 +138,14 @@ impl MasterKey {
                 path = path.display()
             ))
         };
-        let bytes = match fs_err::read(path) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Problem::new("the inventory has no master key")
-                    .in_file(path)
-                    .with_hint(hint()));
-            }
-            Err(error) => {
-                return Err(
-                    Problem::new(format!("cannot read the master key: {error}")).in_file(path)
-                );
-            }
-        };
+        if path.symlink_metadata().is_err() {
+            return Err(Problem::new("the inventory has no master key")
+                .in_file(path)
+                .with_hint(hint()));
+        }
+        let inventory = path.parent().and_then(Path::parent);
+        let bytes = crate::input::read_bytes(path, inventory, MAX_KEY_FILE_BYTES)
+            .map_err(|problem| problem.with_hint(hint()))?;
         let key = bytes.trim_ascii().to_vec();
         if key.len() < MIN_KEY_BYTES {
             return Err(Problem::new(format!(
@@ -116,6 +155,23 @@ impl MasterKey {
             .in_file(path)
             .with_hint(hint()));
         }
+        if key.len() > MAX_KEY_BYTES {
+            return Err(Problem::new(format!(
+                "the master key is too long: {} bytes, at most {MAX_KEY_BYTES}",
+                key.len()
+            ))
+            .in_file(path)
+            .with_hint(hint()));
+        }
+        let bits = bits_per_byte(&key);
+        if bits < MIN_BITS_PER_BYTE {
+            return Err(Problem::new(format!(
+                "the master key looks far from random ({bits:.1} bits per byte, at least {MIN_BITS_PER_BYTE} expected): every secret derives from it"
+            ))
+            .in_file(path)
+            .with_hint(hint()));
+        }
+        warn_if_readable_by_others(path);
         Ok(MasterKey(key))
     }
 
@@ -191,6 +247,7 @@ impl Redactor {
         let matcher = (!values.is_empty()).then(|| {
             AhoCorasick::builder()
                 .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .kind(Some(aho_corasick::AhoCorasickKind::NoncontiguousNFA))
                 .build(&values)
                 .expect("literal patterns always build")
         });

@@ -27,7 +27,7 @@ use serde_yaml::{Mapping, Value};
 use crate::problem::{
     Problem, Problems, deserialize_at, did_you_mean, suggestion_for_serde_message,
 };
-use crate::roles::{RoleSet, yaml_problem};
+use crate::roles::RoleSet;
 use crate::secrets::{MasterKey, SecretName};
 use layers::{Layered, Source};
 use schema::{CORE_KEYS, CoreVars, DnsName, Port, RESERVED_KEYS};
@@ -357,18 +357,16 @@ impl Inventory {
 
 /// The hosts in hosts.yaml with the line each is declared on.
 fn read_hosts(path: &Path) -> Result<Vec<(String, HostEntry, Option<usize>)>, Problem> {
-    let text = fs_err::read_to_string(path).map_err(|error| {
-        let problem = Problem::new(format!("cannot read the host list: {}", io_reason(&error))).in_file(path);
-        if error.kind() == std::io::ErrorKind::NotFound {
-            problem.with_hint(Some(
+    if !path.exists() && path.symlink_metadata().is_err() {
+        return Err(Problem::new("cannot read the host list: no such file")
+            .in_file(path)
+            .with_hint(Some(
                 "an inventory needs hosts.yaml, e.g.\n  hosts:\n    example.com:\n      ssh: root@matrix.example.com"
                     .into(),
-            ))
-        } else {
-            problem
-        }
-    })?;
-    let value: Value = serde_yaml::from_str(&text).map_err(|error| yaml_problem(path, &error))?;
+            )));
+    }
+    let text = crate::input::read_text(path, path.parent(), crate::input::MAX_YAML_BYTES)?;
+    let value: Value = crate::input::parse_yaml(path, &text)?;
     let file: HostsFile = deserialize_at(value).map_err(|error| {
         let top_level = error.keys.len() <= 1;
         let (message, hint) = if top_level && error.message.contains("field `") {
@@ -417,16 +415,15 @@ fn read_vars_dir(dir: &Path, problems: &mut Vec<Problem>) -> BTreeMap<String, Va
         else {
             continue;
         };
-        let text = match fs_err::read_to_string(&path) {
+        let text = match crate::input::read_text(&path, dir.parent(), crate::input::MAX_YAML_BYTES)
+        {
             Ok(text) => text,
-            Err(error) => {
-                problems.push(
-                    Problem::new(format!("cannot read: {}", io_reason(&error))).in_file(&path),
-                );
+            Err(problem) => {
+                problems.push(problem);
                 continue;
             }
         };
-        let vars = match serde_yaml::from_str::<Value>(&text) {
+        let vars = match crate::input::parse_yaml(&path, &text) {
             Ok(Value::Mapping(vars)) => vars,
             Ok(Value::Null) => Mapping::new(),
             Ok(_) => {
@@ -435,8 +432,8 @@ fn read_vars_dir(dir: &Path, problems: &mut Vec<Problem>) -> BTreeMap<String, Va
                 );
                 continue;
             }
-            Err(error) => {
-                problems.push(yaml_problem(&path, &error));
+            Err(problem) => {
+                problems.push(problem);
                 continue;
             }
         };
@@ -455,13 +452,6 @@ fn read_vars_dir(dir: &Path, problems: &mut Vec<Problem>) -> BTreeMap<String, Va
         files.insert(name, VarsFile { path, text, vars });
     }
     files
-}
-
-fn io_reason(error: &std::io::Error) -> String {
-    match error.kind() {
-        std::io::ErrorKind::NotFound => "no such file".to_string(),
-        _ => error.to_string(),
-    }
 }
 
 /// Role defaults < group_vars/all < group_vars/GROUP (in the host's order) < host_vars/NAME.
@@ -522,7 +512,12 @@ fn check_vars(
     let problem_at = |key_path: &[String], message: String| {
         let mut lookup = Vec::new();
         for part in key_path {
-            match part.split_once('[') {
+            // `name[3]` is a list index; a key may hold `[` itself.
+            match part.split_once('[').filter(|(_, index)| {
+                index.strip_suffix(']').is_some_and(|digits| {
+                    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+                })
+            }) {
                 Some((key, _)) => {
                     lookup.push(key.to_string());
                     break;
@@ -531,8 +526,12 @@ fn check_vars(
             }
         }
         let source = layered.source_of(&lookup);
-        Problem::new(message)
-            .in_file(source.map(|s| s.path().as_path()).unwrap_or(Path::new("?")))
+        let problem = Problem::new(message);
+        let problem = match source {
+            Some(source) => problem.in_file(source.path()),
+            None => problem,
+        };
+        problem
             .at_line(source.and_then(|s| s.line_of(&lookup)))
             .at_key(key_path.join("."))
     };

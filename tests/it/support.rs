@@ -81,7 +81,12 @@ impl Sandbox {
     pub fn write(&self, relative: &str, content: &str) {
         let path = self.path().join(relative);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
+        std::fs::write(&path, content).unwrap();
+        // As an operator keeps it (others may not read it, or every run warns).
+        if relative.ends_with("master.key") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
     }
 
     /// A file on a local test host, by host name and host path.

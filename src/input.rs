@@ -1,0 +1,187 @@
+//! Reading the operator's files without being stalled by them: only
+//! regular files (a FIFO would block, /dev/zero would fill memory), of a
+//! bounded size, named when a symlink leads out of the inventory, and YAML
+//! whose nesting is bounded before the parser sees it (deep nesting is
+//! quadratic in serde_yaml before its own recursion limit).
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::problem::Problem;
+
+/// The largest file matrixctl reads as YAML: far above any real vars file.
+pub const MAX_YAML_BYTES: u64 = 8 << 20;
+
+/// Flow collections (`[`, `{`) nested deeper than this are refused.
+pub const MAX_FLOW_DEPTH: usize = 64;
+
+/// Reads a file the operator gave as text, at most `limit` bytes. `inside`
+/// is the directory it belongs to: a symlink that leads out of it is
+/// refused, naming where it points.
+pub fn read_text(path: &Path, inside: Option<&Path>, limit: u64) -> Result<String, Problem> {
+    let bytes = read_bytes(path, inside, limit)?;
+    String::from_utf8(bytes).map_err(|_| Problem::new("the file is not UTF-8 text").in_file(path))
+}
+
+/// Like [`read_text`], for bytes.
+pub fn read_bytes(path: &Path, inside: Option<&Path>, limit: u64) -> Result<Vec<u8>, Problem> {
+    let link = std::fs::symlink_metadata(path)
+        .map_err(|error| Problem::new(format!("cannot read: {}", reason(&error))).in_file(path))?;
+    if link.file_type().is_symlink()
+        && let Some(inside) = inside
+    {
+        let target = std::fs::canonicalize(path).map_err(|error| {
+            Problem::new(format!("cannot follow the symlink: {}", reason(&error))).in_file(path)
+        })?;
+        let root = std::fs::canonicalize(inside).unwrap_or_else(|_| inside.to_path_buf());
+        if !target.starts_with(&root) {
+            return Err(Problem::new(format!(
+                "is a symlink to {}, outside {}; matrixctl reads only files inside it",
+                target.display(),
+                inside.display()
+            ))
+            .in_file(path)
+            .with_hint(Some(
+                "copy the file into the inventory (or point the link inside it)".to_string(),
+            )));
+        }
+    }
+    let metadata = std::fs::metadata(path)
+        .map_err(|error| Problem::new(format!("cannot read: {}", reason(&error))).in_file(path))?;
+    if !metadata.is_file() {
+        return Err(Problem::new(format!(
+            "is {}, not a regular file",
+            describe_type(&metadata.file_type())
+        ))
+        .in_file(path));
+    }
+    if metadata.len() > limit {
+        return Err(too_large(path, limit));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(limit + 1).read_to_end(&mut bytes))
+        .map_err(|error| Problem::new(format!("cannot read: {}", reason(&error))).in_file(path))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(path, limit));
+    }
+    Ok(bytes)
+}
+
+fn too_large(path: &Path, limit: u64) -> Problem {
+    Problem::new(format!(
+        "the file is larger than {} KiB; matrixctl does not read it",
+        limit >> 10
+    ))
+    .in_file(path)
+}
+
+fn reason(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        _ => error.to_string(),
+    }
+}
+
+fn describe_type(file_type: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        "a device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+/// Parses YAML, refusing first (in one linear pass) flow nesting deeper
+/// than [`MAX_FLOW_DEPTH`], with the line where it gets too deep.
+pub fn parse_yaml(path: &Path, text: &str) -> Result<serde_yaml::Value, Problem> {
+    if let Some(line) = too_deep_at(text) {
+        return Err(Problem::new(format!(
+            "YAML nested more than {MAX_FLOW_DEPTH} levels deep"
+        ))
+        .in_file(path)
+        .at_line(Some(line)));
+    }
+    serde_yaml::from_str(text).map_err(|error| crate::roles::yaml_problem(path, &error))
+}
+
+/// The line where `[` and `{` collections nest too deep, if they do.
+/// Quoted scalars and comments are skipped; a bracket inside a plain
+/// scalar (`a[1]`) does not open a collection.
+fn too_deep_at(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut line = 1;
+    let mut previous = b'\n';
+    let mut quote: Option<u8> = None;
+    let mut escaped = false;
+    let mut comment = false;
+    for &byte in text.as_bytes() {
+        if byte == b'\n' {
+            line += 1;
+            comment = false;
+        }
+        if comment {
+            continue;
+        }
+        if let Some(open) = quote {
+            match byte {
+                b'\\' if open == b'"' && !escaped => escaped = true,
+                _ if byte == open && !escaped => quote = None,
+                _ => escaped = false,
+            }
+            previous = byte;
+            continue;
+        }
+        match byte {
+            b'"' | b'\'' if starts_value(previous) => quote = Some(byte),
+            b'#' if previous.is_ascii_whitespace() => comment = true,
+            b'[' | b'{' if starts_value(previous) => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Some(line);
+                }
+            }
+            b']' | b'}' if depth > 0 => depth -= 1,
+            _ => {}
+        }
+        if !byte.is_ascii_whitespace() || byte == b'\n' {
+            previous = byte;
+        }
+    }
+    None
+}
+
+/// Whether a collection or a quoted scalar may start after this byte.
+fn starts_value(previous: u8) -> bool {
+    matches!(previous, b'\n' | b':' | b'-' | b',' | b'[' | b'{' | b'?')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_flow_nesting_is_found_in_linear_time() {
+        let deep = format!("x: {}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let started = std::time::Instant::now();
+        assert_eq!(too_deep_at(&deep), Some(1));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(
+            too_deep_at("a: [1, {b: [2]}]\nc: \"[[[[\"\nd: x[1]\n"),
+            None
+        );
+        let nested = format!("a:\n  b: {}1{}\n", "[".repeat(65), "]".repeat(65));
+        assert_eq!(too_deep_at(&nested), Some(2));
+        let fine = format!("a: {}1{}\n", "[".repeat(64), "]".repeat(64));
+        assert_eq!(too_deep_at(&fine), None);
+        // Brackets in comments and in quoted strings do not count.
+        let quoted = format!("a: '{}'\n# {}\n", "[".repeat(100), "{".repeat(100));
+        assert_eq!(too_deep_at(&quoted), None);
+    }
+}

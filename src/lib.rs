@@ -302,7 +302,10 @@ fn refuse_changed_hosts(planned: &mut [PlannedHost], saved: &SavedPlan) {
 
 /// Who holds a host's lock while this apply runs: shown to a second apply.
 fn lock_owner() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "?".to_string());
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|user| !user.is_empty())
+        .unwrap_or_else(user_of_this_process);
     let machine = fs_err::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_string())
         .unwrap_or_else(|_| "?".to_string());
@@ -314,6 +317,24 @@ fn lock_owner() -> String {
         "matrixctl apply by {user}@{machine} (pid {}) since {since}",
         std::process::id()
     )
+}
+
+/// The name of the user this process runs as, from /etc/passwd, or its uid.
+fn user_of_this_process() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(uid) = fs_err::metadata("/proc/self").map(|meta| meta.uid()) else {
+        return "?".to_string();
+    };
+    fs_err::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                (fields.nth(1)? == uid.to_string()).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the epoch (civil calendar,

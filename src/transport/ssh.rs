@@ -289,16 +289,71 @@ fn last_line(text: &str) -> &str {
         .trim()
 }
 
-/// A short, private directory for this run's control sockets.
+/// A short, private directory for this run's control sockets, named after
+/// this process (`mctl-PID-…`). Directories that earlier runs left (they
+/// were killed before they could remove theirs) are swept first: their
+/// masters are told to exit, then the directory goes.
 pub fn control_dir() -> Result<tempfile::TempDir> {
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|dir| dir.is_dir() && dir.as_os_str().len() < 40)
         .unwrap_or_else(|| Path::new("/tmp").to_path_buf());
+    sweep_stale_control_dirs(&base);
     use std::os::unix::fs::PermissionsExt;
     tempfile::Builder::new()
-        .prefix("mctl-")
+        .prefix(&format!("mctl-{}-", std::process::id()))
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(base)
         .context("cannot create a directory for SSH control sockets")
+}
+
+/// Removes `mctl-PID-…` directories of ours whose process is gone.
+fn sweep_stale_control_dirs(base: &Path) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("mctl-"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        let ours = std::fs::symlink_metadata(&dir)
+            .is_ok_and(|meta| meta.is_dir() && Some(meta.uid()) == me);
+        if !ours || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        // The openssh crate puts each master's socket in a subdirectory.
+        let inner = std::fs::read_dir(&dir).into_iter().flatten().flatten();
+        let nested = inner
+            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+            .flat_map(|entry| {
+                std::fs::read_dir(entry.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            });
+        let top = std::fs::read_dir(&dir).into_iter().flatten().flatten();
+        for socket in top.chain(nested) {
+            if socket.file_type().is_ok_and(|kind| kind.is_socket()) {
+                // Asks the master behind the socket to exit; it answers at once.
+                let _ = std::process::Command::new("ssh")
+                    .arg("-o")
+                    .arg(format!("ControlPath={}", socket.path().display()))
+                    .args(["-O", "exit", "matrixctl-stale-master"])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

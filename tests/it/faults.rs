@@ -176,3 +176,67 @@ fn the_ssh_master_killed_at_every_step_leaves_the_host_whole_and_the_report_true
 fn the_hosts_session_killed_at_every_step_leaves_the_host_whole_and_the_report_true() {
     faults_at_every_step(Killed::HostSession);
 }
+
+#[test]
+fn a_killed_controller_leaves_no_control_directory_behind_and_names_its_user() {
+    let fleet = SshFleet::start(&["a.example"], &[]);
+    let sandbox = &fleet.sandbox;
+    // Sockets go here (a short path), so this test sees only its own.
+    let runtime = sandbox.path().join("run");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let control_dirs = || -> Vec<String> {
+        std::fs::read_dir(&runtime)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().to_string())
+            .filter(|name| name.starts_with("mctl-"))
+            .collect()
+    };
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        Command::new(BIN)
+            .args(["apply", "--yes", "inventory"])
+            .current_dir(sandbox.path())
+            .env("MATRIXCTL_TEST_PAUSE_AT", "staged:2")
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env_remove("USER")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    wait_until("the host never reached the step", || {
+        the_run(&fleet).is_some()
+    });
+    let owner =
+        std::fs::read_to_string(sandbox.host_file("a.example", &format!("{STATE}/lock.owner")))
+            .unwrap();
+    assert!(
+        owner.starts_with("matrixctl apply by root@"),
+        "without USER, the lock names the uid's user: {owner}"
+    );
+    kill_group(&mut child);
+    assert_eq!(control_dirs().len(), 1, "the killed run's directory");
+    assert!(
+        !fleet.host("a.example").masters().is_empty(),
+        "the killed run's master outlives it"
+    );
+
+    // The next run sweeps it (and tells its master to exit) before its own.
+    let plan = fleet.run_with_env(
+        &["plan", "inventory"],
+        &[("XDG_RUNTIME_DIR", runtime.to_str().unwrap())],
+    );
+    // (The killed run's transaction is still paused on the host: busy.)
+    assert_eq!(plan.code, 1, "{}", plan.transcript());
+    assert!(
+        plan.stdout
+            .contains("busy: an apply is running on this host right now")
+    );
+    assert!(control_dirs().is_empty(), "{:?}", control_dirs());
+    wait_until("the stale master never exited", || {
+        fleet.host("a.example").masters().is_empty()
+    });
+}

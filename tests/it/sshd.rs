@@ -227,12 +227,11 @@ impl SshHost {
         }
     }
 
-    /// Kills matrixctl's ssh master connections to this host (the client
-    /// side, `ssh -M -f … -p PORT`), as if the operator's machine lost them.
-    /// Returns how many it killed.
-    pub fn kill_masters(&self) -> usize {
+    /// The pids of ssh master connections to this host (the client side,
+    /// `ssh -M -f … -p PORT`).
+    pub fn masters(&self) -> Vec<String> {
         let port = self.port.to_string();
-        let mut killed = 0;
+        let mut masters = Vec::new();
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
             let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
                 continue;
@@ -244,12 +243,20 @@ impl SshHost {
                 .windows(2)
                 .any(|pair| pair[0] == b"-p" && pair[1] == port.as_bytes());
             if is_ssh && is_master && to_us {
-                let pid = entry.file_name().to_string_lossy().to_string();
-                let _ = Command::new("kill").args(["-KILL", &pid]).status();
-                killed += 1;
+                masters.push(entry.file_name().to_string_lossy().to_string());
             }
         }
-        killed
+        masters
+    }
+
+    /// Kills matrixctl's ssh masters to this host, as if the operator's
+    /// machine lost them. Returns how many it killed.
+    pub fn kill_masters(&self) -> usize {
+        let masters = self.masters();
+        for pid in &masters {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+        masters.len()
     }
 
     /// Kills every process below this sshd, detached ones included.

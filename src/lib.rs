@@ -96,9 +96,21 @@ fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
     let mut problems = Vec::new();
     let mut targets = Vec::new();
     for host in hosts {
-        match renderer.render_host(&inventory, host, &redactor) {
+        let mut host = host.clone();
+        if let inventory::Connection::Ssh(target) = &mut host.connection
+            && (!target.user_given || !target.port_given)
+            && let Err(reason) = transport::ssh::resolve(target, &host.vars.ssh_options)
+        {
+            problems.push(
+                problem::Problem::new(reason)
+                    .in_file(&inventory.dir.join("hosts.yaml"))
+                    .at_key(format!("hosts.{}.ssh", host.name)),
+            );
+            continue;
+        }
+        match renderer.render_host(&inventory, &host, &redactor) {
             Ok(rendered) => targets.push(Target {
-                host: host.clone(),
+                host,
                 desired: rendered.files,
                 notes: rendered.notes,
                 actions: rendered.actions,

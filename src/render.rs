@@ -152,7 +152,11 @@ impl<'a> Renderer<'a> {
         context.insert("server_name".into(), host.name.as_str().into());
         context.insert("public_baseurl".into(), format!("https://{fqdn}/").into());
         context.insert("matrix_fqdn".into(), fqdn.into());
-        context.insert("ssh_port".into(), host_ssh_port(host).into());
+        // Only the firewall needs it; a proxy makes it unknown (refused below).
+        context.insert(
+            "ssh_port".into(),
+            host_ssh_port(host).unwrap_or_default().into(),
+        );
         // Web servers spell sizes differently; bytes they all read.
         context.insert(
             "max_upload_size_bytes".into(),
@@ -277,8 +281,18 @@ impl<'a> Renderer<'a> {
                 }
             }
         }
-        if host.vars.firewall == crate::inventory::schema::Firewall::Nftables {
-            let ssh_port = host_ssh_port(host);
+        let ssh_port = if host.vars.firewall == crate::inventory::schema::Firewall::Nftables {
+            host_ssh_port(host)
+                .map_err(|reason| {
+                    problems.push(Problem::new(reason).with_hint(Some(
+                        "set `firewall_ssh_port: PORT` for this host, the port its sshd listens on".into(),
+                    )))
+                })
+                .ok()
+        } else {
+            None
+        };
+        if let Some(ssh_port) = ssh_port {
             let accepts_ssh = desired.values().any(|file| {
                 file.role == "firewall"
                     && String::from_utf8_lossy(&file.content).lines().any(|line| {
@@ -736,11 +750,29 @@ pub fn redactor_for(inventory: &Inventory) -> Redactor {
     Redactor::new(values)
 }
 
-/// The port matrixctl reaches the host's sshd on (22 for a local host).
-fn host_ssh_port(host: &Host) -> u16 {
+/// The port the firewall keeps open for SSH: `firewall_ssh_port` when the
+/// operator names one, else the port matrixctl really reaches the host's
+/// sshd on (the effective one, from `ssh:` or the ssh config; 22 for a
+/// local host). Through a proxy that port is unknown.
+fn host_ssh_port(host: &Host) -> Result<u16, String> {
+    let named = host
+        .merged
+        .get("firewall_ssh_port")
+        .and_then(Value::as_u64)
+        .and_then(|port| u16::try_from(port).ok())
+        .filter(|port| *port > 0);
+    if let Some(port) = named {
+        return Ok(port);
+    }
     match &host.connection {
-        crate::inventory::Connection::Ssh(target) => target.port.0,
-        crate::inventory::Connection::Local => 22,
+        crate::inventory::Connection::Ssh(target) => match &target.proxy {
+            Some(proxy) => Err(format!(
+                "matrixctl reaches {} through a proxy (ssh config: {proxy}), so the port its sshd listens on is unknown, and the firewall must keep it open (host {})",
+                target.host, host.name
+            )),
+            None => Ok(target.port.0),
+        },
+        crate::inventory::Connection::Local => Ok(22),
     }
 }
 

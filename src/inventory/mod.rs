@@ -65,12 +65,20 @@ pub enum Connection {
     Ssh(SshTarget),
 }
 
-/// `[user@]host[:port]`, as in hosts.yaml's `ssh:`.
+/// `[user@]host[:port]`, as in hosts.yaml's `ssh:`. What `ssh:` leaves
+/// out, the operator's ssh config decides (see `transport::ssh::resolve`):
+/// until then `user` is root and `port` 22.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshTarget {
     pub user: String,
     pub host: String,
     pub port: Port,
+    /// `ssh:` named the user / the port.
+    pub user_given: bool,
+    pub port_given: bool,
+    /// The ProxyCommand or ProxyJump the ssh config sets for this host:
+    /// the port matrixctl reaches is then not the host's own sshd port.
+    pub proxy: Option<String>,
 }
 
 impl SshTarget {
@@ -79,6 +87,7 @@ impl SshTarget {
             Some((user, rest)) => (user.to_string(), rest),
             None => ("root".to_string(), text),
         };
+        let user_given = text.contains('@');
         let (host, port) = if let Some(rest) = rest.strip_prefix('[') {
             let (host, after) = rest
                 .split_once(']')
@@ -90,6 +99,7 @@ impl SshTarget {
                 None => (rest.to_string(), None),
             }
         };
+        let port_given = port.is_some();
         let port = match port {
             None => Port(22),
             Some(port) => match port.parse::<u16>() {
@@ -107,7 +117,14 @@ impl SshTarget {
         if !valid_word(&user) || !valid_word(&host) {
             return Err(format!("`{text}` is not of the form user@host:port"));
         }
-        Ok(SshTarget { user, host, port })
+        Ok(SshTarget {
+            user,
+            host,
+            port,
+            user_given,
+            port_given,
+            proxy: None,
+        })
     }
 }
 
@@ -269,9 +286,9 @@ impl Inventory {
                     let connection = match entry.connection {
                         ConnectionKind::Local => Connection::Local,
                         ConnectionKind::Ssh => {
-                            // Default: root on the machine that serves Matrix.
-                            let text = ssh_text
-                                .unwrap_or_else(|| format!("root@{}", vars.fqdn(&dns_name)));
+                            // Default: the machine that serves Matrix, as the
+                            // ssh config (or root on port 22) says.
+                            let text = ssh_text.unwrap_or_else(|| vars.fqdn(&dns_name));
                             match SshTarget::parse(&text) {
                                 Ok(target) => Connection::Ssh(target),
                                 Err(reason) => {

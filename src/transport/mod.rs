@@ -40,7 +40,7 @@ impl std::error::Error for NotSent {}
 #[derive(Debug, Clone)]
 pub enum Transport {
     Local(local::Local),
-    Ssh(Ssh),
+    Ssh(Box<Ssh>),
 }
 
 impl Transport {
@@ -48,12 +48,12 @@ impl Transport {
     pub fn for_host(host: &Host, settings: &Arc<SshSettings>) -> Transport {
         match &host.connection {
             Connection::Local => Transport::Local(local::Local),
-            Connection::Ssh(target) => Transport::Ssh(Ssh::new(
+            Connection::Ssh(target) => Transport::Ssh(Box::new(Ssh::new(
                 target.clone(),
                 host.vars.ssh_options.clone(),
                 host.vars.become_,
                 settings.clone(),
-            )),
+            ))),
         }
     }
 
@@ -70,7 +70,7 @@ impl Transport {
     pub fn fresh(&self) -> Transport {
         match self {
             Transport::Local(local) => Transport::Local(local.clone()),
-            Transport::Ssh(ssh) => Transport::Ssh(ssh.fresh()),
+            Transport::Ssh(ssh) => Transport::Ssh(Box::new(ssh.fresh())),
         }
     }
 

@@ -270,6 +270,93 @@ impl Ssh {
     }
 }
 
+/// Fills in what `ssh:` left out (user, port) from the operator's ssh
+/// config, as `ssh -G` prints the effective settings, and notes a proxy
+/// (ProxyCommand, ProxyJump) the config puts in front of the host. The
+/// user is root unless `ssh:` or the config names one. No host is
+/// contacted: `ssh -G` only evaluates the configuration.
+pub fn resolve(target: &mut SshTarget, options: &SshOptions) -> Result<(), String> {
+    let effective = effective_config(target, options, false)?;
+    if !target.port_given
+        && let Some(port) = effective
+            .get("port")
+            .and_then(|port| port.parse::<u16>().ok())
+            .filter(|port| *port > 0)
+    {
+        target.port = crate::inventory::schema::Port(port);
+    }
+    if !target.user_given
+        && let Some(user) = effective.get("user")
+    {
+        // ssh's default user is the local one; only a configured one counts.
+        let defaults = effective_config(target, options, true)?;
+        if defaults.get("user") != Some(user) {
+            target.user = user.clone();
+        }
+    }
+    target.proxy = ["proxyjump", "proxycommand"]
+        .iter()
+        .filter_map(|key| {
+            effective
+                .get(*key)
+                .filter(|value| value.as_str() != "none")
+                .map(|value| format!("{key} {value}"))
+        })
+        .next();
+    Ok(())
+}
+
+/// `ssh -G` for the target: its settings, keys in lower case. With
+/// `defaults`, as if no ssh config existed (`-F /dev/null`).
+fn effective_config(
+    target: &SshTarget,
+    options: &SshOptions,
+    defaults: bool,
+) -> Result<std::collections::HashMap<String, String>, String> {
+    let mut command = std::process::Command::new("ssh");
+    command.arg("-G");
+    match (&options.config_file, defaults) {
+        (_, true) => {
+            command.args(["-F", "/dev/null"]);
+        }
+        (Some(config), false) => {
+            command.arg("-F").arg(config);
+        }
+        (None, false) => {}
+    }
+    if !defaults {
+        for (key, value) in &options.options {
+            command.arg("-o").arg(format!("{}={}", key.0, value.0));
+        }
+    }
+    if target.port_given {
+        command.arg("-p").arg(target.port.0.to_string());
+    }
+    if target.user_given {
+        command.arg("-l").arg(&target.user);
+    }
+    let output = command
+        .arg("--")
+        .arg(&target.host)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|error| {
+            format!("cannot run `ssh -G` to read the ssh config for {}: {error} (is openssh-client installed?)", target.host)
+        })?;
+    if !output.status.success() {
+        return Err(format!(
+            "`ssh -G {}` failed, so its ssh config is unknown: {}",
+            target.host,
+            last_line(&String::from_utf8_lossy(&output.stderr))
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(key, value)| (key.to_ascii_lowercase(), value.to_string()))
+        .collect())
+}
+
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

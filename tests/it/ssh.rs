@@ -357,3 +357,77 @@ fn a_host_that_never_answers_times_out_alone() {
     assert!(plan.stdout.contains("a.example\n  + "), "{}", plan.stdout);
     holder.join().unwrap();
 }
+
+#[test]
+fn the_ssh_config_decides_what_ssh_leaves_out_and_the_firewall_keeps_that_port() {
+    let fleet = SshFleet::start(&["a.example"], &[]);
+    let sandbox = &fleet.sandbox;
+    let port = fleet.host("a.example").port;
+    sandbox.write(
+        "ssh/config",
+        &format!(
+            "Host a-alias\n  HostName 127.0.0.1\n  Port {port}\n\n\
+             Host a-proxied\n  HostName 127.0.0.1\n  ProxyCommand nc %h {port}\n"
+        ),
+    );
+    let root = sandbox.path().join("hosts/a.example");
+    let hosts = |alias: &str| {
+        format!(
+            "hosts:\n  a.example:\n    ssh: {alias}\n    root: {}\n",
+            root.display()
+        )
+    };
+    let all = |extra: &str| {
+        format!(
+            "synapse_group: root\nhost_commands: false\n{extra}ssh_options:\n  identity_file: ../ssh/client_key\n  known_hosts_file: ../ssh/known_hosts\n  config_file: ../ssh/config\n"
+        )
+    };
+    sandbox.write("inventory/hosts.yaml", &hosts("a-alias"));
+    sandbox.write("inventory/group_vars/all.yaml", &all(""));
+
+    // No port and no user in `ssh:`: the config's port, and root.
+    let plan = fleet.run(&["plan", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    assert!(
+        plan.stdout.starts_with("a.example\n  + "),
+        "{}",
+        plan.stdout
+    );
+
+    // The firewall keeps the port matrixctl really reaches.
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        &all("firewall: nftables\n"),
+    );
+    let render = fleet.run(&["render", "inventory", "--out", "rendered"]);
+    assert_eq!(render.code, 0, "{}", render.transcript());
+    let ruleset =
+        std::fs::read_to_string(sandbox.path().join("rendered/a.example/etc/nftables.conf"))
+            .unwrap();
+    assert!(
+        ruleset.contains(&format!("tcp dport {port} accept")),
+        "{ruleset}"
+    );
+
+    // Through a proxy, that port is unknown: refused until named.
+    sandbox.write("inventory/hosts.yaml", &hosts("a-proxied"));
+    let refused = fleet.run(&["render", "inventory", "--out", "rendered2"]);
+    assert_eq!(refused.code, 1, "{}", refused.transcript());
+    assert!(
+        refused.stderr.contains(&format!(
+            "error: matrixctl reaches a-proxied through a proxy (ssh config: proxycommand nc %h {port}), so the port its sshd listens on is unknown"
+        )) && refused.stderr.contains("hint: set `firewall_ssh_port: PORT`"),
+        "{}",
+        refused.transcript()
+    );
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        &all("firewall: nftables\nfirewall_ssh_port: 2222\n"),
+    );
+    let named = fleet.run(&["render", "inventory", "--out", "rendered3"]);
+    assert_eq!(named.code, 0, "{}", named.transcript());
+    let ruleset =
+        std::fs::read_to_string(sandbox.path().join("rendered3/a.example/etc/nftables.conf"))
+            .unwrap();
+    assert!(ruleset.contains("tcp dport 2222 accept"), "{ruleset}");
+}

@@ -301,3 +301,55 @@ fn switching_a_role_off_runs_its_removal_handler() {
         None
     );
 }
+
+#[test]
+fn a_timeout_reports_the_apply_as_still_running_and_the_next_plan_says_how_it_ended() {
+    let sandbox = Sandbox::fleet();
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        "synapse_group: root\nhost_commands: true\nsynapse_validate_command: \"sleep 3\"\nsynapse_restart_command: \"true\"\n",
+    );
+    let apply = sandbox.run(&[
+        "apply",
+        "--yes",
+        "--timeout",
+        "1",
+        "inventory",
+        "--limit",
+        "a.example",
+    ]);
+    assert_eq!(apply.code, 1, "{}", apply.transcript());
+    assert!(
+        apply.stdout.contains("a.example: STILL RUNNING on the host\n")
+            && apply.stdout.contains(
+                "timed out after 1 s (--timeout) waiting for the host; the apply may still finish there"
+            )
+            && apply.stdout.contains("1 host still running: a.example."),
+        "{}",
+        apply.stdout
+    );
+    // The host goes on by itself and commits.
+    let runs = sandbox.host_file("a.example", "/var/lib/matrixctl/runs");
+    wait_until("the apply never finished on the host", || {
+        std::fs::read_dir(&runs).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|entry| entry.path().extension().is_some_and(|ext| ext == "code"))
+        })
+    });
+    let plan = sandbox.run(&[
+        "plan",
+        "--detailed-exitcode",
+        "inventory",
+        "--limit",
+        "a.example",
+    ]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    assert!(
+        plan.stdout.contains(
+            "! an earlier apply finished on the host after matrixctl stopped waiting: it was applied"
+        ),
+        "{}",
+        plan.stdout
+    );
+}

@@ -286,6 +286,13 @@ pub async fn apply(
                     .as_ref()
                     .expect("only planned hosts are in the work list");
                 let run_id = run_id(&host.name);
+                let confirm_seconds = plan
+                    .handlers
+                    .iter()
+                    .filter_map(|handler| handler.armed.as_ref())
+                    .map(|armed| u64::from(armed.seconds))
+                    .max()
+                    .unwrap_or(0);
                 ApplyJob {
                     name: host.name.clone(),
                     transport: host.transport.clone(),
@@ -294,17 +301,12 @@ pub async fn apply(
                         &host.state_dir,
                         &run_id,
                         transaction(&host.root, &host.state_dir, &run_id, plan, lock_owner),
+                        confirm_seconds > 0,
                     ),
                     run_id,
                     root: host.root.clone(),
                     state_dir: host.state_dir.clone(),
-                    confirm_seconds: plan
-                        .handlers
-                        .iter()
-                        .filter_map(|handler| handler.armed.as_ref())
-                        .map(|armed| u64::from(armed.seconds))
-                        .max()
-                        .unwrap_or(0),
+                    confirm_seconds,
                 }
             })
             .collect();

@@ -149,7 +149,15 @@ impl Program {
     /// host writes it into its state directory and runs it in a session of
     /// its own, so the connection no longer matters, then waits for its
     /// result here (mc_await) and prints it as the transaction wrote it.
-    pub fn detached(root: &str, state_dir: &str, run_id: &str, transaction: Program) -> String {
+    /// With `armed`, the transaction stops half-way for a confirmation, so
+    /// the wait returns when it does (`run-awaiting-confirmation`).
+    pub fn detached(
+        root: &str,
+        state_dir: &str,
+        run_id: &str,
+        transaction: Program,
+        armed: bool,
+    ) -> String {
         let inner = transaction.finish();
         // A quoted here-document: its body arrives byte for byte. The
         // delimiter is chosen so that no line of the body equals it.
@@ -162,6 +170,9 @@ impl Program {
             "mc_start_run {} <<'{delimiter}'\n{inner}{delimiter}\n",
             quote(run_id)
         ));
+        if !armed {
+            outer.call("mc_wait_child", &[]);
+        }
         outer.call("mc_await", &[run_id, "confirm", "0"]);
         outer.text()
     }

@@ -260,6 +260,13 @@ mc_start_run() {
     cat > "$r.sh.new" || mc_fail "cannot write $MC_STATE_DIR/runs/$1.sh"
     mv -f -- "$r.sh.new" "$r.sh"
     setsid -w sh "$r.sh" < /dev/null > "$r.out" 2> "$r.err" 9>&- &
+    MC_CHILD=$!
+}
+
+# Waits for the transaction this program started, without polling (when no
+# armed change needs a confirmation in the middle of it).
+mc_wait_child() {
+    wait "$MC_CHILD" 2> /dev/null || true
 }
 
 # Whether the run whose pid file is $1 is alive: its process exists and the

@@ -416,6 +416,8 @@ struct JsonHost {
     journal_pending: bool,
     /// Files in the backup an interrupted apply left, if any.
     interrupted_backup: Option<usize>,
+    /// How earlier applies ended that matrixctl did not see end.
+    earlier_runs: Vec<String>,
     changes: Vec<JsonChange>,
 }
 
@@ -488,6 +490,9 @@ pub fn json(
                     .unwrap_or_default(),
                 journal_pending: plan.is_some_and(|plan| plan.journal_pending),
                 interrupted_backup: plan.and_then(|plan| plan.interrupted_backup),
+                earlier_runs: plan
+                    .map(|plan| plan.earlier_runs.clone())
+                    .unwrap_or_default(),
                 changes,
             }
         })

@@ -267,6 +267,41 @@ mod tests {
     }
 
     #[test]
+    fn a_detached_program_cut_anywhere_starts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let mut transaction = Program::new(root, "/state");
+        transaction.set("MC_RUN", "r1");
+        transaction.call("mc_begin", &["test"]);
+        transaction.call_with_content("mc_stage", &["/etc/a.conf", "0644", "", ""], b"x\n");
+        transaction.call("mc_commit", &["/etc/a.conf"]);
+        let text = Program::detached(root, "/state", "r1", transaction, false);
+        let cuts: Vec<usize> = text
+            .match_indices('\n')
+            .map(|(index, _)| index + 1)
+            .filter(|&cut| cut < text.len())
+            .collect();
+        for cut in cuts {
+            let output = run_sh(&text[..cut]);
+            assert!(
+                !dir.path().join("state").exists() && !dir.path().join("etc").exists(),
+                "a program cut at byte {cut} acted: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let output = run_sh(&text);
+        assert!(
+            String::from_utf8_lossy(&output.stdout).ends_with(&format!("{DONE_MARKER}\n")),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("etc/a.conf")).unwrap(),
+            b"x\n"
+        );
+    }
+
+    #[test]
     fn quoting_survives_the_shell() {
         for word in ["plain", "it's", "$(rm -rf /)", "a b\nc", ""] {
             let output = std::process::Command::new("sh")

@@ -443,7 +443,9 @@ async fn apply_one(job: &ApplyJob, timeout: Duration) -> Applied {
                 true,
                 timeout.as_secs(),
             );
-            match within(timeout, job.transport.fresh().run(program)).await {
+            // Slack beyond the host's own wait, so its `run-running` answer
+            // arrives before this limit does.
+            match run_fresh(job, program, timeout + Duration::from_secs(5)).await {
                 Ok(output) => Ok(run_state(&output)),
                 Err(error) => Err(format!("{error:#}")),
             }
@@ -483,8 +485,16 @@ async fn apply_one(job: &ApplyJob, timeout: Duration) -> Applied {
 
 fn not_confirmed(name: &str, reason: &str, seconds: u64) -> Applied {
     Applied::StillRunning(format!(
-        "could not confirm {name} over a fresh connection ({reason}); the host rolls the whole apply back by itself within {seconds} s: `matrixctl plan` shows how it ended"
+        "could not confirm {name} over a fresh connection, or lost the host after ({reason}); unless it was confirmed, the host rolls the whole apply back by itself within {seconds} s: `matrixctl plan` shows how it ended"
     ))
+}
+
+/// Runs `program` over a new connection to the job's host, and closes it.
+async fn run_fresh(job: &ApplyJob, program: String, limit: Duration) -> Result<Output> {
+    let fresh = job.transport.fresh();
+    let answer = within(limit, fresh.run(program)).await;
+    fresh.close().await;
+    answer
 }
 
 /// After a broken connection: asks the host, over new connections (three
@@ -502,10 +512,7 @@ async fn reconnect(job: &ApplyJob, timeout: Duration) -> Option<RunState> {
             true,
             timeout.as_secs(),
         );
-        let fresh = job.transport.fresh();
-        let answer = within(timeout + Duration::from_secs(5), fresh.run(program)).await;
-        fresh.close().await;
-        if let Ok(output) = answer {
+        if let Ok(output) = run_fresh(job, program, timeout + Duration::from_secs(5)).await {
             return Some(run_state(&output));
         }
     }

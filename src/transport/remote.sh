@@ -339,10 +339,15 @@ mc_begin() {
     printf '%s\n' "$$" > "$MC_RUN_FILE.pid.new"
     mv -f -- "$MC_RUN_FILE.pid.new" "$MC_RUN_FILE.pid"
     rm -f -- "$MC_RUN_FILE.sh"
-    for old in "$ROOT$MC_STATE_DIR/runs"/*; do
-        case "$old" in "$MC_RUN_FILE".*) continue ;; esac
+    # Finished runs, and runs whose process died (we hold the lock, so
+    # none of them is alive); a run still starting (its script, no pid
+    # yet) belongs to an apply that is about to find the host locked.
+    for old in "$ROOT$MC_STATE_DIR/runs"/*.code "$ROOT$MC_STATE_DIR/runs"/*.pid; do
         [ -e "$old" ] || [ -L "$old" ] || continue
-        rm -f -- "$old"
+        run=${old%.*}
+        [ "$run" != "$MC_RUN_FILE" ] || continue
+        rm -f -- "$run.sh" "$run.pid" "$run.out" "$run.err" "$run.code" "$run.seen" \
+            "$run.paused" "$run.armed" "$run.confirmed" "$run.expired"
     done
     unsafe=$(mc_unsafe_paths)
     [ -z "$unsafe" ] || mc_fail "refusing to write here: ${unsafe#unsafe }"

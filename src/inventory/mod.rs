@@ -554,6 +554,28 @@ fn check_vars(
     };
 
     let merged = layered.to_mapping();
+    // No value may carry a line break or another control character into a
+    // rendered file: there it would start a line of its own (a directive in
+    // coturn's, nginx's or an environment file). Refused for every var,
+    // whatever its type, before anything else looks at it.
+    let mut broken_lines = Vec::new();
+    find_control_characters(
+        &mut Vec::new(),
+        &Value::Mapping(merged.clone()),
+        false,
+        &mut broken_lines,
+    );
+    for (path, what) in broken_lines {
+        problems.push(
+            problem_at(
+                &path,
+                format!("the value holds {what}, which would start a new line in the files it is written to"),
+            )
+            .with_hint(Some(
+                "write the value on one line (a YAML `|` or `>` block adds a line break at its end; use a quoted string)".to_string(),
+            )),
+        );
+    }
     let mut core = Mapping::new();
     for (key, source) in layered.top_level() {
         if CORE_KEYS.contains(&key) {
@@ -636,6 +658,74 @@ type ReportProblem<'a> = dyn FnMut(&[String], String, Option<String>) + 'a;
 
 /// A role var must have its default's type; inside a non-empty default map
 /// only the default's keys are known (an empty map `{}` is free-form).
+/// Vars whose values only ever reach a file JSON-encoded (`tojson`), where
+/// a line break is an escape, not a new line: their values may hold one
+/// (a PEM block in synapse_extra), their keys may not.
+const JSON_ENCODED_VARS: [&str; 2] = ["synapse_extra", "well_known_client_extra"];
+
+/// Every string (value or map key) under `value` that holds a control
+/// character, by key path, with what it holds. With `keys_only`, values
+/// are not checked.
+fn find_control_characters(
+    path: &mut Vec<String>,
+    value: &Value,
+    keys_only: bool,
+    found: &mut Vec<(Vec<String>, &'static str)>,
+) {
+    let what = |text: &str| {
+        text.chars().find(|c| c.is_control()).map(|c| match c {
+            '\n' | '\r' => "a line break",
+            '\0' => "a NUL character",
+            '\t' => "a tab",
+            _ => "a control character",
+        })
+    };
+    match value {
+        Value::String(text) => {
+            if let Some(what) = what(text).filter(|_| !keys_only) {
+                found.push((path.clone(), what));
+            }
+        }
+        Value::Sequence(items) => {
+            for (index, item) in items.iter().enumerate() {
+                let Some(last) = path.last_mut() else {
+                    continue;
+                };
+                let name = last.clone();
+                *last = format!("{name}[{index}]");
+                find_control_characters(path, item, keys_only, found);
+                if let Some(last) = path.last_mut() {
+                    *last = name;
+                }
+            }
+        }
+        Value::Mapping(map) => {
+            for (key, inner) in map {
+                let key = match key {
+                    Value::String(key) => key.clone(),
+                    other => serde_yaml::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
+                };
+                if let Some(what) = what(&key) {
+                    let mut key_path = path.clone();
+                    key_path.push(key.escape_debug().to_string());
+                    found.push((key_path, what));
+                    continue;
+                }
+                let escaped =
+                    keys_only || (path.is_empty() && JSON_ENCODED_VARS.contains(&key.as_str()));
+                path.push(key);
+                find_control_characters(path, inner, escaped, found);
+                path.pop();
+            }
+        }
+        Value::Tagged(tagged) => find_control_characters(path, &tagged.value, keys_only, found),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
 fn check_like_default(
     path: &[String],
     value: &Value,

@@ -135,3 +135,51 @@ fn a_master_key_others_can_read_gets_a_warning_on_every_run() {
     let plan = sandbox.run(&["plan", "inventory"]);
     assert!(!plan.stderr.contains("warning"), "{}", plan.transcript());
 }
+
+#[test]
+fn a_line_break_is_refused_everywhere_but_in_json_encoded_values() {
+    let sandbox = Sandbox::fleet();
+    // synapse_extra reaches its file through tojson: the break stays an
+    // escape inside one JSON string.
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "synapse_extra:\n  default_room_version: \"10\\nx\"\n",
+    );
+    let render = sandbox.run(&[
+        "render",
+        "inventory",
+        "--out",
+        "rendered",
+        "--limit",
+        "a.example",
+    ]);
+    assert_eq!(render.code, 0, "{}", render.transcript());
+    let extra = std::fs::read_to_string(
+        sandbox
+            .path()
+            .join("rendered/a.example/etc/matrix-synapse/conf.d/extra.yaml"),
+    )
+    .unwrap();
+    assert!(
+        extra.contains("default_room_version: \"10\\nx\"\n"),
+        "{extra}"
+    );
+
+    // Anywhere else, and in any key, it is refused.
+    for vars in [
+        "synapse_extra:\n  \"default_room_version\\nenable_registration\": true\n",
+        "turn:\n  listening_ip: \"192.0.2.1\\nno-auth\"\n",
+        "bridges:\n  postmoogle:\n    login: \"bot\\nPOSTMOOGLE_ADMINS=@evil:x\"\n",
+    ] {
+        sandbox.write("inventory/host_vars/a.example.yaml", vars);
+        let plan = sandbox.run(&["plan", "inventory"]);
+        assert_eq!(plan.code, 1, "{vars}: {}", plan.transcript());
+        assert!(
+            plan.stderr.contains(
+                "holds a line break, which would start a new line in the files it is written to"
+            ),
+            "{vars}: {}",
+            plan.transcript()
+        );
+    }
+}

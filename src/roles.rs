@@ -30,6 +30,11 @@ pub struct Manifest {
     /// become known keys, and a default's type is the var's type.
     #[serde(default)]
     pub defaults: Mapping,
+    /// Types, for vars whose default's type says too little (a port is an
+    /// integer, but not every integer is a port). The first step towards
+    /// fully declared options (issue 10).
+    #[serde(default)]
+    pub options: BTreeMap<String, OptionSpec>,
     #[serde(default)]
     pub files: Vec<FileSpec>,
     /// Templates of notes for the operator (like a DNS record to create);
@@ -51,6 +56,87 @@ pub struct Manifest {
     /// removed: stop its service, or reload the server that included them.
     #[serde(default)]
     pub removal_handlers: Vec<HandlerSpec>,
+}
+
+/// What a var of a role must be, beyond the type of its default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptionSpec {
+    #[serde(rename = "type")]
+    pub kind: OptionType,
+    /// For `int`: the smallest and largest values allowed.
+    #[serde(default)]
+    pub min: Option<i64>,
+    #[serde(default)]
+    pub max: Option<i64>,
+}
+
+/// The closed vocabulary of option types the core checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptionType {
+    /// 1 to 65535.
+    Port,
+    /// An integer, within `min` and `max` when given.
+    Int,
+    /// `https://HOST[/PATH]`, no spaces, quotes, `$`, `;` or braces (the
+    /// characters web server configs give meaning to); empty means unset.
+    HttpsUrl,
+}
+
+impl OptionSpec {
+    /// Why `value` is not of this option's type, if it is not.
+    pub fn refuse(&self, value: &Value) -> Option<String> {
+        match self.kind {
+            OptionType::Port => match value.as_i64() {
+                Some(port) if (1..=65535).contains(&port) => None,
+                _ => Some(format!(
+                    "expected a port (1 to 65535), found {}",
+                    shown(value)
+                )),
+            },
+            OptionType::Int => {
+                let Some(number) = value.as_i64() else {
+                    return Some(format!("expected an integer, found {}", shown(value)));
+                };
+                match (self.min, self.max) {
+                    (Some(min), _) if number < min => {
+                        Some(format!("expected at least {min}, found {number}"))
+                    }
+                    (_, Some(max)) if number > max => {
+                        Some(format!("expected at most {max}, found {number}"))
+                    }
+                    _ => None,
+                }
+            }
+            OptionType::HttpsUrl => {
+                let text = value.as_str()?;
+                if text.is_empty() {
+                    return None;
+                }
+                let rest = text.strip_prefix("https://");
+                let host = rest.map(|rest| rest.split('/').next().unwrap_or_default());
+                let clean = !text
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || "\"'`$;{}<>\\".contains(c));
+                match (rest, host) {
+                    (Some(_), Some(host)) if !host.is_empty() && clean => None,
+                    _ => Some(format!(
+                        "expected an https:// URL (no spaces, quotes, `$`, `;` or braces), found `{text}`"
+                    )),
+                }
+            }
+        }
+    }
+}
+
+fn shown(value: &Value) -> String {
+    match value {
+        Value::String(text) => format!("`{text}`"),
+        Value::Number(number) => number.to_string(),
+        Value::Bool(flag) => flag.to_string(),
+        _ => "a value of another kind".to_string(),
+    }
 }
 
 /// A command that makes a role's changes take effect.
@@ -262,6 +348,17 @@ impl RoleSet {
     }
 
     /// The default of every role var, and the role that declares it.
+    /// Every declared option type, by var name, with its role.
+    pub fn options(&self) -> BTreeMap<&str, (&OptionSpec, &Role)> {
+        let mut options = BTreeMap::new();
+        for role in self.roles.values() {
+            for (key, spec) in &role.manifest.options {
+                options.entry(key.as_str()).or_insert((spec, role));
+            }
+        }
+        options
+    }
+
     pub fn defaults(&self) -> BTreeMap<&str, (&Value, &Role)> {
         let mut defaults = BTreeMap::new();
         for role in self.roles.values() {
@@ -279,6 +376,23 @@ impl RoleSet {
         let mut seen: BTreeMap<String, (&Value, &Role)> = BTreeMap::new();
         let mut problems = Vec::new();
         for role in self.roles.values() {
+            // A typed option needs a default, and its default its own type.
+            for (key, spec) in &role.manifest.options {
+                let default = role.manifest.defaults.get(key.as_str());
+                let refusal = match default {
+                    None => Some("it has no default in `defaults`".to_string()),
+                    Some(default) => spec
+                        .refuse(default)
+                        .map(|why| format!("its default: {why}")),
+                };
+                if let Some(refusal) = refusal {
+                    problems.push(
+                        Problem::new(format!("role `{}`: option `{key}`: {refusal}", role.name))
+                            .in_file(&role.path)
+                            .at_key(format!("options.{key}")),
+                    );
+                }
+            }
             for (key, value) in &role.manifest.defaults {
                 let Some(key) = key.as_str() else {
                     problems.push(

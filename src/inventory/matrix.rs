@@ -128,6 +128,19 @@ pub enum Duration {
     Text(String),
 }
 
+impl Duration {
+    /// Whether the duration is nothing at all (`0`, `0s`, `0h`, …).
+    pub fn is_zero(&self) -> bool {
+        match self {
+            Duration::Milliseconds(ms) => *ms == 0,
+            Duration::Text(text) => text
+                .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+                .bytes()
+                .all(|b| b == b'0'),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let value = serde_yaml::Value::deserialize(deserializer)?;
@@ -621,11 +634,20 @@ pub fn check(vars: &CoreVars, server_name: &DnsName) -> Vec<Refusal> {
         ));
     }
     for key in vars.well_known_client_extra.keys() {
-        if key == "m.homeserver" || key == "m.identity_server" {
+        // Discovery keys are case-sensitive for clients, so a spelling that
+        // differs only in case is a mistake, never a new key.
+        let folded = key.to_ascii_lowercase();
+        if folded == "m.homeserver" || folded == "m.identity_server" {
             refusals.push(refusal(
                 &["well_known_client_extra"],
                 format!("`{key}` is written by matrixctl (from matrix_fqdn and identity_server)"),
                 None,
+            ));
+        } else if folded == "m.server" {
+            refusals.push(refusal(
+                &["well_known_client_extra"],
+                format!("`{key}` belongs in /.well-known/matrix/server, not in the client file"),
+                Some("delegation is set by `delegation` and `federation_port`; remove this key"),
             ));
         } else if !key.contains('.') {
             refusals.push(refusal(
@@ -681,7 +703,40 @@ pub fn check(vars: &CoreVars, server_name: &DnsName) -> Vec<Refusal> {
             None,
         ));
     }
+    if vars.filter_timeline_limit < 1 {
+        refusals.push(refusal(
+            &["filter_timeline_limit"],
+            format!(
+                "filter_timeline_limit must be at least 1, not {}",
+                vars.filter_timeline_limit
+            ),
+            None,
+        ));
+    }
+    if vars.max_upload_size.bytes == 0 {
+        refusals.push(refusal(
+            &["max_upload_size"],
+            "max_upload_size must be more than 0 (nginx reads 0 as no limit at all)",
+            Some("write a size like `50M`"),
+        ));
+    }
     if let Some(turn) = &vars.turn {
+        if turn.lifetime.is_zero() {
+            refusals.push(refusal(
+                &["turn", "lifetime"],
+                "a TURN credential lifetime of 0 makes every credential expire at once",
+                Some("write a duration like `1h`"),
+            ));
+        }
+        for (name, file) in [("cert_file", &turn.cert_file), ("key_file", &turn.key_file)] {
+            if let Some(file) = file.as_ref().filter(|file| !file.starts_with('/')) {
+                refusals.push(refusal(
+                    &["turn", name],
+                    format!("`{file}` is not an absolute path"),
+                    None,
+                ));
+            }
+        }
         if turn.relay_min_port > turn.relay_max_port {
             refusals.push(refusal(
                 &["turn", "relay_min_port"],

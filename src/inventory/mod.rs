@@ -523,6 +523,7 @@ fn check_vars(
     server_name: Option<&DnsName>,
 ) -> Result<(CoreVars, Mapping), Vec<Problem>> {
     let defaults = roles.defaults();
+    let options = roles.options();
     let mut problems = Vec::new();
     // A key path may go through a list (`oidc_providers[0].idp_id`): the
     // file and line are those of the list's key, the key shown is whole.
@@ -565,6 +566,12 @@ fn check_vars(
         false,
         &mut broken_lines,
     );
+    // A value refused here is not typed again below (one error per value).
+    let broken_keys: BTreeSet<String> = broken_lines
+        .iter()
+        .filter_map(|(path, _)| path.first())
+        .map(|key| key.split('[').next().unwrap_or(key).to_string())
+        .collect();
     for (path, what) in broken_lines {
         problems.push(
             problem_at(
@@ -594,6 +601,7 @@ fn check_vars(
         match defaults.get(key) {
             Some((default, role)) => {
                 if let Some(value) = merged.get(key) {
+                    let before = problems.len();
                     check_like_default(
                         &[key.to_string()],
                         value,
@@ -603,6 +611,13 @@ fn check_vars(
                             problems.push(problem_at(path, message).with_hint(hint))
                         },
                     );
+                    if problems.len() == before
+                        && !broken_keys.contains(key)
+                        && let Some(refusal) =
+                            options.get(key).and_then(|(spec, _)| spec.refuse(value))
+                    {
+                        problems.push(problem_at(&[key.to_string()], refusal));
+                    }
                 }
             }
             None => {

@@ -354,7 +354,7 @@ pub struct Turn {
     pub key_file: Option<String>,
     /// Listen only here (default: every address).
     #[serde(default)]
-    pub listening_ip: Option<String>,
+    pub listening_ip: Option<IpAddress>,
 }
 
 fn default_turn_port() -> Port {
@@ -804,6 +804,22 @@ impl<'de> Deserialize<'de> for DnsName {
                 Some(hint) => format!("{} ({hint})", error.reason),
                 None => error.reason,
             })
+        })
+    }
+}
+
+/// An IPv4 or IPv6 address, as text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct IpAddress(pub std::net::IpAddr);
+
+impl<'de> Deserialize<'de> for IpAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<IpAddress, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map(IpAddress).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "expected an IP address like `192.0.2.1` or `2001:db8::1`, found `{text}`"
+            ))
         })
     }
 }

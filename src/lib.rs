@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod diff;
+pub mod escape;
 pub mod fleet;
 pub mod impact;
 pub mod input;

@@ -105,6 +105,11 @@ impl<'a> Renderer<'a> {
             .lstrip_blocks(true);
         env.set_syntax(syntax.build().expect("the default delimiters are valid"));
         env.add_filter("merge", merge_maps);
+        // One token of each format the roles write (see escape.rs).
+        env.add_filter("nginx", crate::escape::nginx);
+        env.add_filter("caddy", crate::escape::caddy);
+        env.add_filter("env", crate::escape::env);
+        env.add_filter("word", crate::escape::word);
         let dirs = roles.template_dirs.clone();
         env.set_loader(move |name| {
             if Path::new(name)

@@ -9,6 +9,7 @@ mod error_messages;
 mod faults;
 mod fleet;
 mod impact;
+mod injection;
 mod inputs;
 mod interrupted;
 mod network;

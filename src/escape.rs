@@ -1,0 +1,126 @@
+//! Template filters that write a value as one token of a config format,
+//! whatever it holds: it is quoted so that no character of it can end the
+//! directive, open a block or start a comment, and a character the format
+//! would expand even inside quotes (nginx's `$`, Caddy's `{…}`) is refused
+//! with the template's file and line. Line breaks never reach here: the
+//! inventory refuses them in every var.
+
+use minijinja::{Error, ErrorKind, Value};
+
+/// `{{ path | nginx }}`: a double-quoted nginx string.
+pub fn nginx(value: Value) -> Result<String, Error> {
+    let text = token_text(&value, "nginx")?;
+    if text.contains('$') {
+        return Err(refused(&text, "nginx", "`$` would be read as a variable"));
+    }
+    Ok(double_quoted(&text))
+}
+
+/// `{{ address | caddy }}`: a double-quoted Caddyfile token.
+pub fn caddy(value: Value) -> Result<String, Error> {
+    let text = token_text(&value, "a Caddyfile")?;
+    if text.contains(['{', '}']) {
+        return Err(refused(
+            &text,
+            "a Caddyfile",
+            "braces would be read as a placeholder or a block",
+        ));
+    }
+    Ok(double_quoted(&text))
+}
+
+/// `{{ value | env }}`: the value of a `KEY=value` line of an environment
+/// file (systemd's EnvironmentFile, or a shell sourcing it), single-quoted
+/// when it holds anything but plain word characters.
+pub fn env(value: Value) -> Result<String, Error> {
+    let text = token_text(&value, "an environment file")?;
+    if text.contains('\'') {
+        return Err(refused(
+            &text,
+            "an environment file",
+            "a single quote cannot be quoted there",
+        ));
+    }
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:@,+=%".contains(c));
+    Ok(if plain { text } else { format!("'{text}'") })
+}
+
+/// `{{ path | word }}`: one word of a command line (like an argument in an
+/// environment variable a unit splits on spaces): only plain word
+/// characters, nothing a shell or systemd would split, quote or expand.
+pub fn word(value: Value) -> Result<String, Error> {
+    let text = token_text(&value, "a command line")?;
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:@,+=%".contains(c));
+    if plain {
+        Ok(text)
+    } else {
+        Err(refused(
+            &text,
+            "a command line",
+            "only letters, digits and -_./:@,+=% may appear in one word there",
+        ))
+    }
+}
+
+fn token_text(value: &Value, format: &str) -> Result<String, Error> {
+    let text = match value.as_str() {
+        Some(text) => text.to_string(),
+        None if value.is_number() => value.to_string(),
+        None => {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!(
+                    "only a string or a number can be written into {format}, not {}",
+                    value.kind()
+                ),
+            ));
+        }
+    };
+    if text.chars().any(char::is_control) {
+        return Err(refused(&text, format, "it holds a control character"));
+    }
+    Ok(text)
+}
+
+fn double_quoted(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn refused(text: &str, format: &str, why: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidOperation,
+        format!("`{text}` cannot be written into {format}: {why}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_format_quotes_or_refuses() {
+        assert_eq!(
+            nginx(Value::from("/a b;c{d}\"e\\")).unwrap(),
+            r#""/a b;c{d}\"e\\""#
+        );
+        assert!(nginx(Value::from("/x$host")).is_err());
+        assert_eq!(
+            caddy(Value::from("localhost:2019")).unwrap(),
+            "\"localhost:2019\""
+        );
+        assert!(caddy(Value::from("a {b}")).is_err());
+        assert_eq!(env(Value::from("bot")).unwrap(), "bot");
+        assert_eq!(env(Value::from("a b;$x")).unwrap(), "'a b;$x'");
+        assert!(env(Value::from("it's")).is_err());
+        assert_eq!(env(Value::from(8008)).unwrap(), "8008");
+        assert!(nginx(Value::from("a\nb")).is_err());
+        assert_eq!(word(Value::from("/etc/x.yaml")).unwrap(), "/etc/x.yaml");
+        assert!(word(Value::from("/etc/a b")).is_err());
+    }
+}

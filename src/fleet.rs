@@ -564,6 +564,7 @@ fn transaction(
     managed.sort_unstable();
     managed.dedup();
     program.set_list("MC_MANAGED", &managed);
+    program.set_path_prefixes(root, state_dir, &managed);
     program.call("mc_begin", &[lock_owner]);
     program.call("mc_step", &["locked"]);
     let writes: Vec<_> = plan

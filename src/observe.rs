@@ -63,7 +63,7 @@ pub async fn observe(
 ) -> Result<Observed> {
     let mut program = Program::new(root, state_dir);
     program.set_list("MC_OBSERVED", paths);
-    program.set_list("MC_MANAGED", paths);
+    program.set_path_prefixes(root, state_dir, paths);
     program.call("mc_observe_safety", &[]);
     for path in paths {
         program.call("mc_observe", &[path]);

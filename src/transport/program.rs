@@ -111,6 +111,47 @@ impl Program {
         self
     }
 
+    /// Sets MC_PREFIXES for `mc_unsafe_paths`: every directory on the way
+    /// from `/` to each of `paths` (under `root`) and to the state
+    /// directory (itself included), each followed by its parent as
+    /// `PARENT/.` (the directory a symlink sits in, resolved).
+    pub fn set_path_prefixes(
+        &mut self,
+        root: &str,
+        state_dir: &str,
+        paths: &[&str],
+    ) -> &mut Program {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut list: Vec<String> = Vec::new();
+        let mut walk = |full: &str, include_last: bool| {
+            let parts: Vec<&str> = full.split('/').skip(1).collect();
+            let upto = if include_last {
+                parts.len()
+            } else {
+                parts.len().saturating_sub(1)
+            };
+            let mut prefix = String::new();
+            for part in &parts[..upto] {
+                let parent = prefix.clone();
+                prefix.push('/');
+                prefix.push_str(part);
+                if seen.insert(prefix.clone()) {
+                    list.push(prefix.clone());
+                    list.push(format!("{parent}/."));
+                }
+            }
+        };
+        for path in paths {
+            walk(&format!("{root}{path}"), false);
+        }
+        let state = format!("{root}{state_dir}");
+        walk(&state, true);
+        list.push(format!("{state}/."));
+        let items: Vec<&str> = list.iter().map(String::as_str).collect();
+        // set_list frames the list with newlines; the shell splits on them.
+        self.set_list("MC_PREFIXES", &items)
+    }
+
     /// Sets a shell variable to a word.
     pub fn set(&mut self, name: &str, value: &str) -> &mut Program {
         self.main.push_str(&format!("{name}={}\n", quote(value)));
@@ -166,6 +207,7 @@ impl Program {
             delimiter.push('_');
         }
         let mut outer = Program::new(root, state_dir);
+        outer.set_path_prefixes(root, state_dir, &[]);
         outer.main.push_str(&format!(
             "mc_start_run {} <<'{delimiter}'\n{inner}{delimiter}\n",
             quote(run_id)

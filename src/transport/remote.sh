@@ -26,29 +26,21 @@ mc_tmp() {
 # writes (systemd-tmpfiles calls this an unsafe path transition). The state
 # directory itself must be a real directory of ours that only we can write.
 # Prints one `unsafe PATH: WHY` line per problem (nothing when all is well).
-# One `stat` for every directory of every path: no process per file.
+# MC_PREFIXES (from program.rs) lists every directory on the way, each
+# followed by its parent as `DIR/.`: one `stat` for all of them, one `awk`.
 mc_unsafe_paths() {
     me=$(id -u)
-    printf '%s' "${MC_MANAGED:-}" | awk -v root="$ROOT" -v state="$ROOT$MC_STATE_DIR" '
-        function add(p,   d) {
-            if (p in seen) return
-            seen[p] = 1
-            print p
-            d = p
-            sub(/\/[^\/]*$/, "", d)
-            print d "/."
-        }
-        function walk(p, last,   n, parts, prefix, i) {
-            n = split(p, parts, "/")
-            prefix = ""
-            for (i = 2; i <= n - 1 + last; i++) {
-                prefix = prefix "/" parts[i]
-                add(prefix)
-            }
-        }
-        NF { walk(root $0, 0) }
-        END { walk(state, 1); print state "/." }
-    ' | xargs -d '\n' stat -c '%u:%a:%F:%n' -- 2> /dev/null | awk -v me="$me" -v state="$ROOT$MC_STATE_DIR" '
+    saved_ifs=$IFS
+    IFS='
+'
+    set -f
+    # One argument per line of the list (split here, never by a glob).
+    # shellcheck disable=SC2086
+    set -- ${MC_PREFIXES:-}
+    IFS=$saved_ifs
+    set +f
+    [ "$#" -gt 0 ] || return 0
+    stat -c '%u:%a:%F:%n' -- "$@" 2> /dev/null | awk -v me="$me" -v state="$ROOT$MC_STATE_DIR" '
         function trusted(uid) { return uid == 0 || uid == me }
         function writable_by_others(perm) { return substr(perm, length(perm) - 1, 1) ~ /[2367]/ || substr(perm, length(perm), 1) ~ /[2367]/ }
         {

@@ -394,6 +394,9 @@ fn run_state(output: &Output) -> RunState {
 /// change fail, as if the change had cut matrixctl off. For tests only.
 pub const TEST_FAIL_CONFIRMATION: &str = "MATRIXCTL_TEST_FAIL_CONFIRMATION";
 
+/// More armed handlers than any role set has (the firewall is the one).
+const MAX_ARMED_ROUNDS: usize = 8;
+
 const STILL_RUNNING_HINT: &str =
     "it finishes or rolls back there by itself; `matrixctl plan` shows how it ended";
 
@@ -425,11 +428,12 @@ async fn apply_one(job: &ApplyJob, timeout: Duration) -> Applied {
     };
     // An armed change (a new firewall) is confirmed through a fresh
     // connection, never the one that was open before it.
+    // One round per armed handler; bounded, in case a host keeps asking.
     let mut rounds = 0;
     while let RunState::AwaitingConfirmation(name) = &state {
         rounds += 1;
-        if rounds > 8 {
-            break;
+        if rounds > MAX_ARMED_ROUNDS {
+            return not_confirmed(name, "it kept asking", job.confirm_seconds);
         }
         let name = name.clone();
         let confirmed = if std::env::var_os(TEST_FAIL_CONFIRMATION).is_some() {
@@ -470,7 +474,10 @@ async fn apply_one(job: &ApplyJob, timeout: Duration) -> Applied {
     }
     match state {
         RunState::Finished(applied) => applied,
-        RunState::AwaitingConfirmation(_) | RunState::Running => Applied::StillRunning(format!(
+        RunState::AwaitingConfirmation(name) => {
+            not_confirmed(&name, "no answer", job.confirm_seconds)
+        }
+        RunState::Running => Applied::StillRunning(format!(
             "the host is still working on this apply after {} s (--timeout): {STILL_RUNNING_HINT}",
             timeout.as_secs()
         )),

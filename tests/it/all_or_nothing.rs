@@ -115,15 +115,7 @@ fn a_rename_failing_part_way_rolls_every_file_back_and_checks_it() {
     );
     assert_same_files(&host_state(&sandbox, "a.example"), &before);
     assert_eq!(
-        sandbox
-            .run(&[
-                "plan",
-                "--detailed-exitcode",
-                "inventory",
-                "--limit",
-                "a.example"
-            ])
-            .code,
+        sandbox.plan_exit_code(Some("a.example")),
         2,
         "the change is still to be made"
     );
@@ -194,16 +186,5 @@ fn a_restore_that_fails_keeps_the_backup_and_names_the_file() {
         .unwrap();
     assert_ne!(new, old);
     assert!(String::from_utf8_lossy(&new).contains("enable_registration: false"));
-    assert_eq!(
-        sandbox
-            .run(&[
-                "plan",
-                "--detailed-exitcode",
-                "inventory",
-                "--limit",
-                "a.example"
-            ])
-            .code,
-        0
-    );
+    assert_eq!(sandbox.plan_exit_code(Some("a.example")), 0);
 }

@@ -135,6 +135,16 @@ impl Sandbox {
             .expect("matrixctl runs")
     }
 
+    /// The exit code of `plan --detailed-exitcode inventory` (for one host
+    /// with `limit`): 0 converged, 2 changes pending, 1 an error.
+    pub fn plan_exit_code(&self, limit: Option<&str>) -> i32 {
+        let mut args = vec!["plan", "--detailed-exitcode", "inventory"];
+        if let Some(limit) = limit {
+            args.extend(["--limit", limit]);
+        }
+        self.run(&args).code
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         self.run_with_env(args, &[])
     }

@@ -724,19 +724,20 @@ fn jinja_reason(error: &minijinja::Error) -> String {
 
 /// The secrets of one host: derived from the master key unless overridden.
 pub fn host_secrets(inventory: &Inventory, host: &Host) -> BTreeMap<SecretName, String> {
-    SecretName::ALL
+    inventory
+        .secret_names
         .iter()
-        .map(|&name| {
-            let value = match host.vars.secrets.get(&name) {
+        .map(|name| {
+            let value = match host.vars.secrets.get(name) {
                 Some(value) => value.0.clone(),
                 None => {
-                    let generation = host.vars.secret_generation.get(&name).copied().unwrap_or(0);
+                    let generation = host.vars.secret_generation.get(name).copied().unwrap_or(0);
                     inventory
                         .master_key
                         .derive(host.name.as_str(), name, generation)
                 }
             };
-            (name, value)
+            (name.clone(), value)
         })
         .collect()
 }
@@ -745,11 +746,11 @@ pub fn host_secrets(inventory: &Inventory, host: &Host) -> BTreeMap<SecretName, 
 pub fn redactor_for(inventory: &Inventory) -> Redactor {
     let mut values = vec![inventory.master_key.as_text()];
     for host in &inventory.hosts {
-        values.extend(
-            inventory
-                .master_key
-                .all_generations(host.name.as_str(), &host.vars.secret_generation),
-        );
+        values.extend(inventory.master_key.all_generations(
+            host.name.as_str(),
+            &inventory.secret_names,
+            &host.vars.secret_generation,
+        ));
         values.extend(host.vars.secret_values());
     }
     Redactor::new(values)

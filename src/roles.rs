@@ -35,6 +35,11 @@ pub struct Manifest {
     /// fully declared options (issue 10).
     #[serde(default)]
     pub options: BTreeMap<String, OptionSpec>,
+    /// The secrets this role derives, by name, with what each is for.
+    /// Templates of any role read them as `secrets.NAME`; no two roles may
+    /// declare the same name.
+    #[serde(default)]
+    pub secrets: BTreeMap<crate::secrets::SecretName, String>,
     #[serde(default)]
     pub files: Vec<FileSpec>,
     /// Templates of notes for the operator (like a DNS record to create);
@@ -348,6 +353,18 @@ impl RoleSet {
     }
 
     /// The default of every role var, and the role that declares it.
+    /// Every secret the roles declare, in name order.
+    pub fn secret_names(&self) -> Vec<crate::secrets::SecretName> {
+        let mut names: Vec<_> = self
+            .roles
+            .values()
+            .flat_map(|role| role.manifest.secrets.keys().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Every declared option type, by var name, with its role.
     pub fn options(&self) -> BTreeMap<&str, (&OptionSpec, &Role)> {
         let mut options = BTreeMap::new();
@@ -375,7 +392,23 @@ impl RoleSet {
     fn check_defaults_agree(&self) -> Result<(), Vec<Problem>> {
         let mut seen: BTreeMap<String, (&Value, &Role)> = BTreeMap::new();
         let mut problems = Vec::new();
+        let mut secret_owners: BTreeMap<&crate::secrets::SecretName, &Role> = BTreeMap::new();
         for role in self.roles.values() {
+            for name in role.manifest.secrets.keys() {
+                if let Some(other) = secret_owners.insert(name, role) {
+                    problems.push(
+                        Problem::new(format!(
+                            "roles `{}` and `{}` both declare the secret `{name}`",
+                            other.name, role.name
+                        ))
+                        .in_file(&role.path)
+                        .at_key(format!("secrets.{name}"))
+                        .with_hint(Some(format!(
+                            "a role that needs another role's secret reads it as `secrets.{name}` without declaring it; a secret of its own needs a name of its own"
+                        ))),
+                    );
+                }
+            }
             // A typed option needs a default, and its default its own type.
             for (key, spec) in &role.manifest.options {
                 let default = role.manifest.defaults.get(key.as_str());

@@ -1,8 +1,9 @@
 //! Per-host secrets, derived from one master key, and the redaction of every
 //! secret value from everything matrixctl prints.
 //!
-//! A secret is HMAC-SHA256(master key, label ‖ host ‖ generation). Each
-//! secret has its own label in code, so no two purposes can share a value by
+//! A secret is HMAC-SHA256(master key, label ‖ host ‖ generation). The
+//! roles declare their secrets; each name is its own label, and no two
+//! roles may declare the same one, so no two purposes share a value by
 //! accident. Cryptographic identities that must never be copied (Synapse's
 //! signing key) are not derived here at all: the host generates them.
 
@@ -17,59 +18,43 @@ use serde::{Deserialize, Serialize};
 
 use crate::problem::Problem;
 
-/// Every secret matrixctl can derive. Adding one is adding a variant: its
-/// label is its name, so it cannot collide with another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SecretName {
-    RegistrationSharedSecret,
-    MacaroonSecretKey,
-    FormSecret,
-    PasswordPepper,
-    TurnSharedSecret,
-    DatabasePassword,
-    HeisenbridgeAsToken,
-    HeisenbridgeHsToken,
-    MautrixTelegramAsToken,
-    MautrixTelegramHsToken,
-    PostmooglePassword,
-}
+/// The name of a secret a role declares (its manifest's `secrets:`), as
+/// templates read it (`secrets.NAME`). The name is also the derivation
+/// label, so no two names can share a value; the role set refuses two
+/// roles declaring the same name, so no two roles share one by accident.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct SecretName(String);
 
 impl SecretName {
-    pub const ALL: [SecretName; 11] = [
-        SecretName::RegistrationSharedSecret,
-        SecretName::MacaroonSecretKey,
-        SecretName::FormSecret,
-        SecretName::PasswordPepper,
-        SecretName::TurnSharedSecret,
-        SecretName::DatabasePassword,
-        SecretName::HeisenbridgeAsToken,
-        SecretName::HeisenbridgeHsToken,
-        SecretName::MautrixTelegramAsToken,
-        SecretName::MautrixTelegramHsToken,
-        SecretName::PostmooglePassword,
-    ];
+    /// A name of lowercase letters, digits and `_`, starting with a letter.
+    pub fn new(name: &str) -> Option<SecretName> {
+        let mut bytes = name.bytes();
+        let valid = matches!(bytes.next(), Some(b'a'..=b'z'))
+            && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && name.len() <= 64;
+        valid.then(|| SecretName(name.to_string()))
+    }
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SecretName::RegistrationSharedSecret => "registration_shared_secret",
-            SecretName::MacaroonSecretKey => "macaroon_secret_key",
-            SecretName::FormSecret => "form_secret",
-            SecretName::PasswordPepper => "password_pepper",
-            SecretName::TurnSharedSecret => "turn_shared_secret",
-            SecretName::DatabasePassword => "database_password",
-            SecretName::HeisenbridgeAsToken => "heisenbridge_as_token",
-            SecretName::HeisenbridgeHsToken => "heisenbridge_hs_token",
-            SecretName::MautrixTelegramAsToken => "mautrix_telegram_as_token",
-            SecretName::MautrixTelegramHsToken => "mautrix_telegram_hs_token",
-            SecretName::PostmooglePassword => "postmoogle_password",
-        }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<SecretName, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        SecretName::new(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a secret name (lowercase letters, digits and `_`)"
+            ))
+        })
     }
 }
 
 impl fmt::Display for SecretName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(&self.0)
     }
 }
 
@@ -182,7 +167,7 @@ impl MasterKey {
 
     /// The value of one secret for one host. Inputs are length-prefixed so
     /// that no (label, host) pair can be spelled like another.
-    pub fn derive(&self, host: &str, name: SecretName, generation: u32) -> String {
+    pub fn derive(&self, host: &str, name: &SecretName, generation: u32) -> String {
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0)
             .expect("HMAC accepts keys of any length");
         for field in [
@@ -207,12 +192,13 @@ impl MasterKey {
     pub fn all_generations(
         &self,
         host: &str,
+        names: &[SecretName],
         generations: &BTreeMap<SecretName, u32>,
     ) -> Vec<String> {
-        SecretName::ALL
+        names
             .iter()
-            .flat_map(|&name| {
-                let current = generations.get(&name).copied().unwrap_or(0);
+            .flat_map(|name| {
+                let current = generations.get(name).copied().unwrap_or(0);
                 (0..=current).map(move |generation| self.derive(host, name, generation))
             })
             .collect()
@@ -291,8 +277,12 @@ mod tests {
         ];
         let mut seen = BTreeSet::new();
         let mut count = 0;
+        let names: Vec<SecretName> = ["form_secret", "turn_shared_secret", "a_bridge_token"]
+            .iter()
+            .map(|name| SecretName::new(name).unwrap())
+            .collect();
         for host in hosts {
-            for name in SecretName::ALL {
+            for name in &names {
                 for generation in 0..3 {
                     let value = key.derive(host, name, generation);
                     assert_eq!(value.len(), 64);
@@ -307,13 +297,14 @@ mod tests {
     #[test]
     fn derivation_is_stable() {
         let key = MasterKey::from_bytes(b"0123456789abcdef0123456789abcdef");
+        let form = SecretName::new("form_secret").unwrap();
         assert_eq!(
-            key.derive("example.com", SecretName::FormSecret, 0),
-            key.derive("example.com", SecretName::FormSecret, 0)
+            key.derive("example.com", &form, 0),
+            key.derive("example.com", &form, 0)
         );
         assert_ne!(
-            key.derive("example.com", SecretName::FormSecret, 0),
-            key.derive("example.com", SecretName::FormSecret, 1)
+            key.derive("example.com", &form, 0),
+            key.derive("example.com", &form, 1)
         );
     }
 

@@ -40,6 +40,8 @@ pub struct Inventory {
     pub hosts: Vec<Host>,
     pub groups: BTreeSet<String>,
     pub master_key: MasterKey,
+    /// Every secret the roles declare: what each host derives.
+    pub secret_names: Vec<SecretName>,
 }
 
 /// One Matrix host.
@@ -329,6 +331,7 @@ impl Inventory {
                 hosts,
                 groups,
                 master_key,
+                secret_names: roles.secret_names(),
             }),
             _ => Err(Problems(problems)),
         }
@@ -640,23 +643,40 @@ fn check_vars(
     for (key, value) in &core {
         let single: Mapping = [(key.clone(), value.clone())].into_iter().collect();
         if let Err(error) = deserialize_at::<CoreVars>(Value::Mapping(single)) {
-            let mut message = error.message.clone();
-            let mut hint = suggestion_for_serde_message(&error.message);
-            let about_secrets = matches!(key.as_str(), Some("secrets" | "secret_generation"));
-            if about_secrets && let Some(rest) = error.message.strip_prefix("unknown value `") {
-                let name = rest.split('`').next().unwrap_or_default();
-                message = format!("unknown secret `{name}`");
-                let names = SecretName::ALL.map(SecretName::as_str).join(", ");
-                hint = Some(match hint {
-                    Some(suggestion) => format!("{suggestion} Secret names are: {names}"),
-                    None => format!("secret names are: {names}"),
-                });
-            }
+            let message = error.message.clone();
+            let hint = suggestion_for_serde_message(&error.message);
             let shown: Vec<String> = error.display.split('.').map(str::to_string).collect();
             problems.push(problem_at(&shown, message).with_hint(hint));
         }
     }
     let vars = deserialize_at::<CoreVars>(Value::Mapping(core)).ok();
+    // Overrides and generations name secrets some role declares.
+    if let Some(vars) = &vars {
+        let declared = roles.secret_names();
+        let named = vars.secrets.keys().map(|name| ("secrets", name)).chain(
+            vars.secret_generation
+                .keys()
+                .map(|name| ("secret_generation", name)),
+        );
+        for (key, name) in named {
+            if declared.contains(name) {
+                continue;
+            }
+            let names: Vec<&str> = declared.iter().map(SecretName::as_str).collect();
+            let list = names.join(", ");
+            let hint = match did_you_mean(name.as_str(), names.iter().copied()) {
+                Some(suggestion) => format!("{suggestion} Secret names are: {list}"),
+                None => format!("secret names are: {list}"),
+            };
+            problems.push(
+                problem_at(
+                    &[key.to_string(), name.to_string()],
+                    format!("unknown secret `{name}`"),
+                )
+                .with_hint(Some(hint)),
+            );
+        }
+    }
     if let (Some(vars), Some(name)) = (&vars, server_name) {
         for refusal in matrix::check(vars, name) {
             problems.push(problem_at(&refusal.key, refusal.message).with_hint(refusal.hint));

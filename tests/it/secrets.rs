@@ -248,3 +248,86 @@ fn no_error_ever_shows_a_secret() {
     }
     assert_no_secret(&errors.iter().collect::<Vec<_>>(), &secrets);
 }
+
+#[test]
+fn a_role_declares_its_own_secrets_and_may_not_take_anothers() {
+    let sandbox = Sandbox::fleet();
+    sandbox.write(
+        "roles/bot.yaml",
+        "secrets:\n  bot_token: the bot's login token\nfiles:\n  - template: bot/bot.env.j2\n    dest: /etc/bot.env\n    mode: \"0600\"\n",
+    );
+    sandbox.write(
+        "roles/templates/bot/bot.env.j2",
+        "TOKEN={{ secrets.bot_token | env }}\nTURN={{ secrets.turn_shared_secret | env }}\n",
+    );
+    let render = sandbox.run(&[
+        "--roles",
+        "roles",
+        "render",
+        "inventory",
+        "--out",
+        "rendered",
+    ]);
+    assert_eq!(render.code, 0, "{}", render.transcript());
+    let tokens: Vec<String> = ["a.example", "b.example", "c.example"]
+        .iter()
+        .map(|host| {
+            let env = std::fs::read_to_string(
+                sandbox
+                    .path()
+                    .join("rendered")
+                    .join(host)
+                    .join("etc/bot.env"),
+            )
+            .unwrap();
+            let token = env
+                .lines()
+                .next()
+                .unwrap()
+                .trim_start_matches("TOKEN=")
+                .to_string();
+            let turn = env
+                .lines()
+                .nth(1)
+                .unwrap()
+                .trim_start_matches("TURN=")
+                .to_string();
+            assert_eq!(token.len(), 64);
+            assert_ne!(token, turn, "a declared secret has a value of its own");
+            token
+        })
+        .collect();
+    let mut distinct = tokens.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "one value per host: {tokens:?}");
+
+    // It can be overridden like any secret; an undeclared name cannot.
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "secrets:\n  bot_tokn: operator-chosen-token\n",
+    );
+    let plan = sandbox.run(&["--roles", "roles", "plan", "inventory"]);
+    assert_eq!(plan.code, 1);
+    assert!(
+        plan.stderr.contains("error: unknown secret `bot_tokn`")
+            && plan.stderr.contains("hint: did you mean `bot_token`?"),
+        "{}",
+        plan.transcript()
+    );
+
+    // Declaring another role's secret is refused: no accidental sharing.
+    sandbox.write(
+        "roles/bot.yaml",
+        "secrets:\n  turn_shared_secret: mine now\n",
+    );
+    let clash = sandbox.run(&["--roles", "roles", "plan", "inventory"]);
+    assert_eq!(clash.code, 1);
+    assert!(
+        clash
+            .stderr
+            .contains("error: roles `bot` and `turn` both declare the secret `turn_shared_secret`"),
+        "{}",
+        clash.transcript()
+    );
+}

@@ -522,6 +522,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_declared_secret_of_every_role_has_a_distinct_value() {
+        let set = RoleSet::load(&[]).unwrap();
+        let names = set.secret_names();
+        assert!(names.len() >= 11, "{names:?}");
+        let key = crate::secrets::MasterKey::from_bytes(&[9; 32]);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut count = 0;
+        for host in ["example.com", "example.org", "a.example.com"] {
+            for name in &names {
+                for generation in 0..3 {
+                    seen.insert(key.derive(host, name, generation));
+                    count += 1;
+                }
+            }
+        }
+        assert_eq!(seen.len(), count);
+    }
+
+    #[test]
     fn builtin_roles_load() {
         let set = RoleSet::load(&[]).unwrap();
         assert!(set.roles.contains_key("synapse"));

@@ -68,6 +68,35 @@ pub fn word(value: Value) -> Result<String, Error> {
     }
 }
 
+/// `{{ name | html_text }}`: text in an HTML page that Synapse renders as
+/// a Jinja template of its own: HTML-escaped, and braces written as
+/// character references so Synapse never evaluates them.
+pub fn html_text(value: Value) -> Result<String, Error> {
+    let text = token_text(&value, "an HTML page")?;
+    let escaped = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;");
+    Ok(without_template_braces(&escaped))
+}
+
+/// `{{ document | html_markup }}`: HTML the operator wrote, kept as HTML,
+/// with braces written as character references (they render the same) so
+/// Synapse's own Jinja never evaluates them.
+pub fn html_markup(value: Value) -> Result<String, Error> {
+    let text = match value.as_str() {
+        Some(text) => text.to_string(),
+        None => token_text(&value, "an HTML page")?,
+    };
+    Ok(without_template_braces(&text))
+}
+
+fn without_template_braces(text: &str) -> String {
+    text.replace('{', "&#123;").replace('}', "&#125;")
+}
+
 fn token_text(value: &Value, format: &str) -> Result<String, Error> {
     let text = match value.as_str() {
         Some(text) => text.to_string(),
@@ -122,5 +151,13 @@ mod tests {
         assert!(nginx(Value::from("a\nb")).is_err());
         assert_eq!(word(Value::from("/etc/x.yaml")).unwrap(), "/etc/x.yaml");
         assert!(word(Value::from("/etc/a b")).is_err());
+        assert_eq!(
+            html_text(Value::from("<b>{{ 7*7 }}</b>")).unwrap(),
+            "&lt;b&gt;&#123;&#123; 7*7 &#125;&#125;&lt;/b&gt;"
+        );
+        assert_eq!(
+            html_markup(Value::from("<p>{% if x %}</p>")).unwrap(),
+            "<p>&#123;% if x %&#125;</p>"
+        );
     }
 }

@@ -110,6 +110,8 @@ impl<'a> Renderer<'a> {
         env.add_filter("caddy", crate::escape::caddy);
         env.add_filter("env", crate::escape::env);
         env.add_filter("word", crate::escape::word);
+        env.add_filter("html_text", crate::escape::html_text);
+        env.add_filter("html_markup", crate::escape::html_markup);
         let dirs = roles.template_dirs.clone();
         env.set_loader(move |name| {
             if Path::new(name)

@@ -693,10 +693,15 @@ type ReportProblem<'a> = dyn FnMut(&[String], String, Option<String>) + 'a;
 
 /// A role var must have its default's type; inside a non-empty default map
 /// only the default's keys are known (an empty map `{}` is free-form).
-/// Vars whose values only ever reach a file JSON-encoded (`tojson`), where
-/// a line break is an escape, not a new line: their values may hold one
-/// (a PEM block in synapse_extra), their keys may not.
-const JSON_ENCODED_VARS: [&str; 2] = ["synapse_extra", "well_known_client_extra"];
+/// Vars whose values may span lines, by key path: those only ever written
+/// JSON-encoded (`tojson`), where a line break is an escape (a PEM block in
+/// synapse_extra), and the consent policy, HTML written into an HTML page
+/// (`html_markup`). Their keys may not hold one.
+const MULTILINE_VARS: [&[&str]; 3] = [
+    &["synapse_extra"],
+    &["well_known_client_extra"],
+    &["consent", "document"],
+];
 
 /// Every string (value or map key) under `value` that holds a control
 /// character, by key path, with what it holds. With `keys_only`, values
@@ -749,10 +754,12 @@ fn find_control_characters(
                     found.push((key_path, what));
                     continue;
                 }
-                let escaped =
-                    keys_only || (path.is_empty() && JSON_ENCODED_VARS.contains(&key.as_str()));
                 path.push(key);
-                find_control_characters(path, inner, escaped, found);
+                let multiline = keys_only
+                    || MULTILINE_VARS
+                        .iter()
+                        .any(|var| var.iter().copied().eq(path.iter().map(String::as_str)));
+                find_control_characters(path, inner, multiline, found);
                 path.pop();
             }
         }

@@ -183,3 +183,64 @@ fn values_a_format_would_expand_are_refused_with_the_template_line() {
         );
     }
 }
+
+#[test]
+fn the_consent_pages_never_hand_synapse_a_template_of_the_operators() {
+    // Synapse renders the policy page as a Jinja template of its own: a
+    // brace in the operator's text must reach it as a character reference.
+    let sandbox = Sandbox::empty();
+    copy_dir(
+        &repo().join("tests/cases/synapse-enterprise"),
+        &sandbox.path().join("inventory"),
+    );
+    let vars = std::fs::read_dir(sandbox.path().join("inventory/group_vars"))
+        .unwrap()
+        .flatten()
+        .map(|entry| std::fs::read_to_string(entry.path()).unwrap())
+        .collect::<String>();
+    assert!(vars.contains("consent:"), "the case configures consent");
+    let hosts = std::fs::read_to_string(sandbox.path().join("inventory/hosts.yaml")).unwrap();
+    let host = hosts
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_end_matches(':')
+        .to_string();
+    sandbox.write(
+        &format!("inventory/host_vars/{host}.yaml"),
+        "consent:\n  version: \"1.0\"\n  policy_name: \"Terms {{ config }}\"\n  document: |\n    <h1>Terms</h1>\n    <p>{{ ''.__class__ }} {% if 1 %}x{% endif %}</p>\n",
+    );
+    let run = sandbox.run(&["render", "inventory", "--out", "rendered"]);
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    let mut pages = Vec::new();
+    let mut stack = vec![sandbox.path().join("rendered")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "html") {
+                pages.push(std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    assert_eq!(pages.len(), 2, "the policy and the success page");
+    for page in &pages {
+        // Only Synapse's own form (from matrixctl's template) has braces.
+        let outside_raw = page.split("{% if has_consented %}").next().unwrap();
+        assert!(
+            !outside_raw.contains('{') && !outside_raw.contains('}'),
+            "{page}"
+        );
+        assert!(page.contains("&#123;&#123; config &#125;&#125;"), "{page}");
+    }
+    let policy = pages
+        .iter()
+        .find(|page| page.contains("<h1>Terms</h1>"))
+        .unwrap();
+    assert!(
+        policy.contains("&#123;&#123; ''.__class__ &#125;&#125;"),
+        "{policy}"
+    );
+}

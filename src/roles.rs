@@ -31,8 +31,9 @@ pub struct Manifest {
     #[serde(default)]
     pub defaults: Mapping,
     /// Types, for vars whose default's type says too little (a port is an
-    /// integer, but not every integer is a port). The first step towards
-    /// fully declared options (issue 10).
+    /// integer, but not every integer is a port; a path is a string, but
+    /// not every string is a path). The first step towards fully declared
+    /// options (issue 10).
     #[serde(default)]
     pub options: BTreeMap<String, OptionSpec>,
     /// The secrets this role derives, by name, with what each is for.
@@ -74,6 +75,9 @@ pub struct OptionSpec {
     pub min: Option<i64>,
     #[serde(default)]
     pub max: Option<i64>,
+    /// For `path` and `https_url`: the empty string means unset.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// The closed vocabulary of option types the core checks.
@@ -85,8 +89,12 @@ pub enum OptionType {
     /// An integer, within `min` and `max` when given.
     Int,
     /// `https://HOST[/PATH]`, no spaces, quotes, `$`, `;` or braces (the
-    /// characters web server configs give meaning to); empty means unset.
+    /// characters web server configs give meaning to).
     HttpsUrl,
+    /// An absolute, normalised path (no `//`, `.` or `..`).
+    Path,
+    /// An IPv4 or IPv6 address.
+    Ip,
 }
 
 impl OptionSpec {
@@ -116,7 +124,7 @@ impl OptionSpec {
             }
             OptionType::HttpsUrl => {
                 let text = value.as_str()?;
-                if text.is_empty() {
+                if text.is_empty() && self.optional {
                     return None;
                 }
                 let rest = text.strip_prefix("https://");
@@ -131,6 +139,30 @@ impl OptionSpec {
                     )),
                 }
             }
+            OptionType::Path => {
+                let Some(text) = value.as_str() else {
+                    return Some(format!("expected an absolute path, found {}", shown(value)));
+                };
+                let normal = text == "/"
+                    || text.starts_with('/')
+                        && text
+                            .split('/')
+                            .skip(1)
+                            .all(|part| !matches!(part, "" | "." | ".."));
+                if text.is_empty() && self.optional {
+                    return None;
+                }
+                (!normal).then(|| {
+                    format!("expected an absolute path without `//`, `.` or `..`, found `{text}`")
+                })
+            }
+            OptionType::Ip => match value.as_str().map(str::parse::<std::net::IpAddr>) {
+                Some(Ok(_)) => None,
+                _ => Some(format!(
+                    "expected an IP address like `127.0.0.1` or `::1`, found {}",
+                    shown(value)
+                )),
+            },
         }
     }
 }

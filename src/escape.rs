@@ -41,11 +41,11 @@ pub fn env(value: Value) -> Result<String, Error> {
             "a single quote cannot be quoted there",
         ));
     }
-    let plain = !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:@,+=%".contains(c));
-    Ok(if plain { text } else { format!("'{text}'") })
+    Ok(if is_plain_word(&text) {
+        text
+    } else {
+        format!("'{text}'")
+    })
 }
 
 /// `{{ path | word }}`: one word of a command line (like an argument in an
@@ -53,11 +53,7 @@ pub fn env(value: Value) -> Result<String, Error> {
 /// characters, nothing a shell or systemd would split, quote or expand.
 pub fn word(value: Value) -> Result<String, Error> {
     let text = token_text(&value, "a command line")?;
-    let plain = !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:@,+=%".contains(c));
-    if plain {
+    if is_plain_word(&text) {
         Ok(text)
     } else {
         Err(refused(
@@ -95,6 +91,15 @@ pub fn html_markup(value: Value) -> Result<String, Error> {
 
 fn without_template_braces(text: &str) -> String {
     text.replace('{', "&#123;").replace('}', "&#125;")
+}
+
+/// Letters, digits and `-_./:@,+=%` only: nothing a shell, systemd or an
+/// environment file would split, quote or expand.
+fn is_plain_word(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:@,+=%".contains(c))
 }
 
 fn token_text(value: &Value, format: &str) -> Result<String, Error> {

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use crate::observe::Journal;
 use crate::render::{DesiredState, RoleActions};
-use crate::transport::program::{DONE_MARKER, Program, journal_path, record_path};
+use crate::transport::program::{AwaitRun, DONE_MARKER, Program, journal_path, record_path};
 use crate::transport::ssh::SshSettings;
 use crate::transport::{NotSent, Output, Transport};
 
@@ -443,8 +443,7 @@ async fn apply_one(job: &ApplyJob, timeout: Duration) -> Applied {
                 &job.root,
                 &job.state_dir,
                 &job.run_id,
-                true,
-                true,
+                AwaitRun::ConfirmThenWait,
                 timeout.as_secs(),
             );
             // Slack beyond the host's own wait, so its `run-running` answer
@@ -460,8 +459,13 @@ async fn apply_one(job: &ApplyJob, timeout: Duration) -> Applied {
             // outcome over the connection that is still open, if it is.
             Err(reason) => {
                 let wait = job.confirm_seconds + 10;
-                let program =
-                    Program::await_run(&job.root, &job.state_dir, &job.run_id, false, false, wait);
+                let program = Program::await_run(
+                    &job.root,
+                    &job.state_dir,
+                    &job.run_id,
+                    AwaitRun::ThroughArmed,
+                    wait,
+                );
                 match within(Duration::from_secs(wait + 5), job.transport.run(program)).await {
                     Ok(output) => match run_state(&output) {
                         RunState::Finished(applied) => RunState::Finished(applied),
@@ -515,8 +519,7 @@ async fn reconnect(job: &ApplyJob, timeout: Duration) -> Option<RunState> {
             &job.root,
             &job.state_dir,
             &job.run_id,
-            false,
-            true,
+            AwaitRun::UntilArmed,
             timeout.as_secs(),
         );
         if let Ok(output) = run_fresh(job, program, timeout + Duration::from_secs(5)).await {

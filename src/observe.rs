@@ -64,7 +64,7 @@ pub async fn observe(
     let mut program = Program::new(root, state_dir);
     program.set_list("MC_OBSERVED", paths);
     program.set_path_prefixes(root, state_dir, paths);
-    program.call("mc_observe_safety", &[]);
+    program.call("mc_unsafe_paths", &[]);
     for path in paths {
         program.call("mc_observe", &[path]);
     }

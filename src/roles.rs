@@ -64,6 +64,8 @@ pub struct Manifest {
     pub removal_handlers: Vec<HandlerSpec>,
 }
 
+use crate::inventory::schema::describe_value;
+
 /// What a var of a role must be, beyond the type of its default.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,12 +107,15 @@ impl OptionSpec {
                 Some(port) if (1..=65535).contains(&port) => None,
                 _ => Some(format!(
                     "expected a port (1 to 65535), found {}",
-                    shown(value)
+                    describe_value(value)
                 )),
             },
             OptionType::Int => {
                 let Some(number) = value.as_i64() else {
-                    return Some(format!("expected an integer, found {}", shown(value)));
+                    return Some(format!(
+                        "expected an integer, found {}",
+                        describe_value(value)
+                    ));
                 };
                 match (self.min, self.max) {
                     (Some(min), _) if number < min => {
@@ -141,7 +146,10 @@ impl OptionSpec {
             }
             OptionType::Path => {
                 let Some(text) = value.as_str() else {
-                    return Some(format!("expected an absolute path, found {}", shown(value)));
+                    return Some(format!(
+                        "expected an absolute path, found {}",
+                        describe_value(value)
+                    ));
                 };
                 let normal = text == "/"
                     || text.starts_with('/')
@@ -160,19 +168,10 @@ impl OptionSpec {
                 Some(Ok(_)) => None,
                 _ => Some(format!(
                     "expected an IP address like `127.0.0.1` or `::1`, found {}",
-                    shown(value)
+                    describe_value(value)
                 )),
             },
         }
-    }
-}
-
-fn shown(value: &Value) -> String {
-    match value {
-        Value::String(text) => format!("`{text}`"),
-        Value::Number(number) => number.to_string(),
-        Value::Bool(flag) => flag.to_string(),
-        _ => "a value of another kind".to_string(),
     }
 }
 

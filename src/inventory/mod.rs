@@ -727,16 +727,13 @@ fn find_control_characters(
             }
         }
         Value::Sequence(items) => {
+            // An item's path is its list's, indexed: `oidc_providers[0]`.
             for (index, item) in items.iter().enumerate() {
-                let Some(last) = path.last_mut() else {
-                    continue;
-                };
-                let name = last.clone();
-                *last = format!("{name}[{index}]");
-                find_control_characters(path, item, keys_only, found);
-                if let Some(last) = path.last_mut() {
-                    *last = name;
+                let mut item_path = path.clone();
+                if let Some(last) = item_path.last_mut() {
+                    *last = format!("{last}[{index}]");
                 }
+                find_control_characters(&mut item_path, item, keys_only, found);
             }
         }
         Value::Mapping(map) => {

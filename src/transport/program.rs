@@ -11,20 +11,10 @@ pub fn record_path(state_dir: &str) -> String {
     format!("{state_dir}/state")
 }
 
-/// Set (in seconds) in matrixctl's environment, makes the host program
-/// pause once, after the first file it puts in place. For tests only.
-pub const TEST_PAUSE_VARIABLE: &str = "MATRIXCTL_TEST_PAUSE_AFTER_COMMIT";
-
-/// Like [`TEST_PAUSE_VARIABLE`], once, just before the first handler runs.
-pub const TEST_PAUSE_BEFORE_HANDLERS: &str = "MATRIXCTL_TEST_PAUSE_BEFORE_HANDLERS";
-
-/// Like [`TEST_PAUSE_VARIABLE`], once the backup is complete and before
-/// anything live changes.
-pub const TEST_PAUSE_AFTER_BACKUP: &str = "MATRIXCTL_TEST_PAUSE_AFTER_BACKUP";
-
 /// Set to `STEP:SECONDS` in matrixctl's environment, makes the host's
 /// transaction pause at that step (see `mc_step` in remote.sh), once it has
-/// written `runs/ID.paused`. For the fault tests only.
+/// written `runs/ID.paused`, so tests can cut an apply short (or race it)
+/// at a known point, over SSH as locally. For tests only.
 pub const TEST_PAUSE_AT: &str = "MATRIXCTL_TEST_PAUSE_AT";
 
 /// The journal of checks and handlers an apply still owes, in the state dir.
@@ -48,20 +38,6 @@ impl Program {
         main.push_str(&format!("ROOT={}\n", quote(root)));
         main.push_str(&format!("MC_STATE_DIR={}\n", quote(state_dir)));
         main.push_str(&format!("MC_RECORD={}\n", quote(&record_path(state_dir))));
-        // Test hook: pause after the first rename, so tests can cut an
-        // apply short (or race it) at a known point, over SSH as locally.
-        for variable in [
-            TEST_PAUSE_VARIABLE,
-            TEST_PAUSE_BEFORE_HANDLERS,
-            TEST_PAUSE_AFTER_BACKUP,
-        ] {
-            if let Ok(seconds) = std::env::var(variable)
-                && seconds.bytes().all(|b| b.is_ascii_digit())
-                && !seconds.is_empty()
-            {
-                main.push_str(&format!("{variable}={seconds}\n"));
-            }
-        }
         if let Ok(value) = std::env::var(TEST_PAUSE_AT)
             && let Some((step, seconds)) = value.split_once(':')
             && !step.is_empty()
@@ -220,25 +196,37 @@ impl Program {
     }
 
     /// A program that waits up to `seconds` for run `run_id` and prints its
-    /// result (or what became of it). With `confirm`, it first confirms the
-    /// run's armed change; with `stop_at_armed`, it returns as soon as the
-    /// run waits for a confirmation.
+    /// result (or what became of it), as `wait` says.
     pub fn await_run(
         root: &str,
         state_dir: &str,
         run_id: &str,
-        confirm: bool,
-        stop_at_armed: bool,
+        wait: AwaitRun,
         seconds: u64,
     ) -> String {
         let mut program = Program::new(root, state_dir);
-        if confirm {
+        if wait == AwaitRun::ConfirmThenWait {
             program.call("mc_confirm", &[run_id]);
         }
-        let mode = if stop_at_armed { "confirm" } else { "through" };
+        let mode = match wait {
+            AwaitRun::ConfirmThenWait | AwaitRun::UntilArmed => "confirm",
+            AwaitRun::ThroughArmed => "through",
+        };
         program.call("mc_await", &[run_id, mode, &seconds.max(1).to_string()]);
         program.text()
     }
+}
+
+/// How [`Program::await_run`] waits for a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwaitRun {
+    /// Confirm the run's armed change first, then wait (stopping at a
+    /// further armed change).
+    ConfirmThenWait,
+    /// Wait, and return as soon as the run waits for a confirmation.
+    UntilArmed,
+    /// Wait for the end, past any armed change (the host decides it).
+    ThroughArmed,
 }
 
 /// Quotes a word for the POSIX shell: single quotes, with `'` spelled `'\''`.

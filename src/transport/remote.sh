@@ -76,11 +76,6 @@ mc_unsafe_paths() {
     ' || true
 }
 
-# For plan: the unsafe paths, each as an `unsafe` line.
-mc_observe_safety() {
-    mc_unsafe_paths
-}
-
 # Refuses a path inside the state directory that is a symlink: matrixctl
 # follows none there.
 mc_not_link() {
@@ -154,15 +149,6 @@ mc_stage() {
     sync -- "$t"
 }
 
-# Pauses for a test hook (see program.rs), once.
-mc_test_pause() {
-    eval "seconds=\${$1:-}"
-    if [ -n "$seconds" ]; then
-        sleep "$seconds" 9>&-
-        eval "$1="
-    fi
-}
-
 # Marks a step of the transaction; a test hook (see program.rs) can pause
 # there, once `runs/ID.paused` says so.
 mc_step() {
@@ -177,7 +163,6 @@ mc_commit() {
     p=$ROOT$1
     mv -f -- "$(mc_tmp "$p")" "$p" || mc_fail "cannot rename into place: $1"
     sync -- "${p%/*}" 2> /dev/null || true
-    mc_test_pause MATRIXCTL_TEST_PAUSE_AFTER_COMMIT
     if [ -z "${MC_RENAMED_ONE:-}" ]; then
         MC_RENAMED_ONE=1
         mc_step first-renamed
@@ -429,7 +414,6 @@ mc_backup() {
 mc_backup_end() {
     sync -- "$MC_BACKUP.new" "$MC_BACKUP.new"/* 2> /dev/null || true
     mv -- "$MC_BACKUP.new" "$MC_BACKUP" || mc_fail "cannot finish the backup"
-    mc_test_pause MATRIXCTL_TEST_PAUSE_AFTER_BACKUP
 }
 
 # Whether a live file is exactly its backup copy: bytes, mode, owner, group.
@@ -489,7 +473,6 @@ mc_validate() {
 # Runs one handler (name, command); on failure, stops (and so rolls back,
 # running this handler again with the old files too).
 mc_handler() {
-    mc_test_pause MATRIXCTL_TEST_PAUSE_BEFORE_HANDLERS
     out=$ROOT$MC_STATE_DIR/output
     rm -f -- "$out"
     MC_HANDLERS_RAN="${MC_HANDLERS_RAN:-}${3:-$2}

@@ -396,7 +396,7 @@ pub fn control_dir() -> Result<tempfile::TempDir> {
 
 /// Removes `mctl-PID-…` directories of ours whose process is gone.
 fn sweep_stale_control_dirs(base: &Path) {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
@@ -417,30 +417,34 @@ fn sweep_stale_control_dirs(base: &Path) {
         if !ours || Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        // The openssh crate puts each master's socket in a subdirectory.
-        let inner = std::fs::read_dir(&dir).into_iter().flatten().flatten();
-        let nested = inner
-            .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
-            .flat_map(|entry| {
-                std::fs::read_dir(entry.path())
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-            });
-        let top = std::fs::read_dir(&dir).into_iter().flatten().flatten();
-        for socket in top.chain(nested) {
-            if socket.file_type().is_ok_and(|kind| kind.is_socket()) {
-                // Asks the master behind the socket to exit; it answers at once.
-                let _ = std::process::Command::new("ssh")
-                    .arg("-o")
-                    .arg(format!("ControlPath={}", socket.path().display()))
-                    .args(["-O", "exit", "matrixctl-stale-master"])
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status();
-            }
+        for socket in sockets_in(&dir, 2) {
+            // Asks the master behind the socket to exit; it answers at once.
+            let _ = std::process::Command::new("ssh")
+                .arg("-o")
+                .arg(format!("ControlPath={}", socket.display()))
+                .args(["-O", "exit", "matrixctl-stale-master"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// The Unix sockets in `dir` and, down to `depth` levels, in its
+/// subdirectories (the openssh crate gives each master a directory).
+fn sockets_in(dir: &Path, depth: usize) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut sockets = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        match entry.file_type() {
+            Ok(kind) if kind.is_socket() => sockets.push(entry.path()),
+            Ok(kind) if kind.is_dir() && depth > 1 => {
+                sockets.extend(sockets_in(&entry.path(), depth - 1))
+            }
+            _ => {}
+        }
+    }
+    sockets
 }

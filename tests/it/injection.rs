@@ -34,11 +34,6 @@ fn render(webserver: &str, vars: &str) -> Result<Vec<(String, String)>, String> 
         "inventory/host_vars/customer.example.yaml",
         &format!("webserver: {webserver}\n{vars}"),
     );
-    // As an operator keeps it (a readable key only adds a warning).
-    sandbox.write(
-        "inventory/secrets/master.key",
-        &std::fs::read_to_string(sandbox.path().join("inventory/secrets/master.key")).unwrap(),
-    );
     let run = sandbox.run(&["render", "inventory", "--out", "rendered"]);
     if run.code != 0 {
         return Err(run.stderr);
@@ -182,6 +177,18 @@ fn values_a_format_would_expand_are_refused_with_the_template_line() {
             "the template line is named: {error}"
         );
     }
+    // A typed var never gets that far: the inventory names it.
+    let error = render(
+        "nginx",
+        "synapse_listener_address: \"127.0.0.1 --owner @evil:x\"\n",
+    )
+    .expect_err("not an IP");
+    assert!(
+        error.contains(
+            "expected an IP address like `127.0.0.1` or `::1`, found the string \"127.0.0.1 --owner @evil:x\""
+        ) && error.contains("customer.example.yaml:2, key `synapse_listener_address`"),
+        "{error}"
+    );
 }
 
 #[test]

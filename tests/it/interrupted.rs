@@ -41,7 +41,7 @@ fn a_killed_apply_leaves_whole_files_and_the_next_apply_converges() {
         std::fs::read(sandbox.path().join("rendered/a.example").join(&path[1..])).unwrap()
     };
 
-    let mut child = sandbox.spawn_paused_apply("a.example", "MATRIXCTL_TEST_PAUSE_AFTER_COMMIT");
+    let mut child = sandbox.spawn_paused_apply("a.example", "first-renamed");
     wait_until("apply never committed a file", || {
         sandbox
             .read_host_file("a.example", REGISTRATION_YAML)
@@ -115,7 +115,7 @@ fn an_apply_killed_after_its_backup_changed_nothing_and_the_next_one_converges()
         "registration: closed\n",
     );
 
-    let mut child = sandbox.spawn_paused_apply("a.example", "MATRIXCTL_TEST_PAUSE_AFTER_BACKUP");
+    let mut child = sandbox.spawn_paused_apply("a.example", "backed-up");
     let manifest = sandbox.host_file("a.example", "/var/lib/matrixctl/backup/manifest");
     wait_until("apply never finished its backup", || manifest.exists());
     kill_group(&mut child);

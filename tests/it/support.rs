@@ -82,11 +82,7 @@ impl Sandbox {
         let path = self.path().join(relative);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, content).unwrap();
-        // As an operator keeps it (others may not read it, or every run warns).
-        if relative.ends_with("master.key") {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
+        keep_master_key_private(&path);
     }
 
     /// A file on a local test host, by host name and host path.
@@ -118,14 +114,15 @@ impl Sandbox {
     }
 
     /// Runs matrixctl with `args` in the sandbox, stdin closed.
-    /// Starts `matrixctl apply --yes inventory --limit HOST` with a test
-    /// pause hook set, in its own process group (see [`kill_group`]).
-    pub fn spawn_paused_apply(&self, host: &str, pause_variable: &str) -> Child {
+    /// Starts `matrixctl apply --yes inventory --limit HOST` whose host
+    /// transaction pauses 30 s at `step` (MATRIXCTL_TEST_PAUSE_AT), in its
+    /// own process group (see [`kill_group`]).
+    pub fn spawn_paused_apply(&self, host: &str, step: &str) -> Child {
         use std::os::unix::process::CommandExt;
         Command::new(BIN)
             .args(["apply", "--yes", "inventory", "--limit", host])
             .current_dir(self.path())
-            .env(pause_variable, "30")
+            .env("MATRIXCTL_TEST_PAUSE_AT", format!("{step}:30"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -189,6 +186,15 @@ pub fn mode_of(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
+/// A master key is kept as an operator keeps it: others may not read it
+/// (or every run warns; git checks keys out 0644).
+fn keep_master_key_private(path: &Path) {
+    if path.file_name().is_some_and(|name| name == "master.key") {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
 /// Copies a directory tree (an inventory, a case) into place.
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -197,7 +203,8 @@ pub fn copy_dir(from: &Path, to: &Path) {
         if entry.path().is_dir() {
             copy_dir(&entry.path(), &target);
         } else {
-            std::fs::copy(entry.path(), target).unwrap();
+            std::fs::copy(entry.path(), &target).unwrap();
+            keep_master_key_private(&target);
         }
     }
 }

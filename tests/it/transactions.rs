@@ -211,7 +211,7 @@ fn handlers_owed_by_an_interrupted_apply_run_on_the_next_one() {
     );
 
     // Cut the apply after every file is in place, before the handler runs.
-    let mut child = sandbox.spawn_paused_apply("a.example", "MATRIXCTL_TEST_PAUSE_BEFORE_HANDLERS");
+    let mut child = sandbox.spawn_paused_apply("a.example", "validated");
     wait_until("apply never put the file in place", || {
         let registration = sandbox
             .read_host_file("a.example", REGISTRATION_YAML)

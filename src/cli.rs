@@ -29,6 +29,9 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Write each host's desired files under DIR/HOST/, touching no host.
     Render(RenderArgs),
+    /// List every option the roles declare (type, default, description),
+    /// as the Markdown reference in docs/inventory.md.
+    Options,
 }
 
 #[derive(Debug, Args)]

@@ -20,6 +20,7 @@ pub mod impact;
 pub mod input;
 pub mod inventory;
 pub mod observe;
+pub mod options;
 pub mod plan;
 pub mod problem;
 pub mod progress;
@@ -66,6 +67,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Plan(args) => plan_command(&cli.roles, args, style),
         Command::Apply(args) => apply_command(&cli.roles, args, style),
         Command::Render(args) => render_command(&cli.roles, args),
+        Command::Options => {
+            let roles = roles::RoleSet::load(&cli.roles)?;
+            print!("{}", roles.options_reference());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

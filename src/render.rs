@@ -198,7 +198,7 @@ impl<'a> Renderer<'a> {
         let host_secrets = Redactor::new(
             host_secrets(inventory, host)
                 .into_values()
-                .chain(host.vars.secret_values()),
+                .chain(host.secret_values.iter().cloned()),
         );
         let mut desired = DesiredState::new();
         let mut notes = Vec::new();
@@ -753,7 +753,7 @@ pub fn redactor_for(inventory: &Inventory) -> Redactor {
             &inventory.secret_names,
             &host.vars.secret_generation,
         ));
-        values.extend(host.vars.secret_values());
+        values.extend(host.secret_values.iter().cloned());
     }
     Redactor::new(values)
 }

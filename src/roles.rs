@@ -30,12 +30,15 @@ pub struct Manifest {
     /// become known keys, and a default's type is the var's type.
     #[serde(default)]
     pub defaults: Mapping,
-    /// Types, for vars whose default's type says too little (a port is an
-    /// integer, but not every integer is a port; a path is a string, but
-    /// not every string is a path). The first step towards fully declared
-    /// options (issue 10).
+    /// The vars this role declares: type, default (or required),
+    /// description, example, whether secret. A declared option's default
+    /// is its own, never in `defaults`.
     #[serde(default)]
     pub options: BTreeMap<String, OptionSpec>,
+    /// Rules across vars, checked for every host the role applies to
+    /// before anything renders.
+    #[serde(default)]
+    pub assertions: Vec<Assertion>,
     /// The secrets this role derives, by name, with what each is for.
     /// Templates of any role read them as `secrets.NAME`; no two roles may
     /// declare the same name.
@@ -64,115 +67,21 @@ pub struct Manifest {
     pub removal_handlers: Vec<HandlerSpec>,
 }
 
-use crate::inventory::schema::describe_value;
+pub use crate::options::{OptionSpec, OptionType};
 
-/// What a var of a role must be, beyond the type of its default.
+/// A rule over a host's vars: when `that` is false, the host is refused
+/// with `message` (a template) at the var `key`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OptionSpec {
-    #[serde(rename = "type")]
-    pub kind: OptionType,
-    /// For `int`: the smallest and largest values allowed.
+pub struct Assertion {
+    /// A minijinja expression over the host vars that must hold.
+    pub that: String,
+    /// The var the message is about (its file and line are shown).
+    pub key: String,
+    /// What is wrong, for people; may use `{{ vars }}`.
+    pub message: String,
     #[serde(default)]
-    pub min: Option<i64>,
-    #[serde(default)]
-    pub max: Option<i64>,
-    /// For `path` and `https_url`: the empty string means unset.
-    #[serde(default)]
-    pub optional: bool,
-}
-
-/// The closed vocabulary of option types the core checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OptionType {
-    /// 1 to 65535.
-    Port,
-    /// An integer, within `min` and `max` when given.
-    Int,
-    /// `https://HOST[/PATH]`, no spaces, quotes, `$`, `;` or braces (the
-    /// characters web server configs give meaning to).
-    HttpsUrl,
-    /// An absolute, normalised path (no `//`, `.` or `..`).
-    Path,
-    /// An IPv4 or IPv6 address.
-    Ip,
-}
-
-impl OptionSpec {
-    /// Why `value` is not of this option's type, if it is not.
-    pub fn refuse(&self, value: &Value) -> Option<String> {
-        match self.kind {
-            OptionType::Port => match value.as_i64() {
-                Some(port) if (1..=65535).contains(&port) => None,
-                _ => Some(format!(
-                    "expected a port (1 to 65535), found {}",
-                    describe_value(value)
-                )),
-            },
-            OptionType::Int => {
-                let Some(number) = value.as_i64() else {
-                    return Some(format!(
-                        "expected an integer, found {}",
-                        describe_value(value)
-                    ));
-                };
-                match (self.min, self.max) {
-                    (Some(min), _) if number < min => {
-                        Some(format!("expected at least {min}, found {number}"))
-                    }
-                    (_, Some(max)) if number > max => {
-                        Some(format!("expected at most {max}, found {number}"))
-                    }
-                    _ => None,
-                }
-            }
-            OptionType::HttpsUrl => {
-                let text = value.as_str()?;
-                if text.is_empty() && self.optional {
-                    return None;
-                }
-                let rest = text.strip_prefix("https://");
-                let host = rest.map(|rest| rest.split('/').next().unwrap_or_default());
-                let clean = !text
-                    .chars()
-                    .any(|c| c.is_whitespace() || c.is_control() || "\"'`$;{}<>\\".contains(c));
-                match (rest, host) {
-                    (Some(_), Some(host)) if !host.is_empty() && clean => None,
-                    _ => Some(format!(
-                        "expected an https:// URL (no spaces, quotes, `$`, `;` or braces), found `{text}`"
-                    )),
-                }
-            }
-            OptionType::Path => {
-                let Some(text) = value.as_str() else {
-                    return Some(format!(
-                        "expected an absolute path, found {}",
-                        describe_value(value)
-                    ));
-                };
-                let normal = text == "/"
-                    || text.starts_with('/')
-                        && text
-                            .split('/')
-                            .skip(1)
-                            .all(|part| !matches!(part, "" | "." | ".."));
-                if text.is_empty() && self.optional {
-                    return None;
-                }
-                (!normal).then(|| {
-                    format!("expected an absolute path without `//`, `.` or `..`, found `{text}`")
-                })
-            }
-            OptionType::Ip => match value.as_str().map(str::parse::<std::net::IpAddr>) {
-                Some(Ok(_)) => None,
-                _ => Some(format!(
-                    "expected an IP address like `127.0.0.1` or `::1`, found {}",
-                    describe_value(value)
-                )),
-            },
-        }
-    }
+    pub hint: Option<String>,
 }
 
 /// A command that makes a role's changes take effect.
@@ -407,6 +316,71 @@ impl RoleSet {
         options
     }
 
+    /// The option reference, in Markdown: one table per role that declares
+    /// options, in role order, each option with its type, default and
+    /// description (and an example when the role gives one).
+    pub fn options_reference(&self) -> String {
+        let cell = |text: &str| {
+            text.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .replace('|', "\\|")
+        };
+        let shown = |value: &Value| match value {
+            Value::String(text) if text.is_empty() => "`\"\"`".to_string(),
+            Value::Null => "unset".to_string(),
+            other => {
+                let text = serde_yaml::to_string(other).unwrap_or_default();
+                let text = text.trim().replace('\n', " ");
+                format!("`{}`", text.replace('|', "\\|"))
+            }
+        };
+        let mut out = String::new();
+        for role in self.roles.values() {
+            if role.manifest.options.is_empty() {
+                continue;
+            }
+            let about = role.manifest.description.as_deref().unwrap_or_default();
+            out.push_str(&format!("#### {} ({})\n\n", role.name, cell(about)));
+            out.push_str("| key | type | default | what it does |\n|---|---|---|---|\n");
+            for (key, spec) in &role.manifest.options {
+                let default = if spec.required {
+                    "**required**".to_string()
+                } else {
+                    spec.default
+                        .as_ref()
+                        .map_or_else(|| "unset".to_string(), shown)
+                };
+                let mut what = cell(spec.description.as_deref().unwrap_or_default());
+                if let Some(example) = &spec.example {
+                    what.push_str(&format!(" Example: {}.", shown(example)));
+                }
+                if spec.secret {
+                    what.push_str(" A secret: never shown.");
+                }
+                out.push_str(&format!(
+                    "| `{key}` | {} | {default} | {what} |\n",
+                    cell(&spec.type_name())
+                ));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Every value in `vars` that an option declares secret.
+    pub fn option_secret_values(&self, vars: &Mapping) -> Vec<String> {
+        let mut values = Vec::new();
+        for role in self.roles.values() {
+            for (key, spec) in &role.manifest.options {
+                if let Some(value) = vars.get(key.as_str()) {
+                    spec.secret_values(value, &mut values);
+                }
+            }
+        }
+        values
+    }
+
     pub fn defaults(&self) -> BTreeMap<&str, (&Value, &Role)> {
         let mut defaults = BTreeMap::new();
         for role in self.roles.values() {
@@ -424,6 +398,7 @@ impl RoleSet {
         let mut seen: BTreeMap<String, (&Value, &Role)> = BTreeMap::new();
         let mut problems = Vec::new();
         let mut secret_owners: BTreeMap<&crate::secrets::SecretName, &Role> = BTreeMap::new();
+        let mut option_owners: BTreeMap<&str, &Role> = BTreeMap::new();
         for role in self.roles.values() {
             for name in role.manifest.secrets.keys() {
                 if let Some(other) = secret_owners.insert(name, role) {
@@ -440,20 +415,27 @@ impl RoleSet {
                     );
                 }
             }
-            // A typed option needs a default, and its default its own type.
+            // A declaration that cannot work is the role's mistake, said
+            // once, before any host is looked at.
             for (key, spec) in &role.manifest.options {
-                let default = role.manifest.defaults.get(key.as_str());
-                let refusal = match default {
-                    None => Some("it has no default in `defaults`".to_string()),
-                    Some(default) => spec
-                        .refuse(default)
-                        .map(|why| format!("its default: {why}")),
-                };
-                if let Some(refusal) = refusal {
+                for refusal in spec.declaration_problems(key) {
                     problems.push(
-                        Problem::new(format!("role `{}`: option `{key}`: {refusal}", role.name))
+                        Problem::new(format!("role `{}`: {refusal}", role.name))
                             .in_file(&role.path)
                             .at_key(format!("options.{key}")),
+                    );
+                }
+                if let Some(other) = option_owners.insert(key.as_str(), role) {
+                    problems.push(
+                        Problem::new(format!(
+                            "roles `{}` and `{}` both declare the option `{key}`",
+                            other.name, role.name
+                        ))
+                        .in_file(&role.path)
+                        .at_key(format!("options.{key}"))
+                        .with_hint(Some(
+                            "a role reads another role's option without declaring it".into(),
+                        )),
                     );
                 }
             }
@@ -517,13 +499,35 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, Problem> {
     } else {
         value
     };
-    deserialize_at(value).map_err(|error| {
+    let mut manifest: Manifest = deserialize_at(value).map_err(|error| {
         Problem::new(format!("invalid role manifest: {}", error.message))
             .in_file(path)
             .at_line(crate::inventory::locate::line_of_key(text, &error.keys))
             .at_key(error.display)
             .with_hint(suggestion_for_serde_message(&error.message))
-    })
+    })?;
+    // A declared option's default joins the role's defaults layer, so
+    // precedence treats both alike; it may not be given twice.
+    for (key, spec) in &manifest.options {
+        if manifest.defaults.contains_key(key.as_str()) {
+            return Err(Problem::new(format!(
+                "`{key}` is both a declared option and in `defaults`"
+            ))
+            .in_file(path)
+            .at_line(crate::inventory::locate::line_of_key(
+                text,
+                &["defaults".to_string(), key.clone()],
+            ))
+            .at_key(format!("defaults.{key}"))
+            .with_hint(Some(format!(
+                "give its default as `options.{key}.default` and remove it from `defaults`"
+            ))));
+        }
+        if let Some(absent) = spec.absent_value() {
+            manifest.defaults.insert(Value::String(key.clone()), absent);
+        }
+    }
+    Ok(manifest)
 }
 
 /// A YAML syntax error, with the parser's line.

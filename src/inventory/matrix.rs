@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::schema::{CoreVars, DnsName, Port, RegistrationMode, SecretValue, describe_value};
+use super::schema::{CoreVars, DnsName, Port, SecretValue, describe_value};
 
 /// Top-level Synapse options written by matrixctl's templates. An extra
 /// key (`synapse_extra`) may not collide with one: Synapse merges conf.d
@@ -567,35 +567,8 @@ fn refusal(key: &[&str], message: impl Into<String>, hint: Option<&str>) -> Refu
 
 /// The combinations Synapse would refuse at start-up (or that would leave
 /// a host broken), refused here at plan time instead.
-pub fn check(vars: &CoreVars, server_name: &DnsName) -> Vec<Refusal> {
+pub fn check(vars: &CoreVars) -> Vec<Refusal> {
     let mut refusals = Vec::new();
-    if vars.registration == RegistrationMode::Open
-        && !vars.registration_requires_email
-        && !vars.open_registration_acknowledged
-    {
-        refusals.push(refusal(
-            &["registration"],
-            "open registration without email verification: Synapse refuses to start like this, and bots would sign up freely",
-            Some("set `registration_requires_email: true` (with `email:` set up), or `open_registration_acknowledged: true` to accept unverified sign-ups"),
-        ));
-    }
-    if vars.registration_requires_email && vars.email.is_none() {
-        refusals.push(refusal(
-            &["registration_requires_email"],
-            "email verification needs outgoing email, and `email` is not set",
-            Some("add `email:` with at least `smtp_host` and `notif_from`"),
-        ));
-    }
-    if let Some(consent) = &vars.consent
-        && consent.server_notice_content.is_some()
-        && vars.server_notices.is_none()
-    {
-        refusals.push(refusal(
-            &["consent", "server_notice_content"],
-            "a consent server notice needs `server_notices` (the account that sends it)",
-            Some("add `server_notices: {localpart: server}`"),
-        ));
-    }
     let mut idp_ids = BTreeSet::new();
     for (index, provider) in vars.oidc_providers.iter().enumerate() {
         let id_ok = !provider.idp_id.is_empty()
@@ -622,16 +595,6 @@ pub fn check(vars: &CoreVars, server_name: &DnsName) -> Vec<Refusal> {
                 None,
             ));
         }
-    }
-    if vars.delegation == Delegation::None
-        && let Some(fqdn) = &vars.matrix_fqdn
-        && fqdn != server_name
-    {
-        refusals.push(refusal(
-            &["matrix_fqdn"],
-            format!("with `delegation: none`, Synapse is reached at the server name itself, so matrix_fqdn must be {server_name} (or unset)"),
-            Some("use `delegation: well_known` to serve Matrix from another host name"),
-        ));
     }
     for key in vars.well_known_client_extra.keys() {
         // Discovery keys are case-sensitive for clients, so a spelling that
@@ -694,15 +657,6 @@ pub fn check(vars: &CoreVars, server_name: &DnsName) -> Vec<Refusal> {
             }
         }
     }
-    if let Some(ldap) = &vars.ldap
-        && !(ldap.uri.starts_with("ldap://") || ldap.uri.starts_with("ldaps://"))
-    {
-        refusals.push(refusal(
-            &["ldap", "uri"],
-            format!("`{}` is not an ldap:// or ldaps:// URI", ldap.uri),
-            None,
-        ));
-    }
     if vars.filter_timeline_limit < 1 {
         refusals.push(refusal(
             &["filter_timeline_limit"],
@@ -737,30 +691,6 @@ pub fn check(vars: &CoreVars, server_name: &DnsName) -> Vec<Refusal> {
                 ));
             }
         }
-        if turn.relay_min_port > turn.relay_max_port {
-            refusals.push(refusal(
-                &["turn", "relay_min_port"],
-                format!(
-                    "the TURN relay range {}-{} is empty: relay_min_port is above relay_max_port",
-                    turn.relay_min_port, turn.relay_max_port
-                ),
-                None,
-            ));
-        }
-        if turn.port == turn.tls_port {
-            refusals.push(refusal(
-                &["turn", "tls_port"],
-                "the TURN port and TLS port are the same",
-                None,
-            ));
-        }
-    }
-    if vars.database.cp_min > vars.database.cp_max {
-        refusals.push(refusal(
-            &["database", "cp_min"],
-            "cp_min is larger than cp_max",
-            None,
-        ));
     }
     refusals
 }

@@ -13,6 +13,7 @@
 //!   secrets/master.key      the key per-host secrets are derived from
 //! ```
 
+pub mod assertions;
 pub mod layers;
 pub mod locate;
 pub mod matrix;
@@ -56,6 +57,9 @@ pub struct Host {
     pub vars: CoreVars,
     /// All vars after precedence, core and role vars alike, for templates.
     pub merged: Mapping,
+    /// Every value the operator gave for a secret (overrides, and options
+    /// declared `secret`), for redaction.
+    pub secret_values: Vec<String>,
 }
 
 /// How matrixctl reaches a host.
@@ -305,6 +309,8 @@ impl Inventory {
                             }
                         }
                     };
+                    let mut secret_values = vars.secret_values();
+                    secret_values.extend(roles.option_secret_values(&merged));
                     hosts.push(Host {
                         name: dns_name,
                         groups: entry.groups,
@@ -312,6 +318,7 @@ impl Inventory {
                         root,
                         vars,
                         merged,
+                        secret_values,
                     })
                 }
                 Err(more) => {
@@ -563,10 +570,25 @@ fn check_vars(
     // coturn's, nginx's or an environment file). Refused for every var,
     // whatever its type, before anything else looks at it.
     let mut broken_lines = Vec::new();
+    // Options say which of their strings may span lines (`multiline`, `any`).
+    let allows_lines = |path: &[String]| {
+        let parts: Vec<&str> = path
+            .iter()
+            .map(|part| part.split('[').next().unwrap_or(part))
+            .collect();
+        parts.split_first().is_some_and(|(top, rest)| {
+            options
+                .get(top)
+                .is_some_and(|(spec, _)| spec.allows_lines_at(rest))
+        }) || MULTILINE_VARS
+            .iter()
+            .any(|var| var.iter().copied().eq(parts.iter().copied()))
+    };
     find_control_characters(
         &mut Vec::new(),
         &Value::Mapping(merged.clone()),
         false,
+        &allows_lines,
         &mut broken_lines,
     );
     // A value refused here is not typed again below (one error per value).
@@ -587,6 +609,40 @@ fn check_vars(
         );
     }
     let mut core = Mapping::new();
+    let mut normalised = Mapping::new();
+    // A required option nobody set: the one error a default cannot prevent.
+    for (key, (spec, role)) in &options {
+        if spec.required && !merged.contains_key(*key) {
+            let what = spec
+                .description
+                .as_deref()
+                .map(|text| format!(": {}", text.trim()))
+                .unwrap_or_default();
+            let example = spec
+                .example
+                .as_ref()
+                .and_then(|example| serde_yaml::to_string(example).ok())
+                .map(|example| {
+                    format!(
+                        "set it for this host (or its group), like `{key}: {}`",
+                        example.trim()
+                    )
+                });
+            let host = server_name
+                .map(|name| format!(" (host {name})"))
+                .unwrap_or_default();
+            problems.push(
+                Problem::new(format!(
+                    "`{key}` is required by role `{}`{what}{host}",
+                    role.name
+                ))
+                .at_key(key.to_string())
+                .with_hint(
+                    example.or_else(|| Some("set it for this host, or in its group's vars".into())),
+                ),
+            );
+        }
+    }
     for (key, source) in layered.top_level() {
         if CORE_KEYS.contains(&key) {
             if let Some(value) = merged.get(key) {
@@ -601,10 +657,25 @@ fn check_vars(
             ));
             continue;
         }
+        if let Some((spec, _)) = options.get(key) {
+            if let Some(value) = merged.get(key)
+                && !broken_keys.contains(key)
+            {
+                let mut findings = Vec::new();
+                spec.check(&mut vec![key.to_string()], value, &mut findings);
+                if findings.is_empty() {
+                    normalised.insert(Value::String(key.to_string()), spec.normalise(value));
+                }
+                for finding in findings {
+                    problems
+                        .push(problem_at(&finding.path, finding.message).with_hint(finding.hint));
+                }
+            }
+            continue;
+        }
         match defaults.get(key) {
             Some((default, role)) => {
                 if let Some(value) = merged.get(key) {
-                    let before = problems.len();
                     check_like_default(
                         &[key.to_string()],
                         value,
@@ -614,13 +685,6 @@ fn check_vars(
                             problems.push(problem_at(path, message).with_hint(hint))
                         },
                     );
-                    if problems.len() == before
-                        && !broken_keys.contains(key)
-                        && let Some(refusal) =
-                            options.get(key).and_then(|(spec, _)| spec.refuse(value))
-                    {
-                        problems.push(problem_at(&[key.to_string()], refusal));
-                    }
                 }
             }
             None => {
@@ -677,9 +741,40 @@ fn check_vars(
             );
         }
     }
-    if let (Some(vars), Some(name)) = (&vars, server_name) {
-        for refusal in matrix::check(vars, name) {
+    if let Some(vars) = &vars {
+        for refusal in matrix::check(vars) {
             problems.push(problem_at(&refusal.key, refusal.message).with_hint(refusal.hint));
+        }
+    }
+    let mut merged = merged;
+    for (key, value) in normalised {
+        merged.insert(key, value);
+    }
+    // The roles' rules, once every value has its type: a rule sees the
+    // same values templates will.
+    if problems.is_empty()
+        && let Some(vars) = &vars
+    {
+        // A rule's message may name any var, a secret one too.
+        let mut secret_values = vars.secret_values();
+        secret_values.extend(roles.option_secret_values(&merged));
+        let redactor = crate::secrets::Redactor::new(secret_values);
+        for broken in assertions::broken(roles, vars, &merged, server_name) {
+            let broken = assertions::Broken {
+                message: redactor.redact(&broken.message).into_owned(),
+                hint: broken.hint.map(|hint| redactor.redact(&hint).into_owned()),
+                ..broken
+            };
+            let problem = match &broken.manifest {
+                Some(manifest) => Problem::new(broken.message)
+                    .in_file(manifest)
+                    .at_key(broken.key),
+                None => {
+                    let path: Vec<String> = broken.key.split('.').map(str::to_string).collect();
+                    problem_at(&path, broken.message)
+                }
+            };
+            problems.push(problem.with_hint(broken.hint));
         }
     }
     match vars {
@@ -710,6 +805,7 @@ fn find_control_characters(
     path: &mut Vec<String>,
     value: &Value,
     keys_only: bool,
+    allows_lines: &dyn Fn(&[String]) -> bool,
     found: &mut Vec<(Vec<String>, &'static str)>,
 ) {
     let what = |text: &str| {
@@ -733,7 +829,7 @@ fn find_control_characters(
                 if let Some(last) = item_path.last_mut() {
                     *last = format!("{last}[{index}]");
                 }
-                find_control_characters(&mut item_path, item, keys_only, found);
+                find_control_characters(&mut item_path, item, keys_only, allows_lines, found);
             }
         }
         Value::Mapping(map) => {
@@ -752,15 +848,14 @@ fn find_control_characters(
                     continue;
                 }
                 path.push(key);
-                let multiline = keys_only
-                    || MULTILINE_VARS
-                        .iter()
-                        .any(|var| var.iter().copied().eq(path.iter().map(String::as_str)));
-                find_control_characters(path, inner, multiline, found);
+                let multiline = keys_only || allows_lines(path);
+                find_control_characters(path, inner, multiline, allows_lines, found);
                 path.pop();
             }
         }
-        Value::Tagged(tagged) => find_control_characters(path, &tagged.value, keys_only, found),
+        Value::Tagged(tagged) => {
+            find_control_characters(path, &tagged.value, keys_only, allows_lines, found)
+        }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }

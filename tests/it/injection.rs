@@ -185,7 +185,7 @@ fn values_a_format_would_expand_are_refused_with_the_template_line() {
     .expect_err("not an IP");
     assert!(
         error.contains(
-            "expected an IP address like `127.0.0.1` or `::1`, found the string \"127.0.0.1 --owner @evil:x\""
+            "expected an IP address like `192.0.2.1` or `2001:db8::1`, found the string \"127.0.0.1 --owner @evil:x\""
         ) && error.contains("customer.example.yaml:2, key `synapse_listener_address`"),
         "{error}"
     );

@@ -331,3 +331,59 @@ fn a_role_declares_its_own_secrets_and_may_not_take_anothers() {
         clash.transcript()
     );
 }
+
+#[test]
+fn an_option_declared_secret_never_prints_in_plans_or_errors() {
+    let sandbox = Sandbox::fleet();
+    sandbox.write(
+        "roles/relay.yaml",
+        "when: relay_password is not none\noptions:\n  relay_password:\n    type: string\n    secret: true\n    optional: true\n    description: The SMTP relay's password.\n  relay_port:\n    type: port\n    default: 587\n    description: The relay's port.\nassertions:\n  - that: relay_port != 25\n    key: relay_port\n    message: \"port 25 with password {{ relay_password }}\"\nfiles:\n  - template: relay/relay.env.j2\n    dest: /etc/relay.env\n    mode: \"0600\"\n",
+    );
+    sandbox.write(
+        "roles/templates/relay/relay.env.j2",
+        "RELAY_PASSWORD={{ relay_password | env }}\n",
+    );
+    let password = "correct-horse-battery-staple".to_string();
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        &format!("relay_password: {password}\n"),
+    );
+    let roles = ["--roles", "roles"];
+    let with_roles = |args: &[&str]| sandbox.run(&[&roles[..], args].concat());
+    let render = with_roles(&["render", "inventory", "--out", "rendered"]);
+    assert_eq!(render.code, 0, "{}", render.transcript());
+    let env =
+        std::fs::read_to_string(sandbox.path().join("rendered/a.example/etc/relay.env")).unwrap();
+    assert_eq!(
+        env,
+        format!("RELAY_PASSWORD={password}\n"),
+        "the file holds it"
+    );
+    let plan = with_roles(&["plan", "inventory"]);
+    let json = with_roles(&["plan", "--json", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    // A rule's message that names it, and a type error about it.
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        &format!("relay_password: {password}\nrelay_port: 25\n"),
+    );
+    let broken_rule = with_roles(&["plan", "inventory"]);
+    assert_eq!(broken_rule.code, 1, "{}", broken_rule.transcript());
+    assert!(
+        broken_rule.stderr.contains("port 25 with password"),
+        "{}",
+        broken_rule.transcript()
+    );
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        &format!("relay_password: [{password}]\n"),
+    );
+    let wrong_type = with_roles(&["plan", "inventory"]);
+    assert_eq!(wrong_type.code, 1, "{}", wrong_type.transcript());
+    assert!(
+        wrong_type.stderr.contains("not shown: it is a secret"),
+        "{}",
+        wrong_type.transcript()
+    );
+    assert_no_secret(&[&plan, &json, &broken_rule, &wrong_type], &[password]);
+}

@@ -201,6 +201,10 @@ pub struct Role {
 #[derive(Debug, Clone)]
 pub struct RoleSet {
     pub roles: BTreeMap<String, Role>,
+    /// Every declared option by top-level var, with the role declaring it.
+    /// A dotted name (`bridges.heisenbridge`) is a field of an object var
+    /// several roles share; that var's entry is the object they make up.
+    pub option_tree: BTreeMap<String, (OptionSpec, String)>,
     /// `--roles` directories' `templates/`, searched last-given first, before
     /// the built-in templates.
     pub template_dirs: Vec<PathBuf>,
@@ -278,8 +282,16 @@ impl RoleSet {
             }
             template_dirs.insert(0, dir.join("templates"));
         }
+        let option_tree = match option_tree(&roles) {
+            Ok(tree) => tree,
+            Err(mut more) => {
+                problems.append(&mut more);
+                BTreeMap::new()
+            }
+        };
         let set = RoleSet {
             roles,
+            option_tree,
             template_dirs,
         };
         if let Err(mut more) = set.check_defaults_agree() {
@@ -305,63 +317,28 @@ impl RoleSet {
         names
     }
 
-    /// Every declared option type, by var name, with its role.
-    pub fn options(&self) -> BTreeMap<&str, (&OptionSpec, &Role)> {
-        let mut options = BTreeMap::new();
-        for role in self.roles.values() {
-            for (key, spec) in &role.manifest.options {
-                options.entry(key.as_str()).or_insert((spec, role));
-            }
-        }
-        options
+    /// Every declared option, by top-level var name, with its role.
+    pub fn options(&self) -> BTreeMap<&str, (&OptionSpec, &str)> {
+        self.option_tree
+            .iter()
+            .map(|(key, (spec, role))| (key.as_str(), (spec, role.as_str())))
+            .collect()
     }
 
     /// The option reference, in Markdown: one table per role that declares
     /// options, in role order, each option with its type, default and
     /// description (and an example when the role gives one).
     pub fn options_reference(&self) -> String {
-        let cell = |text: &str| {
-            text.split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-                .replace('|', "\\|")
-        };
-        let shown = |value: &Value| match value {
-            Value::String(text) if text.is_empty() => "`\"\"`".to_string(),
-            Value::Null => "unset".to_string(),
-            other => {
-                let text = serde_yaml::to_string(other).unwrap_or_default();
-                let text = text.trim().replace('\n', " ");
-                format!("`{}`", text.replace('|', "\\|"))
-            }
-        };
         let mut out = String::new();
         for role in self.roles.values() {
             if role.manifest.options.is_empty() {
                 continue;
             }
             let about = role.manifest.description.as_deref().unwrap_or_default();
-            out.push_str(&format!("#### {} ({})\n\n", role.name, cell(about)));
+            out.push_str(&format!("#### {} ({})\n\n", role.name, table_cell(about)));
             out.push_str("| key | type | default | what it does |\n|---|---|---|---|\n");
             for (key, spec) in &role.manifest.options {
-                let default = if spec.required {
-                    "**required**".to_string()
-                } else {
-                    spec.default
-                        .as_ref()
-                        .map_or_else(|| "unset".to_string(), shown)
-                };
-                let mut what = cell(spec.description.as_deref().unwrap_or_default());
-                if let Some(example) = &spec.example {
-                    what.push_str(&format!(" Example: {}.", shown(example)));
-                }
-                if spec.secret {
-                    what.push_str(" A secret: never shown.");
-                }
-                out.push_str(&format!(
-                    "| `{key}` | {} | {default} | {what} |\n",
-                    cell(&spec.type_name())
-                ));
+                reference_rows(key, spec, &mut out);
             }
             out.push('\n');
         }
@@ -371,11 +348,9 @@ impl RoleSet {
     /// Every value in `vars` that an option declares secret.
     pub fn option_secret_values(&self, vars: &Mapping) -> Vec<String> {
         let mut values = Vec::new();
-        for role in self.roles.values() {
-            for (key, spec) in &role.manifest.options {
-                if let Some(value) = vars.get(key.as_str()) {
-                    spec.secret_values(value, &mut values);
-                }
+        for (key, (spec, _)) in &self.option_tree {
+            if let Some(value) = vars.get(key.as_str()) {
+                spec.secret_values(value, &mut values);
             }
         }
         values
@@ -485,6 +460,117 @@ impl RoleSet {
     }
 }
 
+/// One row for the option `key`, then one for each of its fields (an item
+/// of a list of objects is `key[]`).
+fn reference_rows(key: &str, spec: &OptionSpec, out: &mut String) {
+    let shown = |value: &Value| match value {
+        Value::String(text) if text.is_empty() => "`\"\"`".to_string(),
+        Value::Null => "unset".to_string(),
+        Value::String(text) => format!("`{}`", table_cell(text)),
+        other => format!(
+            "`{}`",
+            table_cell(&serde_json::to_string(other).unwrap_or_default())
+        ),
+    };
+    let default = if spec.required {
+        "**required**".to_string()
+    } else {
+        spec.default
+            .as_ref()
+            .map_or_else(|| "unset".to_string(), shown)
+    };
+    let mut what = table_cell(spec.description.as_deref().unwrap_or_default());
+    if let Some(example) = &spec.example {
+        what.push_str(&format!(" Example: {}.", shown(example)));
+    }
+    if spec.secret {
+        what.push_str(" A secret: never shown.");
+    }
+    out.push_str(&format!(
+        "| `{key}` | {} | {default} | {what} |\n",
+        table_cell(&spec.type_name())
+    ));
+    let (prefix, fields) = match (&spec.kind, &spec.items) {
+        (OptionType::List, Some(items)) => (format!("{key}[]"), &items.fields),
+        _ => (key.to_string(), &spec.fields),
+    };
+    for (field, inner) in fields {
+        reference_rows(&format!("{prefix}.{field}"), inner, out);
+    }
+}
+
+/// Text on one line of a Markdown table.
+fn table_cell(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "\\|")
+}
+
+/// The roles' options by top-level var. `NAME.FIELD` declares a field of
+/// the object var NAME, which exists so that several roles can share it
+/// (each bridge is a field of `bridges`); NAME itself is then declared by
+/// none of them.
+fn option_tree(
+    roles: &BTreeMap<String, Role>,
+) -> Result<BTreeMap<String, (OptionSpec, String)>, Vec<Problem>> {
+    let mut tree: BTreeMap<String, (OptionSpec, String)> = BTreeMap::new();
+    let mut shared: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for role in roles.values() {
+        for (key, spec) in &role.manifest.options {
+            let Some((parent, field)) = key.split_once('.') else {
+                tree.insert(key.clone(), (spec.clone(), role.name.clone()));
+                continue;
+            };
+            if field.contains('.') || parent.is_empty() || field.is_empty() {
+                problems.push(
+                    Problem::new(format!(
+                        "role `{}`: option `{key}`: a shared var's field is `NAME.FIELD`, one level deep",
+                        role.name
+                    ))
+                    .in_file(&role.path)
+                    .at_key(format!("options.{key}")),
+                );
+                continue;
+            }
+            let entry = tree.entry(parent.to_string()).or_insert_with(|| {
+                let mut object: OptionSpec = serde_yaml::from_str("{type: object, default: {}}")
+                    .expect("a literal declaration");
+                object.description = Some(String::new());
+                (object, String::new())
+            });
+            entry.0.fields.insert(field.to_string(), spec.clone());
+            shared
+                .entry(parent.to_string())
+                .or_default()
+                .push(role.name.clone());
+        }
+    }
+    for (parent, owners) in shared {
+        let Some((object, owner)) = tree.get_mut(&parent) else {
+            continue;
+        };
+        if !owner.is_empty() || object.kind != OptionType::Object {
+            problems.push(Problem::new(format!(
+                "role `{owner}` declares the option `{parent}`, and roles {} declare fields of it",
+                owners.join(", ")
+            )));
+            continue;
+        }
+        *owner = owners.join(", ");
+        object.description = Some(format!(
+            "Shared by the roles {}; each field is theirs.",
+            owners.join(", ")
+        ));
+    }
+    if problems.is_empty() {
+        Ok(tree)
+    } else {
+        Err(problems)
+    }
+}
+
 fn role_name(path: &Path) -> Option<String> {
     if path.extension()? != "yaml" {
         return None;
@@ -522,6 +608,10 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, Problem> {
             .with_hint(Some(format!(
                 "give its default as `options.{key}.default` and remove it from `defaults`"
             ))));
+        }
+        // A shared var's field gets its default from the var's object.
+        if key.contains('.') {
+            continue;
         }
         if let Some(absent) = spec.absent_value() {
             manifest.defaults.insert(Value::String(key.clone()), absent);

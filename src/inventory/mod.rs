@@ -632,14 +632,13 @@ fn check_vars(
                 .map(|name| format!(" (host {name})"))
                 .unwrap_or_default();
             problems.push(
-                Problem::new(format!(
-                    "`{key}` is required by role `{}`{what}{host}",
-                    role.name
-                ))
-                .at_key(key.to_string())
-                .with_hint(
-                    example.or_else(|| Some("set it for this host, or in its group's vars".into())),
-                ),
+                Problem::new(format!("`{key}` is required by role `{role}`{what}{host}"))
+                    .at_key(key.to_string())
+                    .with_hint(
+                        example.or_else(|| {
+                            Some("set it for this host, or in its group's vars".into())
+                        }),
+                    ),
             );
         }
     }
@@ -744,6 +743,16 @@ fn check_vars(
     if let Some(vars) = &vars {
         for refusal in matrix::check(vars) {
             problems.push(problem_at(&refusal.key, refusal.message).with_hint(refusal.hint));
+        }
+    }
+    // A shared object var nobody set (`bridges`) still has its fields.
+    for (key, (spec, _)) in &options {
+        if !merged.contains_key(*key)
+            && let Some(absent) = spec.absent_value()
+        {
+            normalised
+                .entry(Value::String(key.to_string()))
+                .or_insert(absent);
         }
     }
     let mut merged = merged;

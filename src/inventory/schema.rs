@@ -12,8 +12,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::matrix::{
-    Consent, Database, Delegation, Duration, Email, Federation, HttpsUrl, Ldap, MatrixId,
-    OidcProvider, PasswordAuth, PasswordPolicy, ServerNotices, Support, SynapseExtra,
+    Consent, Database, Delegation, Duration, Email, Federation, HttpsUrl, Ldap, OidcProvider,
+    PasswordAuth, PasswordPolicy, ServerNotices, Support, SynapseExtra,
 };
 use crate::secrets::SecretName;
 
@@ -23,7 +23,6 @@ pub const CORE_KEYS: &[&str] = &[
     "allow_public_rooms_over_federation",
     "allowed_avatar_mimetypes",
     "become",
-    "bridges",
     "consent",
     "database",
     "delegation",
@@ -111,9 +110,6 @@ pub struct CoreVars {
     /// The reverse proxy in front of Synapse.
     #[serde(default)]
     pub webserver: Webserver,
-    /// Bridges to other networks.
-    #[serde(default)]
-    pub bridges: Bridges,
 
     // Synapse. Each maps to the Synapse option of (nearly) the same name;
     // docs/inventory.md says what each renders.
@@ -215,92 +211,15 @@ impl CoreVars {
             .oidc_providers
             .iter()
             .filter_map(|provider| provider.client_secret.as_ref());
-        let telegram = self
-            .bridges
-            .mautrix_telegram
-            .as_ref()
-            .map(|bridge| &bridge.api_hash);
         values.extend(
             email
                 .into_iter()
                 .chain(ldap)
                 .chain(oidc)
-                .chain(telegram)
                 .map(|value| value.0.clone()),
         );
         values
     }
-}
-
-/// The bridges matrixctl knows; each is off unless present.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a map of bridges (heisenbridge, postmoogle, mautrix_telegram)"
-)]
-pub struct Bridges {
-    /// IRC, through Heisenbridge (an appservice).
-    #[serde(default)]
-    pub heisenbridge: Option<Heisenbridge>,
-    /// Email, through Postmoogle (a bot account, not an appservice).
-    #[serde(default)]
-    pub postmoogle: Option<Postmoogle>,
-    /// Telegram, through mautrix-telegram (an appservice).
-    #[serde(default)]
-    pub mautrix_telegram: Option<MautrixTelegram>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, expecting = "a map of Heisenbridge settings")]
-pub struct Heisenbridge {
-    /// Matrix IDs that may administer the bridge.
-    #[serde(default)]
-    pub admins: Vec<MatrixId>,
-    /// Answer ident queries (port 113), which some IRC networks require.
-    #[serde(default)]
-    pub identd: bool,
-    #[serde(default = "default_heisenbridge_port")]
-    pub port: Port,
-}
-
-fn default_heisenbridge_port() -> Port {
-    Port(9898)
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, expecting = "a map of Postmoogle settings")]
-pub struct Postmoogle {
-    #[serde(default)]
-    pub admins: Vec<MatrixId>,
-    /// The bot's localpart (its password is secrets.postmoogle_password).
-    #[serde(default = "default_postmoogle_login")]
-    pub login: String,
-    /// Mail domains it receives for (default: the server name).
-    #[serde(default)]
-    pub domains: Vec<DnsName>,
-}
-
-fn default_postmoogle_login() -> String {
-    "postmoogle".to_string()
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, expecting = "a map of mautrix-telegram settings")]
-pub struct MautrixTelegram {
-    #[serde(default)]
-    pub admins: Vec<MatrixId>,
-    /// From my.telegram.org.
-    pub api_id: u64,
-    pub api_hash: SecretValue,
-    /// End-to-bridge encryption; off unless asked for.
-    #[serde(default)]
-    pub encryption: bool,
-    #[serde(default = "default_mautrix_telegram_port")]
-    pub port: Port,
-}
-
-fn default_mautrix_telegram_port() -> Port {
-    Port(29317)
 }
 
 /// Which web server matrixctl configures in front of Synapse.

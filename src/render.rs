@@ -194,6 +194,14 @@ impl<'a> Renderer<'a> {
             "open_ports".into(),
             serde_yaml::to_value(&ports).unwrap_or(Value::Null),
         );
+        let contributions = match self.contributions(&first_pass, redactor) {
+            Ok(contributions) => contributions,
+            Err(problems) => return Err(Problems(problems)),
+        };
+        base.insert(
+            "contributions".into(),
+            serde_yaml::to_value(&contributions).unwrap_or(Value::Null),
+        );
         let context = JinjaValue::from(Serde(base));
         let host_secrets = Redactor::new(
             host_secrets(inventory, host)
@@ -437,6 +445,50 @@ impl<'a> Renderer<'a> {
 
     /// The ports of every role that applies, checked: in range, and no
     /// two declarations overlapping (one service per port).
+    /// Every list entry the applying roles contribute, by list name, in
+    /// role order. Every list any role declares is present, even empty.
+    fn contributions(
+        &self,
+        context: &JinjaValue,
+        redactor: &Redactor,
+    ) -> Result<BTreeMap<String, Vec<String>>, Vec<Problem>> {
+        let mut lists: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut problems = Vec::new();
+        for role in self.roles.roles.values() {
+            for name in role.manifest.contributes.keys() {
+                lists.entry(name.clone()).or_default();
+            }
+            if role.manifest.contributes.is_empty() {
+                continue;
+            }
+            match self.condition(role, &role.manifest.when, "when", context, redactor) {
+                Ok(true) => {}
+                Ok(false) | Err(_) => continue, // render_host reports the error
+            }
+            for (name, entries) in &role.manifest.contributes {
+                for (index, template) in entries.iter().enumerate() {
+                    match self.env.render_str(template, context.clone()) {
+                        Ok(text) => lists.entry(name.clone()).or_default().push(text),
+                        Err(error) => problems.push(
+                            Problem::new(format!(
+                                "role `{}`: {}",
+                                role.name,
+                                redactor.redact(&jinja_reason(&error))
+                            ))
+                            .in_file(&role.path)
+                            .at_key(format!("contributes.{name}[{index}]")),
+                        ),
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(lists)
+        } else {
+            Err(problems)
+        }
+    }
+
     fn open_ports(
         &self,
         context: &JinjaValue,

@@ -54,6 +54,12 @@ pub struct Manifest {
     /// from the ports of every role that applies.
     #[serde(default)]
     pub ports: Vec<PortSpec>,
+    /// Entries (templates) this role adds to lists other roles read, by
+    /// list name: templates see every applying role's entries, in role
+    /// order, as `contributions.NAME` (an appservice adds its registration
+    /// to `synapse_appservices`, which Synapse's conf.d lists).
+    #[serde(default)]
+    pub contributes: BTreeMap<String, Vec<String>>,
     /// Commands (templates) that check this role's new files on the host
     /// before they take effect, like `nginx -t`.
     #[serde(default)]

@@ -457,6 +457,8 @@ fn the_hosting_profile_starts_with_every_bridge_registered() {
     for (name, sender) in [
         ("heisenbridge", "heisenbridge"),
         ("mautrix-telegram", "telegrambot"),
+        // A role written as data only (roles/mautrix-googlechat.yaml).
+        ("mautrix-googlechat", "googlechatbot"),
     ] {
         let token = registration(name)["as_token"].as_str().unwrap().to_string();
         let answer = whoami(deployed.port, &token);

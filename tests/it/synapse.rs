@@ -479,6 +479,18 @@ fn the_hosting_profile_starts_with_every_bridge_registered() {
     .unwrap();
     assert_eq!(taken.status, 400, "{}", taken.body);
     assert_eq!(taken.json()["errcode"], "M_EXCLUSIVE");
+    // It started with the S3 media module (roles/synapse-s3-storage-provider.yaml,
+    // data only) loaded from its conf.d file; a module it could not import
+    // or configure would have stopped it.
+    let providers: serde_yaml::Value = serde_yaml::from_slice(
+        &std::fs::read(deployed.path("etc/matrix-synapse/conf.d/media_storage_providers.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        providers["media_storage_providers"][0]["module"],
+        "s3_storage_provider.S3StorageProviderBackend"
+    );
     // The TURN settings Synapse read share coturn's secret.
     let coturn = std::fs::read_to_string(deployed.path("etc/turnserver.conf")).unwrap();
     let secret = coturn

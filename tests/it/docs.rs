@@ -80,3 +80,84 @@ fn every_option_of_every_builtin_role_says_what_it_does() {
         }
     }
 }
+
+/// The fenced block of `docs/roles.md` whose first line is `first_line`.
+fn roles_md_block(first_line: &str) -> String {
+    let docs = std::fs::read_to_string(repo().join("docs/roles.md")).unwrap();
+    let start = docs
+        .find(&format!("\n{first_line}\n"))
+        .unwrap_or_else(|| panic!("docs/roles.md has no block starting `{first_line}`"));
+    let body = &docs[start + 1..];
+    body[..body.find("\n```").unwrap() + 1].to_string()
+}
+
+#[test]
+fn the_complete_module_in_roles_md_works_as_it_says() {
+    let sandbox = crate::support::Sandbox::fleet();
+    sandbox.write(
+        "myroles/backup.yaml",
+        &roles_md_block("# myroles/backup.yaml"),
+    );
+    let template = roles_md_block("{# myroles/templates/backup/restic.env.j2 #}");
+    sandbox.write("myroles/templates/backup/restic.env.j2", &template);
+    let password = "backup-password-for-the-docs-test";
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        &format!("backup:\n  target: https://backup.example.net/a\n  password: {password}\n"),
+    );
+    let roles = ["--roles", "myroles"];
+    let render = sandbox.run(&[&roles[..], &["render", "inventory", "--out", "out"]].concat());
+    assert_eq!(render.code, 0, "{}", render.transcript());
+    let env = std::fs::read_to_string(sandbox.path().join("out/a.example/etc/restic/backup.env"))
+        .unwrap();
+    assert_eq!(
+        env,
+        format!(
+            "# Managed by matrixctl (role backup); local edits will be overwritten.\n\
+             RESTIC_REPOSITORY=https://backup.example.net/a\n\
+             RESTIC_PASSWORD={password}\n\
+             RESTIC_PATHS=/var/lib/matrix-synapse\n\
+             KEEP_DAILY=7\nKEEP_WEEKLY=4\n"
+        )
+    );
+    assert!(
+        !sandbox.path().join("out/b.example/etc/restic").exists(),
+        "the role applies only where `backup` is set"
+    );
+    let plan = sandbox.run(&[&roles[..], &["plan", "inventory"]].concat());
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    assert!(!plan.stdout.contains(password), "{}", plan.transcript());
+
+    // What the text says a broken host gets: the missing field first, then
+    // (with a target) the rule, each at its line.
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "backup:\n  keep_daily: 0\n  keep_weekly: 0\n",
+    );
+    let missing = sandbox.run(&[&roles[..], &["plan", "inventory"]].concat());
+    assert_eq!(missing.code, 1, "{}", missing.transcript());
+    assert!(
+        missing.stderr.contains("missing `target`")
+            && missing
+                .stderr
+                .contains("host_vars/a.example.yaml:1, key `backup`")
+            && missing.stderr.contains("1 problem found"),
+        "{}",
+        missing.transcript()
+    );
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "backup:\n  target: https://backup.example.net/a\n  keep_daily: 0\n  keep_weekly: 0\n",
+    );
+    let rule = sandbox.run(&[&roles[..], &["plan", "inventory"]].concat());
+    assert_eq!(rule.code, 1, "{}", rule.transcript());
+    assert!(
+        rule.stderr
+            .contains("keeping 0 daily and 0 weekly snapshots keeps none")
+            && rule
+                .stderr
+                .contains("host_vars/a.example.yaml:3, key `backup.keep_daily`"),
+        "{}",
+        rule.transcript()
+    );
+}

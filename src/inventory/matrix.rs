@@ -674,24 +674,6 @@ pub fn check(vars: &CoreVars) -> Vec<Refusal> {
             Some("write a size like `50M`"),
         ));
     }
-    if let Some(turn) = &vars.turn {
-        if turn.lifetime.is_zero() {
-            refusals.push(refusal(
-                &["turn", "lifetime"],
-                "a TURN credential lifetime of 0 makes every credential expire at once",
-                Some("write a duration like `1h`"),
-            ));
-        }
-        for (name, file) in [("cert_file", &turn.cert_file), ("key_file", &turn.key_file)] {
-            if let Some(file) = file.as_ref().filter(|file| !file.starts_with('/')) {
-                refusals.push(refusal(
-                    &["turn", name],
-                    format!("`{file}` is not an absolute path"),
-                    None,
-                ));
-            }
-        }
-    }
     refusals
 }
 

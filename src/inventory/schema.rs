@@ -55,7 +55,6 @@ pub const CORE_KEYS: &[&str] = &[
     "state_dir",
     "support",
     "synapse_extra",
-    "turn",
     "webserver",
     "url_previews",
     "well_known_client_extra",
@@ -104,9 +103,6 @@ pub struct CoreVars {
     /// The host firewall matrixctl renders, if any.
     #[serde(default)]
     pub firewall: Firewall,
-    /// A TURN server (coturn) for voice and video calls.
-    #[serde(default)]
-    pub turn: Option<Turn>,
     /// The reverse proxy in front of Synapse.
     #[serde(default)]
     pub webserver: Webserver,
@@ -244,52 +240,6 @@ pub enum Firewall {
     /// One nftables ruleset: drop by default, open exactly the ports of the
     /// enabled roles and the SSH port.
     Nftables,
-}
-
-/// coturn, and Synapse's TURN settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, expecting = "a map of TURN settings")]
-pub struct Turn {
-    /// The name clients use; defaults to matrix_fqdn.
-    #[serde(default)]
-    pub host: Option<DnsName>,
-    #[serde(default = "default_turn_port")]
-    pub port: Port,
-    #[serde(default = "default_turn_tls_port")]
-    pub tls_port: Port,
-    #[serde(default = "default_relay_min")]
-    pub relay_min_port: Port,
-    #[serde(default = "default_relay_max")]
-    pub relay_max_port: Port,
-    /// How long TURN credentials handed to clients stay valid.
-    #[serde(default = "default_turn_lifetime")]
-    pub lifetime: Duration,
-    #[serde(default = "default_true")]
-    pub allow_guests: bool,
-    /// TLS certificate and key for the TLS port (Let's Encrypt layout by default).
-    #[serde(default)]
-    pub cert_file: Option<String>,
-    #[serde(default)]
-    pub key_file: Option<String>,
-    /// Listen only here (default: every address).
-    #[serde(default)]
-    pub listening_ip: Option<IpAddress>,
-}
-
-fn default_turn_port() -> Port {
-    Port(3478)
-}
-fn default_turn_tls_port() -> Port {
-    Port(5349)
-}
-fn default_relay_min() -> Port {
-    Port(49152)
-}
-fn default_relay_max() -> Port {
-    Port(49573)
-}
-fn default_turn_lifetime() -> Duration {
-    Duration::Text("1h".to_string())
 }
 
 /// An absolute, normalised directory on the host for matrixctl's own files.

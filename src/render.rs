@@ -159,10 +159,17 @@ impl<'a> Renderer<'a> {
         context.insert("server_name".into(), host.name.as_str().into());
         context.insert("public_baseurl".into(), format!("https://{fqdn}/").into());
         context.insert("matrix_fqdn".into(), fqdn.into());
-        // Only the firewall needs it; a proxy makes it unknown (refused below).
+        // Only a role that filters traffic needs it; a proxy makes it
+        // unknown (refused when such a role applies).
+        let port_option = self
+            .roles
+            .roles
+            .values()
+            .find_map(|role| role.manifest.keeps_ssh_open.as_ref())
+            .map_or("", |guard| guard.port_option.as_str());
         context.insert(
             "ssh_port".into(),
-            host_ssh_port(host).unwrap_or_default().into(),
+            host_ssh_port(host, port_option).unwrap_or_default().into(),
         );
         // Web servers spell sizes differently; bytes they all read.
         context.insert(
@@ -296,33 +303,59 @@ impl<'a> Renderer<'a> {
                 }
             }
         }
-        let ssh_port = if host.vars.firewall == crate::inventory::schema::Firewall::Nftables {
-            host_ssh_port(host)
-                .map_err(|reason| {
-                    problems.push(Problem::new(reason).with_hint(Some(
-                        "set `firewall_ssh_port: PORT` for this host, the port its sshd listens on".into(),
-                    )))
-                })
-                .ok()
-        } else {
-            None
-        };
-        if let Some(ssh_port) = ssh_port {
-            let accepts_ssh = desired.values().any(|file| {
-                file.role == "firewall"
-                    && String::from_utf8_lossy(&file.content).lines().any(|line| {
-                        let words: Vec<&str> = line.split_whitespace().collect();
-                        words
-                            .windows(4)
-                            .any(|w| w == ["tcp", "dport", &ssh_port.to_string(), "accept"])
-                    })
-            });
-            if !accepts_ssh {
+        // A role that filters traffic must keep matrixctl's way in open.
+        for role in self.roles.roles.values() {
+            let Some(guard) = &role.manifest.keeps_ssh_open else {
+                continue;
+            };
+            if !matches!(
+                self.condition(role, &role.manifest.when, "when", &context, redactor),
+                Ok(true)
+            ) {
+                continue;
+            }
+            let ssh_port = match host_ssh_port(host, &guard.port_option) {
+                Ok(port) => port,
+                Err(reason) => {
+                    problems.push(Problem::new(reason).with_hint(Some(format!(
+                        "set `{}: PORT` for this host, the port its sshd listens on",
+                        guard.port_option
+                    ))));
+                    continue;
+                }
+            };
+            let rule = match self.env.render_str(&guard.rule, context.clone()) {
+                Ok(rule) => rule,
+                Err(error) => {
+                    problems.push(
+                        Problem::new(format!("role `{}`: {}", role.name, jinja_reason(&error)))
+                            .in_file(&role.path)
+                            .at_key("keeps_ssh_open.rule"),
+                    );
+                    continue;
+                }
+            };
+            let rule: Vec<&str> = rule.split_whitespace().collect();
+            let kept = !rule.is_empty()
+                && desired.values().any(|file| {
+                    file.role == role.name
+                        && String::from_utf8_lossy(&file.content).lines().any(|line| {
+                            let words: Vec<&str> = line.split_whitespace().collect();
+                            words
+                                .windows(rule.len())
+                                .any(|window| window == rule.as_slice())
+                        })
+                });
+            if !kept {
                 problems.push(
                     Problem::new(format!(
-                        "the firewall ruleset does not accept tcp port {ssh_port}, which matrixctl connects through: applying it would lock everyone out"
+                        "the {} role's files do not accept tcp port {ssh_port}, which matrixctl connects through: applying them would lock everyone out",
+                        role.name
                     ))
-                    .with_hint(Some("the ruleset must keep a `tcp dport PORT accept` rule for the SSH port".into())),
+                    .with_hint(Some(format!(
+                        "its files must keep a `{}` rule for the SSH port",
+                        rule.join(" ")
+                    ))),
                 );
             }
         }
@@ -810,14 +843,14 @@ pub fn redactor_for(inventory: &Inventory) -> Redactor {
     Redactor::new(values)
 }
 
-/// The port the firewall keeps open for SSH: `firewall_ssh_port` when the
-/// operator names one, else the port matrixctl really reaches the host's
+/// The SSH port a traffic-filtering role keeps open: its `port_option`
+/// when the operator sets one, else the port matrixctl really reaches the host's
 /// sshd on (the effective one, from `ssh:` or the ssh config; 22 for a
 /// local host). Through a proxy that port is unknown.
-fn host_ssh_port(host: &Host) -> Result<u16, String> {
+fn host_ssh_port(host: &Host, port_option: &str) -> Result<u16, String> {
     let named = host
         .merged
-        .get("firewall_ssh_port")
+        .get(port_option)
         .and_then(Value::as_u64)
         .and_then(|port| u16::try_from(port).ok())
         .filter(|port| *port > 0);

@@ -60,6 +60,11 @@ pub struct Manifest {
     /// to `synapse_appservices`, which Synapse's conf.d lists).
     #[serde(default)]
     pub contributes: BTreeMap<String, Vec<String>>,
+    /// For a role whose files decide which ports the host accepts (a
+    /// firewall): when it applies, its files must keep the SSH port
+    /// matrixctl connects through open, or the host is refused.
+    #[serde(default)]
+    pub keeps_ssh_open: Option<KeepsSshOpen>,
     /// Commands (templates) that check this role's new files on the host
     /// before they take effect, like `nginx -t`.
     #[serde(default)]
@@ -88,6 +93,18 @@ pub struct Assertion {
     pub message: String,
     #[serde(default)]
     pub hint: Option<String>,
+}
+
+/// How a role that filters traffic keeps matrixctl's way in open.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepsSshOpen {
+    /// The role's option naming the SSH port to keep open; `0` (its
+    /// default) means the port matrixctl really connects to.
+    pub port_option: String,
+    /// A line one of the role's rendered files must hold (a template over
+    /// `ssh_port`), compared word by word, like `tcp dport {{ ssh_port }} accept`.
+    pub rule: String,
 }
 
 /// A command that makes a role's changes take effect.
@@ -273,6 +290,20 @@ impl RoleSet {
                     };
                 match parse_manifest(&path, &text) {
                     Ok(manifest) => {
+                        // Replacing a role that keeps SSH open never
+                        // drops that promise by accident.
+                        let replaced = roles
+                            .get(&name)
+                            .map(|role: &Role| role.manifest.keeps_ssh_open.is_some());
+                        if replaced == Some(true) && manifest.keeps_ssh_open.is_none() {
+                            problems.push(
+                                Problem::new(format!(
+                                    "role `{name}` replaces one that keeps the SSH port open (`keeps_ssh_open`), and does not declare it"
+                                ))
+                                .in_file(&path)
+                                .with_hint(Some("declare `keeps_ssh_open: {port_option: …, rule: …}`: matrixctl then refuses files that would lock it out".into())),
+                            );
+                        }
                         roles.insert(
                             name.clone(),
                             Role {

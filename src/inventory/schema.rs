@@ -31,7 +31,6 @@ pub const CORE_KEYS: &[&str] = &[
     "federation",
     "federation_port",
     "filter_timeline_limit",
-    "firewall",
     "forgotten_room_retention_period",
     "identity_server",
     "ldap",
@@ -55,7 +54,6 @@ pub const CORE_KEYS: &[&str] = &[
     "state_dir",
     "support",
     "synapse_extra",
-    "webserver",
     "url_previews",
     "well_known_client_extra",
 ];
@@ -100,12 +98,6 @@ pub struct CoreVars {
     /// Where matrixctl keeps its record and lock on the host.
     #[serde(default)]
     pub state_dir: StateDir,
-    /// The host firewall matrixctl renders, if any.
-    #[serde(default)]
-    pub firewall: Firewall,
-    /// The reverse proxy in front of Synapse.
-    #[serde(default)]
-    pub webserver: Webserver,
 
     // Synapse. Each maps to the Synapse option of (nearly) the same name;
     // docs/inventory.md says what each renders.
@@ -216,30 +208,6 @@ impl CoreVars {
         );
         values
     }
-}
-
-/// Which web server matrixctl configures in front of Synapse.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Webserver {
-    /// None: the host's web server is configured by someone else.
-    #[default]
-    None,
-    Nginx,
-    Caddy,
-}
-
-/// Which firewall matrixctl manages on the host.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Firewall {
-    /// Leave the firewall alone (the default: adopting a host never wipes
-    /// rules someone else relies on).
-    #[default]
-    None,
-    /// One nftables ruleset: drop by default, open exactly the ports of the
-    /// enabled roles and the SSH port.
-    Nftables,
 }
 
 /// An absolute, normalised directory on the host for matrixctl's own files.

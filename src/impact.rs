@@ -31,12 +31,12 @@ pub fn impacts(planned: &[PlannedHost]) -> Impacts {
 fn host_effects(plan: &HostPlan) -> BTreeSet<String> {
     let mut effects = BTreeSet::new();
     for handler in &plan.handlers {
-        let outage = if handler.name.starts_with("restart synapse") {
-            " (a short outage for users)"
-        } else {
-            ""
-        };
-        effects.insert(format!("{}{outage}", handler.name));
+        let impact = handler
+            .impact
+            .as_ref()
+            .map(|impact| format!(" ({impact})"))
+            .unwrap_or_default();
+        effects.insert(format!("{}{impact}", handler.name));
     }
     for change in &plan.changes {
         let (before, after) = contents(change);

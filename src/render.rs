@@ -42,8 +42,11 @@ pub struct RoleActions {
     pub removal_handlers: Vec<Handler>,
 }
 
-/// A handler, rendered: run when its role's files changed.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+/// A handler, rendered: run when its role's files changed. Two handlers
+/// are the same when they run the same thing in the same place (order,
+/// name, command, armed revert): the impact text is not compared, so one
+/// owed by an interrupted apply (read back without it) still runs once.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Handler {
     pub order: u32,
     pub name: String,
@@ -51,6 +54,36 @@ pub struct Handler {
     /// Save, revert and seconds, for a handler that must be confirmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub armed: Option<ArmedRevert>,
+    /// What people notice while it runs, for the plan's impact summary
+    /// (kept in a journal too, so owed handlers are described alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impact: Option<String>,
+}
+
+impl Handler {
+    fn identity(&self) -> (u32, &str, &str, Option<&ArmedRevert>) {
+        (self.order, &self.name, &self.command, self.armed.as_ref())
+    }
+}
+
+impl PartialEq for Handler {
+    fn eq(&self, other: &Handler) -> bool {
+        self.identity() == other.identity()
+    }
+}
+
+impl Eq for Handler {}
+
+impl PartialOrd for Handler {
+    fn partial_cmp(&self, other: &Handler) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Handler {
+    fn cmp(&self, other: &Handler) -> std::cmp::Ordering {
+        self.identity().cmp(&other.identity())
+    }
 }
 
 /// An automatic revert, armed before a handler that could cut matrixctl off.
@@ -471,13 +504,12 @@ impl<'a> Renderer<'a> {
                 name: handler.name.clone(),
                 command,
                 armed,
+                impact: handler.impact.clone(),
             });
         }
         Ok(handlers)
     }
 
-    /// The ports of every role that applies, checked: in range, and no
-    /// two declarations overlapping (one service per port).
     /// Every list entry the applying roles contribute, by list name, in
     /// role order. Every list any role declares is present, even empty.
     fn contributions(
@@ -522,6 +554,8 @@ impl<'a> Renderer<'a> {
         }
     }
 
+    /// The ports of every role that applies, checked: in range, and no
+    /// two declarations overlapping (one service per port).
     fn open_ports(
         &self,
         context: &JinjaValue,

@@ -118,6 +118,10 @@ pub struct HandlerSpec {
     /// Handlers run in this order, lowest first (then by name).
     #[serde(default = "default_handler_order")]
     pub order: u32,
+    /// What people notice while it runs, shown in the plan's impact
+    /// summary: `a short outage for users`.
+    #[serde(default)]
+    pub impact: Option<String>,
     /// For a change that could cut matrixctl off (the firewall): a command
     /// whose output saves the live state, and one that restores it from
     /// the file `$MATRIXCTL_SAVED`. Before the handler runs, the host arms

@@ -290,6 +290,31 @@ impl OptionSpec {
                 describe_value(value)
             }
         };
+        // The parsers of the older types quote the value in their messages.
+        let parses = |value: &Value| -> Result<(), String> {
+            let result = match self.kind {
+                OptionType::Port => typed::<Port>(value).map(drop),
+                OptionType::Size => typed::<Size>(value).map(drop),
+                OptionType::Duration => typed::<Duration>(value).map(drop),
+                OptionType::DnsName => typed::<DnsName>(value).map(drop),
+                OptionType::MatrixId => typed::<MatrixId>(value).map(drop),
+                _ => Ok(()),
+            };
+            result.map_err(|message| {
+                if secret {
+                    format!(
+                        "expected {}, found a value (not shown: it is a secret)",
+                        self.expected()
+                    )
+                } else {
+                    message
+                }
+            })
+        };
+        if let Err(message) = parses(value) {
+            refuse!(message, None);
+            return;
+        }
         match self.kind {
             OptionType::Bool => {
                 if !value.is_bool() {
@@ -789,10 +814,7 @@ fn first_sentence(text: &str) -> &str {
 /// The message of `T`'s own parser, for the types the inventory already
 /// had (their messages are part of the interface).
 fn typed<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, String> {
-    serde_yaml::from_value(value.clone()).map_err(|error| {
-        let message = error.to_string();
-        crate::problem::without_quoted_values(&message)
-    })
+    serde_yaml::from_value(value.clone()).map_err(|error| error.to_string())
 }
 
 pub fn https_url(text: &str) -> bool {
@@ -846,6 +868,10 @@ fn absolute_path(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec_of(yaml: &str) -> OptionSpec {
+        spec(yaml)
+    }
 
     fn spec(yaml: &str) -> OptionSpec {
         serde_yaml::from_str(yaml).unwrap()
@@ -1008,6 +1034,11 @@ mod tests {
         assert_eq!(
             shown,
             ["x.password: expected a string, found a value (not shown: it is a secret)"]
+        );
+        let port = spec_of("{type: port, secret: true, default: 1}");
+        assert_eq!(
+            findings(&port, "70000"),
+            ["x: expected a port (1 to 65535), found a value (not shown: it is a secret)"]
         );
         let value: Value = serde_yaml::from_str("{password: hunter2}").unwrap();
         let mut secrets = Vec::new();

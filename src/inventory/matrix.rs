@@ -657,16 +657,6 @@ pub fn check(vars: &CoreVars) -> Vec<Refusal> {
             }
         }
     }
-    if vars.filter_timeline_limit < 1 {
-        refusals.push(refusal(
-            &["filter_timeline_limit"],
-            format!(
-                "filter_timeline_limit must be at least 1, not {}",
-                vars.filter_timeline_limit
-            ),
-            None,
-        ));
-    }
     if vars.max_upload_size.bytes == 0 {
         refusals.push(refusal(
             &["max_upload_size"],

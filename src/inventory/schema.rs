@@ -12,41 +12,27 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::matrix::{
-    Consent, Database, Delegation, Duration, Email, Federation, HttpsUrl, Ldap, OidcProvider,
-    PasswordAuth, PasswordPolicy, ServerNotices, Support, SynapseExtra,
+    Consent, Database, Delegation, Email, Federation, HttpsUrl, Ldap, OidcProvider, PasswordAuth,
+    PasswordPolicy, ServerNotices, Support, SynapseExtra,
 };
 use crate::secrets::SecretName;
 
 /// The keys of [`CoreVars`], for the unknown-key check and its suggestions.
 pub const CORE_KEYS: &[&str] = &[
-    "admin_contact",
-    "allow_public_rooms_over_federation",
-    "allowed_avatar_mimetypes",
     "become",
     "consent",
     "database",
     "delegation",
-    "delete_stale_devices_after",
     "email",
     "federation",
     "federation_port",
-    "filter_timeline_limit",
-    "forgotten_room_retention_period",
     "identity_server",
     "ldap",
     "matrix_fqdn",
-    "mau_stats_only",
-    "max_avatar_size",
     "max_upload_size",
     "oidc_providers",
-    "open_registration_acknowledged",
     "password_auth",
     "password_policy",
-    "presence",
-    "registration",
-    "registration_requires_email",
-    "report_stats",
-    "require_auth_for_profile_requests",
     "secret_generation",
     "secrets",
     "server_notices",
@@ -54,7 +40,6 @@ pub const CORE_KEYS: &[&str] = &[
     "state_dir",
     "support",
     "synapse_extra",
-    "url_previews",
     "well_known_client_extra",
 ];
 
@@ -80,8 +65,6 @@ pub struct CoreVars {
     /// The port federation traffic arrives on (8448 unless delegated to 443).
     #[serde(default = "default_federation_port")]
     pub federation_port: Port,
-    #[serde(default)]
-    pub registration: RegistrationMode,
     #[serde(default = "default_max_upload_size")]
     pub max_upload_size: Size,
     /// Operator-chosen values that replace derived secrets.
@@ -102,46 +85,15 @@ pub struct CoreVars {
     // Synapse. Each maps to the Synapse option of (nearly) the same name;
     // docs/inventory.md says what each renders.
     #[serde(default)]
-    pub report_stats: bool,
-    /// Accept open registration without email verification (spam risk).
-    #[serde(default)]
-    pub open_registration_acknowledged: bool,
-    /// New accounts must verify an email address (needs `email`).
-    #[serde(default)]
-    pub registration_requires_email: bool,
-    #[serde(default)]
     pub database: Database,
     #[serde(default)]
     pub email: Option<Email>,
-    #[serde(default)]
-    pub url_previews: bool,
-    /// Shown in resource-limit errors: a `mailto:` or `https:` URI.
-    #[serde(default)]
-    pub admin_contact: Option<ContactUri>,
-    #[serde(default)]
-    pub mau_stats_only: bool,
-    #[serde(default)]
-    pub max_avatar_size: Option<Size>,
-    #[serde(default)]
-    pub allowed_avatar_mimetypes: Option<Vec<MimeType>>,
-    #[serde(default)]
-    pub forgotten_room_retention_period: Option<Duration>,
     #[serde(default)]
     pub password_auth: PasswordAuth,
     #[serde(default)]
     pub password_policy: Option<PasswordPolicy>,
     #[serde(default)]
     pub ldap: Option<Ldap>,
-    #[serde(default = "default_true")]
-    pub presence: bool,
-    #[serde(default)]
-    pub require_auth_for_profile_requests: bool,
-    #[serde(default)]
-    pub allow_public_rooms_over_federation: bool,
-    #[serde(default = "default_timeline_limit")]
-    pub filter_timeline_limit: i64,
-    #[serde(default)]
-    pub delete_stale_devices_after: Option<Duration>,
     #[serde(default)]
     pub federation: Federation,
     #[serde(default)]
@@ -163,14 +115,6 @@ pub struct CoreVars {
     pub well_known_client_extra: BTreeMap<String, serde_yaml::Value>,
     #[serde(default)]
     pub support: Option<Support>,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_timeline_limit() -> i64 {
-    100
 }
 
 impl CoreVars {
@@ -238,49 +182,6 @@ impl<'de> Deserialize<'de> for StateDir {
             Err(serde::de::Error::custom(format!(
                 "`{text}` is not an absolute, normalised directory like `/var/lib/matrixctl`"
             )))
-        }
-    }
-}
-
-/// A `mailto:` or `https:` URI.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct ContactUri(String);
-
-impl<'de> Deserialize<'de> for ContactUri {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ContactUri, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        let valid = (text.starts_with("mailto:") && text.len() > 7 && text.contains('@'))
-            || (text.starts_with("https://") && text.len() > 8);
-        if valid && !text.contains(char::is_whitespace) {
-            Ok(ContactUri(text))
-        } else {
-            Err(serde::de::Error::custom(format!(
-                "`{text}` is not a contact URI: write `mailto:admin@example.com` or an https:// URL"
-            )))
-        }
-    }
-}
-
-/// A MIME type, `type/subtype`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct MimeType(String);
-
-impl<'de> Deserialize<'de> for MimeType {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<MimeType, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        let token = |part: &str| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
-        };
-        match text.split_once('/') {
-            Some((kind, sub)) if token(kind) && token(sub) => Ok(MimeType(text)),
-            _ => Err(serde::de::Error::custom(format!(
-                "`{text}` is not a MIME type like `image/png`"
-            ))),
         }
     }
 }
@@ -414,20 +315,6 @@ fn default_max_upload_size() -> Size {
         bytes: 50 << 20,
         text: "50M".to_string(),
     }
-}
-
-/// How people get accounts on the homeserver.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RegistrationMode {
-    /// Anyone with an invite token may register (the hosting default).
-    #[default]
-    Token,
-    /// Only admins create accounts.
-    Closed,
-    /// Anyone may register: needs email verification, or an explicit
-    /// `open_registration_acknowledged: true`.
-    Open,
 }
 
 /// A TCP/UDP port, 1 to 65535.

@@ -2,7 +2,8 @@
 //! restart, which firewall ports open or close, whether registration opens
 //! up, whether federation is turned off or limited.
 //!
-//! Services come from the roles' handlers. The rest is read from the
+//! Services come from the roles' handlers, with what each does to people
+//! as its role declares it (`impact:`). The rest is read from the
 //! rendered files of the built-in roles (the nftables ruleset, Synapse's
 //! registration.yaml and server.yaml), before and after: the one place the
 //! Rust code reads what templates wrote, so the summary says what the files

@@ -795,17 +795,11 @@ fn check_vars(
 /// Receives (key path, message, hint) for each problem found.
 type ReportProblem<'a> = dyn FnMut(&[String], String, Option<String>) + 'a;
 
-/// A role var must have its default's type; inside a non-empty default map
-/// only the default's keys are known (an empty map `{}` is free-form).
-/// Vars whose values may span lines, by key path: those only ever written
-/// JSON-encoded (`tojson`), where a line break is an escape (a PEM block in
-/// synapse_extra), and the consent policy, HTML written into an HTML page
-/// (`html_markup`). Their keys may not hold one.
-const MULTILINE_VARS: [&[&str]; 3] = [
-    &["synapse_extra"],
-    &["well_known_client_extra"],
-    &["consent", "document"],
-];
+/// Core vars whose values may span lines, by key path: they are only ever
+/// written JSON-encoded (`tojson`), where a line break is an escape (a PEM
+/// block in synapse_extra). Their keys may not hold one. A role option
+/// says the same with `multiline: true` or `type: any`.
+const MULTILINE_VARS: [&[&str]; 2] = [&["synapse_extra"], &["well_known_client_extra"]];
 
 /// Every string (value or map key) under `value` that holds a control
 /// character, by key path, with what it holds. With `keys_only`, values
@@ -869,6 +863,9 @@ fn find_control_characters(
     }
 }
 
+/// An untyped role var (in `defaults`, not `options`) must have its
+/// default's type; inside a non-empty default map only the default's keys
+/// are known (an empty map `{}` is free-form).
 fn check_like_default(
     path: &[String],
     value: &Value,

@@ -11,31 +11,21 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::matrix::{
-    Consent, Database, Delegation, Email, Federation, HttpsUrl, Ldap, OidcProvider, PasswordAuth,
-    PasswordPolicy, ServerNotices, Support, SynapseExtra,
-};
+use super::matrix::{Delegation, Federation, HttpsUrl, OidcProvider, Support, SynapseExtra};
 use crate::secrets::SecretName;
 
 /// The keys of [`CoreVars`], for the unknown-key check and its suggestions.
 pub const CORE_KEYS: &[&str] = &[
     "become",
-    "consent",
-    "database",
     "delegation",
-    "email",
     "federation",
     "federation_port",
     "identity_server",
-    "ldap",
     "matrix_fqdn",
     "max_upload_size",
     "oidc_providers",
-    "password_auth",
-    "password_policy",
     "secret_generation",
     "secrets",
-    "server_notices",
     "ssh_options",
     "state_dir",
     "support",
@@ -85,21 +75,7 @@ pub struct CoreVars {
     // Synapse. Each maps to the Synapse option of (nearly) the same name;
     // docs/inventory.md says what each renders.
     #[serde(default)]
-    pub database: Database,
-    #[serde(default)]
-    pub email: Option<Email>,
-    #[serde(default)]
-    pub password_auth: PasswordAuth,
-    #[serde(default)]
-    pub password_policy: Option<PasswordPolicy>,
-    #[serde(default)]
-    pub ldap: Option<Ldap>,
-    #[serde(default)]
     pub federation: Federation,
-    #[serde(default)]
-    pub server_notices: Option<ServerNotices>,
-    #[serde(default)]
-    pub consent: Option<Consent>,
     #[serde(default)]
     pub oidc_providers: Vec<OidcProvider>,
     #[serde(default)]
@@ -131,25 +107,11 @@ impl CoreVars {
     /// Every operator-chosen secret in these vars, for redaction.
     pub fn secret_values(&self) -> Vec<String> {
         let mut values: Vec<String> = self.secrets.values().map(|value| value.0.clone()).collect();
-        let email = self
-            .email
-            .as_ref()
-            .and_then(|email| email.smtp_password.as_ref());
-        let ldap = self
-            .ldap
-            .as_ref()
-            .and_then(|ldap| ldap.bind_password.as_ref());
         let oidc = self
             .oidc_providers
             .iter()
             .filter_map(|provider| provider.client_secret.as_ref());
-        values.extend(
-            email
-                .into_iter()
-                .chain(ldap)
-                .chain(oidc)
-                .map(|value| value.0.clone()),
-        );
+        values.extend(oidc.map(|value| value.0.clone()));
         values
     }
 }
@@ -616,18 +578,11 @@ mod tests {
                 "max_upload_size" => "10M",
                 "become" => "sudo",
                 "state_dir" => "/srv/matrixctl",
-                "consent" => "{version: '1.0', document: '<p>x</p>'}",
-                "database" => "{engine: sqlite}",
                 "delegation" => "srv",
-                "email" => "{smtp_host: localhost, notif_from: 'a <a@example.com>'}",
                 "federation" => "closed",
-                "ldap" => "{uri: 'ldap://x', base: 'dc=x'}",
                 "oidc_providers" => {
                     "[{idp_id: a, idp_name: A, issuer: 'https://a.example', client_id: c}]"
                 }
-                "password_auth" => "only_for_reauth",
-                "password_policy" => "{minimum_length: 8}",
-                "server_notices" => "{localpart: server}",
                 "support" => "{support_page: 'https://example.com/help'}",
                 "synapse_extra" => "{enable_search: false}",
                 "well_known_client_extra" => "{io.element.e2ee: {default: false}}",

@@ -341,8 +341,17 @@ impl OptionSpec {
                 Err(message) => refuse!(message, None),
                 Ok(size) => {
                     let bytes = i64::try_from(size.bytes).unwrap_or(i64::MAX);
-                    if let Some(message) = self.out_of_bounds(bytes, &size.text) {
-                        refuse!(message, Some("write a size like `50M`".into()));
+                    if self.out_of_bounds(bytes, &size.text).is_some() {
+                        let bounds = match (self.min, self.max) {
+                            (Some(min), Some(max)) => format!("from {min} to {max} bytes"),
+                            (Some(1), None) => "of more than 0 bytes".to_string(),
+                            (Some(min), None) => format!("of at least {min} bytes"),
+                            (_, max) => format!("of at most {} bytes", max.unwrap_or_default()),
+                        };
+                        refuse!(
+                            format!("expected a size {bounds}, found `{}`", size.text),
+                            Some("write a size like `50M`".into())
+                        );
                     }
                 }
             },

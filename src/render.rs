@@ -145,6 +145,7 @@ impl<'a> Renderer<'a> {
         env.add_filter("word", crate::escape::word);
         env.add_filter("html_text", crate::escape::html_text);
         env.add_filter("html_markup", crate::escape::html_markup);
+        env.add_filter("bytes", size_in_bytes);
         let dirs = roles.template_dirs.clone();
         env.set_loader(move |name| {
             if Path::new(name)
@@ -203,11 +204,6 @@ impl<'a> Renderer<'a> {
         context.insert(
             "ssh_port".into(),
             host_ssh_port(host, port_option).unwrap_or_default().into(),
-        );
-        // Web servers spell sizes differently; bytes they all read.
-        context.insert(
-            "max_upload_size_bytes".into(),
-            host.vars.max_upload_size.bytes.into(),
         );
         context
     }
@@ -841,6 +837,15 @@ fn jinja_reason(error: &minijinja::Error) -> String {
         Some(detail) => format!("{}: {detail}", error.kind()),
         None => error.kind().to_string(),
     }
+}
+
+/// `{{ size | bytes }}`: a size (`50M`, or a number of bytes) as a number
+/// of bytes, for formats that spell sizes otherwise (web servers).
+fn size_in_bytes(value: minijinja::Value) -> Result<u64, minijinja::Error> {
+    let text = value.to_string();
+    text.parse::<crate::inventory::schema::Size>()
+        .map(|size| size.bytes)
+        .map_err(|reason| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, reason))
 }
 
 /// The secrets of one host: derived from the master key unless overridden.

@@ -457,13 +457,6 @@ pub fn check(vars: &CoreVars) -> Vec<Refusal> {
             }
         }
     }
-    if vars.max_upload_size.bytes == 0 {
-        refusals.push(refusal(
-            &["max_upload_size"],
-            "max_upload_size must be more than 0 (nginx reads 0 as no limit at all)",
-            Some("write a size like `50M`"),
-        ));
-    }
     refusals
 }
 

@@ -22,7 +22,6 @@ pub const CORE_KEYS: &[&str] = &[
     "federation_port",
     "identity_server",
     "matrix_fqdn",
-    "max_upload_size",
     "oidc_providers",
     "secret_generation",
     "secrets",
@@ -55,8 +54,6 @@ pub struct CoreVars {
     /// The port federation traffic arrives on (8448 unless delegated to 443).
     #[serde(default = "default_federation_port")]
     pub federation_port: Port,
-    #[serde(default = "default_max_upload_size")]
-    pub max_upload_size: Size,
     /// Operator-chosen values that replace derived secrets.
     #[serde(default)]
     pub secrets: BTreeMap<SecretName, SecretValue>,
@@ -270,13 +267,6 @@ impl<'de> Deserialize<'de> for SshOptionValue {
 
 fn default_federation_port() -> Port {
     Port(8448)
-}
-
-fn default_max_upload_size() -> Size {
-    Size {
-        bytes: 50 << 20,
-        text: "50M".to_string(),
-    }
 }
 
 /// A TCP/UDP port, 1 to 65535.
@@ -575,7 +565,6 @@ mod tests {
                 "matrix_fqdn" => "m.example.com",
                 "federation_port" => "443",
                 "identity_server" => "https://vector.im",
-                "max_upload_size" => "10M",
                 "become" => "sudo",
                 "state_dir" => "/srv/matrixctl",
                 "delegation" => "srv",

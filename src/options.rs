@@ -878,10 +878,6 @@ fn absolute_path(text: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn spec_of(yaml: &str) -> OptionSpec {
-        spec(yaml)
-    }
-
     fn spec(yaml: &str) -> OptionSpec {
         serde_yaml::from_str(yaml).unwrap()
     }
@@ -1036,22 +1032,22 @@ mod tests {
 
     #[test]
     fn secrets_never_show_and_are_collected() {
-        let spec = spec(
+        let object = spec(
             "{type: object, default: {}, fields: {password: {type: string, secret: true, optional: true}}}",
         );
-        let shown = findings(&spec, "{password: [hunter2]}");
+        let shown = findings(&object, "{password: [hunter2]}");
         assert_eq!(
             shown,
             ["x.password: expected a string, found a value (not shown: it is a secret)"]
         );
-        let port = spec_of("{type: port, secret: true, default: 1}");
+        let port = spec("{type: port, secret: true, default: 1}");
         assert_eq!(
             findings(&port, "70000"),
             ["x: expected a port (1 to 65535), found a value (not shown: it is a secret)"]
         );
         let value: Value = serde_yaml::from_str("{password: hunter2}").unwrap();
         let mut secrets = Vec::new();
-        spec.secret_values(&value, &mut secrets);
+        object.secret_values(&value, &mut secrets);
         assert_eq!(secrets, ["hunter2"]);
     }
 

@@ -290,15 +290,12 @@ impl<'a> Renderer<'a> {
                 match self.env.render_str(note, context.clone()) {
                     Ok(text) if !text.trim().is_empty() => notes.push(text.trim().to_string()),
                     Ok(_) => {}
-                    Err(error) => problems.push(
-                        Problem::new(format!(
-                            "role `{}`: {}",
-                            role.name,
-                            redactor.redact(&jinja_reason(&error))
-                        ))
-                        .in_file(&role.path)
-                        .at_key(format!("notes[{index}]")),
-                    ),
+                    Err(error) => problems.push(manifest_template_problem(
+                        role,
+                        format!("notes[{index}]"),
+                        &error,
+                        redactor,
+                    )),
                 }
             }
             for index in 0..role.manifest.files.len() {
@@ -356,11 +353,12 @@ impl<'a> Renderer<'a> {
             let rule = match self.env.render_str(&guard.rule, context.clone()) {
                 Ok(rule) => rule,
                 Err(error) => {
-                    problems.push(
-                        Problem::new(format!("role `{}`: {}", role.name, jinja_reason(&error)))
-                            .in_file(&role.path)
-                            .at_key("keeps_ssh_open.rule"),
-                    );
+                    problems.push(manifest_template_problem(
+                        role,
+                        "keeps_ssh_open.rule".into(),
+                        &error,
+                        redactor,
+                    ));
                     continue;
                 }
             };
@@ -440,15 +438,7 @@ impl<'a> Renderer<'a> {
         self.env
             .render_str(template, context.clone())
             .map(|command| command.trim().to_string())
-            .map_err(|error| {
-                Problem::new(format!(
-                    "role `{}`: {}",
-                    role.name,
-                    redactor.redact(&jinja_reason(&error))
-                ))
-                .in_file(&role.path)
-                .at_key(key)
-            })
+            .map_err(|error| manifest_template_problem(role, key, &error, redactor))
     }
 
     /// Renders handler specs (`handlers` or `removal_handlers` at `field`).
@@ -530,15 +520,12 @@ impl<'a> Renderer<'a> {
                 for (index, template) in entries.iter().enumerate() {
                     match self.env.render_str(template, context.clone()) {
                         Ok(text) => lists.entry(name.clone()).or_default().push(text),
-                        Err(error) => problems.push(
-                            Problem::new(format!(
-                                "role `{}`: {}",
-                                role.name,
-                                redactor.redact(&jinja_reason(&error))
-                            ))
-                            .in_file(&role.path)
-                            .at_key(format!("contributes.{name}[{index}]")),
-                        ),
+                        Err(error) => problems.push(manifest_template_problem(
+                            role,
+                            format!("contributes.{name}[{index}]"),
+                            &error,
+                            redactor,
+                        )),
                     }
                 }
             }
@@ -582,15 +569,12 @@ impl<'a> Renderer<'a> {
                     {
                         Ok(text) => text.trim().to_string(),
                         Err(error) => {
-                            problems.push(
-                                Problem::new(format!(
-                                    "role `{}`: {}",
-                                    role.name,
-                                    jinja_reason(&error)
-                                ))
-                                .in_file(&role.path)
-                                .at_key(format!("{key}.port")),
-                            );
+                            problems.push(manifest_template_problem(
+                                role,
+                                format!("{key}.port"),
+                                &error,
+                                redactor,
+                            ));
                             continue;
                         }
                     },
@@ -832,6 +816,24 @@ fn merge_maps(left: JinjaValue, right: JinjaValue) -> Result<JinjaValue, minijin
 }
 
 /// minijinja's error without its own location suffix (we print the location).
+/// A template in a role's manifest (a note, a command, a port, a
+/// contribution) that failed to render: the manifest and the key, and the
+/// reason with every known secret removed.
+fn manifest_template_problem(
+    role: &Role,
+    key: String,
+    error: &minijinja::Error,
+    redactor: &Redactor,
+) -> Problem {
+    Problem::new(format!(
+        "role `{}`: {}",
+        role.name,
+        redactor.redact(&jinja_reason(error))
+    ))
+    .in_file(&role.path)
+    .at_key(key)
+}
+
 fn jinja_reason(error: &minijinja::Error) -> String {
     match error.detail() {
         Some(detail) => format!("{}: {detail}", error.kind()),

@@ -335,7 +335,7 @@ impl RoleSet {
             option_tree,
             template_dirs,
         };
-        if let Err(mut more) = set.check_defaults_agree() {
+        if let Err(mut more) = set.check_declarations() {
             problems.append(&mut more);
         }
         if problems.is_empty() {
@@ -356,14 +356,6 @@ impl RoleSet {
         names.sort();
         names.dedup();
         names
-    }
-
-    /// Every declared option, by top-level var name, with its role.
-    pub fn options(&self) -> BTreeMap<&str, (&OptionSpec, &str)> {
-        self.option_tree
-            .iter()
-            .map(|(key, (spec, role))| (key.as_str(), (spec, role.as_str())))
-            .collect()
     }
 
     /// The option reference, in Markdown: one table per role that declares
@@ -409,8 +401,10 @@ impl RoleSet {
         defaults
     }
 
-    /// Two roles may share a var (both read it), but not disagree on its default.
-    fn check_defaults_agree(&self) -> Result<(), Vec<Problem>> {
+    /// What the roles declare, together: no two declare one secret or one
+    /// option, each option declaration can work, and two roles may share an
+    /// untyped var (both read it) but not disagree on its default.
+    fn check_declarations(&self) -> Result<(), Vec<Problem>> {
         let mut seen: BTreeMap<String, (&Value, &Role)> = BTreeMap::new();
         let mut problems = Vec::new();
         let mut secret_owners: BTreeMap<&crate::secrets::SecretName, &Role> = BTreeMap::new();

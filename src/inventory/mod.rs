@@ -533,7 +533,7 @@ fn check_vars(
     server_name: Option<&DnsName>,
 ) -> Result<(CoreVars, Mapping), Vec<Problem>> {
     let defaults = roles.defaults();
-    let options = roles.options();
+    let options = &roles.option_tree;
     let mut problems = Vec::new();
     // A key path may go through a list (`oidc_providers[0].idp_id`): the
     // file and line are those of the list's key, the key shown is whole.
@@ -578,7 +578,7 @@ fn check_vars(
             .collect();
         parts.split_first().is_some_and(|(top, rest)| {
             options
-                .get(top)
+                .get(*top)
                 .is_some_and(|(spec, _)| spec.allows_lines_at(rest))
         }) || MULTILINE_VARS
             .iter()
@@ -611,8 +611,8 @@ fn check_vars(
     let mut core = Mapping::new();
     let mut normalised = Mapping::new();
     // A required option nobody set: the one error a default cannot prevent.
-    for (key, (spec, role)) in &options {
-        if spec.required && !merged.contains_key(*key) {
+    for (key, (spec, role)) in options {
+        if spec.required && !merged.contains_key(key.as_str()) {
             let what = spec
                 .description
                 .as_deref()
@@ -746,8 +746,8 @@ fn check_vars(
         }
     }
     // A shared object var nobody set (`bridges`) still has its fields.
-    for (key, (spec, _)) in &options {
-        if !merged.contains_key(*key)
+    for (key, (spec, _)) in options {
+        if !merged.contains_key(key.as_str())
             && let Some(absent) = spec.absent_value()
         {
             normalised

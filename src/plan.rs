@@ -70,6 +70,8 @@ pub struct HostPlan {
     /// short before writing it, or files already matched): apply rewrites
     /// it even when no file changes, so no managed file is ever forgotten.
     pub record_outdated: bool,
+    /// What the changing roles' impact lines say this plan does to people.
+    pub effects: BTreeSet<String>,
 }
 
 impl HostPlan {
@@ -194,6 +196,11 @@ pub fn plan_host(
     }
 
     changes.sort_by(|a, b| a.path.cmp(&b.path));
+    record.facts = actions
+        .iter()
+        .filter(|(_, role_actions)| !role_actions.facts.is_empty())
+        .map(|(role, role_actions)| (role.clone(), role_actions.facts.clone()))
+        .collect();
     let record_outdated = record != observed.record;
 
     let changed_roles: BTreeSet<&str> = changes
@@ -207,8 +214,11 @@ pub fn plan_host(
         validators.extend(journal.validators.iter().cloned());
         handlers.extend(journal.handlers.iter().cloned());
     }
+    let mut effects = BTreeSet::new();
     for role in &changed_roles {
         if let Some(role_actions) = actions.get(*role) {
+            let before = old_record.facts.get(*role);
+            effects.extend(crate::impact::role_effects(role, role_actions, before));
             handlers.extend(role_actions.removal_handlers.iter().cloned());
             for validator in &role_actions.validators {
                 if !validators.contains(validator) {
@@ -236,6 +246,7 @@ pub fn plan_host(
             .into_iter()
             .collect(),
         earlier_runs: observed.earlier_runs.clone(),
+        effects,
     })
 }
 

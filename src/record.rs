@@ -5,14 +5,19 @@
 //!
 //! One line per file, path last, so the host's shell can read it too
 //! (plan observes recorded paths in the same round trip):
-//! `file SHA256 MODE SENSITIVE ROLE PATH`.
+//! `file SHA256 MODE SENSITIVE ROLE PATH`. Then one line per role fact
+//! (what the role's settings meant at that apply, for the next plan's
+//! impact summary): `fact ROLE NAME JSON`. Version 1 records (before
+//! facts) are still read.
 
 use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
+use crate::render::Facts;
+
 const HEADER: &str =
-    "# matrixctl: files it manages on this host. Written by matrixctl; do not edit.\nv1\n";
+    "# matrixctl: files it manages on this host. Written by matrixctl; do not edit.\nv2\n";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordEntry {
@@ -26,17 +31,35 @@ pub struct RecordEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record {
     pub files: BTreeMap<String, RecordEntry>,
+    /// Each role's facts at the last apply, by role.
+    pub facts: BTreeMap<String, Facts>,
 }
 
 impl Record {
     pub fn parse(text: &str) -> Result<Record, String> {
         let mut lines = text.lines().filter(|line| !line.starts_with('#'));
         match lines.next() {
-            Some("v1") => {}
+            Some("v1" | "v2") => {}
             other => return Err(format!("unknown record version {other:?}")),
         }
         let mut files = BTreeMap::new();
+        let mut facts: BTreeMap<String, Facts> = BTreeMap::new();
         for line in lines {
+            if let Some(fact) = line.strip_prefix("fact ") {
+                let mut fields = fact.splitn(3, ' ');
+                let (Some(role), Some(name), Some(json)) =
+                    (fields.next(), fields.next(), fields.next())
+                else {
+                    return Err(format!("unreadable line {line:?}"));
+                };
+                let value = serde_json::from_str(json)
+                    .map_err(|_| format!("unreadable fact in {line:?}"))?;
+                facts
+                    .entry(role.to_string())
+                    .or_default()
+                    .insert(name.to_string(), value);
+                continue;
+            }
             let mut fields = line.splitn(6, ' ');
             let (Some("file"), Some(sha256), Some(mode), Some(sensitive), Some(role), Some(path)) = (
                 fields.next(),
@@ -59,7 +82,7 @@ impl Record {
                 },
             );
         }
-        Ok(Record { files })
+        Ok(Record { files, facts })
     }
 
     pub fn to_text(&self) -> String {
@@ -72,6 +95,12 @@ impl Record {
                 u8::from(entry.sensitive),
                 entry.role
             ));
+        }
+        for (role, facts) in &self.facts {
+            for (name, value) in facts {
+                // Compact JSON holds no newline: one fact per line.
+                text.push_str(&format!("fact {role} {name} {value}\n"));
+            }
         }
         text
     }
@@ -97,10 +126,16 @@ mod tests {
                 sha256: sha256_hex(b"x"),
                 mode: 0o640,
                 sensitive: true,
-                role: "synapse".to_string(),
+                role: "web".to_string(),
             },
+        );
+        record.facts.entry("web".to_string()).or_default().insert(
+            "ports".to_string(),
+            serde_json::json!(["443/tcp", {"a b": "c\nd"}]),
         );
         assert_eq!(Record::parse(&record.to_text()).unwrap(), record);
         assert!(Record::parse("v9\n").is_err());
+        assert!(Record::parse("v1\nfile 00 0644 0 web /a\n").is_ok());
+        assert!(Record::parse("v2\nfact web ports [\n").is_err());
     }
 }

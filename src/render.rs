@@ -40,7 +40,14 @@ pub struct RoleActions {
     /// For a role that no longer applies: what to run once its files are
     /// removed (stop its service, or reload the server that included them).
     pub removal_handlers: Vec<Handler>,
+    /// The role's facts for this host, stored in the record by apply.
+    pub facts: Facts,
+    /// The role's impact templates (over `before` and `after` facts).
+    pub impacts: Vec<String>,
 }
+
+/// A role's facts: name to value.
+pub type Facts = BTreeMap<String, serde_json::Value>;
 
 /// A handler, rendered: run when its role's files changed. Two handlers
 /// are the same when they run the same thing in the same place (order,
@@ -104,6 +111,8 @@ pub struct OpenPort {
     pub description: String,
     /// `443` or `49152-49573`, as nftables writes it.
     pub port: String,
+    /// `443/tcp`: the port and protocol, as people write them.
+    pub name: String,
 }
 
 /// Everything rendered for one host.
@@ -422,6 +431,26 @@ impl<'a> Renderer<'a> {
         }
         actions.handlers =
             self.render_handlers(role, &role.manifest.handlers, "handlers", context, redactor)?;
+        for (name, expression) in &role.manifest.facts {
+            let key = format!("facts.{name}");
+            let value = self
+                .env
+                .compile_expression(expression)
+                .and_then(|expression| expression.eval(context))
+                .map_err(|error| manifest_template_problem(role, key.clone(), &error, redactor))?;
+            let value = serde_json::to_value(&value).unwrap_or(serde_json::Value::Null);
+            // The record is readable on the host and impact lines print.
+            if redactor.finds_secret_in(value.to_string().as_bytes()) {
+                return Err(Problem::new(format!(
+                    "role `{}`: fact `{name}` holds a secret; facts are stored in the host's record and shown in plans",
+                    role.name
+                ))
+                .in_file(&role.path)
+                .at_key(key));
+            }
+            actions.facts.insert(name.clone(), value);
+        }
+        actions.impacts = role.manifest.impacts.clone();
         Ok(actions)
     }
 
@@ -581,14 +610,23 @@ impl<'a> Renderer<'a> {
                     _ => String::new(),
                 };
                 match parse_port_range(&text) {
-                    Some((start, end)) => ports.push(OpenPort {
-                        start,
-                        end,
-                        proto: spec.proto,
-                        role: role.name.clone(),
-                        description: spec.description.clone(),
-                        port: if start == end { start.to_string() } else { format!("{start}-{end}") },
-                    }),
+                    Some((start, end)) => {
+                        let port = if start == end {
+                            start.to_string()
+                        } else {
+                            format!("{start}-{end}")
+                        };
+                        let proto = format!("{:?}", spec.proto).to_lowercase();
+                        ports.push(OpenPort {
+                            start,
+                            end,
+                            proto: spec.proto,
+                            role: role.name.clone(),
+                            description: spec.description.clone(),
+                            name: format!("{port}/{proto}"),
+                            port,
+                        })
+                    }
                     None => problems.push(
                         Problem::new(format!(
                             "role `{}`: `{text}` is not a port (1 to 65535) or a range like 49152-49573 ({})",

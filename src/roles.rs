@@ -65,6 +65,18 @@ pub struct Manifest {
     /// matrixctl connects through open, or the host is refused.
     #[serde(default)]
     pub keeps_ssh_open: Option<KeepsSshOpen>,
+    /// What this role's settings mean to people, by name: expressions over
+    /// the host's vars (`registration`, the ports a firewall accepts).
+    /// Each apply stores them in the host's record, so the next plan can
+    /// compare what the host has with what it will get.
+    #[serde(default)]
+    pub facts: BTreeMap<String, String>,
+    /// Lines for the plan's impact summary when this role's files change:
+    /// templates over `before` (the facts of the last apply; undefined on
+    /// a host matrixctl never applied) and `after` (the facts now). Each
+    /// non-empty line of the output is one effect.
+    #[serde(default)]
+    pub impacts: Vec<String>,
     /// Commands (templates) that check this role's new files on the host
     /// before they take effect, like `nginx -t`.
     #[serde(default)]
@@ -627,6 +639,44 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, Problem> {
             .at_key(error.display)
             .with_hint(suggestion_for_serde_message(&error.message))
     })?;
+    // Facts and impact lines are evaluated per host; a typo in one should
+    // stop the run when the roles load, not print nothing at plan time.
+    if let Some(name) = manifest.facts.keys().find(|name| {
+        name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    }) {
+        return Err(Problem::new(format!(
+            "invalid role manifest: fact name `{name}` may hold only a-z, 0-9 and _"
+        ))
+        .in_file(path)
+        .at_key(format!("facts.{name}")));
+    }
+    let syntax = minijinja::Environment::new();
+    let expressions = manifest.facts.iter().map(|(name, expression)| {
+        (
+            format!("facts.{name}"),
+            syntax.compile_expression(expression).err(),
+        )
+    });
+    let templates = manifest
+        .impacts
+        .iter()
+        .enumerate()
+        .map(|(index, template)| {
+            (
+                format!("impacts[{index}]"),
+                syntax.template_from_str(template).err(),
+            )
+        });
+    for (key, error) in expressions.chain(templates) {
+        if let Some(error) = error {
+            return Err(Problem::new(format!("invalid role manifest: {error}"))
+                .in_file(path)
+                .at_key(key));
+        }
+    }
     // A declared option's default joins the role's defaults layer, so
     // precedence treats both alike; it may not be given twice.
     for (key, spec) in &manifest.options {

@@ -14,7 +14,7 @@ fn the_impact_summary_comes_first() {
     );
     assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);
 
-    // a.example opens registration; b.example changes a Synapse setting;
+    // a.example opens registration; b.example turns federation off;
     // c.example gets the email bridge, which needs port 25.
     sandbox.write(
         "inventory/host_vars/a.example.yaml",
@@ -22,7 +22,7 @@ fn the_impact_summary_comes_first() {
     );
     sandbox.write(
         "inventory/host_vars/b.example.yaml",
-        "max_upload_size: 200M\n",
+        "max_upload_size: 200M\nfederation: closed\n",
     );
     sandbox.write(
         "inventory/host_vars/c.example.yaml",
@@ -32,4 +32,21 @@ fn the_impact_summary_comes_first() {
     assert_eq!(plan.code, 0, "{}", plan.transcript());
     let (impact, _) = plan.stdout.split_once("\n\n").unwrap();
     insta::assert_snapshot!(impact);
+
+    // Back again: the comparison is with what the last apply recorded, and
+    // closing registration or a port is said too (or not at all).
+    assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "registration: closed\n",
+    );
+    sandbox.write(
+        "inventory/host_vars/b.example.yaml",
+        "federation: [c.example]\n",
+    );
+    sandbox.write("inventory/host_vars/c.example.yaml", "");
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    let (impact, _) = plan.stdout.split_once("\n\n").unwrap();
+    insta::assert_snapshot!("back_again", impact);
 }

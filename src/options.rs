@@ -67,6 +67,16 @@ pub struct OptionSpec {
     /// For a `list` of objects: a field no two items may share.
     #[serde(default)]
     pub unique_by: Option<String>,
+    /// For `string`: a regular expression the whole value must match.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// For `pattern`: what it allows, in words, for the error message
+    /// ("letters, digits and . _ ~ -").
+    #[serde(default)]
+    pub pattern_means: Option<String>,
+    /// `pattern`, compiled once (anchored at both ends).
+    #[serde(skip)]
+    compiled_pattern: std::sync::OnceLock<Option<regex::Regex>>,
 }
 
 /// `default: null` is a default (null), unlike no `default` at all.
@@ -156,6 +166,19 @@ impl OptionSpec {
             OptionType::OneOf => needs("one_of", self.one_of.len() >= 2, out),
             _ => {}
         }
+        if let Some(pattern) = &self.pattern {
+            if self.kind != OptionType::String {
+                out.push(format!(
+                    "option `{name}`: `pattern` is for type `string`, not `{kind}`"
+                ));
+            } else if self.regex().is_none() {
+                let error = regex::Regex::new(pattern).err().map(|e| e.to_string());
+                out.push(format!(
+                    "option `{name}`: `pattern` is not a regular expression: {}",
+                    error.unwrap_or_default().lines().last().unwrap_or_default()
+                ));
+            }
+        }
         if top && self.default.is_none() && !self.required && !self.optional {
             out.push(format!(
                 "option `{name}` needs a `default`, or `required: true`, or `optional: true`"
@@ -192,6 +215,16 @@ impl OptionSpec {
         for (index, spec) in self.one_of.iter().enumerate() {
             spec.collect_declaration_problems(&format!("{name}.one_of[{index}]"), false, out);
         }
+    }
+
+    /// The compiled `pattern`, matching whole values only.
+    fn regex(&self) -> Option<&regex::Regex> {
+        self.compiled_pattern
+            .get_or_init(|| {
+                let pattern = self.pattern.as_ref()?;
+                regex::Regex::new(&format!("^(?:{pattern})$")).ok()
+            })
+            .as_ref()
     }
 
     /// The value a host gets when it leaves this option out, or `None`
@@ -498,6 +531,15 @@ impl OptionSpec {
                         .then(|| "quote the value to make it a string".to_string());
                     refuse!(format!("expected a string, found {}", shown(value)), hint);
                 }
+                if let Some(text) = value.as_str()
+                    && let Some(regex) = self.regex()
+                    && !regex.is_match(text)
+                {
+                    let means = self.pattern_means.clone().unwrap_or_else(|| {
+                        format!("text matching `{}`", self.pattern.as_deref().unwrap_or(""))
+                    });
+                    refuse!(format!("expected {means}, found {}", shown(value)), None);
+                }
             }
             OptionType::Enum => {
                 let text = value.as_str();
@@ -622,7 +664,28 @@ impl OptionSpec {
                 ),
             },
             OptionType::OneOf => match self.alternative_for(value) {
-                Some(spec) => spec.check(path, value, found),
+                Some(spec) => {
+                    // The value's shape chose an alternative; if the value
+                    // itself (not a part of it) is wrong, every alternative
+                    // is worth naming.
+                    let mut inner = Vec::new();
+                    spec.check(path, value, &mut inner);
+                    if inner.iter().any(|finding| finding.path == *path) {
+                        let expected: Vec<String> =
+                            self.one_of.iter().map(OptionSpec::expected).collect();
+                        let hint = inner.into_iter().find_map(|finding| finding.hint);
+                        refuse!(
+                            format!(
+                                "expected {}, found {}",
+                                expected.join(", or "),
+                                shown(value)
+                            ),
+                            hint,
+                        );
+                    } else {
+                        found.extend(inner);
+                    }
+                }
                 None => {
                     let expected: Vec<String> =
                         self.one_of.iter().map(OptionSpec::expected).collect();
@@ -896,6 +959,11 @@ mod tests {
     fn each_type_accepts_its_values_and_refuses_others() {
         let cases: &[(&str, &[&str], &[&str])] = &[
             ("{type: bool, default: false}", &["true"], &["yes", "1"]),
+            (
+                "{type: string, pattern: '[a-z]{1,3}', default: a}",
+                &["abc"],
+                &["abcd", "A", "a\nb", "1"],
+            ),
             ("{type: int, min: 1, default: 1}", &["5"], &["0", "x"]),
             ("{type: port, default: 1}", &["443"], &["0", "70000", "x"]),
             (

@@ -109,7 +109,7 @@ pub struct OpenPort {
     pub proto: crate::roles::Proto,
     pub role: String,
     pub description: String,
-    /// `443` or `49152-49573`, as nftables writes it.
+    /// `443` or `49152-49573`, as firewalls write it.
     pub port: String,
     /// `443/tcp`: the port and protocol, as people write them.
     pub name: String,
@@ -1000,7 +1000,7 @@ mod tests {
 
     #[test]
     fn destinations_must_be_plain_absolute_paths() {
-        assert!(check_dest("/etc/matrix-synapse/conf.d/a.yaml", "/var/lib/matrixctl").is_ok());
+        assert!(check_dest("/etc/homeserver/conf.d/a.yaml", "/var/lib/matrixctl").is_ok());
         for bad in [
             "etc/a",
             "/etc/",
@@ -1015,7 +1015,7 @@ mod tests {
 
     #[test]
     fn account_names_are_shell_safe() {
-        assert!(is_account_name("matrix-synapse"));
+        assert!(is_account_name("matrix-homeserver"));
         assert!(is_account_name("root"));
         for bad in ["", "Root", "a b", "$(x)", "-a", "1abc"] {
             assert!(!is_account_name(bad), "{bad}");

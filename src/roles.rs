@@ -39,6 +39,11 @@ pub struct Manifest {
     /// before anything renders.
     #[serde(default)]
     pub assertions: Vec<Assertion>,
+    /// Data the role's assertions read by name (known keys, reserved
+    /// names): a value, or `{lines_of: FILE}` for a text file next to the
+    /// manifest with one entry per line (`#` starts a comment).
+    #[serde(default)]
+    pub constants: BTreeMap<String, Constant>,
     /// The secrets this role derives, by name, with what each is for.
     /// Templates of any role read them as `secrets.NAME`; no two roles may
     /// declare the same name.
@@ -57,7 +62,7 @@ pub struct Manifest {
     /// Entries (templates) this role adds to lists other roles read, by
     /// list name: templates see every applying role's entries, in role
     /// order, as `contributions.NAME` (an appservice adds its registration
-    /// to `synapse_appservices`, which Synapse's conf.d lists).
+    /// to a list the homeserver's config reads).
     #[serde(default)]
     pub contributes: BTreeMap<String, Vec<String>>,
     /// For a role whose files decide which ports the host accepts (a
@@ -78,10 +83,10 @@ pub struct Manifest {
     #[serde(default)]
     pub impacts: Vec<String>,
     /// Commands (templates) that check this role's new files on the host
-    /// before they take effect, like `nginx -t`.
+    /// before they take effect, like a web server's config test.
     #[serde(default)]
     pub validators: Vec<String>,
-    /// What makes this role's changes take effect, like reloading nginx.
+    /// What makes this role's changes take effect, like reloading a server.
     #[serde(default)]
     pub handlers: Vec<HandlerSpec>,
     /// What to run once the role no longer applies and its files were
@@ -92,14 +97,28 @@ pub struct Manifest {
 
 pub use crate::options::{OptionSpec, OptionType};
 
+/// One of a role's constants, as its manifest gives it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Constant {
+    Lines { lines_of: String },
+    Value(Value),
+}
+
 /// A rule over a host's vars: when `that` is false, the host is refused
 /// with `message` (a template) at the var `key`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Assertion {
+    /// An expression giving a list (or a map): the rule is checked once
+    /// per item (per key of a map), which `that`, `key`, `message` and
+    /// `hint` read as `item`, with `index` (from 0) and, for a map, `value`.
+    #[serde(default)]
+    pub each: Option<String>,
     /// A minijinja expression over the host vars that must hold.
     pub that: String,
-    /// The var the message is about (its file and line are shown).
+    /// The var the message is about (its file and line are shown), dotted;
+    /// a template (`oidc_providers[{{ index }}].idp_id`).
     pub key: String,
     /// What is wrong, for people; may use `{{ vars }}`.
     pub message: String,
@@ -123,7 +142,7 @@ pub struct KeepsSshOpen {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HandlerSpec {
-    /// What it does, for people: `restart synapse`.
+    /// What it does, for people: `restart the homeserver`.
     pub name: String,
     /// The command (a template), run with `sh -c` on the host.
     pub command: String,
@@ -180,7 +199,7 @@ fn always() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSpec {
-    /// Template name under the templates root, e.g. `synapse/server_name.yaml.j2`.
+    /// Template name under the templates root, e.g. `web/site.conf.j2`.
     pub template: String,
     /// Absolute destination path on the host; may use `{{ vars }}`.
     pub dest: String,
@@ -234,6 +253,8 @@ pub struct Role {
     pub path: PathBuf,
     pub origin: Origin,
     pub manifest: Manifest,
+    /// The manifest's constants, files read.
+    pub constants: Mapping,
 }
 
 /// All roles in effect, sorted by name, and where their templates live.
@@ -241,7 +262,7 @@ pub struct Role {
 pub struct RoleSet {
     pub roles: BTreeMap<String, Role>,
     /// Every declared option by top-level var, with the role declaring it.
-    /// A dotted name (`bridges.heisenbridge`) is a field of an object var
+    /// A dotted name (`apps.irc`) is a field of an object var
     /// several roles share; that var's entry is the object they make up.
     pub option_tree: BTreeMap<String, (OptionSpec, String)>,
     /// `--roles` directories' `templates/`, searched last-given first, before
@@ -262,15 +283,27 @@ impl RoleSet {
             let text = String::from_utf8_lossy(file.contents());
             match parse_manifest(&path, &text) {
                 Ok(manifest) => {
-                    roles.insert(
-                        name.clone(),
-                        Role {
-                            name,
-                            path,
-                            origin: Origin::Builtin,
-                            manifest,
-                        },
-                    );
+                    let read = |file: &str| {
+                        BUILTIN_ROLES
+                            .get_file(file)
+                            .map(|file| String::from_utf8_lossy(file.contents()).into_owned())
+                            .ok_or_else(|| "no such file among the built-in roles".to_string())
+                    };
+                    match constants(&path, &manifest, read) {
+                        Ok(constants) => {
+                            roles.insert(
+                                name.clone(),
+                                Role {
+                                    name,
+                                    path,
+                                    origin: Origin::Builtin,
+                                    manifest,
+                                    constants,
+                                },
+                            );
+                        }
+                        Err(problem) => problems.push(problem),
+                    }
                 }
                 Err(problem) => problems.push(problem),
             }
@@ -305,7 +338,35 @@ impl RoleSet {
                         }
                     };
                 match parse_manifest(&path, &text) {
-                    Ok(manifest) => {
+                    Ok(mut manifest) => {
+                        let read = |file: &str| {
+                            crate::input::read_text(
+                                &dir.join(file),
+                                Some(dir),
+                                crate::input::MAX_YAML_BYTES,
+                            )
+                            .map_err(|problem| problem.message)
+                        };
+                        let mut constants = match constants(&path, &manifest, read) {
+                            Ok(constants) => constants,
+                            Err(problem) => {
+                                problems.push(problem);
+                                continue;
+                            }
+                        };
+                        // A replacement that declares no options of its own
+                        // keeps the replaced role's: its templates most
+                        // often read the same vars.
+                        if let Some(replaced) = roles.get(&name)
+                            && manifest.options.is_empty()
+                        {
+                            adopt_options(&mut manifest, &replaced.manifest);
+                            for (key, value) in &replaced.constants {
+                                constants
+                                    .entry(key.clone())
+                                    .or_insert_with(|| value.clone());
+                            }
+                        }
                         // Replacing a role that keeps SSH open never
                         // drops that promise by accident.
                         let replaced = roles
@@ -327,6 +388,7 @@ impl RoleSet {
                                 path,
                                 origin: Origin::Dir(dir.clone()),
                                 manifest,
+                                constants,
                             },
                         );
                     }
@@ -556,7 +618,7 @@ fn table_cell(text: &str) -> String {
 
 /// The roles' options by top-level var. `NAME.FIELD` declares a field of
 /// the object var NAME, which exists so that several roles can share it
-/// (each bridge is a field of `bridges`); NAME itself is then declared by
+/// (each app a field of `apps`); NAME itself is then declared by
 /// none of them.
 fn option_tree(
     roles: &BTreeMap<String, Role>,
@@ -705,6 +767,68 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, Problem> {
     Ok(manifest)
 }
 
+/// The manifest's constants, each `lines_of` file read through `read`
+/// (a plain file name next to the manifest).
+fn constants(
+    path: &Path,
+    manifest: &Manifest,
+    read: impl Fn(&str) -> Result<String, String>,
+) -> Result<Mapping, Problem> {
+    let mut out = Mapping::new();
+    for (name, constant) in &manifest.constants {
+        let value = match constant {
+            Constant::Value(value) => value.clone(),
+            Constant::Lines { lines_of } => {
+                let plain = Path::new(lines_of)
+                    .components()
+                    .all(|part| matches!(part, std::path::Component::Normal(_)))
+                    && !lines_of.contains('/');
+                let text = if plain {
+                    read(lines_of)
+                } else {
+                    Err("a file name next to the manifest, without `/`, was expected".into())
+                };
+                let text = text.map_err(|reason| {
+                    Problem::new(format!(
+                        "constant `{name}`: cannot read `{lines_of}`: {reason}"
+                    ))
+                    .in_file(path)
+                    .at_key(format!("constants.{name}.lines_of"))
+                })?;
+                let entries = text
+                    .lines()
+                    .map(|line| line.split('#').next().unwrap_or_default().trim())
+                    .filter(|line| !line.is_empty())
+                    .map(Value::from)
+                    .collect();
+                Value::Sequence(entries)
+            }
+        };
+        out.insert(Value::from(name.as_str()), value);
+    }
+    Ok(out)
+}
+
+/// Gives `manifest` (a replacement declaring no options) the options and
+/// assertions of the role it replaces, except options it sets a default
+/// for itself (those stay typed by that default).
+fn adopt_options(manifest: &mut Manifest, replaced: &Manifest) {
+    for (key, spec) in &replaced.options {
+        if manifest.defaults.contains_key(key.as_str()) {
+            continue;
+        }
+        if !key.contains('.')
+            && let Some(absent) = spec.absent_value()
+        {
+            manifest.defaults.insert(Value::String(key.clone()), absent);
+        }
+        manifest.options.insert(key.clone(), spec.clone());
+    }
+    if manifest.assertions.is_empty() {
+        manifest.assertions = replaced.assertions.clone();
+    }
+}
+
 /// A YAML syntax error, with the parser's line.
 pub fn yaml_problem(path: &Path, error: &serde_yaml::Error) -> Problem {
     let line = error.location().map(|location| location.line());
@@ -753,8 +877,7 @@ mod tests {
     #[test]
     fn builtin_roles_load() {
         let set = RoleSet::load(&[]).unwrap();
-        assert!(set.roles.contains_key("synapse"));
-        assert!(set.roles.contains_key("wellknown"));
+        assert!(set.roles.len() > 1);
     }
 
     #[test]

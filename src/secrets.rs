@@ -4,8 +4,9 @@
 //! A secret is HMAC-SHA256(master key, label ‖ host ‖ generation). The
 //! roles declare their secrets; each name is its own label, and no two
 //! roles may declare the same one, so no two purposes share a value by
-//! accident. Cryptographic identities that must never be copied (Synapse's
-//! signing key) are not derived here at all: the host generates them.
+//! accident. Cryptographic identities that must never be copied (a
+//! homeserver's signing key) are not derived here at all: the host
+//! generates them.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -277,7 +278,7 @@ mod tests {
         ];
         let mut seen = BTreeSet::new();
         let mut count = 0;
-        let names: Vec<SecretName> = ["form_secret", "turn_shared_secret", "a_bridge_token"]
+        let names: Vec<SecretName> = ["form_secret", "shared_secret", "an_app_token"]
             .iter()
             .map(|name| SecretName::new(name).unwrap())
             .collect();

@@ -3,9 +3,11 @@
 //! message, the hint and the var to blame when it does not.
 //!
 //! Rules see the host's vars after precedence and typing (defaults filled
-//! in) and `server_name`; nothing derived from them (secrets, templates'
-//! facts). A rule that cannot be evaluated is the role's mistake and says so.
+//! in), `server_name` and their role's constants; nothing derived from them
+//! (secrets, templates' facts). A rule with `each` is checked per item. A
+//! rule that cannot be evaluated is the role's mistake and says so.
 
+use minijinja::value::{Serde, ValueKind};
 use minijinja::{Environment, UndefinedBehavior, Value as JinjaValue};
 use serde_yaml::{Mapping, Value};
 
@@ -39,72 +41,126 @@ pub fn broken(
     }
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    let mut context = merged.clone();
+    env.add_filter("did_you_mean", did_you_mean);
+    let mut base = merged.clone();
     // The core's typed vars carry their defaults; the raw values do not.
     if let Ok(Value::Mapping(core)) = serde_yaml::to_value(core) {
-        context.extend(core);
+        base.extend(core);
     }
     if let Some(name) = server_name {
-        context.insert("server_name".into(), name.as_str().into());
+        base.insert("server_name".into(), name.as_str().into());
     }
-    let context = JinjaValue::from(minijinja::value::Serde(context));
-    let eval = |expression: &str| {
-        env.compile_expression(expression)
-            .and_then(|compiled| compiled.eval(context.clone()))
-    };
     let mut broken = Vec::new();
     for role in roles.roles.values() {
         if role.manifest.assertions.is_empty() {
             continue;
         }
+        let mut vars = base.clone();
+        vars.extend(role.constants.clone());
+        let context = JinjaValue::from(Serde(vars));
+        let eval = |expression: &str, context: &JinjaValue| {
+            env.compile_expression(expression)
+                .and_then(|compiled| compiled.eval(context.clone()))
+        };
         // A `when` that cannot be evaluated is reported when rendering.
-        match eval(&role.manifest.when) {
+        match eval(&role.manifest.when, &context) {
             Ok(applies) if applies.is_true() => {}
             _ => continue,
         }
         for (index, rule) in role.manifest.assertions.iter().enumerate() {
-            let holds = match eval(&rule.that) {
-                Ok(value) if value.kind() == minijinja::value::ValueKind::Bool => value.is_true(),
-                Ok(value) => {
-                    broken.push(unusable(
-                        role,
-                        index,
-                        &format!("it gave {}, not true or false", value.kind()),
-                    ));
-                    continue;
-                }
-                Err(error) => {
-                    broken.push(unusable(role, index, &error.to_string()));
-                    continue;
-                }
+            let contexts = match &rule.each {
+                None => vec![context.clone()],
+                Some(each) => match eval(each, &context).map(|items| per_item(&context, &items)) {
+                    Ok(Some(contexts)) => contexts,
+                    Ok(None) => {
+                        let reason = "its `each` gave neither a list nor a map";
+                        broken.push(unusable(role, index, "each", reason));
+                        continue;
+                    }
+                    Err(error) => {
+                        broken.push(unusable(role, index, "each", &error.to_string()));
+                        continue;
+                    }
+                },
             };
-            if holds {
-                continue;
+            for context in &contexts {
+                let holds = match eval(&rule.that, context) {
+                    Ok(value) if value.kind() == ValueKind::Bool => value.is_true(),
+                    Ok(value) => {
+                        let reason = format!("it gave {}, not true or false", value.kind());
+                        broken.push(unusable(role, index, "that", &reason));
+                        break;
+                    }
+                    Err(error) => {
+                        broken.push(unusable(role, index, "that", &error.to_string()));
+                        break;
+                    }
+                };
+                if holds {
+                    continue;
+                }
+                let text = |template: &str| {
+                    env.render_str(template, context.clone())
+                        .unwrap_or_else(|_| template.to_string())
+                };
+                let hint = rule
+                    .hint
+                    .as_deref()
+                    .map(text)
+                    .filter(|hint| !hint.is_empty());
+                broken.push(Broken {
+                    key: text(&rule.key),
+                    message: text(&rule.message),
+                    hint,
+                    manifest: None,
+                });
             }
-            let text = |template: &str| {
-                env.render_str(template, context.clone())
-                    .unwrap_or_else(|_| template.to_string())
-            };
-            broken.push(Broken {
-                key: rule.key.clone(),
-                message: text(&rule.message),
-                hint: rule.hint.as_deref().map(text),
-                manifest: None,
-            });
         }
     }
     broken
 }
 
-fn unusable(role: &crate::roles::Role, index: usize, reason: &str) -> Broken {
+/// One context per item of `items` (a list, or a map's keys), each the
+/// host's context plus `item`, `index` and, for a map, `value`; `None`
+/// when `items` is neither.
+fn per_item(context: &JinjaValue, items: &JinjaValue) -> Option<Vec<JinjaValue>> {
+    let is_map = match items.kind() {
+        ValueKind::Seq => false,
+        ValueKind::Map => true,
+        ValueKind::None | ValueKind::Undefined => return Some(Vec::new()),
+        _ => return None,
+    };
+    let contexts = items
+        .try_iter()
+        .ok()?
+        .enumerate()
+        .map(|(index, item)| {
+            let value = if is_map {
+                items.get_item(&item).unwrap_or_default()
+            } else {
+                JinjaValue::UNDEFINED
+            };
+            minijinja::context! { item, index, value, ..context.clone() }
+        })
+        .collect();
+    Some(contexts)
+}
+
+/// `{{ name | did_you_mean(candidates) }}`: "did you mean `x`?" when one
+/// candidate is close, else nothing.
+fn did_you_mean(name: &str, candidates: Vec<String>) -> String {
+    crate::problem::did_you_mean(name, candidates.iter().map(String::as_str)).unwrap_or_default()
+}
+
+fn unusable(role: &crate::roles::Role, index: usize, field: &str, reason: &str) -> Broken {
     Broken {
-        key: format!("assertions[{index}].that"),
+        key: format!("assertions[{index}].{field}"),
         message: format!(
             "role `{}`: cannot evaluate an assertion: {reason}",
             role.name
         ),
         hint: Some(
-            "an assertion's `that` is an expression over the host's vars that is true or false"
+            "an assertion's `that` is an expression over the host's vars that is true or false, and its `each` gives a list or a map"
                 .into(),
         ),
         manifest: Some(role.path.clone()),

@@ -567,7 +567,7 @@ fn check_vars(
     let merged = layered.to_mapping();
     // No value may carry a line break or another control character into a
     // rendered file: there it would start a line of its own (a directive in
-    // coturn's, nginx's or an environment file). Refused for every var,
+    // an ini, web server or environment file). Refused for every var,
     // whatever its type, before anything else looks at it.
     let mut broken_lines = Vec::new();
     // Options say which of their strings may span lines (`multiline`, `any`).
@@ -580,9 +580,7 @@ fn check_vars(
             options
                 .get(*top)
                 .is_some_and(|(spec, _)| spec.allows_lines_at(rest))
-        }) || MULTILINE_VARS
-            .iter()
-            .any(|var| var.iter().copied().eq(parts.iter().copied()))
+        })
     };
     find_control_characters(
         &mut Vec::new(),
@@ -740,12 +738,7 @@ fn check_vars(
             );
         }
     }
-    if let Some(vars) = &vars {
-        for refusal in matrix::check(vars) {
-            problems.push(problem_at(&refusal.key, refusal.message).with_hint(refusal.hint));
-        }
-    }
-    // A shared object var nobody set (`bridges`) still has its fields.
+    // A shared object var nobody set still has its fields.
     for (key, (spec, _)) in options {
         if !merged.contains_key(key.as_str())
             && let Some(absent) = spec.absent_value()
@@ -759,16 +752,28 @@ fn check_vars(
     for (key, value) in normalised {
         merged.insert(key, value);
     }
-    // The roles' rules, once every value has its type: a rule sees the
-    // same values templates will.
-    if problems.is_empty()
-        && let Some(vars) = &vars
-    {
+    // The roles' rules see the same typed values templates will. With other
+    // problems found, a rule still runs if every var it reads is sound
+    // (a broken one is left out, so a rule reading it cannot evaluate and
+    // says nothing): one run reports every problem it can.
+    if let Some(vars) = &vars {
+        let partial = !problems.is_empty();
+        let unsound: BTreeSet<&str> = problems
+            .iter()
+            .filter_map(|problem| problem.key.as_deref())
+            .map(|key| key.split(['.', '[']).next().unwrap_or(key))
+            .collect();
+        let mut sound = merged.clone();
+        sound.retain(|key, _| key.as_str().is_none_or(|key| !unsound.contains(key)));
         // A rule's message may name any var, a secret one too.
         let mut secret_values = vars.secret_values();
         secret_values.extend(roles.option_secret_values(&merged));
         let redactor = crate::secrets::Redactor::new(secret_values);
-        for broken in assertions::broken(roles, vars, &merged, server_name) {
+        let found = assertions::broken(roles, vars, &sound, server_name);
+        for broken in found {
+            if partial && broken.manifest.is_some() {
+                continue;
+            }
             let broken = assertions::Broken {
                 message: redactor.redact(&broken.message).into_owned(),
                 hint: broken.hint.map(|hint| redactor.redact(&hint).into_owned()),
@@ -794,12 +799,6 @@ fn check_vars(
 
 /// Receives (key path, message, hint) for each problem found.
 type ReportProblem<'a> = dyn FnMut(&[String], String, Option<String>) + 'a;
-
-/// Core vars whose values may span lines, by key path: they are only ever
-/// written JSON-encoded (`tojson`), where a line break is an escape (a PEM
-/// block in synapse_extra). Their keys may not hold one. A role option
-/// says the same with `multiline: true` or `type: any`.
-const MULTILINE_VARS: [&[&str]; 2] = [&["synapse_extra"], &["well_known_client_extra"]];
 
 /// Every string (value or map key) under `value` that holds a control
 /// character, by key path, with what it holds. With `keys_only`, values

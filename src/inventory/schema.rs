@@ -11,25 +11,19 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::matrix::{Delegation, Federation, HttpsUrl, OidcProvider, Support, SynapseExtra};
+use super::matrix::Delegation;
 use crate::secrets::SecretName;
 
 /// The keys of [`CoreVars`], for the unknown-key check and its suggestions.
 pub const CORE_KEYS: &[&str] = &[
     "become",
     "delegation",
-    "federation",
     "federation_port",
-    "identity_server",
     "matrix_fqdn",
-    "oidc_providers",
     "secret_generation",
     "secrets",
     "ssh_options",
     "state_dir",
-    "support",
-    "synapse_extra",
-    "well_known_client_extra",
 ];
 
 /// Keys that are facts about the host, not settings.
@@ -48,7 +42,7 @@ pub const RESERVED_KEYS: &[(&str, &str)] = &[
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CoreVars {
-    /// Where clients and federation reach Synapse; defaults to `matrix.SERVER_NAME`.
+    /// Where clients and federation reach the homeserver; defaults to `matrix.SERVER_NAME`.
     #[serde(default)]
     pub matrix_fqdn: Option<DnsName>,
     /// The port federation traffic arrives on (8448 unless delegated to 443).
@@ -69,29 +63,13 @@ pub struct CoreVars {
     #[serde(default)]
     pub state_dir: StateDir,
 
-    // Synapse. Each maps to the Synapse option of (nearly) the same name;
-    // docs/inventory.md says what each renders.
-    #[serde(default)]
-    pub federation: Federation,
-    #[serde(default)]
-    pub oidc_providers: Vec<OidcProvider>,
-    #[serde(default)]
-    pub synapse_extra: SynapseExtra,
-
-    // Discovery.
+    /// How other servers find this one.
     #[serde(default)]
     pub delegation: Delegation,
-    #[serde(default)]
-    pub identity_server: Option<HttpsUrl>,
-    /// Extra keys of `/.well-known/matrix/client`, namespaced like `io.element.e2ee`.
-    #[serde(default)]
-    pub well_known_client_extra: BTreeMap<String, serde_yaml::Value>,
-    #[serde(default)]
-    pub support: Option<Support>,
 }
 
 impl CoreVars {
-    /// Where Synapse is reached: matrix_fqdn, else the server name itself
+    /// Where the homeserver is reached: matrix_fqdn, else the server name itself
     /// without delegation, else `matrix.SERVER_NAME`.
     pub fn fqdn(&self, server_name: &DnsName) -> String {
         match (&self.matrix_fqdn, self.delegation) {
@@ -103,13 +81,7 @@ impl CoreVars {
 
     /// Every operator-chosen secret in these vars, for redaction.
     pub fn secret_values(&self) -> Vec<String> {
-        let mut values: Vec<String> = self.secrets.values().map(|value| value.0.clone()).collect();
-        let oidc = self
-            .oidc_providers
-            .iter()
-            .filter_map(|provider| provider.client_secret.as_ref());
-        values.extend(oidc.map(|value| value.0.clone()));
-        values
+        self.secrets.values().map(|value| value.0.clone()).collect()
     }
 }
 
@@ -310,8 +282,9 @@ impl fmt::Display for Port {
     }
 }
 
-/// A size in Synapse's notation: bytes, or a number with an uppercase
-/// K/M/G/T suffix (powers of 1024). Synapse refuses `50m`, so we do too.
+/// A size as homeservers write it: bytes, or a number with an uppercase
+/// K/M/G/T suffix (powers of 1024). `50m` is refused where it is read, so
+/// it is refused here too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Size {
     pub bytes: u64,
@@ -330,7 +303,7 @@ impl FromStr for Size {
             Some((index, 'T')) => (&text[..index], 1 << 40),
             Some((_, suffix @ ('k' | 'm' | 'g' | 't'))) => {
                 return Err(format!(
-                    "invalid size `{text}`: Synapse only accepts uppercase suffixes; write `{}{}`",
+                    "invalid size `{text}`: the suffix must be uppercase; write `{}{}`",
                     &text[..text.len() - 1],
                     suffix.to_ascii_uppercase()
                 ));
@@ -528,7 +501,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_follow_synapse() {
+    fn sizes_take_uppercase_suffixes() {
         assert_eq!("50M".parse::<Size>().unwrap().bytes, 50 << 20);
         assert_eq!("1024".parse::<Size>().unwrap().bytes, 1024);
         assert_eq!("2G".parse::<Size>().unwrap().bytes, 2 << 30);
@@ -568,13 +541,6 @@ mod tests {
                 "become" => "sudo",
                 "state_dir" => "/srv/matrixctl",
                 "delegation" => "srv",
-                "federation" => "closed",
-                "oidc_providers" => {
-                    "[{idp_id: a, idp_name: A, issuer: 'https://a.example', client_id: c}]"
-                }
-                "support" => "{support_page: 'https://example.com/help'}",
-                "synapse_extra" => "{enable_search: false}",
-                "well_known_client_extra" => "{io.element.e2ee: {default: false}}",
                 _ => "{}",
             };
             let yaml = format!("{key}: {value}");

@@ -60,11 +60,12 @@ fn yaml_keys(path: &Path) -> Vec<String> {
 #[test]
 fn every_synapse_key_lives_in_exactly_one_conf_d_file_and_synapse_knows_it() {
     let known: BTreeSet<String> =
-        std::fs::read_to_string(repo().join("src/inventory/synapse_keys.txt"))
+        std::fs::read_to_string(repo().join("roles/synapse.known-keys.txt"))
             .unwrap()
             .lines()
             .map(str::to_string)
             .collect();
+    let mut written = BTreeSet::new();
     for inventory in inventories() {
         let out = tempfile::tempdir().unwrap();
         for host in render(&inventory, out.path()) {
@@ -82,6 +83,9 @@ fn every_synapse_key_lives_in_exactly_one_conf_d_file_and_synapse_knows_it() {
                         "{}: Synapse does not know `{key}`",
                         entry.path().display()
                     );
+                    if file != "extra.yaml" {
+                        written.insert(key.clone());
+                    }
                     if let Some(other) = owner.insert(key.clone(), file.clone()) {
                         panic!("{}: `{key}` is in both {other} and {file}", host.display());
                     }
@@ -102,6 +106,28 @@ fn every_synapse_key_lives_in_exactly_one_conf_d_file_and_synapse_knows_it() {
                 );
             }
         }
+    }
+    // An extra may not set a key a template writes (conf.d files merge
+    // shallowly: one would silently replace the other). hosting-full
+    // enables every role that writes one.
+    let sandbox = crate::support::Sandbox::empty();
+    crate::support::copy_dir(
+        &repo().join("tests/cases/hosting-full"),
+        &sandbox.path().join("inventory"),
+    );
+    let extras: Vec<String> = written.iter().map(|key| format!("  {key}: 1\n")).collect();
+    sandbox.write(
+        "inventory/host_vars/customer.example.yaml",
+        &format!("synapse_extra:\n{}", extras.concat()),
+    );
+    let plan = sandbox.run(&["plan", "inventory"]);
+    for key in &written {
+        assert!(
+            plan.stderr
+                .contains(&format!("`{key}` is written by matrixctl")),
+            "synapse_extra may set `{key}`, which a template writes: add it to the constants of the role writing it\n{}",
+            plan.stderr
+        );
     }
 }
 
@@ -263,10 +289,66 @@ fn the_list_of_synapse_keys_matches_the_installed_synapse() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let committed = std::fs::read_to_string(repo().join("src/inventory/synapse_keys.txt")).unwrap();
+    let committed = std::fs::read_to_string(repo().join("roles/synapse.known-keys.txt")).unwrap();
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         committed,
-        "src/inventory/synapse_keys.txt is stale: regenerate it with scripts/synapse-known-keys"
+        "roles/synapse.known-keys.txt is stale: regenerate it with scripts/synapse-known-keys"
+    );
+}
+
+/// The core knows kinds of things (files, ports, options, facts), never a
+/// component: every Synapse, web server, TURN or bridge detail is a role's
+/// data. Only the output-format filters are named for their formats
+/// (`| nginx`, `| caddy`), as tojson is for JSON.
+#[test]
+fn no_rust_file_names_a_component() {
+    const COMPONENTS: &[&str] = &[
+        "synapse",
+        "nginx",
+        "caddy",
+        "coturn",
+        "nftables",
+        "heisenbridge",
+        "postmoogle",
+        "mautrix",
+        "maubot",
+        "telegram",
+        "googlechat",
+        "bridge",
+    ];
+    let mut found = Vec::new();
+    let mut files = vec![repo().join("src")];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(
+                std::fs::read_dir(&path)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+            continue;
+        }
+        if path.file_name().is_some_and(|name| name == "escape.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            let lower = line.to_lowercase();
+            if lower.contains("crate::escape::") {
+                continue;
+            }
+            for name in COMPONENTS {
+                if lower.contains(name) {
+                    found.push(format!("{}:{}: {name}", path.display(), number + 1));
+                }
+            }
+        }
+    }
+    found.sort();
+    assert!(
+        found.is_empty(),
+        "components belong in roles/, not in the core:\n{}",
+        found.join("\n")
     );
 }

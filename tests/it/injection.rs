@@ -1,7 +1,8 @@
-//! No value can inject a line or a directive. Every string var the web
-//! server, bridge and TURN templates print is set to a hostile value (a
-//! quote, a semicolon, a brace-free block opener, `#`, a backslash,
-//! spaces); the rendered files must keep exactly the structure of a benign
+//! No value can inject a line or a directive. String vars are set to a
+//! hostile value (a quote, a semicolon, a brace-free block opener, `#`, a
+//! backslash, spaces, a tag): the web servers' vars all at once, and every
+//! string and path option of every role one at a time in every golden
+//! case. The rendered files must keep exactly the structure of a benign
 //! render: once each quoted string is blanked, the two renders are equal,
 //! so the value stayed inside its token. Values a format would expand even
 //! quoted (`$` for nginx, braces for Caddy, a word with a space on a
@@ -39,21 +40,26 @@ fn render(webserver: &str, vars: &str) -> Result<Vec<(String, String)>, String> 
         return Err(run.stderr);
     }
     let root = sandbox.path().join("rendered/customer.example");
+    Ok(files_under(&root))
+}
+
+/// Every file under `root` (a rendered host), by relative name, sorted.
+fn files_under(root: &std::path::Path) -> Vec<(String, String)> {
     let mut files = Vec::new();
-    let mut stack = vec![root.clone()];
+    let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
             } else {
-                let name = path.strip_prefix(&root).unwrap().display().to_string();
+                let name = path.strip_prefix(root).unwrap().display().to_string();
                 files.push((name, std::fs::read_to_string(&path).unwrap()));
             }
         }
     }
     files.sort();
-    Ok(files)
+    files
 }
 
 /// The text with every quoted string (double or single quotes, with
@@ -250,4 +256,236 @@ fn the_consent_pages_never_hand_synapse_a_template_of_the_operators() {
         policy.contains("&#123;&#123; ''.__class__ &#125;&#125;"),
         "{policy}"
     );
+}
+
+/// The string and path options the roles declare (from `matrixctl
+/// options`), top level or fields of objects, by dotted name. Fields of
+/// list items are left out: every list of objects is written with tojson.
+fn string_options() -> Vec<String> {
+    let output = std::process::Command::new(crate::support::BIN)
+        .arg("options")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|row| {
+            let mut cells = row.split('|').map(str::trim).skip(1);
+            let name = cells.next()?.strip_prefix('`')?.strip_suffix('`')?;
+            let kind = cells.next()?;
+            // The consent document is HTML by design (html_markup keeps
+            // only Synapse's template syntax out of it).
+            let by_design = name == "consent.document";
+            (matches!(kind, "string" | "path") && !name.contains("[]") && !by_design)
+                .then(|| name.to_string())
+        })
+        .collect()
+}
+
+/// `name` (dotted for a field) set to `value`, as YAML.
+fn yaml_setting(name: &str, value: &str) -> String {
+    let mut yaml = String::new();
+    let parts: Vec<&str> = name.split('.').collect();
+    for (depth, part) in parts.iter().enumerate() {
+        yaml.push_str(&"  ".repeat(depth));
+        yaml.push_str(part);
+        if depth + 1 == parts.len() {
+            yaml.push_str(&format!(": {}\n", yaml_quoted(value)));
+        } else {
+            yaml.push_str(":\n");
+        }
+    }
+    yaml
+}
+
+/// Renders a golden case with `vars` in a group of its own (above the
+/// case's groups); every file of its host, or the error.
+fn render_case(case: &str, vars: &str) -> Result<Vec<(String, String)>, String> {
+    let sandbox = Sandbox::empty();
+    let inventory = sandbox.path().join("inventory");
+    copy_dir(&repo().join("tests/cases").join(case), &inventory);
+    let hosts_path = inventory.join("hosts.yaml");
+    let mut hosts: serde_yaml::Value =
+        serde_yaml::from_slice(&std::fs::read(&hosts_path).unwrap()).unwrap();
+    let name = hosts["hosts"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let entry = &mut hosts["hosts"][&name];
+    let mut groups = entry["groups"].as_sequence().cloned().unwrap_or_default();
+    groups.push("hostile".into());
+    entry["groups"] = serde_yaml::Value::Sequence(groups);
+    std::fs::write(&hosts_path, serde_yaml::to_string(&hosts).unwrap()).unwrap();
+    sandbox.write("inventory/group_vars/hostile.yaml", vars);
+    let mut args = vec!["render", "inventory", "--out", "rendered"];
+    let roles = repo().join("tests/cases").join(case).join("roles");
+    let roles = roles.display().to_string();
+    if case == "role-override" {
+        args.splice(0..0, ["--roles", roles.as_str()]);
+    }
+    let run = sandbox.run(&args);
+    if run.code != 0 {
+        return Err(run.stderr);
+    }
+    let root = sandbox.path().join("rendered").join(name.as_str().unwrap());
+    Ok(files_under(&root))
+}
+
+/// Every string and path option of every role, one at a time, in every
+/// golden case where it reaches a file: a hostile value either renders
+/// inside its token (the files keep their structure and names), or is
+/// refused, by its type (naming the var) or by the format's filter (naming
+/// the template line). Nothing else.
+#[test]
+fn every_string_option_keeps_every_file_s_structure_or_is_refused() {
+    const BENIGN: &str = "/srv/benign";
+    // Env files cannot hold a single quote (refused; tested above); a
+    // tag tries pages.
+    let hostile = HOSTILE.replace('\'', "") + " <b>x</b>";
+    let options = string_options();
+    assert!(options.len() > 50, "{options:?}");
+    let cases: Vec<String> = std::fs::read_dir(repo().join("tests/cases"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut failures = Vec::new();
+    let mut reached = std::collections::BTreeSet::new();
+    for case in &cases {
+        let plain = render_case(case, "{}\n").unwrap();
+        let results: Vec<(String, Option<String>)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = options
+                .chunks(options.len().div_ceil(8))
+                .map(|chunk| {
+                    let (plain, hostile) = (&plain, &hostile);
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .filter_map(|option| {
+                                let benign =
+                                    render_case(case, &yaml_setting(option, BENIGN)).ok()?;
+                                if benign == *plain {
+                                    return None; // Not used in this case.
+                                }
+                                let verdict = judge(
+                                    option,
+                                    &benign,
+                                    render_case(case, &yaml_setting(option, hostile)),
+                                    hostile,
+                                    BENIGN,
+                                );
+                                Some((option.clone(), verdict))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| worker.join().unwrap())
+                .collect()
+        });
+        for (option, verdict) in results {
+            reached.insert(option.clone());
+            if let Some(why) = verdict {
+                failures.push(format!("{case}: `{option}`: {why}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // The cases reach most options; those they do not are off in every case.
+    assert!(
+        reached.len() * 2 > options.len(),
+        "reached only {reached:?}"
+    );
+}
+
+/// What is wrong with the hostile render of `option`, if anything.
+fn judge(
+    option: &str,
+    benign: &[(String, String)],
+    hostile: Result<Vec<(String, String)>, String>,
+    hostile_value: &str,
+    benign_value: &str,
+) -> Option<String> {
+    let mut files = match hostile {
+        Err(error) => {
+            let by_format = error.contains("cannot be written into") && error.contains(".j2:");
+            let by_type = error.contains(&format!("key `{option}`"));
+            return (!by_format && !by_type)
+                .then(|| format!("refused, but not by its type or a format's filter:\n{error}"));
+        }
+        Ok(files) => files,
+    };
+    // A path is also part of file names: name the files as the benign
+    // render does.
+    for (name, _) in &mut files {
+        *name = name.replace(
+            hostile_value.trim_start_matches('/'),
+            benign_value.trim_start_matches('/'),
+        );
+    }
+    files.sort();
+    let names = |files: &[(String, String)]| {
+        files
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect::<Vec<_>>()
+    };
+    if names(benign) != names(&files) {
+        return Some(format!(
+            "other files: {:?} against {:?}",
+            names(&files),
+            names(benign)
+        ));
+    }
+    for ((name, benign_text), (_, hostile_text)) in benign.iter().zip(&files) {
+        let same = if name.ends_with(".html") {
+            // Text in a page: the same tags, the value only ever text.
+            html_tags(benign_text) == html_tags(hostile_text)
+        } else {
+            // A filter may leave a plain word unquoted (`/srv/benign`) and
+            // must quote anything else: both are one token.
+            let benign_shape = blank_word_with(&blank_quoted(benign_text), benign_value);
+            let hostile_shape = blank_quoted(hostile_text);
+            benign_shape == hostile_shape && !hostile_shape.contains("pwned")
+        };
+        if !same {
+            return Some(format!("{name} changed structure:\n{hostile_text}"));
+        }
+    }
+    None
+}
+
+/// `text` with each unquoted word holding `value` replaced by `Q`, the way
+/// a quoted token blanks: `DSN=/srv/benign/x.db` becomes `DSN=Q`.
+fn blank_word_with(text: &str, value: &str) -> String {
+    let word = |c: char| c.is_ascii_alphanumeric() || "-_./:@+%".contains(c);
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(found) = rest.find(value) {
+        let start = rest[..found]
+            .rfind(|c: char| !word(c))
+            .map_or(0, |index| index + 1);
+        let end = rest[found..]
+            .find(|c: char| !word(c))
+            .map_or(rest.len(), |index| found + index);
+        out.push_str(&rest[..start]);
+        out.push('Q');
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The HTML tags of a page, in order.
+fn html_tags(page: &str) -> Vec<&str> {
+    page.split('<')
+        .skip(1)
+        .filter_map(|rest| rest.split_once('>').map(|(tag, _)| tag))
+        .collect()
 }

@@ -122,6 +122,9 @@ pub fn deploy_host(inventory_dir: &Path, host: &str, extra_vars: &str) -> Deploy
              postmoogle_data_dir: {dir}/data/postmoogle\n\
              mautrix_telegram_config_dir: {dir}/etc/mautrix-telegram\n\
              mautrix_telegram_data_dir: {dir}/data/mautrix-telegram\n\
+             maubot_config_dir: {dir}/etc/maubot\n\
+             maubot_data_dir: {dir}/data/maubot\n\
+             maubot_group: root\n\
              database:\n  engine: sqlite\n  sqlite_path: {dir}/data/homeserver.db\n\
              {extra_vars}"
         ),

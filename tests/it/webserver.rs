@@ -56,10 +56,16 @@ struct Ports {
     http: u16,
     https: u16,
     federation: u16,
+    /// maubot's loopback port (role maubot, behind the web server).
+    maubot: u16,
 }
 
-/// Deploys the minimal profile with a web server in front, on free ports;
-/// the returned directory holds the test certificate.
+const MAUBOT_ADMIN_PASSWORD: &str = "maubot-admin-password-for-tests-only";
+
+/// Deploys the minimal profile with a web server in front, on free ports,
+/// and maubot behind it (started by the tests that use it, so its restart
+/// handler does nothing); the returned directory holds the test
+/// certificate.
 fn deploy_with(webserver: &str, extra: &str) -> (Deployed, Ports, tempfile::TempDir) {
     let https = free_port();
     // Federation on the HTTPS port itself, when the test asks for it.
@@ -73,14 +79,17 @@ fn deploy_with(webserver: &str, extra: &str) -> (Deployed, Ports, tempfile::Temp
         http: free_port(),
         https,
         federation,
+        maubot: free_port(),
     };
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = certificate(dir.path(), &["matrix.minimal.example", "minimal.example"]);
     let vars = format!(
         "webserver: {webserver}\nwebserver_http_port: {}\nwebserver_https_port: {}\nfederation_port: {}\n\
          tls_certificate: {cert}\ntls_certificate_key: {key}\nserve_base_domain: true\n\
-         base_domain_redirect: https://www.minimal.example\n{extra}",
-        ports.http, ports.https, ports.federation
+         base_domain_redirect: https://www.minimal.example\n\
+         maubot:\n  admin_password: {MAUBOT_ADMIN_PASSWORD}\n  port: {}\n\
+         maubot_restart_command: \"true\"\n{extra}",
+        ports.http, ports.https, ports.federation, ports.maubot
     );
     let deployed = deploy_host(
         &repo().join("tests/cases/synapse-minimal"),
@@ -90,17 +99,177 @@ fn deploy_with(webserver: &str, extra: &str) -> (Deployed, Ports, tempfile::Temp
     (deployed, ports, dir)
 }
 
+/// A process the test started, stopped by its pid (TERM) when dropped.
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// nginx, run from `wrapper` by the test, stopped with QUIT when dropped.
+struct Nginx(Child);
+
+impl Nginx {
+    fn start(wrapper: &Path) -> Nginx {
+        let child = Command::new("nginx")
+            .args(["-e", "stderr", "-c"])
+            .arg(wrapper)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Nginx(child)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-QUIT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// The Python of the venv maubot is installed in (scripts/test makes it).
+fn maubot_python() -> std::path::PathBuf {
+    let python = std::env::var_os("MATRIXCTL_MAUBOT_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/matrixctl/maubot-venv/bin/python".into());
+    assert!(
+        python.exists(),
+        "the maubot test needs maubot in a venv at {}: run scripts/test, which installs it \
+         (python3 -m venv V && V/bin/pip install maubot==0.6.0)",
+        python.display()
+    );
+    python
+}
+
+/// Starts maubot from the config.yaml matrixctl rendered, as its role says
+/// to run it (`-n`: it never rewrites the file), and waits for its port.
+fn start_maubot(deployed: &Deployed, port: u16) -> Service {
+    let data = deployed.path("data/maubot");
+    for dir in ["plugins", "trash"] {
+        std::fs::create_dir_all(data.join(dir)).unwrap();
+    }
+    let log = std::fs::File::create(deployed.path("maubot.log")).unwrap();
+    let child = Command::new(maubot_python())
+        .args(["-m", "maubot", "-n", "-c"])
+        .arg(deployed.path("etc/maubot/config.yaml"))
+        .current_dir(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut maubot = Service(child);
+    wait_for_port(port, &mut maubot.0, "maubot");
+    maubot
+}
+
+/// maubot behind the web server: its admin UI logs in with the inventory's
+/// password, and registers a bot account on the real Synapse with the
+/// shared secret both were given; the bot's token works. maubot never
+/// rewrites its config, so the plan stays clean.
+fn assert_fronts_maubot(deployed: &Deployed, ports: &Ports) {
+    let _maubot = start_maubot(deployed, ports.maubot);
+    let name = "matrix.minimal.example";
+    let ui = curl(name, ports.https, "/_matrix/maubot/");
+    assert_eq!(ui.status, 200, "the admin UI: {}{}", ui.headers, ui.body);
+    let login = request(
+        name,
+        ports.https,
+        "POST",
+        "/_matrix/maubot/v1/auth/login",
+        Some(&format!(
+            "{{\"username\": \"admin\", \"password\": \"{MAUBOT_ADMIN_PASSWORD}\"}}"
+        )),
+        None,
+    );
+    assert_eq!(login.status, 200, "maubot login: {}", login.body);
+    let token: serde_json::Value = serde_json::from_str(&login.body).unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    let register = request(
+        name,
+        ports.https,
+        "POST",
+        "/_matrix/maubot/v1/client/auth/minimal.example/register",
+        Some("{\"username\": \"echobot\", \"password\": \"echobot-password\"}"),
+        Some(&token),
+    );
+    assert_eq!(register.status, 200, "maubot register: {}", register.body);
+    let bot: serde_json::Value = serde_json::from_str(&register.body).unwrap();
+    assert_eq!(
+        bot["user_id"], "@echobot:minimal.example",
+        "{}",
+        register.body
+    );
+    let whoami = request(
+        name,
+        ports.https,
+        "GET",
+        "/_matrix/client/v3/account/whoami",
+        None,
+        bot["access_token"].as_str(),
+    );
+    assert_eq!(whoami.status, 200, "{}", whoami.body);
+    assert!(
+        whoami.body.contains("@echobot:minimal.example"),
+        "{}",
+        whoami.body
+    );
+    assert_eq!(deployed.sandbox.plan_exit_code(Some("minimal.example")), 0);
+}
+
 struct Curl {
     status: u16,
     headers: String,
     body: String,
 }
 
-/// An HTTPS request to loopback, with the right name for SNI and Host.
+/// An HTTPS GET to loopback, with the right name for SNI and Host.
 fn curl(name: &str, port: u16, path: &str) -> Curl {
-    let output = Command::new("curl")
-        .args(["-sk", "--max-time", "10", "-D", "-", "--resolve"])
-        .arg(format!("{name}:{port}:127.0.0.1"))
+    request(name, port, "GET", path, None, None)
+}
+
+/// An HTTPS request to loopback, with a JSON body and a bearer token when
+/// given.
+fn request(
+    name: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+    token: Option<&str>,
+) -> Curl {
+    let mut command = Command::new("curl");
+    command
+        .args([
+            "-sk",
+            "--max-time",
+            "10",
+            "-D",
+            "-",
+            "-X",
+            method,
+            "--resolve",
+        ])
+        .arg(format!("{name}:{port}:127.0.0.1"));
+    if let Some(json) = json {
+        command
+            .args(["-H", "Content-Type: application/json", "--data"])
+            .arg(json);
+    }
+    if let Some(token) = token {
+        command
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"));
+    }
+    let output = command
         .arg(format!("https://{name}:{port}{path}"))
         .output()
         .expect("curl runs (apt-get install curl)");
@@ -233,25 +402,10 @@ fn nginx_passes_its_check_and_fronts_synapse() {
     );
 
     let _synapse = start(&deployed);
-    let nginx = Command::new("nginx")
-        .args(["-e", "stderr", "-c"])
-        .arg(&wrapper)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Stop(Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            // QUIT: nginx's graceful stop, by the master's pid.
-            let _ = Command::new("kill")
-                .args(["-QUIT", &self.0.id().to_string()])
-                .status();
-            let _ = self.0.wait();
-        }
-    }
-    let mut nginx = Stop(nginx);
+    let mut nginx = Nginx::start(&wrapper);
     wait_for_port(ports.https, &mut nginx.0, "nginx");
     assert_fronts_synapse(&ports);
+    assert_fronts_maubot(&deployed, &ports);
 }
 
 #[test]
@@ -303,18 +457,10 @@ fn caddy_fronts_synapse(extra: &str) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    struct Stop(Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.0.id().to_string()])
-                .status();
-            let _ = self.0.wait();
-        }
-    }
-    let mut server = Stop(server);
+    let mut server = Service(server);
     wait_for_port(ports.https, &mut server.0, "caddy");
     assert_fronts_synapse(&ports);
+    assert_fronts_maubot(&deployed, &ports);
 }
 
 #[test]
@@ -423,22 +569,7 @@ fn nginx_is_reloaded_when_its_vhost_changes_and_only_then() {
         ),
     )
     .unwrap();
-    let nginx = Command::new("nginx")
-        .args(["-e", "stderr", "-c"])
-        .arg(&wrapper)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Stop(Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-QUIT", &self.0.id().to_string()])
-                .status();
-            let _ = self.0.wait();
-        }
-    }
-    let mut nginx = Stop(nginx);
+    let mut nginx = Nginx::start(&wrapper);
     wait_for_port(ports.https, &mut nginx.0, "nginx");
     let admin = || {
         curl(

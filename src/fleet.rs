@@ -40,6 +40,8 @@ pub struct Target {
     pub desired: DesiredState,
     pub notes: Vec<String>,
     pub actions: BTreeMap<String, RoleActions>,
+    /// Packages, groups, users, directories and services the roles want.
+    pub system: Vec<crate::system::Wanted>,
 }
 
 /// One host's plan, or why it could not be made.
@@ -118,6 +120,7 @@ async fn plan_one(target: Target, transport: Transport, timeout: Duration) -> Pl
         desired,
         notes,
         actions,
+        system,
     } = target;
     let reached_by = match &host.connection {
         Connection::Local => format!("local, root {}", host.root.display()),
@@ -129,7 +132,7 @@ async fn plan_one(target: Target, transport: Transport, timeout: Duration) -> Pl
             let paths: Vec<&str> = desired.keys().map(String::as_str).collect();
             within(
                 timeout,
-                observe(&transport, root, &host.vars.state_dir.0, &paths),
+                observe(&transport, root, &host.vars.state_dir.0, &paths, &system),
             )
             .await
         }
@@ -142,6 +145,7 @@ async fn plan_one(target: Target, transport: Transport, timeout: Duration) -> Pl
                 &observed,
                 &record_path(&host.vars.state_dir.0),
                 &actions,
+                &system,
             )
             .map_err(|blocked| blocked.0),
             Some(observed),
@@ -552,6 +556,84 @@ fn failure_reason(stderr: &str) -> String {
     }
 }
 
+/// For each service the plan changes: its name, `enable`/`disable`/`-`
+/// and `start`/`stop`/`-`.
+fn service_actions(
+    changes: &[crate::system::SystemChange],
+) -> Vec<(&str, &'static str, &'static str)> {
+    changes
+        .iter()
+        .filter_map(|change| match &change.item {
+            crate::system::Item::Service {
+                name,
+                enabled,
+                running,
+            } => {
+                let words: Vec<&str> = change.detail.split(", ").collect();
+                let enable = match *enabled {
+                    true if words.contains(&"enable") => "enable",
+                    false if words.contains(&"disable") => "disable",
+                    _ => "-",
+                };
+                let start = match *running {
+                    true if words.contains(&"start") => "start",
+                    false if words.contains(&"stop") => "stop",
+                    _ => "-",
+                };
+                Some((name.as_str(), enable, start))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Packages (one apt-get run), groups, users and directories, in that
+/// order.
+fn system_before_files(program: &mut Program, changes: &[crate::system::SystemChange]) {
+    use crate::system::Item;
+    let packages: Vec<String> = changes
+        .iter()
+        .filter_map(|change| match &change.item {
+            Item::Package {
+                name,
+                version: Some(version),
+            } => Some(format!("{name}={version}")),
+            Item::Package {
+                name,
+                version: None,
+            } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    if !packages.is_empty() {
+        let packages: Vec<&str> = packages.iter().map(String::as_str).collect();
+        program.call("mc_packages", &packages);
+        program.call("mc_step", &["packages-installed"]);
+    }
+    for change in changes {
+        match &change.item {
+            Item::Group { name } => {
+                program.call("mc_group", &[name]);
+            }
+            Item::User { name, group, home } => {
+                program.call("mc_user", &[name, group, home]);
+            }
+            Item::Directory {
+                path,
+                owner,
+                group,
+                mode,
+            } => {
+                program.call(
+                    "mc_directory",
+                    &[path, &format!("{mode:04o}"), owner, group],
+                );
+            }
+            Item::Package { .. } | Item::Service { .. } => {}
+        }
+    }
+}
+
 /// The transaction that carries out `plan` on one host, run detached there
 /// (see [`Program::detached`]):
 /// lock; check owners; stage every new file beside its target; back up
@@ -577,6 +659,9 @@ fn transaction(
     program.set_path_prefixes(root, state_dir, &managed);
     program.call("mc_begin", &[lock_owner]);
     program.call("mc_step", &["locked"]);
+    // The host as a system first: the files may need its packages,
+    // accounts and directories. None of it is rolled back.
+    system_before_files(&mut program, &plan.system);
     let writes: Vec<_> = plan
         .changes
         .iter()
@@ -636,6 +721,24 @@ fn transaction(
         program.call("mc_validate", &[validator]);
     }
     program.call("mc_step", &["validated"]);
+    // systemd reads changed unit files again before any unit starts.
+    let units_changed = plan
+        .changes
+        .iter()
+        .any(|change| change.path.starts_with("/etc/systemd/"));
+    if units_changed {
+        program.call("mc_daemon_reload", &[]);
+    }
+    // Services are enabled before the handlers and started after them: a
+    // handler restarting a service that is not running yet starts it on
+    // the new files, and the start is then a no-op, so a new service
+    // starts once, on matrixctl's configuration.
+    let services = service_actions(&plan.system);
+    for (name, enable, _) in &services {
+        if *enable != "-" {
+            program.call("mc_service", &[name, enable, "-"]);
+        }
+    }
     for handler in &plan.handlers {
         match &handler.armed {
             Some(armed) => {
@@ -654,6 +757,11 @@ fn transaction(
             None => {
                 program.call("mc_handler", &[&handler.name, &handler.command]);
             }
+        }
+    }
+    for (name, _, start) in &services {
+        if *start != "-" {
+            program.call("mc_service", &[name, "-", start]);
         }
     }
     program.call("mc_step", &["handled"]);

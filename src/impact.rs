@@ -33,6 +33,24 @@ pub fn impacts(planned: &[PlannedHost]) -> Impacts {
 
 fn host_effects(plan: &HostPlan) -> BTreeSet<String> {
     let mut effects = plan.effects.clone();
+    let packages: Vec<String> = plan
+        .system
+        .iter()
+        .filter(|change| matches!(change.item, crate::system::Item::Package { .. }))
+        .map(|change| {
+            change
+                .item
+                .label()
+                .trim_start_matches("package ")
+                .to_string()
+        })
+        .collect();
+    if !packages.is_empty() {
+        effects.insert(format!(
+            "installs {} (a failed apply does not uninstall)",
+            packages.join(", ")
+        ));
+    }
     for handler in &plan.handlers {
         let impact = handler
             .impact

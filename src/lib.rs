@@ -30,6 +30,7 @@ pub mod report;
 pub mod roles;
 pub mod saved;
 pub mod secrets;
+pub mod system;
 pub mod transport;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -121,6 +122,7 @@ fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
                 desired: rendered.files,
                 notes: rendered.notes,
                 actions: rendered.actions,
+                system: rendered.system,
             }),
             Err(Problems(more)) => {
                 problems.extend(more.into_iter().map(|problem| problem.redacted(&redactor)))

@@ -45,6 +45,8 @@ pub struct Observed {
     pub unsafe_paths: Vec<String>,
     /// Earlier applies whose end matrixctl did not see, as sentences.
     pub earlier_runs: Vec<String>,
+    /// Each system item's state (`installed 4.6.1-1`, `present`, ...), by key.
+    pub system: crate::system::ObservedSystem,
 }
 
 /// What an apply still owes a host, written before any live file changes.
@@ -60,6 +62,7 @@ pub async fn observe(
     root: &str,
     state_dir: &str,
     paths: &[&str],
+    system: &[crate::system::Wanted],
 ) -> Result<Observed> {
     let mut program = Program::new(root, state_dir);
     program.set_list("MC_OBSERVED", paths);
@@ -67,6 +70,18 @@ pub async fn observe(
     program.call("mc_unsafe_paths", &[]);
     for path in paths {
         program.call("mc_observe", &[path]);
+    }
+    for wanted in system {
+        use crate::system::Item;
+        match &wanted.item {
+            Item::Package { name, .. } => program.call("mc_observe_package", &[name]),
+            Item::Group { name } => program.call("mc_observe_account", &["group", name, "group"]),
+            Item::User { name, .. } => {
+                program.call("mc_observe_account", &["user", name, "passwd"])
+            }
+            Item::Directory { path, .. } => program.call("mc_observe_directory", &[path]),
+            Item::Service { name, .. } => program.call("mc_observe_service", &[name]),
+        };
     }
     program.call("mc_observe_record", &[]);
     program.call("mc_observe_transaction", &[]);
@@ -117,6 +132,15 @@ fn parse(stdout: &[u8]) -> Result<Observed> {
         match kind {
             "absent" => {
                 observed.paths.insert(rest.to_string(), PathState::Absent);
+            }
+            // `sys KIND NAME STATE...`: the key is KIND NAME.
+            "sys" => {
+                let mut words = rest.splitn(3, ' ');
+                let (kind, name) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                observed.system.insert(
+                    format!("{kind} {name}"),
+                    words.next().unwrap_or("").to_string(),
+                );
             }
             "file" => {
                 let mut fields = rest.splitn(5, ' ');

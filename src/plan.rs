@@ -72,11 +72,16 @@ pub struct HostPlan {
     pub record_outdated: bool,
     /// What the changing roles' impact lines say this plan does to people.
     pub effects: BTreeSet<String>,
+    /// Packages, groups, users, directories and services to add or change.
+    pub system: Vec<crate::system::SystemChange>,
 }
 
 impl HostPlan {
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && !self.record_outdated && !self.journal_pending
+        self.changes.is_empty()
+            && self.system.is_empty()
+            && !self.record_outdated
+            && !self.journal_pending
     }
 
     pub fn count(&self, action: Action) -> usize {
@@ -93,6 +98,7 @@ pub fn plan_host(
     observed: &Observed,
     record_path: &str,
     actions: &BTreeMap<String, RoleActions>,
+    wanted: &[crate::system::Wanted],
 ) -> Result<HostPlan, Blocked> {
     if let Some(owner) = &observed.busy {
         return Err(Blocked(format!(
@@ -103,6 +109,19 @@ pub fn plan_host(
         return Err(Blocked(format!(
             "refusing this host: a path matrixctl would write through could have been bent by someone else:\n{}\nhint: replace the symlink with a real directory, or make it and its directory root's and writable only by root",
             observed.unsafe_paths.join("\n")
+        )));
+    }
+    if let Some(reason) = crate::system::blocked(wanted, &observed.system) {
+        return Err(Blocked(format!("refusing this host: {reason}")));
+    }
+    let system = crate::system::changes(wanted, &observed.system);
+    if let Some(change) = system.iter().find(|change| {
+        observed.system.get(&change.item.key()).map(String::as_str) == Some("unsupported")
+    }) {
+        return Err(Blocked(format!(
+            "role `{}` wants {}, and this host is a directory (root is not /): packages, accounts and services need a whole host",
+            change.role,
+            change.item.label()
         )));
     }
     let mut changes = Vec::new();
@@ -247,6 +266,7 @@ pub fn plan_host(
             .collect(),
         earlier_runs: observed.earlier_runs.clone(),
         effects,
+        system,
     })
 }
 
@@ -285,6 +305,7 @@ mod tests {
             &Observed::default(),
             "/var/lib/matrixctl/state",
             &BTreeMap::new(),
+            &[],
         )
         .unwrap();
         assert_eq!(plan.changes[0].action, Action::Create);
@@ -296,6 +317,7 @@ mod tests {
             &observed,
             "/var/lib/matrixctl/state",
             &BTreeMap::new(),
+            &[],
         )
         .unwrap();
         assert!(plan.changes.is_empty());
@@ -308,7 +330,8 @@ mod tests {
                 &want,
                 &observed,
                 "/var/lib/matrixctl/state",
-                &BTreeMap::new()
+                &BTreeMap::new(),
+                &[]
             )
             .unwrap()
             .is_empty()
@@ -320,6 +343,7 @@ mod tests {
             &observed,
             "/var/lib/matrixctl/state",
             &BTreeMap::new(),
+            &[],
         )
         .unwrap();
         assert_eq!(plan.changes[0].action, Action::Update);
@@ -333,6 +357,7 @@ mod tests {
             &Observed::default(),
             "/var/lib/matrixctl/state",
             &BTreeMap::new(),
+            &[],
         )
         .unwrap();
         let mut observed = Observed {
@@ -346,6 +371,7 @@ mod tests {
             &observed,
             "/var/lib/matrixctl/state",
             &BTreeMap::new(),
+            &[],
         )
         .unwrap();
         assert_eq!(plan.changes[0].action, Action::Update);
@@ -356,6 +382,7 @@ mod tests {
             &observed,
             "/var/lib/matrixctl/state",
             &BTreeMap::new(),
+            &[],
         )
         .unwrap();
         assert_eq!(plan.changes[0].action, Action::Remove);
@@ -373,7 +400,8 @@ mod tests {
                 &desired("/a", "x"),
                 &observed,
                 "/var/lib/matrixctl/state",
-                &BTreeMap::new()
+                &BTreeMap::new(),
+                &[]
             )
             .is_err()
         );

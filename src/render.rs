@@ -124,6 +124,8 @@ pub struct Rendered {
     /// What the operator must do outside the host (a DNS record to create),
     /// from the roles' `notes`; shown by plan.
     pub notes: Vec<String>,
+    /// Packages, groups, users, directories and services, in item order.
+    pub system: Vec<crate::system::Wanted>,
 }
 
 /// The template environment over built-in and `--roles` templates.
@@ -257,6 +259,7 @@ impl<'a> Renderer<'a> {
         let mut notes = Vec::new();
         let mut actions = BTreeMap::new();
         let mut problems = Vec::new();
+        let mut system = Vec::new();
         for role in self.roles.roles.values() {
             match self.condition(role, &role.manifest.when, "when", &context, redactor) {
                 Ok(true) => {}
@@ -306,6 +309,10 @@ impl<'a> Renderer<'a> {
                         redactor,
                     )),
                 }
+            }
+            match self.render_system(role, &context, redactor) {
+                Ok(items) => system.extend(items),
+                Err(problem) => problems.push(problem),
             }
             for index in 0..role.manifest.files.len() {
                 if let Some(when) = &role.manifest.files[index].when {
@@ -395,11 +402,26 @@ impl<'a> Renderer<'a> {
                 );
             }
         }
+        // One item per thing on the host: the same one from two roles is
+        // one, and two roles wanting it differently is a mistake.
+        system.sort();
+        system.dedup_by(|a, b| a.item == b.item);
+        for pair in system.windows(2) {
+            if pair[0].item.key() == pair[1].item.key() {
+                problems.push(Problem::new(format!(
+                    "roles `{}` and `{}` both declare {}, differently",
+                    pair[0].role,
+                    pair[1].role,
+                    pair[0].item.label()
+                )));
+            }
+        }
         if problems.is_empty() {
             Ok(Rendered {
                 files: desired,
                 actions,
                 notes,
+                system,
             })
         } else {
             for problem in &mut problems {
@@ -452,6 +474,153 @@ impl<'a> Renderer<'a> {
         }
         actions.impacts = role.manifest.impacts.clone();
         Ok(actions)
+    }
+
+    /// The role's packages, groups, users, directories and services for
+    /// this host, each field rendered and checked.
+    fn render_system(
+        &self,
+        role: &Role,
+        context: &JinjaValue,
+        redactor: &Redactor,
+    ) -> Result<Vec<crate::system::Wanted>, Problem> {
+        use crate::system::Item;
+        let manifest = &role.manifest;
+        let render = |key: String, template: &str| {
+            self.render_command(role, key, template, context, redactor)
+        };
+        let applies = |key: String, when: &Option<String>| match when {
+            Some(when) => self.condition(role, when, &key, context, redactor),
+            None => Ok(true),
+        };
+        let refuse = |key: String, value: &str, expected: &str| {
+            Problem::new(format!("role `{}`: `{value}` is not {expected}", role.name))
+                .in_file(&role.path)
+                .at_key(key)
+        };
+        let account = |key: String, template: &str| -> Result<String, Problem> {
+            let name = render(key.clone(), template)?;
+            if is_account_name(&name) {
+                Ok(name)
+            } else {
+                Err(refuse(
+                    key,
+                    &name,
+                    "a user or group name (a-z, 0-9, _ and -)",
+                ))
+            }
+        };
+        let path = |key: String, template: &str| -> Result<String, Problem> {
+            let path = render(key.clone(), template)?;
+            let normal = path.starts_with('/')
+                && !path.ends_with('/')
+                && path
+                    .split('/')
+                    .skip(1)
+                    .all(|part| !part.is_empty() && part != "." && part != "..")
+                && !path.chars().any(|c| c.is_control() || c.is_whitespace());
+            if normal {
+                Ok(path)
+            } else {
+                Err(refuse(
+                    key,
+                    &path,
+                    "an absolute, normalised path without spaces",
+                ))
+            }
+        };
+        let mut items = Vec::new();
+        for (index, spec) in manifest.packages.iter().enumerate() {
+            let key = format!("packages[{index}]");
+            if !applies(format!("{key}.when"), &spec.when)? {
+                continue;
+            }
+            let name = render(format!("{key}.name"), &spec.name)?;
+            if !is_package_name(&name) {
+                return Err(refuse(
+                    format!("{key}.name"),
+                    &name,
+                    "a Debian package name",
+                ));
+            }
+            let version = match &spec.version {
+                Some(template) => {
+                    let version = render(format!("{key}.version"), template)?;
+                    let valid = version
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".+~:-".contains(&b));
+                    match (version.is_empty(), valid) {
+                        (true, _) => None,
+                        (false, true) => Some(version),
+                        (false, false) => {
+                            return Err(refuse(
+                                format!("{key}.version"),
+                                &version,
+                                "a Debian version",
+                            ));
+                        }
+                    }
+                }
+                None => None,
+            };
+            items.push(Item::Package { name, version });
+        }
+        for (index, spec) in manifest.groups.iter().enumerate() {
+            let key = format!("groups[{index}]");
+            if applies(format!("{key}.when"), &spec.when)? {
+                items.push(Item::Group {
+                    name: account(format!("{key}.name"), &spec.name)?,
+                });
+            }
+        }
+        for (index, spec) in manifest.users.iter().enumerate() {
+            let key = format!("users[{index}]");
+            if applies(format!("{key}.when"), &spec.when)? {
+                items.push(Item::User {
+                    name: account(format!("{key}.name"), &spec.name)?,
+                    group: account(format!("{key}.group"), &spec.group)?,
+                    home: path(format!("{key}.home"), &spec.home)?,
+                });
+            }
+        }
+        for (index, spec) in manifest.directories.iter().enumerate() {
+            let key = format!("directories[{index}]");
+            if applies(format!("{key}.when"), &spec.when)? {
+                items.push(Item::Directory {
+                    path: path(format!("{key}.path"), &spec.path)?,
+                    owner: account(format!("{key}.owner"), &spec.owner)?,
+                    group: account(format!("{key}.group"), &spec.group)?,
+                    mode: spec.mode.0,
+                });
+            }
+        }
+        for (index, spec) in manifest.services.iter().enumerate() {
+            let key = format!("services[{index}]");
+            if !applies(format!("{key}.when"), &spec.when)? {
+                continue;
+            }
+            let name = render(format!("{key}.name"), &spec.name)?;
+            let valid = !name.is_empty()
+                && !name.starts_with('-')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"@._-".contains(&b));
+            if !valid {
+                return Err(refuse(format!("{key}.name"), &name, "a systemd unit name"));
+            }
+            items.push(Item::Service {
+                name,
+                enabled: spec.enabled,
+                running: spec.running,
+            });
+        }
+        Ok(items
+            .into_iter()
+            .map(|item| crate::system::Wanted {
+                item,
+                role: role.name.clone(),
+            })
+            .collect())
     }
 
     /// A command template of a role, rendered for this host and trimmed;
@@ -985,6 +1154,16 @@ fn check_dest(path: &str, state_dir: &str) -> Result<(), &'static str> {
         return Err("is reserved for matrixctl's own record and staged files");
     }
     Ok(())
+}
+
+/// A Debian package name: lowercase letters, digits and + - . (at least
+/// two, starting with a letter or digit).
+fn is_package_name(name: &str) -> bool {
+    name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
 }
 
 fn is_account_name(name: &str) -> bool {

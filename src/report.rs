@@ -36,8 +36,9 @@ impl Summary {
         for host in planned {
             match &host.plan {
                 Ok(plan) => {
-                    summary.create += plan.count(Action::Create);
-                    summary.update += plan.count(Action::Update);
+                    let created = plan.system.iter().filter(|change| change.create).count();
+                    summary.create += plan.count(Action::Create) + created;
+                    summary.update += plan.count(Action::Update) + plan.system.len() - created;
                     summary.remove += plan.count(Action::Remove);
                     summary.hosts_with_changes += usize::from(!plan.is_empty());
                 }
@@ -180,6 +181,29 @@ fn change_texts(plan: &HostPlan, style: Style) -> Vec<(String, String)> {
                 style.yellow("~"),
                 plan.record_path
             ),
+        ));
+    }
+    // The host as a system: before the files (`!` sorts before `/`), and
+    // services after them (`}` sorts after every path), as apply does.
+    for (index, change) in plan.system.iter().enumerate() {
+        let painted = if change.create {
+            style.green("+")
+        } else {
+            style.yellow("~")
+        };
+        let detail = if change.detail.is_empty() {
+            format!("role {}", change.role)
+        } else {
+            format!("role {}, {}", change.role, change.detail)
+        };
+        let key = if change.item.after_files() {
+            format!("}}{index:04}")
+        } else {
+            format!("!{index:04}")
+        };
+        texts.push((
+            key,
+            format!("  {painted} {}  ({detail})\n", change.item.label()),
         ));
     }
     for change in &plan.changes {
@@ -418,6 +442,8 @@ struct JsonHost {
     interrupted_backup: Option<usize>,
     /// How earlier applies ended that matrixctl did not see end.
     earlier_runs: Vec<String>,
+    /// Packages, groups, users, directories and services to add or change.
+    system: Vec<crate::system::SystemChange>,
     changes: Vec<JsonChange>,
 }
 
@@ -493,6 +519,7 @@ pub fn json(
                 earlier_runs: plan
                     .map(|plan| plan.earlier_runs.clone())
                     .unwrap_or_default(),
+                system: plan.map(|plan| plan.system.clone()).unwrap_or_default(),
                 changes,
             }
         })

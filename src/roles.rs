@@ -51,6 +51,19 @@ pub struct Manifest {
     pub secrets: BTreeMap<crate::secrets::SecretName, String>,
     #[serde(default)]
     pub files: Vec<FileSpec>,
+    /// The host as a system (see `src/system.rs`): Debian packages, system
+    /// groups and users, directories and systemd services this role needs.
+    /// Every field is a template; each item may have a `when`.
+    #[serde(default)]
+    pub packages: Vec<PackageSpec>,
+    #[serde(default)]
+    pub groups: Vec<GroupSpec>,
+    #[serde(default)]
+    pub users: Vec<UserSpec>,
+    #[serde(default)]
+    pub directories: Vec<DirectorySpec>,
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
     /// Templates of notes for the operator (like a DNS record to create);
     /// a note that renders empty is not shown.
     #[serde(default)]
@@ -215,6 +228,77 @@ pub struct FileSpec {
     /// Render this file only when this expression is true.
     #[serde(default)]
     pub when: Option<String>,
+}
+
+/// A Debian package; `version` pins it (an upgrade or a downgrade).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageSpec {
+    pub name: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+/// A system group.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    pub name: String,
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+/// A system account (no login shell, no home created).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    pub name: String,
+    pub group: String,
+    pub home: String,
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+/// A directory, with its parents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorySpec {
+    pub path: String,
+    #[serde(default = "root_account")]
+    pub owner: String,
+    #[serde(default = "root_account")]
+    pub group: String,
+    #[serde(default = "directory_mode")]
+    pub mode: Mode,
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+fn root_account() -> String {
+    "root".to_string()
+}
+
+fn directory_mode() -> Mode {
+    Mode(0o755)
+}
+
+/// A systemd unit, enabled at boot and running unless said otherwise.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub name: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "yes")]
+    pub running: bool,
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A file mode in octal with its leading zero, like `"0640"` (serde_yaml

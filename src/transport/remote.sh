@@ -347,6 +347,8 @@ mc_end() {
         done
         if [ -n "${MC_LIVE:-}" ]; then
             mc_rollback
+        elif [ -n "${MC_SYSTEM_CHANGED:-}" ]; then
+            printf 'matrixctl: not applied: no file was changed (the packages, accounts and directories made so far stay; the next apply goes on from there)\n' >&2
         else
             printf 'matrixctl: not applied: nothing on the host was changed\n' >&2
         fi
@@ -585,4 +587,128 @@ mc_disarm_backstop() {
         kill -- "-$MC_BACKSTOP" 2> /dev/null || kill -- "$MC_BACKSTOP" 2> /dev/null || true
         MC_BACKSTOP=
     fi
+}
+
+# --- The host as a system: packages, groups, users, directories, services. ---
+# Observed as `sys KIND NAME STATE...` lines. Packages, accounts and
+# services are the real system's: a host with another root (a directory in
+# tests) reports them `unsupported`.
+mc_observe_package() {
+    if [ -n "$ROOT" ]; then printf 'sys package %s unsupported\n' "$1"; return 0; fi
+    v=$(dpkg-query -W -f '${db:Status-Status} ${Version}' -- "$1" 2> /dev/null) || v=""
+    case "$v" in
+        "installed "*) printf 'sys package %s installed %s\n' "$1" "${v#installed }" ;;
+        *) printf 'sys package %s absent\n' "$1" ;;
+    esac
+}
+
+mc_observe_account() {
+    if [ -n "$ROOT" ]; then printf 'sys %s %s unsupported\n' "$1" "$2"; return 0; fi
+    if getent "$3" -- "$2" > /dev/null 2>&1; then
+        printf 'sys %s %s present\n' "$1" "$2"
+    else
+        printf 'sys %s %s absent\n' "$1" "$2"
+    fi
+}
+
+mc_observe_directory() {
+    p=$ROOT$1
+    if [ -L "$p" ]; then
+        printf 'sys directory %s other symlink\n' "$1"
+    elif [ -d "$p" ]; then
+        printf 'sys directory %s directory %s\n' "$1" "$(stat -c '%a %U %G' -- "$p")"
+    elif [ -e "$p" ]; then
+        printf 'sys directory %s other %s\n' "$1" "$(stat -c '%F' -- "$p" | tr ' ' '-')"
+    else
+        printf 'sys directory %s absent\n' "$1"
+    fi
+}
+
+mc_observe_service() {
+    if [ -n "$ROOT" ]; then printf 'sys service %s unsupported\n' "$1"; return 0; fi
+    e=$(systemctl is-enabled -- "$1" 2> /dev/null) || true
+    a=$(systemctl is-active -- "$1" 2> /dev/null) || true
+    printf 'sys service %s %s %s\n' "$1" "${e:-missing}" "${a:-inactive}"
+}
+
+# Something on the host changed that a rollback cannot undo (a package, an
+# account, a directory): the failure message must not say "nothing".
+mc_system_changed() {
+    MC_SYSTEM_CHANGED=1
+}
+
+# Installs (or moves to their pinned version) the packages named in "$@"
+# (`name` or `name=version`), non-interactively, keeping config files
+# matrixctl has not written yet as the package ships them, and with
+# services kept from starting on the package's defaults (policy-rc.d)
+# until matrixctl's configuration is in place. An install an earlier
+# apply was cut off in is finished first (dpkg --configure -a).
+mc_packages() {
+    mc_system_changed
+    policy=/usr/sbin/policy-rc.d
+    marker='# matrixctl: no service starts while it installs packages'
+    if [ ! -e "$policy" ] || grep -qxF "$marker" "$policy" 2> /dev/null; then
+        printf '#!/bin/sh\n%s\nexit 101\n' "$marker" > "$policy"
+        chmod 755 "$policy"
+        ours=1
+    else
+        ours=
+    fi
+    out=$ROOT$MC_STATE_DIR/output
+    export DEBIAN_FRONTEND=noninteractive
+    set -- -y -q --no-install-recommends --allow-downgrades \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
+    if ! { dpkg --configure -a && apt-get install "$@"; } > "$out" 2>&1 9>&-; then
+        # The lists may be missing or old: fetch them once, and try again.
+        if ! { apt-get update -q && apt-get install "$@"; } >> "$out" 2>&1 9>&-; then
+            [ -z "$ours" ] || rm -f -- "$policy"
+            printf 'matrixctl: installing packages failed (apt-get install %s)\n' "$*" >&2
+            tail -n 20 "$out" | sed 's/^/    /' >&2
+            exit 7
+        fi
+    fi
+    [ -z "$ours" ] || rm -f -- "$policy"
+}
+
+mc_group() {
+    mc_system_changed
+    getent group -- "$1" > /dev/null 2>&1 || groupadd --system -- "$1" ||
+        mc_fail "cannot create group $1"
+}
+
+mc_user() {
+    mc_system_changed
+    getent passwd -- "$1" > /dev/null 2>&1 ||
+        useradd --system --gid "$2" --home-dir "$3" --no-create-home --shell /usr/sbin/nologin -- "$1" ||
+        mc_fail "cannot create user $1"
+}
+
+mc_directory() {
+    mc_system_changed
+    p=$ROOT$1
+    [ ! -L "$p" ] || mc_fail "$1 is a symlink, not a directory"
+    mkdir -p -- "$p" || mc_fail "cannot create directory $1"
+    chown -- "$3:$4" "$p" || mc_fail "cannot give directory $1 to $3:$4"
+    chmod "$2" -- "$p" || mc_fail "cannot set the mode of directory $1"
+}
+
+# A unit file changed: systemd reads it again before anything starts.
+mc_daemon_reload() {
+    systemctl daemon-reload || mc_fail "systemctl daemon-reload failed"
+}
+
+# Enables or disables (`$2`: enable, disable or -) and starts or stops
+# (`$3`: start, stop or -) a unit; a unit that fails to start fails the
+# apply, which then rolls the files back.
+mc_service() {
+    out=$ROOT$MC_STATE_DIR/output
+    for action in "$2" "$3"; do
+        [ "$action" != - ] || continue
+        if ! systemctl "$action" -- "$1" > "$out" 2>&1 9>&-; then
+            printf 'matrixctl: systemctl %s %s failed\n' "$action" "$1" >&2
+            sed 's/^/    /' "$out" >&2
+            journalctl -u "$1" -n 10 --no-pager 2> /dev/null | sed 's/^/    /' >&2
+            exit 8
+        fi
+    done
 }

@@ -1,0 +1,247 @@
+//! The host as a system, next to its files: packages, groups, users,
+//! directories and services that roles declare. The core knows these kinds
+//! (dpkg, useradd, systemd), never what a role installs. Each item is
+//! observed in the same program run as the files, planned with the same
+//! `+ ~` grammar, and carried out in a fixed order: packages, groups,
+//! users and directories before any file is staged; services after the
+//! validators, before the handlers. Nothing here is ever removed or rolled
+//! back: a package, an account or a directory outlives the role that asked
+//! for it (removing them could take data with them), and the plan says so.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// One thing a role wants the host to have.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Item {
+    /// A Debian package, at `version` when pinned.
+    Package {
+        name: String,
+        version: Option<String>,
+    },
+    /// A system group.
+    Group { name: String },
+    /// A system account in `group`, with `home` (not created by it).
+    User {
+        name: String,
+        group: String,
+        home: String,
+    },
+    /// A directory with its owner, group and mode (created with parents).
+    Directory {
+        path: String,
+        owner: String,
+        group: String,
+        mode: u32,
+    },
+    /// A systemd unit, enabled at boot and running (or not).
+    Service {
+        name: String,
+        enabled: bool,
+        running: bool,
+    },
+}
+
+impl Item {
+    /// What the item is, for the plan: `package tzdata`.
+    pub fn label(&self) -> String {
+        match self {
+            Item::Package { name, .. } => format!("package {name}"),
+            Item::Group { name } => format!("group {name}"),
+            Item::User { name, .. } => format!("user {name}"),
+            Item::Directory { path, .. } => format!("directory {path}"),
+            Item::Service { name, .. } => format!("service {name}"),
+        }
+    }
+
+    /// The key the host program reports the item's state under: its label.
+    pub fn key(&self) -> String {
+        self.label()
+    }
+
+    /// Whether apply sees to it after the files (services), rather than
+    /// before them.
+    pub fn after_files(&self) -> bool {
+        matches!(self, Item::Service { .. })
+    }
+}
+
+/// A role's item for one host.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Wanted {
+    pub item: Item,
+    pub role: String,
+}
+
+/// One item apply changes, and how it differs now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SystemChange {
+    pub item: Item,
+    pub role: String,
+    /// Absent now (`+`), or there but different (`~`).
+    pub create: bool,
+    /// What differs, for people: `4.6.1 → 4.6.2`, `enable, start`.
+    pub detail: String,
+}
+
+/// What the host program reported for each item, by key.
+pub type ObservedSystem = BTreeMap<String, String>;
+
+/// Each wanted item that the host does not have as wanted.
+pub fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<SystemChange> {
+    let mut out = Vec::new();
+    for Wanted { item, role } in wanted {
+        let state = observed.get(&item.key()).map(String::as_str).unwrap_or("");
+        let words: Vec<&str> = state.split(' ').collect();
+        let change = |create: bool, detail: String| SystemChange {
+            item: item.clone(),
+            role: role.clone(),
+            create,
+            detail,
+        };
+        match item {
+            Item::Package { version, .. } => match (words.as_slice(), version) {
+                (["installed", have], Some(want)) if have != want => {
+                    out.push(change(false, format!("{have} → {want}")));
+                }
+                (["installed", _], _) => {}
+                (_, Some(want)) => out.push(change(true, want.clone())),
+                (_, None) => out.push(change(true, String::new())),
+            },
+            Item::Group { .. } => {
+                if state != "present" {
+                    out.push(change(true, String::new()));
+                }
+            }
+            Item::User { group, home, .. } => {
+                if state != "present" {
+                    out.push(change(true, format!("group {group}, home {home}")));
+                }
+            }
+            Item::Directory {
+                owner, group, mode, ..
+            } => match words.as_slice() {
+                ["directory", have_mode, have_owner, have_group] => {
+                    let mut differs = Vec::new();
+                    let want_mode = format!("{mode:04o}");
+                    let have_mode = format!("{:0>4}", have_mode);
+                    if have_mode != want_mode {
+                        differs.push(format!("mode {have_mode} → {want_mode}"));
+                    }
+                    if have_owner != owner || have_group != group {
+                        differs.push(format!("{have_owner}:{have_group} → {owner}:{group}"));
+                    }
+                    if !differs.is_empty() {
+                        out.push(change(false, differs.join(", ")));
+                    }
+                }
+                _ => out.push(change(true, format!("{owner}:{group} {mode:04o}"))),
+            },
+            Item::Service {
+                enabled, running, ..
+            } => {
+                let (is_enabled, is_active) = match words.as_slice() {
+                    [enabled, active] => (*enabled == "enabled", *active == "active"),
+                    _ => (false, false),
+                };
+                let mut todo = Vec::new();
+                if *enabled != is_enabled {
+                    todo.push(if *enabled { "enable" } else { "disable" });
+                }
+                if *running != is_active {
+                    todo.push(if *running { "start" } else { "stop" });
+                }
+                if !todo.is_empty() {
+                    out.push(change(false, todo.join(", ")));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A directory item's path must not be something else already (a file, a
+/// symlink): said before anything is changed.
+pub fn blocked(wanted: &[Wanted], observed: &ObservedSystem) -> Option<String> {
+    wanted.iter().find_map(|Wanted { item, .. }| match item {
+        Item::Directory { path, .. } => {
+            let state = observed.get(&item.key())?;
+            state.strip_prefix("other ").map(|kind| {
+                format!("{path} is a {kind}, not a directory; move it away and plan again")
+            })
+        }
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wanted(item: Item) -> Vec<Wanted> {
+        vec![Wanted {
+            item,
+            role: "r".into(),
+        }]
+    }
+
+    #[test]
+    fn each_kind_changes_only_when_the_host_differs() {
+        let observed: ObservedSystem = [
+            ("package a", "installed 1.0"),
+            ("group g", "present"),
+            ("user u", "absent"),
+            ("directory /d", "directory 755 root root"),
+            ("service s", "disabled inactive"),
+            ("directory /f", "other regular-file"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let package = |version: Option<&str>| Item::Package {
+            name: "a".into(),
+            version: version.map(str::to_string),
+        };
+        assert!(changes(&wanted(package(None)), &observed).is_empty());
+        assert!(changes(&wanted(package(Some("1.0"))), &observed).is_empty());
+        assert_eq!(
+            changes(&wanted(package(Some("2.0"))), &observed)[0].detail,
+            "1.0 → 2.0"
+        );
+        assert!(changes(&wanted(Item::Group { name: "g".into() }), &observed).is_empty());
+        let user = Item::User {
+            name: "u".into(),
+            group: "g".into(),
+            home: "/h".into(),
+        };
+        assert!(changes(&wanted(user), &observed)[0].create);
+        let dir = Item::Directory {
+            path: "/d".into(),
+            owner: "u".into(),
+            group: "g".into(),
+            mode: 0o750,
+        };
+        assert_eq!(
+            changes(&wanted(dir), &observed)[0].detail,
+            "mode 0755 → 0750, root:root → u:g"
+        );
+        let service = Item::Service {
+            name: "s".into(),
+            enabled: true,
+            running: true,
+        };
+        assert_eq!(
+            changes(&wanted(service), &observed)[0].detail,
+            "enable, start"
+        );
+        let file = Item::Directory {
+            path: "/f".into(),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o755,
+        };
+        assert!(blocked(&wanted(file), &observed).is_some());
+    }
+}

@@ -1,0 +1,245 @@
+//! Whole Debian 12 systems (systemd as PID 1, own network namespace),
+//! booted by scripts/booted-host and reached over SSH: roles install their
+//! packages, start their services, and a second apply touches nothing.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::{Sandbox, repo};
+
+/// Each host gets its own 10.231.N.0/24.
+static NEXT_NETWORK: AtomicU32 = AtomicU32::new(40);
+
+/// A booted host, destroyed (by the script, which stops it by its pids)
+/// when dropped.
+pub struct BootedHost {
+    pub name: String,
+    pub address: String,
+    key: PathBuf,
+    known_hosts: PathBuf,
+    _keys: tempfile::TempDir,
+}
+
+impl BootedHost {
+    pub fn up(name: &str) -> BootedHost {
+        let keys = tempfile::tempdir().unwrap();
+        let key = keys.path().join("id");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen runs (apt-get install openssh-client)");
+        assert!(made.success());
+        let network = NEXT_NETWORK.fetch_add(1, Ordering::SeqCst).to_string();
+        let script = repo().join("scripts/booted-host");
+        // A host left by a killed run of this test is replaced.
+        let _ = Command::new(&script).args(["down", name]).output();
+        let output = Command::new(&script)
+            .args(["up", name, &network])
+            .arg(key.with_extension("pub"))
+            .output()
+            .unwrap();
+        let host = BootedHost {
+            name: name.to_string(),
+            address: String::from_utf8_lossy(&output.stdout).trim().to_string(),
+            known_hosts: keys.path().join("known_hosts"),
+            key,
+            _keys: keys,
+        };
+        assert!(
+            output.status.success(),
+            "scripts/booted-host up {name} failed (it needs root, systemd-nspawn and mmdebstrap, which it installs):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let host_key =
+            std::fs::read_to_string(format!("/run/matrixctl-booted/{name}/host_key.pub")).unwrap();
+        let mut fields = host_key.split_whitespace();
+        let (kind, data) = (fields.next().unwrap(), fields.next().unwrap());
+        std::fs::write(
+            &host.known_hosts,
+            format!("{} {kind} {data}\n", host.address),
+        )
+        .unwrap();
+        host
+    }
+
+    /// Runs `command` in the host as root, over SSH.
+    pub fn ssh(&self, command: &str) -> Output {
+        Command::new("ssh")
+            .arg("-i")
+            .arg(&self.key)
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+            .args([
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=5",
+                "-F",
+                "/dev/null",
+            ])
+            .arg(format!("root@{}", self.address))
+            .arg(command)
+            .output()
+            .unwrap()
+    }
+
+    /// The output of `command`, which must succeed.
+    pub fn run(&self, command: &str) -> String {
+        let output = self.ssh(command);
+        assert!(
+            output.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// An inventory with this host as `server_name`, reached over SSH.
+    pub fn inventory(&self, server_name: &str, vars: &str) -> Sandbox {
+        let sandbox = Sandbox::empty();
+        sandbox.write(
+            "inventory/hosts.yaml",
+            &format!(
+                "hosts:\n  {server_name}:\n    ssh: root@{}:22\n",
+                self.address
+            ),
+        );
+        sandbox.write(
+            "inventory/group_vars/all.yaml",
+            &format!(
+                "host_commands: true\nssh_options:\n  identity_file: {}\n  known_hosts_file: {}\n{vars}",
+                self.key.display(),
+                self.known_hosts.display()
+            ),
+        );
+        let master = sandbox.path().join("inventory/secrets/master.key");
+        std::fs::create_dir_all(master.parent().unwrap()).unwrap();
+        std::fs::write(
+            &master,
+            "booted-host test master key, not a secret anywhere\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&master, std::fs::Permissions::from_mode(0o600)).unwrap();
+        sandbox
+    }
+
+    /// Reboots the host and waits (bounded) until it is back and booted.
+    pub fn reboot(&self) {
+        let _ = self.ssh("systemctl reboot");
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        loop {
+            let state = self.ssh("systemctl is-system-running --wait");
+            let said = String::from_utf8_lossy(&state.stdout).trim().to_string();
+            if said == "running" || said == "degraded" {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{} did not come back after a reboot",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for BootedHost {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/booted-host"))
+            .args(["down", &self.name])
+            .output();
+    }
+}
+
+/// When coturn's unit last started, in microseconds since boot.
+fn coturn_started(host: &BootedHost) -> String {
+    host.run("systemctl show -p ActiveEnterTimestampMonotonic --value coturn")
+}
+
+#[test]
+fn a_fresh_host_gets_its_package_config_and_running_service_and_the_next_apply_touches_nothing() {
+    let host = BootedHost::up("mcturn");
+    assert_eq!(
+        host.ssh("dpkg-query -W coturn").status.code(),
+        Some(1),
+        "the fresh host has no coturn yet"
+    );
+    let sandbox = host.inventory(
+        "turn.example",
+        "synapse_enabled: false\nwellknown_enabled: false\nturn:\n  lifetime: 1h\n",
+    );
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    let system: Vec<&str> = plan
+        .stdout
+        .lines()
+        .filter(|line| line.contains(" package ") || line.contains(" service "))
+        .collect();
+    assert_eq!(
+        system,
+        [
+            "  + package coturn  (role turn)",
+            "  ~ service coturn  (role turn, enable, start)"
+        ],
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("installs coturn (a failed apply does not uninstall)"),
+        "{}",
+        plan.stdout
+    );
+
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    assert!(
+        host.run("dpkg-query -W -f '${Status}' coturn")
+            .contains("installed")
+    );
+    assert_eq!(host.run("systemctl is-active coturn"), "active");
+    assert_eq!(host.run("systemctl is-enabled coturn"), "enabled");
+    // It runs matrixctl's configuration, never the package's defaults: the
+    // file was in place before the service first started.
+    let config = host.run("cat /etc/turnserver.conf");
+    assert!(config.starts_with("# Managed by matrixctl"), "{config}");
+    let journal = host.run("journalctl -u coturn --no-pager -o cat");
+    assert_eq!(
+        journal.matches("Started coturn.service").count(),
+        1,
+        "coturn started once, on matrixctl's config:\n{journal}"
+    );
+    assert!(
+        host.run("test ! -e /usr/sbin/policy-rc.d && echo gone") == "gone",
+        "the install-time guard is removed"
+    );
+
+    // Converged: nothing to do, no package manager run, nothing restarted.
+    let started = coturn_started(&host);
+    let installs = host.run("grep -c '^Start-Date' /var/log/apt/history.log");
+    assert_eq!(sandbox.plan_exit_code(None), 0);
+    let again = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(again.code, 0, "{}", again.transcript());
+    assert!(
+        again.stdout.contains("No changes to apply."),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(coturn_started(&host), started);
+    assert_eq!(
+        host.run("grep -c '^Start-Date' /var/log/apt/history.log"),
+        installs
+    );
+
+    // Enabled, not only started: it comes back after a reboot.
+    host.reboot();
+    assert_eq!(host.run("systemctl is-active coturn"), "active");
+    assert_eq!(sandbox.plan_exit_code(None), 0);
+}

@@ -204,6 +204,9 @@ impl<'a> Renderer<'a> {
         context.insert("server_name".into(), host.name.as_str().into());
         context.insert("public_baseurl".into(), format!("https://{fqdn}/").into());
         context.insert("matrix_fqdn".into(), fqdn.into());
+        // Packages, accounts and services need the host's own root: a
+        // host that is a directory of files cannot have them.
+        context.insert("whole_host".into(), (host.root == Path::new("/")).into());
         // Only a role that filters traffic needs it; a proxy makes it
         // unknown (refused when such a role applies).
         let port_option = self

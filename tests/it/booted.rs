@@ -171,12 +171,38 @@ fn a_fresh_host_gets_its_package_config_and_running_service_and_the_next_apply_t
         Some(1),
         "the fresh host has no coturn yet"
     );
+    // coturn from its package; maubot gets its account and directories
+    // (matrixctl does not install maubot itself yet: nothing to restart).
     let sandbox = host.inventory(
         "turn.example",
-        "synapse_enabled: false\nwellknown_enabled: false\nturn:\n  lifetime: 1h\n",
+        "synapse_enabled: false\nwellknown_enabled: false\nturn:\n  lifetime: 1h\n\
+         maubot:\n  admin_password: maubot-admin-password-for-tests-only\n\
+         maubot_restart_command: \"true\"\n",
     );
     let plan = sandbox.run(&["plan", "inventory"]);
     assert_eq!(plan.code, 0, "{}", plan.transcript());
+    let accounts: Vec<&str> = plan
+        .stdout
+        .lines()
+        .filter(|line| {
+            ["  + group ", "  + user ", "  + directory "]
+                .iter()
+                .any(|kind| line.starts_with(kind))
+        })
+        .collect();
+    assert_eq!(
+        accounts,
+        [
+            "  + group maubot  (role maubot)",
+            "  + user maubot  (role maubot, group maubot, home /var/lib/maubot)",
+            "  + directory /etc/maubot  (role maubot, root:maubot 0750)",
+            "  + directory /var/lib/maubot  (role maubot, maubot:maubot 0750)",
+            "  + directory /var/lib/maubot/plugins  (role maubot, maubot:maubot 0750)",
+            "  + directory /var/lib/maubot/trash  (role maubot, maubot:maubot 0750)",
+        ],
+        "{}",
+        plan.stdout
+    );
     let system: Vec<&str> = plan
         .stdout
         .lines()
@@ -220,6 +246,14 @@ fn a_fresh_host_gets_its_package_config_and_running_service_and_the_next_apply_t
         host.run("test ! -e /usr/sbin/policy-rc.d && echo gone") == "gone",
         "the install-time guard is removed"
     );
+    assert_eq!(
+        host.run("stat -c '%U:%G %a' /var/lib/maubot/plugins /etc/maubot/config.yaml"),
+        "maubot:maubot 750\nroot:maubot 640"
+    );
+    assert_eq!(
+        host.run("getent passwd maubot | cut -d: -f6,7"),
+        "/var/lib/maubot:/usr/sbin/nologin"
+    );
 
     // Converged: nothing to do, no package manager run, nothing restarted.
     let started = coturn_started(&host);
@@ -241,5 +275,44 @@ fn a_fresh_host_gets_its_package_config_and_running_service_and_the_next_apply_t
     // Enabled, not only started: it comes back after a reboot.
     host.reboot();
     assert_eq!(host.run("systemctl is-active coturn"), "active");
+    assert_eq!(sandbox.plan_exit_code(None), 0);
+}
+
+#[test]
+fn a_host_prepared_by_hand_is_adopted_without_reinstalling_anything() {
+    let host = BootedHost::up("mcadopt");
+    // Seed 004's way: the package installed and running on its defaults.
+    host.run(
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends coturn > /dev/null 2>&1 \
+         && systemctl enable --now coturn > /dev/null 2>&1",
+    );
+    let installs = host.run("grep -c '^Start-Date' /var/log/apt/history.log");
+    let sandbox = host.inventory(
+        "turn.example",
+        "synapse_enabled: false\nwellknown_enabled: false\nturn:\n  lifetime: 1h\n",
+    );
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    assert!(
+        !plan.stdout.contains(" package ") && !plan.stdout.contains(" service "),
+        "only real differences:\n{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("  ~ /etc/turnserver.conf  (role turn"),
+        "{}",
+        plan.stdout
+    );
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    assert_eq!(
+        host.run("grep -c '^Start-Date' /var/log/apt/history.log"),
+        installs
+    );
+    assert_eq!(host.run("systemctl is-active coturn"), "active");
+    assert!(
+        host.run("cat /etc/turnserver.conf")
+            .starts_with("# Managed by matrixctl")
+    );
     assert_eq!(sandbox.plan_exit_code(None), 0);
 }

@@ -169,6 +169,20 @@ fn connects(spaces: &Namespaces, port: u16) -> bool {
     String::from_utf8_lossy(&output.stdout).starts_with("open")
 }
 
+/// A table of someone else's (as Docker makes one) in namespace `ns`.
+fn load_other_table(ns: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("other.nft");
+    std::fs::write(
+        &file,
+        "table ip docker_like {\n  chain postrouting {\n    type nat hook postrouting priority srcnat;\n  }\n}\n",
+    )
+    .unwrap();
+    run(Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f"])
+        .arg(&file));
+}
+
 #[test]
 fn the_firewall_accepts_declared_ports_and_drops_the_rest() {
     let (_dir, host) = render("hosting-full", "");
@@ -192,13 +206,25 @@ fn the_firewall_accepts_declared_ports_and_drops_the_rest() {
         connects(&spaces, 8080),
         "before the ruleset, everything is reachable"
     );
-    run(Command::new("ip")
-        .args(["netns", "exec", &spaces.server, "nft", "-f"])
-        .arg(&ruleset));
+    // Someone else's table (Docker's, fail2ban's) is there already.
+    load_other_table(&spaces.server);
+    // Loaded twice, as every apply and every boot does.
+    for _ in 0..2 {
+        run(Command::new("ip")
+            .args(["netns", "exec", &spaces.server, "nft", "-f"])
+            .arg(&ruleset));
+    }
     for open in [22, 3478, 4443, 5349] {
         assert!(connects(&spaces, open), "port {open} should be open");
     }
     assert!(!connects(&spaces, 8080), "port 8080 should be dropped");
+    let live =
+        run(Command::new("ip").args(["netns", "exec", &spaces.server, "nft", "list", "tables"]));
+    assert_eq!(
+        String::from_utf8_lossy(&live.stdout),
+        "table ip docker_like\ntable inet matrixctl\n",
+        "only matrixctl's own table is replaced"
+    );
 }
 
 #[test]
@@ -288,8 +314,8 @@ fn a_firewall_change_that_is_not_confirmed_reverts_by_itself() {
              synapse_validate_command: \"true\"\nsynapse_restart_command: \"true\"\n\
              firewall_validate_command: '{nft} -c -f \"$MATRIXCTL_ROOT/etc/nftables.conf\"'\n\
              firewall_load_command: '{nft} -f \"$MATRIXCTL_ROOT/etc/nftables.conf\"'\n\
-             firewall_save_command: '{nft} list ruleset'\n\
-             firewall_revert_command: '{nft} flush ruleset && {nft} -f \"$MATRIXCTL_SAVED\"'\n\
+             firewall_save_command: '{nft} list table inet matrixctl 2>/dev/null || true'\n\
+             firewall_revert_command: '{nft} delete table inet matrixctl 2>/dev/null; [ ! -s \"$MATRIXCTL_SAVED\" ] || {nft} -f \"$MATRIXCTL_SAVED\"'\n\
              firewall_confirm_seconds: 2\n"
         ),
     );
@@ -297,6 +323,8 @@ fn a_firewall_change_that_is_not_confirmed_reverts_by_itself() {
         let output = run(Command::new("ip").args(["netns", "exec", ns, "nft", "list", "ruleset"]));
         String::from_utf8_lossy(&output.stdout).to_string()
     };
+    // Someone else's table, which no apply or revert may touch.
+    load_other_table(ns);
     // Confirmed: the new ruleset stays.
     let first = sandbox.run(&["apply", "--yes", "inventory", "--limit", "a.example"]);
     assert_eq!(first.code, 0, "{}", first.transcript());
@@ -337,6 +365,11 @@ fn a_firewall_change_that_is_not_confirmed_reverts_by_itself() {
         sandbox.read_host_file("a.example", "/etc/nftables.conf"),
         ruleset_before,
         "the ruleset file is the old one"
+    );
+    assert!(
+        live().contains("table ip docker_like"),
+        "another table survives the apply and its revert:\n{}",
+        live()
     );
     assert!(
         !sandbox

@@ -629,6 +629,20 @@ fn system_before_files(program: &mut Program, changes: &[crate::system::SystemCh
                     &[path, &format!("{mode:04o}"), owner, group],
                 );
             }
+            Item::Venv {
+                path,
+                requirements,
+                index_url,
+                find_links,
+            } => {
+                let mut args = vec![
+                    path.as_str(),
+                    index_url.as_deref().unwrap_or(""),
+                    find_links.as_deref().unwrap_or(""),
+                ];
+                args.extend(requirements.iter().map(String::as_str));
+                program.call("mc_venv", &args);
+            }
             Item::Package { .. } | Item::Service { .. } => {}
         }
     }

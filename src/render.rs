@@ -597,6 +597,56 @@ impl<'a> Renderer<'a> {
                 });
             }
         }
+        for (index, spec) in manifest.venvs.iter().enumerate() {
+            let key = format!("venvs[{index}]");
+            if !applies(format!("{key}.when"), &spec.when)? {
+                continue;
+            }
+            let mut requirements = Vec::new();
+            for (number, template) in spec.requirements.iter().enumerate() {
+                let key = format!("{key}.requirements[{number}]");
+                let requirement = render(key.clone(), template)?;
+                let (name, version) = requirement
+                    .split_once("==")
+                    .unwrap_or((requirement.as_str(), "0"));
+                let name_ok = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                let version_ok = !version.is_empty()
+                    && version
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".+!-".contains(&b));
+                if !name_ok || !version_ok {
+                    return Err(refuse(
+                        key,
+                        &requirement,
+                        "a requirement like `name==1.2.3`",
+                    ));
+                }
+                requirements.push(requirement);
+            }
+            let optional =
+                |key: String, template: &Option<String>| -> Result<Option<String>, Problem> {
+                    let Some(template) = template else {
+                        return Ok(None);
+                    };
+                    let text = render(key.clone(), template)?;
+                    if text.is_empty() {
+                        return Ok(None);
+                    }
+                    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                        return Err(refuse(key, &text, "a URL or path without spaces"));
+                    }
+                    Ok(Some(text))
+                };
+            items.push(Item::Venv {
+                path: path(format!("{key}.path"), &spec.path)?,
+                requirements,
+                index_url: optional(format!("{key}.index_url"), &spec.index_url)?,
+                find_links: optional(format!("{key}.find_links"), &spec.find_links)?,
+            });
+        }
         for (index, spec) in manifest.services.iter().enumerate() {
             let key = format!("services[{index}]");
             if !applies(format!("{key}.when"), &spec.when)? {

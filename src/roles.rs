@@ -63,6 +63,8 @@ pub struct Manifest {
     #[serde(default)]
     pub directories: Vec<DirectorySpec>,
     #[serde(default)]
+    pub venvs: Vec<VenvSpec>,
+    #[serde(default)]
     pub services: Vec<ServiceSpec>,
     /// Templates of notes for the operator (like a DNS record to create);
     /// a note that renders empty is not shown.
@@ -282,6 +284,23 @@ fn root_account() -> String {
 
 fn directory_mode() -> Mode {
     Mode(0o755)
+}
+
+/// A Python virtualenv holding pinned requirements (`name==version`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VenvSpec {
+    pub path: String,
+    pub requirements: Vec<String>,
+    /// The package index to install from (empty: pip's default).
+    #[serde(default)]
+    pub index_url: Option<String>,
+    /// A directory of wheels on the host to install from, and only from
+    /// (empty: the index).
+    #[serde(default)]
+    pub find_links: Option<String>,
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 /// A systemd unit, enabled at boot and running unless said otherwise.

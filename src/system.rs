@@ -1,10 +1,10 @@
 //! The host as a system, next to its files: packages, groups, users,
-//! directories and services that roles declare. The core knows these kinds
+//! directories, Python virtualenvs and services that roles declare. The core knows these kinds
 //! (dpkg, useradd, systemd), never what a role installs. Each item is
 //! observed in the same program run as the files, planned with the same
 //! `+ ~` grammar, and carried out in a fixed order: packages, groups,
-//! users and directories before any file is staged; services after the
-//! validators, before the handlers. Nothing here is ever removed or rolled
+//! users, directories and virtualenvs before any file is staged; services
+//! after the validators, around the handlers. Nothing here is ever removed or rolled
 //! back: a package, an account or a directory outlives the role that asked
 //! for it (removing them could take data with them), and the plan says so.
 
@@ -36,6 +36,15 @@ pub enum Item {
         group: String,
         mode: u32,
     },
+    /// A Python virtualenv at `path` holding `requirements` (`name` or
+    /// `name==version`), from `index_url`, or only from the wheels in
+    /// `find_links` (an offline host).
+    Venv {
+        path: String,
+        requirements: Vec<String>,
+        index_url: Option<String>,
+        find_links: Option<String>,
+    },
     /// A systemd unit, enabled at boot and running (or not).
     Service {
         name: String,
@@ -52,6 +61,7 @@ impl Item {
             Item::Group { name } => format!("group {name}"),
             Item::User { name, .. } => format!("user {name}"),
             Item::Directory { path, .. } => format!("directory {path}"),
+            Item::Venv { path, .. } => format!("venv {path}"),
             Item::Service { name, .. } => format!("service {name}"),
         }
     }
@@ -139,6 +149,38 @@ pub fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<SystemChange
                 }
                 _ => out.push(change(true, format!("{owner}:{group} {mode:04o}"))),
             },
+            Item::Venv { requirements, .. } => {
+                // `present NAME=VERSION ...`, a version of `-` for a
+                // distribution the venv does not have.
+                let installed: BTreeMap<&str, &str> = match words.split_first() {
+                    Some((&"present", rest)) => rest
+                        .iter()
+                        .filter_map(|pair| pair.split_once('='))
+                        .collect(),
+                    _ => {
+                        out.push(change(true, requirements.join(" ")));
+                        continue;
+                    }
+                };
+                let mut differs = Vec::new();
+                for requirement in requirements {
+                    let (name, want) = requirement
+                        .split_once("==")
+                        .map_or((requirement.as_str(), None), |(name, version)| {
+                            (name, Some(version))
+                        });
+                    match (installed.get(name).copied().unwrap_or("-"), want) {
+                        ("-", _) => differs.push(format!("+ {requirement}")),
+                        (have, Some(want)) if have != want => {
+                            differs.push(format!("{name} {have} → {want}"));
+                        }
+                        _ => {}
+                    }
+                }
+                if !differs.is_empty() {
+                    out.push(change(false, differs.join(", ")));
+                }
+            }
             Item::Service {
                 enabled, running, ..
             } => {
@@ -227,6 +269,23 @@ mod tests {
             changes(&wanted(dir), &observed)[0].detail,
             "mode 0755 → 0750, root:root → u:g"
         );
+        let venv = |requirements: &[&str]| Item::Venv {
+            path: "/v".into(),
+            requirements: requirements.iter().map(|r| r.to_string()).collect(),
+            index_url: None,
+            find_links: None,
+        };
+        let observed_venv: ObservedSystem =
+            [("venv /v".to_string(), "present a=1.0 b=-".to_string())]
+                .into_iter()
+                .collect();
+        assert!(changes(&wanted(venv(&["a==1.0"])), &observed_venv).is_empty());
+        assert!(changes(&wanted(venv(&["a"])), &observed_venv).is_empty());
+        assert_eq!(
+            changes(&wanted(venv(&["a==2.0", "b==1"])), &observed_venv)[0].detail,
+            "a 1.0 → 2.0, + b==1"
+        );
+        assert!(changes(&wanted(venv(&["a"])), &observed)[0].create);
         let service = Item::Service {
             name: "s".into(),
             enabled: true,

@@ -624,6 +624,29 @@ mc_observe_directory() {
     fi
 }
 
+# `present NAME=VERSION ...` for the distributions named after the venv's
+# path (`-` for one it does not have), or `absent`. One Python run.
+mc_observe_venv() {
+    p=$ROOT$1
+    shift
+    if [ -x "$p/bin/python" ]; then
+        printf 'sys venv %s present' "${p#"$ROOT"}"
+        "$p/bin/python" -c '
+import sys
+from importlib import metadata
+for name in sys.argv[1:]:
+    try:
+        version = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        version = "-"
+    sys.stdout.write(" %s=%s" % (name, version))
+' "$@" 2> /dev/null || printf ' broken=-'
+        printf '\n'
+    else
+        printf 'sys venv %s absent\n' "${p#"$ROOT"}"
+    fi
+}
+
 mc_observe_service() {
     if [ -n "$ROOT" ]; then printf 'sys service %s unsupported\n' "$1"; return 0; fi
     e=$(systemctl is-enabled -- "$1" 2> /dev/null) || true
@@ -687,7 +710,7 @@ mc_directory() {
     mc_system_changed
     p=$ROOT$1
     [ ! -L "$p" ] || mc_fail "$1 is a symlink, not a directory"
-    mkdir -p -- "$p" || mc_fail "cannot create directory $1"
+    (umask 022 && mkdir -p -- "$p") || mc_fail "cannot create directory $1"
     chown -- "$3:$4" "$p" || mc_fail "cannot give directory $1 to $3:$4"
     chmod "$2" -- "$p" || mc_fail "cannot set the mode of directory $1"
 }
@@ -711,4 +734,35 @@ mc_service() {
             exit 8
         fi
     done
+}
+
+# Makes the venv at $1 when it has none, and installs the requirements
+# ("$@" after the index URL $2 and the wheel directory $3): from the index,
+# or with a wheel directory only from there.
+mc_venv() {
+    mc_system_changed
+    p=$ROOT$1
+    index=$2
+    links=$3
+    shift 3
+    out=$ROOT$MC_STATE_DIR/output
+    # The service's own account runs what is installed here: readable by
+    # all, like a package's files (this program's umask is 077).
+    umask 022
+    if [ ! -x "$p/bin/python" ]; then
+        python3 -m venv -- "$p" > "$out" 2>&1 9>&- || {
+            printf 'matrixctl: cannot make the venv %s (python3 -m venv; is python3-venv installed?)\n' "$1" >&2
+            sed 's/^/    /' "$out" >&2
+            exit 9
+        }
+    fi
+    set -- --no-input --disable-pip-version-check -q "$@"
+    [ -z "$links" ] || set -- --no-index --find-links "$links" "$@"
+    [ -z "$index" ] || set -- --index-url "$index" "$@"
+    if ! "$p/bin/pip" install "$@" > "$out" 2>&1 9>&-; then
+        printf 'matrixctl: installing into the venv %s failed (pip install %s)\n' "$1" "$*" >&2
+        tail -n 20 "$out" | sed 's/^/    /' >&2
+        exit 9
+    fi
+    umask 077
 }

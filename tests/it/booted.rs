@@ -67,8 +67,12 @@ impl BootedHost {
 
     /// Runs `command` in the host as root, over SSH.
     pub fn ssh(&self, command: &str) -> Output {
-        Command::new("ssh")
-            .arg("-i")
+        self.ssh_command(command).output().unwrap()
+    }
+
+    fn ssh_command(&self, command: &str) -> Command {
+        let mut ssh = Command::new("ssh");
+        ssh.arg("-i")
             .arg(&self.key)
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
@@ -83,9 +87,8 @@ impl BootedHost {
                 "/dev/null",
             ])
             .arg(format!("root@{}", self.address))
-            .arg(command)
-            .output()
-            .unwrap()
+            .arg(command);
+        ssh
     }
 
     /// The output of `command`, which must succeed.
@@ -97,6 +100,27 @@ impl BootedHost {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// Copies the local directory `from` to `to` in the host (tar over SSH).
+    pub fn copy_in(&self, from: &std::path::Path, to: &str) {
+        let mut tar = Command::new("tar")
+            .arg("-C")
+            .arg(from)
+            .args(["-cf", "-", "."])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let archive = tar.stdout.take().unwrap();
+        let mut ssh = self.ssh_command(&format!("mkdir -p {to} && tar -C {to} -xf -"));
+        let copied = ssh.stdin(archive).status().unwrap();
+        let archived = tar.wait().unwrap();
+        assert!(
+            archived.success() && copied.success(),
+            "copying {} into {}",
+            from.display(),
+            self.name
+        );
     }
 
     /// An inventory with this host as `server_name`, reached over SSH.
@@ -171,38 +195,12 @@ fn a_fresh_host_gets_its_package_config_and_running_service_and_the_next_apply_t
         Some(1),
         "the fresh host has no coturn yet"
     );
-    // coturn from its package; maubot gets its account and directories
-    // (matrixctl does not install maubot itself yet: nothing to restart).
     let sandbox = host.inventory(
         "turn.example",
-        "synapse_enabled: false\nwellknown_enabled: false\nturn:\n  lifetime: 1h\n\
-         maubot:\n  admin_password: maubot-admin-password-for-tests-only\n\
-         maubot_restart_command: \"true\"\n",
+        "synapse_enabled: false\nwellknown_enabled: false\nturn:\n  lifetime: 1h\n",
     );
     let plan = sandbox.run(&["plan", "inventory"]);
     assert_eq!(plan.code, 0, "{}", plan.transcript());
-    let accounts: Vec<&str> = plan
-        .stdout
-        .lines()
-        .filter(|line| {
-            ["  + group ", "  + user ", "  + directory "]
-                .iter()
-                .any(|kind| line.starts_with(kind))
-        })
-        .collect();
-    assert_eq!(
-        accounts,
-        [
-            "  + group maubot  (role maubot)",
-            "  + user maubot  (role maubot, group maubot, home /var/lib/maubot)",
-            "  + directory /etc/maubot  (role maubot, root:maubot 0750)",
-            "  + directory /var/lib/maubot  (role maubot, maubot:maubot 0750)",
-            "  + directory /var/lib/maubot/plugins  (role maubot, maubot:maubot 0750)",
-            "  + directory /var/lib/maubot/trash  (role maubot, maubot:maubot 0750)",
-        ],
-        "{}",
-        plan.stdout
-    );
     let system: Vec<&str> = plan
         .stdout
         .lines()
@@ -245,14 +243,6 @@ fn a_fresh_host_gets_its_package_config_and_running_service_and_the_next_apply_t
     assert!(
         host.run("test ! -e /usr/sbin/policy-rc.d && echo gone") == "gone",
         "the install-time guard is removed"
-    );
-    assert_eq!(
-        host.run("stat -c '%U:%G %a' /var/lib/maubot/plugins /etc/maubot/config.yaml"),
-        "maubot:maubot 750\nroot:maubot 640"
-    );
-    assert_eq!(
-        host.run("getent passwd maubot | cut -d: -f6,7"),
-        "/var/lib/maubot:/usr/sbin/nologin"
     );
 
     // Converged: nothing to do, no package manager run, nothing restarted.
@@ -315,4 +305,109 @@ fn a_host_prepared_by_hand_is_adopted_without_reinstalling_anything() {
             .starts_with("# Managed by matrixctl")
     );
     assert_eq!(sandbox.plan_exit_code(None), 0);
+}
+
+/// The maubot wheels scripts/test downloads, for hosts with no route out.
+fn maubot_wheels() -> PathBuf {
+    let dir = std::env::var_os("MATRIXCTL_MAUBOT_WHEELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/matrixctl/wheels/maubot".into());
+    assert!(
+        dir.join(".complete").exists(),
+        "the maubot wheels are missing from {}: run scripts/test, which downloads them (pip download maubot==0.6.0)",
+        dir.display()
+    );
+    dir
+}
+
+#[test]
+fn a_bot_that_ships_no_package_gets_a_venv_a_unit_and_an_account_of_its_own() {
+    let host = BootedHost::up("mcmaubot");
+    host.copy_in(&maubot_wheels(), "/srv/wheels");
+    let sandbox = host.inventory(
+        "bots.example",
+        "synapse_enabled: false\nwellknown_enabled: false\n\
+         maubot:\n  admin_password: maubot-admin-password-for-tests-only\n\
+         maubot_wheels: /srv/wheels\n",
+    );
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    let accounts: Vec<&str> = plan
+        .stdout
+        .lines()
+        .filter(|line| {
+            ["  + group ", "  + user ", "  + directory "]
+                .iter()
+                .any(|kind| line.starts_with(kind))
+        })
+        .collect();
+    assert_eq!(
+        accounts,
+        [
+            "  + group maubot  (role maubot)",
+            "  + user maubot  (role maubot, group maubot, home /var/lib/maubot)",
+            "  + directory /etc/maubot  (role maubot, root:maubot 0750)",
+            "  + directory /var/lib/maubot  (role maubot, maubot:maubot 0750)",
+            "  + directory /var/lib/maubot/plugins  (role maubot, maubot:maubot 0750)",
+            "  + directory /var/lib/maubot/trash  (role maubot, maubot:maubot 0750)",
+        ],
+        "{}",
+        plan.stdout
+    );
+    for line in [
+        "  + package python3-venv  (role maubot)",
+        "  + venv /opt/maubot  (role maubot, maubot==0.6.0)",
+        "  + /etc/systemd/system/maubot.service  (role maubot",
+        "  ~ service maubot  (role maubot, enable, start)",
+    ] {
+        assert!(plan.stdout.contains(line), "{line}\n{}", plan.stdout);
+    }
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    assert_eq!(
+        host.run("systemctl is-active maubot || journalctl -u maubot --no-pager -n 30"),
+        "active"
+    );
+    assert_eq!(
+        host.run("stat -c '%U:%G %a' /var/lib/maubot/plugins /etc/maubot/config.yaml"),
+        "maubot:maubot 750\nroot:maubot 640"
+    );
+    assert_eq!(
+        host.run("getent passwd maubot | cut -d: -f6,7"),
+        "/var/lib/maubot:/usr/sbin/nologin"
+    );
+    // It runs as its own account, which can read its config and nothing
+    // else of matrixctl's.
+    assert_eq!(
+        host.run("stat -c %U /proc/$(systemctl show -p MainPID --value maubot)"),
+        "maubot"
+    );
+    // And it works: its admin API logs the inventory's admin in.
+    let login = r#"
+import json, time, urllib.request
+body = json.dumps({"username": "admin", "password": "maubot-admin-password-for-tests-only"})
+for attempt in range(100):
+    try:
+        request = urllib.request.Request(
+            "http://127.0.0.1:29316/_matrix/maubot/v1/auth/login", data=body.encode())
+        print("token" in json.load(urllib.request.urlopen(request, timeout=2)))
+        break
+    except OSError:
+        time.sleep(0.1)
+"#;
+    assert_eq!(host.run(&format!("python3 -c '{login}'")), "True");
+
+    // Converged, and maubot did not rewrite the config it was given.
+    let started = host.run("systemctl show -p ActiveEnterTimestampMonotonic --value maubot");
+    assert_eq!(sandbox.plan_exit_code(None), 0);
+    let again = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert!(
+        again.stdout.contains("No changes to apply."),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(
+        host.run("systemctl show -p ActiveEnterTimestampMonotonic --value maubot"),
+        started
+    );
 }

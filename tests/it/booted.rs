@@ -307,23 +307,10 @@ fn a_host_prepared_by_hand_is_adopted_without_reinstalling_anything() {
     assert_eq!(sandbox.plan_exit_code(None), 0);
 }
 
-/// The maubot wheels scripts/test downloads, for hosts with no route out.
-fn maubot_wheels() -> PathBuf {
-    let dir = std::env::var_os("MATRIXCTL_MAUBOT_WHEELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/var/cache/matrixctl/wheels/maubot".into());
-    assert!(
-        dir.join(".complete").exists(),
-        "the maubot wheels are missing from {}: run scripts/test, which downloads them (pip download maubot==0.6.0)",
-        dir.display()
-    );
-    dir
-}
-
 #[test]
 fn a_bot_that_ships_no_package_gets_a_venv_a_unit_and_an_account_of_its_own() {
     let host = BootedHost::up("mcmaubot");
-    host.copy_in(&maubot_wheels(), "/srv/wheels");
+    host.copy_in(&wheels("maubot", "MATRIXCTL_MAUBOT_WHEELS"), "/srv/wheels");
     let sandbox = host.inventory(
         "bots.example",
         "synapse_enabled: false\nwellknown_enabled: false\n\
@@ -410,4 +397,110 @@ for attempt in range(100):
         host.run("systemctl show -p ActiveEnterTimestampMonotonic --value maubot"),
         started
     );
+}
+
+/// A directory of wheels scripts/test downloads (`what`: maubot, synapse).
+fn wheels(what: &str, variable: &str) -> PathBuf {
+    let dir = std::env::var_os(variable)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| format!("/var/cache/matrixctl/wheels/{what}").into());
+    assert!(
+        dir.join(".complete").exists(),
+        "the {what} wheels are missing from {}: run scripts/test, which downloads them",
+        dir.display()
+    );
+    dir
+}
+
+#[test]
+fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
+    let host = BootedHost::up("mchome");
+    host.copy_in(
+        &wheels("synapse", "MATRIXCTL_SYNAPSE_WHEELS"),
+        "/srv/wheels",
+    );
+    // A certificate for the vhost (ACME is the next step).
+    let certificates = tempfile::tempdir().unwrap();
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=matrix.home.example"])
+        .args(["-addext", "subjectAltName=DNS:matrix.home.example"])
+        .arg("-keyout")
+        .arg(certificates.path().join("key.pem"))
+        .arg("-out")
+        .arg(certificates.path().join("cert.pem"))
+        .output()
+        .expect("openssl runs (apt-get install openssl)");
+    assert!(made.status.success());
+    host.copy_in(certificates.path(), "/etc/ssl/matrix");
+    let sandbox = host.inventory(
+        "home.example",
+        "synapse_install: venv\nsynapse_wheels: /srv/wheels\n\
+         database:\n  engine: sqlite\n  sqlite_path: /var/lib/matrix-synapse/homeserver.db\n\
+         webserver: nginx\n\
+         tls_certificate: /etc/ssl/matrix/cert.pem\ntls_certificate_key: /etc/ssl/matrix/key.pem\n",
+    );
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    for line in [
+        "  + package nginx  (role nginx)",
+        "  + package python3-venv  (role synapse)",
+        "  + user matrix-synapse  (role synapse, group matrix-synapse, home /var/lib/matrix-synapse)",
+        "  + venv /opt/venvs/matrix-synapse  (role synapse, matrix-synapse==1.163.2)",
+        "  ~ service matrix-synapse  (role synapse, enable, start)",
+        "  ~ service nginx  (role nginx, enable, start)",
+    ] {
+        assert!(plan.stdout.contains(line), "{line}\n{}", plan.stdout);
+    }
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(
+        apply.code,
+        0,
+        "{}\n{}",
+        apply.transcript(),
+        host.ssh("journalctl -u matrix-synapse -n 20 --no-pager")
+            .stdout
+            .escape_ascii()
+    );
+    // Synapse answers through nginx, over HTTPS, from outside the host.
+    let health = Command::new("curl")
+        .args(["-sk", "--max-time", "10", "--resolve"])
+        .arg(format!("matrix.home.example:443:{}", host.address))
+        .arg("https://matrix.home.example/_matrix/client/versions")
+        .output()
+        .expect("curl runs (apt-get install curl)");
+    let body = String::from_utf8_lossy(&health.stdout);
+    assert!(body.contains("\"versions\""), "{body}");
+    // The signing key was made on the host, for Synapse's group only.
+    assert_eq!(
+        host.run("stat -c '%U:%G %a' /etc/matrix-synapse/homeserver.signing.key"),
+        "root:matrix-synapse 640"
+    );
+    assert_eq!(
+        host.run("stat -c %U /proc/$(systemctl show -p MainPID --value matrix-synapse)"),
+        "matrix-synapse"
+    );
+
+    // Converged: no change, and nothing restarted.
+    let since = |unit: &str| {
+        host.run(&format!(
+            "systemctl show -p ActiveEnterTimestampMonotonic --value {unit}"
+        ))
+    };
+    let (synapse, nginx) = (since("matrix-synapse"), since("nginx"));
+    assert_eq!(sandbox.plan_exit_code(None), 0);
+    let again = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert!(
+        again.stdout.contains("No changes to apply."),
+        "{}",
+        again.stdout
+    );
+    assert_eq!((since("matrix-synapse"), since("nginx")), (synapse, nginx));
 }

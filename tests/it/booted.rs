@@ -341,14 +341,15 @@ fn a_bot_that_ships_no_package_gets_a_venv_a_unit_and_an_account_of_its_own() {
         "{}",
         plan.stdout
     );
-    for line in [
-        "  + package python3-venv  (role maubot)",
-        "  + venv /opt/maubot  (role maubot, maubot==0.6.0)",
-        "  + /etc/systemd/system/maubot.service  (role maubot",
-        "  ~ service maubot  (role maubot, enable, start)",
-    ] {
-        assert!(plan.stdout.contains(line), "{line}\n{}", plan.stdout);
-    }
+    assert_plan_says(
+        &plan.stdout,
+        &[
+            "  + package python3-venv  (role maubot)",
+            "  + venv /opt/maubot  (role maubot, maubot==0.6.0)",
+            "  + /etc/systemd/system/maubot.service  (role maubot",
+            "  ~ service maubot  (role maubot, enable, start)",
+        ],
+    );
     let apply = sandbox.run(&["apply", "--yes", "inventory"]);
     assert_eq!(apply.code, 0, "{}", apply.transcript());
     assert_eq!(
@@ -399,6 +400,13 @@ for attempt in range(100):
     );
 }
 
+/// Every one of `lines` is in the plan.
+fn assert_plan_says(plan: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(plan.contains(line), "{line}\n{plan}");
+    }
+}
+
 /// A directory of wheels scripts/test downloads (`what`: maubot, synapse).
 fn wheels(what: &str, variable: &str) -> PathBuf {
     let dir = std::env::var_os(variable)
@@ -421,24 +429,9 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
     );
     // A certificate for the vhost (ACME is the next step).
     let certificates = tempfile::tempdir().unwrap();
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=matrix.home.example"])
-        .args(["-addext", "subjectAltName=DNS:matrix.home.example"])
-        .arg("-keyout")
-        .arg(certificates.path().join("key.pem"))
-        .arg("-out")
-        .arg(certificates.path().join("cert.pem"))
-        .output()
-        .expect("openssl runs (apt-get install openssl)");
-    assert!(made.status.success());
+    let (cert, key) = crate::webserver::certificate(certificates.path(), &["matrix.home.example"]);
+    std::fs::rename(&cert, certificates.path().join("cert.pem")).unwrap();
+    std::fs::rename(&key, certificates.path().join("key.pem")).unwrap();
     host.copy_in(certificates.path(), "/etc/ssl/matrix");
     let sandbox = host.inventory(
         "home.example",
@@ -449,16 +442,17 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
     );
     let plan = sandbox.run(&["plan", "inventory"]);
     assert_eq!(plan.code, 0, "{}", plan.transcript());
-    for line in [
-        "  + package nginx  (role nginx)",
-        "  + package python3-venv  (role synapse)",
-        "  + user matrix-synapse  (role synapse, group matrix-synapse, home /var/lib/matrix-synapse)",
-        "  + venv /opt/venvs/matrix-synapse  (role synapse, matrix-synapse==1.163.2)",
-        "  ~ service matrix-synapse  (role synapse, enable, start)",
-        "  ~ service nginx  (role nginx, enable, start)",
-    ] {
-        assert!(plan.stdout.contains(line), "{line}\n{}", plan.stdout);
-    }
+    assert_plan_says(
+        &plan.stdout,
+        &[
+            "  + package nginx  (role nginx)",
+            "  + package python3-venv  (role synapse)",
+            "  + user matrix-synapse  (role synapse, group matrix-synapse, home /var/lib/matrix-synapse)",
+            "  + venv /opt/venvs/matrix-synapse  (role synapse, matrix-synapse==1.163.2)",
+            "  ~ service matrix-synapse  (role synapse, enable, start)",
+            "  ~ service nginx  (role nginx, enable, start)",
+        ],
+    );
     let apply = sandbox.run(&["apply", "--yes", "inventory"]);
     assert_eq!(
         apply.code,

@@ -11,8 +11,8 @@ use crate::support::free_port;
 use crate::support::repo;
 use crate::synapse::{Deployed, deploy_host, start};
 
-/// A self-signed certificate for `names`, made by openssl.
-fn certificate(dir: &Path, names: &[&str]) -> (String, String) {
+/// A self-signed certificate for `names`, made by openssl: (cert, key).
+pub fn certificate(dir: &Path, names: &[&str]) -> (String, String) {
     let cert = dir.join("test-cert.pem");
     let key = dir.join("test-key.pem");
     let san = names

@@ -575,9 +575,9 @@ fn service_actions(
                     false if words.contains(&"disable") => "disable",
                     _ => "-",
                 };
-                let start = match *running {
-                    true if words.contains(&"start") => "start",
-                    false if words.contains(&"stop") => "stop",
+                let start = match running {
+                    Some(true) if words.contains(&"start") => "start",
+                    Some(false) if words.contains(&"stop") => "stop",
                     _ => "-",
                 };
                 Some((name.as_str(), enable, start))

@@ -80,17 +80,7 @@ pub async fn observe(
                 program.call("mc_observe_account", &["user", name, "passwd"])
             }
             Item::Directory { path, .. } => program.call("mc_observe_directory", &[path]),
-            Item::Venv {
-                path, requirements, ..
-            } => {
-                let names: Vec<&str> = requirements
-                    .iter()
-                    .map(|requirement| requirement.split("==").next().unwrap_or(requirement))
-                    .collect();
-                let mut args = vec![path.as_str()];
-                args.extend(names);
-                program.call("mc_observe_venv", &args)
-            }
+            Item::Venv { path, .. } => program.call("mc_observe_venv", &[path]),
             Item::Service { name, .. } => program.call("mc_observe_service", &[name]),
         };
     }

@@ -87,6 +87,17 @@ impl HostPlan {
     pub fn count(&self, action: Action) -> usize {
         self.changes.iter().filter(|c| c.action == action).count()
     }
+
+    /// Files and system items to add, to change and to remove (system
+    /// items are never removed), for summaries.
+    pub fn totals(&self) -> (usize, usize, usize) {
+        let created = self.system.iter().filter(|change| change.create).count();
+        (
+            self.count(Action::Create) + created,
+            self.count(Action::Update) + self.system.len() - created,
+            self.count(Action::Remove),
+        )
+    }
 }
 
 /// Why a host cannot be planned.

@@ -606,13 +606,25 @@ impl<'a> Renderer<'a> {
             for (number, template) in spec.requirements.iter().enumerate() {
                 let key = format!("{key}.requirements[{number}]");
                 let requirement = render(key.clone(), template)?;
+                // A requirement only some settings need renders empty.
+                if requirement.is_empty() {
+                    continue;
+                }
                 let (name, version) = requirement
                     .split_once("==")
                     .unwrap_or((requirement.as_str(), "0"));
+                // `name` or `name[extra,extra]`.
+                let (name, extras) = match name.split_once('[') {
+                    Some((name, extras)) => (name, extras.strip_suffix(']').unwrap_or("[")),
+                    None => (name, ""),
+                };
                 let name_ok = !name.is_empty()
                     && name
                         .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                    && extras
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-,".contains(&b));
                 let version_ok = !version.is_empty()
                     && version
                         .bytes()

@@ -36,10 +36,10 @@ impl Summary {
         for host in planned {
             match &host.plan {
                 Ok(plan) => {
-                    let created = plan.system.iter().filter(|change| change.create).count();
-                    summary.create += plan.count(Action::Create) + created;
-                    summary.update += plan.count(Action::Update) + plan.system.len() - created;
-                    summary.remove += plan.count(Action::Remove);
+                    let (create, update, remove) = plan.totals();
+                    summary.create += create;
+                    summary.update += update;
+                    summary.remove += remove;
                     summary.hosts_with_changes += usize::from(!plan.is_empty());
                 }
                 Err(_) => summary.hosts_failed += 1,
@@ -366,15 +366,13 @@ pub fn apply_text(
                 out.push_str(&format!("{name}: {reason}\n"));
             }
             (Ok(plan), Some(Applied::Done)) => {
-                done.create += plan.count(Action::Create);
-                done.update += plan.count(Action::Update);
-                done.remove += plan.count(Action::Remove);
+                let (create, update, remove) = plan.totals();
+                done.create += create;
+                done.update += update;
+                done.remove += remove;
                 done.hosts_with_changes += 1;
                 out.push_str(&format!(
-                    "{name}: applied ({} added, {} changed, {} removed)\n",
-                    plan.count(Action::Create),
-                    plan.count(Action::Update),
-                    plan.count(Action::Remove)
+                    "{name}: applied ({create} added, {update} changed, {remove} removed)\n"
                 ));
             }
             (Ok(_), None) => out.push_str(&format!("{name}: no changes\n")),

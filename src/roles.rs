@@ -310,14 +310,20 @@ pub struct ServiceSpec {
     pub name: String,
     #[serde(default = "yes")]
     pub enabled: bool,
-    #[serde(default = "yes")]
-    pub running: bool,
+    /// `null`: whether it runs is none of matrixctl's business (a oneshot
+    /// unit that loads something at boot).
+    #[serde(default = "running")]
+    pub running: Option<bool>,
     #[serde(default)]
     pub when: Option<String>,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn running() -> Option<bool> {
+    Some(true)
 }
 
 /// A file mode in octal with its leading zero, like `"0640"` (serde_yaml

@@ -37,19 +37,21 @@ pub enum Item {
         mode: u32,
     },
     /// A Python virtualenv at `path` holding `requirements` (`name` or
-    /// `name==version`), from `index_url`, or only from the wheels in
-    /// `find_links` (an offline host).
+    /// `name[extras]==version`), from `index_url`, or only from the wheels
+    /// in `find_links` (an offline host). What matrixctl installed last is
+    /// recorded in the venv, so a changed requirement is a change.
     Venv {
         path: String,
         requirements: Vec<String>,
         index_url: Option<String>,
         find_links: Option<String>,
     },
-    /// A systemd unit, enabled at boot and running (or not).
+    /// A systemd unit, enabled at boot (or not), and running or not (or
+    /// either, when `running` is none).
     Service {
         name: String,
         enabled: bool,
-        running: bool,
+        running: Option<bool>,
     },
 }
 
@@ -150,35 +152,25 @@ pub fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<SystemChange
                 _ => out.push(change(true, format!("{owner}:{group} {mode:04o}"))),
             },
             Item::Venv { requirements, .. } => {
-                // `present NAME=VERSION ...`, a version of `-` for a
-                // distribution the venv does not have.
-                let installed: BTreeMap<&str, &str> = match words.split_first() {
-                    Some((&"present", rest)) => rest
-                        .iter()
-                        .filter_map(|pair| pair.split_once('='))
-                        .collect(),
-                    _ => {
-                        out.push(change(true, requirements.join(" ")));
-                        continue;
-                    }
+                // `present REQUIREMENT...`: what matrixctl installed there
+                // last (none recorded: installed by someone else).
+                let Some((&"present", installed)) = words.split_first() else {
+                    out.push(change(true, requirements.join(" ")));
+                    continue;
                 };
-                let mut differs = Vec::new();
-                for requirement in requirements {
-                    let (name, want) = requirement
-                        .split_once("==")
-                        .map_or((requirement.as_str(), None), |(name, version)| {
-                            (name, Some(version))
-                        });
-                    match (installed.get(name).copied().unwrap_or("-"), want) {
-                        ("-", _) => differs.push(format!("+ {requirement}")),
-                        (have, Some(want)) if have != want => {
-                            differs.push(format!("{name} {have} → {want}"));
-                        }
-                        _ => {}
-                    }
-                }
-                if !differs.is_empty() {
-                    out.push(change(false, differs.join(", ")));
+                let installed: Vec<&str> = installed
+                    .iter()
+                    .copied()
+                    .filter(|r| !r.is_empty())
+                    .collect();
+                let wanted: Vec<&str> = requirements.iter().map(String::as_str).collect();
+                if installed != wanted {
+                    let before = if installed.is_empty() {
+                        "not installed by matrixctl".to_string()
+                    } else {
+                        installed.join(" ")
+                    };
+                    out.push(change(false, format!("{before} → {}", wanted.join(" "))));
                 }
             }
             Item::Service {
@@ -192,8 +184,10 @@ pub fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<SystemChange
                 if *enabled != is_enabled {
                     todo.push(if *enabled { "enable" } else { "disable" });
                 }
-                if *running != is_active {
-                    todo.push(if *running { "start" } else { "stop" });
+                match running {
+                    Some(true) if !is_active => todo.push("start"),
+                    Some(false) if is_active => todo.push("stop"),
+                    _ => {}
                 }
                 if !todo.is_empty() {
                     out.push(change(false, todo.join(", ")));
@@ -276,20 +270,19 @@ mod tests {
             find_links: None,
         };
         let observed_venv: ObservedSystem =
-            [("venv /v".to_string(), "present a=1.0 b=-".to_string())]
+            [("venv /v".to_string(), "present a==1.0 b".to_string())]
                 .into_iter()
                 .collect();
-        assert!(changes(&wanted(venv(&["a==1.0"])), &observed_venv).is_empty());
-        assert!(changes(&wanted(venv(&["a"])), &observed_venv).is_empty());
+        assert!(changes(&wanted(venv(&["a==1.0", "b"])), &observed_venv).is_empty());
         assert_eq!(
-            changes(&wanted(venv(&["a==2.0", "b==1"])), &observed_venv)[0].detail,
-            "a 1.0 → 2.0, + b==1"
+            changes(&wanted(venv(&["a==2.0", "b"])), &observed_venv)[0].detail,
+            "a==1.0 b → a==2.0 b"
         );
         assert!(changes(&wanted(venv(&["a"])), &observed)[0].create);
         let service = Item::Service {
             name: "s".into(),
             enabled: true,
-            running: true,
+            running: Some(true),
         };
         assert_eq!(
             changes(&wanted(service), &observed)[0].detail,

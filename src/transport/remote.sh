@@ -624,26 +624,18 @@ mc_observe_directory() {
     fi
 }
 
-# `present NAME=VERSION ...` for the distributions named after the venv's
-# path (`-` for one it does not have), or `absent`. One Python run.
+# `present REQUIREMENT...` (what matrixctl last installed there, from the
+# venv's .matrixctl-requirements), or `absent` when it has no Python.
 mc_observe_venv() {
     p=$ROOT$1
-    shift
     if [ -x "$p/bin/python" ]; then
-        printf 'sys venv %s present' "${p#"$ROOT"}"
-        "$p/bin/python" -c '
-import sys
-from importlib import metadata
-for name in sys.argv[1:]:
-    try:
-        version = metadata.version(name)
-    except metadata.PackageNotFoundError:
-        version = "-"
-    sys.stdout.write(" %s=%s" % (name, version))
-' "$@" 2> /dev/null || printf ' broken=-'
+        printf 'sys venv %s present' "$1"
+        if [ -f "$p/.matrixctl-requirements" ] && [ ! -L "$p/.matrixctl-requirements" ]; then
+            tr -c 'A-Za-z0-9._=!+,[]<>~-' ' ' < "$p/.matrixctl-requirements" | tr -s ' ' | sed 's/^/ /; s/ *$//'
+        fi
         printf '\n'
     else
-        printf 'sys venv %s absent\n' "${p#"$ROOT"}"
+        printf 'sys venv %s absent\n' "$1"
     fi
 }
 
@@ -745,6 +737,7 @@ mc_venv() {
     index=$2
     links=$3
     shift 3
+    MC_VENV_REQUIREMENTS=$*
     out=$ROOT$MC_STATE_DIR/output
     # The service's own account runs what is installed here: readable by
     # all, like a package's files (this program's umask is 077).
@@ -764,5 +757,7 @@ mc_venv() {
         tail -n 20 "$out" | sed 's/^/    /' >&2
         exit 9
     fi
+    # What was installed, for the next plan to compare with.
+    printf '%s\n' "$MC_VENV_REQUIREMENTS" > "$p/.matrixctl-requirements"
     umask 077
 }

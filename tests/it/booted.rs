@@ -498,3 +498,57 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
     );
     assert_eq!((since("matrix-synapse"), since("nginx")), (synapse, nginx));
 }
+
+/// The README's try-it command, as a newcomer runs it (with this build,
+/// under a name of its own): example.org on a booted host, answering.
+#[test]
+fn the_try_it_command_puts_the_example_on_a_real_host_and_takes_it_away() {
+    let work = tempfile::tempdir().unwrap();
+    let try_it = |args: &[&str]| {
+        Command::new(repo().join("scripts/try-it"))
+            .args(args)
+            .env("MATRIXCTL_BIN", crate::support::BIN)
+            .env("MATRIXCTL_TRY_NAME", "mctryit")
+            .env("MATRIXCTL_TRY_NETWORK", "60")
+            .env("MATRIXCTL_TRY_DIR", work.path().join("try-it"))
+            .output()
+            .unwrap()
+    };
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> Output);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            (self.0)(&["down"]);
+        }
+    }
+    let _down = Down(&try_it);
+    let up = try_it(&[]);
+    let said = String::from_utf8_lossy(&up.stdout);
+    assert!(
+        up.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(
+        said.contains("Destroy it:    scripts/try-it down"),
+        "{said}"
+    );
+    let versions = Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "10",
+            "--resolve",
+            "chat.example.org:443:10.231.60.2",
+        ])
+        .arg("https://chat.example.org/_matrix/client/versions")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&versions.stdout).contains("\"versions\""),
+        "{}",
+        String::from_utf8_lossy(&versions.stdout)
+    );
+    let down = try_it(&["down"]);
+    assert!(down.status.success());
+    assert!(!std::path::Path::new("/run/matrixctl-booted/mctryit").exists());
+}

@@ -233,10 +233,20 @@ pub fn plan_host(
         .collect();
     let record_outdated = record != observed.record;
 
+    // A role whose files change, or whose software moves (a package or a
+    // venv installed or upgraded), runs its handlers: an upgraded service
+    // restarts on the new version.
+    let software_changed = system.iter().filter(|change| {
+        matches!(
+            change.item,
+            crate::system::Item::Package { .. } | crate::system::Item::Venv { .. }
+        )
+    });
     let changed_roles: BTreeSet<&str> = changes
         .iter()
         .filter(|change| !change.leftover)
         .filter_map(|change| change.role.as_deref())
+        .chain(software_changed.map(|change| change.role.as_str()))
         .collect();
     let mut validators: Vec<String> = Vec::new();
     let mut handlers: BTreeSet<Handler> = BTreeSet::new();
@@ -284,6 +294,57 @@ pub fn plan_host(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_package_upgrade_alone_runs_its_roles_handlers() {
+        let handler = Handler {
+            order: 50,
+            name: "restart turnd".into(),
+            command: "systemctl restart turnd".into(),
+            armed: None,
+            impact: None,
+        };
+        let actions: BTreeMap<String, RoleActions> = [(
+            "turn".to_string(),
+            RoleActions {
+                handlers: vec![handler.clone()],
+                ..RoleActions::default()
+            },
+        )]
+        .into_iter()
+        .collect();
+        let wanted = [crate::system::Wanted {
+            item: crate::system::Item::Package {
+                name: "turnd".into(),
+                version: Some("2.0".into()),
+            },
+            role: "turn".into(),
+        }];
+        let mut observed = Observed::default();
+        let plan = |observed: &Observed| {
+            plan_host(
+                &DesiredState::new(),
+                observed,
+                "/var/lib/matrixctl/state",
+                &actions,
+                &wanted,
+            )
+            .unwrap()
+        };
+        observed
+            .system
+            .insert("package turnd".into(), "installed 2.0".into());
+        assert!(
+            plan(&observed).handlers.is_empty(),
+            "at its pin: nothing to do"
+        );
+        observed
+            .system
+            .insert("package turnd".into(), "installed 1.0".into());
+        let upgrade = plan(&observed);
+        assert_eq!(upgrade.system[0].detail, "1.0 → 2.0");
+        assert_eq!(upgrade.handlers, [handler]);
+    }
 
     fn desired(path: &str, content: &str) -> DesiredState {
         let file = DesiredFile {

@@ -591,6 +591,23 @@ fn service_actions(
 /// order.
 fn system_before_files(program: &mut Program, changes: &[crate::system::SystemChange]) {
     use crate::system::Item;
+    // Repositories first, then apt reads the lists of those alone.
+    let mut updated = Vec::new();
+    for change in changes {
+        if let Item::Repository {
+            name, key, sources, ..
+        } = &change.item
+        {
+            let (keyring, sources_path) = crate::system::repository_paths(name);
+            program.call_with_content("mc_put", &[&keyring], key.as_bytes());
+            program.call_with_content("mc_put", &[&sources_path], sources.as_bytes());
+            updated.push(sources_path);
+        }
+    }
+    if !updated.is_empty() {
+        let updated: Vec<&str> = updated.iter().map(String::as_str).collect();
+        program.call("mc_apt_update", &updated);
+    }
     let packages: Vec<String> = changes
         .iter()
         .filter_map(|change| match &change.item {
@@ -643,7 +660,7 @@ fn system_before_files(program: &mut Program, changes: &[crate::system::SystemCh
                 args.extend(requirements.iter().map(String::as_str));
                 program.call("mc_venv", &args);
             }
-            Item::Package { .. } | Item::Service { .. } => {}
+            Item::Repository { .. } | Item::Package { .. } | Item::Service { .. } => {}
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod impact;
 pub mod input;
 pub mod inventory;
 pub mod observe;
+pub mod openpgp;
 pub mod options;
 pub mod plan;
 pub mod problem;

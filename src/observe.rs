@@ -74,6 +74,10 @@ pub async fn observe(
     for wanted in system {
         use crate::system::Item;
         match &wanted.item {
+            Item::Repository { name, .. } => {
+                let (keyring, sources) = crate::system::repository_paths(name);
+                program.call("mc_observe_repository", &[name, &keyring, &sources])
+            }
             Item::Package { name, .. } => program.call("mc_observe_package", &[name]),
             Item::Group { name } => program.call("mc_observe_account", &["group", name, "group"]),
             Item::User { name, .. } => {

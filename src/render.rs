@@ -533,6 +533,90 @@ impl<'a> Renderer<'a> {
             }
         };
         let mut items = Vec::new();
+        for (index, spec) in manifest.repositories.iter().enumerate() {
+            let key = format!("repositories[{index}]");
+            if !applies(format!("{key}.when"), &spec.when)? {
+                continue;
+            }
+            let word = |field: &str, template: &str, extra: &[u8]| -> Result<String, Problem> {
+                let text = render(format!("{key}.{field}"), template)?;
+                let valid = !text.is_empty()
+                    && text.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || b"._-".contains(&b) || extra.contains(&b)
+                    });
+                if valid {
+                    Ok(text)
+                } else {
+                    Err(refuse(
+                        format!("{key}.{field}"),
+                        &text,
+                        "one word of letters, digits and . _ -",
+                    ))
+                }
+            };
+            let name = word("name", &spec.name, b"")?;
+            let url = render(format!("{key}.url"), &spec.url)?;
+            let url_ok = (url.starts_with("https://") || url.starts_with("http://"))
+                && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !url_ok {
+                return Err(refuse(
+                    format!("{key}.url"),
+                    &url,
+                    "an http:// or https:// URL",
+                ));
+            }
+            let suite = word("suite", &spec.suite, b"/")?;
+            let components = word("components", &spec.components, b" ")?;
+            let armored = self
+                .env
+                .render_str(&spec.key, context.clone())
+                .map_err(|error| {
+                    manifest_template_problem(role, format!("{key}.key"), &error, redactor)
+                })?;
+            let pinned = crate::openpgp::normalise(&render(
+                format!("{key}.fingerprint"),
+                &spec.fingerprint,
+            )?);
+            let found = crate::openpgp::fingerprint(&armored).map_err(|reason| {
+                Problem::new(format!(
+                    "role `{}`: repository `{name}`: its key: {reason}",
+                    role.name
+                ))
+                .in_file(&role.path)
+                .at_key(format!("{key}.key"))
+            })?;
+            if found != pinned {
+                return Err(Problem::new(format!(
+                    "role `{}`: repository `{name}`: the key's fingerprint is {found}, not the pinned {pinned}",
+                    role.name
+                ))
+                .in_file(&role.path)
+                .at_key(format!("{key}.fingerprint"))
+                .with_hint(Some(
+                    "check the key with its publisher before pinning a new fingerprint".into(),
+                )));
+            }
+            let (keyring, _) = crate::system::repository_paths(&name);
+            let sources = format!(
+                "# Managed by matrixctl (role {}); local edits will be overwritten.\n\
+                 Types: deb\nURIs: {url}\nSuites: {suite}\nComponents: {components}\nSigned-By: {keyring}\n",
+                role.name
+            );
+            let armored = if armored.ends_with('\n') {
+                armored
+            } else {
+                format!("{armored}\n")
+            };
+            items.push(Item::Repository {
+                name,
+                url,
+                suite,
+                components,
+                fingerprint: found,
+                key: armored,
+                sources,
+            });
+        }
         for (index, spec) in manifest.packages.iter().enumerate() {
             let key = format!("packages[{index}]");
             if !applies(format!("{key}.when"), &spec.when)? {

@@ -55,6 +55,8 @@ pub struct Manifest {
     /// groups and users, directories and systemd services this role needs.
     /// Every field is a template; each item may have a `when`.
     #[serde(default)]
+    pub repositories: Vec<RepositorySpec>,
+    #[serde(default)]
     pub packages: Vec<PackageSpec>,
     #[serde(default)]
     pub groups: Vec<GroupSpec>,
@@ -230,6 +232,28 @@ pub struct FileSpec {
     /// Render this file only when this expression is true.
     #[serde(default)]
     pub when: Option<String>,
+}
+
+/// An apt repository, its signing key pinned by fingerprint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositorySpec {
+    /// Names its files (`matrixctl-NAME.sources`, `matrixctl-NAME.asc`).
+    pub name: String,
+    pub url: String,
+    pub suite: String,
+    #[serde(default = "main_component")]
+    pub components: String,
+    /// The ASCII-armored public key the repository signs with.
+    pub key: String,
+    /// The key's fingerprint: a key with another one is refused.
+    pub fingerprint: String,
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+fn main_component() -> String {
+    "main".to_string()
 }
 
 /// A Debian package; `version` pins it (an upgrade or a downgrade).

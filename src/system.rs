@@ -16,6 +16,20 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Item {
+    /// An apt repository (deb822 `.sources` file) whose signing key was
+    /// checked against its pinned fingerprint before it got here.
+    Repository {
+        name: String,
+        url: String,
+        suite: String,
+        components: String,
+        fingerprint: String,
+        /// The armored key, and the `.sources` file, as written.
+        #[serde(skip)]
+        key: String,
+        #[serde(skip)]
+        sources: String,
+    },
     /// A Debian package, at `version` when pinned.
     Package {
         name: String,
@@ -59,6 +73,7 @@ impl Item {
     /// What the item is, for the plan: `package tzdata`.
     pub fn label(&self) -> String {
         match self {
+            Item::Repository { name, .. } => format!("repository {name}"),
             Item::Package { name, .. } => format!("package {name}"),
             Item::Group { name } => format!("group {name}"),
             Item::User { name, .. } => format!("user {name}"),
@@ -114,6 +129,27 @@ pub fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<SystemChange
             detail,
         };
         match item {
+            Item::Repository {
+                url,
+                suite,
+                components,
+                fingerprint,
+                key,
+                sources,
+                ..
+            } => {
+                let want = repository_digest(key, sources);
+                match words.as_slice() {
+                    ["present", have] if *have == want => {}
+                    ["present", _] => {
+                        out.push(change(false, format!("{url} {suite} {components}")))
+                    }
+                    _ => out.push(change(
+                        true,
+                        format!("{url} {suite} {components}, key {fingerprint}"),
+                    )),
+                }
+            }
             Item::Package { version, .. } => match (words.as_slice(), version) {
                 (["installed", have], Some(want)) if have != want => {
                     out.push(change(false, format!("{have} → {want}")));
@@ -196,6 +232,20 @@ pub fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<SystemChange
         }
     }
     out
+}
+
+/// Where a repository's key and `.sources` file go.
+pub fn repository_paths(name: &str) -> (String, String) {
+    (
+        format!("/etc/apt/keyrings/matrixctl-{name}.asc"),
+        format!("/etc/apt/sources.list.d/matrixctl-{name}.sources"),
+    )
+}
+
+/// What the host program reports for a repository that is as wanted: the
+/// SHA-256 of its key file followed by its `.sources` file.
+pub fn repository_digest(key: &str, sources: &str) -> String {
+    crate::record::sha256_hex(format!("{key}{sources}").as_bytes())
 }
 
 /// A directory item's path must not be something else already (a file, a

@@ -593,6 +593,17 @@ mc_disarm_backstop() {
 # Observed as `sys KIND NAME STATE...` lines. Packages, accounts and
 # services are the real system's: a host with another root (a directory in
 # tests) reports them `unsupported`.
+# `present SHA256` of a repository's key file and .sources file together
+# (as matrixctl writes them), or `absent`.
+mc_observe_repository() {
+    if [ -n "$ROOT" ]; then printf 'sys repository %s unsupported\n' "$1"; return 0; fi
+    if [ -f "$2" ] && [ -f "$3" ]; then
+        printf 'sys repository %s present %s\n' "$1" "$(cat -- "$2" "$3" | sha256sum | cut -d' ' -f1)"
+    else
+        printf 'sys repository %s absent\n' "$1"
+    fi
+}
+
 mc_observe_package() {
     if [ -n "$ROOT" ]; then printf 'sys package %s unsupported\n' "$1"; return 0; fi
     v=$(dpkg-query -W -f '${db:Status-Status} ${Version}' -- "$1" 2> /dev/null) || v=""
@@ -760,4 +771,31 @@ mc_venv() {
     # What was installed, for the next plan to compare with.
     printf '%s\n' "$MC_VENV_REQUIREMENTS" > "$p/.matrixctl-requirements"
     umask 077
+}
+
+# Writes stdin (base64) to $1, readable by all (apt's key and source
+# files), in one rename.
+mc_put() {
+    mc_system_changed
+    p=$ROOT$1
+    (umask 022 && mkdir -p -- "${p%/*}") || mc_fail "cannot create the directory of $1"
+    t=$(mc_tmp "$p")
+    base64 -d > "$t" || mc_fail "cannot write $1"
+    chmod 0644 -- "$t"
+    mv -f -- "$t" "$p" || mc_fail "cannot write $1"
+}
+
+# Reads the lists of the repositories whose .sources files are "$@", and of
+# no other (the host's other sources may be out of reach, and need not be
+# read again).
+mc_apt_update() {
+    out=$ROOT$MC_STATE_DIR/output
+    for sources in "$@"; do
+        if ! apt-get update -q -o Dir::Etc::SourceList="$sources" -o Dir::Etc::SourceParts=- \
+            -o APT::Get::List-Cleanup=0 > "$out" 2>&1 9>&-; then
+            printf 'matrixctl: apt-get update failed for %s\n' "$sources" >&2
+            tail -n 20 "$out" | sed 's/^/    /' >&2
+            exit 7
+        fi
+    done
 }

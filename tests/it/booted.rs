@@ -552,3 +552,222 @@ fn the_try_it_command_puts_the_example_on_a_real_host_and_takes_it_away() {
     assert!(down.status.success());
     assert!(!std::path::Path::new("/run/matrixctl-booted/mctryit").exists());
 }
+
+/// An apt repository on the test machine's side of a host's link
+/// (10.231.N.1), holding real .debs from Debian's archive, signed by a key
+/// made for it; served by Python's http.server, stopped by its pid.
+struct LocalRepository {
+    fingerprint: String,
+    key: String,
+    url: String,
+    server: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalRepository {
+    fn serve(host: &BootedHost) -> LocalRepository {
+        let debs = std::env::var_os("MATRIXCTL_REPOSITORY_DEBS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "/var/cache/matrixctl/repository-debs".into());
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let pool = root.join("pool");
+        std::fs::create_dir_all(&pool).unwrap();
+        let mut copied = 0;
+        for entry in std::fs::read_dir(&debs).into_iter().flatten().flatten() {
+            std::fs::copy(entry.path(), pool.join(entry.file_name())).unwrap();
+            copied += 1;
+        }
+        assert!(
+            copied > 0,
+            "no .deb in {}: run scripts/test, which downloads them",
+            debs.display()
+        );
+        let packages = Command::new("dpkg-scanpackages")
+            .args(["pool", "/dev/null"])
+            .current_dir(&root)
+            .output()
+            .expect("dpkg-scanpackages runs (apt-get install dpkg-dev)");
+        assert!(packages.status.success());
+        let lists = root.join("dists/local/main/binary-amd64");
+        std::fs::create_dir_all(&lists).unwrap();
+        std::fs::write(lists.join("Packages"), &packages.stdout).unwrap();
+        use sha2::Digest;
+        let digest: String = sha2::Sha256::digest(&packages.stdout)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::fs::write(
+            root.join("dists/local/Release"),
+            format!(
+                "Origin: matrixctl tests\nSuite: local\nCodename: local\nArchitectures: amd64\nComponents: main\n\
+                 SHA256:\n {digest} {} main/binary-amd64/Packages\n",
+                packages.stdout.len()
+            ),
+        )
+        .unwrap();
+        let gnupg = dir.path().join("gnupg");
+        std::fs::create_dir_all(&gnupg).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&gnupg, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let gpg = |args: &[&str]| {
+            let output = Command::new("gpg")
+                .arg("--homedir")
+                .arg(&gnupg)
+                .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+                .args(args)
+                .output()
+                .expect("gpg runs (apt-get install gpg)");
+            assert!(
+                output.status.success(),
+                "gpg {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout).to_string()
+        };
+        gpg(&[
+            "--quick-gen-key",
+            "matrixctl test repository",
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        let fingerprint = gpg(&["--with-colons", "--fingerprint"])
+            .lines()
+            .find_map(|line| line.strip_prefix("fpr:"))
+            .map(|rest| rest.trim_matches(':').to_string())
+            .unwrap();
+        let key = gpg(&["--armor", "--export"]);
+        let release = root.join("dists/local/Release");
+        gpg(&[
+            "--clearsign",
+            "-o",
+            root.join("dists/local/InRelease").to_str().unwrap(),
+            release.to_str().unwrap(),
+        ]);
+        // The test machine's end of the host's link: 10.231.N.1.
+        let network = host.address.rsplit_once('.').unwrap().0;
+        let gateway = format!("{network}.1");
+        let port = crate::support::free_port();
+        let server = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                &gateway,
+                "--directory",
+            ])
+            .arg(&root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        let started = Instant::now();
+        while std::net::TcpStream::connect((gateway.as_str(), port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the repository never listened"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        LocalRepository {
+            fingerprint,
+            key,
+            url: format!("http://{gateway}:{port}/"),
+            server,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for LocalRepository {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.server.id().to_string())
+            .status();
+        let _ = self.server.wait();
+    }
+}
+
+#[test]
+fn a_package_comes_from_a_repository_whose_key_is_pinned_by_fingerprint() {
+    let host = BootedHost::up("mcrepo");
+    let repository = LocalRepository::serve(&host);
+    let sandbox = host.inventory(
+        "repo.example",
+        "synapse_enabled: false\nwellknown_enabled: false\n",
+    );
+    let role = |fingerprint: &str| {
+        let key: String = repository
+            .key
+            .lines()
+            .map(|line| format!("      {line}\n"))
+            .collect();
+        sandbox.write(
+            "roles/greeter.yaml",
+            &format!(
+                "description: a package from a repository of its own\n\
+                 repositories:\n  - name: local\n    url: {}\n    suite: local\n    fingerprint: {fingerprint}\n    key: |\n{key}\
+                 packages:\n  - name: hello\n",
+                repository.url
+            ),
+        );
+    };
+    // A key that is not the pinned one never reaches the host.
+    role("0000 0000 0000 0000 0000  0000 0000 0000 0000 0000");
+    let refused = sandbox.run(&["--roles", "roles", "plan", "inventory"]);
+    assert_eq!(refused.code, 1, "{}", refused.transcript());
+    assert!(
+        refused.stderr.contains(&format!(
+            "repository `local`: the key's fingerprint is {}, not the pinned 0000000000000000000000000000000000000000",
+            repository.fingerprint
+        )),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        host.ssh("test -e /etc/apt/sources.list.d/matrixctl-local.sources")
+            .status
+            .code(),
+        Some(1)
+    );
+
+    // Pinned as people write fingerprints (lowercase, spaces): accepted.
+    let spaced: String = repository
+        .fingerprint
+        .to_lowercase()
+        .as_bytes()
+        .chunks(4)
+        .map(|chunk| String::from_utf8_lossy(chunk).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    role(&spaced);
+    let plan = sandbox.run(&["--roles", "roles", "plan", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    assert_plan_says(
+        &plan.stdout,
+        &[
+            &format!(
+                "  + repository local  (role greeter, {} local main, key {})",
+                repository.url, repository.fingerprint
+            ),
+            "  + package hello  (role greeter)",
+        ],
+    );
+    let apply = sandbox.run(&["--roles", "roles", "apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    assert_eq!(host.run("hello"), "Hello, world!");
+    assert_eq!(
+        sandbox
+            .run(&[
+                "--roles",
+                "roles",
+                "plan",
+                "--detailed-exitcode",
+                "inventory"
+            ])
+            .code,
+        0
+    );
+}

@@ -54,7 +54,8 @@ pub struct Connect {
     pub forks: usize,
 
     /// Seconds allowed to connect to a host, and for each run of the
-    /// program on it.
+    /// program on it (an apply that installs packages or venvs is waited
+    /// for at least 15 minutes).
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,

@@ -311,11 +311,24 @@ pub async fn apply(
                     root: host.root.clone(),
                     state_dir: host.state_dir.clone(),
                     confirm_seconds,
+                    installs: plan.system.iter().any(|change| {
+                        matches!(
+                            change.item,
+                            crate::system::Item::Package { .. } | crate::system::Item::Venv { .. }
+                        )
+                    }),
                 }
             })
             .collect();
         let timeout = options.timeout;
         let results = for_each_bounded(jobs, options.forks, &progress, move |job| async move {
+            // Installing software takes minutes, not seconds: such an apply
+            // is waited for at least INSTALL_TIMEOUT.
+            let timeout = if job.installs {
+                timeout.max(INSTALL_TIMEOUT)
+            } else {
+                timeout
+            };
             let result = apply_one(&job, timeout).await;
             AppliedHost {
                 name: job.name,
@@ -335,6 +348,9 @@ pub async fn apply(
 }
 
 /// One host's apply, ready to run.
+/// The least time an apply that installs packages or venvs is waited for.
+pub const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
+
 struct ApplyJob {
     name: String,
     transport: Transport,
@@ -345,6 +361,8 @@ struct ApplyJob {
     state_dir: String,
     /// How long the host waits for an armed change to be confirmed.
     confirm_seconds: u64,
+    /// The plan installs packages or venvs.
+    installs: bool,
 }
 
 /// A name for one apply on one host, unique enough that two runs never

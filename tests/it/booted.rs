@@ -427,6 +427,10 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
         &wheels("synapse", "MATRIXCTL_SYNAPSE_WHEELS"),
         "/srv/wheels",
     );
+    host.copy_in(
+        &wheels("heisenbridge", "MATRIXCTL_HEISENBRIDGE_WHEELS"),
+        "/srv/wheels",
+    );
     // A certificate for the vhost (ACME is the next step).
     let certificates = tempfile::tempdir().unwrap();
     let (cert, key) = crate::webserver::certificate(certificates.path(), &["matrix.home.example"]);
@@ -438,7 +442,9 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
         "synapse_install: venv\nsynapse_wheels: /srv/wheels\n\
          database:\n  engine: sqlite\n  sqlite_path: /var/lib/matrix-synapse/homeserver.db\n\
          webserver: nginx\n\
-         tls_certificate: /etc/ssl/matrix/cert.pem\ntls_certificate_key: /etc/ssl/matrix/key.pem\n",
+         tls_certificate: /etc/ssl/matrix/cert.pem\ntls_certificate_key: /etc/ssl/matrix/key.pem\n\
+         bridges:\n  heisenbridge:\n    admins: [\"@admin:home.example\"]\n\
+         heisenbridge_wheels: /srv/wheels\n",
     );
     let plan = sandbox.run(&["plan", "inventory"]);
     assert_eq!(plan.code, 0, "{}", plan.transcript());
@@ -446,7 +452,7 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
         &plan.stdout,
         &[
             "  + package nginx  (role nginx)",
-            "  + package python3-venv  (role synapse)",
+            "  + package python3-venv  (role heisenbridge)",
             "  + user matrix-synapse  (role synapse, group matrix-synapse, home /var/lib/matrix-synapse)",
             "  + venv /opt/venvs/matrix-synapse  (role synapse, matrix-synapse==1.163.2)",
             "  ~ service matrix-synapse  (role synapse, enable, start)",
@@ -481,6 +487,33 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
         host.run("stat -c %U /proc/$(systemctl show -p MainPID --value matrix-synapse)"),
         "matrix-synapse"
     );
+    // The bridge runs as its own account and reached Synapse with its
+    // token: its bot user exists on the homeserver.
+    let started = Instant::now();
+    let bot = loop {
+        let profile = Command::new("curl")
+            .args(["-sk", "--max-time", "5", "--resolve"])
+            .arg(format!("matrix.home.example:443:{}", host.address))
+            .arg("https://matrix.home.example/_matrix/client/v3/profile/@heisenbridge:home.example")
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&profile.stdout).to_string();
+        if body.contains("displayname") || started.elapsed() > Duration::from_secs(30) {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        bot.contains("displayname"),
+        "{bot}\n{}",
+        host.run(
+            "systemctl status heisenbridge --no-pager; journalctl -u heisenbridge -n 20 --no-pager"
+        )
+    );
+    assert_eq!(
+        host.run("stat -c %U /proc/$(systemctl show -p MainPID --value heisenbridge)"),
+        "heisenbridge"
+    );
 
     // Converged: no change, and nothing restarted.
     let since = |unit: &str| {
@@ -488,7 +521,11 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
             "systemctl show -p ActiveEnterTimestampMonotonic --value {unit}"
         ))
     };
-    let (synapse, nginx) = (since("matrix-synapse"), since("nginx"));
+    let before = [
+        since("matrix-synapse"),
+        since("nginx"),
+        since("heisenbridge"),
+    ];
     assert_eq!(sandbox.plan_exit_code(None), 0);
     let again = sandbox.run(&["apply", "--yes", "inventory"]);
     assert!(
@@ -496,7 +533,14 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
         "{}",
         again.stdout
     );
-    assert_eq!((since("matrix-synapse"), since("nginx")), (synapse, nginx));
+    assert_eq!(
+        [
+            since("matrix-synapse"),
+            since("nginx"),
+            since("heisenbridge")
+        ],
+        before
+    );
 }
 
 /// The README's try-it command, as a newcomer runs it (with this build,

@@ -730,13 +730,32 @@ mc_service() {
     out=$ROOT$MC_STATE_DIR/output
     for action in "$2" "$3"; do
         [ "$action" != - ] || continue
+        restarts=$(systemctl show -p NRestarts --value -- "$1" 2> /dev/null) || true
         if ! systemctl "$action" -- "$1" > "$out" 2>&1 9>&-; then
             printf 'matrixctl: systemctl %s %s failed\n' "$action" "$1" >&2
             sed 's/^/    /' "$out" >&2
             journalctl -u "$1" -n 10 --no-pager 2> /dev/null | sed 's/^/    /' >&2
             exit 8
         fi
+        [ "$action" != start ] || mc_service_stays_up "$1" "$restarts"
     done
+}
+
+# A unit just started must still be up a moment later, not restarted in
+# between: one whose program exits at once (missing, not executable, or
+# refusing its config) fails the apply, which then rolls the files back.
+mc_service_stays_up() {
+    sleep 1
+    state=$(systemctl is-active -- "$1" 2> /dev/null) || true
+    now=$(systemctl show -p NRestarts --value -- "$1" 2> /dev/null) || true
+    case "$state" in
+        failed | inactive) ;;
+        *) [ "$now" != "$2" ] || return 0 ;;
+    esac
+    printf 'matrixctl: %s did not stay up after it started (%s, restarted %s times)\n' \
+        "$1" "$state" "$((${now:-0} - ${2:-0}))" >&2
+    journalctl -u "$1" -n 10 --no-pager 2> /dev/null | sed 's/^/    /' >&2
+    exit 8
 }
 
 # Makes the venv at $1 when it has none, and installs the requirements

@@ -815,3 +815,45 @@ fn a_package_comes_from_a_repository_whose_key_is_pinned_by_fingerprint() {
         0
     );
 }
+
+#[test]
+fn a_service_that_does_not_stay_up_fails_the_apply_and_its_unit_is_rolled_back() {
+    let host = BootedHost::up("mcbroken");
+    let sandbox = host.inventory(
+        "broken.example",
+        "synapse_enabled: false\nwellknown_enabled: false\n",
+    );
+    sandbox.write(
+        "roles/broken.yaml",
+        "description: a service whose program exits at once\n\
+         files:\n  - template: broken/broken.service.j2\n    dest: /etc/systemd/system/broken.service\n    mode: \"0644\"\n\
+         services:\n  - name: broken\n",
+    );
+    sandbox.write(
+        "roles/templates/broken/broken.service.j2",
+        "[Service]\nExecStart=/bin/false\nRestart=on-failure\nRestartSec=0.1\n\n[Install]\nWantedBy=multi-user.target\n",
+    );
+    let apply = sandbox.run(&["--roles", "roles", "apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 1, "{}", apply.transcript());
+    assert!(
+        apply
+            .stdout
+            .contains("broken did not stay up after it started"),
+        "{}",
+        apply.stdout
+    );
+    assert!(
+        apply
+            .stdout
+            .contains("rolled back: every file is as it was before this apply (checked)"),
+        "{}",
+        apply.stdout
+    );
+    assert_eq!(
+        host.ssh("test -e /etc/systemd/system/broken.service")
+            .status
+            .code(),
+        Some(1),
+        "its unit file is gone again"
+    );
+}

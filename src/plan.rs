@@ -246,7 +246,7 @@ pub fn plan_host(
         .iter()
         .filter(|change| !change.leftover)
         .filter_map(|change| change.role.as_deref())
-        .chain(software_changed.map(|change| change.role.as_str()))
+        .chain(software_changed.flat_map(|change| change.roles()))
         .collect();
     let mut validators: Vec<String> = Vec::new();
     let mut handlers: BTreeSet<Handler> = BTreeSet::new();
@@ -319,6 +319,7 @@ mod tests {
                 version: Some("2.0".into()),
             },
             role: "turn".into(),
+            also_for: Vec::new(),
         }];
         let mut observed = Observed::default();
         let plan = |observed: &Observed| {

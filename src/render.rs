@@ -408,7 +408,15 @@ impl<'a> Renderer<'a> {
         // One item per thing on the host: the same one from two roles is
         // one, and two roles wanting it differently is a mistake.
         system.sort();
-        system.dedup_by(|a, b| a.item == b.item);
+        // `dedup_by` hands the later item first: it is removed, and the
+        // one kept notes the role that also wanted it.
+        system.dedup_by(|later, kept| {
+            let same = later.item == kept.item;
+            if same {
+                kept.also_for.push(later.role.clone());
+            }
+            same
+        });
         for pair in system.windows(2) {
             if pair[0].item.key() == pair[1].item.key() {
                 problems.push(Problem::new(format!(
@@ -768,6 +776,7 @@ impl<'a> Renderer<'a> {
             .map(|item| crate::system::Wanted {
                 item,
                 role: role.name.clone(),
+                also_for: Vec::new(),
             })
             .collect())
     }

@@ -191,10 +191,15 @@ fn change_texts(plan: &HostPlan, style: Style) -> Vec<(String, String)> {
         } else {
             style.yellow("~")
         };
+        let roles: Vec<&str> = change.roles().collect();
+        let roles = match roles.as_slice() {
+            [one] => format!("role {one}"),
+            many => format!("roles {}", many.join(" and ")),
+        };
         let detail = if change.detail.is_empty() {
-            format!("role {}", change.role)
+            roles
         } else {
-            format!("role {}, {}", change.role, change.detail)
+            format!("{roles}, {}", change.detail)
         };
         let key = if change.item.after_files() {
             format!("}}{index:04}")

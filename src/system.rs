@@ -69,6 +69,13 @@ pub enum Item {
     },
 }
 
+impl SystemChange {
+    /// Every role that wants the item, the first one first.
+    pub fn roles(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.role.as_str()).chain(self.also_for.iter().map(String::as_str))
+    }
+}
+
 impl Item {
     /// What the item is, for the plan: `package tzdata`.
     pub fn label(&self) -> String {
@@ -100,6 +107,8 @@ impl Item {
 pub struct Wanted {
     pub item: Item,
     pub role: String,
+    /// Other roles that want the very same item (python3-venv).
+    pub also_for: Vec<String>,
 }
 
 /// One item apply changes, and how it differs now.
@@ -107,6 +116,8 @@ pub struct Wanted {
 pub struct SystemChange {
     pub item: Item,
     pub role: String,
+    /// Other roles that want the very same item.
+    pub also_for: Vec<String>,
     /// Absent now (`+`), or there but different (`~`).
     pub create: bool,
     /// What differs, for people: `4.6.1 → 4.6.2`, `enable, start`.
@@ -119,12 +130,18 @@ pub type ObservedSystem = BTreeMap<String, String>;
 /// Each wanted item that the host does not have as wanted.
 pub fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<SystemChange> {
     let mut out = Vec::new();
-    for Wanted { item, role } in wanted {
+    for Wanted {
+        item,
+        role,
+        also_for,
+    } in wanted
+    {
         let state = observed.get(&item.key()).map(String::as_str).unwrap_or("");
         let words: Vec<&str> = state.split(' ').collect();
         let change = |create: bool, detail: String| SystemChange {
             item: item.clone(),
             role: role.clone(),
+            also_for: also_for.clone(),
             create,
             detail,
         };
@@ -270,6 +287,7 @@ mod tests {
         vec![Wanted {
             item,
             role: "r".into(),
+            also_for: Vec::new(),
         }]
     }
 

@@ -452,7 +452,7 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
         &plan.stdout,
         &[
             "  + package nginx  (role nginx)",
-            "  + package python3-venv  (role heisenbridge)",
+            "  + package python3-venv  (roles heisenbridge and synapse)",
             "  + user matrix-synapse  (role synapse, group matrix-synapse, home /var/lib/matrix-synapse)",
             "  + venv /opt/venvs/matrix-synapse  (role synapse, matrix-synapse==1.163.2)",
             "  ~ service matrix-synapse  (role synapse, enable, start)",

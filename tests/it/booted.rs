@@ -627,8 +627,43 @@ impl LocalRepository {
             "no .deb in {}: run scripts/test, which downloads them",
             debs.display()
         );
+        // And two later versions of hello, for a pin to move between, in
+        // this repository alone: Debian's .deb with `+matrixctlN` added
+        // to its version.
+        let hello = std::fs::read_dir(&pool)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|path| {
+                path.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("hello_")
+            })
+            .expect("Debian's hello .deb");
+        let dpkg_deb = |args: &[&std::ffi::OsStr]| {
+            let status = Command::new("dpkg-deb").args(args).status().unwrap();
+            assert!(status.success(), "dpkg-deb {args:?}");
+        };
+        for suffix in ["+matrixctl1", "+matrixctl2"] {
+            let unpacked = dir.path().join(format!("hello{suffix}"));
+            dpkg_deb(&["-R".as_ref(), hello.as_os_str(), unpacked.as_os_str()]);
+            let control = unpacked.join("DEBIAN/control");
+            let text: String = std::fs::read_to_string(&control)
+                .unwrap()
+                .lines()
+                .map(|line| match line.strip_prefix("Version: ") {
+                    Some(version) => format!("Version: {version}{suffix}\n"),
+                    None => format!("{line}\n"),
+                })
+                .collect();
+            std::fs::write(&control, text).unwrap();
+            let built = pool.join(format!("hello{suffix}.deb"));
+            dpkg_deb(&["-b".as_ref(), unpacked.as_os_str(), built.as_os_str()]);
+        }
         let packages = Command::new("dpkg-scanpackages")
-            .args(["pool", "/dev/null"])
+            // -m: every version of a package, not only the newest.
+            .args(["-m", "pool", "/dev/null"])
             .current_dir(&root)
             .output()
             .expect("dpkg-scanpackages runs (apt-get install dpkg-dev)");
@@ -855,5 +890,82 @@ fn a_service_that_does_not_stay_up_fails_the_apply_and_its_unit_is_rolled_back()
             .code(),
         Some(1),
         "its unit file is gone again"
+    );
+}
+
+#[test]
+fn a_moved_pin_upgrades_one_package_restarts_its_role_and_touches_nothing_else() {
+    let host = BootedHost::up("mcpin");
+    let repository = LocalRepository::serve(&host);
+    let sandbox = host.inventory(
+        "pin.example",
+        "synapse_enabled: false\nwellknown_enabled: false\n",
+    );
+    let key: String = repository
+        .key
+        .lines()
+        .map(|line| format!("      {line}\n"))
+        .collect();
+    let role = |version: &str| {
+        sandbox.write(
+            "roles/greeter.yaml",
+            &format!(
+                "description: a pinned package, its file and its restart\n\
+                 repositories:\n  - name: local\n    url: {}\n    suite: local\n    fingerprint: {}\n    key: |\n{key}\
+                 packages:\n  - name: hello\n    version: \"{version}\"\n\
+                 files:\n  - template: greeter/greeter.conf.j2\n    dest: /etc/greeter.conf\n    mode: \"0644\"\n\
+                 handlers:\n  - name: restart greeter\n    command: date +%s%N >> /root/greeter-restarts\n",
+                repository.url, repository.fingerprint
+            ),
+        );
+    };
+    sandbox.write(
+        "roles/templates/greeter/greeter.conf.j2",
+        "greeting = hello\n",
+    );
+    let restarts = || host.run("wc -l < /root/greeter-restarts");
+    role("2.10-3+matrixctl1");
+    let first = sandbox.run(&["--roles", "roles", "apply", "--yes", "inventory"]);
+    assert_eq!(first.code, 0, "{}", first.transcript());
+    assert_eq!(
+        host.run("dpkg-query -W -f '${Version}' hello"),
+        "2.10-3+matrixctl1"
+    );
+    assert_eq!(restarts(), "1");
+    let config_changed = host.run("stat -c %Y /etc/greeter.conf");
+
+    role("2.10-3+matrixctl2");
+    let plan = sandbox.run(&["--roles", "roles", "plan", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    let changes: Vec<&str> = plan
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("  ~ ") || line.starts_with("  + "))
+        .collect();
+    assert_eq!(
+        changes,
+        ["  ~ package hello  (role greeter, 2.10-3+matrixctl1 → 2.10-3+matrixctl2)"],
+        "{}",
+        plan.stdout
+    );
+    let upgrade = sandbox.run(&["--roles", "roles", "apply", "--yes", "inventory"]);
+    assert_eq!(upgrade.code, 0, "{}", upgrade.transcript());
+    assert_eq!(
+        host.run("dpkg-query -W -f '${Version}' hello"),
+        "2.10-3+matrixctl2"
+    );
+    assert_eq!(restarts(), "2", "restarted once, after the upgrade");
+    assert_eq!(host.run("stat -c %Y /etc/greeter.conf"), config_changed);
+    assert_eq!(
+        sandbox
+            .run(&[
+                "--roles",
+                "roles",
+                "plan",
+                "--detailed-exitcode",
+                "inventory"
+            ])
+            .code,
+        0
     );
 }

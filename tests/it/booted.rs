@@ -400,6 +400,11 @@ for attempt in range(100):
     );
 }
 
+/// matrixctl with the test's own roles (`roles/` in the sandbox).
+fn with_roles(sandbox: &Sandbox, args: &[&str]) -> crate::support::Run {
+    sandbox.run(&[&["--roles", "roles"], args].concat())
+}
+
 /// Every one of `lines` is in the plan.
 fn assert_plan_says(plan: &str, lines: &[&str]) {
     for line in lines {
@@ -795,7 +800,7 @@ fn a_package_comes_from_a_repository_whose_key_is_pinned_by_fingerprint() {
     };
     // A key that is not the pinned one never reaches the host.
     role("0000 0000 0000 0000 0000  0000 0000 0000 0000 0000");
-    let refused = sandbox.run(&["--roles", "roles", "plan", "inventory"]);
+    let refused = with_roles(&sandbox, &["plan", "inventory"]);
     assert_eq!(refused.code, 1, "{}", refused.transcript());
     assert!(
         refused.stderr.contains(&format!(
@@ -822,7 +827,7 @@ fn a_package_comes_from_a_repository_whose_key_is_pinned_by_fingerprint() {
         .collect::<Vec<_>>()
         .join(" ");
     role(&spaced);
-    let plan = sandbox.run(&["--roles", "roles", "plan", "inventory"]);
+    let plan = with_roles(&sandbox, &["plan", "inventory"]);
     assert_eq!(plan.code, 0, "{}", plan.transcript());
     assert_plan_says(
         &plan.stdout,
@@ -834,19 +839,11 @@ fn a_package_comes_from_a_repository_whose_key_is_pinned_by_fingerprint() {
             "  + package hello  (role greeter)",
         ],
     );
-    let apply = sandbox.run(&["--roles", "roles", "apply", "--yes", "inventory"]);
+    let apply = with_roles(&sandbox, &["apply", "--yes", "inventory"]);
     assert_eq!(apply.code, 0, "{}", apply.transcript());
     assert_eq!(host.run("hello"), "Hello, world!");
     assert_eq!(
-        sandbox
-            .run(&[
-                "--roles",
-                "roles",
-                "plan",
-                "--detailed-exitcode",
-                "inventory"
-            ])
-            .code,
+        with_roles(&sandbox, &["plan", "--detailed-exitcode", "inventory"]).code,
         0
     );
 }
@@ -868,7 +865,7 @@ fn a_service_that_does_not_stay_up_fails_the_apply_and_its_unit_is_rolled_back()
         "roles/templates/broken/broken.service.j2",
         "[Service]\nExecStart=/bin/false\nRestart=on-failure\nRestartSec=0.1\n\n[Install]\nWantedBy=multi-user.target\n",
     );
-    let apply = sandbox.run(&["--roles", "roles", "apply", "--yes", "inventory"]);
+    let apply = with_roles(&sandbox, &["apply", "--yes", "inventory"]);
     assert_eq!(apply.code, 1, "{}", apply.transcript());
     assert!(
         apply
@@ -925,7 +922,7 @@ fn a_moved_pin_upgrades_one_package_restarts_its_role_and_touches_nothing_else()
     );
     let restarts = || host.run("wc -l < /root/greeter-restarts");
     role("2.10-3+matrixctl1");
-    let first = sandbox.run(&["--roles", "roles", "apply", "--yes", "inventory"]);
+    let first = with_roles(&sandbox, &["apply", "--yes", "inventory"]);
     assert_eq!(first.code, 0, "{}", first.transcript());
     assert_eq!(
         host.run("dpkg-query -W -f '${Version}' hello"),
@@ -935,7 +932,7 @@ fn a_moved_pin_upgrades_one_package_restarts_its_role_and_touches_nothing_else()
     let config_changed = host.run("stat -c %Y /etc/greeter.conf");
 
     role("2.10-3+matrixctl2");
-    let plan = sandbox.run(&["--roles", "roles", "plan", "inventory"]);
+    let plan = with_roles(&sandbox, &["plan", "inventory"]);
     assert_eq!(plan.code, 0, "{}", plan.transcript());
     let changes: Vec<&str> = plan
         .stdout
@@ -948,7 +945,7 @@ fn a_moved_pin_upgrades_one_package_restarts_its_role_and_touches_nothing_else()
         "{}",
         plan.stdout
     );
-    let upgrade = sandbox.run(&["--roles", "roles", "apply", "--yes", "inventory"]);
+    let upgrade = with_roles(&sandbox, &["apply", "--yes", "inventory"]);
     assert_eq!(upgrade.code, 0, "{}", upgrade.transcript());
     assert_eq!(
         host.run("dpkg-query -W -f '${Version}' hello"),
@@ -957,15 +954,7 @@ fn a_moved_pin_upgrades_one_package_restarts_its_role_and_touches_nothing_else()
     assert_eq!(restarts(), "2", "restarted once, after the upgrade");
     assert_eq!(host.run("stat -c %Y /etc/greeter.conf"), config_changed);
     assert_eq!(
-        sandbox
-            .run(&[
-                "--roles",
-                "roles",
-                "plan",
-                "--detailed-exitcode",
-                "inventory"
-            ])
-            .code,
+        with_roles(&sandbox, &["plan", "--detailed-exitcode", "inventory"]).code,
         0
     );
 }

@@ -579,27 +579,22 @@ fn failure_reason(stderr: &str) -> String {
 fn service_actions(
     changes: &[crate::system::SystemChange],
 ) -> Vec<(&str, &'static str, &'static str)> {
+    let verb = |change: &crate::system::SystemChange, among: [&str; 2]| {
+        change
+            .systemctl
+            .iter()
+            .copied()
+            .find(|verb| among.contains(verb))
+            .unwrap_or("-")
+    };
     changes
         .iter()
         .filter_map(|change| match &change.item {
-            crate::system::Item::Service {
-                name,
-                enabled,
-                running,
-            } => {
-                let words: Vec<&str> = change.detail.split(", ").collect();
-                let enable = match *enabled {
-                    true if words.contains(&"enable") => "enable",
-                    false if words.contains(&"disable") => "disable",
-                    _ => "-",
-                };
-                let start = match running {
-                    Some(true) if words.contains(&"start") => "start",
-                    Some(false) if words.contains(&"stop") => "stop",
-                    _ => "-",
-                };
-                Some((name.as_str(), enable, start))
-            }
+            crate::system::Item::Service { name, .. } => Some((
+                name.as_str(),
+                verb(change, ["enable", "disable"]),
+                verb(change, ["start", "stop"]),
+            )),
             _ => None,
         })
         .collect()

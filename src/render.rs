@@ -523,13 +523,8 @@ impl<'a> Renderer<'a> {
         };
         let path = |key: String, template: &str| -> Result<String, Problem> {
             let path = render(key.clone(), template)?;
-            let normal = path.starts_with('/')
-                && !path.ends_with('/')
-                && path
-                    .split('/')
-                    .skip(1)
-                    .all(|part| !part.is_empty() && part != "." && part != "..")
-                && !path.chars().any(|c| c.is_control() || c.is_whitespace());
+            // No spaces either: the host program reports items by words.
+            let normal = check_normal_path(&path).is_ok() && !path.contains(char::is_whitespace);
             if normal {
                 Ok(path)
             } else {
@@ -1288,6 +1283,20 @@ fn parse_port_range(text: &str) -> Option<(u16, u16)> {
 }
 
 fn check_dest(path: &str, state_dir: &str) -> Result<(), &'static str> {
+    check_normal_path(path)?;
+    if path
+        .strip_prefix(state_dir)
+        .is_some_and(|rest| rest.starts_with('/'))
+        || path.ends_with(".matrixctl-tmp")
+    {
+        return Err("is reserved for matrixctl's own record and staged files");
+    }
+    Ok(())
+}
+
+/// An absolute, normalised path naming a file or directory (no trailing
+/// `/`, `//`, `.`, `..` or control characters).
+fn check_normal_path(path: &str) -> Result<(), &'static str> {
     if !path.starts_with('/') {
         return Err("must be an absolute path");
     }
@@ -1303,13 +1312,6 @@ fn check_dest(path: &str, state_dir: &str) -> Result<(), &'static str> {
         .any(|part| part.is_empty() || part == "." || part == "..")
     {
         return Err("must be a normalised path (no `//`, `.` or `..`)");
-    }
-    if path
-        .strip_prefix(state_dir)
-        .is_some_and(|rest| rest.starts_with('/'))
-        || path.ends_with(".matrixctl-tmp")
-    {
-        return Err("is reserved for matrixctl's own record and staged files");
     }
     Ok(())
 }

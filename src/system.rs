@@ -122,6 +122,9 @@ pub struct SystemChange {
     pub create: bool,
     /// What differs, for people: `4.6.1 → 4.6.2`, `enable, start`.
     pub detail: String,
+    /// For a service: the systemctl verbs apply runs (`enable`, `start`).
+    #[serde(skip)]
+    pub systemctl: Vec<&'static str>,
 }
 
 /// What the host program reported for each item, by key.
@@ -144,6 +147,7 @@ pub fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<SystemChange
             also_for: also_for.clone(),
             create,
             detail,
+            systemctl: Vec::new(),
         };
         match item {
             Item::Repository {
@@ -243,7 +247,10 @@ pub fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<SystemChange
                     _ => {}
                 }
                 if !todo.is_empty() {
-                    out.push(change(false, todo.join(", ")));
+                    out.push(SystemChange {
+                        systemctl: todo.clone(),
+                        ..change(false, todo.join(", "))
+                    });
                 }
             }
         }

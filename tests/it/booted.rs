@@ -182,9 +182,34 @@ impl Drop for BootedHost {
     }
 }
 
-/// When coturn's unit last started, in microseconds since boot.
-fn coturn_started(host: &BootedHost) -> String {
-    host.run("systemctl show -p ActiveEnterTimestampMonotonic --value coturn")
+/// Converged: the next plan is clean, the next apply has nothing to do,
+/// and none of `units` was restarted by it.
+fn assert_next_apply_changes_nothing(host: &BootedHost, sandbox: &Sandbox, units: &[&str]) {
+    // When each unit last started, in microseconds since boot.
+    let started = || -> Vec<String> {
+        units
+            .iter()
+            .map(|unit| {
+                host.run(&format!(
+                    "systemctl show -p ActiveEnterTimestampMonotonic --value {unit}"
+                ))
+            })
+            .collect()
+    };
+    let before = started();
+    assert_eq!(sandbox.plan_exit_code(None), 0);
+    let again = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(again.code, 0, "{}", again.transcript());
+    assert!(
+        again.stdout.contains("No changes to apply."),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(
+        started(),
+        before,
+        "restarted by an apply with nothing to do: {units:?}"
+    );
 }
 
 #[test]
@@ -246,17 +271,8 @@ fn a_fresh_host_gets_its_package_config_and_running_service_and_the_next_apply_t
     );
 
     // Converged: nothing to do, no package manager run, nothing restarted.
-    let started = coturn_started(&host);
     let installs = host.run("grep -c '^Start-Date' /var/log/apt/history.log");
-    assert_eq!(sandbox.plan_exit_code(None), 0);
-    let again = sandbox.run(&["apply", "--yes", "inventory"]);
-    assert_eq!(again.code, 0, "{}", again.transcript());
-    assert!(
-        again.stdout.contains("No changes to apply."),
-        "{}",
-        again.stdout
-    );
-    assert_eq!(coturn_started(&host), started);
+    assert_next_apply_changes_nothing(&host, &sandbox, &["coturn"]);
     assert_eq!(
         host.run("grep -c '^Start-Date' /var/log/apt/history.log"),
         installs
@@ -386,18 +402,7 @@ for attempt in range(100):
     assert_eq!(host.run(&format!("python3 -c '{login}'")), "True");
 
     // Converged, and maubot did not rewrite the config it was given.
-    let started = host.run("systemctl show -p ActiveEnterTimestampMonotonic --value maubot");
-    assert_eq!(sandbox.plan_exit_code(None), 0);
-    let again = sandbox.run(&["apply", "--yes", "inventory"]);
-    assert!(
-        again.stdout.contains("No changes to apply."),
-        "{}",
-        again.stdout
-    );
-    assert_eq!(
-        host.run("systemctl show -p ActiveEnterTimestampMonotonic --value maubot"),
-        started
-    );
+    assert_next_apply_changes_nothing(&host, &sandbox, &["maubot"]);
 }
 
 /// matrixctl with the test's own roles (`roles/` in the sandbox).
@@ -521,30 +526,10 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
     );
 
     // Converged: no change, and nothing restarted.
-    let since = |unit: &str| {
-        host.run(&format!(
-            "systemctl show -p ActiveEnterTimestampMonotonic --value {unit}"
-        ))
-    };
-    let before = [
-        since("matrix-synapse"),
-        since("nginx"),
-        since("heisenbridge"),
-    ];
-    assert_eq!(sandbox.plan_exit_code(None), 0);
-    let again = sandbox.run(&["apply", "--yes", "inventory"]);
-    assert!(
-        again.stdout.contains("No changes to apply."),
-        "{}",
-        again.stdout
-    );
-    assert_eq!(
-        [
-            since("matrix-synapse"),
-            since("nginx"),
-            since("heisenbridge")
-        ],
-        before
+    assert_next_apply_changes_nothing(
+        &host,
+        &sandbox,
+        &["matrix-synapse", "nginx", "heisenbridge"],
     );
 }
 

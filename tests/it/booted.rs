@@ -943,3 +943,90 @@ fn a_moved_pin_upgrades_one_package_restarts_its_role_and_touches_nothing_else()
         0
     );
 }
+
+#[test]
+fn another_nftables_table_and_an_nginx_site_of_the_host_s_own_survive_every_apply() {
+    let host = BootedHost::up("mcneighbor");
+    // What the host ran before matrixctl came: a shop on nginx, and the
+    // tables of other programs (fail2ban's kind, and a NAT one as Docker
+    // keeps).
+    host.run(
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx nftables > /dev/null 2>&1 \
+         && mkdir -p /srv/shop && echo 'the shop' > /srv/shop/index.html \
+         && printf 'server {\\n    listen 80;\\n    server_name shop.example;\\n    root /srv/shop;\\n}\\n' > /etc/nginx/sites-enabled/shop \
+         && systemctl reload nginx \
+         && nft add table inet f2b-table \
+         && nft add chain inet f2b-table f2b-chain '{ type filter hook input priority -1; policy accept; }' \
+         && nft add rule inet f2b-table f2b-chain ip saddr 192.0.2.7 drop \
+         && nft add table ip nat \
+         && nft add chain ip nat POSTROUTING '{ type nat hook postrouting priority srcnat; policy accept; }'",
+    );
+    let theirs = || {
+        (
+            host.run("nft list table inet f2b-table"),
+            host.run("nft list table ip nat"),
+        )
+    };
+    let before = theirs();
+    let shop = || {
+        let page = Command::new("curl")
+            .args(["-s", "--max-time", "10", "--resolve"])
+            .arg(format!("shop.example:80:{}", host.address))
+            .arg("http://shop.example/")
+            .output()
+            .expect("curl runs (apt-get install curl)");
+        String::from_utf8_lossy(&page.stdout).trim().to_string()
+    };
+    assert_eq!(shop(), "the shop");
+
+    let certificates = tempfile::tempdir().unwrap();
+    let (cert, key) =
+        crate::webserver::certificate(certificates.path(), &["matrix.neighbours.example"]);
+    std::fs::rename(&cert, certificates.path().join("cert.pem")).unwrap();
+    std::fs::rename(&key, certificates.path().join("key.pem")).unwrap();
+    host.copy_in(certificates.path(), "/etc/ssl/matrix");
+    let vars = |federation_port: u16| {
+        format!(
+            "synapse_enabled: false\nwebserver: nginx\nfirewall: nftables\nfederation_port: {federation_port}\n\
+             tls_certificate: /etc/ssl/matrix/cert.pem\ntls_certificate_key: /etc/ssl/matrix/key.pem\n"
+        )
+    };
+    let sandbox = host.inventory("neighbours.example", &vars(8448));
+    let first = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(first.code, 0, "{}", first.transcript());
+    assert_eq!(theirs(), before, "the first apply left their tables alone");
+    assert_eq!(shop(), "the shop");
+    assert!(
+        host.run("nft list table inet matrixctl")
+            .contains("tcp dport 8448 accept")
+    );
+
+    // A change that reloads both nginx and the ruleset.
+    sandbox.write("inventory/group_vars/all.yaml", &{
+        let all =
+            std::fs::read_to_string(sandbox.path().join("inventory/group_vars/all.yaml")).unwrap();
+        all.replace("federation_port: 8448", "federation_port: 8449")
+    });
+    let second = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(second.code, 0, "{}", second.transcript());
+    assert!(
+        second.stdout.contains("/etc/nftables.conf"),
+        "{}",
+        second.stdout
+    );
+    assert_eq!(theirs(), before, "the second apply left their tables alone");
+    assert_eq!(shop(), "the shop");
+    let ours = host.run("nft list table inet matrixctl");
+    assert!(ours.contains("tcp dport 8449 accept"), "{ours}");
+    assert!(!ours.contains("8448"), "{ours}");
+    // matrixctl filters traffic to this host only: containers' and VMs'
+    // forwarded traffic is not its to drop.
+    assert!(!ours.contains("hook forward"), "{ours}");
+
+    // And after a reboot, the boot loads matrixctl's table next to theirs
+    // (theirs are their programs' to restore), and the shop is up.
+    host.reboot();
+    assert!(host.run("nft list tables").contains("table inet matrixctl"));
+    assert_eq!(shop(), "the shop");
+    assert_eq!(sandbox.plan_exit_code(None), 0);
+}

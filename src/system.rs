@@ -176,6 +176,15 @@ pub fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<SystemChange
                     out.push(change(false, format!("{have} → {want}")));
                 }
                 (["installed", _], _) => {}
+                // dpkg stopped part-way (a killed apply): this apply
+                // finishes the install.
+                (["interrupted", status, have], want) => out.push(change(
+                    false,
+                    format!(
+                        "{status} {have} → {}: an interrupted install, finished by this apply",
+                        want.as_deref().unwrap_or("installed")
+                    ),
+                )),
                 (_, Some(want)) => out.push(change(true, want.clone())),
                 (_, None) => out.push(change(true, String::new())),
             },
@@ -320,6 +329,16 @@ mod tests {
         assert_eq!(
             changes(&wanted(package(Some("2.0"))), &observed)[0].detail,
             "1.0 → 2.0"
+        );
+        let interrupted: ObservedSystem = [(
+            "package a".to_string(),
+            "interrupted half-configured 2.0".to_string(),
+        )]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            changes(&wanted(package(Some("2.0"))), &interrupted)[0].detail,
+            "half-configured 2.0 → 2.0: an interrupted install, finished by this apply"
         );
         assert!(changes(&wanted(Item::Group { name: "g".into() }), &observed).is_empty());
         let user = Item::User {

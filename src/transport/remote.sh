@@ -607,9 +607,12 @@ mc_observe_repository() {
 mc_observe_package() {
     if [ -n "$ROOT" ]; then printf 'sys package %s unsupported\n' "$1"; return 0; fi
     v=$(dpkg-query -W -f '${db:Status-Status} ${Version}' -- "$1" 2> /dev/null) || v=""
+    # Between not-installed (or config-files) and installed, dpkg was
+    # stopped part-way: unpacked, half-configured, triggers pending.
     case "$v" in
         "installed "*) printf 'sys package %s installed %s\n' "$1" "${v#installed }" ;;
-        *) printf 'sys package %s absent\n' "$1" ;;
+        "not-installed "* | "config-files "* | "") printf 'sys package %s absent\n' "$1" ;;
+        *) printf 'sys package %s interrupted %s\n' "$1" "$v" ;;
     esac
 }
 

@@ -635,9 +635,29 @@ impl LocalRepository {
             let status = Command::new("dpkg-deb").args(args).status().unwrap();
             assert!(status.success(), "dpkg-deb {args:?}");
         };
-        for suffix in ["+matrixctl1", "+matrixctl2"] {
+        // A third, whose configuration can be held in the middle (for a
+        // test to interrupt an install at a known point): with
+        // /run/hello-hold present, its postinst says it started and waits
+        // (at most 2 minutes) for /run/hello-go.
+        for suffix in ["+matrixctl1", "+matrixctl2", "+matrixctl3"] {
             let unpacked = dir.path().join(format!("hello{suffix}"));
             dpkg_deb(&["-R".as_ref(), hello.as_os_str(), unpacked.as_os_str()]);
+            if suffix == "+matrixctl3" {
+                let postinst = unpacked.join("DEBIAN/postinst");
+                std::fs::write(
+                    &postinst,
+                    "#!/bin/sh\nset -e\n\
+                     if [ \"$1\" = configure ] && [ -e /run/hello-hold ]; then\n\
+                     \x20   touch /run/hello-configuring\n\
+                     \x20   i=0\n\
+                     \x20   while [ ! -e /run/hello-go ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done\n\
+                     fi\n",
+                )
+                .unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&postinst, std::fs::Permissions::from_mode(0o755))
+                    .unwrap();
+            }
             let control = unpacked.join("DEBIAN/control");
             let text: String = std::fs::read_to_string(&control)
                 .unwrap()
@@ -1029,4 +1049,131 @@ fn another_nftables_table_and_an_nginx_site_of_the_host_s_own_survive_every_appl
     assert!(host.run("nft list tables").contains("table inet matrixctl"));
     assert_eq!(shop(), "the shop");
     assert_eq!(sandbox.plan_exit_code(None), 0);
+}
+
+/// Where a test interrupts an install.
+#[derive(Clone, Copy, Debug)]
+enum Interruption {
+    /// matrixctl is killed while the host installs: the host's run goes on
+    /// without it.
+    Matrixctl,
+    /// The host's run itself, apt and dpkg are killed mid-install (an
+    /// OOM kill, a lost host): dpkg is left half-configured.
+    HostRun,
+}
+
+/// Interrupts an apply while dpkg configures a package, and checks that
+/// the next apply converges: the package installed, the role's file in
+/// place, no install guard left behind, and the plan after clean.
+fn an_interrupted_install_converges_on_the_next_apply(name: &str, interruption: Interruption) {
+    let host = BootedHost::up(name);
+    let repository = LocalRepository::serve(&host);
+    let sandbox = host.inventory(
+        "killed.example",
+        "synapse_enabled: false\nwellknown_enabled: false\n",
+    );
+    let key: String = repository
+        .key
+        .lines()
+        .map(|line| format!("      {line}\n"))
+        .collect();
+    sandbox.write(
+        "roles/greeter.yaml",
+        &format!(
+            "description: a package whose install is interrupted, and its file\n\
+             repositories:\n  - name: local\n    url: {}\n    suite: local\n    fingerprint: {}\n    key: |\n{key}\
+             packages:\n  - name: hello\n    version: \"2.10-3+matrixctl3\"\n\
+             files:\n  - template: greeter/greeter.conf.j2\n    dest: /etc/greeter.conf\n    mode: \"0644\"\n",
+            repository.url, repository.fingerprint
+        ),
+    );
+    sandbox.write(
+        "roles/templates/greeter/greeter.conf.j2",
+        "greeting = hello\n",
+    );
+    host.run("touch /run/hello-hold");
+    let mut apply = Command::new(env!("CARGO_BIN_EXE_matrixctl"))
+        .args(["--roles", "roles", "apply", "--yes", "inventory"])
+        .current_dir(sandbox.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while host.ssh("test -e /run/hello-configuring").status.code() != Some(0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the install never reached hello's postinst"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        host.ssh("test -e /etc/greeter.conf").status.code(),
+        Some(1),
+        "no file is in place while packages install"
+    );
+    apply.kill().unwrap();
+    apply.wait().unwrap();
+    match interruption {
+        Interruption::Matrixctl => {
+            // Without matrixctl, the host's run finishes the install and
+            // the rest of the apply once dpkg may go on.
+            host.run("touch /run/hello-go");
+            let started = Instant::now();
+            while host.ssh("ls /var/lib/matrixctl/runs/*.code").status.code() != Some(0) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "the host's run never finished"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Interruption::HostRun => {
+            // The run's whole session: its shell, apt-get, dpkg, the
+            // postinst.
+            host.run(
+                "sid=$(ps -o sid= -p \"$(cat /var/lib/matrixctl/runs/*.pid)\" | tr -d ' ') \
+                 && pkill -KILL -s \"$sid\"",
+            );
+            assert_eq!(
+                host.run("dpkg-query -W -f '${db:Status-Status}' hello"),
+                "half-configured"
+            );
+            host.run("touch /run/hello-go");
+        }
+    }
+
+    let next = with_roles(&sandbox, &["apply", "--yes", "inventory"]);
+    assert_eq!(next.code, 0, "{interruption:?}: {}", next.transcript());
+    let said = match interruption {
+        Interruption::Matrixctl => {
+            "  ! an earlier apply finished on the host after matrixctl stopped waiting: it was applied"
+        }
+        Interruption::HostRun => {
+            "  ~ package hello  (role greeter, half-configured 2.10-3+matrixctl3 → 2.10-3+matrixctl3: an interrupted install, finished by this apply)"
+        }
+    };
+    assert_plan_says(&next.stdout, &[said]);
+    assert_eq!(
+        host.run("dpkg-query -W -f '${db:Status-Status} ${Version}' hello"),
+        "installed 2.10-3+matrixctl3"
+    );
+    assert_eq!(host.run("cat /etc/greeter.conf"), "greeting = hello");
+    assert_eq!(
+        host.ssh("test -e /usr/sbin/policy-rc.d").status.code(),
+        Some(1),
+        "{interruption:?}: the install guard is gone"
+    );
+    let plan = with_roles(&sandbox, &["plan", "--detailed-exitcode", "inventory"]);
+    assert_eq!(plan.code, 0, "{interruption:?}: {}", plan.transcript());
+}
+
+#[test]
+fn killing_matrixctl_during_an_install_leaves_the_host_to_finish_and_the_next_apply_converges() {
+    an_interrupted_install_converges_on_the_next_apply("mckillctl", Interruption::Matrixctl);
+}
+
+#[test]
+fn killing_the_host_s_run_mid_install_leaves_dpkg_half_done_and_the_next_apply_finishes_it() {
+    an_interrupted_install_converges_on_the_next_apply("mckillrun", Interruption::HostRun);
 }

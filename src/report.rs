@@ -194,7 +194,8 @@ fn change_texts(plan: &HostPlan, style: Style) -> Vec<(String, String)> {
         let roles: Vec<&str> = change.roles().collect();
         let roles = match roles.as_slice() {
             [one] => format!("role {one}"),
-            many => format!("roles {}", many.join(" and ")),
+            [init @ .., last] => format!("roles {} and {last}", init.join(", ")),
+            [] => String::new(),
         };
         let detail = if change.detail.is_empty() {
             roles

@@ -441,6 +441,10 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
         &wheels("heisenbridge", "MATRIXCTL_HEISENBRIDGE_WHEELS"),
         "/srv/wheels",
     );
+    host.copy_in(
+        &wheels("mautrix-telegram", "MATRIXCTL_TELEGRAM_WHEELS"),
+        "/srv/wheels",
+    );
     // A certificate for the vhost (ACME is the next step).
     let certificates = tempfile::tempdir().unwrap();
     let (cert, key) = crate::webserver::certificate(certificates.path(), &["matrix.home.example"]);
@@ -454,7 +458,8 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
          webserver: nginx\n\
          tls_certificate: /etc/ssl/matrix/cert.pem\ntls_certificate_key: /etc/ssl/matrix/key.pem\n\
          bridges:\n  heisenbridge:\n    admins: [\"@admin:home.example\"]\n\
-         heisenbridge_wheels: /srv/wheels\n",
+         \x20 mautrix_telegram:\n    api_id: 2040\n    api_hash: booted-test-api-hash-not-real\n\
+         heisenbridge_wheels: /srv/wheels\nmautrix_telegram_wheels: /srv/wheels\n",
     );
     let plan = sandbox.run(&["plan", "inventory"]);
     assert_eq!(plan.code, 0, "{}", plan.transcript());
@@ -462,7 +467,8 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
         &plan.stdout,
         &[
             "  + package nginx  (role nginx)",
-            "  + package python3-venv  (roles heisenbridge and synapse)",
+            "  + package python3-venv  (roles heisenbridge, mautrix-telegram and synapse)",
+            "  + package libmagic1  (role mautrix-telegram)",
             "  + user matrix-synapse  (role synapse, group matrix-synapse, home /var/lib/matrix-synapse)",
             "  + venv /opt/venvs/matrix-synapse  (role synapse, matrix-synapse==1.163.2)",
             "  ~ service matrix-synapse  (role synapse, enable, start)",
@@ -497,39 +503,58 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
         host.run("stat -c %U /proc/$(systemctl show -p MainPID --value matrix-synapse)"),
         "matrix-synapse"
     );
-    // The bridge runs as its own account and reached Synapse with its
-    // token: its bot user exists on the homeserver.
-    let started = Instant::now();
-    let bot = loop {
-        let profile = Command::new("curl")
-            .args(["-sk", "--max-time", "5", "--resolve"])
-            .arg(format!("matrix.home.example:443:{}", host.address))
-            .arg("https://matrix.home.example/_matrix/client/v3/profile/@heisenbridge:home.example")
-            .output()
-            .unwrap();
-        let body = String::from_utf8_lossy(&profile.stdout).to_string();
-        if body.contains("displayname") || started.elapsed() > Duration::from_secs(30) {
-            break body;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    };
-    assert!(
-        bot.contains("displayname"),
-        "{bot}\n{}",
-        host.run(
-            "systemctl status heisenbridge --no-pager; journalctl -u heisenbridge -n 20 --no-pager"
-        )
-    );
+    // Each bridge runs as its own account and reached Synapse with its
+    // token: its bot user has a profile on the homeserver.
+    for (unit, bot) in [
+        ("heisenbridge", "@heisenbridge:home.example"),
+        ("mautrix-telegram", "@telegrambot:home.example"),
+    ] {
+        let started = Instant::now();
+        let profile = loop {
+            let profile = Command::new("curl")
+                .args(["-sk", "--max-time", "5", "--resolve"])
+                .arg(format!("matrix.home.example:443:{}", host.address))
+                .arg(format!(
+                    "https://matrix.home.example/_matrix/client/v3/profile/{bot}"
+                ))
+                .output()
+                .unwrap();
+            let body = String::from_utf8_lossy(&profile.stdout).to_string();
+            if body.contains("displayname") || started.elapsed() > Duration::from_secs(60) {
+                break body;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        assert!(
+            profile.contains("displayname"),
+            "{bot}: {profile}\n{}",
+            host.run(&format!(
+                "systemctl status {unit} --no-pager; journalctl -u {unit} -n 30 --no-pager"
+            ))
+        );
+        assert_eq!(
+            host.run(&format!(
+                "stat -c %U /proc/$(systemctl show -p MainPID --value {unit})"
+            )),
+            unit
+        );
+    }
+    // The Telegram bridge reads a config only matrixctl writes.
     assert_eq!(
-        host.run("stat -c %U /proc/$(systemctl show -p MainPID --value heisenbridge)"),
-        "heisenbridge"
+        host.run("stat -c '%U:%G %a' /etc/mautrix-telegram/config.yaml"),
+        "root:mautrix-telegram 640"
     );
 
     // Converged: no change, and nothing restarted.
     assert_next_apply_changes_nothing(
         &host,
         &sandbox,
-        &["matrix-synapse", "nginx", "heisenbridge"],
+        &[
+            "matrix-synapse",
+            "nginx",
+            "heisenbridge",
+            "mautrix-telegram",
+        ],
     );
 }
 

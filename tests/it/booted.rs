@@ -1202,3 +1202,63 @@ fn killing_matrixctl_during_an_install_leaves_the_host_to_finish_and_the_next_ap
 fn killing_the_host_s_run_mid_install_leaves_dpkg_half_done_and_the_next_apply_finishes_it() {
     an_interrupted_install_converges_on_the_next_apply("mckillrun", Interruption::HostRun);
 }
+
+/// `synapse_install: packages` as a plan (the matrix.org repository is
+/// not reachable from these machines; the apt path itself is proven by
+/// the local repository's tests): the repository with its pinned key, the
+/// package and its service, and nothing the package brings itself.
+#[test]
+fn synapse_from_packages_plans_the_matrix_org_repository_its_package_and_service() {
+    let host = BootedHost::up("mcsynpkg");
+    // A key of the test's own stands in for matrix.org's, pinned as such.
+    let repository = LocalRepository::serve(&host);
+    let key: String = repository
+        .key
+        .lines()
+        .map(|line| format!("  {line}\n"))
+        .collect();
+    let vars = "synapse_install: packages\nsynapse_package_version: 1.163.2+bookworm1\n\
+                database:\n  engine: sqlite\n  sqlite_path: /var/lib/matrix-synapse/homeserver.db\n";
+    let without_key = host.inventory("pkg.example", vars);
+    let refused = without_key.run(&["plan", "inventory"]);
+    assert_eq!(refused.code, 1, "{}", refused.transcript());
+    assert!(
+        refused.stderr.contains(
+            "`synapse_install: packages` needs the matrix.org repository's key in synapse_repository_key"
+        ),
+        "{}",
+        refused.stderr
+    );
+    let sandbox = host.inventory(
+        "pkg.example",
+        &format!(
+            "{vars}synapse_repository_fingerprint: {}\nsynapse_repository_key: |\n{key}",
+            repository.fingerprint
+        ),
+    );
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    assert_plan_says(
+        &plan.stdout,
+        &[
+            &format!(
+                "  + repository matrix-org  (role synapse, https://packages.matrix.org/debian/ bookworm main, key {})",
+                repository.fingerprint
+            ),
+            "  + package matrix-synapse-py3  (role synapse, 1.163.2+bookworm1)",
+            "  ~ service matrix-synapse  (role synapse, enable, start)",
+        ],
+    );
+    for brought_by_the_package in [
+        "  + venv ",
+        "  + user ",
+        "  + group ",
+        "  + /etc/systemd/system/matrix-synapse.service",
+    ] {
+        assert!(
+            !plan.stdout.contains(brought_by_the_package),
+            "{brought_by_the_package}\n{}",
+            plan.stdout
+        );
+    }
+}

@@ -445,6 +445,10 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
         &wheels("mautrix-telegram", "MATRIXCTL_TELEGRAM_WHEELS"),
         "/srv/wheels",
     );
+    host.copy_in(
+        &wheels("mautrix-googlechat", "MATRIXCTL_GOOGLECHAT_WHEELS"),
+        "/srv/wheels",
+    );
     // A certificate for the vhost (ACME is the next step).
     let certificates = tempfile::tempdir().unwrap();
     let (cert, key) = crate::webserver::certificate(certificates.path(), &["matrix.home.example"]);
@@ -459,7 +463,9 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
          tls_certificate: /etc/ssl/matrix/cert.pem\ntls_certificate_key: /etc/ssl/matrix/key.pem\n\
          bridges:\n  heisenbridge:\n    admins: [\"@admin:home.example\"]\n\
          \x20 mautrix_telegram:\n    api_id: 2040\n    api_hash: booted-test-api-hash-not-real\n\
-         heisenbridge_wheels: /srv/wheels\nmautrix_telegram_wheels: /srv/wheels\n",
+         \x20 mautrix_googlechat:\n    admins: [\"@admin:home.example\"]\n\
+         heisenbridge_wheels: /srv/wheels\nmautrix_telegram_wheels: /srv/wheels\n\
+         mautrix_googlechat_wheels: /srv/wheels\n",
     );
     let plan = sandbox.run(&["plan", "inventory"]);
     assert_eq!(plan.code, 0, "{}", plan.transcript());
@@ -467,8 +473,8 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
         &plan.stdout,
         &[
             "  + package nginx  (role nginx)",
-            "  + package python3-venv  (roles heisenbridge, mautrix-telegram and synapse)",
-            "  + package libmagic1  (role mautrix-telegram)",
+            "  + package python3-venv  (roles heisenbridge, mautrix-googlechat, mautrix-telegram and synapse)",
+            "  + package libmagic1  (roles mautrix-googlechat and mautrix-telegram)",
             "  + user matrix-synapse  (role synapse, group matrix-synapse, home /var/lib/matrix-synapse)",
             "  + venv /opt/venvs/matrix-synapse  (role synapse, matrix-synapse==1.163.2)",
             "  ~ service matrix-synapse  (role synapse, enable, start)",
@@ -508,6 +514,7 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
     for (unit, bot) in [
         ("heisenbridge", "@heisenbridge:home.example"),
         ("mautrix-telegram", "@telegrambot:home.example"),
+        ("mautrix-googlechat", "@googlechatbot:home.example"),
     ] {
         let started = Instant::now();
         let profile = loop {
@@ -539,11 +546,13 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
             unit
         );
     }
-    // The Telegram bridge reads a config only matrixctl writes.
-    assert_eq!(
-        host.run("stat -c '%U:%G %a' /etc/mautrix-telegram/config.yaml"),
-        "root:mautrix-telegram 640"
-    );
+    // The mautrix bridges read a config only matrixctl writes.
+    for bridge in ["mautrix-telegram", "mautrix-googlechat"] {
+        assert_eq!(
+            host.run(&format!("stat -c '%U:%G %a' /etc/{bridge}/config.yaml")),
+            format!("root:{bridge} 640")
+        );
+    }
 
     // Converged: no change, and nothing restarted.
     assert_next_apply_changes_nothing(
@@ -554,6 +563,7 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
             "nginx",
             "heisenbridge",
             "mautrix-telegram",
+            "mautrix-googlechat",
         ],
     );
 }

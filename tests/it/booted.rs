@@ -1272,3 +1272,75 @@ fn synapse_from_packages_plans_the_matrix_org_repository_its_package_and_service
         );
     }
 }
+
+/// Postmoogle ships no package and no wheel, and its releases cannot be
+/// fetched on these machines: a stand-in program, put where the operator
+/// would put Postmoogle's binary, proves what matrixctl gives it (its own
+/// account, its environment, a writable data directory, port 25 without
+/// root). The environment file's contents are checked by the render tests.
+#[test]
+fn the_operator_s_postmoogle_binary_runs_as_its_own_account_on_port_25() {
+    let host = BootedHost::up("mcmail");
+    host.run(
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3 > /dev/null 2>&1",
+    );
+    host.run(
+        "cat > /usr/local/bin/postmoogle <<'EOF'\n\
+         #!/usr/bin/python3\n\
+         # Stands in for Postmoogle: reads its environment, writes its\n\
+         # database in its working directory, answers SMTP's greeting on 25.\n\
+         import os, socket\n\
+         login = os.environ['POSTMOOGLE_LOGIN']\n\
+         open(os.path.basename(os.environ['POSTMOOGLE_DB_DSN']), 'a').close()\n\
+         server = socket.socket()\n\
+         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         server.bind(('0.0.0.0', 25))\n\
+         server.listen()\n\
+         while True:\n\
+         \x20   conn, _ = server.accept()\n\
+         \x20   conn.sendall(('220 stand-in for ' + login + '\\r\\n').encode())\n\
+         \x20   conn.close()\n\
+         EOF\n\
+         chmod 755 /usr/local/bin/postmoogle",
+    );
+    let sandbox = host.inventory(
+        "mail.example",
+        "synapse_enabled: false\nwellknown_enabled: false\n\
+         bridges:\n  postmoogle:\n    login: mailbot\n\
+         postmoogle_binary: /usr/local/bin/postmoogle\n",
+    );
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    assert_plan_says(
+        &plan.stdout,
+        &[
+            "  + user postmoogle  (role postmoogle, group postmoogle, home /var/lib/postmoogle)",
+            "  ~ service postmoogle  (role postmoogle, enable, start)",
+        ],
+    );
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    let greeting = Command::new("curl")
+        .args(["-s", "--max-time", "5"])
+        .arg(format!("telnet://{}:25", host.address))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("curl runs (apt-get install curl)");
+    assert_eq!(
+        String::from_utf8_lossy(&greeting.stdout).trim(),
+        "220 stand-in for mailbot",
+        "{}",
+        host.run("journalctl -u postmoogle -n 20 --no-pager")
+    );
+    assert_eq!(
+        host.run("stat -c %U /proc/$(systemctl show -p MainPID --value postmoogle)"),
+        "postmoogle"
+    );
+    assert_eq!(
+        host.run(
+            "stat -c '%U:%G %a' /etc/postmoogle/postmoogle.env /var/lib/postmoogle/postmoogle.db"
+        ),
+        "root:postmoogle 640\npostmoogle:postmoogle 644"
+    );
+    assert_next_apply_changes_nothing(&host, &sandbox, &["postmoogle"]);
+}

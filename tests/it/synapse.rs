@@ -127,6 +127,7 @@ pub fn deploy_host(inventory_dir: &Path, host: &str, extra_vars: &str) -> Deploy
              maubot_group: root\n\
              mautrix_telegram_group: root\n\
              mautrix_googlechat_group: root\n\
+             postmoogle_group: root\n\
              # The test machine is no host to install packages on.\n\
              manage_system: false\n\
              database:\n  engine: sqlite\n  sqlite_path: {dir}/data/homeserver.db\n\

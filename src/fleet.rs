@@ -673,7 +673,22 @@ fn system_before_files(program: &mut Program, changes: &[crate::system::SystemCh
                 args.extend(requirements.iter().map(String::as_str));
                 program.call("mc_venv", &args);
             }
-            Item::Repository { .. } | Item::Package { .. } | Item::Service { .. } => {}
+            Item::Repository { .. }
+            | Item::Package { .. }
+            | Item::Service { .. }
+            | Item::Database { .. } => {}
+        }
+    }
+    // Databases last: their server may be a package just installed.
+    for change in changes {
+        if let Item::Database {
+            name,
+            owner,
+            password,
+        } = &change.item
+        {
+            // The password arrives on stdin, never as an argument.
+            program.call_with_content("mc_database", &[name, owner], password.as_bytes());
         }
     }
 }

@@ -51,6 +51,13 @@ fn host_effects(plan: &HostPlan) -> BTreeSet<String> {
             packages.join(", ")
         ));
     }
+    for change in &plan.system {
+        if let crate::system::Item::Database { name, .. } = &change.item {
+            effects.insert(format!(
+                "creates database {name} (a failed apply does not drop it)"
+            ));
+        }
+    }
     for handler in &plan.handlers {
         let impact = handler
             .impact

@@ -86,6 +86,7 @@ pub async fn observe(
             Item::Directory { path, .. } => program.call("mc_observe_directory", &[path]),
             Item::Venv { path, .. } => program.call("mc_observe_venv", &[path]),
             Item::Service { name, .. } => program.call("mc_observe_service", &[name]),
+            Item::Database { name, .. } => program.call("mc_observe_database", &[name]),
         };
     }
     program.call("mc_observe_record", &[]);

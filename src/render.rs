@@ -766,6 +766,41 @@ impl<'a> Renderer<'a> {
                 running: spec.running,
             });
         }
+        for (index, spec) in manifest.databases.iter().enumerate() {
+            let key = format!("databases[{index}]");
+            if !applies(format!("{key}.when"), &spec.when)? {
+                continue;
+            }
+            // Quoted as identifiers in SQL, and reported as words.
+            let identifier = |field: &str, template: &str| -> Result<String, Problem> {
+                let text = render(format!("{key}.{field}"), template)?;
+                if crate::system::is_sql_identifier(&text) {
+                    Ok(text)
+                } else {
+                    Err(refuse(
+                        format!("{key}.{field}"),
+                        &text,
+                        "a PostgreSQL name (letters, digits, _ and -, at most 63)",
+                    ))
+                }
+            };
+            let name = identifier("name", &spec.name)?;
+            let owner = identifier("owner", &spec.owner)?;
+            let password = render(format!("{key}.password"), &spec.password)?;
+            if password.is_empty() || password.chars().any(char::is_control) {
+                return Err(Problem::new(format!(
+                    "role `{}`: database `{name}`: the password is empty or holds a control character",
+                    role.name
+                ))
+                .in_file(&role.path)
+                .at_key(format!("{key}.password")));
+            }
+            items.push(Item::Database {
+                name,
+                owner,
+                password,
+            });
+        }
         Ok(items
             .into_iter()
             .map(|item| crate::system::Wanted {

@@ -68,6 +68,8 @@ pub struct Manifest {
     pub venvs: Vec<VenvSpec>,
     #[serde(default)]
     pub services: Vec<ServiceSpec>,
+    #[serde(default)]
+    pub databases: Vec<DatabaseSpec>,
     /// Templates of notes for the operator (like a DNS record to create);
     /// a note that renders empty is not shown.
     #[serde(default)]
@@ -323,6 +325,21 @@ pub struct VenvSpec {
     /// (empty: the index).
     #[serde(default)]
     pub find_links: Option<String>,
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+/// A PostgreSQL database on the host's own server, and the login role that
+/// owns it, made once with what the homeserver (and most applications) require
+/// (UTF8, C collation and ctype, from template0); never dropped or altered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSpec {
+    pub name: String,
+    pub owner: String,
+    /// The owner's password, set when matrixctl creates the role (a
+    /// template, normally a secret: it never shows in a plan).
+    pub password: String,
     #[serde(default)]
     pub when: Option<String>,
 }

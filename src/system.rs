@@ -67,6 +67,29 @@ pub enum Item {
         enabled: bool,
         running: Option<bool>,
     },
+    /// A PostgreSQL database owned by a login role, both made once
+    /// (UTF8, C collation and ctype); the role gets `password` only when
+    /// matrixctl creates it.
+    Database {
+        name: String,
+        owner: String,
+        #[serde(skip)]
+        password: String,
+    },
+}
+
+/// What a PostgreSQL database must be for the applications matrixctl
+/// serves (the homeserver refuses any other collation or ctype).
+pub const DATABASE_ENCODING: &str = "UTF8";
+pub const DATABASE_LOCALE: &str = "C";
+
+/// A name safe to double-quote in SQL and to report as one word.
+pub fn is_sql_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl SystemChange {
@@ -87,6 +110,7 @@ impl Item {
             Item::Directory { path, .. } => format!("directory {path}"),
             Item::Venv { path, .. } => format!("venv {path}"),
             Item::Service { name, .. } => format!("service {name}"),
+            Item::Database { name, .. } => format!("database {name}"),
         }
     }
 
@@ -262,6 +286,17 @@ pub fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<SystemChange
                     });
                 }
             }
+            // `present ENCODING COLLATE CTYPE OWNER`; one that differs is
+            // refused by `blocked`, never altered. `absent`, or `unknown`
+            // (no server running to ask): apply creates it if missing.
+            Item::Database { owner, .. } => {
+                if words.first() != Some(&"present") {
+                    out.push(change(
+                        true,
+                        format!("owner {owner}, {DATABASE_ENCODING}, collation {DATABASE_LOCALE}"),
+                    ));
+                }
+            }
         }
     }
     out
@@ -282,9 +317,35 @@ pub fn repository_digest(key: &str, sources: &str) -> String {
 }
 
 /// A directory item's path must not be something else already (a file, a
-/// symlink): said before anything is changed.
+/// symlink), and a database that exists must be as wanted (matrixctl never
+/// alters one): said before anything is changed.
 pub fn blocked(wanted: &[Wanted], observed: &ObservedSystem) -> Option<String> {
     wanted.iter().find_map(|Wanted { item, .. }| match item {
+        Item::Database { name, owner, .. } => {
+            let state = observed.get(&item.key())?;
+            let words: Vec<&str> = state.split(' ').collect();
+            let ["present", encoding, collate, ctype, have_owner] = words.as_slice() else {
+                return None;
+            };
+            if *encoding != DATABASE_ENCODING
+                || *collate != DATABASE_LOCALE
+                || *ctype != DATABASE_LOCALE
+            {
+                return Some(format!(
+                    "database {name} exists with encoding {encoding}, collation {collate} and ctype {ctype}; \
+                     it needs {DATABASE_ENCODING}, {DATABASE_LOCALE} and {DATABASE_LOCALE} (the homeserver refuses any other), \
+                     and matrixctl never alters a database: dump it, recreate it with \
+                     `CREATE DATABASE {name} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0 OWNER {owner}`, \
+                     restore it, and plan again"
+                ));
+            }
+            (have_owner != owner).then(|| {
+                format!(
+                    "database {name} is owned by {have_owner}, not {owner}; matrixctl never alters a database: \
+                     `ALTER DATABASE {name} OWNER TO {owner}` if that is right, or set the owner's name in the inventory"
+                )
+            })
+        }
         Item::Directory { path, .. } => {
             let state = observed.get(&item.key())?;
             state.strip_prefix("other ").map(|kind| {
@@ -341,6 +402,38 @@ mod tests {
             "half-configured 2.0 → 2.0: an interrupted install, finished by this apply"
         );
         assert!(changes(&wanted(Item::Group { name: "g".into() }), &observed).is_empty());
+        let database = || Item::Database {
+            name: "app".into(),
+            owner: "app".into(),
+            password: "not shown".into(),
+        };
+        for (state, creates) in [
+            ("absent", true),
+            ("unknown", true),
+            ("present UTF8 C C app", false),
+        ] {
+            let observed: ObservedSystem = [("database app".to_string(), state.to_string())]
+                .into_iter()
+                .collect();
+            let planned = changes(&wanted(database()), &observed);
+            assert_eq!(planned.len(), usize::from(creates), "{state}");
+            assert_eq!(blocked(&wanted(database()), &observed), None, "{state}");
+        }
+        for (state, says) in [
+            (
+                "present UTF8 C.UTF-8 C.UTF-8 app",
+                "collation C.UTF-8 and ctype C.UTF-8",
+            ),
+            ("present UTF8 C C postgres", "is owned by postgres, not app"),
+        ] {
+            let observed: ObservedSystem = [("database app".to_string(), state.to_string())]
+                .into_iter()
+                .collect();
+            let reason = blocked(&wanted(database()), &observed).unwrap();
+            assert!(reason.contains(says), "{reason}");
+        }
+        let json = serde_json::to_string(&database()).unwrap();
+        assert!(!json.contains("not shown"), "{json}");
         let user = Item::User {
             name: "u".into(),
             group: "g".into(),

@@ -660,6 +660,65 @@ mc_observe_service() {
     printf 'sys service %s %s %s\n' "$1" "${e:-missing}" "${a:-inactive}"
 }
 
+# Runs SQL from stdin as PostgreSQL's superuser, on the local server
+# (psql's options after `--`; names only, never a password).
+mc_psql() {
+    (cd / && runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 "$@") 9>&-
+}
+
+# `sys database NAME present ENCODING COLLATE CTYPE OWNER`, `absent`, or
+# `unknown` when no server answers (PostgreSQL not installed or stopped:
+# apply starts it and looks again before creating anything).
+mc_observe_database() {
+    if [ -n "$ROOT" ]; then printf 'sys database %s unsupported\n' "$1"; return 0; fi
+    if ! command -v pg_isready > /dev/null 2>&1 || ! pg_isready -q 2> /dev/null; then
+        printf 'sys database %s unknown\n' "$1"
+        return 0
+    fi
+    row=$(printf "SELECT pg_encoding_to_char(encoding), datcollate, datctype, pg_get_userbyid(datdba) FROM pg_database WHERE datname = :'name';\n" |
+        mc_psql -F ' ' -v name="$1" 2> /dev/null) || row=error
+    case "$row" in
+        error) printf 'sys database %s unknown\n' "$1" ;;
+        "") printf 'sys database %s absent\n' "$1" ;;
+        *) printf 'sys database %s present %s\n' "$1" "$row" ;;
+    esac
+}
+
+# Creates database $1 owned by login role $2 (created too when missing,
+# with the password on stdin); an existing one is checked, never altered.
+# The server is started first if it is not running (its package may have
+# been installed by this apply, under the guard that keeps services down).
+mc_database() {
+    mc_system_changed
+    password=$(base64 -d)
+    systemctl start postgresql > /dev/null 2>&1 || true
+    tries=0
+    until pg_isready -q 2> /dev/null; do
+        tries=$((tries + 1))
+        [ "$tries" -le 300 ] || mc_fail "PostgreSQL did not answer within 30 s (pg_isready)"
+        sleep 0.1
+    done
+    row=$(printf "SELECT pg_encoding_to_char(encoding), datcollate, datctype, pg_get_userbyid(datdba) FROM pg_database WHERE datname = :'name';\n" |
+        mc_psql -F ' ' -v name="$1") || mc_fail "cannot ask PostgreSQL about database $1"
+    if [ -n "$row" ]; then
+        [ "$row" = "UTF8 C C $2" ] ||
+            mc_fail "database $1 exists as \"$row\" (encoding, collation, ctype, owner), not \"UTF8 C C $2\"; matrixctl never alters a database"
+        return 0
+    fi
+    # SQL string literal: quotes doubled (standard_conforming_strings is
+    # on, so backslashes are literal).
+    quoted=$(printf '%s' "$password" | sed "s/'/''/g")
+    {
+        # psql's meta-commands as arguments, not formats (printf would
+        # read `\e` as an escape).
+        printf '%s\n' "SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'owner') AS missing \\gset" '\if :missing'
+        printf 'CREATE ROLE "%s" LOGIN PASSWORD '"'"'%s'"'"';\n' "$2" "$quoted"
+        printf '%s\n' '\endif'
+        printf 'CREATE DATABASE "%s" OWNER "%s" ENCODING '"'"'UTF8'"'"' LC_COLLATE '"'"'C'"'"' LC_CTYPE '"'"'C'"'"' TEMPLATE template0;\n' "$1" "$2"
+    } | mc_psql -v owner="$2" > "$ROOT$MC_STATE_DIR/output" 2>&1 ||
+        mc_fail "creating database $1 failed: $(tail -n 3 "$ROOT$MC_STATE_DIR/output")"
+}
+
 # Something on the host changed that a rollback cannot undo (a package, an
 # account, a directory): the failure message must not say "nothing".
 mc_system_changed() {

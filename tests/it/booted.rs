@@ -1344,3 +1344,90 @@ fn the_operator_s_postmoogle_binary_runs_as_its_own_account_on_port_25() {
     );
     assert_next_apply_changes_nothing(&host, &sandbox, &["postmoogle"]);
 }
+
+/// Synapse on the host's own PostgreSQL, from an empty host in one apply:
+/// the server installed, the database made as Synapse requires it, owned
+/// by its user, whose password Synapse's TCP connection proves.
+#[test]
+fn synapse_gets_a_postgresql_database_made_as_it_requires_and_never_altered() {
+    let host = BootedHost::up("mcpostgres");
+    host.copy_in(
+        &wheels("synapse", "MATRIXCTL_SYNAPSE_WHEELS"),
+        "/srv/wheels",
+    );
+    let vars = "synapse_install: venv\nsynapse_wheels: /srv/wheels\n";
+    let sandbox = host.inventory("pg.example", vars);
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    assert_plan_says(
+        &plan.stdout,
+        &[
+            "creates database synapse (a failed apply does not drop it)",
+            "  + package postgresql  (role postgresql)",
+            "  + database synapse  (role synapse, owner synapse, UTF8, collation C)",
+            "  ~ service postgresql  (role postgresql, enable, start)",
+        ],
+    );
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(
+        apply.code,
+        0,
+        "{}\n{}",
+        apply.transcript(),
+        host.ssh("journalctl -u matrix-synapse -n 30 --no-pager")
+            .stdout
+            .escape_ascii()
+    );
+    let psql = |sql: &str| {
+        host.run(&format!(
+            "cd / && runuser -u postgres -- psql -XAtc \"{sql}\""
+        ))
+    };
+    assert_eq!(
+        psql(
+            "SELECT pg_encoding_to_char(encoding), datcollate, datctype, pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'synapse'"
+        ),
+        "UTF8|C|C|synapse"
+    );
+    // Synapse made its schema there, through TCP with its password.
+    let started = Instant::now();
+    loop {
+        let health = host.ssh(
+            "/opt/venvs/matrix-synapse/bin/python -c \"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8008/health').read().decode())\"",
+        );
+        if String::from_utf8_lossy(&health.stdout).trim() == "OK" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "Synapse never answered /health:\n{}",
+            host.run("journalctl -u matrix-synapse -n 30 --no-pager")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        host.run(
+            "cd / && runuser -u postgres -- psql -XAt -d synapse -c \"SELECT tableowner FROM pg_tables WHERE tablename = 'users'\""
+        ),
+        "synapse"
+    );
+    assert_next_apply_changes_nothing(&host, &sandbox, &["matrix-synapse", "postgresql"]);
+
+    // A database that is not as Synapse requires is refused, never altered.
+    psql(
+        "CREATE DATABASE other OWNER synapse LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' TEMPLATE template0",
+    );
+    sandbox.write(
+        "inventory/host_vars/pg.example.yaml",
+        "database:\n  name: other\n",
+    );
+    let refused = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(refused.code, 1, "{}", refused.transcript());
+    assert!(
+        refused.stdout.contains(
+            "database other exists with encoding UTF8, collation C.UTF-8 and ctype C.UTF-8"
+        ),
+        "{}",
+        refused.stdout
+    );
+}

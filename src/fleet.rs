@@ -676,7 +676,8 @@ fn system_before_files(program: &mut Program, changes: &[crate::system::SystemCh
             Item::Repository { .. }
             | Item::Package { .. }
             | Item::Service { .. }
-            | Item::Database { .. } => {}
+            | Item::Database { .. }
+            | Item::Generated { .. } => {}
         }
     }
     // Databases last: their server may be a package just installed.
@@ -776,6 +777,24 @@ fn transaction(
         }
     }
     program.call("mc_step", &["renamed"]);
+    // Files made by the host's own programs (a signing key), from the new
+    // configuration and before the validators read them.
+    for change in &plan.system {
+        if let crate::system::Item::Generated {
+            path,
+            command,
+            owner,
+            group,
+            mode,
+            ..
+        } = &change.item
+        {
+            program.call(
+                "mc_generate",
+                &[path, owner, group, &format!("{mode:04o}"), command],
+            );
+        }
+    }
     for validator in &plan.validators {
         program.call("mc_validate", &[validator]);
     }

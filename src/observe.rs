@@ -87,6 +87,7 @@ pub async fn observe(
             Item::Venv { path, .. } => program.call("mc_observe_venv", &[path]),
             Item::Service { name, .. } => program.call("mc_observe_service", &[name]),
             Item::Database { name, .. } => program.call("mc_observe_database", &[name]),
+            Item::Generated { path, .. } => program.call("mc_observe_generated", &[path]),
         };
     }
     program.call("mc_observe_record", &[]);

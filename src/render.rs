@@ -801,6 +801,36 @@ impl<'a> Renderer<'a> {
                 password,
             });
         }
+        for (index, spec) in manifest.generated.iter().enumerate() {
+            let key = format!("generated[{index}]");
+            if !applies(format!("{key}.when"), &spec.when)? {
+                continue;
+            }
+            let what = render(format!("{key}.what"), &spec.what)?;
+            let plain = !what.is_empty()
+                && what
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || " _-".contains(c));
+            if !plain {
+                return Err(refuse(
+                    format!("{key}.what"),
+                    &what,
+                    "a few plain words (letters, digits, spaces)",
+                ));
+            }
+            let command = render(format!("{key}.command"), &spec.command)?;
+            if command.is_empty() {
+                return Err(refuse(format!("{key}.command"), &command, "a command"));
+            }
+            items.push(Item::Generated {
+                what,
+                path: path(format!("{key}.path"), &spec.path)?,
+                command,
+                owner: account(format!("{key}.owner"), &spec.owner)?,
+                group: account(format!("{key}.group"), &spec.group)?,
+                mode: spec.mode.0,
+            });
+        }
         Ok(items
             .into_iter()
             .map(|item| crate::system::Wanted {

@@ -70,6 +70,8 @@ pub struct Manifest {
     pub services: Vec<ServiceSpec>,
     #[serde(default)]
     pub databases: Vec<DatabaseSpec>,
+    #[serde(default)]
+    pub generated: Vec<GeneratedSpec>,
     /// Templates of notes for the operator (like a DNS record to create);
     /// a note that renders empty is not shown.
     #[serde(default)]
@@ -342,6 +344,31 @@ pub struct DatabaseSpec {
     pub password: String,
     #[serde(default)]
     pub when: Option<String>,
+}
+
+/// A file a program on the host makes when it is missing (a signing key):
+/// never rendered, read back or replaced by matrixctl. `command` runs as
+/// root once the new files are in place, before the validators; the file
+/// then gets `owner`, `group` and `mode`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratedSpec {
+    /// What it is, for the plan: `signing key`.
+    pub what: String,
+    pub path: String,
+    pub command: String,
+    #[serde(default = "root_account")]
+    pub owner: String,
+    #[serde(default = "root_account")]
+    pub group: String,
+    #[serde(default = "generated_mode")]
+    pub mode: Mode,
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+fn generated_mode() -> Mode {
+    Mode(0o600)
 }
 
 /// A systemd unit, enabled at boot and running unless said otherwise.

@@ -76,6 +76,17 @@ pub enum Item {
         #[serde(skip)]
         password: String,
     },
+    /// A file `command` makes on the host when it is missing (a signing
+    /// key), then given owner, group and mode; never read back or
+    /// replaced.
+    Generated {
+        what: String,
+        path: String,
+        command: String,
+        owner: String,
+        group: String,
+        mode: u32,
+    },
 }
 
 /// What a PostgreSQL database must be for the applications matrixctl
@@ -111,12 +122,17 @@ impl Item {
             Item::Venv { path, .. } => format!("venv {path}"),
             Item::Service { name, .. } => format!("service {name}"),
             Item::Database { name, .. } => format!("database {name}"),
+            Item::Generated { what, .. } => what.clone(),
         }
     }
 
-    /// The key the host program reports the item's state under: its label.
+    /// The key the host program reports the item's state under: its label,
+    /// or for a generated file its path (two roles may generate a "key").
     pub fn key(&self) -> String {
-        self.label()
+        match self {
+            Item::Generated { path, .. } => format!("generated {path}"),
+            _ => self.label(),
+        }
     }
 
     /// Whether apply sees to it after the files (services), rather than
@@ -289,6 +305,11 @@ pub fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<SystemChange
             // `present ENCODING COLLATE CTYPE OWNER`; one that differs is
             // refused by `blocked`, never altered. `absent`, or `unknown`
             // (no server running to ask): apply creates it if missing.
+            Item::Generated { path, .. } => {
+                if state != "present" {
+                    out.push(change(true, format!("generated on the host: {path}")));
+                }
+            }
             Item::Database { owner, .. } => {
                 if words.first() != Some(&"present") {
                     out.push(change(

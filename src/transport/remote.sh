@@ -719,6 +719,32 @@ mc_database() {
         mc_fail "creating database $1 failed: $(tail -n 3 "$ROOT$MC_STATE_DIR/output")"
 }
 
+mc_observe_generated() {
+    if [ -n "$ROOT" ]; then printf 'sys generated %s unsupported\n' "$1"; return 0; fi
+    if [ -e "$1" ] || [ -L "$1" ]; then
+        printf 'sys generated %s present\n' "$1"
+    else
+        printf 'sys generated %s absent\n' "$1"
+    fi
+}
+
+# Makes file $1 with command $5 when it is missing (never replacing one),
+# and gives it owner $2, group $3 and mode $4. It is no managed file: a
+# rollback keeps it.
+mc_generate() {
+    [ ! -e "$1" ] && [ ! -L "$1" ] || return 0
+    mc_system_changed
+    out=$ROOT$MC_STATE_DIR/output
+    if ! (cd / && umask 077 && sh -c "$5") > "$out" 2>&1 9>&-; then
+        printf 'matrixctl: making %s failed: %s\n' "$1" "$5" >&2
+        tail -n 20 "$out" | sed 's/^/    /' >&2
+        exit 4
+    fi
+    [ -f "$1" ] && [ ! -L "$1" ] || mc_fail "$5 ran but made no file $1"
+    chown -- "$2:$3" "$1" && chmod "$4" -- "$1" ||
+        mc_fail "cannot give $1 to $2:$3 with mode $4"
+}
+
 # Something on the host changed that a rollback cannot undo (a package, an
 # account, a directory): the failure message must not say "nothing".
 mc_system_changed() {

@@ -477,6 +477,7 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
             "  + package libmagic1  (roles mautrix-googlechat and mautrix-telegram)",
             "  + user matrix-synapse  (role synapse, group matrix-synapse, home /var/lib/matrix-synapse)",
             "  + venv /opt/venvs/matrix-synapse  (role synapse, matrix-synapse==1.163.2)",
+            "  + signing key  (role synapse, generated on the host: /etc/matrix-synapse/homeserver.signing.key)",
             "  ~ service matrix-synapse  (role synapse, enable, start)",
             "  ~ service nginx  (role nginx, enable, start)",
         ],
@@ -500,11 +501,20 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
         .expect("curl runs (apt-get install curl)");
     let body = String::from_utf8_lossy(&health.stdout);
     assert!(body.contains("\"versions\""), "{body}");
-    // The signing key was made on the host, for Synapse's group only.
+    // The signing key was made on the host, for Synapse's group only, and
+    // never left it: no plan, report or record of matrixctl holds it.
     assert_eq!(
         host.run("stat -c '%U:%G %a' /etc/matrix-synapse/homeserver.signing.key"),
         "root:matrix-synapse 640"
     );
+    let key = host.run("cut -d' ' -f3 /etc/matrix-synapse/homeserver.signing.key");
+    assert!(key.len() > 20, "{key}");
+    let json = sandbox.run(&["plan", "--json", "inventory"]);
+    assert!(
+        !apply.stdout.contains(&key) && !json.stdout.contains(&key),
+        "the signing key left the host"
+    );
+    assert!(!host.run("cat /var/lib/matrixctl/state").contains(&key));
     assert_eq!(
         host.run("stat -c %U /proc/$(systemctl show -p MainPID --value matrix-synapse)"),
         "matrix-synapse"

@@ -32,6 +32,97 @@ pub enum Command {
     /// List every option the roles declare (type, default, description),
     /// as the Markdown reference in docs/inventory.md.
     Options,
+    /// Accounts on a host's homeserver: `admin create HOST @name`.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Registration tokens of a host's homeserver: `token create HOST`.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an admin account through the homeserver's shared-secret
+    /// registration, over the host's loopback (through SSH). The password
+    /// is generated and printed once, or read from stdin.
+    Create(AdminCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdminCreateArgs {
+    /// The host, as the inventory names it.
+    pub host: String,
+
+    /// The account to create, like `@admin:example.com`.
+    #[arg(value_parser = parse_user)]
+    pub user: String,
+
+    /// Read the password from the first line of stdin instead of
+    /// generating one.
+    #[arg(long)]
+    pub password_stdin: bool,
+
+    /// The inventory directory.
+    #[arg(long, default_value = "inventory")]
+    pub inventory: PathBuf,
+
+    #[command(flatten)]
+    pub connect: Connect,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a registration token (for `registration: token`) through the
+    /// homeserver's admin API, over the host's loopback (through SSH).
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// The host, as the inventory names it.
+    pub host: String,
+
+    /// How many registrations the token allows (unlimited when not given).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub uses: Option<u32>,
+
+    /// How long the token stays valid, like `7d` or `12h` (no end when not
+    /// given).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub expires: Option<u64>,
+
+    /// The inventory directory.
+    #[arg(long, default_value = "inventory")]
+    pub inventory: PathBuf,
+
+    #[command(flatten)]
+    pub connect: Connect,
+}
+
+fn parse_user(text: &str) -> Result<String, String> {
+    serde_yaml::from_value::<crate::inventory::matrix::MatrixId>(text.into())
+        .map(|_| text.to_string())
+        .map_err(|error| error.to_string())
+}
+
+/// `30s`, `15m`, `12h`, `7d` or `2w`, in milliseconds.
+fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let bad = || format!("`{text}` is not a duration: write it like `7d`, `12h` or `30m`");
+    let cut = text.char_indices().last().map_or(0, |(index, _)| index);
+    let (digits, unit) = text.split_at(cut);
+    let number: u64 = digits.parse().map_err(|_| bad())?;
+    let unit_ms: u64 = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 604_800_000,
+        _ => return Err(bad()),
+    };
+    match number.checked_mul(unit_ms) {
+        Some(ms) if ms > 0 => Ok(ms),
+        _ => Err(bad()),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -551,6 +551,32 @@ async fn reconnect(job: &ApplyJob, timeout: Duration) -> Option<RunState> {
     None
 }
 
+/// Runs an operator's task on `host`: `script` with `input` on its stdin,
+/// over one connection; what the script printed, or why it failed.
+pub async fn run_task(
+    host: &crate::inventory::Host,
+    task: &crate::render::RenderedTask,
+    options: &FleetOptions,
+) -> Result<String> {
+    let root = root_of(host)?;
+    let transport = Transport::for_host(host, &options.ssh);
+    let mut program = Program::new(&root, &host.vars.state_dir.0);
+    program.call_with_content("mc_task_script", &[], task.script.as_bytes());
+    program.call_with_content("mc_task_run", &[], task.input.as_bytes());
+    let answer = within(options.timeout, transport.run(program.finish())).await;
+    transport.close().await;
+    let output = answer?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if output.success && output_is_done(&output.stdout) {
+        let printed = stdout
+            .strip_suffix(&format!("{DONE_MARKER}\n"))
+            .unwrap_or(&stdout);
+        Ok(printed.to_string())
+    } else {
+        bail!("{}", failure_reason(&output.stderr))
+    }
+}
+
 /// Closes every connection the run opened.
 pub async fn close(planned: &[PlannedHost]) {
     for host in planned {

@@ -74,7 +74,172 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", roles.options_reference());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Admin(cli::AdminCommand::Create(args)) => admin_create(&cli.roles, args),
+        Command::Token(cli::TokenCommand::Create(args)) => token_create(&cli.roles, args),
     }
+}
+
+/// Runs the task `name` that a role offers on the inventory's host
+/// `host_name`, with `args`; what it printed. `also_secret` are values of
+/// this run that must not show in an error either (a new password).
+fn run_task(
+    role_dirs: &[PathBuf],
+    inventory_dir: &Path,
+    host_name: &str,
+    name: &str,
+    args: &std::collections::BTreeMap<String, String>,
+    connect: &Connect,
+    also_secret: &[String],
+) -> Result<String> {
+    let roles = RoleSet::load(role_dirs)?;
+    let inventory = Inventory::load(inventory_dir, &roles)?;
+    let Some(host) = inventory
+        .hosts
+        .iter()
+        .find(|host| host.name.as_str() == host_name)
+    else {
+        let known: Vec<&str> = inventory
+            .hosts
+            .iter()
+            .map(|host| host.name.as_str())
+            .collect();
+        return Err(
+            problem::Problem::new(format!("no host `{host_name}` in the inventory"))
+                .in_file(&inventory.dir.join("hosts.yaml"))
+                .with_hint(Some(format!("its hosts: {}", known.join(", "))))
+                .into(),
+        );
+    };
+    let host = resolved(&inventory, host)?;
+    let renderer = Renderer::new(&roles);
+    let redactor = redactor_for(&inventory);
+    let Some(task) = renderer
+        .render_task(&inventory, &host, name, args, &redactor)
+        .map_err(|problem| problem.redacted(&redactor))?
+    else {
+        bail!(
+            "no role that applies to {host_name} offers `{name}` (the homeserver's role must be on for it)"
+        );
+    };
+    let control_dir = control_dir()?;
+    let options = fleet_options(connect, &control_dir);
+    let this_run = Redactor::new(also_secret.iter().cloned());
+    runtime()?
+        .block_on(fleet::run_task(&host, &task, &options))
+        .map_err(|error| {
+            let said = format!("{error:#}");
+            anyhow::anyhow!(
+                "{name} on {host_name} failed: {}",
+                this_run.redact(&redactor.redact(&said))
+            )
+        })
+}
+
+/// Random text for a password: 24 characters of URL-safe base64.
+fn new_password() -> Result<String> {
+    use base64::Engine;
+    use std::io::Read;
+    let mut bytes = [0u8; 18];
+    fs_err::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn admin_create(role_dirs: &[PathBuf], args: cli::AdminCreateArgs) -> Result<ExitCode> {
+    let (localpart, server) = args
+        .user
+        .trim_start_matches('@')
+        .split_once(':')
+        .unwrap_or_default();
+    if server != args.host {
+        bail!(
+            "{} belongs to the server {server}, not to {}: an account is made on its own server",
+            args.user,
+            args.host
+        );
+    }
+    let password = if args.password_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        let line = line.trim_end_matches(['\n', '\r']).to_string();
+        if line.is_empty() {
+            bail!("--password-stdin: stdin gave an empty first line");
+        }
+        line
+    } else {
+        new_password()?
+    };
+    let task_args = [
+        ("localpart".to_string(), localpart.to_string()),
+        ("password".to_string(), password.clone()),
+    ]
+    .into_iter()
+    .collect();
+    let user_id = run_task(
+        role_dirs,
+        &args.inventory,
+        &args.host,
+        "admin create",
+        &task_args,
+        &args.connect,
+        std::slice::from_ref(&password),
+    )?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "Created {}, an admin, on {}.",
+        user_id.trim(),
+        args.host
+    )?;
+    if !args.password_stdin {
+        writeln!(
+            stdout,
+            "Its password, shown this once (matrixctl keeps no copy): {password}"
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token_create(role_dirs: &[PathBuf], args: cli::TokenCreateArgs) -> Result<ExitCode> {
+    let expiry_time = match args.expires {
+        Some(ms) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .context("the clock is before 1970")?
+                .as_millis();
+            (now + u128::from(ms)).to_string()
+        }
+        None => String::new(),
+    };
+    let task_args = [
+        (
+            "uses".to_string(),
+            args.uses.map(|uses| uses.to_string()).unwrap_or_default(),
+        ),
+        ("expiry_time".to_string(), expiry_time),
+    ]
+    .into_iter()
+    .collect();
+    let token = run_task(
+        role_dirs,
+        &args.inventory,
+        &args.host,
+        "token create",
+        &task_args,
+        &args.connect,
+        &[],
+    )?;
+    let uses = args
+        .uses
+        .map_or("any number of".to_string(), |uses| uses.to_string());
+    let valid = args.expires.map_or("with no end".to_string(), |ms| {
+        format!("for {} hours", ms / 3_600_000)
+    });
+    println!(
+        "Created a registration token on {}, for {uses} registrations, valid {valid}:\n{}",
+        args.host,
+        token.trim()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints an error the way users see every error: problems as they are,
@@ -105,18 +270,13 @@ fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
     let mut problems = Vec::new();
     let mut targets = Vec::new();
     for host in hosts {
-        let mut host = host.clone();
-        if let inventory::Connection::Ssh(target) = &mut host.connection
-            && (!target.user_given || !target.port_given)
-            && let Err(reason) = transport::ssh::resolve(target, &host.vars.ssh_options)
-        {
-            problems.push(
-                problem::Problem::new(reason)
-                    .in_file(&inventory.dir.join("hosts.yaml"))
-                    .at_key(format!("hosts.{}.ssh", host.name)),
-            );
-            continue;
-        }
+        let host = match resolved(&inventory, host) {
+            Ok(host) => host,
+            Err(problem) => {
+                problems.push(problem);
+                continue;
+            }
+        };
         match renderer.render_host(&inventory, &host, &redactor) {
             Ok(rendered) => targets.push(Target {
                 host,
@@ -134,6 +294,24 @@ fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
         return Err(Problems(problems).into());
     }
     Ok(Prepared { targets, redactor })
+}
+
+/// `host` with the user and port its SSH config gives, where hosts.yaml
+/// leaves them out.
+fn resolved(
+    inventory: &Inventory,
+    host: &inventory::Host,
+) -> Result<inventory::Host, problem::Problem> {
+    let mut host = host.clone();
+    if let inventory::Connection::Ssh(target) = &mut host.connection
+        && (!target.user_given || !target.port_given)
+        && let Err(reason) = transport::ssh::resolve(target, &host.vars.ssh_options)
+    {
+        return Err(problem::Problem::new(reason)
+            .in_file(&inventory.dir.join("hosts.yaml"))
+            .at_key(format!("hosts.{}.ssh", host.name)));
+    }
+    Ok(host)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -128,6 +128,13 @@ pub struct Rendered {
     pub system: Vec<crate::system::Wanted>,
 }
 
+/// A task rendered for one host: what runs there, and its stdin.
+pub struct RenderedTask {
+    pub role: String,
+    pub script: String,
+    pub input: String,
+}
+
 /// The template environment over built-in and `--roles` templates.
 pub struct Renderer<'a> {
     env: Environment<'static>,
@@ -220,6 +227,58 @@ impl<'a> Renderer<'a> {
             host_ssh_port(host, port_option).unwrap_or_default().into(),
         );
         context
+    }
+
+    /// The script and input of task `name` for `host`, from the role that
+    /// offers it and applies there, with `args` the command line's values;
+    /// `Ok(None)`: no role that applies to the host offers it.
+    pub fn render_task(
+        &self,
+        inventory: &Inventory,
+        host: &Host,
+        name: &str,
+        args: &BTreeMap<String, String>,
+        redactor: &Redactor,
+    ) -> Result<Option<RenderedTask>, Problem> {
+        let mut base = self.context(inventory, host);
+        base.insert(
+            "args".into(),
+            serde_yaml::to_value(args).unwrap_or(Value::Null),
+        );
+        base.insert("task_name".into(), name.replace(' ', "-").into());
+        let context = JinjaValue::from(Serde(base));
+        for role in self.roles.roles.values() {
+            let Some(task) = role.manifest.tasks.get(name) else {
+                continue;
+            };
+            if !self.condition(role, &role.manifest.when, "when", &context, redactor)? {
+                continue;
+            }
+            let applies = match &task.when {
+                Some(when) => self.condition(
+                    role,
+                    when,
+                    &format!("tasks.{name}.when"),
+                    &context,
+                    redactor,
+                )?,
+                None => true,
+            };
+            if !applies {
+                continue;
+            }
+            let template = |key: &str, text: &str| {
+                self.env.render_str(text, context.clone()).map_err(|error| {
+                    manifest_template_problem(role, format!("tasks.{name}.{key}"), &error, redactor)
+                })
+            };
+            return Ok(Some(RenderedTask {
+                role: role.name.clone(),
+                script: template("script", &task.script)?,
+                input: template("input", &task.input)?,
+            }));
+        }
+        Ok(None)
     }
 
     /// Renders every file of every role that applies to `host`.

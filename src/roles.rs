@@ -72,6 +72,10 @@ pub struct Manifest {
     pub databases: Vec<DatabaseSpec>,
     #[serde(default)]
     pub generated: Vec<GeneratedSpec>,
+    /// Things the operator asks for on demand (`matrixctl admin create`),
+    /// by name: a program run on the host with its input on stdin.
+    #[serde(default)]
+    pub tasks: BTreeMap<String, TaskSpec>,
     /// Templates of notes for the operator (like a DNS record to create);
     /// a note that renders empty is not shown.
     #[serde(default)]
@@ -369,6 +373,21 @@ pub struct GeneratedSpec {
 
 fn generated_mode() -> Mode {
     Mode(0o600)
+}
+
+/// A task a role offers the operator, run on the host through the same
+/// connection as apply. `script` (a shell script) and `input` (its stdin,
+/// where secrets go: never a command line) are templates over the host's
+/// vars and `args`, the command line's values.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    pub description: String,
+    pub script: String,
+    #[serde(default)]
+    pub input: String,
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 /// A systemd unit, enabled at boot and running unless said otherwise.

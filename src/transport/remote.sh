@@ -719,6 +719,17 @@ mc_database() {
         mc_fail "creating database $1 failed: $(tail -n 3 "$ROOT$MC_STATE_DIR/output")"
 }
 
+# An operator's task (`matrixctl admin create`): the script, then its
+# input on stdin. The script is no secret (it may show in `ps`); what is
+# secret comes in the input.
+mc_task_script() {
+    MC_TASK=$(base64 -d)
+}
+
+mc_task_run() {
+    base64 -d | (cd / && sh -c "$MC_TASK") 9>&-
+}
+
 mc_observe_generated() {
     if [ -n "$ROOT" ]; then printf 'sys generated %s unsupported\n' "$1"; return 0; fi
     if [ -e "$1" ] || [ -L "$1" ]; then

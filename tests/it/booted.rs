@@ -564,6 +564,94 @@ fn one_apply_takes_a_fresh_host_to_synapse_answering_through_nginx() {
         );
     }
 
+    // The first admin, made through the host's loopback: it logs in from
+    // outside with the password printed once.
+    let client = |method: &str, path: &str, body: &str| -> serde_json::Value {
+        let answer = Command::new("curl")
+            .args(["-sk", "--max-time", "10", "-X", method, "--resolve"])
+            .arg(format!("matrix.home.example:443:{}", host.address))
+            .args(["-H", "Content-Type: application/json", "-d", body])
+            .arg(format!("https://matrix.home.example{path}"))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&answer.stdout).unwrap_or_default()
+    };
+    let admin = sandbox.run(&["admin", "create", "home.example", "@admin:home.example"]);
+    assert_eq!(admin.code, 0, "{}", admin.transcript());
+    let password = admin
+        .stdout
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("Its password, shown this once (matrixctl keeps no copy): ")
+        })
+        .unwrap_or_else(|| panic!("{}", admin.stdout));
+    assert!(
+        admin
+            .stdout
+            .starts_with("Created @admin:home.example, an admin, on home.example.\n"),
+        "{}",
+        admin.stdout
+    );
+    let login = client(
+        "POST",
+        "/_matrix/client/v3/login",
+        &serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"}, "password": password}).to_string(),
+    );
+    assert_eq!(login["user_id"], "@admin:home.example", "{login}");
+    // An account that exists is not made again.
+    let again = sandbox.run(&["admin", "create", "home.example", "@admin:home.example"]);
+    assert_eq!(again.code, 1, "{}", again.transcript());
+    assert!(
+        again.stderr.contains("User ID already taken"),
+        "{}",
+        again.stderr
+    );
+
+    // The first invitation: a token for one registration, which works
+    // once (the host's registration mode is `token`).
+    let token = sandbox.run(&[
+        "token",
+        "create",
+        "home.example",
+        "--uses",
+        "1",
+        "--expires",
+        "1d",
+    ]);
+    assert_eq!(token.code, 0, "{}", token.transcript());
+    let token = token.stdout.lines().last().unwrap().trim().to_string();
+    let register = |name: &str| -> serde_json::Value {
+        let start = client(
+            "POST",
+            "/_matrix/client/v3/register",
+            &serde_json::json!({"username": name, "password": "a long new passphrase"}).to_string(),
+        );
+        let session = start["session"].as_str().unwrap_or_default().to_string();
+        // The token stage, then Synapse's closing dummy stage.
+        let mut last = serde_json::Value::Null;
+        for auth in [
+            serde_json::json!({"type": "m.login.registration_token", "token": token, "session": session}),
+            serde_json::json!({"type": "m.login.dummy", "session": session}),
+        ] {
+            last = client(
+                "POST",
+                "/_matrix/client/v3/register",
+                &serde_json::json!({"username": name, "password": "a long new passphrase", "auth": auth})
+                    .to_string(),
+            );
+            if last["user_id"].is_string() || last["errcode"].is_string() {
+                break;
+            }
+        }
+        last
+    };
+    let alice = register("alice");
+    assert_eq!(alice["user_id"], "@alice:home.example", "{alice}");
+    assert!(
+        register("bob")["user_id"].is_null(),
+        "the token was for one registration"
+    );
+
     // Converged: no change, and nothing restarted.
     assert_next_apply_changes_nothing(
         &host,
@@ -626,6 +714,19 @@ fn the_try_it_command_puts_the_example_on_a_real_host_and_takes_it_away() {
         String::from_utf8_lossy(&versions.stdout).contains("\"versions\""),
         "{}",
         String::from_utf8_lossy(&versions.stdout)
+    );
+    // The first admin, as the newcomer would: the command it printed.
+    let first_admin = said
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("First admin:"))
+        .unwrap_or_else(|| panic!("{said}"));
+    let words: Vec<&str> = first_admin.split_whitespace().collect();
+    let made = Command::new(words[0]).args(&words[1..]).output().unwrap();
+    let made_said = String::from_utf8_lossy(&made.stdout);
+    assert!(
+        made.status.success() && made_said.starts_with("Created @admin:example.org, an admin"),
+        "{made_said}\n{}",
+        String::from_utf8_lossy(&made.stderr)
     );
     let down = try_it(&["down"]);
     assert!(down.status.success());

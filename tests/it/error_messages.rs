@@ -45,3 +45,28 @@ fn bad_inventories_get_clear_errors() {
         ));
     });
 }
+
+/// `admin create` and `token create` refuse what they cannot do before
+/// any host is contacted, and say why.
+#[test]
+fn admin_and_token_commands_refuse_bad_requests_clearly() {
+    let sandbox = crate::support::Sandbox::fleet();
+    let mut transcript = String::new();
+    // Exit 2: clap's usage errors (issue 13 moves them to 1).
+    for (args, code) in [
+        (
+            &["admin", "create", "nosuch.example", "@admin:nosuch.example"][..],
+            1,
+        ),
+        (&["admin", "create", "a.example", "@admin:b.example"], 1),
+        (&["admin", "create", "a.example", "@Admin:a.example"], 2),
+        (&["token", "create", "a.example", "--expires", "3x"], 2),
+        (&["token", "create", "a.example", "--uses", "0"], 2),
+    ] {
+        let run = sandbox.run(args);
+        assert_eq!(run.code, code, "{args:?}");
+        assert_eq!(run.stdout, "", "{args:?}");
+        transcript.push_str(&format!("$ matrixctl {}\n{}\n", args.join(" "), run.stderr));
+    }
+    insta::assert_snapshot!(transcript);
+}

@@ -52,21 +52,43 @@ fn bad_inventories_get_clear_errors() {
 fn admin_and_token_commands_refuse_bad_requests_clearly() {
     let sandbox = crate::support::Sandbox::fleet();
     let mut transcript = String::new();
-    // Exit 2: clap's usage errors (issue 13 moves them to 1).
-    for (args, code) in [
-        (
-            &["admin", "create", "nosuch.example", "@admin:nosuch.example"][..],
-            1,
-        ),
-        (&["admin", "create", "a.example", "@admin:b.example"], 1),
-        (&["admin", "create", "a.example", "@Admin:a.example"], 2),
-        (&["token", "create", "a.example", "--expires", "3x"], 2),
-        (&["token", "create", "a.example", "--uses", "0"], 2),
+    for args in [
+        &["admin", "create", "nosuch.example", "@admin:nosuch.example"][..],
+        &["admin", "create", "a.example", "@admin:b.example"],
+        &["admin", "create", "a.example", "@Admin:a.example"],
+        &["token", "create", "a.example", "--expires", "3x"],
+        &["token", "create", "a.example", "--uses", "0"],
     ] {
         let run = sandbox.run(args);
-        assert_eq!(run.code, code, "{args:?}");
+        assert_eq!(run.code, 1, "{args:?}");
         assert_eq!(run.stdout, "", "{args:?}");
         transcript.push_str(&format!("$ matrixctl {}\n{}\n", args.join(" "), run.stderr));
     }
     insta::assert_snapshot!(transcript);
+}
+
+/// A usage error exits 1, like every other error: 2 is what
+/// `plan --detailed-exitcode` means by "changes pending". Help exits 0.
+#[test]
+fn a_usage_error_exits_1_never_the_changes_pending_code() {
+    let sandbox = crate::support::Sandbox::fleet();
+    let typo = sandbox.run(&["plan", "--limt", "a.example", "inventory"]);
+    assert_eq!(typo.code, 1, "{}", typo.transcript());
+    assert!(
+        typo.stderr.contains("unexpected argument '--limt'"),
+        "{}",
+        typo.stderr
+    );
+    assert!(
+        typo.stderr.contains("a similar argument exists: '--limit'"),
+        "{}",
+        typo.stderr
+    );
+    let help = sandbox.run(&["plan", "--help"]);
+    assert_eq!(help.code, 0);
+    assert!(
+        help.stdout.contains("--detailed-exitcode"),
+        "{}",
+        help.stdout
+    );
 }

@@ -11,7 +11,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// When to colour output. `auto` colours a terminal unless NO_COLOR is set.
+    /// When to colour output. `auto` colours a terminal unless NO_COLOR is set (and not empty).
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
 

@@ -61,7 +61,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
             ColorChoice::Auto => {
-                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+                std::io::stdout().is_terminal()
+                    && !no_color_requested(std::env::var_os("NO_COLOR").as_deref())
             }
         },
     };
@@ -240,6 +241,12 @@ fn token_create(role_dirs: &[PathBuf], args: cli::TokenCreateArgs) -> Result<Exi
         token.trim()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `NO_COLOR` asks for no colour: set and not empty, as
+/// no-color.org defines it (`NO_COLOR=` leaves colour on).
+fn no_color_requested(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|value| !value.is_empty())
 }
 
 /// Prints an error the way users see every error: problems as they are,
@@ -598,4 +605,17 @@ fn write_tree(dir: &Path, desired: &DesiredState) -> Result<()> {
         fs_err::set_permissions(&path, std::fs::Permissions::from_mode(file.mode))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::no_color_requested;
+
+    #[test]
+    fn only_a_non_empty_no_color_turns_colour_off() {
+        assert!(!no_color_requested(None));
+        assert!(!no_color_requested(Some("".as_ref())));
+        assert!(no_color_requested(Some("1".as_ref())));
+        assert!(no_color_requested(Some("0".as_ref())));
+    }
 }

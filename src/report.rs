@@ -99,9 +99,13 @@ pub fn plan_text(planned: &[PlannedHost], style: Style, redactor: &Redactor) -> 
     if !unchanged.is_empty() {
         out.push_str(&format!("No changes: {}.\n\n", host_list(&unchanged)));
     }
+    // Only for hosts with changes: a note is work for when a role starts
+    // or changes on a host, and repeating it on every plan of a converged
+    // host only buries it (JSON always carries the notes).
     let noted: Vec<&PlannedHost> = planned
         .iter()
         .filter(|host| !host.notes.is_empty())
+        .filter(|host| host.plan.as_ref().is_ok_and(|plan| !plan.is_empty()))
         .collect();
     if !noted.is_empty() {
         out.push_str("Notes (for you to do; matrixctl cannot):\n");

@@ -350,4 +350,9 @@ fn delegation_modes_decide_the_server_file_and_srv_prints_the_record() {
     )
     .unwrap();
     assert!(client.contains("\"https://b.example/\""), "{client}");
+    // Converged, the text plan no longer repeats them; JSON keeps them.
+    let again = sandbox.run(&["plan", "inventory"]);
+    assert!(!again.stdout.contains("Notes (for you"), "{}", again.stdout);
+    let json = sandbox.run(&["plan", "--json", "inventory"]);
+    assert!(json.stdout.contains("_matrix-fed._tcp"), "{}", json.stdout);
 }

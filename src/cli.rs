@@ -132,7 +132,8 @@ pub struct Selection {
     pub inventory: PathBuf,
 
     /// Only these hosts: a name, a glob (`*.example.com`) or a group;
-    /// several separated by commas.
+    /// several separated by commas or colons; `&P` intersects, `!P`
+    /// excludes (`customers:&eu:!example.com`).
     #[arg(long, value_name = "PATTERN")]
     pub limit: Option<String>,
 }
@@ -185,7 +186,8 @@ pub struct ApplyArgs {
     pub target: PathBuf,
 
     /// Only these hosts: a name, a glob (`*.example.com`) or a group;
-    /// several separated by commas.
+    /// several separated by commas or colons; `&P` intersects, `!P`
+    /// excludes (`customers:&eu:!example.com`).
     #[arg(long, value_name = "PATTERN")]
     pub limit: Option<String>,
 

@@ -344,41 +344,75 @@ impl Inventory {
         }
     }
 
-    /// The hosts `pattern` selects: a host name, a glob over host names, or a
-    /// group name; several patterns may be separated by commas.
+    /// The hosts `pattern` selects: host names, globs over host names and
+    /// group names, separated by commas or colons, as Ansible's `--limit`:
+    /// plain ones add hosts, `&PATTERN` keeps only the hosts it also
+    /// matches, `!PATTERN` takes its hosts away (from every host when
+    /// nothing was added): `customers:&eu:!example.com`.
     pub fn select(&self, pattern: Option<&str>) -> Result<Vec<&Host>, Problem> {
         let Some(pattern) = pattern else {
             return Ok(self.hosts.iter().collect());
         };
-        let mut selected = BTreeSet::new();
-        for part in pattern.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let glob = glob::Pattern::new(part).map_err(|error| {
-                Problem::new(format!("invalid --limit pattern `{part}`: {error}"))
-            })?;
-            let before = selected.len();
-            for (index, host) in self.hosts.iter().enumerate() {
-                let in_group = part == "all" || host.groups.iter().any(|group| group == part);
-                if in_group || glob.matches(host.name.as_str()) {
-                    selected.insert(index);
-                }
-            }
-            if selected.len() == before && !self.hosts.iter().any(|h| glob.matches(h.name.as_str()))
-            {
-                let candidates = self
-                    .hosts
-                    .iter()
-                    .map(|host| host.name.as_str())
-                    .chain(self.groups.iter().map(String::as_str));
-                return Err(
-                    Problem::new(format!("--limit `{part}` matches no host or group"))
-                        .with_hint(did_you_mean(part, candidates)),
-                );
+        let mut added = BTreeSet::new();
+        let mut any_added = false;
+        let mut kept: Vec<BTreeSet<usize>> = Vec::new();
+        let mut removed = BTreeSet::new();
+        for part in pattern
+            .split([',', ':'])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            if let Some(part) = part.strip_prefix('!') {
+                removed.extend(self.matching(part)?);
+            } else if let Some(part) = part.strip_prefix('&') {
+                kept.push(self.matching(part)?);
+            } else {
+                any_added = true;
+                added.extend(self.matching(part)?);
             }
         }
-        Ok(selected
+        let base: BTreeSet<usize> = if any_added {
+            added
+        } else {
+            (0..self.hosts.len()).collect()
+        };
+        Ok(base
             .into_iter()
+            .filter(|index| kept.iter().all(|set| set.contains(index)))
+            .filter(|index| !removed.contains(index))
             .map(|index| &self.hosts[index])
             .collect())
+    }
+
+    /// The hosts one `--limit` pattern names; one that names nothing is an
+    /// error, with a suggestion.
+    fn matching(&self, part: &str) -> Result<BTreeSet<usize>, Problem> {
+        let glob = glob::Pattern::new(part)
+            .map_err(|error| Problem::new(format!("invalid --limit pattern `{part}`: {error}")))?;
+        let found: BTreeSet<usize> = self
+            .hosts
+            .iter()
+            .enumerate()
+            .filter(|(_, host)| {
+                part == "all"
+                    || host.groups.iter().any(|group| group == part)
+                    || glob.matches(host.name.as_str())
+            })
+            .map(|(index, _)| index)
+            .collect();
+        let a_group = part == "all" || self.groups.iter().any(|group| group == part);
+        if found.is_empty() && !a_group {
+            let candidates = self
+                .hosts
+                .iter()
+                .map(|host| host.name.as_str())
+                .chain(self.groups.iter().map(String::as_str));
+            return Err(
+                Problem::new(format!("--limit `{part}` matches no host or group"))
+                    .with_hint(did_you_mean(part, candidates)),
+            );
+        }
+        Ok(found)
     }
 }
 

@@ -248,6 +248,25 @@ fn limit_selects_by_name_glob_or_group() {
     assert_eq!(hosts("eu"), ["b.example"]);
     assert_eq!(hosts("[ac].example"), ["a.example", "c.example"]);
     assert_eq!(hosts("c.example,eu"), ["b.example", "c.example"]);
+    // Exclusion and intersection, as Ansible writes them.
+    assert_eq!(hosts("!eu"), ["a.example", "c.example"]);
+    assert_eq!(hosts("*.example:!a.example"), ["b.example", "c.example"]);
+    assert_eq!(hosts("*.example:&eu"), ["b.example"]);
+    assert_eq!(hosts("all:&eu:!b.example"), Vec::<String>::new());
+    let unknown_excluded = sandbox.run(&["plan", "inventory", "--limit", "all:!b.exmple"]);
+    assert_eq!(
+        unknown_excluded.code,
+        1,
+        "{}",
+        unknown_excluded.transcript()
+    );
+    assert!(
+        unknown_excluded
+            .stderr
+            .contains("--limit `b.exmple` matches no host or group"),
+        "{}",
+        unknown_excluded.stderr
+    );
     let unknown = sandbox.run(&["plan", "inventory", "--limit", "b.exmple"]);
     insta::assert_snapshot!(unknown.transcript());
 }

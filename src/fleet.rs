@@ -703,7 +703,8 @@ fn system_before_files(program: &mut Program, changes: &[crate::system::SystemCh
             | Item::Package { .. }
             | Item::Service { .. }
             | Item::Database { .. }
-            | Item::Generated { .. } => {}
+            | Item::Generated { .. }
+            | Item::Certificate { .. } => {}
         }
     }
     // Databases last: their server may be a package just installed.
@@ -866,6 +867,13 @@ fn transaction(
     for (name, _, start) in &services {
         if *start != "-" {
             program.call("mc_service", &[name, "-", start]);
+        }
+    }
+    // Certificates last: the web server now serves the challenges (on a
+    // placeholder certificate, if it has no other yet).
+    for change in &plan.system {
+        if let crate::system::Item::Certificate { name, command, .. } = &change.item {
+            program.call("mc_certificate", &[name, command]);
         }
     }
     program.call("mc_step", &["handled"]);

@@ -88,6 +88,10 @@ pub async fn observe(
             Item::Service { name, .. } => program.call("mc_observe_service", &[name]),
             Item::Database { name, .. } => program.call("mc_observe_database", &[name]),
             Item::Generated { path, .. } => program.call("mc_observe_generated", &[path]),
+            Item::Certificate { name, path, .. } => program.call(
+                "mc_observe_certificate",
+                &[name, path, &crate::system::RENEW_WITHIN_SECONDS.to_string()],
+            ),
         };
     }
     program.call("mc_observe_record", &[]);

@@ -869,7 +869,7 @@ impl<'a> Renderer<'a> {
             let plain = !what.is_empty()
                 && what
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || " _-".contains(c));
+                    .all(|c| c.is_ascii_alphanumeric() || " _.-".contains(c));
             if !plain {
                 return Err(refuse(
                     format!("{key}.what"),
@@ -888,6 +888,25 @@ impl<'a> Renderer<'a> {
                 owner: account(format!("{key}.owner"), &spec.owner)?,
                 group: account(format!("{key}.group"), &spec.group)?,
                 mode: spec.mode.0,
+            });
+        }
+        for (index, spec) in manifest.certificates.iter().enumerate() {
+            let key = format!("certificates[{index}]");
+            if !applies(format!("{key}.when"), &spec.when)? {
+                continue;
+            }
+            let name = render(format!("{key}.name"), &spec.name)?;
+            if name.parse::<crate::inventory::schema::DnsName>().is_err() {
+                return Err(refuse(format!("{key}.name"), &name, "a DNS name"));
+            }
+            let command = render(format!("{key}.command"), &spec.command)?;
+            if command.is_empty() {
+                return Err(refuse(format!("{key}.command"), &command, "a command"));
+            }
+            items.push(Item::Certificate {
+                path: path(format!("{key}.path"), &spec.path)?,
+                name,
+                command,
             });
         }
         Ok(items

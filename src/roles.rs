@@ -72,6 +72,8 @@ pub struct Manifest {
     pub databases: Vec<DatabaseSpec>,
     #[serde(default)]
     pub generated: Vec<GeneratedSpec>,
+    #[serde(default)]
+    pub certificates: Vec<CertificateSpec>,
     /// Things the operator asks for on demand (`matrixctl admin create`),
     /// by name: a program run on the host with its input on stdin.
     #[serde(default)]
@@ -373,6 +375,20 @@ pub struct GeneratedSpec {
 
 fn generated_mode() -> Mode {
     Mode(0o600)
+}
+
+/// A certificate for `name`, kept at `path` (PEM) by `command` (an ACME
+/// client), run after the services started when the certificate is
+/// missing, self-signed (a placeholder), for other names, or within 30
+/// days of its end.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSpec {
+    pub name: String,
+    pub path: String,
+    pub command: String,
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 /// A task a role offers the operator, run on the host through the same

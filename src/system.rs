@@ -87,7 +87,18 @@ pub enum Item {
         group: String,
         mode: u32,
     },
+    /// A certificate for `name` at `path`, obtained and renewed by
+    /// `command` after the services started.
+    Certificate {
+        name: String,
+        path: String,
+        #[serde(skip)]
+        command: String,
+    },
 }
+
+/// A certificate this close to its end is renewed (certbot's own margin).
+pub const RENEW_WITHIN_SECONDS: u64 = 30 * 24 * 3600;
 
 /// What a PostgreSQL database must be for the applications matrixctl
 /// serves (the homeserver refuses any other collation or ctype).
@@ -123,6 +134,7 @@ impl Item {
             Item::Service { name, .. } => format!("service {name}"),
             Item::Database { name, .. } => format!("database {name}"),
             Item::Generated { what, .. } => what.clone(),
+            Item::Certificate { name, .. } => format!("certificate {name}"),
         }
     }
 
@@ -305,6 +317,23 @@ pub fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<SystemChange
             // `present ENCODING COLLATE CTYPE OWNER`; one that differs is
             // refused by `blocked`, never altered. `absent`, or `unknown`
             // (no server running to ask): apply creates it if missing.
+            // `present ISSUED EXPIRY NAME,NAME,`: ISSUED is `ca` or `self`
+            // (a placeholder), EXPIRY `fresh` or `expiring`.
+            Item::Certificate { name, .. } => match words.as_slice() {
+                ["present", "ca", "fresh", names] => {
+                    let names: Vec<&str> = names.split(',').filter(|n| !n.is_empty()).collect();
+                    if names != [name.as_str()] {
+                        out.push(change(false, format!("for {} → {name}", names.join(", "))));
+                    }
+                }
+                ["present", "ca", _, _] => {
+                    out.push(change(false, "ends within 30 days: renewed".to_string()))
+                }
+                ["present", "self", ..] => {
+                    out.push(change(true, "ACME, replacing the placeholder".to_string()))
+                }
+                _ => out.push(change(true, "ACME".to_string())),
+            },
             Item::Generated { path, .. } => {
                 if state != "present" {
                     out.push(change(true, format!("generated on the host: {path}")));

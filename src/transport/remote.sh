@@ -730,6 +730,36 @@ mc_task_run() {
     base64 -d | (cd / && sh -c "$MC_TASK") 9>&-
 }
 
+# `sys certificate NAME present ca|self fresh|expiring NAME,...`, or
+# `absent` (no file, or no openssl yet to read it with).
+mc_observe_certificate() {
+    if [ -n "$ROOT" ]; then printf 'sys certificate %s unsupported\n' "$1"; return 0; fi
+    if [ ! -f "$2" ] || ! command -v openssl > /dev/null 2>&1; then
+        printf 'sys certificate %s absent\n' "$1"
+        return 0
+    fi
+    issuer=$(openssl x509 -in "$2" -noout -issuer 2> /dev/null | sed 's/^issuer=//')
+    subject=$(openssl x509 -in "$2" -noout -subject 2> /dev/null | sed 's/^subject=//')
+    issued=ca
+    [ "$issuer" != "$subject" ] || issued=self
+    expiry=fresh
+    openssl x509 -in "$2" -noout -checkend "$3" > /dev/null 2>&1 || expiry=expiring
+    names=$(openssl x509 -in "$2" -noout -ext subjectAltName 2> /dev/null | sed 1d |
+        tr ',' '\n' | sed -n 's/^ *DNS://p' | sort | tr '\n' ',')
+    printf 'sys certificate %s present %s %s %s\n' "$1" "$issued" "$expiry" "${names:-,}"
+}
+
+# Obtains or renews certificate $1 with command $2 (its ACME client); a
+# failure fails the apply, which rolls the files back.
+mc_certificate() {
+    out=$ROOT$MC_STATE_DIR/output
+    if ! (cd / && sh -c "$2") > "$out" 2>&1 9>&-; then
+        printf 'matrixctl: obtaining the certificate for %s failed: %s\n' "$1" "$2" >&2
+        tail -n 20 "$out" | sed 's/^/    /' >&2
+        exit 4
+    fi
+}
+
 mc_observe_generated() {
     if [ -n "$ROOT" ]; then printf 'sys generated %s unsupported\n' "$1"; return 0; fi
     if [ -e "$1" ] || [ -L "$1" ]; then

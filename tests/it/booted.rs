@@ -1542,3 +1542,277 @@ fn synapse_gets_a_postgresql_database_made_as_it_requires_and_never_altered() {
         refused.stdout
     );
 }
+
+/// A local ACME CA on the test machine's side of a host's link: Debian's
+/// pebble (HTTPS on 10.231.N.1, with a CA made here for its endpoint) and
+/// pebble-challtestsrv as its DNS, so validation is real HTTP-01 against
+/// the host's port 80. Both stopped by their pids.
+struct Pebble {
+    directory: String,
+    /// The CA of pebble's own HTTPS endpoint (for the host's certbot).
+    endpoint_ca: PathBuf,
+    management: u16,
+    dns_management: u16,
+    processes: Vec<std::process::Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Pebble {
+    fn serve(host: &BootedHost) -> Pebble {
+        let dir = tempfile::tempdir().unwrap();
+        let gateway = format!("{}.1", host.address.rsplit_once('.').unwrap().0);
+        let openssl = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("openssl runs (apt-get install openssl)");
+            assert!(status.success(), "openssl {args:?}");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pebble endpoint CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "endpoint.csr",
+            "-subj",
+            "/CN=pebble",
+        ]);
+        std::fs::write(
+            dir.path().join("ext.cnf"),
+            format!("subjectAltName=IP:{gateway},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "endpoint.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        let port = crate::support::free_port();
+        let management = crate::support::free_port();
+        let dns = crate::support::free_port();
+        let dns_management = crate::support::free_port();
+        std::fs::write(
+            dir.path().join("pebble.json"),
+            serde_json::json!({"pebble": {
+                "listenAddress": format!("{gateway}:{port}"),
+                "managementListenAddress": format!("127.0.0.1:{management}"),
+                "certificate": dir.path().join("cert.pem"),
+                "privateKey": dir.path().join("key.pem"),
+                "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "",
+                "externalAccountBindingRequired": false
+            }})
+            .to_string(),
+        )
+        .unwrap();
+        let quiet = || std::process::Stdio::null();
+        let challtestsrv = Command::new("pebble-challtestsrv")
+            .args([
+                "-defaultIPv4",
+                "",
+                "-defaultIPv6",
+                "",
+                "-http01",
+                "",
+                "-https01",
+                "",
+            ])
+            .args(["-tlsalpn01", ""])
+            .arg("-dns01")
+            .arg(format!("127.0.0.1:{dns}"))
+            .arg("-management")
+            .arg(format!("127.0.0.1:{dns_management}"))
+            .stdout(quiet())
+            .stderr(quiet())
+            .spawn()
+            .expect("pebble-challtestsrv runs (apt-get install pebble)");
+        let pebble = Command::new("pebble")
+            .arg("-config")
+            .arg(dir.path().join("pebble.json"))
+            .arg("-dnsserver")
+            .arg(format!("127.0.0.1:{dns}"))
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(quiet())
+            .stderr(quiet())
+            .spawn()
+            .expect("pebble runs (apt-get install pebble)");
+        let served = Pebble {
+            directory: format!("https://{gateway}:{port}/dir"),
+            endpoint_ca: dir.path().join("ca.pem"),
+            management,
+            dns_management,
+            processes: vec![challtestsrv, pebble],
+            _dir: dir,
+        };
+        let started = Instant::now();
+        while std::net::TcpStream::connect((gateway.as_str(), port)).is_err()
+            || std::net::TcpStream::connect(("127.0.0.1", dns_management)).is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "pebble never listened"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        served
+    }
+
+    /// Makes pebble's DNS resolve `name` to `address` when it validates.
+    fn resolve(&self, name: &str, address: &str) {
+        let added = Command::new("curl")
+            .args(["-sf", "-X", "POST", "-d"])
+            .arg(
+                serde_json::json!({"host": format!("{name}."), "addresses": [address]}).to_string(),
+            )
+            .arg(format!("http://127.0.0.1:{}/add-a", self.dns_management))
+            .status()
+            .unwrap();
+        assert!(added.success(), "pebble-challtestsrv add-a {name}");
+    }
+
+    /// The root that pebble's certificates chain to, as a PEM file.
+    fn root(&self, into: &std::path::Path) -> PathBuf {
+        let root = Command::new("curl")
+            .args(["-sfk"])
+            .arg(format!("https://127.0.0.1:{}/roots/0", self.management))
+            .output()
+            .unwrap();
+        assert!(root.status.success(), "pebble's root");
+        let path = into.join("pebble-root.pem");
+        std::fs::write(&path, &root.stdout).unwrap();
+        path
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for process in &mut self.processes {
+            let _ = Command::new("kill").arg(process.id().to_string()).status();
+            let _ = process.wait();
+        }
+    }
+}
+
+/// A certificate from an ACME CA through real HTTP-01, on a fresh host in
+/// one apply: nginx starts on a placeholder, serves the challenge, and
+/// certbot's copy replaces the placeholder; a renewal swaps it and reloads
+/// nginx, restarting nothing.
+#[test]
+fn an_acme_certificate_replaces_the_placeholder_in_one_apply_and_renews_in_place() {
+    let host = BootedHost::up("mcacme");
+    let pebble = Pebble::serve(&host);
+    pebble.resolve("matrix.acme.example", &host.address);
+    host.copy_in(
+        &wheels("synapse", "MATRIXCTL_SYNAPSE_WHEELS"),
+        "/srv/wheels",
+    );
+    let trust = tempfile::tempdir().unwrap();
+    std::fs::copy(&pebble.endpoint_ca, trust.path().join("ca.pem")).unwrap();
+    host.copy_in(trust.path(), "/etc/ssl/acme-test");
+    let sandbox = host.inventory(
+        "acme.example",
+        &format!(
+            "synapse_install: venv\nsynapse_wheels: /srv/wheels\n\
+             database:\n  engine: sqlite\n  sqlite_path: /var/lib/matrix-synapse/homeserver.db\n\
+             webserver: nginx\ncertificates: acme\nacme_directory: {}\n\
+             acme_email: ops@acme.example\nacme_ca_bundle: /etc/ssl/acme-test/ca.pem\n",
+            pebble.directory
+        ),
+    );
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    assert_plan_says(
+        &plan.stdout,
+        &[
+            "  + package certbot  (role acme)",
+            "  + placeholder certificate matrix.acme.example  (role acme, generated on the host: /etc/matrixctl/tls/matrix.acme.example/fullchain.pem)",
+            "  + certificate matrix.acme.example  (role acme, ACME)",
+        ],
+    );
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    let root = pebble.root(trust.path());
+    let versions = || {
+        let answer = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&root)
+            .arg("--resolve")
+            .arg(format!("matrix.acme.example:443:{}", host.address))
+            .arg("https://matrix.acme.example/_matrix/client/versions")
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&answer.stdout),
+            String::from_utf8_lossy(&answer.stderr)
+        )
+    };
+    // nginx's reload takes effect a moment after systemctl returns.
+    let served = || {
+        let started = Instant::now();
+        loop {
+            let said = versions();
+            if said.contains("\"versions\"") || started.elapsed() > Duration::from_secs(10) {
+                return said;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let said = served();
+    assert!(said.contains("\"versions\""), "{said}");
+    assert_next_apply_changes_nothing(&host, &sandbox, &["matrix-synapse", "nginx"]);
+
+    // A renewal forced through certbot: the new certificate is served, and
+    // nothing but nginx's reload happened.
+    let synapse_started =
+        host.run("systemctl show -p ActiveEnterTimestampMonotonic --value matrix-synapse");
+    let before = host.run("sha256sum < /etc/matrixctl/tls/matrix.acme.example/fullchain.pem");
+    host.run("REQUESTS_CA_BUNDLE=/etc/ssl/acme-test/ca.pem certbot renew --force-renewal --no-random-sleep-on-renew -q");
+    assert_ne!(
+        host.run("sha256sum < /etc/matrixctl/tls/matrix.acme.example/fullchain.pem"),
+        before
+    );
+    let said = served();
+    assert!(said.contains("\"versions\""), "{said}");
+    assert_eq!(
+        host.run("systemctl show -p ActiveEnterTimestampMonotonic --value matrix-synapse"),
+        synapse_started
+    );
+    assert_eq!(sandbox.plan_exit_code(None), 0);
+}

@@ -584,9 +584,11 @@ fn render_command(role_dirs: &[PathBuf], args: RenderArgs) -> Result<ExitCode> {
         write_tree(&host_dir, &target.desired)?;
         files += target.desired.len();
     }
+    let hosts = prepared.targets.len();
     println!(
-        "Rendered {files} files for {} hosts into {}.",
-        prepared.targets.len(),
+        "Rendered {files} file{} for {hosts} host{} into {}.",
+        if files == 1 { "" } else { "s" },
+        if hosts == 1 { "" } else { "s" },
         args.out.display()
     );
     Ok(ExitCode::SUCCESS)

@@ -77,3 +77,29 @@ fn rendering_is_byte_for_byte_repeatable() {
     let example = repo().join("inventory.example");
     assert_eq!(render_all(&example, None), render_all(&example, None));
 }
+
+/// `render` counts what it wrote in words that agree with the numbers.
+#[test]
+fn render_says_how_many_files_and_hosts_in_plain_words() {
+    let sandbox = crate::support::Sandbox::fleet();
+    let one = sandbox.run(&[
+        "render",
+        "inventory",
+        "--limit",
+        "a.example",
+        "--out",
+        "out",
+    ]);
+    assert_eq!(one.code, 0, "{}", one.transcript());
+    assert!(
+        one.stdout.contains(" files for 1 host into out."),
+        "{}",
+        one.stdout
+    );
+    let three = sandbox.run(&["render", "inventory", "--out", "out3"]);
+    assert!(
+        three.stdout.contains(" files for 3 hosts into out3."),
+        "{}",
+        three.stdout
+    );
+}

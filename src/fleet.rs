@@ -626,8 +626,8 @@ fn service_actions(
         .collect()
 }
 
-/// Packages (one apt-get run), groups, users and directories, in that
-/// order.
+/// Repositories, packages (one apt-get run), groups, users, directories,
+/// venvs and databases, in that order.
 fn system_before_files(program: &mut Program, changes: &[crate::system::SystemChange]) {
     use crate::system::Item;
     // Repositories first, then apt reads the lists of those alone.

@@ -1,11 +1,14 @@
-//! The host as a system, next to its files: packages, groups, users,
-//! directories, Python virtualenvs and services that roles declare. The core knows these kinds
-//! (dpkg, useradd, systemd), never what a role installs. Each item is
-//! observed in the same program run as the files, planned with the same
-//! `+ ~` grammar, and carried out in a fixed order: packages, groups,
-//! users, directories and virtualenvs before any file is staged; services
-//! after the validators, around the handlers. Nothing here is ever removed or rolled
-//! back: a package, an account or a directory outlives the role that asked
+//! The host as a system, next to its files: repositories, packages,
+//! groups, users, directories, Python virtualenvs, PostgreSQL databases,
+//! generated files, services and certificates that roles declare. The core
+//! knows these kinds (dpkg, useradd, psql, systemd, openssl), never what a
+//! role installs. Each item is observed in the same program run as the
+//! files, planned with the same `+ ~` grammar, and carried out in a fixed
+//! order: repositories, packages, groups, users, directories, virtualenvs
+//! and databases before any file is staged; generated files once the new
+//! files are in place; services after the validators, around the
+//! handlers; certificates last. Nothing here is ever removed or rolled
+//! back: a package, an account or a database outlives the role that asked
 //! for it (removing them could take data with them), and the plan says so.
 
 use std::collections::BTreeMap;

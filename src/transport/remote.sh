@@ -666,6 +666,13 @@ mc_psql() {
     (cd / && runuser -u postgres -- psql -X -q -A -t -v ON_ERROR_STOP=1 "$@") 9>&-
 }
 
+# Database $1 as `ENCODING COLLATE CTYPE OWNER`, or nothing when there is
+# none.
+mc_database_row() {
+    printf "SELECT pg_encoding_to_char(encoding), datcollate, datctype, pg_get_userbyid(datdba) FROM pg_database WHERE datname = :'name';\n" |
+        mc_psql -F ' ' -v name="$1"
+}
+
 # `sys database NAME present ENCODING COLLATE CTYPE OWNER`, `absent`, or
 # `unknown` when no server answers (PostgreSQL not installed or stopped:
 # apply starts it and looks again before creating anything).
@@ -675,8 +682,7 @@ mc_observe_database() {
         printf 'sys database %s unknown\n' "$1"
         return 0
     fi
-    row=$(printf "SELECT pg_encoding_to_char(encoding), datcollate, datctype, pg_get_userbyid(datdba) FROM pg_database WHERE datname = :'name';\n" |
-        mc_psql -F ' ' -v name="$1" 2> /dev/null) || row=error
+    row=$(mc_database_row "$1" 2> /dev/null) || row=error
     case "$row" in
         error) printf 'sys database %s unknown\n' "$1" ;;
         "") printf 'sys database %s absent\n' "$1" ;;
@@ -698,8 +704,7 @@ mc_database() {
         [ "$tries" -le 300 ] || mc_fail "PostgreSQL did not answer within 30 s (pg_isready)"
         sleep 0.1
     done
-    row=$(printf "SELECT pg_encoding_to_char(encoding), datcollate, datctype, pg_get_userbyid(datdba) FROM pg_database WHERE datname = :'name';\n" |
-        mc_psql -F ' ' -v name="$1") || mc_fail "cannot ask PostgreSQL about database $1"
+    row=$(mc_database_row "$1") || mc_fail "cannot ask PostgreSQL about database $1"
     if [ -n "$row" ]; then
         [ "$row" = "UTF8 C C $2" ] ||
             mc_fail "database $1 exists as \"$row\" (encoding, collation, ctype, owner), not \"UTF8 C C $2\"; matrixctl never alters a database"

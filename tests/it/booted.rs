@@ -916,6 +916,22 @@ impl LocalRepository {
     }
 }
 
+impl LocalRepository {
+    /// A role manifest's `repositories:` block naming this repository,
+    /// its key pinned as `fingerprint`.
+    fn manifest_block(&self, fingerprint: &str) -> String {
+        let key: String = self
+            .key
+            .lines()
+            .map(|line| format!("      {line}\n"))
+            .collect();
+        format!(
+            "repositories:\n  - name: local\n    url: {}\n    suite: local\n    fingerprint: {fingerprint}\n    key: |\n{key}",
+            self.url
+        )
+    }
+}
+
 impl Drop for LocalRepository {
     fn drop(&mut self) {
         let _ = Command::new("kill")
@@ -934,18 +950,11 @@ fn a_package_comes_from_a_repository_whose_key_is_pinned_by_fingerprint() {
         "synapse_enabled: false\nwellknown_enabled: false\n",
     );
     let role = |fingerprint: &str| {
-        let key: String = repository
-            .key
-            .lines()
-            .map(|line| format!("      {line}\n"))
-            .collect();
         sandbox.write(
             "roles/greeter.yaml",
             &format!(
-                "description: a package from a repository of its own\n\
-                 repositories:\n  - name: local\n    url: {}\n    suite: local\n    fingerprint: {fingerprint}\n    key: |\n{key}\
-                 packages:\n  - name: hello\n",
-                repository.url
+                "description: a package from a repository of its own\n{}packages:\n  - name: hello\n",
+                repository.manifest_block(fingerprint)
             ),
         );
     };
@@ -1049,21 +1058,15 @@ fn a_moved_pin_upgrades_one_package_restarts_its_role_and_touches_nothing_else()
         "pin.example",
         "synapse_enabled: false\nwellknown_enabled: false\n",
     );
-    let key: String = repository
-        .key
-        .lines()
-        .map(|line| format!("      {line}\n"))
-        .collect();
     let role = |version: &str| {
         sandbox.write(
             "roles/greeter.yaml",
             &format!(
-                "description: a pinned package, its file and its restart\n\
-                 repositories:\n  - name: local\n    url: {}\n    suite: local\n    fingerprint: {}\n    key: |\n{key}\
+                "description: a pinned package, its file and its restart\n{}\
                  packages:\n  - name: hello\n    version: \"{version}\"\n\
                  files:\n  - template: greeter/greeter.conf.j2\n    dest: /etc/greeter.conf\n    mode: \"0644\"\n\
                  handlers:\n  - name: restart greeter\n    command: date +%s%N >> /root/greeter-restarts\n",
-                repository.url, repository.fingerprint
+                repository.manifest_block(&repository.fingerprint)
             ),
         );
     };
@@ -1218,19 +1221,13 @@ fn an_interrupted_install_converges_on_the_next_apply(name: &str, interruption: 
         "killed.example",
         "synapse_enabled: false\nwellknown_enabled: false\n",
     );
-    let key: String = repository
-        .key
-        .lines()
-        .map(|line| format!("      {line}\n"))
-        .collect();
     sandbox.write(
         "roles/greeter.yaml",
         &format!(
-            "description: a package whose install is interrupted, and its file\n\
-             repositories:\n  - name: local\n    url: {}\n    suite: local\n    fingerprint: {}\n    key: |\n{key}\
+            "description: a package whose install is interrupted, and its file\n{}\
              packages:\n  - name: hello\n    version: \"2.10-3+matrixctl3\"\n\
              files:\n  - template: greeter/greeter.conf.j2\n    dest: /etc/greeter.conf\n    mode: \"0644\"\n",
-            repository.url, repository.fingerprint
+            repository.manifest_block(&repository.fingerprint)
         ),
     );
     sandbox.write(

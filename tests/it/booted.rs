@@ -125,32 +125,7 @@ impl BootedHost {
 
     /// An inventory with this host as `server_name`, reached over SSH.
     pub fn inventory(&self, server_name: &str, vars: &str) -> Sandbox {
-        let sandbox = Sandbox::empty();
-        sandbox.write(
-            "inventory/hosts.yaml",
-            &format!(
-                "hosts:\n  {server_name}:\n    ssh: root@{}:22\n",
-                self.address
-            ),
-        );
-        sandbox.write(
-            "inventory/group_vars/all.yaml",
-            &format!(
-                "host_commands: true\nssh_options:\n  identity_file: {}\n  known_hosts_file: {}\n{vars}",
-                self.key.display(),
-                self.known_hosts.display()
-            ),
-        );
-        let master = sandbox.path().join("inventory/secrets/master.key");
-        std::fs::create_dir_all(master.parent().unwrap()).unwrap();
-        std::fs::write(
-            &master,
-            "booted-host test master key, not a secret anywhere\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&master, std::fs::Permissions::from_mode(0o600)).unwrap();
-        sandbox
+        fleet_inventory(&[(self, server_name, "")], vars)
     }
 
     /// Reboots the host and waits (bounded) until it is back and booted.
@@ -174,6 +149,42 @@ impl BootedHost {
     }
 }
 
+/// An inventory of booted hosts, each `(host, server name, its vars)`,
+/// reached over SSH, with `vars` for all of them.
+pub fn fleet_inventory(hosts: &[(&BootedHost, &str, &str)], vars: &str) -> Sandbox {
+    let sandbox = Sandbox::empty();
+    let mut listed = String::from("hosts:\n");
+    for (host, server_name, own) in hosts {
+        listed.push_str(&format!(
+            "  {server_name}:\n    ssh: root@{}:22\n",
+            host.address
+        ));
+        sandbox.write(
+            &format!("inventory/host_vars/{server_name}.yaml"),
+            &format!(
+                "ssh_options:\n  identity_file: {}\n  known_hosts_file: {}\n{own}",
+                host.key.display(),
+                host.known_hosts.display()
+            ),
+        );
+    }
+    sandbox.write("inventory/hosts.yaml", &listed);
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        &format!("host_commands: true\n{vars}"),
+    );
+    let master = sandbox.path().join("inventory/secrets/master.key");
+    std::fs::create_dir_all(master.parent().unwrap()).unwrap();
+    std::fs::write(
+        &master,
+        "booted-host test master key, not a secret anywhere\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&master, std::fs::Permissions::from_mode(0o600)).unwrap();
+    sandbox
+}
+
 impl Drop for BootedHost {
     fn drop(&mut self) {
         let _ = Command::new(repo().join("scripts/booted-host"))
@@ -185,14 +196,22 @@ impl Drop for BootedHost {
 /// Converged: the next plan is clean, the next apply has nothing to do,
 /// and none of `units` was restarted by it.
 fn assert_next_apply_changes_nothing(host: &BootedHost, sandbox: &Sandbox, units: &[&str]) {
+    assert_next_apply_changes_nothing_on(sandbox, &[(host, units)]);
+}
+
+/// As [`assert_next_apply_changes_nothing`], for several hosts, each with
+/// the units it runs.
+pub fn assert_next_apply_changes_nothing_on(sandbox: &Sandbox, hosts: &[(&BootedHost, &[&str])]) {
     // When each unit last started, in microseconds since boot.
     let started = || -> Vec<String> {
-        units
+        hosts
             .iter()
-            .map(|unit| {
-                host.run(&format!(
-                    "systemctl show -p ActiveEnterTimestampMonotonic --value {unit}"
-                ))
+            .flat_map(|(host, units)| {
+                units.iter().map(move |unit| {
+                    host.run(&format!(
+                        "systemctl show -p ActiveEnterTimestampMonotonic --value {unit}"
+                    ))
+                })
             })
             .collect()
     };
@@ -208,7 +227,11 @@ fn assert_next_apply_changes_nothing(host: &BootedHost, sandbox: &Sandbox, units
     assert_eq!(
         started(),
         before,
-        "restarted by an apply with nothing to do: {units:?}"
+        "restarted by an apply with nothing to do: {hosts:?}",
+        hosts = hosts
+            .iter()
+            .map(|(host, units)| (&host.name, units))
+            .collect::<Vec<_>>()
     );
 }
 
@@ -411,14 +434,14 @@ fn with_roles(sandbox: &Sandbox, args: &[&str]) -> crate::support::Run {
 }
 
 /// Every one of `lines` is in the plan.
-fn assert_plan_says(plan: &str, lines: &[&str]) {
+pub fn assert_plan_says(plan: &str, lines: &[&str]) {
     for line in lines {
         assert!(plan.contains(line), "{line}\n{plan}");
     }
 }
 
 /// A directory of wheels scripts/test downloads (`what`: maubot, synapse).
-fn wheels(what: &str, variable: &str) -> PathBuf {
+pub fn wheels(what: &str, variable: &str) -> PathBuf {
     let dir = std::env::var_os(variable)
         .map(PathBuf::from)
         .unwrap_or_else(|| format!("/var/cache/matrixctl/wheels/{what}").into());
@@ -1525,10 +1548,9 @@ fn synapse_gets_a_postgresql_database_made_as_it_requires_and_never_altered() {
     psql(
         "CREATE DATABASE other OWNER synapse LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' TEMPLATE template0",
     );
-    sandbox.write(
-        "inventory/host_vars/pg.example.yaml",
-        "database:\n  name: other\n",
-    );
+    let own = sandbox.path().join("inventory/host_vars/pg.example.yaml");
+    let ssh = std::fs::read_to_string(&own).unwrap();
+    std::fs::write(&own, format!("{ssh}database:\n  name: other\n")).unwrap();
     let refused = sandbox.run(&["plan", "inventory"]);
     assert_eq!(refused.code, 1, "{}", refused.transcript());
     assert!(
@@ -1544,10 +1566,10 @@ fn synapse_gets_a_postgresql_database_made_as_it_requires_and_never_altered() {
 /// pebble (HTTPS on 10.231.N.1, with a CA made here for its endpoint) and
 /// pebble-challtestsrv as its DNS, so validation is real HTTP-01 against
 /// the host's port 80. Both stopped by their pids.
-struct Pebble {
-    directory: String,
+pub struct Pebble {
+    pub directory: String,
     /// The CA of pebble's own HTTPS endpoint (for the host's certbot).
-    endpoint_ca: PathBuf,
+    pub endpoint_ca: PathBuf,
     management: u16,
     dns_management: u16,
     processes: Vec<std::process::Child>,
@@ -1555,7 +1577,7 @@ struct Pebble {
 }
 
 impl Pebble {
-    fn serve(host: &BootedHost) -> Pebble {
+    pub fn serve(host: &BootedHost) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         let gateway = format!("{}.1", host.address.rsplit_once('.').unwrap().0);
         let openssl = |args: &[&str]| {
@@ -1691,7 +1713,7 @@ impl Pebble {
     }
 
     /// Makes pebble's DNS resolve `name` to `address` when it validates.
-    fn resolve(&self, name: &str, address: &str) {
+    pub fn resolve(&self, name: &str, address: &str) {
         let added = Command::new("curl")
             .args(["-sf", "-X", "POST", "-d"])
             .arg(
@@ -1704,7 +1726,7 @@ impl Pebble {
     }
 
     /// The root that pebble's certificates chain to, as a PEM file.
-    fn root(&self, into: &std::path::Path) -> PathBuf {
+    pub fn root(&self, into: &std::path::Path) -> PathBuf {
         let root = Command::new("curl")
             .args(["-sfk"])
             .arg(format!("https://127.0.0.1:{}/roots/0", self.management))

@@ -8,6 +8,7 @@ mod confirm;
 mod docs;
 mod error_messages;
 mod faults;
+mod federation;
 mod fleet;
 mod impact;
 mod injection;

@@ -1,0 +1,551 @@
+//! A customer's server from an empty Debian to federation, in one apply:
+//! three booted hosts, one per delegation mode (well-known, SRV, none),
+//! each on PostgreSQL with certificates from pebble through real HTTP-01,
+//! resolved by a test DNS server (dnsmasq, SRV records included), then
+//! checked from outside with pebble's root as the only trusted CA, and
+//! joined in one room over federation.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::booted::{
+    BootedHost, Pebble, assert_next_apply_changes_nothing_on, assert_plan_says, fleet_inventory,
+    wheels,
+};
+use crate::support::repo;
+
+/// dnsmasq on one address of the test machine's, answering only for the
+/// test's names (anything else under `example` does not exist), stopped
+/// by its pid.
+struct TestDns {
+    dnsmasq: Child,
+}
+
+impl TestDns {
+    fn serve(address: &str, records: &[String]) -> TestDns {
+        let dnsmasq = Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--no-poll",
+                "--bind-interfaces",
+                "--user=root",
+                "--pid-file=",
+                "--local=/example/",
+            ])
+            .arg(format!("--listen-address={address}"))
+            .args(records)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq runs (apt-get install dnsmasq-base)");
+        let served = TestDns { dnsmasq };
+        let started = Instant::now();
+        while std::net::TcpStream::connect((address, 53)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "dnsmasq never listened on {address}:53"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        served
+    }
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.dnsmasq.id().to_string())
+            .status();
+        let _ = self.dnsmasq.wait();
+    }
+}
+
+/// What an HTTPS request from outside got: the status, the headers
+/// (lower-case names) and the body as JSON (null when it was not).
+struct Answer {
+    status: u16,
+    headers: String,
+    json: serde_json::Value,
+    said: String,
+}
+
+/// HTTPS from the test machine, as the outside world sees the hosts:
+/// names resolved to the hosts' addresses, pebble's root the only CA.
+struct Outside {
+    root: PathBuf,
+    addresses: Vec<(String, String)>,
+}
+
+impl Outside {
+    fn call(&self, method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> Answer {
+        let authority = url
+            .strip_prefix("https://")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap();
+        let (name, port) = authority.split_once(':').unwrap_or((authority, "443"));
+        let address = &self
+            .addresses
+            .iter()
+            .find(|(known, _)| known == name)
+            .unwrap_or_else(|| panic!("no address for {name}"))
+            .1;
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--max-time", "15", "-D", "-", "-X", method])
+            .arg("--cacert")
+            .arg(&self.root)
+            .arg("--resolve")
+            .arg(format!("{name}:{port}:{address}"));
+        if let Some(token) = token {
+            curl.arg("-H").arg(format!("Authorization: Bearer {token}"));
+        }
+        if let Some(body) = body {
+            curl.args(["-H", "Content-Type: application/json", "-d", body]);
+        }
+        let output = curl
+            .arg(url)
+            .output()
+            .expect("curl runs (apt-get install curl)");
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        Answer {
+            status: headers
+                .split_whitespace()
+                .nth(1)
+                .and_then(|code| code.parse().ok())
+                .unwrap_or(0),
+            headers: headers.to_lowercase(),
+            json: serde_json::from_str(body).unwrap_or_default(),
+            said: format!("{text}{}", String::from_utf8_lossy(&output.stderr)),
+        }
+    }
+
+    fn get(&self, url: &str) -> Answer {
+        self.call("GET", url, None, None)
+    }
+
+    /// A GET that must answer 200 with JSON, retried a while (nginx's
+    /// reload takes effect a moment after systemctl returns).
+    fn json(&self, url: &str) -> serde_json::Value {
+        let started = Instant::now();
+        loop {
+            let answer = self.get(url);
+            if answer.status == 200 && !answer.json.is_null() {
+                return answer.json;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{url}: {}",
+                answer.said
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+/// One customer's host in the test: its server name, Matrix host name and
+/// delegation, and the vars that make it so.
+struct Customer {
+    host: BootedHost,
+    server_name: &'static str,
+    matrix_fqdn: &'static str,
+}
+
+/// When each unit last started, in microseconds since boot.
+fn started(host: &BootedHost, units: &[&str]) -> Vec<String> {
+    units
+        .iter()
+        .map(|unit| {
+            host.run(&format!(
+                "systemctl show -p ActiveEnterTimestampMonotonic --value {unit}"
+            ))
+        })
+        .collect()
+}
+
+/// The access token of `user`, created on `customer` by `admin create`.
+fn first_admin(
+    sandbox: &crate::support::Sandbox,
+    outside: &Outside,
+    customer: &Customer,
+) -> String {
+    let user = format!("@admin:{}", customer.server_name);
+    let created = sandbox.run(&["admin", "create", customer.server_name, &user]);
+    assert_eq!(created.code, 0, "{}", created.transcript());
+    let password = created
+        .stdout
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("Its password, shown this once (matrixctl keeps no copy): ")
+        })
+        .unwrap_or_else(|| panic!("{}", created.stdout));
+    let login = outside.call(
+        "POST",
+        &format!("https://{}/_matrix/client/v3/login", customer.matrix_fqdn),
+        None,
+        Some(
+            &serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"}, "password": password})
+                .to_string(),
+        ),
+    );
+    assert_eq!(login.json["user_id"], user.as_str(), "{}", login.said);
+    login.json["access_token"].as_str().unwrap().to_string()
+}
+
+/// Where a file the host has says `key: VALUE`, VALUE (unquoted).
+fn yaml_value(host: &BootedHost, path: &str, key: &str) -> String {
+    host.run(&format!("sed -n 's/^{key}: *//p' {path}"))
+        .trim_matches('"')
+        .to_string()
+}
+
+fn copy_wheels(host: &BootedHost, which: &[(&str, &str)]) {
+    for (what, variable) in which {
+        host.copy_in(&wheels(what, variable), "/srv/wheels");
+    }
+}
+
+#[test]
+fn three_empty_hosts_become_federating_homeservers_in_one_apply() {
+    let customers = [
+        Customer {
+            host: BootedHost::up("mcfedwk"),
+            server_name: "one.example",
+            matrix_fqdn: "matrix.one.example",
+        },
+        Customer {
+            host: BootedHost::up("mcfedsrv"),
+            server_name: "two.example",
+            matrix_fqdn: "matrix.two.example",
+        },
+        Customer {
+            host: BootedHost::up("mcfednone"),
+            server_name: "three.example",
+            matrix_fqdn: "three.example",
+        },
+    ];
+    let [one, two, three] = &customers;
+    // The test's services listen on the first host's side of its link;
+    // the others reach that address over their own links, and each
+    // other's over direct ones.
+    let pebble = Pebble::serve(&one.host);
+    let services = format!("{}.1", one.host.address.rsplit_once('.').unwrap().0);
+    let script = repo().join("scripts/booted-host");
+    for (a, b) in [(one, two), (one, three), (two, three)] {
+        let linked = Command::new(&script)
+            .args(["link", &a.host.name, &b.host.name])
+            .output()
+            .unwrap();
+        assert!(
+            linked.status.success(),
+            "{}",
+            String::from_utf8_lossy(&linked.stderr)
+        );
+    }
+    for customer in [two, three] {
+        let routed = Command::new(&script)
+            .args(["route", &customer.host.name, &services])
+            .output()
+            .unwrap();
+        assert!(
+            routed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&routed.stderr)
+        );
+    }
+    let mut names = vec![
+        (one.server_name, &one.host.address),
+        (one.matrix_fqdn, &one.host.address),
+        (two.server_name, &two.host.address),
+        (two.matrix_fqdn, &two.host.address),
+        (three.server_name, &three.host.address),
+    ];
+    names.sort();
+    let mut records: Vec<String> = names
+        .iter()
+        .map(|(name, address)| format!("--host-record={name},{address}"))
+        .collect();
+    records.push(format!(
+        "--srv-host=_matrix-fed._tcp.{},{},8448,10,0",
+        two.server_name, two.matrix_fqdn
+    ));
+    let _dns = TestDns::serve(&services, &records);
+    for (name, address) in &names {
+        pebble.resolve(name, address);
+    }
+
+    let trust = tempfile::tempdir().unwrap();
+    std::fs::copy(&pebble.endpoint_ca, trust.path().join("ca.pem")).unwrap();
+    let root = pebble.root(trust.path());
+    for customer in &customers {
+        customer.host.run(&format!(
+            "rm -f /etc/resolv.conf && echo 'nameserver {services}' > /etc/resolv.conf"
+        ));
+        customer.host.copy_in(trust.path(), "/etc/ssl/acme-test");
+        copy_wheels(&customer.host, &[("synapse", "MATRIXCTL_SYNAPSE_WHEELS")]);
+    }
+    copy_wheels(
+        &one.host,
+        &[
+            ("heisenbridge", "MATRIXCTL_HEISENBRIDGE_WHEELS"),
+            ("mautrix-telegram", "MATRIXCTL_TELEGRAM_WHEELS"),
+        ],
+    );
+    let sandbox = fleet_inventory(
+        &[
+            (
+                &one.host,
+                one.server_name,
+                "serve_base_domain: true\nturn: {}\n\
+                 bridges:\n  heisenbridge:\n    admins: [\"@admin:one.example\"]\n\
+                 \x20 mautrix_telegram:\n    api_id: 2040\n    api_hash: booted-test-api-hash-not-real\n\
+                 heisenbridge_wheels: /srv/wheels\nmautrix_telegram_wheels: /srv/wheels\n",
+            ),
+            (&two.host, two.server_name, "delegation: srv\n"),
+            (&three.host, three.server_name, "delegation: none\n"),
+        ],
+        &format!(
+            "synapse_install: venv\nsynapse_wheels: /srv/wheels\nwebserver: nginx\n\
+             certificates: acme\nacme_directory: {}\nacme_email: ops@provider.example\n\
+             acme_ca_bundle: /etc/ssl/acme-test/ca.pem\n\
+             # The test network is private, and its CA is pebble.\n\
+             synapse_extra:\n  ip_range_whitelist: [10.231.0.0/16]\n\
+             \x20 federation_custom_ca_list: [/etc/ssl/acme-test/pebble-root.pem]\n\
+             \x20 trusted_key_servers: []\n",
+            pebble.directory
+        ),
+    );
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    assert_plan_says(
+        &plan.stdout,
+        &[
+            "  + package postgresql  (role postgresql)",
+            "  + database synapse  (role synapse, owner synapse, UTF8, collation C)",
+            "  + certificate matrix.one.example  (role acme, ACME)",
+            "  + certificate one.example  (role acme, ACME)",
+            "  + certificate two.example  (role acme, ACME)",
+            "  + certificate three.example  (role acme, ACME)",
+            "  + coturn key matrix.one.example  (role acme, generated on the host: /etc/matrixctl/tls/matrix.one.example/privkey.coturn.pem)",
+            "  + package coturn  (role turn)",
+        ],
+    );
+
+    let began = Instant::now();
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    let applied = began.elapsed();
+
+    let outside = Outside {
+        root: root.clone(),
+        addresses: names
+            .iter()
+            .map(|(name, address)| (name.to_string(), address.to_string()))
+            .collect(),
+    };
+    // What the world sees, per delegation mode.
+    // Well-known: the base domain (served here, with its own certificate)
+    // names the Matrix host's federation port.
+    let server = outside.json("https://one.example/.well-known/matrix/server");
+    assert_eq!(server["m.server"], "matrix.one.example:8448");
+    let client = outside.get("https://one.example/.well-known/matrix/client");
+    assert_eq!(
+        client.json["m.homeserver"]["base_url"], "https://matrix.one.example/",
+        "{}",
+        client.said
+    );
+    assert!(
+        client.headers.contains("access-control-allow-origin: *"),
+        "{}",
+        client.headers
+    );
+    // SRV: no server file; the federation port answers under the server
+    // name's certificate (curl checks it against the name it asked for).
+    for (customer, federation) in [
+        (one, "matrix.one.example:8448"),
+        (two, "two.example:8448"),
+        (three, "three.example:8448"),
+    ] {
+        let versions = outside.json(&format!(
+            "https://{}/_matrix/client/versions",
+            customer.matrix_fqdn
+        ));
+        assert!(versions["versions"].is_array(), "{versions}");
+        let version = outside.json(&format!(
+            "https://{federation}/_matrix/federation/v1/version"
+        ));
+        assert_eq!(version["server"]["name"], "Synapse", "{version}");
+        let keys = outside.json(&format!("https://{federation}/_matrix/key/v2/server"));
+        assert_eq!(keys["server_name"], customer.server_name, "{keys}");
+    }
+    assert_eq!(
+        outside
+            .get("https://matrix.two.example/.well-known/matrix/server")
+            .status,
+        404,
+        "with SRV delegation there is no server file"
+    );
+
+    // coturn answers TLS on 5349 with the Matrix host's certificate.
+    let turn_tls = || {
+        let output = Command::new("openssl")
+            .args(["s_client", "-brief", "-verify_return_error", "-connect"])
+            .arg(format!("{}:5349", one.host.address))
+            .args([
+                "-servername",
+                "matrix.one.example",
+                "-verify_hostname",
+                "matrix.one.example",
+            ])
+            .arg("-CAfile")
+            .arg(&root)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    let (verified, said) = turn_tls();
+    assert!(verified, "coturn's TLS: {said}");
+    // The bridges run, and Synapse loaded their registrations: each token
+    // is its bot's.
+    for (unit, registration, bot) in [
+        ("heisenbridge", "heisenbridge", "@heisenbridge:one.example"),
+        (
+            "mautrix-telegram",
+            "mautrix-telegram",
+            "@telegrambot:one.example",
+        ),
+    ] {
+        assert_eq!(
+            one.host.run(&format!("systemctl is-active {unit}")),
+            "active"
+        );
+        let token = yaml_value(
+            &one.host,
+            &format!("/etc/matrix-synapse/appservices/{registration}.yaml"),
+            "as_token",
+        );
+        let whoami = outside.call(
+            "GET",
+            "https://matrix.one.example/_matrix/client/v3/account/whoami",
+            Some(&token),
+            None,
+        );
+        assert_eq!(whoami.json["user_id"], bot, "{}", whoami.said);
+    }
+
+    // Federation: a room on the first host, joined from the two others.
+    let tokens: Vec<String> = customers
+        .iter()
+        .map(|customer| first_admin(&sandbox, &outside, customer))
+        .collect();
+    let room = outside.call(
+        "POST",
+        "https://matrix.one.example/_matrix/client/v3/createRoom",
+        Some(&tokens[0]),
+        Some(r#"{"preset": "public_chat", "room_alias_name": "lobby"}"#),
+    );
+    let room_id = room.json["room_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", room.said))
+        .to_string();
+    for (customer, token) in [(two, &tokens[1]), (three, &tokens[2])] {
+        let started = Instant::now();
+        loop {
+            let joined = outside.call(
+                "POST",
+                &format!(
+                    "https://{}/_matrix/client/v3/join/%23lobby%3Aone.example",
+                    customer.matrix_fqdn
+                ),
+                Some(token),
+                Some("{}"),
+            );
+            if joined.json["room_id"] == room_id.as_str() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{} could not join #lobby:one.example: {}\n{}",
+                customer.server_name,
+                joined.said,
+                customer
+                    .host
+                    .run("journalctl -u matrix-synapse -n 30 --no-pager")
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    let members = outside.call(
+        "GET",
+        &format!("https://matrix.one.example/_matrix/client/v3/rooms/{room_id}/joined_members"),
+        Some(&tokens[0]),
+        None,
+    );
+    for member in [
+        "@admin:one.example",
+        "@admin:two.example",
+        "@admin:three.example",
+    ] {
+        assert!(
+            members.json["joined"][member].is_object(),
+            "{member}: {}",
+            members.said
+        );
+    }
+    eprintln!(
+        "three empty hosts: applied in {:.0?}, federating {:.0?} after the apply began",
+        applied,
+        began.elapsed()
+    );
+
+    // Converged: the next plan is clean, the next apply does nothing, and
+    // no service restarts.
+    let web = ["matrix-synapse", "nginx", "postgresql"];
+    assert_next_apply_changes_nothing_on(
+        &sandbox,
+        &[
+            (
+                &one.host,
+                &[&web[..], &["coturn", "heisenbridge", "mautrix-telegram"]].concat(),
+            ),
+            (&two.host, &web),
+            (&three.host, &web),
+        ],
+    );
+
+    // A renewal forced through certbot: nginx serves the new certificate,
+    // coturn restarts on its copy, Synapse is left alone.
+    let certificate = || {
+        one.host
+            .run("sha256sum < /etc/matrixctl/tls/matrix.one.example/fullchain.pem")
+    };
+    let (old, synapse, coturn) = (
+        certificate(),
+        started(&one.host, &["matrix-synapse"]),
+        started(&one.host, &["coturn"]),
+    );
+    one.host.run(
+        "REQUESTS_CA_BUNDLE=/etc/ssl/acme-test/ca.pem certbot renew --force-renewal \
+         --no-random-sleep-on-renew -q --cert-name matrix.one.example",
+    );
+    assert_ne!(certificate(), old);
+    assert_eq!(started(&one.host, &["matrix-synapse"]), synapse);
+    assert_ne!(started(&one.host, &["coturn"]), coturn);
+    assert_eq!(
+        one.host
+            .run("stat -c '%U:%G %a' /etc/matrixctl/tls/matrix.one.example/privkey.coturn.pem"),
+        "root:turnserver 640"
+    );
+    crate::support::wait_until("coturn serves TLS again after its restart", || turn_tls().0);
+    assert!(
+        outside.json("https://matrix.one.example/_matrix/client/versions")["versions"].is_array()
+    );
+    assert_eq!(sandbox.plan_exit_code(None), 0);
+}

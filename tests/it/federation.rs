@@ -10,9 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::booted::{
-    BootedHost, Pebble, assert_next_apply_changes_nothing_on, assert_plan_says, fleet_inventory,
-    wheels,
+    BootedHost, assert_next_apply_changes_nothing_on, assert_plan_says, fleet_inventory, wheels,
 };
+use crate::pebble::Pebble;
 use crate::support::repo;
 
 /// dnsmasq on one address of the test machine's, answering only for the

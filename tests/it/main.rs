@@ -16,6 +16,7 @@ mod inputs;
 mod interrupted;
 mod network;
 mod paths;
+mod pebble;
 mod plan_apply;
 mod render;
 mod secrets;

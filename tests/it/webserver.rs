@@ -424,6 +424,15 @@ fn caddy_fronts_synapse(extra: &str) {
         "caddy",
         &format!("{extra}caddy_admin_address: 127.0.0.1:{admin}\n"),
     );
+    let _synapse = start(&deployed);
+    let _caddy = run_caddy(&deployed, ports.https);
+    assert_fronts_synapse(&ports);
+    assert_fronts_maubot(&deployed, &ports);
+}
+
+/// Caddy, run by the test on the Caddyfile matrixctl rendered (checked
+/// with `caddy validate` first), its state in the deployed tree.
+fn run_caddy(deployed: &Deployed, https: u16) -> Service {
     let caddyfile = deployed.path("etc/caddy/Caddyfile");
     assert!(caddyfile.exists(), "no Caddyfile rendered");
     let home = deployed.path("caddy-home");
@@ -450,17 +459,76 @@ fn caddy_fronts_synapse(extra: &str) {
         "caddy validate: {}",
         String::from_utf8_lossy(&check.stderr)
     );
-
-    let _synapse = start(&deployed);
     let server = caddy(&["run"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut server = Service(server);
-    wait_for_port(ports.https, &mut server.0, "caddy");
-    assert_fronts_synapse(&ports);
-    assert_fronts_maubot(&deployed, &ports);
+    wait_for_port(https, &mut server.0, "caddy");
+    server
+}
+
+/// Caddy's own ACME against the CA it is given (pebble on loopback,
+/// validating on Caddy's ports): with SRV delegation the Matrix host and
+/// the server name's federation site each get a certificate for their
+/// name, and Synapse answers under each.
+#[test]
+fn caddy_gets_each_name_a_certificate_from_the_acme_ca_it_is_given() {
+    let (http, https, federation, admin) = (free_port(), free_port(), free_port(), free_port());
+    let pebble = crate::pebble::Pebble::serve_at("127.0.0.1", http, https);
+    for name in ["matrix.minimal.example", "minimal.example"] {
+        pebble.resolve(name, "127.0.0.1");
+    }
+    let vars = format!(
+        "webserver: caddy\nwebserver_http_port: {http}\nwebserver_https_port: {https}\n\
+         federation_port: {federation}\ncaddy_admin_address: 127.0.0.1:{admin}\n\
+         delegation: srv\ncertificates: acme\nacme_directory: {}\n\
+         acme_email: ops@minimal.example\nacme_ca_bundle: {}\n",
+        pebble.directory,
+        pebble.endpoint_ca.display()
+    );
+    let deployed = deploy_host(
+        &repo().join("tests/cases/synapse-minimal"),
+        "minimal.example",
+        &vars,
+    );
+    let caddyfile = std::fs::read_to_string(deployed.path("etc/caddy/Caddyfile")).unwrap();
+    assert!(
+        caddyfile.contains(&format!("\tacme_ca \"{}\"\n", pebble.directory)),
+        "{caddyfile}"
+    );
+    let _synapse = start(&deployed);
+    let _caddy = run_caddy(&deployed, https);
+    let trust = tempfile::tempdir().unwrap();
+    let root = pebble.root(trust.path());
+    // Caddy obtains the certificates in the background, after it starts.
+    let get = |name: &str, port: u16, path: &str| -> serde_json::Value {
+        let started = Instant::now();
+        loop {
+            let answer = Command::new("curl")
+                .args(["-sS", "--max-time", "5", "--cacert"])
+                .arg(&root)
+                .arg("--resolve")
+                .arg(format!("{name}:{port}:127.0.0.1"))
+                .arg(format!("https://{name}:{port}{path}"))
+                .output()
+                .expect("curl runs (apt-get install curl)");
+            if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&answer.stdout) {
+                return json;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "https://{name}:{port}{path} under pebble's root: {}",
+                String::from_utf8_lossy(&answer.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    let versions = get("matrix.minimal.example", https, "/_matrix/client/versions");
+    assert!(versions["versions"].is_array(), "{versions}");
+    let keys = get("minimal.example", federation, "/_matrix/key/v2/server");
+    assert_eq!(keys["server_name"], "minimal.example", "{keys}");
 }
 
 #[test]

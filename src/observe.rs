@@ -71,21 +71,42 @@ pub async fn observe(
     for path in paths {
         program.call("mc_observe", &[path]);
     }
+    // Packages and services each in one call for all (one dpkg-query, one
+    // systemctl), the rest one by one.
+    use crate::system::Item;
+    let named = |want: fn(&Item) -> Option<&str>| -> Vec<&str> {
+        system
+            .iter()
+            .filter_map(|wanted| want(&wanted.item))
+            .collect()
+    };
+    let packages = named(|item| match item {
+        Item::Package { name, .. } => Some(name),
+        _ => None,
+    });
+    if !packages.is_empty() {
+        program.call("mc_observe_packages", &packages);
+    }
+    let services = named(|item| match item {
+        Item::Service { name, .. } => Some(name),
+        _ => None,
+    });
+    if !services.is_empty() {
+        program.call("mc_observe_services", &services);
+    }
     for wanted in system {
-        use crate::system::Item;
         match &wanted.item {
             Item::Repository { name, .. } => {
                 let (keyring, sources) = crate::system::repository_paths(name);
                 program.call("mc_observe_repository", &[name, &keyring, &sources])
             }
-            Item::Package { name, .. } => program.call("mc_observe_package", &[name]),
+            Item::Package { .. } | Item::Service { .. } => continue,
             Item::Group { name } => program.call("mc_observe_account", &["group", name, "group"]),
             Item::User { name, .. } => {
                 program.call("mc_observe_account", &["user", name, "passwd"])
             }
             Item::Directory { path, .. } => program.call("mc_observe_directory", &[path]),
             Item::Venv { path, .. } => program.call("mc_observe_venv", &[path]),
-            Item::Service { name, .. } => program.call("mc_observe_service", &[name]),
             Item::Database { name, .. } => program.call("mc_observe_database", &[name]),
             Item::Generated { path, .. } => program.call("mc_observe_generated", &[path]),
             Item::Certificate { name, path, .. } => program.call(

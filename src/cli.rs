@@ -38,6 +38,149 @@ pub enum Command {
     /// Registration tokens of a host's homeserver: `token create HOST`.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Make a new inventory in DIR: hosts.yaml, group_vars/all.yaml with
+    /// the operator-wide settings commented, and a fresh secrets/master.key.
+    Init(InitArgs),
+    /// Add a host to the inventory, or remove one (never touching the server).
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// The customer's checklist for a host: DNS records, firewall ports,
+    /// what the base domain must serve, the first admin, the bridges' bots.
+    Onboard(OnboardArgs),
+    /// A host's effective vars, secrets redacted; `--explain KEY` shows
+    /// every layer that sets KEY.
+    Vars(VarsArgs),
+    /// Print a shell completion script: `matrixctl completions bash > /etc/bash_completion.d/matrixctl`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff): `matrixctl man | man -l -`.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The directory to create (it must not exist, or be empty).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Add a host: its hosts.yaml entry (the rest of the file kept as it
+    /// is) and host_vars/DOMAIN.yaml with what differs from the defaults.
+    Add(HostAddArgs),
+    /// Take a host out of the inventory: its hosts.yaml entry and
+    /// host_vars file. The server is not contacted.
+    Remove(HostRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HostAddArgs {
+    /// The customer's Matrix server name (the part after the colon in
+    /// @alice:example.com).
+    pub domain: String,
+
+    /// The inventory directory.
+    #[arg(long, default_value = "inventory")]
+    pub inventory: PathBuf,
+
+    /// The name Synapse is reached at (default `matrix.DOMAIN`).
+    #[arg(long, value_name = "NAME")]
+    pub fqdn: Option<String>,
+
+    /// How matrixctl reaches the host, `[user@]host[:port]` (default: the
+    /// Matrix name, as your ssh config says).
+    #[arg(long, value_name = "TARGET")]
+    pub ssh: Option<String>,
+
+    /// The host is a directory on this machine (`connection: local`, for
+    /// trying things out and for tests), relative to the inventory.
+    #[arg(long, value_name = "DIR", conflicts_with = "ssh")]
+    pub local: Option<String>,
+
+    /// How people get accounts.
+    #[arg(long, value_name = "MODE", value_parser = ["token", "closed", "open"])]
+    pub registration: Option<String>,
+
+    /// A bridge to run for this customer (see `matrixctl options`, the
+    /// `bridges.NAME` options). May be given more than once.
+    #[arg(long = "bridge", value_name = "NAME")]
+    pub bridges: Vec<String>,
+
+    /// Run a TURN server (coturn) for voice and video calls.
+    #[arg(long)]
+    pub turn: bool,
+
+    /// The web server in front of Synapse.
+    #[arg(long, value_name = "SERVER", value_parser = ["none", "nginx", "caddy"])]
+    pub webserver: Option<String>,
+
+    /// A group the host is in (its group_vars apply). May be given more than once.
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+
+    /// Any other var, `KEY=VALUE` with a dotted key and a YAML value
+    /// (`--set bridges.heisenbridge.identd=true`). May be given more than once.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = crate::scaffold::parse_assignment)]
+    pub set: Vec<(Vec<String>, serde_yaml::Value)>,
+}
+
+#[derive(Debug, Args)]
+pub struct HostRemoveArgs {
+    /// The host, as the inventory names it.
+    pub domain: String,
+
+    /// The inventory directory.
+    #[arg(long, default_value = "inventory")]
+    pub inventory: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct OnboardArgs {
+    /// The host, as the inventory names it.
+    pub domain: String,
+
+    /// The inventory directory.
+    #[arg(long, default_value = "inventory")]
+    pub inventory: PathBuf,
+
+    /// text for a terminal, markdown to send the customer, json for tools.
+    #[arg(long, value_enum, default_value_t = OnboardFormat::Text)]
+    pub format: OnboardFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnboardFormat {
+    Text,
+    Markdown,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct VarsArgs {
+    /// The host, as the inventory names it.
+    pub domain: String,
+
+    /// The inventory directory.
+    #[arg(long, default_value = "inventory")]
+    pub inventory: PathBuf,
+
+    /// Show every layer that sets this key (dotted, like `turn.host`),
+    /// lowest precedence first, with file and line.
+    #[arg(long, value_name = "KEY")]
+    pub explain: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Subcommand)]

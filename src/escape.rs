@@ -29,6 +29,36 @@ pub fn caddy(value: Value) -> Result<String, Error> {
     Ok(double_quoted(&text))
 }
 
+/// `{{ json | caddy_body }}`: a Caddyfile token in backticks (which leave
+/// double quotes alone), for a response body. Caddy reads `{…}` in a
+/// body as a placeholder only when it names one it knows, which a JSON
+/// object's text never does.
+pub fn caddy_body(value: Value) -> Result<String, Error> {
+    let text = token_text(&value, "a Caddyfile")?;
+    if text.contains('`') {
+        return Err(refused(
+            &text,
+            "a Caddyfile body",
+            "a backtick would end it",
+        ));
+    }
+    Ok(format!("`{text}`"))
+}
+
+/// `{{ json | haproxy }}`: a single-quoted HAProxy argument (nothing in
+/// it is expanded: no `$VAR`, no escapes).
+pub fn haproxy(value: Value) -> Result<String, Error> {
+    let text = token_text(&value, "an HAProxy configuration")?;
+    if text.contains('\'') {
+        return Err(refused(
+            &text,
+            "an HAProxy configuration",
+            "a single quote cannot be quoted there",
+        ));
+    }
+    Ok(format!("'{text}'"))
+}
+
 /// `{{ value | env }}`: the value of a `KEY=value` line of an environment
 /// file (systemd's EnvironmentFile, or a shell sourcing it), single-quoted
 /// when it holds anything but plain word characters.

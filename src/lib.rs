@@ -12,6 +12,7 @@
 // everywhere would only add noise.
 #![allow(clippy::result_large_err)]
 
+pub mod checklist;
 pub mod cli;
 pub mod diff;
 pub mod escape;
@@ -30,6 +31,7 @@ pub mod render;
 pub mod report;
 pub mod roles;
 pub mod saved;
+pub mod scaffold;
 pub mod secrets;
 pub mod system;
 pub mod transport;
@@ -77,7 +79,173 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Admin(cli::AdminCommand::Create(args)) => admin_create(&cli.roles, args),
         Command::Token(cli::TokenCommand::Create(args)) => token_create(&cli.roles, args),
+        Command::Init(args) => {
+            print!("{}", scaffold::init(&args.dir)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Host(cli::HostCommand::Add(args)) => {
+            let roles = RoleSet::load(&cli.roles)?;
+            let mut vars = Vec::new();
+            let mut var = |key: &str, value: Option<String>| {
+                if let Some(value) = value {
+                    vars.push((vec![key.to_string()], serde_yaml::Value::String(value)));
+                }
+            };
+            var("matrix_fqdn", args.fqdn);
+            var("registration", args.registration);
+            var("webserver", args.webserver);
+            if args.turn {
+                vars.push((vec!["turn".into()], serde_yaml::Mapping::new().into()));
+            }
+            vars.extend(args.set);
+            let new = scaffold::NewHost {
+                domain: args.domain,
+                ssh: args.ssh,
+                local: args.local,
+                groups: args.groups,
+                vars,
+                bridges: args.bridges,
+            };
+            print!("{}", scaffold::host_add(&args.inventory, &roles, new)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Host(cli::HostCommand::Remove(args)) => {
+            let roles = RoleSet::load(&cli.roles)?;
+            print!(
+                "{}",
+                scaffold::host_remove(&args.inventory, &roles, &args.domain)?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Onboard(args) => onboard_command(&cli.roles, args),
+        Command::Vars(args) => vars_command(&cli.roles, args),
+        Command::Completions(args) => {
+            let shell = match args.shell {
+                cli::CompletionShell::Bash => clap_complete::Shell::Bash,
+                cli::CompletionShell::Zsh => clap_complete::Shell::Zsh,
+                cli::CompletionShell::Fish => clap_complete::Shell::Fish,
+            };
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "matrixctl", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// `matrixctl onboard HOST`: the customer's checklist.
+fn onboard_command(role_dirs: &[PathBuf], args: cli::OnboardArgs) -> Result<ExitCode> {
+    let roles = RoleSet::load(role_dirs)?;
+    let inventory = Inventory::load(&args.inventory, &roles)?;
+    let host = resolved(&inventory, inventory_host(&inventory, &args.domain)?)?;
+    let redactor = redactor_for(&inventory);
+    let checklist = Renderer::new(&roles).render_checklist(&inventory, &host, &redactor)?;
+    let printed = match args.format {
+        cli::OnboardFormat::Text => checklist.to_text(),
+        cli::OnboardFormat::Markdown => checklist.to_markdown(),
+        cli::OnboardFormat::Json => serde_json::to_string_pretty(&checklist)? + "\n",
+    };
+    // The customer reads it: no secret of any host may be in it.
+    print!("{}", redactor.redact(&printed));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `matrixctl vars HOST [--explain KEY]`.
+fn vars_command(role_dirs: &[PathBuf], args: cli::VarsArgs) -> Result<ExitCode> {
+    let roles = RoleSet::load(role_dirs)?;
+    let inventory = Inventory::load(&args.inventory, &roles)?;
+    let host = inventory_host(&inventory, &args.domain)?;
+    let redactor = redactor_for(&inventory);
+    // What templates see, but the derived secrets.
+    let mut effective: serde_yaml::Mapping = Renderer::new(&roles)
+        .context(&inventory, host)
+        .into_iter()
+        .map(|(key, value)| (key.into(), value))
+        .collect();
+    effective.remove("secrets");
+    let mut out = std::io::stdout().lock();
+    let Some(key) = args.explain else {
+        let yaml = serde_yaml::to_string(&effective)?;
+        write!(out, "{}", redactor.redact(&yaml))?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let key_path: Vec<String> = key.split('.').map(str::to_string).collect();
+    let layers = inventory::explain::layers(&inventory, &roles, host, &key_path);
+    let value = inventory::explain::lookup(&effective, &key_path);
+    if layers.is_empty() && value.is_none() {
+        let known = effective.keys().filter_map(|key| key.as_str());
+        return Err(
+            problem::Problem::new(format!("no var `{key}` for {}", host.name))
+                .with_hint(
+                    problem::did_you_mean(&key, known)
+                        .or_else(|| Some("`matrixctl options` lists every setting".into())),
+                )
+                .into(),
+        );
+    }
+    let shown = |value: Option<&serde_yaml::Value>| match value {
+        None | Some(serde_yaml::Value::Null) => "unset".to_string(),
+        Some(serde_yaml::Value::String(text)) => redactor.redact(text).into_owned(),
+        Some(other) => redactor
+            .redact(&serde_json::to_string(other).unwrap_or_default())
+            .into_owned(),
+    };
+    writeln!(out, "{key} for {}: {}", host.name, shown(value))?;
+    writeln!(out)?;
+    let rows: Vec<(String, String)> = layers
+        .iter()
+        .map(|layer| {
+            let origin = match layer.line {
+                Some(line) => format!("{}:{line}", layer.origin),
+                None => layer.origin.clone(),
+            };
+            (origin, shown(layer.value.as_ref()))
+        })
+        .collect();
+    let width = rows
+        .iter()
+        .map(|(origin, _)| origin.len())
+        .max()
+        .unwrap_or(0);
+    for (index, (origin, value)) in rows.iter().enumerate() {
+        let wins = if index + 1 == rows.len() {
+            "  (wins)"
+        } else {
+            ""
+        };
+        writeln!(out, "  {origin:width$}  {value}{wins}")?;
+    }
+    if layers.is_empty() {
+        writeln!(
+            out,
+            "  no layer sets it: matrixctl derives it from other vars"
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The inventory's host `name`, or an error listing the hosts.
+fn inventory_host<'a>(inventory: &'a Inventory, name: &str) -> Result<&'a inventory::Host> {
+    inventory
+        .hosts
+        .iter()
+        .find(|host| host.name.as_str() == name)
+        .ok_or_else(|| {
+            let known = inventory.hosts.iter().map(|host| host.name.as_str());
+            problem::Problem::new(format!("no host `{name}` in the inventory"))
+                .in_file(&inventory.dir.join("hosts.yaml"))
+                .with_hint(problem::did_you_mean(name, known.clone()).or_else(|| {
+                    Some(format!(
+                        "its hosts: {}",
+                        known.collect::<Vec<_>>().join(", ")
+                    ))
+                }))
+                .into()
+        })
 }
 
 /// Runs the task `name` that a role offers on the inventory's host
@@ -94,24 +262,7 @@ fn run_task(
 ) -> Result<String> {
     let roles = RoleSet::load(role_dirs)?;
     let inventory = Inventory::load(inventory_dir, &roles)?;
-    let Some(host) = inventory
-        .hosts
-        .iter()
-        .find(|host| host.name.as_str() == host_name)
-    else {
-        let known: Vec<&str> = inventory
-            .hosts
-            .iter()
-            .map(|host| host.name.as_str())
-            .collect();
-        return Err(
-            problem::Problem::new(format!("no host `{host_name}` in the inventory"))
-                .in_file(&inventory.dir.join("hosts.yaml"))
-                .with_hint(Some(format!("its hosts: {}", known.join(", "))))
-                .into(),
-        );
-    };
-    let host = resolved(&inventory, host)?;
+    let host = resolved(&inventory, inventory_host(&inventory, host_name)?)?;
     let renderer = Renderer::new(&roles);
     let redactor = redactor_for(&inventory);
     let Some(task) = renderer

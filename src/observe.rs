@@ -94,25 +94,57 @@ pub async fn observe(
     if !services.is_empty() {
         program.call("mc_observe_services", &services);
     }
+    for (kind, database, names) in [
+        (
+            "group",
+            "group",
+            named(|item| match item {
+                Item::Group { name } => Some(name),
+                _ => None,
+            }),
+        ),
+        (
+            "user",
+            "passwd",
+            named(|item| match item {
+                Item::User { name, .. } => Some(name),
+                _ => None,
+            }),
+        ),
+    ] {
+        if !names.is_empty() {
+            let mut args = vec![kind, database];
+            args.extend(names);
+            program.call("mc_observe_accounts", &args);
+        }
+    }
+    let directories: Vec<&str> = system
+        .iter()
+        .filter_map(|wanted| match &wanted.item {
+            Item::Directory { path, .. } => Some(path.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !directories.is_empty() {
+        program.call("mc_observe_directories", &directories);
+    }
     for wanted in system {
         match &wanted.item {
             Item::Repository { name, .. } => {
                 let (keyring, sources) = crate::system::repository_paths(name);
                 program.call("mc_observe_repository", &[name, &keyring, &sources])
             }
-            Item::Package { .. } | Item::Service { .. } => continue,
-            Item::Group { name } => program.call("mc_observe_account", &["group", name, "group"]),
-            Item::User { name, .. } => {
-                program.call("mc_observe_account", &["user", name, "passwd"])
-            }
-            Item::Directory { path, .. } => program.call("mc_observe_directory", &[path]),
+            Item::Package { .. }
+            | Item::Service { .. }
+            | Item::Group { .. }
+            | Item::User { .. }
+            | Item::Directory { .. } => continue,
             Item::Venv { path, .. } => program.call("mc_observe_venv", &[path]),
             Item::Database { name, .. } => program.call("mc_observe_database", &[name]),
             Item::Generated { path, .. } => program.call("mc_observe_generated", &[path]),
-            Item::Certificate { name, path, .. } => program.call(
-                "mc_observe_certificate",
-                &[name, path, &crate::system::RENEW_WITHIN_SECONDS.to_string()],
-            ),
+            Item::Certificate { name, path, .. } => {
+                program.call("mc_observe_certificate", &[name, path])
+            }
         };
     }
     program.call("mc_observe_record", &[]);
@@ -169,10 +201,17 @@ fn parse(stdout: &[u8]) -> Result<Observed> {
             "sys" => {
                 let mut words = rest.splitn(3, ' ');
                 let (kind, name) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-                observed.system.insert(
-                    format!("{kind} {name}"),
-                    words.next().unwrap_or("").to_string(),
-                );
+                let mut state = words.next().unwrap_or("").to_string();
+                // A certificate comes as its file, read here.
+                if kind == "certificate"
+                    && let Some(pem) = state.strip_prefix("pem ")
+                {
+                    state = crate::system::certificate_state(
+                        &decode(pem)?,
+                        std::time::SystemTime::now(),
+                    );
+                }
+                observed.system.insert(format!("{kind} {name}"), state);
             }
             "file" => {
                 let mut fields = rest.splitn(5, ' ');

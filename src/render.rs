@@ -10,7 +10,7 @@ use minijinja::value::Serde;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value as JinjaValue};
 use serde_yaml::{Mapping, Value};
 
-use crate::inventory::{Host, Inventory};
+use crate::inventory::{Connection, Host, Inventory};
 use crate::problem::{Problem, Problems};
 use crate::roles::{BUILTIN_TEMPLATES, Role, RoleSet};
 use crate::secrets::{Redactor, SecretName};
@@ -159,6 +159,8 @@ impl<'a> Renderer<'a> {
         // One token of each format the roles write (see escape.rs).
         env.add_filter("nginx", crate::escape::nginx);
         env.add_filter("caddy", crate::escape::caddy);
+        env.add_filter("caddy_body", crate::escape::caddy_body);
+        env.add_filter("haproxy", crate::escape::haproxy);
         env.add_filter("env", crate::escape::env);
         env.add_filter("word", crate::escape::word);
         env.add_filter("html_text", crate::escape::html_text);
@@ -282,12 +284,14 @@ impl<'a> Renderer<'a> {
     }
 
     /// Renders every file of every role that applies to `host`.
-    pub fn render_host(
+    /// What every template of `host` sees: its vars, plus what the roles
+    /// declare together (the open ports, the contributions).
+    fn full_context(
         &self,
         inventory: &Inventory,
         host: &Host,
         redactor: &Redactor,
-    ) -> Result<Rendered, Problems> {
+    ) -> Result<(JinjaValue, Vec<OpenPort>), Problems> {
         let mut base = self.context(inventory, host);
         let first_pass = JinjaValue::from(Serde(&base));
         let ports = match self.open_ports(&first_pass, redactor) {
@@ -311,7 +315,177 @@ impl<'a> Renderer<'a> {
             "contributions".into(),
             serde_yaml::to_value(&contributions).unwrap_or(Value::Null),
         );
-        let context = JinjaValue::from(Serde(base));
+        Ok((JinjaValue::from(Serde(base)), ports))
+    }
+
+    /// The customer's checklist for `host` (`matrixctl onboard`): the
+    /// roles' `checklist` entries that apply, rendered, and the ports.
+    pub fn render_checklist(
+        &self,
+        inventory: &Inventory,
+        host: &Host,
+        redactor: &Redactor,
+    ) -> Result<crate::checklist::Checklist, Problems> {
+        use crate::checklist::{Checklist, Entry, Record, Served, Snippet};
+        let rendered = self.render_host(inventory, host, redactor)?;
+        let (context, ports) = self.full_context(inventory, host, redactor)?;
+        let mut problems = Vec::new();
+        let mut entries = Vec::new();
+        for role in self.roles.roles.values() {
+            if !matches!(
+                self.condition(role, &role.manifest.when, "when", &context, redactor),
+                Ok(true)
+            ) {
+                continue;
+            }
+            for (index, spec) in role.manifest.checklist.iter().enumerate() {
+                let at = |field: &str| format!("checklist[{index}].{field}");
+                let applies = |when: &Option<String>, key: String| match when {
+                    None => Ok(true),
+                    Some(when) => self.condition(role, when, &key, &context, redactor),
+                };
+                let text = |source: &str, key: String| {
+                    self.env
+                        .render_str(source, context.clone())
+                        .map(|text| text.trim().to_string())
+                        .map_err(|error| manifest_template_problem(role, key, &error, redactor))
+                };
+                let result = (|| -> Result<Option<Entry>, Problem> {
+                    if !applies(&spec.when, at("when"))? {
+                        return Ok(None);
+                    }
+                    let mut entry = Entry {
+                        section: spec.section.clone(),
+                        order: spec.order,
+                        role: role.name.clone(),
+                        text: match &spec.text {
+                            Some(source) => text(source, at("text"))?,
+                            None => String::new(),
+                        },
+                        ..Entry::default()
+                    };
+                    for (n, record) in spec.records.iter().enumerate() {
+                        let key = |field: &str| at(&format!("records[{n}].{field}"));
+                        if !applies(&record.when, key("when"))? {
+                            continue;
+                        }
+                        let items = match &record.each {
+                            None => vec![JinjaValue::UNDEFINED],
+                            Some(each) => self
+                                .env
+                                .compile_expression(each)
+                                .and_then(|compiled| compiled.eval(context.clone()))
+                                .and_then(|list| list.try_iter().map(Iterator::collect))
+                                .map_err(|error| {
+                                    manifest_template_problem(role, key("each"), &error, redactor)
+                                })?,
+                        };
+                        for item in items {
+                            let scope = minijinja::context! { item => item, ..context.clone() };
+                            let field = |source: &str, field: &str| {
+                                self.env
+                                    .render_str(source, scope.clone())
+                                    .map(|text| text.trim().to_string())
+                                    .map_err(|error| {
+                                        manifest_template_problem(
+                                            role,
+                                            key(field),
+                                            &error,
+                                            redactor,
+                                        )
+                                    })
+                            };
+                            entry.records.push(Record {
+                                name: field(&record.name, "name")?,
+                                kind: field(&record.kind, "type")?,
+                                value: field(&record.value, "value")?,
+                            });
+                        }
+                    }
+                    for (n, served) in spec.served.iter().enumerate() {
+                        let key = |field: &str| at(&format!("served[{n}].{field}"));
+                        if !applies(&served.when, key("when"))? {
+                            continue;
+                        }
+                        let path = text(&served.file, key("file"))?;
+                        let Some(file) = rendered.files.get(&path) else {
+                            continue; // the host renders no such file
+                        };
+                        let content = String::from_utf8_lossy(&file.content).into_owned();
+                        let json = serde_json::from_str::<serde_json::Value>(&content)
+                            .map(|value| value.to_string())
+                            .unwrap_or_else(|_| content.trim().to_string());
+                        let url = text(&served.url, key("url"))?;
+                        // The path part, as web server configs match it.
+                        let location = url
+                            .split_once("://")
+                            .and_then(|(_, rest)| rest.find('/').map(|at| rest[at..].to_string()))
+                            .unwrap_or_else(|| "/".into());
+                        entry.served.push(Served {
+                            url,
+                            location,
+                            path,
+                            content,
+                            json,
+                        });
+                    }
+                    let with_served = minijinja::context! {
+                        served => JinjaValue::from(Serde(&entry.served)),
+                        ..context.clone()
+                    };
+                    for (n, snippet) in spec.snippets.iter().enumerate() {
+                        let key = |field: &str| at(&format!("snippets[{n}].{field}"));
+                        if !applies(&snippet.when, key("when"))? {
+                            continue;
+                        }
+                        let body = self
+                            .env
+                            .get_template(&snippet.template)
+                            .and_then(|template| template.render(with_served.clone()))
+                            .map_err(|error| {
+                                self.template_problem(role, &snippet.template, &error, redactor)
+                            })?;
+                        entry.snippets.push(Snippet {
+                            label: text(&snippet.label, key("label"))?,
+                            text: body.trim_end().to_string() + "\n",
+                        });
+                    }
+                    let empty = entry.text.is_empty()
+                        && entry.records.is_empty()
+                        && entry.served.is_empty()
+                        && entry.snippets.is_empty();
+                    Ok((!empty).then_some(entry))
+                })();
+                match result {
+                    Ok(Some(entry)) => entries.push(entry),
+                    Ok(None) => {}
+                    Err(problem) => problems.push(problem),
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Problems(problems));
+        }
+        let ssh_port = context
+            .get_attr("ssh_port")
+            .ok()
+            .and_then(|port| u16::try_from(port).ok())
+            .filter(|port| *port > 0 && matches!(host.connection, Connection::Ssh(_)));
+        Ok(Checklist::new(
+            host.name.as_str(),
+            entries,
+            &ports,
+            ssh_port,
+        ))
+    }
+
+    pub fn render_host(
+        &self,
+        inventory: &Inventory,
+        host: &Host,
+        redactor: &Redactor,
+    ) -> Result<Rendered, Problems> {
+        let (context, _) = self.full_context(inventory, host, redactor)?;
         let host_secrets = Redactor::new(
             host_secrets(inventory, host)
                 .into_values()

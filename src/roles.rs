@@ -82,6 +82,11 @@ pub struct Manifest {
     /// a note that renders empty is not shown.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// What the customer must do off the host for this role, for
+    /// `matrixctl onboard`: DNS records, files their website serves,
+    /// snippets of web server configuration, a paragraph of instructions.
+    #[serde(default)]
+    pub checklist: Vec<ChecklistSpec>,
     /// The ports this role's service needs open; the firewall is built
     /// from the ports of every role that applies.
     #[serde(default)]
@@ -151,6 +156,74 @@ pub struct Assertion {
     pub message: String,
     #[serde(default)]
     pub hint: Option<String>,
+}
+
+/// One entry of the customer's checklist. Every string is a template over
+/// the host's vars; an entry whose `when` is false, or that renders to
+/// nothing, is left out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChecklistSpec {
+    /// The part of the checklist it belongs in (`DNS records`); entries
+    /// with the same section are shown together.
+    pub section: String,
+    /// Sections show lowest first (then by name).
+    #[serde(default = "default_handler_order")]
+    pub order: u32,
+    #[serde(default)]
+    pub when: Option<String>,
+    /// A paragraph of instructions (Markdown inline syntax: `code`).
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub records: Vec<RecordSpec>,
+    /// Files someone else's web server must serve, with the content this
+    /// host renders for them.
+    #[serde(default)]
+    pub served: Vec<ServedSpec>,
+    /// Ready-to-paste configuration, from a template that sees the vars
+    /// and `served` (each with `url`, `path`, `content` and `json`, the
+    /// content on one line).
+    #[serde(default)]
+    pub snippets: Vec<SnippetSpec>,
+}
+
+/// A DNS record the customer creates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordSpec {
+    /// An expression giving a list: one record per item, which the other
+    /// fields read as `item`.
+    #[serde(default)]
+    pub each: Option<String>,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+/// A file at `url` whose content is what this host renders at `file`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServedSpec {
+    pub url: String,
+    pub file: String,
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+/// Configuration for one kind of web server (or hosting service).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnippetSpec {
+    /// For people: `nginx (inside the server block of example.com)`.
+    pub label: String,
+    /// A template under `templates/`.
+    pub template: String,
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 /// How a role that filters traffic keeps matrixctl's way in open.
@@ -631,7 +704,6 @@ impl RoleSet {
         }
     }
 
-    /// The default of every role var, and the role that declares it.
     /// Every secret the roles declare, in name order.
     pub fn secret_names(&self) -> Vec<crate::secrets::SecretName> {
         let mut names: Vec<_> = self
@@ -675,6 +747,23 @@ impl RoleSet {
         values
     }
 
+    /// The names of the options declared as `PREFIX.NAME` (the bridges,
+    /// for `bridges.`), sorted.
+    pub fn option_keys_under(&self, prefix: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .roles
+            .values()
+            .flat_map(|role| role.manifest.options.keys())
+            .filter_map(|key| key.strip_prefix(prefix))
+            .filter(|name| !name.contains('.'))
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The default of every role var, and the role that declares it.
     pub fn defaults(&self) -> BTreeMap<&str, (&Value, &Role)> {
         let mut defaults = BTreeMap::new();
         for role in self.roles.values() {

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod assertions;
+pub mod explain;
 pub mod layers;
 pub mod locate;
 pub mod matrix;

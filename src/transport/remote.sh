@@ -629,26 +629,49 @@ EOF
     done
 }
 
-mc_observe_account() {
-    if [ -n "$ROOT" ]; then printf 'sys %s %s unsupported\n' "$1" "$2"; return 0; fi
-    if getent "$3" -- "$2" > /dev/null 2>&1; then
-        printf 'sys %s %s present\n' "$1" "$2"
-    else
-        printf 'sys %s %s absent\n' "$1" "$2"
+# Accounts "$@" of KIND $1 (group, user) in database $2 (group, passwd),
+# one getent for all (it prints those that exist).
+mc_observe_accounts() {
+    kind=$1 db=$2
+    shift 2
+    if [ -n "$ROOT" ]; then
+        for n; do printf 'sys %s %s unsupported\n' "$kind" "$n"; done
+        return 0
     fi
+    known=$(getent "$db" -- "$@" 2> /dev/null) || true
+    for n; do
+        state=absent
+        while IFS=: read -r name _; do
+            if [ "$name" = "$n" ]; then state=present; break; fi
+        done << EOF
+$known
+EOF
+        printf 'sys %s %s %s\n' "$kind" "$n" "$state"
+    done
 }
 
-mc_observe_directory() {
-    p=$ROOT$1
-    if [ -L "$p" ]; then
-        printf 'sys directory %s other symlink\n' "$1"
-    elif [ -d "$p" ]; then
-        printf 'sys directory %s directory %s\n' "$1" "$(stat -c '%a %U %G' -- "$p")"
-    elif [ -e "$p" ]; then
-        printf 'sys directory %s other %s\n' "$1" "$(stat -c '%F' -- "$p" | tr ' ' '-')"
+# Directories "$@", one stat for all (it leaves out those that are missing).
+mc_observe_directories() {
+    if [ -n "$ROOT" ]; then
+        known=$(for d; do stat -c '%F|%a %U %G|%n' -- "$ROOT$d"; done 2> /dev/null) || true
     else
-        printf 'sys directory %s absent\n' "$1"
+        known=$(stat -c '%F|%a %U %G|%n' -- "$@" 2> /dev/null) || true
     fi
+    for d; do
+        state=absent
+        while IFS='|' read -r type owner name; do
+            [ "$name" = "$ROOT$d" ] || continue
+            case $type in
+                directory) state="directory $owner" ;;
+                "symbolic link") state="other symlink" ;;
+                *) state="other $(printf '%s' "$type" | tr ' ' '-')" ;;
+            esac
+            break
+        done << EOF
+$known
+EOF
+        printf 'sys directory %s %s\n' "$d" "$state"
+    done
 }
 
 # `present REQUIREMENT...` (what matrixctl last installed there, from the
@@ -780,34 +803,18 @@ mc_task_run() {
     base64 -d | (cd / && sh -c "$MC_TASK") 9>&-
 }
 
-# `sys certificate NAME present ca|self fresh|expiring NAME,...`, or
-# `absent` (no file, or no openssl yet to read it with).
+# `sys certificate NAME pem BASE64` (the file, which matrixctl reads: an
+# openssl run would cost tens of milliseconds per certificate), or
+# `absent`.
 mc_observe_certificate() {
     if [ -n "$ROOT" ]; then printf 'sys certificate %s unsupported\n' "$1"; return 0; fi
-    if [ ! -f "$2" ] || ! command -v openssl > /dev/null 2>&1; then
+    if [ ! -f "$2" ]; then
         printf 'sys certificate %s absent\n' "$1"
         return 0
     fi
-    # One openssl for everything (each run costs tens of milliseconds);
-    # -checkend's exit status says whether it ends within $3 seconds.
-    expiry=fresh
-    read=$(openssl x509 -in "$2" -noout -issuer -subject -ext subjectAltName -checkend "$3" 2> /dev/null) ||
-        expiry=expiring
-    issuer= subject= san= alternative=
-    while IFS= read -r line; do
-        case $line in
-            issuer=*) issuer=${line#issuer=} ;;
-            subject=*) subject=${line#subject=} ;;
-            *"Subject Alternative Name:"*) alternative=next ;;
-            *) if [ "$alternative" = next ]; then san=$line alternative=; fi ;;
-        esac
-    done << EOF
-$read
-EOF
-    issued=ca
-    [ "$issuer" != "$subject" ] || issued=self
-    names=$(printf '%s\n' "$san" | tr ',' '\n' | sed -n 's/^ *DNS://p' | sort | tr '\n' ',')
-    printf 'sys certificate %s present %s %s %s\n' "$1" "$issued" "$expiry" "${names:-,}"
+    printf 'sys certificate %s pem ' "$1"
+    base64 -w0 < "$2"
+    printf '\n'
 }
 
 # Obtains or renews certificate $1 with command $2 (its ACME client); a

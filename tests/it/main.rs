@@ -15,6 +15,7 @@ mod injection;
 mod inputs;
 mod interrupted;
 mod network;
+mod onboarding;
 mod paths;
 mod pebble;
 mod plan_apply;

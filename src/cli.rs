@@ -82,7 +82,7 @@ pub struct HostAddArgs {
     #[arg(long, default_value = "inventory")]
     pub inventory: PathBuf,
 
-    /// The name Synapse is reached at (default `matrix.DOMAIN`).
+    /// The name the homeserver is reached at (default `matrix.DOMAIN`).
     #[arg(long, value_name = "NAME")]
     pub fqdn: Option<String>,
 
@@ -105,12 +105,13 @@ pub struct HostAddArgs {
     #[arg(long = "bridge", value_name = "NAME")]
     pub bridges: Vec<String>,
 
-    /// Run a TURN server (coturn) for voice and video calls.
+    /// Run a TURN server for voice and video calls (`turn: {}`).
     #[arg(long)]
     pub turn: bool,
 
-    /// The web server in front of Synapse.
-    #[arg(long, value_name = "SERVER", value_parser = ["none", "nginx", "caddy"])]
+    /// The web server in front of the homeserver (`webserver`; see
+    /// `matrixctl options` for the ones the roles offer).
+    #[arg(long, value_name = "SERVER")]
     pub webserver: Option<String>,
 
     /// A group the host is in (its group_vars apply). May be given more than once.
@@ -118,7 +119,7 @@ pub struct HostAddArgs {
     pub groups: Vec<String>,
 
     /// Any other var, `KEY=VALUE` with a dotted key and a YAML value
-    /// (`--set bridges.heisenbridge.identd=true`). May be given more than once.
+    /// (`--set turn.lifetime=1h`). May be given more than once.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = crate::scaffold::parse_assignment)]
     pub set: Vec<(Vec<String>, serde_yaml::Value)>,
 }

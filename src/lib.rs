@@ -238,12 +238,10 @@ fn inventory_host<'a>(inventory: &'a Inventory, name: &str) -> Result<&'a invent
             let known = inventory.hosts.iter().map(|host| host.name.as_str());
             problem::Problem::new(format!("no host `{name}` in the inventory"))
                 .in_file(&inventory.dir.join("hosts.yaml"))
-                .with_hint(problem::did_you_mean(name, known.clone()).or_else(|| {
-                    Some(format!(
-                        "its hosts: {}",
-                        known.collect::<Vec<_>>().join(", ")
-                    ))
-                }))
+                .with_hint(Some(format!(
+                    "its hosts: {}",
+                    known.collect::<Vec<_>>().join(", ")
+                )))
                 .into()
         })
 }

@@ -218,7 +218,7 @@ pub struct ServedSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnippetSpec {
-    /// For people: `nginx (inside the server block of example.com)`.
+    /// For people: `a web server (inside the server block of example.com)`.
     pub label: String,
     /// A template under `templates/`.
     pub template: String,
@@ -747,8 +747,7 @@ impl RoleSet {
         values
     }
 
-    /// The names of the options declared as `PREFIX.NAME` (the bridges,
-    /// for `bridges.`), sorted.
+    /// The names of the options declared as `PREFIX.NAME`, sorted.
     pub fn option_keys_under(&self, prefix: &str) -> Vec<String> {
         let mut names: Vec<String> = self
             .roles

@@ -25,37 +25,14 @@ const HOSTS_YAML: &str = "\
 hosts: {}
 ";
 
-/// Operator-wide settings, commented: every line, uncommented, is valid
-/// (a test loads it so).
-pub const ALL_YAML: &str = "\
-# Every host. Precedence, lowest first: role defaults < this file < the
-# host's groups, in the order it lists them < host_vars/NAME.yaml.
-# `matrixctl options` (and docs/inventory.md) lists every setting; these
-# are the ones an operator usually sets once for all customers.
-
-# The web server in front of Synapse (nginx or caddy), and a firewall
-# with exactly the ports the enabled components need.
-# webserver: nginx
-# firewall: nftables
-
-# Certificates from an ACME CA, Let's Encrypt unless acme_directory says
-# otherwise; the CA writes to this address about expiring certificates.
-# certificates: acme
-# acme_email: ops@example.net
-
-# How people get accounts: token (invitations from `matrixctl token
-# create`), closed (only admins make accounts) or open.
-# registration: token
-
-# Synapse on PostgreSQL on the host (created by matrixctl, password
-# derived per host from secrets/master.key).
-# database:
-#   engine: postgres
-
-# How matrixctl reaches the hosts over SSH (see docs/host.md).
-# ssh_options:
-#   identity_file: ~/.ssh/matrixctl
-";
+/// Operator-wide settings, commented (every line, uncommented, is valid:
+/// a test loads it so). It names components, so it lives with the
+/// templates, not here.
+fn all_yaml() -> &'static [u8] {
+    crate::roles::BUILTIN_TEMPLATES
+        .get_file("inventory/all.yaml")
+        .map_or(&[], |file| file.contents())
+}
 
 const GITIGNORE: &str = "\
 # Every host's secrets derive from the master key: keep it out of git and
@@ -93,7 +70,7 @@ pub fn init(dir: &Path) -> Result<String> {
     let root = staging.path();
     fs_err::write(root.join("hosts.yaml"), HOSTS_YAML)?;
     fs_err::create_dir(root.join("group_vars"))?;
-    fs_err::write(root.join("group_vars/all.yaml"), ALL_YAML)?;
+    fs_err::write(root.join("group_vars/all.yaml"), all_yaml())?;
     fs_err::create_dir(root.join("host_vars"))?;
     fs_err::write(root.join(".gitignore"), GITIGNORE)?;
     write_master_key(&root.join("secrets"))?;
@@ -538,9 +515,7 @@ pub fn parse_assignment(text: &str) -> Result<(Vec<String>, Value), String> {
     };
     let path: Vec<String> = key.split('.').map(str::to_string).collect();
     if path.iter().any(|part| part.is_empty()) {
-        return Err(format!(
-            "`{key}` is not a key path (like `bridges.heisenbridge.identd`)"
-        ));
+        return Err(format!("`{key}` is not a key path (like `turn.lifetime`)"));
     }
     let value: Value = serde_yaml::from_str(value)
         .map_err(|error| format!("the value of {key} is not YAML: {error}"))?;

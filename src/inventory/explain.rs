@@ -13,7 +13,7 @@ use crate::roles::RoleSet;
 /// One layer's say on a key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Layer {
-    /// `default (role synapse)`, or the inventory file.
+    /// `default (role NAME)`, or the inventory file.
     pub origin: String,
     pub file: Option<PathBuf>,
     pub line: Option<usize>,
@@ -68,7 +68,7 @@ pub fn layers(
 /// `defaults` entry) and its default.
 fn role_default(roles: &RoleSet, key_path: &[String]) -> Option<(String, Option<Value>)> {
     for role in roles.roles.values() {
-        // Options are declared by top-level key or dotted (`bridges.NAME`);
+        // Options are declared by top-level key or dotted (`apps.NAME`);
         // the rest of the path walks object fields.
         for (declared, spec) in &role.manifest.options {
             let declared_path: Vec<&str> = declared.split('.').collect();

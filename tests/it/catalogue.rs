@@ -339,6 +339,15 @@ fn no_rust_file_names_a_component() {
                 continue;
             }
             for name in COMPONENTS {
+                // `host add --bridge NAME` writes `bridges.NAME`, a prefix
+                // of the roles' options: the core knows the word, never a
+                // bridge.
+                let host_add = ["cli.rs", "scaffold.rs", "lib.rs"]
+                    .iter()
+                    .any(|file| path.ends_with(file));
+                if *name == "bridge" && host_add {
+                    continue;
+                }
                 if lower.contains(name) {
                     found.push(format!("{}:{}: {name}", path.display(), number + 1));
                 }

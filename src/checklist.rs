@@ -172,7 +172,7 @@ firewall), it must let these in from anywhere; everything else may stay closed."
                 for snippet in &entry.snippets {
                     let _ = writeln!(out, "\n  {}:", snippet.label);
                     for line in snippet.text.lines() {
-                        let _ = writeln!(out, "    {line}").map(|_| ());
+                        let _ = writeln!(out, "    {line}");
                     }
                 }
             }

@@ -83,32 +83,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", scaffold::init(&args.dir)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Host(cli::HostCommand::Add(args)) => {
-            let roles = RoleSet::load(&cli.roles)?;
-            let mut vars = Vec::new();
-            let mut var = |key: &str, value: Option<String>| {
-                if let Some(value) = value {
-                    vars.push((vec![key.to_string()], serde_yaml::Value::String(value)));
-                }
-            };
-            var("matrix_fqdn", args.fqdn);
-            var("registration", args.registration);
-            var("webserver", args.webserver);
-            if args.turn {
-                vars.push((vec!["turn".into()], serde_yaml::Mapping::new().into()));
-            }
-            vars.extend(args.set);
-            let new = scaffold::NewHost {
-                domain: args.domain,
-                ssh: args.ssh,
-                local: args.local,
-                groups: args.groups,
-                vars,
-                bridges: args.bridges,
-            };
-            print!("{}", scaffold::host_add(&args.inventory, &roles, new)?);
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Host(cli::HostCommand::Add(args)) => host_add_command(&cli.roles, args),
         Command::Host(cli::HostCommand::Remove(args)) => {
             let roles = RoleSet::load(&cli.roles)?;
             print!(
@@ -135,6 +110,35 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `matrixctl host add`: the flags, as vars for host_vars.
+fn host_add_command(role_dirs: &[PathBuf], args: cli::HostAddArgs) -> Result<ExitCode> {
+    let roles = RoleSet::load(role_dirs)?;
+    let mut vars = Vec::new();
+    for (key, value) in [
+        ("matrix_fqdn", args.fqdn),
+        ("registration", args.registration),
+        ("webserver", args.webserver),
+    ] {
+        if let Some(value) = value {
+            vars.push((vec![key.to_string()], serde_yaml::Value::String(value)));
+        }
+    }
+    if args.turn {
+        vars.push((vec!["turn".into()], serde_yaml::Mapping::new().into()));
+    }
+    vars.extend(args.set);
+    let new = scaffold::NewHost {
+        domain: args.domain,
+        ssh: args.ssh,
+        local: args.local,
+        groups: args.groups,
+        vars,
+        bridges: args.bridges,
+    };
+    print!("{}", scaffold::host_add(&args.inventory, &roles, new)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `matrixctl onboard HOST`: the customer's checklist.

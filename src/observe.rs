@@ -71,62 +71,50 @@ pub async fn observe(
     for path in paths {
         program.call("mc_observe", &[path]);
     }
-    // Packages and services each in one call for all (one dpkg-query, one
-    // systemctl), the rest one by one.
+    // Each of these kinds in one call for all its items (one dpkg-query,
+    // one systemctl, one getent per database, one stat): a bootstrapped
+    // host costs a fixed handful of processes. The rest one by one.
     use crate::system::Item;
-    let named = |want: fn(&Item) -> Option<&str>| -> Vec<&str> {
-        system
-            .iter()
-            .filter_map(|wanted| want(&wanted.item))
-            .collect()
-    };
-    let packages = named(|item| match item {
-        Item::Package { name, .. } => Some(name),
-        _ => None,
-    });
-    if !packages.is_empty() {
-        program.call("mc_observe_packages", &packages);
-    }
-    let services = named(|item| match item {
-        Item::Service { name, .. } => Some(name),
-        _ => None,
-    });
-    if !services.is_empty() {
-        program.call("mc_observe_services", &services);
-    }
-    for (kind, database, names) in [
+    type Pick = fn(&Item) -> Option<&str>;
+    let batched: [(&str, &[&str], Pick); 5] = [
+        ("mc_observe_packages", &[], |item| match item {
+            Item::Package { name, .. } => Some(name),
+            _ => None,
+        }),
+        ("mc_observe_services", &[], |item| match item {
+            Item::Service { name, .. } => Some(name),
+            _ => None,
+        }),
         (
-            "group",
-            "group",
-            named(|item| match item {
+            "mc_observe_accounts",
+            &["group", "group"],
+            |item| match item {
                 Item::Group { name } => Some(name),
                 _ => None,
-            }),
+            },
         ),
         (
-            "user",
-            "passwd",
-            named(|item| match item {
+            "mc_observe_accounts",
+            &["user", "passwd"],
+            |item| match item {
                 Item::User { name, .. } => Some(name),
                 _ => None,
-            }),
+            },
         ),
-    ] {
-        if !names.is_empty() {
-            let mut args = vec![kind, database];
-            args.extend(names);
-            program.call("mc_observe_accounts", &args);
-        }
-    }
-    let directories: Vec<&str> = system
-        .iter()
-        .filter_map(|wanted| match &wanted.item {
-            Item::Directory { path, .. } => Some(path.as_str()),
+        ("mc_observe_directories", &[], |item| match item {
+            Item::Directory { path, .. } => Some(path),
             _ => None,
-        })
-        .collect();
-    if !directories.is_empty() {
-        program.call("mc_observe_directories", &directories);
+        }),
+    ];
+    for (function, leading, pick) in batched {
+        let names: Vec<&str> = system
+            .iter()
+            .filter_map(|wanted| pick(&wanted.item))
+            .collect();
+        if !names.is_empty() {
+            let args: Vec<&str> = leading.iter().copied().chain(names).collect();
+            program.call(function, &args);
+        }
     }
     for wanted in system {
         match &wanted.item {

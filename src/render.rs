@@ -326,9 +326,9 @@ impl<'a> Renderer<'a> {
         host: &Host,
         redactor: &Redactor,
     ) -> Result<crate::checklist::Checklist, Problems> {
-        use crate::checklist::{Checklist, Entry, Record, Served, Snippet};
-        let rendered = self.render_host(inventory, host, redactor)?;
         let (context, ports) = self.full_context(inventory, host, redactor)?;
+        // A served file's content is the one this host renders.
+        let rendered = self.render_in(inventory, host, &context, redactor)?;
         let mut problems = Vec::new();
         let mut entries = Vec::new();
         for role in self.roles.roles.values() {
@@ -339,124 +339,7 @@ impl<'a> Renderer<'a> {
                 continue;
             }
             for (index, spec) in role.manifest.checklist.iter().enumerate() {
-                let at = |field: &str| format!("checklist[{index}].{field}");
-                let applies = |when: &Option<String>, key: String| match when {
-                    None => Ok(true),
-                    Some(when) => self.condition(role, when, &key, &context, redactor),
-                };
-                let text = |source: &str, key: String| {
-                    self.env
-                        .render_str(source, context.clone())
-                        .map(|text| text.trim().to_string())
-                        .map_err(|error| manifest_template_problem(role, key, &error, redactor))
-                };
-                let result = (|| -> Result<Option<Entry>, Problem> {
-                    if !applies(&spec.when, at("when"))? {
-                        return Ok(None);
-                    }
-                    let mut entry = Entry {
-                        section: spec.section.clone(),
-                        order: spec.order,
-                        role: role.name.clone(),
-                        text: match &spec.text {
-                            Some(source) => text(source, at("text"))?,
-                            None => String::new(),
-                        },
-                        ..Entry::default()
-                    };
-                    for (n, record) in spec.records.iter().enumerate() {
-                        let key = |field: &str| at(&format!("records[{n}].{field}"));
-                        if !applies(&record.when, key("when"))? {
-                            continue;
-                        }
-                        let items = match &record.each {
-                            None => vec![JinjaValue::UNDEFINED],
-                            Some(each) => self
-                                .env
-                                .compile_expression(each)
-                                .and_then(|compiled| compiled.eval(context.clone()))
-                                .and_then(|list| list.try_iter().map(Iterator::collect))
-                                .map_err(|error| {
-                                    manifest_template_problem(role, key("each"), &error, redactor)
-                                })?,
-                        };
-                        for item in items {
-                            let scope = minijinja::context! { item => item, ..context.clone() };
-                            let field = |source: &str, field: &str| {
-                                self.env
-                                    .render_str(source, scope.clone())
-                                    .map(|text| text.trim().to_string())
-                                    .map_err(|error| {
-                                        manifest_template_problem(
-                                            role,
-                                            key(field),
-                                            &error,
-                                            redactor,
-                                        )
-                                    })
-                            };
-                            entry.records.push(Record {
-                                name: field(&record.name, "name")?,
-                                kind: field(&record.kind, "type")?,
-                                value: field(&record.value, "value")?,
-                            });
-                        }
-                    }
-                    for (n, served) in spec.served.iter().enumerate() {
-                        let key = |field: &str| at(&format!("served[{n}].{field}"));
-                        if !applies(&served.when, key("when"))? {
-                            continue;
-                        }
-                        let path = text(&served.file, key("file"))?;
-                        let Some(file) = rendered.files.get(&path) else {
-                            continue; // the host renders no such file
-                        };
-                        let content = String::from_utf8_lossy(&file.content).into_owned();
-                        let json = serde_json::from_str::<serde_json::Value>(&content)
-                            .map(|value| value.to_string())
-                            .unwrap_or_else(|_| content.trim().to_string());
-                        let url = text(&served.url, key("url"))?;
-                        // The path part, as web server configs match it.
-                        let location = url
-                            .split_once("://")
-                            .and_then(|(_, rest)| rest.find('/').map(|at| rest[at..].to_string()))
-                            .unwrap_or_else(|| "/".into());
-                        entry.served.push(Served {
-                            url,
-                            location,
-                            path,
-                            content,
-                            json,
-                        });
-                    }
-                    let with_served = minijinja::context! {
-                        served => JinjaValue::from(Serde(&entry.served)),
-                        ..context.clone()
-                    };
-                    for (n, snippet) in spec.snippets.iter().enumerate() {
-                        let key = |field: &str| at(&format!("snippets[{n}].{field}"));
-                        if !applies(&snippet.when, key("when"))? {
-                            continue;
-                        }
-                        let body = self
-                            .env
-                            .get_template(&snippet.template)
-                            .and_then(|template| template.render(with_served.clone()))
-                            .map_err(|error| {
-                                self.template_problem(role, &snippet.template, &error, redactor)
-                            })?;
-                        entry.snippets.push(Snippet {
-                            label: text(&snippet.label, key("label"))?,
-                            text: body.trim_end().to_string() + "\n",
-                        });
-                    }
-                    let empty = entry.text.is_empty()
-                        && entry.records.is_empty()
-                        && entry.served.is_empty()
-                        && entry.snippets.is_empty();
-                    Ok((!empty).then_some(entry))
-                })();
-                match result {
+                match self.checklist_entry(role, index, spec, &context, &rendered.files, redactor) {
                     Ok(Some(entry)) => entries.push(entry),
                     Ok(None) => {}
                     Err(problem) => problems.push(problem),
@@ -471,12 +354,128 @@ impl<'a> Renderer<'a> {
             .ok()
             .and_then(|port| u16::try_from(port).ok())
             .filter(|port| *port > 0 && matches!(host.connection, Connection::Ssh(_)));
-        Ok(Checklist::new(
+        Ok(crate::checklist::Checklist::new(
             host.name.as_str(),
             entries,
             &ports,
             ssh_port,
         ))
+    }
+
+    /// One `checklist` entry of `role`, rendered; `None` when its `when`
+    /// is false or it renders to nothing.
+    fn checklist_entry(
+        &self,
+        role: &Role,
+        index: usize,
+        spec: &crate::roles::ChecklistSpec,
+        context: &JinjaValue,
+        files: &DesiredState,
+        redactor: &Redactor,
+    ) -> Result<Option<crate::checklist::Entry>, Problem> {
+        use crate::checklist::{Entry, Record, Served, Snippet};
+        let at = |field: &str| format!("checklist[{index}].{field}");
+        let applies = |when: &Option<String>, key: String| match when {
+            None => Ok(true),
+            Some(when) => self.condition(role, when, &key, context, redactor),
+        };
+        let text = |source: &str, key: String, scope: &JinjaValue| {
+            self.env
+                .render_str(source, scope.clone())
+                .map(|text| text.trim().to_string())
+                .map_err(|error| manifest_template_problem(role, key, &error, redactor))
+        };
+        if !applies(&spec.when, at("when"))? {
+            return Ok(None);
+        }
+        let mut entry = Entry {
+            section: spec.section.clone(),
+            order: spec.order,
+            role: role.name.clone(),
+            text: match &spec.text {
+                Some(source) => text(source, at("text"), context)?,
+                None => String::new(),
+            },
+            ..Entry::default()
+        };
+        for (n, record) in spec.records.iter().enumerate() {
+            let key = |field: &str| at(&format!("records[{n}].{field}"));
+            if !applies(&record.when, key("when"))? {
+                continue;
+            }
+            let items = match &record.each {
+                None => vec![JinjaValue::UNDEFINED],
+                Some(each) => self
+                    .env
+                    .compile_expression(each)
+                    .and_then(|compiled| compiled.eval(context.clone()))
+                    .and_then(|list| list.try_iter().map(Iterator::collect))
+                    .map_err(|error| {
+                        manifest_template_problem(role, key("each"), &error, redactor)
+                    })?,
+            };
+            for item in items {
+                let scope = minijinja::context! { item => item, ..context.clone() };
+                entry.records.push(Record {
+                    name: text(&record.name, key("name"), &scope)?,
+                    kind: text(&record.kind, key("type"), &scope)?,
+                    value: text(&record.value, key("value"), &scope)?,
+                });
+            }
+        }
+        for (n, served) in spec.served.iter().enumerate() {
+            let key = |field: &str| at(&format!("served[{n}].{field}"));
+            if !applies(&served.when, key("when"))? {
+                continue;
+            }
+            let path = text(&served.file, key("file"), context)?;
+            let Some(file) = files.get(&path) else {
+                continue; // the host renders no such file
+            };
+            let content = String::from_utf8_lossy(&file.content).into_owned();
+            let json = serde_json::from_str::<serde_json::Value>(&content)
+                .map(|value| value.to_string())
+                .unwrap_or_else(|_| content.trim().to_string());
+            let url = text(&served.url, key("url"), context)?;
+            // The path part, as web server configs match it.
+            let location = url
+                .split_once("://")
+                .and_then(|(_, rest)| rest.find('/').map(|at| rest[at..].to_string()))
+                .unwrap_or_else(|| "/".into());
+            entry.served.push(Served {
+                url,
+                location,
+                path,
+                content,
+                json,
+            });
+        }
+        let with_served = minijinja::context! {
+            served => JinjaValue::from(Serde(&entry.served)),
+            ..context.clone()
+        };
+        for (n, snippet) in spec.snippets.iter().enumerate() {
+            let key = |field: &str| at(&format!("snippets[{n}].{field}"));
+            if !applies(&snippet.when, key("when"))? {
+                continue;
+            }
+            let body = self
+                .env
+                .get_template(&snippet.template)
+                .and_then(|template| template.render(with_served.clone()))
+                .map_err(|error| {
+                    self.template_problem(role, &snippet.template, &error, redactor)
+                })?;
+            entry.snippets.push(Snippet {
+                label: text(&snippet.label, key("label"), context)?,
+                text: body.trim_end().to_string() + "\n",
+            });
+        }
+        let empty = entry.text.is_empty()
+            && entry.records.is_empty()
+            && entry.served.is_empty()
+            && entry.snippets.is_empty();
+        Ok((!empty).then_some(entry))
     }
 
     pub fn render_host(
@@ -486,6 +485,18 @@ impl<'a> Renderer<'a> {
         redactor: &Redactor,
     ) -> Result<Rendered, Problems> {
         let (context, _) = self.full_context(inventory, host, redactor)?;
+        self.render_in(inventory, host, &context, redactor)
+    }
+
+    /// `render_host` with the host's context already made.
+    fn render_in(
+        &self,
+        inventory: &Inventory,
+        host: &Host,
+        context: &JinjaValue,
+        redactor: &Redactor,
+    ) -> Result<Rendered, Problems> {
+        let context = context.clone();
         let host_secrets = Redactor::new(
             host_secrets(inventory, host)
                 .into_values()

@@ -177,9 +177,7 @@ pub fn host_add(dir: &Path, roles: &RoleSet, mut new: NewHost) -> Result<String>
         ));
     }
 
-    let hosts_before = fs_err::read(&hosts_path)?;
-    let hosts_text = String::from_utf8(hosts_before.clone())
-        .with_context(|| format!("{} is not UTF-8", hosts_path.display()))?;
+    let hosts_text = fs_err::read_to_string(&hosts_path)?;
     let mut fields = Vec::new();
     if let Some(ssh) = &new.ssh {
         fields.push(format!("ssh: {}", scalar(ssh)));
@@ -195,9 +193,8 @@ pub fn host_add(dir: &Path, roles: &RoleSet, mut new: NewHost) -> Result<String>
     let with_entry = add_entry(&hosts_text, &domain, &fields)
         .map_err(|reason| Problem::new(reason).in_file(&hosts_path))?;
     let vars_path = dir.join("host_vars").join(format!("{domain}.yaml"));
-    let mut edit = Edit::default();
-    let result = (|| -> Result<()> {
-        edit.write(&hosts_path, with_entry.as_bytes(), Some(hosts_before))?;
+    all_or_nothing(|edit| {
+        edit.write(&hosts_path, with_entry.as_bytes())?;
         // The host as it is without a host_vars file: what needs writing
         // is what differs from that.
         let defaults = Inventory::load(dir, roles).map_err(refused)?;
@@ -222,14 +219,10 @@ pub fn host_add(dir: &Path, roles: &RoleSet, mut new: NewHost) -> Result<String>
             text.push_str(&serde_yaml::to_string(&own)?);
         }
         fs_err::create_dir_all(dir.join("host_vars"))?;
-        edit.write(&vars_path, text.as_bytes(), None)?;
+        edit.write(&vars_path, text.as_bytes())?;
         Inventory::load(dir, roles).map_err(refused)?;
         Ok(())
-    })();
-    if let Err(error) = result {
-        edit.undo();
-        return Err(error);
-    }
+    })?;
     Ok(format!(
         "Added {domain} to {hosts} and wrote {vars}.\n\
 Next: `matrixctl onboard {domain} --inventory {dir}` for the customer's checklist (DNS, ports, delegation),\n\
@@ -258,23 +251,16 @@ pub fn host_remove(dir: &Path, roles: &RoleSet, domain: &str) -> Result<String> 
             ))
             .into());
     }
-    let hosts_before = fs_err::read(&hosts_path)?;
-    let hosts_text = String::from_utf8(hosts_before.clone())
-        .with_context(|| format!("{} is not UTF-8", hosts_path.display()))?;
+    let hosts_text = fs_err::read_to_string(&hosts_path)?;
     let without = remove_entry(&hosts_text, domain)
         .map_err(|reason| Problem::new(reason).in_file(&hosts_path))?;
     let vars_path = dir.join("host_vars").join(format!("{domain}.yaml"));
-    let mut edit = Edit::default();
-    let result = (|| -> Result<()> {
-        edit.write(&hosts_path, without.as_bytes(), Some(hosts_before))?;
+    all_or_nothing(|edit| {
+        edit.write(&hosts_path, without.as_bytes())?;
         edit.remove(&vars_path)?;
         Inventory::load(dir, roles).map_err(refused)?;
         Ok(())
-    })();
-    if let Err(error) = result {
-        edit.undo();
-        return Err(error);
-    }
+    })?;
     Ok(format!(
         "Removed {domain} from {}; the server itself was not touched.\n",
         hosts_path.display()
@@ -310,6 +296,17 @@ fn refused(Problems(mut problems): Problems) -> anyhow::Error {
     Problems(problems).into()
 }
 
+/// Runs `edits`; when they fail, every file they wrote or removed is put
+/// back as it was.
+fn all_or_nothing(edits: impl FnOnce(&mut Edit) -> Result<()>) -> Result<()> {
+    let mut edit = Edit::default();
+    let result = edits(&mut edit);
+    if result.is_err() {
+        edit.undo();
+    }
+    result
+}
+
 /// Files written so far, with what they held, so a failure puts every one
 /// back.
 #[derive(Default)]
@@ -318,29 +315,17 @@ struct Edit {
 }
 
 impl Edit {
-    /// Writes `content` to `path` (through a file renamed into place);
-    /// `before` is what it held (read by the caller), if anything.
-    fn write(&mut self, path: &Path, content: &[u8], before: Option<Vec<u8>>) -> Result<()> {
-        let before = match before {
-            Some(before) => Some(before),
-            None => match fs_err::read(path) {
-                Ok(bytes) => Some(bytes),
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-                Err(error) => return Err(error.into()),
-            },
-        };
+    /// Writes `content` to `path` (through a file renamed into place).
+    fn write(&mut self, path: &Path, content: &[u8]) -> Result<()> {
+        let before = read_if_there(path)?;
         self.undo.push((path.to_path_buf(), before));
         replace(path, content)
     }
 
     fn remove(&mut self, path: &Path) -> Result<()> {
-        match fs_err::read(path) {
-            Ok(bytes) => {
-                self.undo.push((path.to_path_buf(), Some(bytes)));
-                fs_err::remove_file(path)?;
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(error.into()),
+        if let Some(bytes) = read_if_there(path)? {
+            self.undo.push((path.to_path_buf(), Some(bytes)));
+            fs_err::remove_file(path)?;
         }
         Ok(())
     }
@@ -352,6 +337,14 @@ impl Edit {
                 None => fs_err::remove_file(&path).map_err(Into::into),
             };
         }
+    }
+}
+
+fn read_if_there(path: &Path) -> Result<Option<Vec<u8>>> {
+    match fs_err::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error.into()),
     }
 }
 

@@ -313,33 +313,37 @@ impl Drop for Server {
     }
 }
 
-fn start(program: &str, args: &[&str], dir: &Path) -> Server {
-    Server(
-        Command::new(program)
-            .args(args)
-            .current_dir(dir)
-            .env("HOME", dir)
-            .env("XDG_DATA_HOME", dir)
-            .env("XDG_CONFIG_HOME", dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("cannot run {program} ({error}): scripts/test installs it")
-            }),
-    )
-}
-
-fn check(program: &str, args: &[&str], dir: &Path) {
-    let output = Command::new(program)
+/// `program` run in `dir`, with its home and XDG directories there too
+/// (Caddy keeps state in them).
+fn in_dir(program: &str, args: &[&str], dir: &Path) -> Command {
+    let mut command = Command::new(program);
+    command
         .args(args)
         .current_dir(dir)
         .env("HOME", dir)
         .env("XDG_DATA_HOME", dir)
-        .env("XDG_CONFIG_HOME", dir)
+        .env("XDG_CONFIG_HOME", dir);
+    command
+}
+
+fn missing(program: &str, error: std::io::Error) -> ! {
+    panic!("cannot run {program} ({error}): scripts/test installs it")
+}
+
+fn start(program: &str, args: &[&str], dir: &Path) -> Server {
+    let child = in_dir(program, args, dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| missing(program, error));
+    Server(child)
+}
+
+fn check(program: &str, args: &[&str], dir: &Path) {
+    let output = in_dir(program, args, dir)
         .output()
-        .unwrap_or_else(|error| panic!("cannot run {program} ({error}): scripts/test installs it"));
+        .unwrap_or_else(|error| missing(program, error));
     assert!(
         output.status.success(),
         "{program} refused the snippet: {}{}",
@@ -693,7 +697,7 @@ fn every_commented_setting_of_a_new_inventory_is_valid_uncommented() {
     let all = sandbox.path().join("inventory/group_vars/all.yaml");
     let text = std::fs::read_to_string(&all).unwrap();
     // `# key: value` and its indented continuation lines.
-    let setting = regex_lite(&text);
+    let setting = uncommented_settings(&text);
     assert!(setting.lines().count() >= 8, "{setting}");
     std::fs::write(
         &all,
@@ -716,7 +720,7 @@ fn every_commented_setting_of_a_new_inventory_is_valid_uncommented() {
 
 /// The lines of `text` that are settings commented out (`# key: value`,
 /// `#   nested: value`), uncommented.
-fn regex_lite(text: &str) -> String {
+fn uncommented_settings(text: &str) -> String {
     let mut out = String::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("# ") else {

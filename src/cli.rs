@@ -15,10 +15,28 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
 
+    /// Print each host's program calls and their milliseconds on stderr
+    /// (secrets redacted).
+    #[arg(long, short = 'v', global = true)]
+    pub verbose: bool,
+
     /// A directory of extra roles (NAME.yaml and templates/); a role named
     /// like a built-in one replaces it. May be given more than once.
     #[arg(long = "roles", global = true, value_name = "DIR")]
     pub roles: Vec<PathBuf>,
+}
+
+impl Cli {
+    /// The command prints JSON, so its errors must be JSON too.
+    pub fn json_output(&self) -> bool {
+        match &self.command {
+            Command::Plan(args) => args.json,
+            Command::Apply(args) => args.json,
+            Command::Show(args) => args.json,
+            Command::Onboard(args) => args.format == OnboardFormat::Json,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -29,6 +47,9 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Write each host's desired files under DIR/HOST/, touching no host.
     Render(RenderArgs),
+    /// Print the summary of a plan saved with `plan --out` (each change,
+    /// no contents), touching no host.
+    Show(ShowArgs),
     /// List every option the roles declare (type, default, description),
     /// as the Markdown reference in docs/inventory.md.
     Options,
@@ -54,6 +75,16 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the manual page (roff): `matrixctl man | man -l -`.
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The saved plan.
+    pub plan: PathBuf,
+
+    /// Print it as JSON (see docs/json.md).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -321,6 +352,11 @@ pub struct PlanArgs {
     /// Save the plan, for `matrixctl apply FILE` to apply exactly it.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+
+    /// Per host, only the paths and items that change and how, without
+    /// file contents.
+    #[arg(long)]
+    pub summary: bool,
 }
 
 #[derive(Debug, Args)]

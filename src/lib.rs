@@ -34,6 +34,7 @@ pub mod saved;
 pub mod scaffold;
 pub mod secrets;
 pub mod system;
+pub mod trace;
 pub mod transport;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -68,10 +69,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
         },
     };
+    if cli.verbose {
+        trace::request();
+    }
     match cli.command {
         Command::Plan(args) => plan_command(&cli.roles, args, style),
         Command::Apply(args) => apply_command(&cli.roles, args, style),
         Command::Render(args) => render_command(&cli.roles, args),
+        Command::Show(args) => show_command(args),
         Command::Options => {
             let roles = roles::RoleSet::load(&cli.roles)?;
             print!("{}", roles.options_reference());
@@ -110,6 +115,31 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `matrixctl show FILE`: a saved plan's summary, touching no host.
+fn show_command(args: cli::ShowArgs) -> Result<ExitCode> {
+    let saved = SavedPlan::read(&args.plan)?;
+    let Some(report) = saved.report else {
+        bail!(
+            "{} was saved by a matrixctl that kept no copy of the plan; `matrixctl apply {}` still applies it",
+            args.plan.display(),
+            args.plan.display()
+        );
+    };
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        write!(stdout, "{}", report.json)?;
+    } else {
+        write!(stdout, "{}", report.text)?;
+        writeln!(
+            stdout,
+            "Saved for {}; `matrixctl apply {}` applies exactly it to the hosts still as they were.",
+            saved.inventory.display(),
+            args.plan.display()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `matrixctl host add`: the flags, as vars for host_vars.
@@ -267,6 +297,7 @@ fn run_task(
     let host = resolved(&inventory, inventory_host(&inventory, host_name)?)?;
     let renderer = Renderer::new(&roles);
     let redactor = redactor_for(&inventory);
+    trace::arm(&redactor);
     let Some(task) = renderer
         .render_task(&inventory, &host, name, args, &redactor)
         .map_err(|problem| problem.redacted(&redactor))?
@@ -404,6 +435,49 @@ fn no_color_requested(value: Option<&std::ffi::OsStr>) -> bool {
 
 /// Prints an error the way users see every error: problems as they are,
 /// anything else as one `error:` line with its causes.
+/// An error as the JSON document `--json` promises on stdout
+/// (docs/json.md): `{"format_version", "errors": [{message, file, line,
+/// key, hint}]}`.
+pub fn print_error_json(error: &anyhow::Error) {
+    #[derive(serde::Serialize)]
+    struct JsonError<'a> {
+        message: &'a str,
+        file: Option<String>,
+        line: Option<usize>,
+        key: Option<&'a str>,
+        hint: Option<&'a str>,
+    }
+    #[derive(serde::Serialize)]
+    struct JsonErrors<'a> {
+        format_version: u32,
+        errors: Vec<JsonError<'a>>,
+    }
+    let problems: Vec<problem::Problem> = if let Some(Problems(problems)) = error.downcast_ref() {
+        problems.clone()
+    } else if let Some(problem) = error.downcast_ref::<problem::Problem>() {
+        vec![problem.clone()]
+    } else {
+        vec![problem::Problem::new(format!("{error:#}"))]
+    };
+    let document = JsonErrors {
+        format_version: report::JSON_FORMAT_VERSION,
+        errors: problems
+            .iter()
+            .map(|problem| JsonError {
+                message: &problem.message,
+                file: problem.file.as_ref().map(|file| file.display().to_string()),
+                line: problem.line,
+                key: problem.key.as_deref(),
+                hint: problem.hint.as_deref(),
+            })
+            .collect(),
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&document).unwrap_or_default()
+    );
+}
+
 pub fn print_error(error: &anyhow::Error) {
     if let Some(problems) = error.downcast_ref::<Problems>() {
         eprintln!("{problems}");
@@ -427,6 +501,7 @@ fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
     let hosts = inventory.select(selection.limit.as_deref())?;
     let renderer = Renderer::new(&roles);
     let redactor = redactor_for(&inventory);
+    trace::arm(&redactor);
     let mut problems = Vec::new();
     let mut targets = Vec::new();
     for host in hosts {
@@ -514,13 +589,44 @@ fn plan_command(role_dirs: &[PathBuf], args: PlanArgs, style: Style) -> Result<E
         planned
     });
     if let Some(out) = &args.out {
-        SavedPlan::new(&args.selection.inventory, role_dirs, &planned)?.write(out)?;
+        let mut saved = SavedPlan::new(&args.selection.inventory, role_dirs, &planned)?;
+        saved.report = Some(saved::SavedReport {
+            text: report::plan_text(
+                &planned,
+                Style { color: false },
+                &prepared.redactor,
+                report::Detail::Lines,
+            ),
+            json: report::json(
+                "plan",
+                &planned,
+                None,
+                &prepared.redactor,
+                report::Detail::Lines,
+            ),
+        });
+        saved.write(out)?;
     }
     let mut stdout = std::io::stdout().lock();
     if args.json {
-        stdout.write_all(report::json("plan", &planned, None, &prepared.redactor).as_bytes())?;
+        stdout.write_all(
+            report::json(
+                "plan",
+                &planned,
+                None,
+                &prepared.redactor,
+                report::Detail::Full,
+            )
+            .as_bytes(),
+        )?;
     } else {
-        stdout.write_all(report::plan_text(&planned, style, &prepared.redactor).as_bytes())?;
+        let detail = if args.summary {
+            report::Detail::Lines
+        } else {
+            report::Detail::Full
+        };
+        stdout
+            .write_all(report::plan_text(&planned, style, &prepared.redactor, detail).as_bytes())?;
         if let Some(out) = &args.out {
             writeln!(
                 stdout,
@@ -589,13 +695,18 @@ fn apply_command(role_dirs: &[PathBuf], args: ApplyArgs, style: Style) -> Result
     let redactor = &prepared.redactor;
     let mut stdout = std::io::stdout().lock();
     if !args.json {
-        stdout.write_all(report::plan_text(&planned, style, redactor).as_bytes())?;
+        stdout.write_all(
+            report::plan_text(&planned, style, redactor, report::Detail::Full).as_bytes(),
+        )?;
         stdout.flush()?;
     }
     if !any_changes(&planned) {
         runtime.block_on(fleet::close(&planned));
         if args.json {
-            stdout.write_all(report::json("apply", &planned, Some(&[]), redactor).as_bytes())?;
+            stdout.write_all(
+                report::json("apply", &planned, Some(&[]), redactor, report::Detail::Full)
+                    .as_bytes(),
+            )?;
         } else {
             writeln!(stdout, "No changes to apply.")?;
         }
@@ -620,7 +731,16 @@ fn apply_command(role_dirs: &[PathBuf], args: ApplyArgs, style: Style) -> Result
         applied
     });
     if args.json {
-        stdout.write_all(report::json("apply", &planned, Some(&applied), redactor).as_bytes())?;
+        stdout.write_all(
+            report::json(
+                "apply",
+                &planned,
+                Some(&applied),
+                redactor,
+                report::Detail::Full,
+            )
+            .as_bytes(),
+        )?;
     } else {
         stdout.write_all(b"\n")?;
         stdout.write_all(report::apply_text(&planned, &applied, style, redactor).as_bytes())?;

@@ -18,10 +18,15 @@ fn main() -> ExitCode {
             };
         }
     };
+    let json = cli.json_output();
     match matrixctl::run(cli) {
         Ok(code) => code,
         Err(error) => {
-            matrixctl::print_error(&error);
+            if json {
+                matrixctl::print_error_json(&error);
+            } else {
+                matrixctl::print_error(&error);
+            }
             ExitCode::from(1)
         }
     }

@@ -64,9 +64,24 @@ fn plural(count: usize, word: &str) -> String {
     }
 }
 
+/// How much of each change a text plan shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Each change with its diff or content.
+    Full,
+    /// Each change's line alone (`plan --summary`, saved plans): no
+    /// content, in text or JSON (`diff` is null).
+    Lines,
+}
+
 /// The plan, then the summary line. A change that is the same on several
 /// hosts prints once, headed by those hosts, so a fleet plan stays short.
-pub fn plan_text(planned: &[PlannedHost], style: Style, redactor: &Redactor) -> String {
+pub fn plan_text(
+    planned: &[PlannedHost],
+    style: Style,
+    redactor: &Redactor,
+    detail: Detail,
+) -> String {
     // Each change as text, and the hosts it appears on.
     let mut hosts_of_change: BTreeMap<(String, String), Vec<&str>> = BTreeMap::new();
     let mut unchanged = Vec::new();
@@ -75,7 +90,11 @@ pub fn plan_text(planned: &[PlannedHost], style: Style, redactor: &Redactor) -> 
         if plan.is_empty() {
             unchanged.push(host.name.as_str());
         }
-        for (path, text) in change_texts(plan, style) {
+        for (path, mut text) in change_texts(plan, style) {
+            if detail == Detail::Lines {
+                // The change's own line, without what is indented under it.
+                text.truncate(text.find('\n').map_or(text.len(), |end| end + 1));
+            }
             hosts_of_change
                 .entry((path, text))
                 .or_default()
@@ -426,8 +445,16 @@ fn headed(name: &str, header: &str, reason: &str) -> String {
 struct JsonReport<'a> {
     format_version: u32,
     command: &'a str,
+    /// What the plan does to people, as the text's `Impact:` block.
+    impact: Vec<JsonImpact>,
     hosts: Vec<JsonHost>,
     summary: Summary,
+}
+
+#[derive(Serialize)]
+struct JsonImpact {
+    effect: String,
+    hosts: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -481,6 +508,7 @@ pub fn json(
     planned: &[PlannedHost],
     applied: Option<&[AppliedHost]>,
     redactor: &Redactor,
+    detail: Detail,
 ) -> String {
     let hosts = planned
         .iter()
@@ -501,7 +529,10 @@ pub fn json(
                 Ok(plan) => (
                     plan.unchanged,
                     plan.record_outdated,
-                    plan.changes.iter().map(json_change).collect(),
+                    plan.changes
+                        .iter()
+                        .map(|change| json_change(change, detail))
+                        .collect(),
                 ),
                 Err(_) => (0, false, Vec::new()),
             };
@@ -532,9 +563,14 @@ pub fn json(
             }
         })
         .collect();
+    let impact = crate::impact::impacts(planned)
+        .into_iter()
+        .map(|(effect, hosts)| JsonImpact { effect, hosts })
+        .collect();
     let report = JsonReport {
         format_version: JSON_FORMAT_VERSION,
         command,
+        impact,
         hosts,
         summary: Summary::of(planned, applied),
     };
@@ -542,7 +578,7 @@ pub fn json(
     format!("{}\n", redactor.redact(&text))
 }
 
-fn json_change(change: &Change) -> JsonChange {
+fn json_change(change: &Change, detail: Detail) -> JsonChange {
     let before = change.before.as_ref();
     let after = change.after.as_ref();
     JsonChange {
@@ -564,6 +600,6 @@ fn json_change(change: &Change) -> JsonChange {
             before: before.map(|b| b.group.clone()),
             after: after.and_then(|a| a.group.clone()),
         },
-        diff: body(change).filter(|body| !body.starts_with('(')),
+        diff: body(change).filter(|body| detail == Detail::Full && !body.starts_with('(')),
     }
 }

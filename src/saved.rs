@@ -1,8 +1,10 @@
 //! Saved plans: `plan --out FILE` records what each host's plan was
-//! computed against, as fingerprints (hashes, never contents, so no secret
-//! is in the file); `apply FILE` recomputes the plan and applies it only to
-//! hosts whose fingerprints still match. Rendering and planning are
-//! deterministic, so equal fingerprints mean an identical plan.
+//! computed against, as fingerprints (hashes, never contents); `apply
+//! FILE` recomputes the plan and applies it only to hosts whose
+//! fingerprints still match. Rendering and planning are deterministic, so
+//! equal fingerprints mean an identical plan. The file also keeps the plan's
+//! summary (each change's line, text and JSON, no contents), for
+//! `matrixctl show FILE`: still nothing a secret could be in.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,17 @@ pub struct SavedPlan {
     pub roles: Vec<PathBuf>,
     /// The hosts with changes, and what their plans were computed against.
     pub hosts: BTreeMap<String, SavedHost>,
+    /// The plan's summary; absent in files of matrixctl before `show`.
+    #[serde(default)]
+    pub report: Option<SavedReport>,
+}
+
+/// A plan's summary as `plan --summary` prints it (without colour), and
+/// its JSON report with every `diff` null.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SavedReport {
+    pub text: String,
+    pub json: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +71,7 @@ impl SavedPlan {
                 .map(|dir| absolute(dir))
                 .collect::<Result<_>>()?,
             hosts,
+            report: None,
         })
     }
 

@@ -38,7 +38,14 @@ impl std::error::Error for NotSent {}
 
 /// A way to run the program on one host.
 #[derive(Debug, Clone)]
-pub enum Transport {
+pub struct Transport {
+    /// The host, as the inventory names it (for `-v`).
+    name: String,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
     Local(local::Local),
     Ssh(Box<Ssh>),
 }
@@ -46,37 +53,48 @@ pub enum Transport {
 impl Transport {
     /// The transport for `host`. Nothing connects until the first `run`.
     pub fn for_host(host: &Host, settings: &Arc<SshSettings>) -> Transport {
-        match &host.connection {
-            Connection::Local => Transport::Local(local::Local),
-            Connection::Ssh(target) => Transport::Ssh(Box::new(Ssh::new(
+        let kind = match &host.connection {
+            Connection::Local => Kind::Local(local::Local),
+            Connection::Ssh(target) => Kind::Ssh(Box::new(Ssh::new(
                 target.clone(),
                 host.vars.ssh_options.clone(),
                 host.vars.become_,
                 settings.clone(),
             ))),
+        };
+        Transport {
+            name: host.name.to_string(),
+            kind,
         }
     }
 
     /// Runs `program` to completion on the host.
     pub async fn run(&self, program: String) -> Result<Output> {
-        match self {
-            Transport::Local(local) => local.run(program).await,
-            Transport::Ssh(ssh) => ssh.run(program).await,
-        }
+        let started = std::time::Instant::now();
+        let mut output = match &self.kind {
+            Kind::Local(local) => local.run(program).await,
+            Kind::Ssh(ssh) => ssh.run(program).await,
+        }?;
+        crate::trace::report(&self.name, &mut output.stderr, started.elapsed());
+        Ok(output)
     }
 
     /// The same host through a new connection (for SSH, a new master), to
     /// prove a change did not cut matrixctl off.
     pub fn fresh(&self) -> Transport {
-        match self {
-            Transport::Local(local) => Transport::Local(local.clone()),
-            Transport::Ssh(ssh) => Transport::Ssh(Box::new(ssh.fresh())),
+        let kind = match &self.kind {
+            Kind::Local(local) => Kind::Local(local.clone()),
+            Kind::Ssh(ssh) => Kind::Ssh(Box::new(ssh.fresh())),
+        };
+        Transport {
+            name: self.name.clone(),
+            kind,
         }
     }
 
     /// Ends the connection, if there is one.
     pub async fn close(&self) {
-        if let Transport::Ssh(ssh) = self {
+        if let Kind::Ssh(ssh) = &self.kind {
             ssh.close().await;
         }
     }

@@ -54,6 +54,7 @@ impl Program {
 
     /// Adds a call: the function name and its arguments, quoted.
     pub fn call(&mut self, function: &str, args: &[&str]) -> &mut Program {
+        self.traced();
         self.main.push_str(function);
         for arg in args {
             self.main.push(' ');
@@ -70,6 +71,7 @@ impl Program {
         args: &[&str],
         content: &[u8],
     ) -> &mut Program {
+        self.traced();
         self.main.push_str(function);
         for arg in args {
             self.main.push(' ');
@@ -85,6 +87,13 @@ impl Program {
         }
         self.main.push_str("MATRIXCTL_EOF\n");
         self
+    }
+
+    /// With `-v`, the next call goes through `mc_traced` (src/trace.rs).
+    fn traced(&mut self) {
+        if crate::trace::enabled() {
+            self.main.push_str("mc_traced ");
+        }
     }
 
     /// Sets MC_PREFIXES for `mc_unsafe_paths`: every directory on the way

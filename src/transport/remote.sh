@@ -7,6 +7,15 @@ umask 077
 LC_ALL=C
 export LC_ALL
 
+# `-v`: runs the call "$@", then reports it and its milliseconds on stderr
+# (src/trace.rs takes the line out). A failing call ends the program as
+# it would untraced (set -e).
+mc_traced() {
+    mc_trace_start=$(date +%s%N)
+    "$@"
+    printf 'matrixctl-trace %s %s\n' "$((($(date +%s%N) - mc_trace_start) / 1000000))" "$*" >&2
+}
+
 mc_fail() {
     printf 'matrixctl: %s\n' "$*" >&2
     exit 3

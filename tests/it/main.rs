@@ -16,6 +16,7 @@ mod inputs;
 mod interrupted;
 mod network;
 mod onboarding;
+mod papercuts;
 mod paths;
 mod pebble;
 mod plan_apply;

@@ -129,10 +129,9 @@ async fn plan_one(target: Target, transport: Transport, timeout: Duration) -> Pl
     let root = root_of(&host);
     let observed = match &root {
         Ok(root) => {
-            let paths: Vec<&str> = desired.keys().map(String::as_str).collect();
             within(
                 timeout,
-                observe(&transport, root, &host.vars.state_dir.0, &paths, &system),
+                observe(&transport, root, &host.vars.state_dir.0, &desired, &system),
             )
             .await
         }

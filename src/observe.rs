@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 
-use crate::record::Record;
+use crate::record::{Record, sha256_hex};
+use crate::render::DesiredState;
 use crate::transport::Transport;
 use crate::transport::program::{DONE_MARKER, Program};
 
@@ -56,21 +57,30 @@ pub struct Journal {
     pub handlers: Vec<crate::render::Handler>,
 }
 
-/// Reads `paths` and the record (and the paths it lists) in one program run.
+/// Reads the paths of `desired` and the record (and the paths it lists) in
+/// one program run. A file that already has its desired content comes
+/// back as a hash match, not as its content.
 pub async fn observe(
     transport: &Transport,
     root: &str,
     state_dir: &str,
-    paths: &[&str],
+    desired: &DesiredState,
     system: &[crate::system::Wanted],
 ) -> Result<Observed> {
+    let paths: Vec<&str> = desired.keys().map(String::as_str).collect();
     let mut program = Program::new(root, state_dir);
-    program.set_list("MC_OBSERVED", paths);
-    program.set_path_prefixes(root, state_dir, paths);
+    program.set_list("MC_OBSERVED", &paths);
+    let expected: Vec<String> = desired
+        .values()
+        .map(|file| format!("{} {root}{}", sha256_hex(&file.content), file.path))
+        .collect();
+    program.set_list(
+        "MC_EXPECTED",
+        &expected.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    program.set_path_prefixes(root, state_dir, &paths);
     program.call("mc_unsafe_paths", &[]);
-    for path in paths {
-        program.call("mc_observe", &[path]);
-    }
+    program.call("mc_observe_paths", &paths);
     // Each of these kinds in one call for all its items (one dpkg-query,
     // one systemctl, one getent per database, one stat): a bootstrapped
     // host costs a fixed handful of processes. The rest one by one.
@@ -141,7 +151,7 @@ pub async fn observe(
     if !output.success {
         bail!("reading the host's files failed: {}", output.stderr.trim());
     }
-    parse(&output.stdout)
+    parse(&output.stdout, root, desired)
 }
 
 /// `CODE ID BASE64-STDERR` of a run nobody read, as a sentence.
@@ -170,10 +180,20 @@ fn unseen_run(rest: &str, decode: &dyn Fn(&str) -> Result<Vec<u8>>) -> String {
     }
 }
 
-fn parse(stdout: &[u8]) -> Result<Observed> {
+/// What `mc_observe_paths` said about one path (with ROOT).
+#[derive(Default)]
+struct Seen<'a> {
+    /// `TYPE` and `MODE OWNER GROUP`, from stat.
+    stat: Option<(&'a str, &'a str)>,
+    same: bool,
+    content: Option<Vec<u8>>,
+}
+
+fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> {
     let text = std::str::from_utf8(stdout).context("the host's answer is not text")?;
     let mut observed = Observed::default();
     let mut done = false;
+    let mut seen: BTreeMap<&str, Seen> = BTreeMap::new();
     let decode = |data: &str| {
         base64::engine::general_purpose::STANDARD
             .decode(data)
@@ -229,6 +249,20 @@ fn parse(stdout: &[u8]) -> Result<Observed> {
                     .paths
                     .insert(path.to_string(), PathState::Other(what.replace('-', " ")));
             }
+            "stat" => {
+                let mut fields = rest.splitn(3, '|');
+                let (Some(kind), Some(owners), Some(path)) =
+                    (fields.next(), fields.next(), fields.next())
+                else {
+                    bail!("unreadable answer from the host: {line:.80}");
+                };
+                seen.entry(path).or_default().stat = Some((kind, owners));
+            }
+            "same" => seen.entry(rest).or_default().same = true,
+            "content" => {
+                let (data, path) = rest.split_once(' ').unwrap_or((rest, ""));
+                seen.entry(path).or_default().content = Some(decode(data)?);
+            }
             "leftover" => observed.leftovers.push(rest.to_string()),
             "record" => {
                 let bytes = decode(rest)?;
@@ -259,6 +293,57 @@ fn parse(stdout: &[u8]) -> Result<Observed> {
     }
     if !done {
         bail!("the host's answer ended early");
+    }
+    for file in desired.values() {
+        let full = format!("{root}{}", file.path);
+        let staged = match full.rsplit_once('/') {
+            Some((dir, name)) => format!("{dir}/.{name}.matrixctl-tmp"),
+            None => continue,
+        };
+        if seen
+            .get(staged.as_str())
+            .is_some_and(|twin| twin.stat.is_some())
+        {
+            let (dir, name) = file.path.rsplit_once('/').unwrap_or(("", &file.path));
+            observed
+                .leftovers
+                .push(format!("{dir}/.{name}.matrixctl-tmp"));
+        }
+        let state = match seen.remove(full.as_str()) {
+            None | Some(Seen { stat: None, .. }) => PathState::Absent,
+            Some(Seen {
+                stat: Some(("symbolic link", _)),
+                ..
+            }) => PathState::Other("symlink".into()),
+            Some(Seen {
+                stat: Some(("regular file" | "regular empty file", owners)),
+                same,
+                content,
+            }) => {
+                let content = match (same, content) {
+                    (true, _) => file.content.clone(),
+                    (false, Some(content)) => content,
+                    (false, None) => bail!("the host did not send {}", file.path),
+                };
+                let mut words = owners.split(' ');
+                let (Some(mode), Some(owner), Some(group)) =
+                    (words.next(), words.next(), words.next())
+                else {
+                    bail!("unreadable answer from the host about {}", file.path);
+                };
+                PathState::File(FileState {
+                    mode: u32::from_str_radix(mode, 8).context("bad mode from the host")?,
+                    owner: owner.to_string(),
+                    group: group.to_string(),
+                    content,
+                })
+            }
+            Some(Seen {
+                stat: Some((kind, _)),
+                ..
+            }) => PathState::Other(kind.to_string()),
+        };
+        observed.paths.insert(file.path.clone(), state);
     }
     observed.leftovers.sort();
     observed.leftovers.dedup();

@@ -111,6 +111,55 @@ mc_observe() {
     fi
 }
 
+# The paths matrixctl wants, "$@", in a fixed handful of processes
+# whatever their number: one stat for all of them and their staged twins
+# (`stat TYPE|MODE OWNER GROUP|PATH`), one sha256sum for the regular files
+# among them, and a base64 only for a file whose content is not the one
+# matrixctl wants there (`same PATH`, or `content BASE64 PATH`).
+# MC_EXPECTED lists `SHA256 PATH` of the wanted contents. PATHs carry ROOT.
+mc_observe_paths() {
+    [ $# -gt 0 ] || return 0
+    n=$#
+    for p; do
+        full=$ROOT$p
+        set -- "$@" "$full" "${full%/*}/.${full##*/}.matrixctl-tmp"
+    done
+    shift "$n"
+    # Missing paths are left out (and make stat exit 1).
+    stats=$(stat -c '%F|%a %U %G|%n' -- "$@" 2> /dev/null) || true
+    while IFS= read -r line; do
+        [ -z "$line" ] || printf 'stat %s\n' "$line"
+    done << EOF
+$stats
+EOF
+    # The regular files among the wanted paths (every other argument).
+    n=$#
+    i=0
+    for p; do
+        i=$((i + 1))
+        if [ $((i % 2)) = 1 ] && [ -f "$p" ] && [ ! -L "$p" ]; then
+            set -- "$@" "$p"
+        fi
+    done
+    shift "$n"
+    [ $# -gt 0 ] || return 0
+    sums=$(sha256sum -- "$@") || mc_fail "cannot read the files matrixctl manages"
+    while read -r hash path; do
+        case $MC_EXPECTED in
+            *"
+$hash $path
+"*) printf 'same %s\n' "$path" ;;
+            *)
+                printf 'content '
+                base64 -w0 < "$path"
+                printf ' %s\n' "$path"
+                ;;
+        esac
+    done << EOF
+$sums
+EOF
+}
+
 # The on-host record, then every recorded path not already observed.
 mc_observe_record() {
     if [ -L "$ROOT$MC_RECORD" ]; then

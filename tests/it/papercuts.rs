@@ -129,7 +129,7 @@ fn verbose_runs_show_each_hosts_calls_and_times_and_change_nothing_else() {
                 .stderr
                 .lines()
                 .any(|line| line.starts_with(&format!("{host}: "))
-                    && line.contains(" ms  mc_observe /etc/matrix-synapse/conf.d/")),
+                    && line.contains(" ms  mc_observe_paths /etc/matrix-synapse/conf.d/")),
             "{}",
             verbose.stderr
         );

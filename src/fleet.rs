@@ -838,10 +838,19 @@ fn transaction(
     // the new files, and the start is then a no-op, so a new service
     // starts once, on matrixctl's configuration.
     let services = service_actions(&plan.system);
-    for (name, enable, _) in &services {
-        if *enable != "-" {
-            program.call("mc_service", &[name, enable, "-"]);
-        }
+    let named = |action: &str| -> Vec<&str> {
+        services
+            .iter()
+            .filter(|(_, enable, start)| *enable == action || *start == action)
+            .map(|(name, _, _)| *name)
+            .collect()
+    };
+    let enables = named("enable");
+    if !enables.is_empty() {
+        program.call("mc_services_enable", &enables);
+    }
+    for name in named("disable") {
+        program.call("mc_service", &[name, "disable", "-"]);
     }
     for handler in &plan.handlers {
         match &handler.armed {
@@ -863,10 +872,15 @@ fn transaction(
             }
         }
     }
-    for (name, _, start) in &services {
-        if *start != "-" {
-            program.call("mc_service", &[name, "-", start]);
-        }
+    // Stops first (a service taking over another's port starts after it
+    // stopped), then the starts in one call, which waits once for all of
+    // them to stay up.
+    for name in named("stop") {
+        program.call("mc_service", &[name, "-", "stop"]);
+    }
+    let starts = named("start");
+    if !starts.is_empty() {
+        program.call("mc_services_start", &starts);
     }
     // Certificates last: the web server now serves the challenges (on a
     // placeholder certificate, if it has no other yet).

@@ -978,29 +978,63 @@ mc_daemon_reload() {
     systemctl daemon-reload || mc_fail "systemctl daemon-reload failed"
 }
 
-# Enables or disables (`$2`: enable, disable or -) and starts or stops
-# (`$3`: start, stop or -) a unit; a unit that fails to start fails the
-# apply, which then rolls the files back.
+# Enables or disables (`$2`: enable, disable or -) and stops (`$3`: stop
+# or -) a unit. Starts are mc_services_start's.
 mc_service() {
     out=$ROOT$MC_STATE_DIR/output
     for action in "$2" "$3"; do
         [ "$action" != - ] || continue
-        restarts=$(systemctl show -p NRestarts --value -- "$1" 2> /dev/null) || true
         if ! systemctl "$action" -- "$1" > "$out" 2>&1 9>&-; then
             printf 'matrixctl: systemctl %s %s failed\n' "$action" "$1" >&2
             sed 's/^/    /' "$out" >&2
             journalctl -u "$1" -n 10 --no-pager 2> /dev/null | sed 's/^/    /' >&2
             exit 8
         fi
-        [ "$action" != start ] || mc_service_stays_up "$1" "$restarts"
+    done
+}
+
+# Enables services "$@" in one systemctl (each enable reloads systemd).
+mc_services_enable() {
+    out=$ROOT$MC_STATE_DIR/output
+    if ! systemctl enable -- "$@" > "$out" 2>&1 9>&-; then
+        printf 'matrixctl: systemctl enable %s failed\n' "$*" >&2
+        sed 's/^/    /' "$out" >&2
+        exit 8
+    fi
+}
+
+# Starts services "$@" in this order, then, one second later (one wait for
+# all of them, not one each), checks that every one stayed up; one that
+# fails to start or to stay up fails the apply, which then rolls the files
+# back.
+mc_services_start() {
+    out=$ROOT$MC_STATE_DIR/output
+    counts=
+    for s; do
+        restarts=$(systemctl show -p NRestarts --value -- "$s" 2> /dev/null) || true
+        counts="$counts ${restarts:-0}"
+        if ! systemctl start -- "$s" > "$out" 2>&1 9>&-; then
+            printf 'matrixctl: systemctl start %s failed\n' "$s" >&2
+            sed 's/^/    /' "$out" >&2
+            journalctl -u "$s" -n 10 --no-pager 2> /dev/null | sed 's/^/    /' >&2
+            exit 8
+        fi
+    done
+    sleep 1
+    for s; do
+        counts=${counts# }
+        restarts=${counts%% *}
+        counts=${counts#"$restarts"}
+        mc_service_stayed_up "$s" "$restarts"
     done
 }
 
 # A unit just started must still be up a moment later, not restarted in
 # between: one whose program exits at once (missing, not executable, or
 # refusing its config) fails the apply, which then rolls the files back.
-mc_service_stays_up() {
-    sleep 1
+# Service $1, started a moment ago with $2 restarts before, is running and
+# was not restarted since; or the apply fails.
+mc_service_stayed_up() {
     state=$(systemctl is-active -- "$1" 2> /dev/null) || true
     now=$(systemctl show -p NRestarts --value -- "$1" 2> /dev/null) || true
     case "$state" in

@@ -34,6 +34,7 @@ impl Cli {
             Command::Apply(args) => args.json,
             Command::Show(args) => args.json,
             Command::Onboard(args) => args.format == OnboardFormat::Json,
+            Command::Check(args) => args.json,
             _ => false,
         }
     }
@@ -68,6 +69,11 @@ pub enum Command {
     /// The customer's checklist for a host: DNS records, firewall ports,
     /// what the base domain must serve, the first admin, the bridges' bots.
     Onboard(OnboardArgs),
+    /// Check what the world sees of each host, or of any server name with
+    /// `--domain`: discovery, TLS, federation, signing keys, client
+    /// discovery, and for inventory hosts what matrixctl renders for them.
+    /// Exit 0 when nothing is an error, 2 when a check failed.
+    Check(CheckArgs),
     /// A host's effective vars, secrets redacted; `--explain KEY` shows
     /// every layer that sets KEY.
     Vars(VarsArgs),
@@ -163,6 +169,44 @@ pub struct HostRemoveArgs {
     /// The inventory directory.
     #[arg(long, default_value = "inventory")]
     pub inventory: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The inventory directory (not read with --domain).
+    #[arg(default_value = "inventory")]
+    pub inventory: PathBuf,
+
+    /// Only these hosts: a name, a glob (`*.example.com`) or a group;
+    /// several separated by commas or colons; `&P` intersects, `!P`
+    /// excludes (`customers:&eu:!example.com`).
+    #[arg(long, value_name = "PATTERN")]
+    pub limit: Option<String>,
+
+    /// Check this server name, without an inventory.
+    #[arg(long, value_name = "DOMAIN", conflicts_with = "limit")]
+    pub domain: Option<String>,
+
+    /// Print the report as JSON (see docs/check.md).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Reach HOST on PORT at ADDRESS instead of what DNS says, like curl's
+    /// --resolve. May be given more than once.
+    #[arg(long = "resolve", value_name = "HOST:PORT:ADDRESS")]
+    pub resolve: Vec<crate::check::net::Pin>,
+
+    /// Ask this DNS server (`192.0.2.53:53`) instead of the system's.
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    pub dns: Option<std::net::SocketAddr>,
+
+    /// Trust the CA certificates in this PEM file instead of the system's.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Seconds allowed for each connection and request.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

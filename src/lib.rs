@@ -12,6 +12,7 @@
 // everywhere would only add noise.
 #![allow(clippy::result_large_err)]
 
+pub mod check;
 pub mod checklist;
 pub mod cli;
 pub mod diff;
@@ -99,6 +100,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Onboard(args) => onboard_command(&cli.roles, args),
         Command::Vars(args) => vars_command(&cli.roles, args),
+        Command::Check(args) => check_command(&cli.roles, args, style),
         Command::Completions(args) => {
             let shell = match args.shell {
                 cli::CompletionShell::Bash => clap_complete::Shell::Bash,
@@ -186,6 +188,63 @@ fn onboard_command(role_dirs: &[PathBuf], args: cli::OnboardArgs) -> Result<Exit
     // The customer reads it: no secret of any host may be in it.
     print!("{}", redactor.redact(&printed));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `matrixctl check`: every selected host's server name as the world
+/// sees it, and what matrixctl renders for it; or `--domain` alone.
+fn check_command(role_dirs: &[PathBuf], args: cli::CheckArgs, style: Style) -> Result<ExitCode> {
+    // The inventory is known good, and every probe rendered, before
+    // anything goes on the network.
+    let expected: Vec<check::expect::HostExpectations> = match &args.domain {
+        Some(_) => Vec::new(),
+        None => {
+            let roles = RoleSet::load(role_dirs)?;
+            let inventory = Inventory::load(&args.inventory, &roles)?;
+            let redactor = redactor_for(&inventory);
+            let renderer = Renderer::new(&roles);
+            let mut expected = Vec::new();
+            let mut problems = Vec::new();
+            for host in inventory.select(args.limit.as_deref())? {
+                match renderer.render_probes(&inventory, host, &redactor) {
+                    Ok(host) => expected.push(host),
+                    Err(Problems(found)) => problems.extend(found),
+                }
+            }
+            if !problems.is_empty() {
+                return Err(Problems(problems).into());
+            }
+            expected
+        }
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let net = check::net::Net::new(&check::net::NetOptions {
+        pins: args.resolve.clone(),
+        dns: args.dns,
+        ca_file: args.ca_file.clone(),
+        timeout: Duration::from_secs(args.timeout.max(1)),
+    })?;
+    let reports = runtime()?.block_on(async {
+        match &args.domain {
+            Some(domain) => vec![check::check_domain(&net, domain).await],
+            None => {
+                futures_util::future::join_all(
+                    expected.iter().map(|host| check::check_host(&net, host)),
+                )
+                .await
+            }
+        }
+    });
+    let printed = if args.json {
+        check::output::json(&reports)
+    } else {
+        check::output::text(&reports, style.color)
+    };
+    print!("{printed}");
+    Ok(if reports.iter().all(|report| report.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 /// `matrixctl vars HOST [--explain KEY]`.

@@ -362,6 +362,104 @@ impl<'a> Renderer<'a> {
         ))
     }
 
+    /// What `matrixctl check` verifies from outside for `host`: the roles'
+    /// `probes` that apply, rendered against the host's files and ports.
+    pub fn render_probes(
+        &self,
+        inventory: &Inventory,
+        host: &Host,
+        redactor: &Redactor,
+    ) -> Result<crate::check::expect::HostExpectations, Problems> {
+        use crate::check::expect::{Expectation, HostExpectations};
+        let (context, ports) = self.full_context(inventory, host, redactor)?;
+        let rendered = self.render_in(inventory, host, &context, redactor)?;
+        let mut problems = Vec::new();
+        let mut expectations = Vec::new();
+        for role in self.roles.roles.values() {
+            if !matches!(
+                self.condition(role, &role.manifest.when, "when", &context, redactor),
+                Ok(true)
+            ) {
+                continue;
+            }
+            for (index, spec) in role.manifest.probes.iter().enumerate() {
+                let at = |field: &str| format!("probes[{index}].{field}");
+                let text = |source: &str, field: &str| {
+                    self.env
+                        .render_str(source, context.clone())
+                        .map(|text| text.trim().to_string())
+                        .map_err(|error| {
+                            manifest_template_problem(role, at(field), &error, redactor)
+                        })
+                };
+                let expectation = (|| {
+                    if let Some(when) = &spec.when
+                        && !self.condition(role, when, &at("when"), &context, redactor)?
+                    {
+                        return Ok(None);
+                    }
+                    let wrong = || {
+                        Problem::new(format!(
+                            "role `{}`: a probe gives `served` with `file`, `registration` with `expect`, or `ports_on`",
+                            role.name
+                        ))
+                        .in_file(&role.path)
+                        .at_key(format!("probes[{index}]"))
+                    };
+                    match (
+                        &spec.served,
+                        &spec.file,
+                        &spec.registration,
+                        &spec.expect,
+                        &spec.ports_on,
+                    ) {
+                        (Some(url), Some(file), None, None, None) => {
+                            let path = text(file, "file")?;
+                            // A file the host does not render, or one holding a secret, is not probed.
+                            match rendered.files.get(&path).filter(|file| !file.sensitive) {
+                                None => Ok(None),
+                                Some(file) => Ok(Some(Expectation::Served {
+                                    url: text(url, "served")?,
+                                    path,
+                                    content: file.content.clone(),
+                                })),
+                            }
+                        }
+                        (None, None, Some(base_url), Some(expect), None) => {
+                            Ok(Some(Expectation::Registration {
+                                base_url: text(base_url, "registration")?,
+                                expect: text(expect, "expect")?,
+                            }))
+                        }
+                        (None, None, None, None, Some(host_name)) => Ok(Some(Expectation::Ports {
+                            host: text(host_name, "ports_on")?,
+                            ports: ports.clone(),
+                        })),
+                        _ => Err(wrong()),
+                    }
+                })();
+                match expectation {
+                    Ok(Some(expectation)) => expectations.push(expectation),
+                    Ok(None) => {}
+                    Err(problem) => problems.push(problem),
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Problems(problems));
+        }
+        let server_name = context
+            .get_attr("server_name")
+            .ok()
+            .and_then(|name| name.as_str().map(str::to_string))
+            .unwrap_or_else(|| host.name.to_string());
+        Ok(HostExpectations {
+            host: host.name.to_string(),
+            server_name,
+            expectations,
+        })
+    }
+
     /// One `checklist` entry of `role`, rendered; `None` when its `when`
     /// is false or it renders to nothing.
     fn checklist_entry(

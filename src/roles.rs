@@ -87,6 +87,12 @@ pub struct Manifest {
     /// snippets of web server configuration, a paragraph of instructions.
     #[serde(default)]
     pub checklist: Vec<ChecklistSpec>,
+    /// What `matrixctl check` verifies from outside on hosts this role
+    /// applies to, beyond the protocol's own checks: a URL serving what
+    /// the host renders, registration behaving as configured, the ports
+    /// answering.
+    #[serde(default)]
+    pub probes: Vec<ProbeSpec>,
     /// The ports this role's service needs open; the firewall is built
     /// from the ports of every role that applies.
     #[serde(default)]
@@ -186,6 +192,32 @@ pub struct ChecklistSpec {
     /// content on one line).
     #[serde(default)]
     pub snippets: Vec<SnippetSpec>,
+}
+
+/// One thing `matrixctl check` verifies from outside; each string is a
+/// template over the host's vars. Exactly one of `served`,
+/// `registration` and `ports_on` is given.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSpec {
+    #[serde(default)]
+    pub when: Option<String>,
+    /// A URL that must serve what the host renders at `file` (JSON
+    /// compared as values, anything else byte for byte).
+    #[serde(default)]
+    pub served: Option<String>,
+    #[serde(default)]
+    pub file: Option<String>,
+    /// A homeserver's client base URL, whose registration must be what
+    /// `expect` says: `closed`, `token`, `email` or `open`.
+    #[serde(default)]
+    pub registration: Option<String>,
+    #[serde(default)]
+    pub expect: Option<String>,
+    /// A host name on which every TCP port the roles open must accept a
+    /// connection from outside.
+    #[serde(default)]
+    pub ports_on: Option<String>,
 }
 
 /// A DNS record the customer creates.

@@ -347,7 +347,9 @@ async fn discover(
             srv_host.clone(),
             match &delegated {
                 Some(_) => format!("no SRV record: federation goes to {srv_host}:8448"),
-                None => format!("no well-known server file and no SRV record: federation goes to {srv_host}:8448"),
+                None => format!(
+                    "no usable server file and no SRV record: federation goes to {srv_host}:8448"
+                ),
             },
         );
         endpoints.push((srv_host.clone(), 8448));
@@ -991,10 +993,10 @@ async fn check_client_discovery(net: &Net, hostname: &str, findings: &mut Findin
                 findings.ok(
                     "client_versions",
                     versions_url.clone(),
-                    format!(
-                        "answers with {} versions",
-                        json["versions"].as_array().map_or(0, Vec::len)
-                    ),
+                    match json["versions"].as_array().map_or(0, Vec::len) {
+                        1 => "answers with 1 spec version".to_string(),
+                        count => format!("answers with {count} spec versions"),
+                    },
                 );
             } else {
                 findings.error(

@@ -4,6 +4,7 @@
 mod all_or_nothing;
 mod booted;
 mod catalogue;
+mod check;
 mod confirm;
 mod docs;
 mod error_messages;

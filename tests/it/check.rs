@@ -1,0 +1,529 @@
+//! `matrixctl check` against real servers with faults put in on purpose:
+//! nginx serving TLS (certificates from a test CA) on addresses of a
+//! network namespace the test makes, dnsmasq answering for the names (SRV
+//! and CNAME records included), and matrixctl run inside that namespace.
+//! The federation endpoints are static files and fixed answers, with key
+//! documents the test signs itself, so a broken signature or a document
+//! for another server can be served (the issue allows a small fake for
+//! these). A real deployment is checked in tests/it/federation.rs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use ed25519_dalek::{Signer, SigningKey};
+
+use crate::support::{BIN, Sandbox, TEST_MASTER_KEY};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace with addresses on its loopback, deleted when dropped
+/// (after the processes in it, which are fields declared before it).
+struct Namespace(String);
+
+impl Namespace {
+    fn new(addresses: &[String]) -> Namespace {
+        let name = format!(
+            "mcchk-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let run = |args: &[&str]| {
+            let output = Command::new("ip")
+                .args(args)
+                .output()
+                .expect("ip runs (apt-get install iproute2)");
+            assert!(
+                output.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        run(&["netns", "add", &name]);
+        let namespace = Namespace(name);
+        run(&["-n", &namespace.0, "link", "set", "lo", "up"]);
+        for address in addresses {
+            run(&[
+                "-n",
+                &namespace.0,
+                "addr",
+                "add",
+                &format!("{address}/32"),
+                "dev",
+                "lo",
+            ]);
+        }
+        namespace
+    }
+
+    fn command(&self, program: &str) -> Command {
+        // `ip netns exec` reports a missing program only on its stderr.
+        for (tool, package) in [("nginx", "nginx-light"), ("dnsmasq", "dnsmasq-base")] {
+            assert!(
+                program != tool || Path::new("/usr/sbin").join(tool).exists(),
+                "{tool} is not installed (apt-get install {package}; scripts/test installs it)"
+            );
+        }
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.0, program]);
+        command
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A process in the namespace, stopped by its pid when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(namespace: &Namespace, address: &str, port: u16) {
+    let started = Instant::now();
+    loop {
+        let probe = namespace
+            .command("bash")
+            .args(["-c", &format!("exec 3<>/dev/tcp/{address}/{port}")])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        if probe.success() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nothing listened on {address}:{port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A test CA and certificates it signs.
+struct Ca {
+    key: rcgen::KeyPair,
+    params: rcgen::CertificateParams,
+    pem: String,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "matrixctl test CA");
+        let pem = params.self_signed(&key).unwrap().pem();
+        Ca { key, params, pem }
+    }
+
+    /// A certificate for `names`, valid from `from` to `until` (years),
+    /// written as DIR/NAME.pem and DIR/NAME.key.
+    fn issue(
+        &self,
+        dir: &Path,
+        file: &str,
+        names: &[&str],
+        years: (i32, i32),
+    ) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(
+            names
+                .iter()
+                .map(|name| name.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0]);
+        params.not_before = rcgen::date_time_ymd(years.0, 1, 1);
+        params.not_after = rcgen::date_time_ymd(years.1, 1, 1);
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let certificate = params.signed_by(&key, &issuer).unwrap();
+        let (pem, key_path) = (
+            dir.join(format!("{file}.pem")),
+            dir.join(format!("{file}.key")),
+        );
+        std::fs::write(&pem, certificate.pem() + &self.pem).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (pem, key_path)
+    }
+}
+
+fn unpadded(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+}
+
+/// A key document for `server_name`, signed by `signer` as `signed_as`
+/// (serde_json sorts keys: its compact output is canonical JSON here).
+fn key_document(server_name: &str, signer: &SigningKey) -> serde_json::Value {
+    let valid_until = (std::time::SystemTime::now() + Duration::from_secs(86_400))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut document = serde_json::json!({
+        "server_name": server_name,
+        "valid_until_ts": valid_until,
+        "old_verify_keys": {},
+        "verify_keys": {"ed25519:test": {"key": unpadded(signer.verifying_key().as_bytes())}},
+    });
+    let signature = signer.sign(serde_json::to_string(&document).unwrap().as_bytes());
+    document["signatures"] =
+        serde_json::json!({server_name: {"ed25519:test": unpadded(&signature.to_bytes())}});
+    document
+}
+
+/// One made-up customer: its base domain and Matrix host, and what is
+/// wrong with them.
+struct Scenario {
+    name: &'static str,
+    server_file: Option<String>,
+    client_file: Option<String>,
+    cors: bool,
+    /// The Matrix host's certificate: names and validity (years).
+    matrix_certificate: (Vec<String>, (i32, i32)),
+    matrix_ports: Vec<u16>,
+    keys: serde_json::Value,
+}
+
+impl Scenario {
+    fn good(name: &'static str) -> Scenario {
+        Scenario {
+            name,
+            server_file: Some(format!(r#"{{"m.server": "matrix.{name}:443"}}"#)),
+            client_file: Some(format!(
+                r#"{{"m.homeserver": {{"base_url": "https://matrix.{name}"}}}}"#
+            )),
+            cors: true,
+            matrix_certificate: (vec![format!("matrix.{name}")], (2024, 2036)),
+            matrix_ports: vec![443],
+            keys: key_document(name, &SigningKey::from_bytes(&[9; 32])),
+        }
+    }
+}
+
+/// The scenarios: one good, and one per fault the issue lists.
+fn scenarios() -> Vec<Scenario> {
+    let mut list = vec![Scenario::good("good.example")];
+    list.push(Scenario {
+        cors: false,
+        ..Scenario::good("nocors.example")
+    });
+    let swapped = Scenario::good("swapped.example");
+    list.push(Scenario {
+        server_file: swapped.client_file.clone(),
+        client_file: swapped.server_file.clone(),
+        ..swapped
+    });
+    list.push(Scenario {
+        server_file: Some(r#"{"m.server": "https://matrix.scheme.example"}"#.into()),
+        ..Scenario::good("scheme.example")
+    });
+    // m.server names 443; federation only answers on 8448.
+    list.push(Scenario {
+        matrix_ports: vec![8448],
+        ..Scenario::good("wrongport.example")
+    });
+    list.push(Scenario {
+        matrix_certificate: (vec!["other.example".into()], (2024, 2036)),
+        ..Scenario::good("wrongname.example")
+    });
+    list.push(Scenario {
+        matrix_certificate: (vec!["matrix.expired.example".into()], (2020, 2021)),
+        ..Scenario::good("expired.example")
+    });
+    // No server file; `_matrix-fed._tcp` points at an alias (records below).
+    list.push(Scenario {
+        server_file: None,
+        matrix_certificate: (vec!["cname.example".into()], (2024, 2036)),
+        matrix_ports: vec![8448],
+        ..Scenario::good("cname.example")
+    });
+    list.push(Scenario {
+        keys: key_document("someone.example", &SigningKey::from_bytes(&[5; 32])),
+        ..Scenario::good("othername.example")
+    });
+    let mut broken = key_document("badsig.example", &SigningKey::from_bytes(&[3; 32]));
+    broken["valid_until_ts"] = (broken["valid_until_ts"].as_u64().unwrap() + 1).into();
+    list.push(Scenario {
+        keys: broken,
+        ..Scenario::good("badsig.example")
+    });
+    // The inventory's host: its website serves an old copy of the server file.
+    list.push(Scenario {
+        server_file: Some(r#"{"m.server": "matrix.stale.example:8449"}"#.into()),
+        client_file: Some(
+            r#"{"m.homeserver": {"base_url": "https://matrix.stale.example/"}}"#.into(),
+        ),
+        ..Scenario::good("stale.example")
+    });
+    list
+}
+
+/// Everything the scenarios need, running: nginx and dnsmasq in a
+/// namespace, the CA's root in `ca.pem`.
+struct World {
+    // Dropped in order: the processes, then the namespace.
+    _nginx: Process,
+    _dnsmasq: Process,
+    namespace: Namespace,
+    dir: tempfile::TempDir,
+}
+
+const DNS: &str = "10.77.0.53";
+
+fn addresses(index: usize) -> (String, String) {
+    (
+        format!("10.77.0.{}", 10 + 2 * index),
+        format!("10.77.0.{}", 11 + 2 * index),
+    )
+}
+
+impl World {
+    fn start() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let ca = Ca::new();
+        std::fs::write(root.join("ca.pem"), &ca.pem).unwrap();
+        let scenarios = scenarios();
+        let mut all_addresses = vec![DNS.to_string()];
+        let mut servers = String::new();
+        let mut records = Vec::new();
+        for (index, scenario) in scenarios.iter().enumerate() {
+            let (base, matrix) = addresses(index);
+            all_addresses.extend([base.clone(), matrix.clone()]);
+            let name = scenario.name;
+            let files = root.join(name);
+            std::fs::create_dir_all(&files).unwrap();
+            for (file, content) in [
+                ("server", &scenario.server_file),
+                ("client", &scenario.client_file),
+            ] {
+                if let Some(content) = content {
+                    std::fs::write(files.join(file), content).unwrap();
+                }
+            }
+            std::fs::write(files.join("keys"), scenario.keys.to_string()).unwrap();
+            let (base_pem, base_key) = ca.issue(&files, "base", &[name], (2024, 2036));
+            let names: Vec<&str> = scenario
+                .matrix_certificate
+                .0
+                .iter()
+                .map(String::as_str)
+                .collect();
+            let (matrix_pem, matrix_key) =
+                ca.issue(&files, "matrix", &names, scenario.matrix_certificate.1);
+            let cors = if scenario.cors {
+                "add_header Access-Control-Allow-Origin \"*\" always;"
+            } else {
+                ""
+            };
+            let dir = files.display();
+            servers.push_str(&format!(
+                "server {{\n  listen {base}:443 ssl;\n  server_name {name};\n  \
+                 ssl_certificate {}; ssl_certificate_key {};\n  \
+                 location = /.well-known/matrix/server {{ alias {dir}/server; default_type application/json; }}\n  \
+                 location = /.well-known/matrix/client {{ alias {dir}/client; default_type application/json; {cors} }}\n}}\n",
+                base_pem.display(),
+                base_key.display()
+            ));
+            let listens: String = scenario
+                .matrix_ports
+                .iter()
+                .map(|port| format!("  listen {matrix}:{port} ssl;\n"))
+                .collect();
+            servers.push_str(&format!(
+                "server {{\n{listens}  server_name _;\n  \
+                 ssl_certificate {}; ssl_certificate_key {};\n  default_type application/json;\n  \
+                 location = /_matrix/federation/v1/version {{ return 200 '{{\"server\": {{\"name\": \"Synapse\", \"version\": \"test\"}}}}'; }}\n  \
+                 location = /_matrix/key/v2/server {{ alias {dir}/keys; }}\n  \
+                 location = /_matrix/client/versions {{ return 200 '{{\"versions\": [\"v1.11\"]}}'; }}\n  \
+                 location = /.well-known/matrix/client {{ alias {dir}/client; {cors} }}\n}}\n",
+                matrix_pem.display(),
+                matrix_key.display()
+            ));
+            records.push(format!("--host-record={name},{base}"));
+            if name == "cname.example" {
+                records.push(format!("--host-record=matrix.{name},{matrix}"));
+                records.push(format!("--cname=alias.{name},matrix.{name}"));
+                records.push(format!(
+                    "--srv-host=_matrix-fed._tcp.{name},alias.{name},8448,10,0"
+                ));
+            } else {
+                records.push(format!("--host-record=matrix.{name},{matrix}"));
+            }
+        }
+        let namespace = Namespace::new(&all_addresses);
+        let conf = root.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "user root;\npid {0}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n  access_log off;\n  \
+                 client_body_temp_path {0}/body; proxy_temp_path {0}/proxy; fastcgi_temp_path {0}/fastcgi;\n  \
+                 uwsgi_temp_path {0}/uwsgi; scgi_temp_path {0}/scgi;\n{servers}}}\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        let nginx = Process(
+            namespace
+                .command("nginx")
+                .args(["-e", "stderr", "-g", "daemon off;", "-c"])
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("nginx runs (apt-get install nginx-light)"),
+        );
+        let dnsmasq = Process(
+            namespace
+                .command("dnsmasq")
+                .args([
+                    "--keep-in-foreground",
+                    "--conf-file=/dev/null",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--no-poll",
+                    "--bind-interfaces",
+                    "--user=root",
+                    "--pid-file=",
+                    "--local=/example/",
+                    &format!("--listen-address={DNS}"),
+                ])
+                .args(&records)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("dnsmasq runs (apt-get install dnsmasq-base)"),
+        );
+        let world = World {
+            _nginx: nginx,
+            _dnsmasq: dnsmasq,
+            namespace,
+            dir,
+        };
+        wait_for_port(&world.namespace, DNS, 53);
+        wait_for_port(&world.namespace, &addresses(0).0, 443);
+        world
+    }
+
+    /// `matrixctl check ARGS` inside the namespace, with its DNS and CA.
+    fn check(&self, args: &[&str]) -> (i32, String, String) {
+        let output = self
+            .namespace
+            .command(BIN)
+            .arg("check")
+            .args(args)
+            .args(["--dns", &format!("{DNS}:53"), "--timeout", "3", "--ca-file"])
+            .arg(self.dir.path().join("ca.pem"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+#[test]
+fn check_finds_each_fault_with_its_own_message() {
+    let world = World::start();
+    let (code, good, stderr) = world.check(&["--domain", "good.example"]);
+    assert_eq!(code, 0, "{good}{stderr}");
+    insta::assert_snapshot!("good", good);
+    for fault in [
+        "nocors.example",
+        "swapped.example",
+        "scheme.example",
+        "wrongport.example",
+        "wrongname.example",
+        "expired.example",
+        "cname.example",
+        "othername.example",
+        "badsig.example",
+    ] {
+        let (code, report, stderr) = world.check(&["--domain", fault]);
+        assert_eq!(code, 2, "{fault} passed:\n{report}{stderr}");
+        insta::assert_snapshot!(fault, report);
+    }
+}
+
+#[test]
+fn check_json_keeps_its_schema_and_the_federation_tester_s_fields() {
+    let world = World::start();
+    let (code, json, stderr) = world.check(&["--domain", "good.example", "--json"]);
+    assert_eq!(code, 0, "{json}{stderr}");
+    let mut document: serde_json::Value = serde_json::from_str(&json).unwrap();
+    // What changes from run to run: the test CA's certificates and the
+    // key document's expiry.
+    let tester = &mut document["reports"][0]["federation_tester"];
+    for (_, report) in tester["ConnectionReports"].as_object_mut().unwrap() {
+        for certificate in report["Certificates"].as_array_mut().unwrap() {
+            certificate["SHA256Fingerprint"] = "[fingerprint]".into();
+        }
+        report["Keys"]["valid_until_ts"] = "[tomorrow]".into();
+    }
+    insta::assert_snapshot!(serde_json::to_string_pretty(&document).unwrap());
+
+    let (code, json, _) = world.check(&["--domain", "badsig.example", "--json"]);
+    assert_eq!(code, 2);
+    let document: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let tester = &document["reports"][0]["federation_tester"];
+    assert_eq!(tester["FederationOK"], false, "{json}");
+    let report = &tester["ConnectionReports"]["10.77.0.29:443"]["Checks"];
+    assert_eq!(report["AllEd25519ChecksOK"], false, "{json}");
+    assert_eq!(
+        report["Ed25519Checks"]["ed25519:test"]["MatchingSignature"], false,
+        "{json}"
+    );
+}
+
+#[test]
+fn check_compares_what_the_website_serves_with_what_matrixctl_renders() {
+    let world = World::start();
+    let sandbox = Sandbox::empty();
+    sandbox.write(
+        "inventory/hosts.yaml",
+        "hosts:\n  stale.example:\n    connection: local\n    root: ../hosts/stale\n",
+    );
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        "synapse_group: root\nhost_commands: false\nfederation_port: 443\n",
+    );
+    sandbox.write("inventory/secrets/master.key", TEST_MASTER_KEY);
+    let inventory = sandbox.path().join("inventory");
+    let (code, report, stderr) = world.check(&[inventory.to_str().unwrap()]);
+    assert_eq!(code, 2, "{report}{stderr}");
+    assert!(
+        report.contains(
+            "error   https://stale.example/.well-known/matrix/server: serves {\"m.server\":\"matrix.stale.example:8449\"}, \
+             but matrixctl renders {\"m.server\":\"matrix.stale.example:443\"}\n          hint: a stale copy"
+        ),
+        "{report}"
+    );
+    // The client file matches, and the Matrix host's copy too.
+    assert!(
+        report.contains(
+            "ok      https://stale.example/.well-known/matrix/client: serves what matrixctl renders"
+        ),
+        "{report}"
+    );
+    // Nothing is checked before the inventory is known good.
+    sandbox.write("inventory/group_vars/all.yaml", "federation_port: many\n");
+    let (code, report, stderr) = world.check(&[inventory.to_str().unwrap()]);
+    assert_eq!(code, 1, "{report}{stderr}");
+    assert!(report.is_empty(), "{report}");
+    assert!(stderr.contains("federation_port"), "{stderr}");
+}

@@ -499,6 +499,116 @@ fn three_empty_hosts_become_federating_homeservers_in_one_apply() {
             members.said
         );
     }
+    // `matrixctl check` from outside, as the federation tester would, for
+    // each delegation mode: everything passes.
+    let dns = format!("{services}:53");
+    let check = |args: &[&str]| {
+        let mut all = vec!["check", "inventory", "--json", "--dns", &dns, "--ca-file"];
+        all.push(root.to_str().unwrap());
+        all.extend(args);
+        let run = sandbox.run(&all);
+        let report: serde_json::Value =
+            serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("{}", run.transcript()));
+        (run, report)
+    };
+    let errors = |report: &serde_json::Value| -> Vec<String> {
+        report["reports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|host| {
+                host["checks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|c| c["status"] == "error")
+                    .map(move |c| {
+                        format!(
+                            "{} {}: {}",
+                            host["server_name"].as_str().unwrap(),
+                            c["check"].as_str().unwrap(),
+                            c["message"].as_str().unwrap()
+                        )
+                    })
+            })
+            .collect()
+    };
+    let (checked, report) = check(&[]);
+    assert_eq!(checked.code, 0, "{:?}\n{}", errors(&report), checked.stdout);
+    for (server_name, delegated) in [
+        ("one.example", "matrix.one.example:8448"),
+        ("two.example", "two.example:8448"),
+        ("three.example", "three.example:8448"),
+    ] {
+        let host = report["reports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|host| host["server_name"] == server_name)
+            .unwrap();
+        let tester = &host["federation_tester"];
+        assert_eq!(tester["FederationOK"], true, "{server_name}: {tester}");
+        let (address, connection) = tester["ConnectionReports"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap();
+        assert!(
+            address.ends_with(":8448"),
+            "{server_name} via {delegated}: {address}"
+        );
+        assert_eq!(connection["Checks"]["AllChecksOK"], true, "{connection}");
+        for check in ["registration", "port", "server_keys", "tls", "cors"] {
+            assert!(
+                host["checks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c["check"] == check && c["status"] == "ok"),
+                "{server_name}: no passing {check} check in {host}"
+            );
+        }
+    }
+    let srv = report["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|host| host["server_name"] == "two.example")
+        .map(|host| host["federation_tester"]["DNSResult"]["SRVRecords"][0]["Target"].clone());
+    assert_eq!(srv, Some("matrix.two.example".into()));
+
+    // Two faults made on the real hosts, each caught with its own message:
+    // a stale server file on the base domain (federation still works
+    // through it, on 443), and open registration where the inventory says
+    // token (a configuration file matrixctl does not manage).
+    one.host.run(
+        "cp -p /var/www/matrix/.well-known/matrix/server /root/server.saved && \
+         printf '{\"m.server\": \"matrix.one.example:443\"}' > /var/www/matrix/.well-known/matrix/server",
+    );
+    three.host.run(
+        "printf 'enable_registration: true\nenable_registration_without_verification: true\nregistration_requires_token: false\n' \
+         > /etc/matrix-synapse/conf.d/zz-open.yaml && systemctl restart matrix-synapse",
+    );
+    outside.json("https://three.example/_matrix/client/versions");
+    let (checked, report) = check(&[]);
+    assert_eq!(checked.code, 2, "{}", checked.stdout);
+    assert_eq!(
+        errors(&report),
+        [
+            r#"one.example served: serves {"m.server":"matrix.one.example:443"}, but matrixctl renders {"m.server":"matrix.one.example:8448"}"#,
+            "three.example registration: registration is open to anyone, but the inventory says by invitation token",
+        ],
+        "{}",
+        checked.stdout
+    );
+    one.host
+        .run("mv /root/server.saved /var/www/matrix/.well-known/matrix/server");
+    three
+        .host
+        .run("rm /etc/matrix-synapse/conf.d/zz-open.yaml && systemctl restart matrix-synapse");
+    outside.json("https://three.example/_matrix/client/versions");
+
     eprintln!(
         "three empty hosts: applied in {:.0?}, federating {:.0?} after the apply began",
         applied,

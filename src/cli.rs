@@ -197,7 +197,7 @@ pub struct CheckArgs {
     pub resolve: Vec<crate::check::net::Pin>,
 
     /// Ask this DNS server (`192.0.2.53:53`) instead of the system's.
-    #[arg(long, value_name = "ADDRESS:PORT")]
+    #[arg(long, value_name = "ADDRESS:PORT", value_parser = parse_dns_server)]
     pub dns: Option<std::net::SocketAddr>,
 
     /// Trust the CA certificates in this PEM file instead of the system's.
@@ -483,4 +483,22 @@ pub enum ColorChoice {
     Auto,
     Always,
     Never,
+}
+
+/// `--dns`: an address and a port, with the usual port spelled out in the
+/// error, since `192.0.2.53` alone is the common slip.
+fn parse_dns_server(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(server) = text.parse() {
+        return Ok(server);
+    }
+    let wanted = "expected ADDRESS:PORT, like 192.0.2.53:53 or [2001:db8::53]:53";
+    match text.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => {
+            Err(format!("no port; {wanted} (DNS is port 53: {text}:53)"))
+        }
+        Ok(std::net::IpAddr::V6(_)) => {
+            Err(format!("no port; {wanted} (DNS is port 53: [{text}]:53)"))
+        }
+        Err(_) => Err(format!("not an IP address and port; {wanted}")),
+    }
 }

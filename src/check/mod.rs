@@ -25,12 +25,12 @@ use serde_json::Value;
 use name::{Host, ServerName};
 use net::{Answer, CertificateProblem, Failure, Lookup, Net, Seen};
 
-/// The spec's cap on a well-known body (Synapse and gomatrixserverlib use it).
+/// The cap on a well-known body that homeservers apply (50 KiB).
 const WELL_KNOWN_CAP: usize = 50 * 1024;
 /// Other JSON answers: a key document or a versions list is far smaller.
 const ANSWER_CAP: usize = 1024 * 1024;
 /// A certificate closer to its end than this is a warning: renewal (30
-/// days ahead for certbot and Caddy) has been failing for two weeks.
+/// days ahead for the usual ACME clients) has been failing for two weeks.
 const EXPIRY_WARNING_DAYS: i64 = 14;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -844,7 +844,7 @@ fn certificate_problem(seen: &Seen) -> (String, String) {
                 "the certificate for {names} expired{}",
                 leaf.map(|leaf| format!(" on {}", date(leaf.not_after))).unwrap_or_default()
             ),
-            "renewal is failing: look at the ACME client's log (certbot: /var/log/letsencrypt/letsencrypt.log)".into(),
+            "renewal is failing: look at the ACME client's log (docs/check.md says where)".into(),
         ),
         Err(CertificateProblem::NotYetValid) => (
             format!("the certificate for {names} is not valid yet"),
@@ -939,7 +939,7 @@ async fn check_client_discovery(net: &Net, hostname: &str, findings: &mut Findin
                 Some(other) => format!("`Access-Control-Allow-Origin` is `{other}`, not `*`"),
                 None => "no `Access-Control-Allow-Origin: *` header: web clients (Element Web) cannot read it".into(),
             },
-            "add the header `Access-Control-Allow-Origin: *` to /.well-known/matrix/ (nginx: `add_header Access-Control-Allow-Origin * always;`)",
+            "add the header `Access-Control-Allow-Origin: *` to the answers under /.well-known/matrix/ (`matrixctl onboard` prints web server configuration that does)",
         );
     } else {
         findings.ok("cors", url.clone(), "`Access-Control-Allow-Origin: *`");

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+
+use crate::problem::Problem;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -329,18 +331,25 @@ impl Net {
         let mut roots = RootCertStore::empty();
         match &options.ca_file {
             Some(path) => {
-                let pem = fs_err::read(path)?;
+                let refused = |message: String| {
+                    Problem::new(message).in_file(path).with_hint(Some(
+                        "--ca-file takes a PEM file of CA certificates (`-----BEGIN CERTIFICATE-----` blocks), like a test CA's root".into(),
+                    ))
+                };
+                let pem = std::fs::read(path)
+                    .map_err(|error| refused(format!("--ca-file: cannot read it: {error}")))?;
                 let mut added = 0;
                 for certificate in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-                    let certificate: CertificateDer<'static> = certificate
-                        .with_context(|| format!("{}: not a PEM certificate", path.display()))?;
-                    roots.add(certificate).with_context(|| {
-                        format!("{}: a certificate rustls refuses", path.display())
+                    let certificate: CertificateDer<'static> = certificate.map_err(|error| {
+                        refused(format!("--ca-file: not a PEM certificate: {error}"))
+                    })?;
+                    roots.add(certificate).map_err(|error| {
+                        refused(format!("--ca-file: a certificate rustls refuses: {error}"))
                     })?;
                     added += 1;
                 }
                 if added == 0 {
-                    bail!("{}: no PEM certificate in it", path.display());
+                    return Err(refused("--ca-file: no PEM certificate in it".into()).into());
                 }
             }
             None => {

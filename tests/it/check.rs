@@ -466,14 +466,19 @@ fn check_json_keeps_its_schema_and_the_federation_tester_s_fields() {
     let (code, json, stderr) = world.check(&["--domain", "good.example", "--json"]);
     assert_eq!(code, 0, "{json}{stderr}");
     let mut document: serde_json::Value = serde_json::from_str(&json).unwrap();
-    // What changes from run to run: the test CA's certificates and the
-    // key document's expiry.
+    // What changes from run to run: the test CA's certificates, the key
+    // document's expiry and so its signature.
     let tester = &mut document["reports"][0]["federation_tester"];
     for (_, report) in tester["ConnectionReports"].as_object_mut().unwrap() {
         for certificate in report["Certificates"].as_array_mut().unwrap() {
             certificate["SHA256Fingerprint"] = "[fingerprint]".into();
         }
         report["Keys"]["valid_until_ts"] = "[tomorrow]".into();
+        for (_, by_key) in report["Keys"]["signatures"].as_object_mut().unwrap() {
+            for (_, signature) in by_key.as_object_mut().unwrap() {
+                *signature = "[signature of the document]".into();
+            }
+        }
     }
     insta::assert_snapshot!(serde_json::to_string_pretty(&document).unwrap());
 
@@ -526,4 +531,56 @@ fn check_compares_what_the_website_serves_with_what_matrixctl_renders() {
     assert_eq!(code, 1, "{report}{stderr}");
     assert!(report.is_empty(), "{report}");
     assert!(stderr.contains("federation_port"), "{stderr}");
+}
+
+#[test]
+fn check_refuses_bad_flags_before_any_request() {
+    let run = |args: &[&str]| {
+        let output = Command::new(BIN)
+            .arg("check")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let missing = tempfile::tempdir().unwrap();
+    let ca_file = missing.path().join("no-such-ca.pem");
+    let transcript = [
+        run(&["--domain", "example.com", "--resolve", "example.com:443"]),
+        run(&[
+            "--domain",
+            "example.com",
+            "--resolve",
+            "example.com:https:192.0.2.1",
+        ]),
+        run(&["--domain", "example.com", "--dns", "192.0.2.53"]),
+        run(&[
+            "--domain",
+            "example.com",
+            "--ca-file",
+            ca_file.to_str().unwrap(),
+        ]),
+        run(&[
+            "--domain",
+            "example.com",
+            "--ca-file",
+            "/dev/null",
+            "--json",
+        ]),
+    ]
+    .iter()
+    .map(|(code, stdout, stderr)| {
+        format!(
+            "exit {code}\n{stdout}{}",
+            stderr.replace(missing.path().to_str().unwrap(), "TMP")
+        )
+    })
+    .collect::<Vec<_>>()
+    .join("\n");
+    insta::assert_snapshot!(transcript);
 }

@@ -304,7 +304,15 @@ fn three_empty_hosts_become_federating_homeservers_in_one_apply() {
                  \x20 mautrix_telegram:\n    api_id: 2040\n    api_hash: booted-test-api-hash-not-real\n\
                  heisenbridge_wheels: /srv/wheels\nmautrix_telegram_wheels: /srv/wheels\n",
             ),
-            (&two.host, two.server_name, "delegation: srv\n"),
+            // The base domain has to serve the client file somewhere with
+            // a certificate of its own (check asks for it); here the host
+            // does, and its server file is absent, so discovery goes on to
+            // the SRV record.
+            (
+                &two.host,
+                two.server_name,
+                "delegation: srv\nserve_base_domain: true\n",
+            ),
             (&three.host, three.server_name, "delegation: none\n"),
         ],
         &format!(

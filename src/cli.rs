@@ -77,10 +77,19 @@ pub enum Command {
     /// A host's effective vars, secrets redacted; `--explain KEY` shows
     /// every layer that sets KEY.
     Vars(VarsArgs),
+    /// Close the SSH connections earlier runs kept open (`--persist`) to
+    /// the selected hosts.
+    Disconnect(DisconnectArgs),
     /// Print a shell completion script: `matrixctl completions bash > /etc/bash_completion.d/matrixctl`.
     Completions(CompletionsArgs),
     /// Print the manual page (roff): `matrixctl man | man -l -`.
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct DisconnectArgs {
+    #[command(flatten)]
+    pub selection: Selection,
 }
 
 #[derive(Debug, Args)]
@@ -375,6 +384,26 @@ pub struct Connect {
     /// whose key CHANGED is always refused.
     #[arg(long)]
     pub accept_new_host_keys: bool,
+
+    /// Keep each host's SSH connection open this long after its last use
+    /// (`90s`, `5m`, `1h`), so the next run skips the handshake; `0` closes
+    /// connections when the run ends. `matrixctl disconnect` closes them.
+    #[arg(long, value_name = "DURATION", default_value = "5m", env = "MATRIXCTL_PERSIST",
+          value_parser = parse_persist)]
+    pub persist: Persist,
+}
+
+/// `--persist`: how long kept SSH connections wait; `None` for `0`.
+#[derive(Debug, Clone, Copy)]
+pub struct Persist(pub Option<std::time::Duration>);
+
+fn parse_persist(text: &str) -> Result<Persist, String> {
+    if text == "0" {
+        return Ok(Persist(None));
+    }
+    parse_duration_ms(text)
+        .map(|ms| Persist(Some(std::time::Duration::from_millis(ms))))
+        .map_err(|why| format!("{why}, or `0` to close connections when the run ends"))
 }
 
 #[derive(Debug, Args)]

@@ -55,7 +55,7 @@ use render::{DesiredState, Renderer, redactor_for};
 use roles::RoleSet;
 use saved::{SavedHost, SavedPlan};
 use secrets::Redactor;
-use transport::ssh::{SshSettings, control_dir};
+use transport::ssh::{ControlDir, SshSettings};
 
 /// Runs one command; the exit code follows Terraform (0 ok, 1 error,
 /// 2 changes pending with `plan --detailed-exitcode`).
@@ -100,6 +100,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Onboard(args) => onboard_command(&cli.roles, args),
         Command::Vars(args) => vars_command(&cli.roles, args),
+        Command::Disconnect(args) => disconnect_command(&cli.roles, args),
         Command::Check(args) => check_command(&cli.roles, args, style),
         Command::Completions(args) => {
             let shell = match args.shell {
@@ -365,7 +366,7 @@ fn run_task(
             "no role that applies to {host_name} offers `{name}` (the homeserver's role must be on for it)"
         );
     };
-    let control_dir = control_dir()?;
+    let control_dir = ControlDir::for_run(connect.persist.0)?;
     let options = fleet_options(connect, &control_dir);
     let this_run = Redactor::new(also_secret.iter().cloned());
     runtime()?
@@ -619,13 +620,54 @@ fn any_failed(planned: &[PlannedHost]) -> bool {
     planned.iter().any(|host| host.plan.is_err())
 }
 
+/// `matrixctl disconnect`: tells the kept master of each selected SSH
+/// host to exit. Hosts are only resolved (no rendering), so it works on an
+/// inventory that no longer renders.
+fn disconnect_command(role_dirs: &[PathBuf], args: cli::DisconnectArgs) -> Result<ExitCode> {
+    let roles = RoleSet::load(role_dirs)?;
+    let inventory = Inventory::load(&args.selection.inventory, &roles)?;
+    let mut hosts = Vec::new();
+    for host in inventory.select(args.selection.limit.as_deref())? {
+        hosts.push(resolved(&inventory, host)?);
+    }
+    let control_dir = transport::ssh::kept_masters_dir()?;
+    let settings = Arc::new(SshSettings {
+        control_dir,
+        connect_timeout: Duration::from_secs(5),
+        accept_new_host_keys: false,
+        persist: Some(Duration::from_secs(1)),
+    });
+    let transports: Vec<_> = hosts
+        .iter()
+        .map(|host| transport::Transport::for_host(host, &settings))
+        .collect();
+    let closed = runtime()?.block_on(futures_util::future::join_all(
+        transports.iter().map(transport::Transport::disconnect),
+    ));
+    let mut stdout = std::io::stdout().lock();
+    for (host, closed) in hosts.iter().zip(&closed) {
+        if *closed {
+            writeln!(stdout, "{}: closed", host.name)?;
+        }
+    }
+    let count = closed.iter().filter(|closed| **closed).count();
+    writeln!(
+        std::io::stderr(),
+        "{count} kept connection{} closed ({} host{} selected)",
+        if count == 1 { "" } else { "s" },
+        hosts.len(),
+        if hosts.len() == 1 { "" } else { "s" }
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn any_changes(planned: &[PlannedHost]) -> bool {
     planned
         .iter()
         .any(|host| host.plan.as_ref().is_ok_and(|plan| !plan.is_empty()))
 }
 
-fn fleet_options(connect: &Connect, control_dir: &tempfile::TempDir) -> FleetOptions {
+fn fleet_options(connect: &Connect, control_dir: &ControlDir) -> FleetOptions {
     FleetOptions {
         forks: connect.forks,
         timeout: Duration::from_secs(connect.timeout),
@@ -633,13 +675,14 @@ fn fleet_options(connect: &Connect, control_dir: &tempfile::TempDir) -> FleetOpt
             control_dir: control_dir.path().to_path_buf(),
             connect_timeout: Duration::from_secs(connect.timeout),
             accept_new_host_keys: connect.accept_new_host_keys,
+            persist: connect.persist.0,
         }),
     }
 }
 
 fn plan_command(role_dirs: &[PathBuf], args: PlanArgs, style: Style) -> Result<ExitCode> {
     let prepared = prepare(role_dirs, &args.selection)?;
-    let control_dir = control_dir()?;
+    let control_dir = ControlDir::for_run(args.connect.persist.0)?;
     let options = fleet_options(&args.connect, &control_dir);
     let runtime = runtime()?;
     let planned = runtime.block_on(async {
@@ -744,7 +787,7 @@ fn apply_command(role_dirs: &[PathBuf], args: ApplyArgs, style: Style) -> Result
         ),
     };
     let prepared = prepare(&role_dirs, &selection)?;
-    let control_dir = control_dir()?;
+    let control_dir = ControlDir::for_run(args.connect.persist.0)?;
     let options = fleet_options(&args.connect, &control_dir);
     let runtime = runtime()?;
     let mut planned = runtime.block_on(fleet::plan(prepared.targets, &options));

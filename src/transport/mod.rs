@@ -92,7 +92,16 @@ impl Transport {
         }
     }
 
-    /// Ends the connection, if there is one.
+    /// Closes the connection an earlier run kept to this host; whether
+    /// there was one.
+    pub async fn disconnect(&self) -> bool {
+        match &self.kind {
+            Kind::Ssh(ssh) => ssh.disconnect().await,
+            Kind::Local(_) => false,
+        }
+    }
+
+    /// Ends the run's use of the connection (a kept one stays open).
     pub async fn close(&self) {
         if let Kind::Ssh(ssh) = &self.kind {
             ssh.close().await;

@@ -1,15 +1,23 @@
 //! The SSH transport: the system `ssh` client in ControlMaster mode, driven
 //! by the `openssh` crate, so operators' `~/.ssh/config`, agents, jump hosts
-//! and keys work as they do in a terminal. One master connection per host
-//! per run; the program goes to `sh -s` on stdin, never on the command line.
+//! and keys work as they do in a terminal. One master connection per host;
+//! the program goes to `sh -s` on stdin, never on the command line.
+//!
+//! Masters outlive a run (`--persist`, default five idle minutes) in a
+//! private per-user directory, so `plan` then `apply` pays each handshake
+//! once. A master is reused only while it answers and the known-hosts files
+//! are as they were when it was last used; anything else gets a new one.
+//! Connections that must prove a host is still reachable (the firewall's
+//! confirmation) never go through a kept master.
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
+use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
@@ -26,6 +34,9 @@ pub struct SshSettings {
     pub connect_timeout: Duration,
     /// Accept (and record) unknown host keys; changed keys are always refused.
     pub accept_new_host_keys: bool,
+    /// How long a master waits, idle, for the next run; `None`: masters end
+    /// with the run (and `control_dir` is the run's own).
+    pub persist: Option<Duration>,
 }
 
 /// One host reached over SSH.
@@ -37,6 +48,8 @@ pub struct Ssh {
     settings: Arc<SshSettings>,
     /// The master connection, opened on first use and kept for the run.
     session: Arc<Mutex<Option<Session>>>,
+    /// A connection of its own, never a kept master, closed after use.
+    fresh_only: bool,
 }
 
 /// How long a master with no session left waits before it exits: long
@@ -57,18 +70,131 @@ impl Ssh {
             become_,
             settings,
             session: Arc::new(Mutex::new(None)),
+            fresh_only: false,
         }
     }
 
-    /// The same target with no connection yet: the next run opens a new one.
+    /// The same target with no connection yet: the next run opens a new
+    /// master of its own, whatever masters are kept.
     pub fn fresh(&self) -> Ssh {
         Ssh {
             session: Arc::new(Mutex::new(None)),
+            fresh_only: true,
             ..self.clone()
         }
     }
 
+    /// How long this connection's master outlives the run, if it does.
+    fn persist(&self) -> Option<Duration> {
+        self.settings.persist.filter(|_| !self.fresh_only)
+    }
+
+    /// Where this target's kept master is recorded: a symlink named after
+    /// everything that shapes the connection, pointing at the master's
+    /// directory (the openssh crate names those itself).
+    fn kept_master_link(&self) -> PathBuf {
+        let identity = format!(
+            "{}\0{}\0{}\0{:?}",
+            self.target.user, self.target.host, self.target.port, self.options
+        );
+        let digest = sha2::Sha256::digest(identity.as_bytes());
+        let name: String = digest[..8]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        self.settings.control_dir.join(name)
+    }
+
+    /// The kept master of this target, if it still answers and the host
+    /// keys it was verified against are unchanged. A master that fails
+    /// either test is told to exit and forgotten.
+    async fn resume_kept_master(&self) -> Option<Session> {
+        let link = self.kept_master_link();
+        let name = std::fs::read_link(&link).ok()?;
+        let dir = self.settings.control_dir.join(master_dir_name(&name)?);
+        let socket = dir.join("master");
+        let session = Session::resume_mux(socket.into(), Some(dir.join("log").into()));
+        let stamp = std::fs::read_to_string(dir.join(KNOWN_HOSTS_STAMP)).ok();
+        if stamp.as_deref() == Some(&self.known_hosts_stamp()) && session.check().await.is_ok() {
+            return Some(session);
+        }
+        let _ = session.close().await;
+        let _ = std::fs::remove_file(&link);
+        let _ = std::fs::remove_dir_all(&dir);
+        None
+    }
+
+    /// Records a new master as this target's kept one.
+    fn keep_master(&self, session: &Session) {
+        let Some(name) = session.control_socket().parent().and_then(Path::file_name) else {
+            return;
+        };
+        let link = self.kept_master_link();
+        let staged = link.with_extension(format!("new-{}", std::process::id()));
+        let _ = std::fs::remove_file(&staged);
+        // Another run may have kept a master for the same target meanwhile:
+        // the rename replaces its record, and that master idles out.
+        if std::os::unix::fs::symlink(name, &staged).is_ok()
+            && std::fs::rename(&staged, &link).is_err()
+        {
+            let _ = std::fs::remove_file(&staged);
+        }
+    }
+
+    /// What the host keys this target is checked against look like now:
+    /// a digest of the known-hosts files ssh reads (and of the ssh config,
+    /// which may name others). A kept master verified against other keys
+    /// is not reused.
+    fn known_hosts_stamp(&self) -> String {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let mut files = vec![
+            self.options
+                .known_hosts_file
+                .clone()
+                .unwrap_or_else(|| home.join(".ssh/known_hosts")),
+            home.join(".ssh/known_hosts2"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts2"),
+        ];
+        files.extend(self.options.config_file.clone());
+        let mut digest = sha2::Sha256::new();
+        for file in files {
+            digest.update(file.as_os_str().as_encoded_bytes());
+            match std::fs::read(&file) {
+                Ok(bytes) => {
+                    digest.update(b"\x01");
+                    digest.update(&bytes);
+                }
+                Err(_) => digest.update(b"\x00"),
+            }
+        }
+        digest
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
     async fn connect(&self) -> Result<Session> {
+        if self.persist().is_some()
+            && let Some(session) = self.resume_kept_master().await
+        {
+            return Ok(session);
+        }
+        let session = self.launch_master().await?;
+        if self.persist().is_some() {
+            self.keep_master(&session);
+        }
+        Ok(session)
+    }
+
+    async fn launch_master(&self) -> Result<Session> {
+        let idle = match self.persist() {
+            Some(persist) => persist.as_secs().max(1) as usize,
+            None => MASTER_IDLE_SECONDS,
+        };
         let mut builder = SessionBuilder::default();
         builder
             .user(self.target.user.clone())
@@ -77,7 +203,7 @@ impl Ssh {
             .connect_timeout(self.settings.connect_timeout)
             .server_alive_interval(Duration::from_secs(15))
             .control_persist(ControlPersist::IdleFor(
-                NonZeroUsize::new(MASTER_IDLE_SECONDS).expect("not zero"),
+                NonZeroUsize::new(idle).unwrap_or(NonZeroUsize::MIN),
             ))
             // The crate's default is accept-new; ours is the safe one.
             .known_hosts_check(
@@ -262,12 +388,50 @@ impl Ssh {
         })
     }
 
-    /// Closes the master connection, if one is open.
+    /// Ends the run's use of the connection: a kept master is left
+    /// running (stamped with the host keys it was verified against), any
+    /// other is closed.
     pub async fn close(&self) {
-        if let Some(session) = self.session.lock().await.take() {
+        let Some(session) = self.session.lock().await.take() else {
+            return;
+        };
+        if self.persist().is_none() {
             let _ = session.close().await;
+            return;
+        }
+        let (socket, _log) = session.detach();
+        if let Some(dir) = socket.parent() {
+            let _ = std::fs::write(dir.join(KNOWN_HOSTS_STAMP), self.known_hosts_stamp());
         }
     }
+
+    /// Tells this target's kept master, if there is one, to exit
+    /// (`matrixctl disconnect`). Whether there was one.
+    pub async fn disconnect(&self) -> bool {
+        let link = self.kept_master_link();
+        let Some(dir) = std::fs::read_link(&link).ok().and_then(|name| {
+            master_dir_name(&name).map(|name| self.settings.control_dir.join(name))
+        }) else {
+            let _ = std::fs::remove_file(&link);
+            return false;
+        };
+        let session = Session::resume_mux(dir.join("master").into(), None);
+        let alive = session.check().await.is_ok();
+        let _ = session.close().await;
+        let _ = std::fs::remove_file(&link);
+        let _ = std::fs::remove_dir_all(&dir);
+        alive
+    }
+}
+
+/// The file beside a kept master that records [`Ssh::known_hosts_stamp`].
+const KNOWN_HOSTS_STAMP: &str = "known-hosts";
+
+/// The openssh crate's name for a master's directory; anything else a
+/// record might point at is refused.
+fn master_dir_name(name: &Path) -> Option<&std::ffi::OsStr> {
+    let text = name.to_str()?;
+    (text.starts_with(".ssh-connection") && !text.contains('/')).then_some(name.as_os_str())
 }
 
 /// Fills in what `ssh:` left out (user, port) from the operator's ssh
@@ -374,6 +538,100 @@ fn last_line(text: &str) -> &str {
         .find(|line| !line.trim().is_empty())
         .unwrap_or(text)
         .trim()
+}
+
+/// Where control sockets live for one run: the per-user directory of kept
+/// masters, or (with `--persist 0`) a directory of the run's own.
+pub enum ControlDir {
+    Kept(PathBuf),
+    Run(tempfile::TempDir),
+}
+
+impl ControlDir {
+    pub fn for_run(persist: Option<Duration>) -> Result<ControlDir> {
+        Ok(match persist {
+            Some(_) => ControlDir::Kept(kept_masters_dir()?),
+            None => ControlDir::Run(control_dir()?),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            ControlDir::Kept(dir) => dir,
+            ControlDir::Run(dir) => dir.path(),
+        }
+    }
+}
+
+/// The private per-user directory of kept masters:
+/// `MATRIXCTL_CONTROL_DIR`, else `$XDG_RUNTIME_DIR/matrixctl`, else
+/// `/tmp/matrixctl-UID`. Made 0700 when missing; refused unless it is a
+/// real directory of ours that no one else can enter (a socket planted
+/// there would get our programs). Records of masters that are gone are
+/// swept.
+pub fn kept_masters_dir() -> Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = std::fs::metadata("/proc/self")
+        .map(|meta| meta.uid())
+        .context("cannot tell which user this is (/proc/self)")?;
+    let dir = match std::env::var_os("MATRIXCTL_CONTROL_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|dir| dir.is_dir() && dir.as_os_str().len() < 40)
+            .map(|dir| dir.join("matrixctl"))
+            .unwrap_or_else(|| PathBuf::from(format!("/tmp/matrixctl-{uid}"))),
+    };
+    if let Err(error) = std::fs::DirBuilder::new().mode(0o700).create(&dir)
+        && error.kind() != std::io::ErrorKind::AlreadyExists
+    {
+        bail!(
+            "cannot create {} for kept SSH connections: {error}
+hint: set MATRIXCTL_CONTROL_DIR to a private directory, or run with --persist 0",
+            dir.display()
+        );
+    }
+    let meta = std::fs::symlink_metadata(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        bail!(
+            "{} is not a private directory of this user (it must be a real directory, owned by uid {uid}, mode 0700), so its SSH control sockets cannot be trusted
+hint: remove it (matrixctl makes it again), or run with --persist 0",
+            dir.display()
+        );
+    }
+    sweep_kept_masters(&dir);
+    Ok(dir)
+}
+
+/// Removes records whose master directory is gone, and master directories
+/// without a socket (a master that idled out removes its own) once they
+/// are old enough that no run can still be starting that master.
+fn sweep_kept_masters(dir: &Path) {
+    const STARTING_AT_MOST: Duration = Duration::from_secs(15 * 60);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_symlink() {
+            if std::fs::metadata(&path).is_err() {
+                let _ = std::fs::remove_file(&path);
+            }
+        } else if kind.is_dir()
+            && master_dir_name(Path::new(&entry.file_name())).is_some()
+            && std::fs::symlink_metadata(path.join("master")).is_err()
+            && entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .is_ok_and(|modified| modified.elapsed().unwrap_or_default() > STARTING_AT_MOST)
+        {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 /// A short, private directory for this run's control sockets, named after

@@ -198,6 +198,8 @@ fn a_killed_controller_leaves_no_control_directory_behind_and_names_its_user() {
             .args(["apply", "--yes", "inventory"])
             .current_dir(sandbox.path())
             .env("MATRIXCTL_TEST_PAUSE_AT", "staged:2")
+            // Masters that end with the run, in a directory of the run's own.
+            .env("MATRIXCTL_PERSIST", "0")
             .env("XDG_RUNTIME_DIR", &runtime)
             .env_remove("USER")
             .stdin(Stdio::null())
@@ -227,7 +229,10 @@ fn a_killed_controller_leaves_no_control_directory_behind_and_names_its_user() {
     // The next run sweeps it (and tells its master to exit) before its own.
     let plan = fleet.run_with_env(
         &["plan", "inventory"],
-        &[("XDG_RUNTIME_DIR", runtime.to_str().unwrap())],
+        &[
+            ("XDG_RUNTIME_DIR", runtime.to_str().unwrap()),
+            ("MATRIXCTL_PERSIST", "0"),
+        ],
     );
     // (The killed run's transaction is still paused on the host: busy.)
     assert_eq!(plan.code, 1, "{}", plan.transcript());

@@ -431,3 +431,114 @@ fn the_ssh_config_decides_what_ssh_leaves_out_and_the_firewall_keeps_that_port()
             .unwrap();
     assert!(ruleset.contains("tcp dport 2222 accept"), "{ruleset}");
 }
+
+#[test]
+fn a_kept_connection_serves_the_next_runs_until_it_dies_the_keys_change_or_disconnect() {
+    let fleet = SshFleet::start(&["a.example", "b.example"], &[]);
+    let (a, b) = (fleet.host("a.example"), fleet.host("b.example"));
+    let handshakes = |host: &crate::sshd::SshHost| host.log().matches("Accepted publickey").count();
+    let run = |args: &[&str]| {
+        let run = fleet.run(args);
+        assert_eq!(run.code, 0, "{}", run.transcript());
+    };
+
+    // The first plan connects; its masters stay for the next run.
+    run(&["plan", "inventory"]);
+    assert_eq!((handshakes(a), handshakes(b)), (1, 1));
+    let kept = a.masters();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    // plan, apply and plan again: not one more handshake, the same master.
+    run(&["plan", "inventory"]);
+    run(&["apply", "--yes", "inventory"]);
+    run(&["plan", "--detailed-exitcode", "inventory"]);
+    assert_eq!((handshakes(a), handshakes(b)), (1, 1));
+    assert_eq!(a.masters(), kept);
+
+    // A master that died is replaced without a word.
+    assert_eq!(a.kill_masters(), 1);
+    run(&["plan", "--detailed-exitcode", "inventory"]);
+    assert_eq!((handshakes(a), handshakes(b)), (2, 1));
+
+    // The known-hosts file changed (a key removed, rotated, added): no
+    // master verified against the old one is trusted.
+    let known_hosts = fleet.sandbox.path().join("ssh/known_hosts");
+    let mut keys = std::fs::read_to_string(&known_hosts).unwrap();
+    keys.push_str("# a key was rotated\n");
+    std::fs::write(&known_hosts, keys).unwrap();
+    run(&["plan", "--detailed-exitcode", "inventory"]);
+    assert_eq!((handshakes(a), handshakes(b)), (3, 2));
+    assert_eq!(a.masters().len(), 1, "the replaced master exited");
+
+    // --persist 0 neither uses nor keeps one.
+    run(&[
+        "plan",
+        "--persist",
+        "0",
+        "inventory",
+        "--limit",
+        "a.example",
+    ]);
+    assert_eq!(handshakes(a), 4);
+    assert_eq!(a.masters().len(), 1);
+
+    // disconnect closes what is kept, and says so.
+    let closed = fleet.run(&["disconnect", "inventory"]);
+    assert_eq!(closed.code, 0, "{}", closed.transcript());
+    assert_eq!(closed.stdout, "a.example: closed\nb.example: closed\n");
+    assert_eq!(
+        closed.stderr,
+        "2 kept connections closed (2 hosts selected)\n"
+    );
+    assert!(a.masters().is_empty() && b.masters().is_empty());
+    let again = fleet.run(&["disconnect", "inventory", "--limit", "a.example"]);
+    assert_eq!(
+        (again.stdout.as_str(), again.stderr.as_str()),
+        ("", "0 kept connections closed (1 host selected)\n")
+    );
+
+    // The idle time is the operator's: a master kept for one second ends.
+    run(&[
+        "plan",
+        "--persist",
+        "1s",
+        "inventory",
+        "--limit",
+        "b.example",
+    ]);
+    crate::support::wait_until("the idle master never exited", || b.masters().is_empty());
+}
+
+#[test]
+fn kept_connections_live_only_in_a_private_directory() {
+    let fleet = SshFleet::start(&["a.example"], &[]);
+    let shared = fleet.sandbox.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let refused = fleet.run_with_env(
+        &["plan", "inventory"],
+        &[("MATRIXCTL_CONTROL_DIR", shared.to_str().unwrap())],
+    );
+    assert_eq!(refused.code, 1, "{}", refused.transcript());
+    assert_eq!(
+        refused
+            .stderr
+            .replace(fleet.sandbox.path().to_str().unwrap(), "[SANDBOX]"),
+        "error: [SANDBOX]/shared is not a private directory of this user (it must be a real directory, owned by uid 0, mode 0700), so its SSH control sockets cannot be trusted\n\
+         hint: remove it (matrixctl makes it again), or run with --persist 0\n"
+    );
+    assert_eq!(
+        fleet.host("a.example").sessions(),
+        0,
+        "no host was contacted"
+    );
+    let bad = fleet.run(&["plan", "--persist", "soon", "inventory"]);
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr.contains(
+            "`soon` is not a duration: write it like `7d`, `12h` or `30m`, or `0` to close connections when the run ends"
+        ),
+        "{}",
+        bad.stderr
+    );
+}

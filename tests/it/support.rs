@@ -78,6 +78,12 @@ impl Sandbox {
         self.dir.path()
     }
 
+    /// Where this sandbox's runs keep their SSH masters: its own directory,
+    /// so each test sees only its masters and its drop ends them.
+    pub fn control_dir(&self) -> PathBuf {
+        self.path().join("ctl")
+    }
+
     pub fn write(&self, relative: &str, content: &str) {
         let path = self.path().join(relative);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -122,6 +128,7 @@ impl Sandbox {
         Command::new(BIN)
             .args(["apply", "--yes", "inventory", "--limit", host])
             .current_dir(self.path())
+            .env("MATRIXCTL_CONTROL_DIR", self.control_dir())
             .env("MATRIXCTL_TEST_PAUSE_AT", format!("{step}:30"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -151,6 +158,7 @@ impl Sandbox {
             .args(args)
             .current_dir(self.path())
             .env_remove("NO_COLOR")
+            .env("MATRIXCTL_CONTROL_DIR", self.control_dir())
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
@@ -164,6 +172,37 @@ impl Sandbox {
             code: output.status.code().unwrap_or(-1),
         }
     }
+}
+
+impl Drop for Sandbox {
+    /// Ends the SSH masters the sandbox's runs kept (`--persist`): a test
+    /// leaves no process behind.
+    fn drop(&mut self) {
+        for socket in sockets_under(&self.control_dir()) {
+            let _ = Command::new("ssh")
+                .arg("-o")
+                .arg(format!("ControlPath={}", socket.display()))
+                .args(["-O", "exit", "matrixctl-test-master"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The Unix sockets in `dir` and its subdirectories.
+pub fn sockets_under(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut sockets = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        match entry.file_type() {
+            Ok(kind) if kind.is_socket() => sockets.push(entry.path()),
+            Ok(kind) if kind.is_dir() => sockets.extend(sockets_under(&entry.path())),
+            _ => {}
+        }
+    }
+    sockets
 }
 
 fn collect_files(root: &Path, dir: &Path, files: &mut Vec<String>) {

@@ -797,6 +797,7 @@ fn transaction(
     for file in &writes {
         program.call("mc_commit", &[&file.path]);
     }
+    program.call("mc_flush_renames", &[]);
     for change in &plan.changes {
         if change.action == Action::Remove && !change.leftover {
             program.call("mc_remove", &[&change.path]);

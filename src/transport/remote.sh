@@ -191,7 +191,8 @@ mc_need_group() {
 }
 
 # Writes stdin (base64) to the path's temporary file with its final mode and
-# owner, and flushes it to disk. The live file is not touched.
+# owner. The live file is not touched. It reaches the disk with the other
+# staged files, in one sync, before the first rename (mc_flush_staged).
 mc_stage() {
     p=$ROOT$1
     d=${p%/*}
@@ -204,7 +205,38 @@ mc_stage() {
     chmod "$2" -- "$t"
     [ -z "$3" ] || chown -- "$3" "$t" || mc_fail "cannot set owner of $1 to $3"
     [ -z "$4" ] || chgrp -- "$4" "$t" || mc_fail "cannot set group of $1 to $4"
-    sync -- "$t"
+    MC_UNFLUSHED="${MC_UNFLUSHED:-}$t
+"
+}
+
+# Flushes every file staged since the last flush, in one process: a rename
+# must never put in place a file whose bytes are not on disk yet.
+mc_flush_staged() {
+    [ -n "${MC_UNFLUSHED:-}" ] || return 0
+    mc_flush_ifs=$IFS
+    IFS='
+'
+    set -f
+    # shellcheck disable=SC2086 # one path per line, no globbing
+    sync -- $MC_UNFLUSHED || mc_fail "cannot flush the staged files to disk"
+    set +f
+    IFS=$mc_flush_ifs
+    MC_UNFLUSHED=
+}
+
+# Flushes the directories of the renames so far, in one process: after it,
+# the new files are in place for good.
+mc_flush_renames() {
+    [ -n "${MC_RENAMED_DIRS:-}" ] || return 0
+    mc_flush_ifs=$IFS
+    IFS='
+'
+    set -f
+    # shellcheck disable=SC2086 # one path per line, no globbing
+    sync -- $MC_RENAMED_DIRS 2> /dev/null || true
+    set +f
+    IFS=$mc_flush_ifs
+    MC_RENAMED_DIRS=
 }
 
 # Marks a step of the transaction; a test hook (see program.rs) can pause
@@ -219,8 +251,16 @@ mc_step() {
 # Puts a staged file in place: one rename, so readers see old or new, whole.
 mc_commit() {
     p=$ROOT$1
+    mc_flush_staged
     mv -f -- "$(mc_tmp "$p")" "$p" || mc_fail "cannot rename into place: $1"
-    sync -- "${p%/*}" 2> /dev/null || true
+    case "
+${MC_RENAMED_DIRS:-}" in
+        *"
+${p%/*}
+"*) ;;
+        *) MC_RENAMED_DIRS="${MC_RENAMED_DIRS:-}${p%/*}
+" ;;
+    esac
     if [ -z "${MC_RENAMED_ONE:-}" ]; then
         MC_RENAMED_ONE=1
         mc_step first-renamed
@@ -595,6 +635,7 @@ mc_observe_transaction() {
 mc_commit_state() {
     p=$ROOT$1
     mc_not_link "$p"
+    mc_flush_staged
     mv -f -- "$(mc_tmp "$p")" "$p" || mc_fail "cannot rename into place: $1"
     sync -- "${p%/*}" 2> /dev/null || true
 }

@@ -182,12 +182,25 @@ $path
     done < "$ROOT$MC_RECORD"
 }
 
+# Each account is looked up once per program, however many files name it.
 mc_need_user() {
+    case "${MC_USERS_SEEN:-}" in *"
+$1
+"*) return 0 ;; esac
     id -u -- "$1" > /dev/null 2>&1 || mc_fail "user '$1' does not exist on this host (owner of $2)"
+    MC_USERS_SEEN="${MC_USERS_SEEN:-
+}$1
+"
 }
 
 mc_need_group() {
+    case "${MC_GROUPS_SEEN:-}" in *"
+$1
+"*) return 0 ;; esac
     getent group -- "$1" > /dev/null 2>&1 || mc_fail "group '$1' does not exist on this host (group of $2)"
+    MC_GROUPS_SEEN="${MC_GROUPS_SEEN:-
+}$1
+"
 }
 
 # Writes stdin (base64) to the path's temporary file with its final mode and
@@ -490,20 +503,28 @@ $path
             [ "$kind" = absent ] || mc_not_link "$MC_BACKUP/$n"
         done < "$MC_BACKUP/manifest"
         mv -- "$MC_BACKUP" "$MC_BACKUP.new"
+        MC_BACKUP_RESUMED=1
+        MC_BACKUP_COUNT=$(wc -l < "$MC_BACKUP.new/manifest")
     else
         mkdir -- "$MC_BACKUP.new" && : > "$MC_BACKUP.new/manifest"
+        MC_BACKUP_RESUMED=
+        MC_BACKUP_COUNT=0
     fi
 }
 
 mc_backup() {
     p=$ROOT$1
     # Already saved (by an interrupted apply): its copy is the older state.
-    if awk -v path="$1" '{ sub(/^[a-z]+ [^ ]+ /, "") } $0 == path { found = 1 } END { exit !found }' \
-        "$MC_BACKUP.new/manifest"; then
+    # A backup begun by this run holds each path once, so only a resumed
+    # one needs the look.
+    if [ -n "$MC_BACKUP_RESUMED" ] &&
+        awk -v path="$1" '{ sub(/^[a-z]+ [^ ]+ /, "") } $0 == path { found = 1 } END { exit !found }' \
+            "$MC_BACKUP.new/manifest"; then
         return 0
     fi
+    MC_BACKUP_COUNT=$((MC_BACKUP_COUNT + 1))
     if [ -f "$p" ] && [ ! -L "$p" ]; then
-        n=$(($(wc -l < "$MC_BACKUP.new/manifest") + 1))
+        n=$MC_BACKUP_COUNT
         cp -p -- "$p" "$MC_BACKUP.new/$n" || mc_fail "cannot back up $1"
         printf 'saved %s %s\n' "$n" "$1" >> "$MC_BACKUP.new/manifest"
     else

@@ -197,7 +197,7 @@ fn a_killed_controller_leaves_no_control_directory_behind_and_names_its_user() {
         Command::new(BIN)
             .args(["apply", "--yes", "inventory"])
             .current_dir(sandbox.path())
-            .env("MATRIXCTL_TEST_PAUSE_AT", "staged:2")
+            .env("MATRIXCTL_TEST_PAUSE_AT", "staged:10")
             // Masters that end with the run, in a directory of the run's own.
             .env("MATRIXCTL_PERSIST", "0")
             .env("XDG_RUNTIME_DIR", &runtime)

@@ -366,7 +366,7 @@ fn run_task(
             "no role that applies to {host_name} offers `{name}` (the homeserver's role must be on for it)"
         );
     };
-    let control_dir = ControlDir::for_run(connect.persist.0)?;
+    let control_dir = ControlDir::for_run(connect.persist.0, reached_over_ssh([&host]))?;
     let options = fleet_options(connect, &control_dir);
     let this_run = Redactor::new(also_secret.iter().cloned());
     runtime()?
@@ -667,6 +667,12 @@ fn any_changes(planned: &[PlannedHost]) -> bool {
         .any(|host| host.plan.as_ref().is_ok_and(|plan| !plan.is_empty()))
 }
 
+fn reached_over_ssh<'a>(hosts: impl IntoIterator<Item = &'a inventory::Host>) -> bool {
+    hosts
+        .into_iter()
+        .any(|host| matches!(host.connection, inventory::Connection::Ssh(_)))
+}
+
 fn fleet_options(connect: &Connect, control_dir: &ControlDir) -> FleetOptions {
     FleetOptions {
         forks: connect.forks,
@@ -675,14 +681,21 @@ fn fleet_options(connect: &Connect, control_dir: &ControlDir) -> FleetOptions {
             control_dir: control_dir.path().to_path_buf(),
             connect_timeout: Duration::from_secs(connect.timeout),
             accept_new_host_keys: connect.accept_new_host_keys,
-            persist: connect.persist.0,
+            // Kept only where the kept masters' directory is in use.
+            persist: match control_dir {
+                ControlDir::Kept(_) => connect.persist.0,
+                ControlDir::Run(_) => None,
+            },
         }),
     }
 }
 
 fn plan_command(role_dirs: &[PathBuf], args: PlanArgs, style: Style) -> Result<ExitCode> {
     let prepared = prepare(role_dirs, &args.selection)?;
-    let control_dir = ControlDir::for_run(args.connect.persist.0)?;
+    let control_dir = ControlDir::for_run(
+        args.connect.persist.0,
+        reached_over_ssh(prepared.targets.iter().map(|target| &target.host)),
+    )?;
     let options = fleet_options(&args.connect, &control_dir);
     let runtime = runtime()?;
     let planned = runtime.block_on(async {
@@ -787,7 +800,10 @@ fn apply_command(role_dirs: &[PathBuf], args: ApplyArgs, style: Style) -> Result
         ),
     };
     let prepared = prepare(&role_dirs, &selection)?;
-    let control_dir = ControlDir::for_run(args.connect.persist.0)?;
+    let control_dir = ControlDir::for_run(
+        args.connect.persist.0,
+        reached_over_ssh(prepared.targets.iter().map(|target| &target.host)),
+    )?;
     let options = fleet_options(&args.connect, &control_dir);
     let runtime = runtime()?;
     let mut planned = runtime.block_on(fleet::plan(prepared.targets, &options));

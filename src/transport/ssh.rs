@@ -548,10 +548,12 @@ pub enum ControlDir {
 }
 
 impl ControlDir {
-    pub fn for_run(persist: Option<Duration>) -> Result<ControlDir> {
+    /// The kept masters' directory when connections are kept and some
+    /// host is reached over SSH (a run on local hosts alone makes none).
+    pub fn for_run(persist: Option<Duration>, any_ssh: bool) -> Result<ControlDir> {
         Ok(match persist {
-            Some(_) => ControlDir::Kept(kept_masters_dir()?),
-            None => ControlDir::Run(control_dir()?),
+            Some(_) if any_ssh => ControlDir::Kept(kept_masters_dir()?),
+            _ => ControlDir::Run(control_dir()?),
         })
     }
 

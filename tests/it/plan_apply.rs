@@ -375,3 +375,14 @@ fn delegation_modes_decide_the_server_file_and_srv_prints_the_record() {
     let json = sandbox.run(&["plan", "--json", "inventory"]);
     assert!(json.stdout.contains("_matrix-fed._tcp"), "{}", json.stdout);
 }
+
+#[test]
+fn local_hosts_alone_keep_no_ssh_directory() {
+    let sandbox = Sandbox::fleet();
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    assert!(
+        !sandbox.control_dir().exists(),
+        "a run without SSH hosts made the kept connections' directory"
+    );
+}

@@ -631,6 +631,7 @@ fn disconnect_command(role_dirs: &[PathBuf], args: cli::DisconnectArgs) -> Resul
         hosts.push(resolved(&inventory, host)?);
     }
     let control_dir = transport::ssh::kept_masters_dir()?;
+    // Only the directory matters: disconnecting opens no connection.
     let settings = Arc::new(SshSettings {
         control_dir,
         connect_timeout: Duration::from_secs(5),

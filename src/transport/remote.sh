@@ -175,31 +175,47 @@ mc_observe_record() {
     printf '\n'
     while IFS=' ' read -r kind hash mode sensitive role path; do
         [ "$kind" = file ] || continue
-        case "$MC_OBSERVED" in *"
-$path
-"*) continue ;; esac
+        mc_listed "$MC_OBSERVED" "$path" && continue
         mc_observe "$path"
     done < "$ROOT$MC_RECORD"
 }
 
+# Whether the list $1 (one item per line, each line ended) holds $2.
+mc_listed() {
+    case "
+$1" in *"
+$2
+"*) return 0 ;; esac
+    return 1
+}
+
+# Runs `sync` once on every path of the list $1 (one per line).
+mc_sync_list() {
+    [ -n "$1" ] || return 0
+    mc_sync_ifs=$IFS
+    IFS='
+'
+    set -f
+    # shellcheck disable=SC2086 # one path per line, no globbing
+    sync -- $1
+    mc_sync_status=$?
+    set +f
+    IFS=$mc_sync_ifs
+    return $mc_sync_status
+}
+
 # Each account is looked up once per program, however many files name it.
 mc_need_user() {
-    case "${MC_USERS_SEEN:-}" in *"
-$1
-"*) return 0 ;; esac
+    mc_listed "${MC_USERS_SEEN:-}" "$1" && return 0
     id -u -- "$1" > /dev/null 2>&1 || mc_fail "user '$1' does not exist on this host (owner of $2)"
-    MC_USERS_SEEN="${MC_USERS_SEEN:-
-}$1
+    MC_USERS_SEEN="${MC_USERS_SEEN:-}$1
 "
 }
 
 mc_need_group() {
-    case "${MC_GROUPS_SEEN:-}" in *"
-$1
-"*) return 0 ;; esac
+    mc_listed "${MC_GROUPS_SEEN:-}" "$1" && return 0
     getent group -- "$1" > /dev/null 2>&1 || mc_fail "group '$1' does not exist on this host (group of $2)"
-    MC_GROUPS_SEEN="${MC_GROUPS_SEEN:-
-}$1
+    MC_GROUPS_SEEN="${MC_GROUPS_SEEN:-}$1
 "
 }
 
@@ -225,30 +241,14 @@ mc_stage() {
 # Flushes every file staged since the last flush, in one process: a rename
 # must never put in place a file whose bytes are not on disk yet.
 mc_flush_staged() {
-    [ -n "${MC_UNFLUSHED:-}" ] || return 0
-    mc_flush_ifs=$IFS
-    IFS='
-'
-    set -f
-    # shellcheck disable=SC2086 # one path per line, no globbing
-    sync -- $MC_UNFLUSHED || mc_fail "cannot flush the staged files to disk"
-    set +f
-    IFS=$mc_flush_ifs
+    mc_sync_list "${MC_UNFLUSHED:-}" || mc_fail "cannot flush the staged files to disk"
     MC_UNFLUSHED=
 }
 
 # Flushes the directories of the renames so far, in one process: after it,
 # the new files are in place for good.
 mc_flush_renames() {
-    [ -n "${MC_RENAMED_DIRS:-}" ] || return 0
-    mc_flush_ifs=$IFS
-    IFS='
-'
-    set -f
-    # shellcheck disable=SC2086 # one path per line, no globbing
-    sync -- $MC_RENAMED_DIRS 2> /dev/null || true
-    set +f
-    IFS=$mc_flush_ifs
+    mc_sync_list "${MC_RENAMED_DIRS:-}" 2> /dev/null || true
     MC_RENAMED_DIRS=
 }
 
@@ -266,14 +266,8 @@ mc_commit() {
     p=$ROOT$1
     mc_flush_staged
     mv -f -- "$(mc_tmp "$p")" "$p" || mc_fail "cannot rename into place: $1"
-    case "
-${MC_RENAMED_DIRS:-}" in
-        *"
-${p%/*}
-"*) ;;
-        *) MC_RENAMED_DIRS="${MC_RENAMED_DIRS:-}${p%/*}
-" ;;
-    esac
+    mc_listed "${MC_RENAMED_DIRS:-}" "${p%/*}" || MC_RENAMED_DIRS="${MC_RENAMED_DIRS:-}${p%/*}
+"
     if [ -z "${MC_RENAMED_ONE:-}" ]; then
         MC_RENAMED_ONE=1
         mc_step first-renamed
@@ -495,11 +489,8 @@ mc_backup_begin() {
                 *) mc_fail "the backup manifest in $MC_STATE_DIR/backup has a line matrixctl did not write; refusing to use it (move the backup away and apply again)" ;;
             esac
             case "$n" in *[!0-9-]*) mc_fail "the backup manifest in $MC_STATE_DIR/backup names a copy '$n'; refusing to use it" ;; esac
-            case "${MC_MANAGED:-}" in *"
-$path
-"*) ;;
-                *) mc_fail "the backup manifest in $MC_STATE_DIR/backup names $path, which this plan does not manage; refusing to use it (move the backup away and apply again)" ;;
-            esac
+            mc_listed "${MC_MANAGED:-}" "$path" ||
+                mc_fail "the backup manifest in $MC_STATE_DIR/backup names $path, which this plan does not manage; refusing to use it (move the backup away and apply again)"
             [ "$kind" = absent ] || mc_not_link "$MC_BACKUP/$n"
         done < "$MC_BACKUP/manifest"
         mv -- "$MC_BACKUP" "$MC_BACKUP.new"

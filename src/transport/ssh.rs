@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
-use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 use super::{NotSent, Output};
 use crate::inventory::SshTarget;
 use crate::inventory::schema::{Become, SshOptions};
+use crate::record::sha256_hex;
 
 /// Settings shared by every SSH connection of one run.
 #[derive(Debug, Clone)]
@@ -97,30 +97,42 @@ impl Ssh {
             "{}\0{}\0{}\0{:?}",
             self.target.user, self.target.host, self.target.port, self.options
         );
-        let digest = sha2::Sha256::digest(identity.as_bytes());
-        let name: String = digest[..8]
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
+        let mut name = sha256_hex(identity.as_bytes());
+        name.truncate(16);
         self.settings.control_dir.join(name)
+    }
+
+    /// The directory of this target's kept master, as its record names it.
+    fn kept_master_dir(&self) -> Option<PathBuf> {
+        let name = std::fs::read_link(self.kept_master_link()).ok()?;
+        Some(self.settings.control_dir.join(master_dir_name(&name)?))
+    }
+
+    /// Tells the kept master in `dir` to exit and removes it and its
+    /// record; whether it was still answering.
+    async fn end_kept_master(&self, dir: &Path) -> bool {
+        let session = Session::resume_mux(dir.join("master").into(), None);
+        let alive = session.check().await.is_ok();
+        let _ = session.close().await;
+        let _ = std::fs::remove_file(self.kept_master_link());
+        let _ = std::fs::remove_dir_all(dir);
+        alive
     }
 
     /// The kept master of this target, if it still answers and the host
     /// keys it was verified against are unchanged. A master that fails
     /// either test is told to exit and forgotten.
     async fn resume_kept_master(&self) -> Option<Session> {
-        let link = self.kept_master_link();
-        let name = std::fs::read_link(&link).ok()?;
-        let dir = self.settings.control_dir.join(master_dir_name(&name)?);
-        let socket = dir.join("master");
-        let session = Session::resume_mux(socket.into(), Some(dir.join("log").into()));
+        let dir = self.kept_master_dir()?;
         let stamp = std::fs::read_to_string(dir.join(KNOWN_HOSTS_STAMP)).ok();
-        if stamp.as_deref() == Some(&self.known_hosts_stamp()) && session.check().await.is_ok() {
-            return Some(session);
+        if stamp.as_deref() == Some(&self.known_hosts_stamp()) {
+            let session =
+                Session::resume_mux(dir.join("master").into(), Some(dir.join("log").into()));
+            if session.check().await.is_ok() {
+                return Some(session);
+            }
         }
-        let _ = session.close().await;
-        let _ = std::fs::remove_file(&link);
-        let _ = std::fs::remove_dir_all(&dir);
+        self.end_kept_master(&dir).await;
         None
     }
 
@@ -159,22 +171,18 @@ impl Ssh {
             PathBuf::from("/etc/ssh/ssh_known_hosts2"),
         ];
         files.extend(self.options.config_file.clone());
-        let mut digest = sha2::Sha256::new();
+        let mut seen = Vec::new();
         for file in files {
-            digest.update(file.as_os_str().as_encoded_bytes());
+            seen.extend_from_slice(file.as_os_str().as_encoded_bytes());
             match std::fs::read(&file) {
                 Ok(bytes) => {
-                    digest.update(b"\x01");
-                    digest.update(&bytes);
+                    seen.extend_from_slice(format!("\0{}\0", bytes.len()).as_bytes());
+                    seen.extend_from_slice(&bytes);
                 }
-                Err(_) => digest.update(b"\x00"),
+                Err(_) => seen.extend_from_slice(b"\0absent\0"),
             }
         }
-        digest
-            .finalize()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
+        sha256_hex(&seen)
     }
 
     async fn connect(&self) -> Result<Session> {
@@ -408,19 +416,13 @@ impl Ssh {
     /// Tells this target's kept master, if there is one, to exit
     /// (`matrixctl disconnect`). Whether there was one.
     pub async fn disconnect(&self) -> bool {
-        let link = self.kept_master_link();
-        let Some(dir) = std::fs::read_link(&link).ok().and_then(|name| {
-            master_dir_name(&name).map(|name| self.settings.control_dir.join(name))
-        }) else {
-            let _ = std::fs::remove_file(&link);
-            return false;
-        };
-        let session = Session::resume_mux(dir.join("master").into(), None);
-        let alive = session.check().await.is_ok();
-        let _ = session.close().await;
-        let _ = std::fs::remove_file(&link);
-        let _ = std::fs::remove_dir_all(&dir);
-        alive
+        match self.kept_master_dir() {
+            Some(dir) => self.end_kept_master(&dir).await,
+            None => {
+                let _ = std::fs::remove_file(self.kept_master_link());
+                false
+            }
+        }
     }
 }
 

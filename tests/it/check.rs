@@ -429,12 +429,17 @@ impl World {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        outcome(&output)
     }
+}
+
+/// A run's exit code, stdout and stderr.
+fn outcome(output: &std::process::Output) -> (i32, String, String) {
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -536,16 +541,13 @@ fn check_compares_what_the_website_serves_with_what_matrixctl_renders() {
 #[test]
 fn check_refuses_bad_flags_before_any_request() {
     let run = |args: &[&str]| {
-        let output = Command::new(BIN)
-            .arg("check")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
+        outcome(
+            &Command::new(BIN)
+                .arg("check")
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap(),
         )
     };
     let missing = tempfile::tempdir().unwrap();

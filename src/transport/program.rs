@@ -341,6 +341,77 @@ mod tests {
     }
 
     #[test]
+    fn staged_files_get_their_modes_and_owners_in_batches_before_the_rename() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let mut program = Program::new(root, "/var/lib/matrixctl");
+        let files = [
+            ("/etc/a.conf", "0644", "root", "root"),
+            ("/etc/b.conf", "0640", "", "daemon"),
+            ("/etc/c d.conf", "0600", "", ""),
+            ("/etc/e.conf", "0640", "root", "daemon"),
+        ];
+        for (path, mode, owner, group) in files {
+            program.call_with_content("mc_stage", &[path, mode, owner, group], path.as_bytes());
+        }
+        for (path, ..) in files {
+            program.call("mc_commit", &[path]);
+        }
+        program.call("mc_flush_renames", &[]);
+        let output = run_sh(&program.finish());
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let daemon = std::process::Command::new("getent")
+            .args(["group", "daemon"])
+            .output()
+            .unwrap();
+        let daemon: u32 = String::from_utf8_lossy(&daemon.stdout)
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .parse()
+            .unwrap();
+        for (path, mode, _, group) in files {
+            let meta = std::fs::metadata(dir.path().join(&path[1..])).unwrap();
+            assert_eq!(
+                format!("{:04o}", meta.permissions().mode() & 0o7777),
+                mode,
+                "{path}"
+            );
+            assert_eq!(
+                meta.gid(),
+                if group == "daemon" { daemon } else { 0 },
+                "{path}"
+            );
+            assert_eq!(
+                std::fs::read(dir.path().join(&path[1..])).unwrap(),
+                path.as_bytes()
+            );
+        }
+
+        // An owner chown refuses is named by its file, and nothing is renamed.
+        let mut program = Program::new(root, "/var/lib/matrixctl");
+        program.call_with_content("mc_stage", &["/etc/f.conf", "0644", "", ""], b"f");
+        program.call_with_content(
+            "mc_stage",
+            &["/etc/g.conf", "0644", "no-such-user", ""],
+            b"g",
+        );
+        program.call("mc_commit", &["/etc/f.conf"]);
+        let output = run_sh(&program.finish());
+        assert!(!output.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&output.stderr),
+            "matrixctl: cannot set the owner of /etc/g.conf to no-such-user\n"
+        );
+        assert!(!dir.path().join("etc/f.conf").exists());
+    }
+
+    #[test]
     fn quoting_survives_the_shell() {
         for word in ["plain", "it's", "$(rm -rf /)", "a b\nc", ""] {
             let output = std::process::Command::new("sh")

@@ -24,7 +24,13 @@ mc_fail() {
 # The temporary file a path is staged in: same directory, so the final
 # rename is atomic; a fixed name, so one left by an interrupted run is found.
 mc_tmp() {
-    printf '%s/.%s.matrixctl-tmp' "${1%/*}" "${1##*/}"
+    mc_tmp_var "$1"
+    printf '%s' "$MC_TMP"
+}
+
+# Sets MC_TMP to what mc_tmp prints, without the subshell of $(mc_tmp).
+mc_tmp_var() {
+    MC_TMP="${1%/*}/.${1##*/}.matrixctl-tmp"
 }
 
 # --- Paths nobody else could have bent. ---
@@ -219,29 +225,92 @@ mc_need_group() {
 "
 }
 
-# Writes stdin (base64) to the path's temporary file with its final mode and
-# owner. The live file is not touched. It reaches the disk with the other
-# staged files, in one sync, before the first rename (mc_flush_staged).
+# Writes stdin (base64) to the path's temporary file (0600: the program's
+# umask). The live file is not touched. Its mode $2, owner $3 and group $4
+# are set, and it reaches the disk, together with the other staged files
+# before the first rename (mc_flush_staged): one process per file here.
 mc_stage() {
     p=$ROOT$1
     d=${p%/*}
     [ -d "$d" ] || (umask 022 && mkdir -p -- "$d") || mc_fail "cannot create directory ${d#"$ROOT"}"
-    t=$(mc_tmp "$p")
-    rm -f -- "$t"
+    mc_tmp_var "$p"
+    t=$MC_TMP
+    # A leftover of an interrupted apply (the directory is root's alone).
+    if [ -e "$t" ] || [ -L "$t" ]; then rm -f -- "$t"; fi
     MC_STAGED="${MC_STAGED:-}$t
 "
     base64 -d > "$t" || mc_fail "cannot write $1"
-    chmod "$2" -- "$t"
-    [ -z "$3" ] || chown -- "$3" "$t" || mc_fail "cannot set owner of $1 to $3"
-    [ -z "$4" ] || chgrp -- "$4" "$t" || mc_fail "cannot set group of $1 to $4"
-    MC_UNFLUSHED="${MC_UNFLUSHED:-}$t
+    MC_UNFLUSHED="${MC_UNFLUSHED:-}$2 ${3:--} ${4:--} $1
 "
 }
 
-# Flushes every file staged since the last flush, in one process: a rename
-# must never put in place a file whose bytes are not on disk yet.
+# Runs `chmod MODE` ($1 = mode) or `chown OWNER:GROUP` ($1 = owner) on the
+# temporary files of the unflushed staged paths with that value $2, in one
+# process; when that fails, file by file, to name the one that fails.
+mc_staged_batch() {
+    mc_batch_kind=$1 mc_batch_value=$2
+    set --
+    while IFS=' ' read -r mode owner group path; do
+        [ -n "$path" ] || continue
+        case $mc_batch_kind in
+            mode) [ "$mode" = "$mc_batch_value" ] || continue ;;
+            owner) [ "$owner:$group" = "$mc_batch_value" ] || continue ;;
+        esac
+        mc_tmp_var "$ROOT$path"
+        set -- "$@" "$MC_TMP"
+    done << MC_LIST
+$MC_UNFLUSHED
+MC_LIST
+    [ "$#" -gt 0 ] || return 0
+    case $mc_batch_kind in
+        mode) mc_batch_command=chmod mc_batch_spec=$mc_batch_value ;;
+        owner)
+            mc_batch_command=chown
+            mc_batch_owner=${mc_batch_value%%:*} mc_batch_group=${mc_batch_value#*:}
+            [ "$mc_batch_owner" != - ] || mc_batch_owner=
+            [ "$mc_batch_group" != - ] || mc_batch_group=
+            mc_batch_spec=$mc_batch_owner${mc_batch_group:+:$mc_batch_group}
+            ;;
+    esac
+    "$mc_batch_command" -- "$mc_batch_spec" "$@" 2> /dev/null && return 0
+    for t in "$@"; do
+        "$mc_batch_command" -- "$mc_batch_spec" "$t" 2> /dev/null && continue
+        # The path the temporary file stands for (mc_tmp_var, backwards).
+        n=${t##*/}
+        n=${n#.}
+        n=${t%/*}/${n%.matrixctl-tmp}
+        mc_fail "cannot set the $mc_batch_kind of ${n#"$ROOT"} to $mc_batch_spec"
+    done
+}
+
+# Gives every file staged since the last flush its mode, owner and group
+# (one chmod per mode, one chown per owner and group), then flushes them
+# to disk in one sync: a rename must never put in place a file whose bytes
+# or attributes are not on disk yet.
 mc_flush_staged() {
-    mc_sync_list "${MC_UNFLUSHED:-}" || mc_fail "cannot flush the staged files to disk"
+    [ -n "${MC_UNFLUSHED:-}" ] || return 0
+    mc_modes= mc_owners= mc_tmps=
+    while IFS=' ' read -r mode owner group path; do
+        [ -n "$path" ] || continue
+        mc_listed "$mc_modes" "$mode" || mc_modes="$mc_modes$mode
+"
+        [ "$owner:$group" = "-:-" ] || mc_listed "$mc_owners" "$owner:$group" ||
+            mc_owners="$mc_owners$owner:$group
+"
+        mc_tmp_var "$ROOT$path"
+        mc_tmps="$mc_tmps$MC_TMP
+"
+    done << MC_LIST
+$MC_UNFLUSHED
+MC_LIST
+    # Modes and account names hold no blanks (roles' types refuse them).
+    for mode in $mc_modes; do
+        mc_staged_batch mode "$mode"
+    done
+    for owners in $mc_owners; do
+        mc_staged_batch owner "$owners"
+    done
+    mc_sync_list "$mc_tmps" || mc_fail "cannot flush the staged files to disk"
     MC_UNFLUSHED=
 }
 
@@ -265,7 +334,8 @@ mc_step() {
 mc_commit() {
     p=$ROOT$1
     mc_flush_staged
-    mv -f -- "$(mc_tmp "$p")" "$p" || mc_fail "cannot rename into place: $1"
+    mc_tmp_var "$p"
+    mv -f -- "$MC_TMP" "$p" || mc_fail "cannot rename into place: $1"
     mc_listed "${MC_RENAMED_DIRS:-}" "${p%/*}" || MC_RENAMED_DIRS="${MC_RENAMED_DIRS:-}${p%/*}
 "
     if [ -z "${MC_RENAMED_ONE:-}" ]; then

@@ -768,11 +768,7 @@ fn transaction(
         let mode = format!("{:04o}", file.mode);
         let owner = file.owner.as_deref().unwrap_or("");
         let group = file.group.as_deref().unwrap_or("");
-        program.call_with_content(
-            "mc_stage",
-            &[&file.path, &mode, owner, group],
-            &file.content,
-        );
+        program.stage(&file.path, &mode, owner, group, &file.content);
     }
     program.call("mc_step", &["staged"]);
     program.call("mc_backup_begin", &[]);
@@ -786,9 +782,11 @@ fn transaction(
         handlers: plan.handlers.clone(),
     };
     let journal_path = journal_path(state_dir);
-    program.call_with_content(
-        "mc_stage",
-        &[&journal_path, "0600", "", ""],
+    program.stage(
+        &journal_path,
+        "0600",
+        "",
+        "",
         &serde_json::to_vec(&journal).unwrap_or_default(),
     );
     program.call("mc_commit_state", &[&journal_path]);
@@ -891,9 +889,11 @@ fn transaction(
         }
     }
     program.call("mc_step", &["handled"]);
-    program.call_with_content(
-        "mc_stage",
-        &[&plan.record_path, "0600", "", ""],
+    program.stage(
+        &plan.record_path,
+        "0600",
+        "",
+        "",
         plan.record.to_text().as_bytes(),
     );
     program.call("mc_commit_state", &[&plan.record_path]);

@@ -194,6 +194,7 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
     let mut observed = Observed::default();
     let mut done = false;
     let mut seen: BTreeMap<&str, Seen> = BTreeMap::new();
+    let mut record: Option<String> = None;
     let decode = |data: &str| {
         base64::engine::general_purpose::STANDARD
             .decode(data)
@@ -264,12 +265,15 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
                 seen.entry(path).or_default().content = Some(decode(data)?);
             }
             "leftover" => observed.leftovers.push(rest.to_string()),
-            "record" => {
-                let bytes = decode(rest)?;
-                let text = String::from_utf8_lossy(&bytes);
-                observed.record = Record::parse(&text)
-                    .map_err(|reason| anyhow::anyhow!("the host's record is damaged ({reason})"))?;
-            }
+            // `record`, then the record's lines as `record-line LINE`.
+            "record" => record = Some(String::new()),
+            "record-line" => match &mut record {
+                Some(text) => {
+                    text.push_str(rest);
+                    text.push('\n');
+                }
+                None => bail!("unexpected answer from the host: {line:.80}"),
+            },
             "record-absent" => {}
             "journal" => {
                 let bytes = decode(rest)?;
@@ -293,6 +297,10 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
     }
     if !done {
         bail!("the host's answer ended early");
+    }
+    if let Some(text) = record {
+        observed.record = Record::parse(&text)
+            .map_err(|reason| anyhow::anyhow!("the host's record is damaged ({reason})"))?;
     }
     for file in desired.values() {
         let full = format!("{root}{}", file.path);

@@ -89,6 +89,31 @@ impl Program {
         self
     }
 
+    /// Adds `mc_stage PATH MODE OWNER GROUP` with the file's content. Text
+    /// (UTF-8 without NUL: what one quoted shell word can hold, byte for
+    /// byte) is set in `MC_CONTENT` and written by the shell's own `printf`,
+    /// so staging a file starts no process; other bytes come as base64 on
+    /// the call's stdin. Either way the content is in the program, never in
+    /// an argument (`-v` traces print arguments).
+    pub fn stage(
+        &mut self,
+        path: &str,
+        mode: &str,
+        owner: &str,
+        group: &str,
+        content: &[u8],
+    ) -> &mut Program {
+        match std::str::from_utf8(content) {
+            Ok(text) if !text.contains('\0') => {
+                self.main.push_str("MC_CONTENT=");
+                self.main.push_str(&quote(text));
+                self.main.push('\n');
+                self.call("mc_stage", &[path, mode, owner, group, "text"])
+            }
+            _ => self.call_with_content("mc_stage", &[path, mode, owner, group], content),
+        }
+    }
+
     /// With `-v`, the next call goes through `mc_traced` (src/trace.rs).
     fn traced(&mut self) {
         if crate::trace::enabled() {
@@ -271,8 +296,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_str().unwrap();
         let mut program = Program::new(root, "/var/lib/matrixctl");
-        program.call_with_content("mc_stage", &["/etc/a.conf", "0644", "", ""], &[b'x'; 200]);
+        program.stage("/etc/a.conf", "0644", "", "", &[b'x'; 200]);
+        program.stage("/etc/b.bin", "0644", "", "", b"\0\xff");
         program.call("mc_commit", &["/etc/a.conf"]);
+        program.call("mc_commit", &["/etc/b.bin"]);
         let text = program.finish();
         // Cut at every line end and in the middle of every line.
         let mut cuts: Vec<usize> = text
@@ -353,7 +380,7 @@ mod tests {
             ("/etc/e.conf", "0640", "root", "daemon"),
         ];
         for (path, mode, owner, group) in files {
-            program.call_with_content("mc_stage", &[path, mode, owner, group], path.as_bytes());
+            program.stage(path, mode, owner, group, path.as_bytes());
         }
         for (path, ..) in files {
             program.call("mc_commit", &[path]);
@@ -409,6 +436,58 @@ mod tests {
             "matrixctl: cannot set the owner of /etc/g.conf to no-such-user\n"
         );
         assert!(!dir.path().join("etc/f.conf").exists());
+    }
+
+    #[test]
+    fn staged_contents_arrive_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        // Text the shell must not touch: quotes, expansions, escapes, the
+        // UTF-8 bytes dash uses internally (0x81 to 0x8a, as in "€" and
+        // U+0081..U+008A), CR, trailing newlines; and bytes only base64
+        // can carry (NUL, invalid UTF-8).
+        let mut every_char = String::new();
+        for c in (1..=0x2ffu32).filter_map(char::from_u32) {
+            every_char.push(c);
+        }
+        let contents: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "/etc/quotes",
+                b"it's \"$HOME\" `id` $(id) ${x:-y} \\n %s %b \\\n'\n".to_vec(),
+            ),
+            ("/etc/no-newline", b"last line".to_vec()),
+            ("/etc/newlines", b"a\r\n\n\n".to_vec()),
+            ("/etc/empty", Vec::new()),
+            (
+                "/etc/unicode",
+                format!("{every_char}\u{20ac}\u{2c6}\n").into_bytes(),
+            ),
+            ("/etc/nul", b"a\0b".to_vec()),
+            ("/etc/latin1", b"caf\xe9\n".to_vec()),
+        ];
+        let mut program = Program::new(root, "/var/lib/matrixctl");
+        for (path, content) in &contents {
+            program.stage(path, "0644", "", "", content);
+        }
+        for (path, _) in &contents {
+            program.call("mc_commit", &[path]);
+        }
+        let text = program.finish();
+        // Text is in the program as it is; only the last two are base64.
+        assert_eq!(text.matches("\nMC_CONTENT='").count(), 5);
+        let output = run_sh(&text);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for (path, content) in &contents {
+            assert_eq!(
+                &std::fs::read(dir.path().join(&path[1..])).unwrap(),
+                content,
+                "{path}"
+            );
+        }
     }
 
     #[test]

@@ -44,7 +44,6 @@ mc_tmp_var() {
 # MC_PREFIXES (from program.rs) lists every directory on the way, each
 # followed by its parent as `DIR/.`: one `stat` for all of them, one `awk`.
 mc_unsafe_paths() {
-    me=$(id -u)
     saved_ifs=$IFS
     IFS='
 '
@@ -55,12 +54,17 @@ mc_unsafe_paths() {
     IFS=$saved_ifs
     set +f
     [ "$#" -gt 0 ] || return 0
-    stat -c '%u:%a:%F:%n' -- "$@" 2> /dev/null | awk -v me="$me" -v state="$ROOT$MC_STATE_DIR" '
+    # `/proc/self/` is the stat process itself: its owner is the user this
+    # program runs as (no `id -u` process). Without /proc, root alone is
+    # trusted.
+    stat -c '%u:%a:%F:%n' -- /proc/self/ "$@" 2> /dev/null | awk -v state="$ROOT$MC_STATE_DIR" '
+        BEGIN { me = 0 }
         function trusted(uid) { return uid == 0 || uid == me }
         function writable_by_others(perm) { return substr(perm, length(perm) - 1, 1) ~ /[2367]/ || substr(perm, length(perm), 1) ~ /[2367]/ }
         {
             split($0, f, ":")
             name = substr($0, length(f[1] f[2] f[3]) + 4)
+            if (NR == 1 && name == "/proc/self/") { me = f[1]; next }
             uid[name] = f[1]; perm[name] = f[2]; type[name] = f[3]
             names[++count] = name
         }
@@ -176,9 +180,12 @@ mc_observe_record() {
         printf 'record-absent\n'
         return 0
     fi
-    printf 'record '
-    base64 -w0 < "$ROOT$MC_RECORD"
-    printf '\n'
+    # Line by line with the shell's own `read` (a record is text, one
+    # entry per line): no process.
+    printf 'record\n'
+    while IFS= read -r line || [ -n "$line" ]; do
+        printf 'record-line %s\n' "$line"
+    done < "$ROOT$MC_RECORD"
     while IFS=' ' read -r kind hash mode sensitive role path; do
         [ "$kind" = file ] || continue
         mc_listed "$MC_OBSERVED" "$path" && continue
@@ -225,10 +232,12 @@ mc_need_group() {
 "
 }
 
-# Writes stdin (base64) to the path's temporary file (0600: the program's
-# umask). The live file is not touched. Its mode $2, owner $3 and group $4
-# are set, and it reaches the disk, together with the other staged files
-# before the first rename (mc_flush_staged): one process per file here.
+# Writes the content to the path's temporary file (0600: the program's
+# umask): with $5 = text, from MC_CONTENT by the shell's own printf (no
+# process; Program::stage), otherwise stdin as base64. The live file is not
+# touched. Its mode $2, owner $3 and group $4 are set, and it reaches the
+# disk, together with the other staged files before the first rename
+# (mc_flush_staged).
 mc_stage() {
     p=$ROOT$1
     d=${p%/*}
@@ -239,7 +248,12 @@ mc_stage() {
     if [ -e "$t" ] || [ -L "$t" ]; then rm -f -- "$t"; fi
     MC_STAGED="${MC_STAGED:-}$t
 "
-    base64 -d > "$t" || mc_fail "cannot write $1"
+    if [ "${5:-}" = text ]; then
+        printf '%s' "$MC_CONTENT" > "$t" || mc_fail "cannot write $1"
+        MC_CONTENT=
+    else
+        base64 -d > "$t" || mc_fail "cannot write $1"
+    fi
     MC_UNFLUSHED="${MC_UNFLUSHED:-}$2 ${3:--} ${4:--} $1
 "
 }
@@ -304,8 +318,9 @@ mc_flush_staged() {
 $MC_UNFLUSHED
 MC_LIST
     # Modes and account names hold no blanks (roles' types refuse them).
+    # A staged file is new, made under umask 077: 0600 already.
     for mode in $mc_modes; do
-        mc_staged_batch mode "$mode"
+        [ "$mode" = 0600 ] || mc_staged_batch mode "$mode"
     done
     for owners in $mc_owners; do
         mc_staged_batch owner "$owners"
@@ -366,7 +381,7 @@ mc_state_dir_ready() {
 # never blocks an apply for longer than a moment).
 mc_locked() {
     l=$ROOT$MC_STATE_DIR/lock
-    [ -f "$l" ] && [ ! -L "$l" ] && ! (flock -n -s 8) 8< "$l"
+    [ -f "$l" ] && [ ! -L "$l" ] && ! flock -n -s 8 8< "$l"
 }
 
 # Who holds the lock, as the lock's owner file says (first line only, and
@@ -465,10 +480,12 @@ mc_await() {
         sleep 0.1
         tenths=$((tenths + 1))
     done
-    cat -- "$r.out"
-    cat -- "$r.err" >&2
+    [ ! -s "$r.out" ] || cat -- "$r.out"
+    [ ! -s "$r.err" ] || cat -- "$r.err" >&2
     : > "$r.seen"
-    exit "$(cat -- "$r.code")"
+    # The code is one line of digits (mc_end writes it).
+    read -r code < "$r.code" || true
+    exit "${code:-1}"
 }
 
 # Confirms an armed change of run $1: renames its `armed` marker, and so
@@ -529,9 +546,12 @@ mc_end() {
         fi
     fi
     mc_disarm_backstop
-    rm -f -- "$MC_RUN_FILE.sh"
+    # mc_begin removed the script already, unless it failed before.
+    [ ! -e "$MC_RUN_FILE.sh" ] || rm -f -- "$MC_RUN_FILE.sh"
     # Shared state is only ours to touch while we hold the lock.
-    [ -z "${MC_LOCKED:-}" ] || rm -f -- "$ROOT$MC_STATE_DIR/revert.saved"
+    if [ -n "${MC_LOCKED:-}" ] && [ -e "$ROOT$MC_STATE_DIR/revert.saved" ]; then
+        rm -f -- "$ROOT$MC_STATE_DIR/revert.saved"
+    fi
     printf '%s\n' "$code" > "$MC_RUN_FILE.code.new"
     sync -- "$MC_RUN_FILE.out" "$MC_RUN_FILE.err" "$MC_RUN_FILE.code.new" 2> /dev/null
     mv -f -- "$MC_RUN_FILE.code.new" "$MC_RUN_FILE.code"
@@ -586,7 +606,7 @@ mc_backup() {
     MC_BACKUP_COUNT=$((MC_BACKUP_COUNT + 1))
     if [ -f "$p" ] && [ ! -L "$p" ]; then
         n=$MC_BACKUP_COUNT
-        cp -p -- "$p" "$MC_BACKUP.new/$n" || mc_fail "cannot back up $1"
+        cp -p --reflink=auto -- "$p" "$MC_BACKUP.new/$n" || mc_fail "cannot back up $1"
         printf 'saved %s %s\n' "$n" "$1" >> "$MC_BACKUP.new/manifest"
     else
         printf 'absent - %s\n' "$1" >> "$MC_BACKUP.new/manifest"
@@ -619,7 +639,7 @@ mc_rollback() {
         if [ "$kind" = saved ]; then
             if ! mc_same_as_backup "$p" "$MC_BACKUP/$n"; then
                 t=$(mc_tmp "$p")
-                { [ ! -L "$MC_BACKUP/$n" ] && cp -p -- "$MC_BACKUP/$n" "$t" && mv -f -- "$t" "$p"; } 2> /dev/null || rm -f -- "$t"
+                { [ ! -L "$MC_BACKUP/$n" ] && cp -p --reflink=auto -- "$MC_BACKUP/$n" "$t" && mv -f -- "$t" "$p"; } 2> /dev/null || rm -f -- "$t"
             fi
             mc_same_as_backup "$p" "$MC_BACKUP/$n" || differ="$differ $path"
         else
@@ -668,8 +688,7 @@ mc_handler() {
 
 # The apply succeeded: nothing is pending, the backup is no longer needed.
 mc_finish() {
-    rm -f -- "$ROOT$MC_STATE_DIR/journal" "$ROOT$MC_STATE_DIR/output"
-    rm -rf -- "$ROOT$MC_STATE_DIR/backup"
+    rm -rf -- "$ROOT$MC_STATE_DIR/journal" "$ROOT$MC_STATE_DIR/output" "$ROOT$MC_STATE_DIR/backup"
 }
 
 # What an interrupted apply left: the journal of checks and handlers still

@@ -24,6 +24,7 @@ pub mod inventory;
 pub mod observe;
 pub mod openpgp;
 pub mod options;
+pub mod parallel;
 pub mod plan;
 pub mod problem;
 pub mod progress;
@@ -562,27 +563,28 @@ fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
     let renderer = Renderer::new(&roles);
     let redactor = redactor_for(&inventory);
     trace::arm(&redactor);
-    let mut problems = Vec::new();
-    let mut targets = Vec::new();
-    for host in hosts {
-        let host = match resolved(&inventory, host) {
-            Ok(host) => host,
-            Err(problem) => {
-                problems.push(problem);
-                continue;
-            }
-        };
+    let rendered = parallel::map(&hosts, |host| -> Result<Target, Vec<problem::Problem>> {
+        let host = resolved(&inventory, host).map_err(|problem| vec![problem])?;
         match renderer.render_host(&inventory, &host, &redactor) {
-            Ok(rendered) => targets.push(Target {
+            Ok(rendered) => Ok(Target {
                 host,
                 desired: rendered.files,
                 notes: rendered.notes,
                 actions: rendered.actions,
                 system: rendered.system,
             }),
-            Err(Problems(more)) => {
-                problems.extend(more.into_iter().map(|problem| problem.redacted(&redactor)))
-            }
+            Err(Problems(more)) => Err(more
+                .into_iter()
+                .map(|problem| problem.redacted(&redactor))
+                .collect()),
+        }
+    });
+    let mut problems = Vec::new();
+    let mut targets = Vec::new();
+    for result in rendered {
+        match result {
+            Ok(target) => targets.push(target),
+            Err(more) => problems.extend(more),
         }
     }
     if !problems.is_empty() {
@@ -970,12 +972,17 @@ fn confirmed() -> Result<bool> {
 
 fn render_command(role_dirs: &[PathBuf], args: RenderArgs) -> Result<ExitCode> {
     let prepared = prepare(role_dirs, &args.selection)?;
-    let mut files = 0;
-    for target in &prepared.targets {
-        let host_dir = args.out.join(target.host.name.as_str());
-        write_tree(&host_dir, &target.desired)?;
-        files += target.desired.len();
-    }
+    // Creating thousands of files is mostly the kernel's work, which
+    // spreads over cores too.
+    let written = parallel::map(&prepared.targets, |target| {
+        write_tree(&args.out.join(target.host.name.as_str()), &target.desired)
+    });
+    written.into_iter().collect::<Result<Vec<()>>>()?;
+    let files: usize = prepared
+        .targets
+        .iter()
+        .map(|target| target.desired.len())
+        .sum();
     let hosts = prepared.targets.len();
     println!(
         "Rendered {files} file{} for {hosts} host{} into {}.",

@@ -270,58 +270,26 @@ impl Inventory {
             .map_err(|problem| problems.push(problem))
             .ok();
 
+        // Each host's vars are layered and checked on its own, so hosts
+        // are worked on in parallel; results keep the hosts' order.
+        let names: Vec<_> = names.into_iter().collect();
+        let loaded = crate::parallel::map(&names, |(name, (dns_name, entry, line))| {
+            load_host(
+                dir,
+                &hosts_path,
+                roles,
+                &group_vars,
+                &host_vars,
+                name,
+                dns_name,
+                entry,
+                *line,
+            )
+        });
         let mut hosts = Vec::new();
-        for (name, (dns_name, entry, line)) in names {
-            let layered = match layer_vars(&dns_name, &entry, roles, &group_vars, &host_vars) {
-                Ok(layered) => layered,
-                Err(problem) => {
-                    problems.push(problem);
-                    continue;
-                }
-            };
-            let ssh_text = entry.ssh.clone();
-            let root = match &entry.root {
-                None => PathBuf::from("/"),
-                Some(root) if root.is_absolute() => root.clone(),
-                // Relative roots are relative to the inventory, so an
-                // inventory works from any working directory.
-                Some(root) => dir.join(root),
-            };
-            match check_vars(&layered, roles, Some(&dns_name)) {
-                Ok((mut vars, merged)) => {
-                    vars.ssh_options.relative_to(dir);
-                    let connection = match entry.connection {
-                        ConnectionKind::Local => Connection::Local,
-                        ConnectionKind::Ssh => {
-                            // Default: the machine that serves Matrix, as the
-                            // ssh config (or root on port 22) says.
-                            let text = ssh_text.unwrap_or_else(|| vars.fqdn(&dns_name));
-                            match SshTarget::parse(&text) {
-                                Ok(target) => Connection::Ssh(target),
-                                Err(reason) => {
-                                    problems.push(
-                                        Problem::new(format!("invalid ssh target {reason}"))
-                                            .in_file(&hosts_path)
-                                            .at_line(line)
-                                            .at_key(format!("hosts.{name}.ssh")),
-                                    );
-                                    continue;
-                                }
-                            }
-                        }
-                    };
-                    let mut secret_values = vars.secret_values();
-                    secret_values.extend(roles.option_secret_values(&merged));
-                    hosts.push(Host {
-                        name: dns_name,
-                        groups: entry.groups,
-                        connection,
-                        root,
-                        vars,
-                        merged,
-                        secret_values,
-                    })
-                }
+        for result in loaded {
+            match result {
+                Ok(host) => hosts.push(host),
                 Err(more) => {
                     // A mistake in a shared file shows up once, not once per host.
                     for problem in more {
@@ -514,6 +482,61 @@ fn read_vars_dir(dir: &Path, problems: &mut Vec<Problem>) -> BTreeMap<String, Va
         files.insert(name, VarsFile { path, text, vars });
     }
     files
+}
+
+/// One host of hosts.yaml with its vars layered and checked, or what is
+/// wrong with it.
+#[allow(clippy::too_many_arguments)]
+fn load_host(
+    dir: &Path,
+    hosts_path: &Path,
+    roles: &RoleSet,
+    group_vars: &BTreeMap<String, VarsFile>,
+    host_vars: &BTreeMap<String, VarsFile>,
+    name: &str,
+    dns_name: &DnsName,
+    entry: &HostEntry,
+    line: Option<usize>,
+) -> Result<Host, Vec<Problem>> {
+    let layered = layer_vars(dns_name, entry, roles, group_vars, host_vars)
+        .map_err(|problem| vec![problem])?;
+    let root = match &entry.root {
+        None => PathBuf::from("/"),
+        Some(root) if root.is_absolute() => root.clone(),
+        // Relative roots are relative to the inventory, so an inventory
+        // works from any working directory.
+        Some(root) => dir.join(root),
+    };
+    let (mut vars, merged) = check_vars(&layered, roles, Some(dns_name))?;
+    vars.ssh_options.relative_to(dir);
+    let connection = match entry.connection {
+        ConnectionKind::Local => Connection::Local,
+        ConnectionKind::Ssh => {
+            // Default: the machine that serves Matrix, as the ssh config
+            // (or root on port 22) says.
+            let text = entry.ssh.clone().unwrap_or_else(|| vars.fqdn(dns_name));
+            let target = SshTarget::parse(&text).map_err(|reason| {
+                vec![
+                    Problem::new(format!("invalid ssh target {reason}"))
+                        .in_file(hosts_path)
+                        .at_line(line)
+                        .at_key(format!("hosts.{name}.ssh")),
+                ]
+            })?;
+            Connection::Ssh(target)
+        }
+    };
+    let mut secret_values = vars.secret_values();
+    secret_values.extend(roles.option_secret_values(&merged));
+    Ok(Host {
+        name: dns_name.clone(),
+        groups: entry.groups.clone(),
+        connection,
+        root,
+        vars,
+        merged,
+        secret_values,
+    })
 }
 
 /// Role defaults < group_vars/all < group_vars/GROUP (in the host's order) < host_vars/NAME.

@@ -2,7 +2,7 @@
 //! plan, errors as JSON under `--json`, the impact block in JSON, and
 //! `-v`'s per-call timings.
 
-use crate::support::Sandbox;
+use crate::support::{FILES_PER_HOST, Sandbox, files_under};
 
 #[test]
 fn a_summary_plan_lists_the_changes_without_their_contents() {
@@ -150,4 +150,63 @@ fn verbose_runs_show_each_hosts_calls_and_times_and_change_nothing_else() {
     );
     assert!(!apply.stderr.contains(crate::support::TEST_MASTER_KEY));
     assert_eq!(sandbox.plan_exit_code(Some("a.example")), 0);
+}
+
+/// Hosts are loaded and rendered on every core (src/parallel.rs); what an
+/// operator sees must not depend on it: errors in host order, the same
+/// bytes every run, and each host rendered as when it is rendered alone.
+#[test]
+fn many_hosts_render_and_fail_in_host_order_whatever_the_threads() {
+    let sandbox = Sandbox::fleet();
+    let mut hosts = String::from("hosts:\n");
+    for index in 0..60 {
+        hosts.push_str(&format!(
+            "  h{index:02}.example:\n    connection: local\n    root: ../hosts/h{index:02}\n"
+        ));
+    }
+    sandbox.write("inventory/hosts.yaml", &hosts);
+    // Per-host vars, so no two hosts render the same files.
+    for index in 0..60 {
+        sandbox.write(
+            &format!("inventory/host_vars/h{index:02}.example.yaml"),
+            &format!("max_upload_size: {}M\n", index + 1),
+        );
+    }
+    let all = sandbox.run(&["render", "inventory", "--out", "all"]);
+    assert_eq!(all.code, 0, "{}", all.transcript());
+    for host in ["h00.example", "h31.example", "h59.example"] {
+        let alone = sandbox.run(&["render", "inventory", "--limit", host, "--out", "alone"]);
+        assert_eq!(alone.code, 0, "{}", alone.transcript());
+        let in_fleet = files_under(&sandbox.path().join("all").join(host));
+        let by_itself = files_under(&sandbox.path().join("alone").join(host));
+        assert_eq!(in_fleet, by_itself, "{host}");
+        assert_eq!(in_fleet.len(), FILES_PER_HOST, "{host}");
+        for file in &in_fleet {
+            assert_eq!(
+                std::fs::read(sandbox.path().join("all").join(host).join(&file[1..])).unwrap(),
+                std::fs::read(sandbox.path().join("alone").join(host).join(&file[1..])).unwrap(),
+                "{host} {file}"
+            );
+        }
+    }
+
+    for index in [7, 23, 59, 44] {
+        sandbox.write(
+            &format!("inventory/host_vars/h{index:02}.example.yaml"),
+            "max_upload_size: lots\n",
+        );
+    }
+    let first = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(first.code, 1, "{}", first.transcript());
+    let named: Vec<&str> = first
+        .stderr
+        .lines()
+        .filter_map(|line| line.split("host_vars/").nth(1))
+        .map(|rest| &rest[..3])
+        .collect();
+    assert_eq!(named, ["h07", "h23", "h44", "h59"], "{}", first.stderr);
+    for _ in 0..3 {
+        let again = sandbox.run(&["plan", "inventory"]);
+        assert_eq!(again.stderr, first.stderr);
+    }
 }

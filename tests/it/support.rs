@@ -105,11 +105,7 @@ impl Sandbox {
 
     /// Every regular file under a host's root, relative, sorted.
     pub fn host_files(&self, host: &str) -> Vec<String> {
-        let root = self.path().join("hosts").join(host);
-        let mut files = Vec::new();
-        collect_files(&root, &root, &mut files);
-        files.sort();
-        files
+        files_under(&self.path().join("hosts").join(host))
     }
 
     /// The files roles put on a host: all but matrixctl's own state.
@@ -203,6 +199,14 @@ pub fn sockets_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     sockets
+}
+
+/// Every regular file under `root`, as `/RELATIVE/PATH`, sorted.
+pub fn files_under(root: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    collect_files(root, root, &mut files);
+    files.sort();
+    files
 }
 
 fn collect_files(root: &Path, dir: &Path, files: &mut Vec<String>) {

@@ -79,8 +79,9 @@ pub async fn observe(
         &expected.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     program.set_path_prefixes(root, state_dir, &paths);
-    program.call("mc_unsafe_paths", &[]);
+    // One stat serves both: the wanted paths and the directories above them.
     program.call("mc_observe_paths", &paths);
+    program.call("mc_unsafe_paths", &[]);
     // Each of these kinds in one call for all its items (one dpkg-query,
     // one systemctl, one getent per database, one stat): a bootstrapped
     // host costs a fixed handful of processes. The rest one by one.
@@ -183,8 +184,8 @@ fn unseen_run(rest: &str, decode: &dyn Fn(&str) -> Result<Vec<u8>>) -> String {
 /// What `mc_observe_paths` said about one path (with ROOT).
 #[derive(Default)]
 struct Seen<'a> {
-    /// `TYPE` and `MODE OWNER GROUP`, from stat.
-    stat: Option<(&'a str, &'a str)>,
+    /// From stat: the path's type, and its mode, owner and group.
+    stat: Option<(&'a str, [&'a str; 3])>,
     same: bool,
     content: Option<Vec<u8>>,
 }
@@ -250,14 +251,14 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
                     .paths
                     .insert(path.to_string(), PathState::Other(what.replace('-', " ")));
             }
+            // `stat UID:MODE:TYPE:OWNER:GROUP:PATH`, for the wanted paths,
+            // their staged twins and the directories above them.
             "stat" => {
-                let mut fields = rest.splitn(3, '|');
-                let (Some(kind), Some(owners), Some(path)) =
-                    (fields.next(), fields.next(), fields.next())
-                else {
+                let fields: Vec<&str> = rest.splitn(6, ':').collect();
+                let [_uid, mode, kind, owner, group, path] = fields[..] else {
                     bail!("unreadable answer from the host: {line:.80}");
                 };
-                seen.entry(path).or_default().stat = Some((kind, owners));
+                seen.entry(path).or_default().stat = Some((kind, [mode, owner, group]));
             }
             "same" => seen.entry(rest).or_default().same = true,
             "content" => {
@@ -324,7 +325,7 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
                 ..
             }) => PathState::Other("symlink".into()),
             Some(Seen {
-                stat: Some(("regular file" | "regular empty file", owners)),
+                stat: Some(("regular file" | "regular empty file", [mode, owner, group])),
                 same,
                 content,
             }) => {
@@ -332,12 +333,6 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
                     (true, _) => file.content.clone(),
                     (false, Some(content)) => content,
                     (false, None) => bail!("the host did not send {}", file.path),
-                };
-                let mut words = owners.split(' ');
-                let (Some(mode), Some(owner), Some(group)) =
-                    (words.next(), words.next(), words.next())
-                else {
-                    bail!("unreadable answer from the host about {}", file.path);
                 };
                 PathState::File(FileState {
                     mode: u32::from_str_radix(mode, 8).context("bad mode from the host")?,

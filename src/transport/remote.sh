@@ -42,57 +42,112 @@ mc_tmp_var() {
 # directory itself must be a real directory of ours that only we can write.
 # Prints one `unsafe PATH: WHY` line per problem (nothing when all is well).
 # MC_PREFIXES (from program.rs) lists every directory on the way, each
-# followed by its parent as `DIR/.`: one `stat` for all of them, one `awk`.
+# followed by its parent as `DIR/.`: one `stat` for all of them (shared
+# with mc_observe_paths when it ran just before), read by the shell itself.
 mc_unsafe_paths() {
-    saved_ifs=$IFS
+    if [ -z "${MC_STATS_FRESH:-}" ]; then
+        mc_stat_prefixes_and
+    fi
+    MC_STATS_FRESH=
+    mc_me=0
+    mc_stat_of /proc/self/
+    [ -z "$mc_uid" ] || mc_me=$mc_uid
+    mc_state=$ROOT$MC_STATE_DIR
+    # Most hosts have no symlink on the way: nothing to go through.
+    case $mc_stats in *":symbolic link:"*) mc_unsafe_symlinks ;; esac
+    mc_stat_of "$mc_state/."
+    if [ -n "$mc_uid" ]; then
+        if ! mc_trusted "$mc_uid"; then
+            printf 'unsafe %s: the state directory belongs to uid %s; it must belong to root\n' "$mc_state" "$mc_uid"
+        elif mc_writable_by_others "$mc_perm"; then
+            printf 'unsafe %s: others can write the state directory (mode %s)\n' "$mc_state" "$mc_perm"
+        fi
+    fi
+}
+
+# The symlinks among MC_PREFIXES that mc_unsafe_paths refuses. The lines
+# are split by the shell in memory (a `read` loop reads byte by byte).
+mc_unsafe_symlinks() {
+    mc_saved_ifs=$IFS
+    IFS='
+'
+    set -f
+    for line in $mc_stats; do
+        IFS=$mc_saved_ifs
+        line=${line#stat }
+        uid=${line%%:*} line=${line#*:}
+        perm=${line%%:*} line=${line#*:}
+        type=${line%%:*} line=${line#*:}
+        # The owner's and group's names, then the path.
+        line=${line#*:}
+        name=${line#*:}
+        [ "$type" = "symbolic link" ] || continue
+        case $name in */.) continue ;; esac
+        # A wanted path that is a symlink is replaced, never followed.
+        mc_listed "${MC_PREFIXES:-}" "$name" || continue
+        case $name in
+            "$mc_state" | "$mc_state"/*)
+                printf 'unsafe %s: matrixctl follows no symlink in its state directory\n' "$name"
+                continue
+                ;;
+        esac
+        mc_stat_of "${name%/*}/."
+        if ! mc_trusted "$uid"; then
+            printf 'unsafe %s: a symlink owned by uid %s, not root\n' "$name" "$uid"
+        elif [ -n "$mc_uid" ] && { ! mc_trusted "$mc_uid" || mc_writable_by_others "$mc_perm"; }; then
+            printf 'unsafe %s: a symlink in a directory that others can write (%s, uid %s)\n' "$name" "$mc_perm" "$mc_uid"
+        fi
+    done
+    IFS=$mc_saved_ifs
+    set +f
+}
+
+# Sets mc_uid and mc_perm to what mc_stats says of path $1, or to nothing
+# when it does not list it: a match in memory, no loop.
+mc_stat_of() {
+    mc_uid= mc_perm=
+    mc_of="
+$mc_stats
+"
+    case $mc_of in *":$1
+"*) ;; *) return 0 ;; esac
+    # The text before the path's line end, then its last line.
+    mc_of=${mc_of%%":$1
+"*}
+    mc_of=${mc_of##*"
+"}
+    mc_of=${mc_of#stat }
+    mc_uid=${mc_of%%:*}
+    mc_of=${mc_of#*:}
+    mc_perm=${mc_of%%:*}
+}
+
+# Sets mc_stats to `stat UID:MODE:TYPE:USER:GROUP:PATH` lines, in one
+# stat, for `/proc/self/` (the stat process: its owner is the user this
+# program runs as, with no `id -u` process; without /proc, root alone is
+# trusted), every path of MC_PREFIXES, and the paths "$@"; a missing path
+# has no line.
+mc_stat_prefixes_and() {
+    mc_saved_ifs=$IFS
     IFS='
 '
     set -f
     # One argument per line of the list (split here, never by a glob).
     # shellcheck disable=SC2086
-    set -- ${MC_PREFIXES:-}
-    IFS=$saved_ifs
+    set -- ${MC_PREFIXES:-} "$@"
+    IFS=$mc_saved_ifs
     set +f
-    [ "$#" -gt 0 ] || return 0
-    # `/proc/self/` is the stat process itself: its owner is the user this
-    # program runs as (no `id -u` process). Without /proc, root alone is
-    # trusted.
-    stat -c '%u:%a:%F:%n' -- /proc/self/ "$@" 2> /dev/null | awk -v state="$ROOT$MC_STATE_DIR" '
-        BEGIN { me = 0 }
-        function trusted(uid) { return uid == 0 || uid == me }
-        function writable_by_others(perm) { return substr(perm, length(perm) - 1, 1) ~ /[2367]/ || substr(perm, length(perm), 1) ~ /[2367]/ }
-        {
-            split($0, f, ":")
-            name = substr($0, length(f[1] f[2] f[3]) + 4)
-            if (NR == 1 && name == "/proc/self/") { me = f[1]; next }
-            uid[name] = f[1]; perm[name] = f[2]; type[name] = f[3]
-            names[++count] = name
-        }
-        END {
-            for (i = 1; i <= count; i++) {
-                p = names[i]
-                if (p ~ /\/\.$/ || type[p] != "symbolic link") continue
-                if (p == state || index(p, state "/") == 1) {
-                    print "unsafe " p ": matrixctl follows no symlink in its state directory"
-                    continue
-                }
-                d = p
-                sub(/\/[^\/]*$/, "", d)
-                d = d "/."
-                if (!trusted(uid[p]))
-                    print "unsafe " p ": a symlink owned by uid " uid[p] ", not root"
-                else if (!trusted(uid[d]) || writable_by_others(perm[d]))
-                    print "unsafe " p ": a symlink in a directory that others can write (" perm[d] ", uid " uid[d] ")"
-            }
-            s = state "/."
-            if (s in type) {
-                if (!trusted(uid[s]))
-                    print "unsafe " state ": the state directory belongs to uid " uid[s] "; it must belong to root"
-                else if (writable_by_others(perm[s]))
-                    print "unsafe " state ": others can write the state directory (mode " perm[s] ")"
-            }
-        }
-    ' || true
+    mc_stats=$(stat -c 'stat %u:%a:%F:%U:%G:%n' -- /proc/self/ "$@" 2> /dev/null) || true
+}
+
+mc_trusted() {
+    [ "$1" = 0 ] || [ "$1" = "$mc_me" ]
+}
+
+# Whether mode $1 (octal, as stat's %a) lets the group or others write.
+mc_writable_by_others() {
+    case $1 in *[2367]? | *[2367]) return 0 ;; esac
+    return 1
 }
 
 # Refuses a path inside the state directory that is a symlink: matrixctl
@@ -128,20 +183,18 @@ mc_observe() {
 # matrixctl wants there (`same PATH`, or `content BASE64 PATH`).
 # MC_EXPECTED lists `SHA256 PATH` of the wanted contents. PATHs carry ROOT.
 mc_observe_paths() {
-    [ $# -gt 0 ] || return 0
     n=$#
     for p; do
         full=$ROOT$p
         set -- "$@" "$full" "${full%/*}/.${full##*/}.matrixctl-tmp"
     done
     shift "$n"
-    # Missing paths are left out (and make stat exit 1).
-    stats=$(stat -c '%F|%a %U %G|%n' -- "$@" 2> /dev/null) || true
-    while IFS= read -r line; do
-        [ -z "$line" ] || printf 'stat %s\n' "$line"
-    done << EOF
-$stats
-EOF
+    # The same stat serves mc_unsafe_paths, which runs next. Its lines go
+    # out as they are (the directories' too: matrixctl reads what it asked).
+    mc_stat_prefixes_and "$@"
+    MC_STATS_FRESH=1
+    [ -z "$mc_stats" ] || printf '%s\n' "$mc_stats"
+    [ $# -gt 0 ] || return 0
     # The regular files among the wanted paths (every other argument).
     n=$#
     i=0
@@ -154,7 +207,16 @@ EOF
     shift "$n"
     [ $# -gt 0 ] || return 0
     sums=$(sha256sum -- "$@") || mc_fail "cannot read the files matrixctl manages"
-    while read -r hash path; do
+    # Split in memory, not by a `read` loop (which reads byte by byte).
+    mc_saved_ifs=$IFS
+    IFS='
+'
+    set -f
+    for line in $sums; do
+        IFS=$mc_saved_ifs
+        # `HASH  PATH`
+        hash=${line%% *} path=${line#* }
+        path=${path# }
         case $MC_EXPECTED in
             *"
 $hash $path
@@ -165,9 +227,9 @@ $hash $path
                 printf ' %s\n' "$path"
                 ;;
         esac
-    done << EOF
-$sums
-EOF
+    done
+    IFS=$mc_saved_ifs
+    set +f
 }
 
 # The on-host record, then every recorded path not already observed.
@@ -181,15 +243,15 @@ mc_observe_record() {
         return 0
     fi
     # Line by line with the shell's own `read` (a record is text, one
-    # entry per line): no process.
+    # entry per line), in one pass: no process.
     printf 'record\n'
     while IFS= read -r line || [ -n "$line" ]; do
         printf 'record-line %s\n' "$line"
-    done < "$ROOT$MC_RECORD"
-    while IFS=' ' read -r kind hash mode sensitive role path; do
-        [ "$kind" = file ] || continue
-        mc_listed "$MC_OBSERVED" "$path" && continue
-        mc_observe "$path"
+        # `file HASH MODE SENSITIVE ROLE PATH`: a recorded path no longer
+        # wanted is observed too.
+        case $line in "file "*) ;; *) continue ;; esac
+        path=${line#file * * * * }
+        mc_listed "$MC_OBSERVED" "$path" || mc_observe "$path"
     done < "$ROOT$MC_RECORD"
 }
 
@@ -382,6 +444,17 @@ mc_state_dir_ready() {
 mc_locked() {
     l=$ROOT$MC_STATE_DIR/lock
     [ -f "$l" ] && [ ! -L "$l" ] && ! flock -n -s 8 8< "$l"
+}
+
+# Whether a run may hold the lock: only a run does (mc_begin), and from
+# its script's arrival to its exit code, it has a script or a pid file
+# without a code. A host with neither needs no flock to know it is free.
+mc_run_pending() {
+    for f in "$ROOT$MC_STATE_DIR"/runs/*.sh "$ROOT$MC_STATE_DIR"/runs/*.pid; do
+        [ -e "$f" ] || continue
+        [ -e "${f%.*}.code" ] || return 0
+    done
+    return 1
 }
 
 # Who holds the lock, as the lock's owner file says (first line only, and
@@ -697,7 +770,7 @@ mc_finish() {
 mc_observe_transaction() {
     d=$ROOT$MC_STATE_DIR
     [ -d "$d" ] || return 0
-    if mc_locked; then
+    if mc_run_pending && mc_locked; then
         printf 'busy %s\n' "$(mc_lock_owner)"
         return 0
     fi

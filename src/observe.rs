@@ -212,7 +212,8 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
                 let mut words = rest.splitn(3, ' ');
                 let (kind, name) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
                 let mut state = words.next().unwrap_or("").to_string();
-                // A certificate comes as its file, read here.
+                // A certificate comes as its file, read here; so do a
+                // venv's recorded requirements.
                 if kind == "certificate"
                     && let Some(pem) = state.strip_prefix("pem ")
                 {
@@ -220,6 +221,10 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
                         &decode(pem)?,
                         std::time::SystemTime::now(),
                     );
+                } else if kind == "venv"
+                    && let Some(data) = state.strip_prefix("present base64 ")
+                {
+                    state = crate::system::venv_state(&decode(data)?);
                 }
                 observed.system.insert(format!("{kind} {name}"), state);
             }

@@ -103,6 +103,21 @@ pub enum Item {
 /// A certificate this close to its end is renewed (certbot's own margin).
 pub const RENEW_WITHIN_SECONDS: u64 = 30 * 24 * 3600;
 
+/// A venv's state from its `.matrixctl-requirements` file: `present` and
+/// the requirements written there, as words of the characters a
+/// requirement can hold (anything else separates them).
+pub fn venv_state(requirements_file: &[u8]) -> String {
+    let allowed = |byte: &u8| byte.is_ascii_alphanumeric() || b"._=!+,[]<>~-".contains(byte);
+    let mut state = String::from("present");
+    for word in requirements_file.split(|byte| !allowed(byte)) {
+        if !word.is_empty() {
+            state.push(' ');
+            state.push_str(&String::from_utf8_lossy(word));
+        }
+    }
+    state
+}
+
 /// A certificate file's first certificate as `present ISSUED EXPIRY
 /// NAME,NAME,` (see `changes`): ISSUED is `self` when its issuer is its
 /// subject (a placeholder), EXPIRY `expiring` when it ends within
@@ -558,6 +573,11 @@ mod tests {
             index_url: None,
             find_links: None,
         };
+        assert_eq!(
+            venv_state(b"a==1.0\nb[extra]>=2 ; $(x)\n\0"),
+            "present a==1.0 b[extra]>=2 x"
+        );
+        assert_eq!(venv_state(b""), "present");
         let observed_venv: ObservedSystem =
             [("venv /v".to_string(), "present a==1.0 b".to_string())]
                 .into_iter()

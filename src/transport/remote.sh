@@ -871,7 +871,8 @@ mc_disarm_backstop() {
 mc_observe_repository() {
     if [ -n "$ROOT" ]; then printf 'sys repository %s unsupported\n' "$1"; return 0; fi
     if [ -f "$2" ] && [ -f "$3" ]; then
-        printf 'sys repository %s present %s\n' "$1" "$(cat -- "$2" "$3" | sha256sum | cut -d' ' -f1)"
+        h=$(cat -- "$2" "$3" | sha256sum)
+        printf 'sys repository %s present %s\n' "$1" "${h%% *}"
     else
         printf 'sys repository %s absent\n' "$1"
     fi
@@ -947,14 +948,16 @@ EOF
     done
 }
 
-# `present REQUIREMENT...` (what matrixctl last installed there, from the
-# venv's .matrixctl-requirements), or `absent` when it has no Python.
+# `present` with `base64 DATA` of the venv's .matrixctl-requirements (what
+# matrixctl last installed there; matrixctl reads its words), or `absent`
+# when it has no Python.
 mc_observe_venv() {
     p=$ROOT$1
     if [ -x "$p/bin/python" ]; then
         printf 'sys venv %s present' "$1"
         if [ -f "$p/.matrixctl-requirements" ] && [ ! -L "$p/.matrixctl-requirements" ]; then
-            tr -c 'A-Za-z0-9._=!+,[]<>~-' ' ' < "$p/.matrixctl-requirements" | tr -s ' ' | sed 's/^/ /; s/ *$//'
+            printf ' base64 '
+            base64 -w0 < "$p/.matrixctl-requirements"
         fi
         printf '\n'
     else
@@ -990,20 +993,20 @@ EOF
     for s; do printf 'sys service %s missing inactive\n' "$s"; done
 }
 
-# psql itself: Debian's /usr/bin/psql is a Perl wrapper that costs more
-# than the query.
+# Sets MC_PSQL to psql itself: Debian's /usr/bin/psql is a Perl wrapper
+# that costs more than the query.
 mc_psql_binary() {
-    for b in /usr/lib/postgresql/*/bin/psql; do :; done
-    [ -x "$b" ] || b=psql
-    printf '%s' "$b"
+    for MC_PSQL in /usr/lib/postgresql/*/bin/psql; do :; done
+    [ -x "$MC_PSQL" ] || MC_PSQL=psql
 }
 
 # Runs SQL from stdin as PostgreSQL's superuser, on the local server
 # (psql's options after `--`; names only, never a password). setpriv, not
 # runuser: no PAM session for a query.
 mc_psql() {
+    mc_psql_binary
     (cd / && setpriv --reuid=postgres --regid=postgres --init-groups -- \
-        "$(mc_psql_binary)" -X -q -A -t -v ON_ERROR_STOP=1 "$@") 9>&-
+        "$MC_PSQL" -X -q -A -t -v ON_ERROR_STOP=1 "$@") 9>&-
 }
 
 # Database $1 as `ENCODING COLLATE CTYPE OWNER`, or nothing when there is
@@ -1018,11 +1021,8 @@ mc_database_row() {
 # apply starts it and looks again before creating anything).
 mc_observe_database() {
     if [ -n "$ROOT" ]; then printf 'sys database %s unsupported\n' "$1"; return 0; fi
-    # No server installed, or none answering, is `unknown` too.
-    if ! id -u postgres > /dev/null 2>&1; then
-        printf 'sys database %s unknown\n' "$1"
-        return 0
-    fi
+    # No server installed (setpriv finds no postgres user), or none
+    # answering, is `unknown` too.
     row=$(mc_database_row "$1" 2> /dev/null) || row=error
     case "$row" in
         error) printf 'sys database %s unknown\n' "$1" ;;

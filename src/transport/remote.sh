@@ -103,23 +103,27 @@ mc_unsafe_symlinks() {
 }
 
 # Sets mc_uid and mc_perm to what mc_stats says of path $1, or to nothing
-# when it does not list it: a match in memory, no loop.
+# when it does not list it. Field by field: a path may hold a colon, so
+# only the five fields before it tell where it starts.
 mc_stat_of() {
     mc_uid= mc_perm=
-    mc_of="
-$mc_stats
-"
-    case $mc_of in *":$1
-"*) ;; *) return 0 ;; esac
-    # The text before the path's line end, then its last line.
-    mc_of=${mc_of%%":$1
-"*}
-    mc_of=${mc_of##*"
-"}
-    mc_of=${mc_of#stat }
-    mc_uid=${mc_of%%:*}
-    mc_of=${mc_of#*:}
-    mc_perm=${mc_of%%:*}
+    mc_of_ifs=$IFS
+    IFS='
+'
+    set -f
+    for mc_of_line in $mc_stats; do
+        mc_of_line=${mc_of_line#stat }
+        mc_of_uid=${mc_of_line%%:*} mc_of_line=${mc_of_line#*:}
+        mc_of_perm=${mc_of_line%%:*} mc_of_line=${mc_of_line#*:}
+        # Type, owner and group, then the path.
+        mc_of_line=${mc_of_line#*:} mc_of_line=${mc_of_line#*:} mc_of_line=${mc_of_line#*:}
+        if [ "$mc_of_line" = "$1" ]; then
+            mc_uid=$mc_of_uid mc_perm=$mc_of_perm
+            break
+        fi
+    done
+    IFS=$mc_of_ifs
+    set +f
 }
 
 # Sets mc_stats to `stat UID:MODE:TYPE:USER:GROUP:PATH` lines, in one

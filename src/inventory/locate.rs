@@ -37,6 +37,48 @@ pub fn line_of_key(text: &str, key_path: &[String]) -> Option<usize> {
     found_line
 }
 
+/// The line of each key under the top-level key `parent`, in one pass:
+/// what `line_of_key(text, [parent, key])` gives for a key without `:` or
+/// quotes in it (the first line in `parent`'s block that names it), for
+/// every such key at once. hosts.yaml with thousands of hosts would
+/// otherwise be scanned once per host.
+pub fn lines_under(text: &str, parent: &str) -> std::collections::HashMap<String, usize> {
+    let mut lines = std::collections::HashMap::new();
+    let mut parent_indent = None;
+    for (index, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("---") {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        match parent_indent {
+            None => {
+                if key_matches(trimmed, parent) {
+                    parent_indent = Some(indent);
+                }
+            }
+            Some(outer) if indent <= outer => break,
+            Some(_) => {
+                if let Some(key) = key_named(trimmed) {
+                    lines.entry(key.to_string()).or_insert(index + 1);
+                }
+            }
+        }
+    }
+    lines
+}
+
+/// The key a line starts with, plain (`key:`) or quoted (`"key":`).
+fn key_named(trimmed: &str) -> Option<&str> {
+    for quote in ['"', '\''] {
+        if let Some(rest) = trimmed.strip_prefix(quote) {
+            let (key, after) = rest.split_once(quote)?;
+            return after.starts_with(':').then_some(key);
+        }
+    }
+    trimmed.split_once(':').map(|(key, _)| key)
+}
+
 fn key_matches(trimmed: &str, key: &str) -> bool {
     let unquoted = trimmed
         .strip_prefix(key)
@@ -68,6 +110,26 @@ mod tests {
         assert_eq!(line_of_key(text, &path("e")), Some(7));
         assert_eq!(line_of_key(text, &path("b.e")), None);
         assert_eq!(line_of_key(text, &path("missing")), None);
+    }
+
+    #[test]
+    fn every_key_under_a_parent_in_one_pass_as_one_at_a_time() {
+        let text = "# hosts\nhosts:\n  a.example:\n    ssh: x\n  \"b.example\":\n  'c.example': {}\n\n  d.example:\n    groups: [a.example]\nother:\n  e.example: 1\n";
+        let lines = lines_under(text, "hosts");
+        for name in [
+            "a.example",
+            "b.example",
+            "c.example",
+            "d.example",
+            "e.example",
+            "ssh",
+            "groups",
+        ] {
+            let one = line_of_key(text, &["hosts".to_string(), name.to_string()]);
+            assert_eq!(lines.get(name).copied(), one, "{name}");
+        }
+        assert_eq!(lines.get("a.example"), Some(&3));
+        assert_eq!(lines.get("e.example"), None);
     }
 
     #[test]

@@ -413,11 +413,15 @@ fn read_hosts(path: &Path) -> Result<Vec<(String, HostEntry, Option<usize>)>, Pr
             .at_key(error.display)
             .with_hint(hint)
     })?;
+    let lines = locate::lines_under(&text, "hosts");
     Ok(file
         .hosts
         .into_iter()
         .map(|(name, entry)| {
-            let line = locate::line_of_key(&text, &["hosts".to_string(), name.clone()]);
+            let line = lines
+                .get(&name)
+                .copied()
+                .or_else(|| locate::line_of_key(&text, &["hosts".to_string(), name.clone()]));
             (name, entry.unwrap_or_default(), line)
         })
         .collect())

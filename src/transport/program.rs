@@ -209,19 +209,14 @@ impl Program {
         transaction: Program,
         armed: bool,
     ) -> String {
+        // One quoted word, byte for byte, that `mc_start_run` writes with
+        // the shell's printf (a here-document this large costs dash a
+        // process to feed it, and `cat` another to read it).
         let inner = transaction.finish();
-        // A quoted here-document: its body arrives byte for byte. The
-        // delimiter is chosen so that no line of the body equals it.
-        let mut delimiter = String::from("MATRIXCTL_TRANSACTION_EOF");
-        while inner.lines().any(|line| line == delimiter) {
-            delimiter.push('_');
-        }
         let mut outer = Program::new(root, state_dir);
         outer.set_path_prefixes(root, state_dir, &[]);
-        outer.main.push_str(&format!(
-            "mc_start_run {} <<'{delimiter}'\n{inner}{delimiter}\n",
-            quote(run_id)
-        ));
+        outer.set("MC_RUN_SCRIPT", &inner);
+        outer.call("mc_start_run", &[run_id]);
         if !armed {
             outer.call("mc_wait_child", &[]);
         }

@@ -285,6 +285,8 @@ mc_sync_list() {
 
 # Each account is looked up once per program, however many files name it.
 mc_need_user() {
+    # root is there on every host.
+    [ "$1" != root ] || return 0
     mc_listed "${MC_USERS_SEEN:-}" "$1" && return 0
     id -u -- "$1" > /dev/null 2>&1 || mc_fail "user '$1' does not exist on this host (owner of $2)"
     MC_USERS_SEEN="${MC_USERS_SEEN:-}$1
@@ -292,6 +294,7 @@ mc_need_user() {
 }
 
 mc_need_group() {
+    [ "$1" != root ] || return 0
     mc_listed "${MC_GROUPS_SEEN:-}" "$1" && return 0
     getent group -- "$1" > /dev/null 2>&1 || mc_fail "group '$1' does not exist on this host (group of $2)"
     MC_GROUPS_SEEN="${MC_GROUPS_SEEN:-}$1
@@ -500,8 +503,11 @@ mc_start_run() {
     mc_not_link "$runs"
     [ -d "$runs" ] || mkdir -- "$runs" || mc_fail "cannot create $MC_STATE_DIR/runs"
     r=$runs/$1
-    rm -f -- "$r.sh.new"
-    cat > "$r.sh.new" || mc_fail "cannot write $MC_STATE_DIR/runs/$1.sh"
+    if [ -e "$r.sh.new" ] || [ -L "$r.sh.new" ]; then rm -f -- "$r.sh.new"; fi
+    # The transaction is MC_RUN_SCRIPT (Program::detached), written by the
+    # shell's own printf.
+    printf '%s' "$MC_RUN_SCRIPT" > "$r.sh.new" || mc_fail "cannot write $MC_STATE_DIR/runs/$1.sh"
+    MC_RUN_SCRIPT=
     mv -f -- "$r.sh.new" "$r.sh"
     setsid -w sh "$r.sh" < /dev/null > "$r.out" 2> "$r.err" 9>&- &
     MC_CHILD=$!
@@ -647,7 +653,7 @@ mc_backup_begin() {
     MC_BACKUP=$ROOT$MC_STATE_DIR/backup
     mc_not_link "$MC_BACKUP"
     mc_not_link "$MC_BACKUP.new"
-    rm -rf -- "$MC_BACKUP.new"
+    [ ! -e "$MC_BACKUP.new" ] || rm -rf -- "$MC_BACKUP.new"
     if [ -d "$MC_BACKUP" ]; then
         mc_not_link "$MC_BACKUP/manifest"
         while IFS=' ' read -r kind n path; do

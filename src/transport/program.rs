@@ -486,6 +486,43 @@ mod tests {
     }
 
     #[test]
+    fn a_symlinks_directory_is_found_by_its_whole_path_even_with_colons_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().to_str().unwrap();
+        let etc = format!("{base}/etc");
+        std::fs::create_dir(&etc).unwrap();
+        std::os::unix::fs::symlink(&etc, format!("{etc}/link")).unwrap();
+        // A directory whose path ends with ":" and then etc's: its stat
+        // line ends as etc's would.
+        let decoy = format!("{base}/d:{etc}");
+        std::fs::create_dir_all(&decoy).unwrap();
+        std::fs::set_permissions(&decoy, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let unsafe_paths = || {
+            let mut program = Program::new("", "/nonexistent-state");
+            program.set_list(
+                "MC_PREFIXES",
+                &[
+                    &format!("{decoy}/."),
+                    &format!("{etc}/link"),
+                    &format!("{etc}/."),
+                ],
+            );
+            program.call("mc_unsafe_paths", &[]);
+            String::from_utf8(run_sh(&program.finish()).stdout).unwrap()
+        };
+        std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(unsafe_paths(), format!("{DONE_MARKER}\n"));
+        std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(
+            unsafe_paths(),
+            format!(
+                "unsafe {etc}/link: a symlink in a directory that others can write (777, uid 0)\n{DONE_MARKER}\n"
+            )
+        );
+    }
+
+    #[test]
     fn quoting_survives_the_shell() {
         for word in ["plain", "it's", "$(rm -rf /)", "a b\nc", ""] {
             let output = std::process::Command::new("sh")

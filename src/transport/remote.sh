@@ -33,6 +33,22 @@ mc_tmp_var() {
     MC_TMP="${1%/*}/.${1##*/}.matrixctl-tmp"
 }
 
+# Word splitting at line ends only, without globbing: `for x in $LIST`
+# then takes each line of LIST as it is, in memory (a `read` loop reads a
+# byte per syscall). mc_split_as_usual undoes it; a loop body that calls
+# anything splitting again undoes it first.
+mc_split_lines() {
+    MC_USUAL_IFS=$IFS
+    IFS='
+'
+    set -f
+}
+
+mc_split_as_usual() {
+    IFS=$MC_USUAL_IFS
+    set +f
+}
+
 # --- Paths nobody else could have bent. ---
 # On the way from / to every managed file, a symlink is followed only when
 # it and the directory holding it belong to root (or to the user this
@@ -65,23 +81,15 @@ mc_unsafe_paths() {
     fi
 }
 
-# The symlinks among MC_PREFIXES that mc_unsafe_paths refuses. The lines
-# are split by the shell in memory (a `read` loop reads byte by byte).
+# The symlinks among MC_PREFIXES that mc_unsafe_paths refuses.
 mc_unsafe_symlinks() {
-    mc_saved_ifs=$IFS
-    IFS='
-'
-    set -f
+    mc_split_lines
     for line in $mc_stats; do
-        IFS=$mc_saved_ifs
-        line=${line#stat }
-        uid=${line%%:*} line=${line#*:}
-        perm=${line%%:*} line=${line#*:}
-        type=${line%%:*} line=${line#*:}
-        # The owner's and group's names, then the path.
-        line=${line#*:}
-        name=${line#*:}
-        [ "$type" = "symbolic link" ] || continue
+        mc_split_as_usual
+        mc_stat_fields "$line"
+        [ "$MC_F_TYPE" = "symbolic link" ] || continue
+        # Copied: mc_stat_of below reads other lines into MC_F_*.
+        uid=$MC_F_UID name=$MC_F_PATH
         case $name in */.) continue ;; esac
         # A wanted path that is a symlink is replaced, never followed.
         mc_listed "${MC_PREFIXES:-}" "$name" || continue
@@ -98,32 +106,35 @@ mc_unsafe_symlinks() {
             printf 'unsafe %s: a symlink in a directory that others can write (%s, uid %s)\n' "$name" "$mc_perm" "$mc_uid"
         fi
     done
-    IFS=$mc_saved_ifs
-    set +f
+    mc_split_as_usual
+}
+
+# Sets MC_F_UID, MC_F_MODE, MC_F_TYPE and MC_F_PATH from line $1 of
+# mc_stats. Field by field: a path may hold a colon, so only the five
+# fields before it tell where it starts.
+mc_stat_fields() {
+    mc_f_rest=${1#stat }
+    MC_F_UID=${mc_f_rest%%:*} mc_f_rest=${mc_f_rest#*:}
+    MC_F_MODE=${mc_f_rest%%:*} mc_f_rest=${mc_f_rest#*:}
+    MC_F_TYPE=${mc_f_rest%%:*} mc_f_rest=${mc_f_rest#*:}
+    # The owner's and group's names, then the path.
+    mc_f_rest=${mc_f_rest#*:}
+    MC_F_PATH=${mc_f_rest#*:}
 }
 
 # Sets mc_uid and mc_perm to what mc_stats says of path $1, or to nothing
-# when it does not list it. Field by field: a path may hold a colon, so
-# only the five fields before it tell where it starts.
+# when it does not list it.
 mc_stat_of() {
     mc_uid= mc_perm=
-    mc_of_ifs=$IFS
-    IFS='
-'
-    set -f
+    mc_split_lines
     for mc_of_line in $mc_stats; do
-        mc_of_line=${mc_of_line#stat }
-        mc_of_uid=${mc_of_line%%:*} mc_of_line=${mc_of_line#*:}
-        mc_of_perm=${mc_of_line%%:*} mc_of_line=${mc_of_line#*:}
-        # Type, owner and group, then the path.
-        mc_of_line=${mc_of_line#*:} mc_of_line=${mc_of_line#*:} mc_of_line=${mc_of_line#*:}
-        if [ "$mc_of_line" = "$1" ]; then
-            mc_uid=$mc_of_uid mc_perm=$mc_of_perm
+        mc_stat_fields "$mc_of_line"
+        if [ "$MC_F_PATH" = "$1" ]; then
+            mc_uid=$MC_F_UID mc_perm=$MC_F_MODE
             break
         fi
     done
-    IFS=$mc_of_ifs
-    set +f
+    mc_split_as_usual
 }
 
 # Sets mc_stats to `stat UID:MODE:TYPE:USER:GROUP:PATH` lines, in one
@@ -132,15 +143,11 @@ mc_stat_of() {
 # trusted), every path of MC_PREFIXES, and the paths "$@"; a missing path
 # has no line.
 mc_stat_prefixes_and() {
-    mc_saved_ifs=$IFS
-    IFS='
-'
-    set -f
-    # One argument per line of the list (split here, never by a glob).
+    mc_split_lines
+    # One argument per line of the list.
     # shellcheck disable=SC2086
     set -- ${MC_PREFIXES:-} "$@"
-    IFS=$mc_saved_ifs
-    set +f
+    mc_split_as_usual
     mc_stats=$(stat -c 'stat %u:%a:%F:%U:%G:%n' -- /proc/self/ "$@" 2> /dev/null) || true
 }
 
@@ -211,13 +218,9 @@ mc_observe_paths() {
     shift "$n"
     [ $# -gt 0 ] || return 0
     sums=$(sha256sum -- "$@") || mc_fail "cannot read the files matrixctl manages"
-    # Split in memory, not by a `read` loop (which reads byte by byte).
-    mc_saved_ifs=$IFS
-    IFS='
-'
-    set -f
+    mc_split_lines
     for line in $sums; do
-        IFS=$mc_saved_ifs
+        mc_split_as_usual
         # `HASH  PATH`
         hash=${line%% *} path=${line#* }
         path=${path# }
@@ -232,8 +235,7 @@ $hash $path
                 ;;
         esac
     done
-    IFS=$mc_saved_ifs
-    set +f
+    mc_split_as_usual
 }
 
 # The on-host record, then every recorded path not already observed.
@@ -271,15 +273,11 @@ $2
 # Runs `sync` once on every path of the list $1 (one per line).
 mc_sync_list() {
     [ -n "$1" ] || return 0
-    mc_sync_ifs=$IFS
-    IFS='
-'
-    set -f
-    # shellcheck disable=SC2086 # one path per line, no globbing
+    mc_split_lines
+    # shellcheck disable=SC2086 # one path per line
     sync -- $1
     mc_sync_status=$?
-    set +f
-    IFS=$mc_sync_ifs
+    mc_split_as_usual
     return $mc_sync_status
 }
 

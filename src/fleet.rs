@@ -764,6 +764,12 @@ fn transaction(
     for change in plan.changes.iter().filter(|c| c.leftover) {
         program.call("mc_remove", &[&change.path]);
     }
+    // The new files, each directory's in one staging directory (made in
+    // one `mkdir`), so that one `mv` per directory puts them in place.
+    let by_directory = files_by_directory(writes.iter().map(|file| file.path.as_str()));
+    let mut staging: Vec<&str> = by_directory.iter().map(|(dir, _)| *dir).collect();
+    staging.push(state_dir);
+    program.call("mc_stage_dirs", &staging);
     for file in &writes {
         let mode = format!("{:04o}", file.mode);
         let owner = file.owner.as_deref().unwrap_or("");
@@ -771,12 +777,8 @@ fn transaction(
         program.stage(&file.path, &mode, owner, group, &file.content);
     }
     program.call("mc_step", &["staged"]);
-    program.call("mc_backup_begin", &[]);
-    for change in plan.changes.iter().filter(|c| !c.leftover) {
-        program.call("mc_backup", &[&change.path]);
-    }
-    program.call("mc_backup_end", &[]);
-    program.call("mc_step", &["backed-up"]);
+    // The journal and the record are staged now too, so that one sync
+    // (mc_backup_end) makes the backup and everything staged durable.
     let journal = Journal {
         validators: plan.validators.clone(),
         handlers: plan.handlers.clone(),
@@ -789,11 +791,26 @@ fn transaction(
         "",
         &serde_json::to_vec(&journal).unwrap_or_default(),
     );
+    program.stage(
+        &plan.record_path,
+        "0600",
+        "",
+        "",
+        plan.record.to_text().as_bytes(),
+    );
+    program.call("mc_backup_begin", &[]);
+    for change in plan.changes.iter().filter(|c| !c.leftover) {
+        program.call("mc_backup", &[&change.path]);
+    }
+    program.call("mc_backup_end", &[]);
+    program.call("mc_step", &["backed-up"]);
     program.call("mc_commit_state", &[&journal_path]);
     program.call("mc_step", &["journaled"]);
     program.call("mc_live", &[]);
-    for file in &writes {
-        program.call("mc_commit", &[&file.path]);
+    for (dir, names) in &by_directory {
+        let mut args = vec![*dir];
+        args.extend(names.iter().copied());
+        program.call("mc_commit", &args);
     }
     program.call("mc_flush_renames", &[]);
     for change in &plan.changes {
@@ -889,15 +906,24 @@ fn transaction(
         }
     }
     program.call("mc_step", &["handled"]);
-    program.stage(
-        &plan.record_path,
-        "0600",
-        "",
-        "",
-        plan.record.to_text().as_bytes(),
-    );
-    program.call("mc_commit_state", &[&plan.record_path]);
+    // Made durable by mc_end's sync, before the journal and backup go.
+    program.call("mc_commit_state", &[&plan.record_path, "later"]);
     program.call("mc_step", &["recorded"]);
     program.call("mc_finish", &[]);
     program
+}
+
+/// The paths' directories, each with the names of its paths, in the order
+/// the directories first appear.
+fn files_by_directory<'a>(paths: impl Iterator<Item = &'a str>) -> Vec<(&'a str, Vec<&'a str>)> {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for path in paths {
+        // "" for `/` itself: the host program joins DIR/NAME.
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        match groups.iter_mut().find(|(seen, _)| *seen == dir) {
+            Some((_, names)) => names.push(name),
+            None => groups.push((dir, vec![name])),
+        }
+    }
+    groups
 }

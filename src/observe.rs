@@ -1,7 +1,7 @@
 //! What a host has now: the state of every path matrixctl wants to manage or
 //! managed before, and its record, read in one run of the host program.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
@@ -308,21 +308,33 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
         observed.record = Record::parse(&text)
             .map_err(|reason| anyhow::anyhow!("the host's record is damaged ({reason})"))?;
     }
+    // Directories whose staged files are reported: their staging
+    // directory goes with them, and is not reported on its own.
+    let mut staged_in = BTreeSet::new();
+    let exists = |path: &str| {
+        seen.get(format!("{root}{path}").as_str())
+            .is_some_and(|seen| seen.stat.is_some())
+    };
+    for file in desired.values() {
+        for twin in staged_twins(&file.path) {
+            if exists(&twin) {
+                if let Some((dir, _)) = twin.rsplit_once('/') {
+                    staged_in.insert(dir.to_string());
+                }
+                observed.leftovers.push(twin);
+            }
+        }
+    }
+    // An empty staging directory: an apply was cut after its renames.
+    for file in desired.values() {
+        let (dir, _) = file.path.rsplit_once('/').unwrap_or(("", &file.path));
+        let staging = format!("{dir}/{STAGING_DIR}");
+        if exists(&staging) && !staged_in.contains(&staging) {
+            observed.leftovers.push(staging);
+        }
+    }
     for file in desired.values() {
         let full = format!("{root}{}", file.path);
-        let staged = match full.rsplit_once('/') {
-            Some((dir, name)) => format!("{dir}/.{name}.matrixctl-tmp"),
-            None => continue,
-        };
-        if seen
-            .get(staged.as_str())
-            .is_some_and(|twin| twin.stat.is_some())
-        {
-            let (dir, name) = file.path.rsplit_once('/').unwrap_or(("", &file.path));
-            observed
-                .leftovers
-                .push(format!("{dir}/.{name}.matrixctl-tmp"));
-        }
         let state = match seen.remove(full.as_str()) {
             None | Some(Seen { stat: None, .. }) => PathState::Absent,
             Some(Seen {
@@ -357,3 +369,18 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
     observed.leftovers.dedup();
     Ok(observed)
 }
+
+/// Where an interrupted apply may have left a staged copy of `path`: in the
+/// staging directory beside it (remote.sh, `mc_staged_var`), or, staged by
+/// an older matrixctl, as `.NAME.matrixctl-tmp` (`mc_tmp`, still used to
+/// restore a file alone).
+pub fn staged_twins(path: &str) -> [String; 2] {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    [
+        format!("{dir}/{STAGING_DIR}/{name}"),
+        format!("{dir}/.{name}.matrixctl-tmp"),
+    ]
+}
+
+/// The staging directory's name (remote.sh's `MC_STAGING_DIR`).
+pub const STAGING_DIR: &str = ".matrixctl-staged";

@@ -1714,6 +1714,9 @@ fn check_dest(path: &str, state_dir: &str) -> Result<(), &'static str> {
         .strip_prefix(state_dir)
         .is_some_and(|rest| rest.starts_with('/'))
         || path.ends_with(".matrixctl-tmp")
+        || path
+            .split('/')
+            .any(|part| part == crate::observe::STAGING_DIR)
     {
         return Err("is reserved for matrixctl's own record and staged files");
     }

@@ -124,7 +124,10 @@ impl Program {
     /// Sets MC_PREFIXES for `mc_unsafe_paths`: every directory on the way
     /// from `/` to each of `paths` (under `root`) and to the state
     /// directory (itself included), each followed by its parent as
-    /// `PARENT/.` (the directory a symlink sits in, resolved).
+    /// `PARENT/.` (the directory a symlink sits in, resolved); and the
+    /// staging directory beside each path (an apply stages its files
+    /// there), followed by `DIR/.`, so the one stat also tells whether an
+    /// interrupted apply left one.
     pub fn set_path_prefixes(
         &mut self,
         root: &str,
@@ -157,6 +160,15 @@ impl Program {
         let state = format!("{root}{state_dir}");
         walk(&state, true);
         list.push(format!("{state}/."));
+        for path in paths {
+            if let Some((dir, _)) = path.rsplit_once('/') {
+                let staging = format!("{root}{dir}/{}", crate::observe::STAGING_DIR);
+                if seen.insert(staging.clone()) {
+                    list.push(staging);
+                    list.push(format!("{root}{dir}/."));
+                }
+            }
+        }
         let items: Vec<&str> = list.iter().map(String::as_str).collect();
         // set_list frames the list with newlines; the shell splits on them.
         self.set_list("MC_PREFIXES", &items)
@@ -293,8 +305,7 @@ mod tests {
         let mut program = Program::new(root, "/var/lib/matrixctl");
         program.stage("/etc/a.conf", "0644", "", "", &[b'x'; 200]);
         program.stage("/etc/b.bin", "0644", "", "", b"\0\xff");
-        program.call("mc_commit", &["/etc/a.conf"]);
-        program.call("mc_commit", &["/etc/b.bin"]);
+        program.call("mc_commit", &["/etc", "a.conf", "b.bin"]);
         let text = program.finish();
         // Cut at every line end and in the middle of every line.
         let mut cuts: Vec<usize> = text
@@ -335,7 +346,7 @@ mod tests {
         transaction.set("MC_RUN", "r1");
         transaction.call("mc_begin", &["test"]);
         transaction.call_with_content("mc_stage", &["/etc/a.conf", "0644", "", ""], b"x\n");
-        transaction.call("mc_commit", &["/etc/a.conf"]);
+        transaction.call("mc_commit", &["/etc", "a.conf"]);
         let text = Program::detached(root, "/state", "r1", transaction, false);
         let cuts: Vec<usize> = text
             .match_indices('\n')
@@ -377,9 +388,10 @@ mod tests {
         for (path, mode, owner, group) in files {
             program.stage(path, mode, owner, group, path.as_bytes());
         }
-        for (path, ..) in files {
-            program.call("mc_commit", &[path]);
-        }
+        program.call(
+            "mc_commit",
+            &["/etc", "a.conf", "b.conf", "c d.conf", "e.conf"],
+        );
         program.call("mc_flush_renames", &[]);
         let output = run_sh(&program.finish());
         assert!(
@@ -414,6 +426,13 @@ mod tests {
                 path.as_bytes()
             );
         }
+        assert!(
+            !dir.path()
+                .join("etc")
+                .join(crate::observe::STAGING_DIR)
+                .exists(),
+            "the staging directory goes once its files are in place"
+        );
 
         // An owner chown refuses is named by its file, and nothing is renamed.
         let mut program = Program::new(root, "/var/lib/matrixctl");
@@ -423,7 +442,7 @@ mod tests {
             &["/etc/g.conf", "0644", "no-such-user", ""],
             b"g",
         );
-        program.call("mc_commit", &["/etc/f.conf"]);
+        program.call("mc_commit", &["/etc", "f.conf"]);
         let output = run_sh(&program.finish());
         assert!(!output.status.success());
         assert_eq!(
@@ -464,9 +483,9 @@ mod tests {
         for (path, content) in &contents {
             program.stage(path, "0644", "", "", content);
         }
-        for (path, _) in &contents {
-            program.call("mc_commit", &[path]);
-        }
+        let mut commit = vec!["/etc"];
+        commit.extend(contents.iter().map(|(path, _)| &path["/etc/".len()..]));
+        program.call("mc_commit", &commit);
         let text = program.finish();
         // Text is in the program as it is; only the last two are base64.
         assert_eq!(text.matches("\nMC_CONTENT='").count(), 5);
@@ -520,6 +539,14 @@ mod tests {
                 "unsafe {etc}/link: a symlink in a directory that others can write (777, uid 0)\n{DONE_MARKER}\n"
             )
         );
+    }
+
+    #[test]
+    fn the_host_program_and_the_planner_name_the_staging_directory_alike() {
+        assert!(REMOTE_FUNCTIONS.contains(&format!(
+            "\nMC_STAGING_DIR={}\n",
+            crate::observe::STAGING_DIR
+        )));
     }
 
     #[test]

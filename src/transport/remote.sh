@@ -21,16 +21,21 @@ mc_fail() {
     exit 3
 }
 
-# The temporary file a path is staged in: same directory, so the final
-# rename is atomic; a fixed name, so one left by an interrupted run is found.
+# The temporary file of a path written alone (a restore, an apt key):
+# same directory, so the final rename is atomic; a fixed name, so one left
+# by an interrupted run is found.
 mc_tmp() {
-    mc_tmp_var "$1"
-    printf '%s' "$MC_TMP"
+    printf '%s' "${1%/*}/.${1##*/}.matrixctl-tmp"
 }
 
-# Sets MC_TMP to what mc_tmp prints, without the subshell of $(mc_tmp).
-mc_tmp_var() {
-    MC_TMP="${1%/*}/.${1##*/}.matrixctl-tmp"
+# Sets MC_STAGED_AS to the file a path is staged in by an apply: the staging
+# directory beside it (MC_STAGING_DIR, on the same filesystem, so the
+# rename is atomic) under the path's own name, so that one `mv` puts every
+# staged file of a directory in place (mc_commit). A fixed name: one left by
+# an interrupted run is found.
+MC_STAGING_DIR=.matrixctl-staged
+mc_staged_var() {
+    MC_STAGED_AS="${1%/*}/$MC_STAGING_DIR/${1##*/}"
 }
 
 # Word splitting at line ends only, without globbing: `for x in $LIST`
@@ -182,9 +187,10 @@ mc_observe() {
     else
         printf 'absent %s\n' "$1"
     fi
-    if [ -e "$(mc_tmp "$p")" ]; then
-        printf 'leftover %s\n' "$(mc_tmp "$1")"
-    fi
+    # Its staged twin, and the one an older matrixctl staged (mc_tmp).
+    mc_staged_var "$1"
+    [ ! -e "$ROOT$MC_STAGED_AS" ] || printf 'leftover %s\n' "$MC_STAGED_AS"
+    [ ! -e "${p%/*}/.${p##*/}.matrixctl-tmp" ] || printf 'leftover %s\n' "${1%/*}/.${1##*/}.matrixctl-tmp"
 }
 
 # The paths matrixctl wants, "$@", in a fixed handful of processes
@@ -197,7 +203,9 @@ mc_observe_paths() {
     n=$#
     for p; do
         full=$ROOT$p
-        set -- "$@" "$full" "${full%/*}/.${full##*/}.matrixctl-tmp"
+        mc_staged_var "$full"
+        # Its staged twin, and the one an older matrixctl staged (mc_tmp).
+        set -- "$@" "$full" "$MC_STAGED_AS" "${full%/*}/.${full##*/}.matrixctl-tmp"
     done
     shift "$n"
     # The same stat serves mc_unsafe_paths, which runs next. Its lines go
@@ -206,12 +214,12 @@ mc_observe_paths() {
     MC_STATS_FRESH=1
     [ -z "$mc_stats" ] || printf '%s\n' "$mc_stats"
     [ $# -gt 0 ] || return 0
-    # The regular files among the wanted paths (every other argument).
+    # The regular files among the wanted paths (every third argument).
     n=$#
     i=0
     for p; do
         i=$((i + 1))
-        if [ $((i % 2)) = 1 ] && [ -f "$p" ] && [ ! -L "$p" ]; then
+        if [ $((i % 3)) = 1 ] && [ -f "$p" ] && [ ! -L "$p" ]; then
             set -- "$@" "$p"
         fi
     done
@@ -299,7 +307,45 @@ mc_need_group() {
 "
 }
 
-# Writes the content to the path's temporary file (0600: the program's
+# Makes the staging directories of the directories "$@" (paths without
+# ROOT), and the directories themselves, in one `mkdir` for all that are
+# missing (0755: a directory a package would make; the staged files in it
+# are 0600). One that exists must be a real directory (it is matrixctl's
+# own, in a directory only root writes). The state directory's staging
+# directory stays; the others are removed once their files are in place
+# (mc_unstage).
+mc_stage_dirs() {
+    mc_missing= mc_made=
+    for d; do
+        s=$ROOT$d/$MC_STAGING_DIR
+        if [ "$d" != "$MC_STATE_DIR" ]; then
+            mc_listed "${MC_STAGING_DIRS:-}" "$s" || MC_STAGING_DIRS="${MC_STAGING_DIRS:-}$s
+"
+        fi
+        if [ -d "$s" ]; then
+            mc_not_link "$s"
+        else
+            mc_missing="$mc_missing$s
+"
+        fi
+    done
+    [ -n "$mc_missing" ] || return 0
+    umask 022
+    mc_split_lines
+    # shellcheck disable=SC2086 # one path per line
+    mkdir -p -- $mc_missing || mc_made=no
+    mc_split_as_usual
+    umask 077
+    if [ "$mc_made" = no ]; then
+        mc_split_lines
+        for s in $mc_missing; do
+            [ -d "$s" ] || mc_fail "cannot create directory ${s%/*}"
+        done
+        mc_split_as_usual
+    fi
+}
+
+# Writes the content to the path's staged file (0600: the program's
 # umask): with $5 = text, from MC_CONTENT by the shell's own printf (no
 # process; Program::stage), otherwise stdin as base64. The live file is not
 # touched. Its mode $2, owner $3 and group $4 are set, and it reaches the
@@ -307,10 +353,9 @@ mc_need_group() {
 # (mc_flush_staged).
 mc_stage() {
     p=$ROOT$1
-    d=${p%/*}
-    [ -d "$d" ] || (umask 022 && mkdir -p -- "$d") || mc_fail "cannot create directory ${d#"$ROOT"}"
-    mc_tmp_var "$p"
-    t=$MC_TMP
+    mc_staged_var "$p"
+    t=$MC_STAGED_AS
+    [ -d "${t%/*}" ] || mc_stage_dirs "${1%/*}"
     # A leftover of an interrupted apply (the directory is root's alone).
     if [ -e "$t" ] || [ -L "$t" ]; then rm -f -- "$t"; fi
     MC_STAGED="${MC_STAGED:-}$t
@@ -337,8 +382,8 @@ mc_staged_batch() {
             mode) [ "$mode" = "$mc_batch_value" ] || continue ;;
             owner) [ "$owner:$group" = "$mc_batch_value" ] || continue ;;
         esac
-        mc_tmp_var "$ROOT$path"
-        set -- "$@" "$MC_TMP"
+        mc_staged_var "$ROOT$path"
+        set -- "$@" "$MC_STAGED_AS"
     done << MC_LIST
 $MC_UNFLUSHED
 MC_LIST
@@ -356,21 +401,27 @@ MC_LIST
     "$mc_batch_command" -- "$mc_batch_spec" "$@" 2> /dev/null && return 0
     for t in "$@"; do
         "$mc_batch_command" -- "$mc_batch_spec" "$t" 2> /dev/null && continue
-        # The path the temporary file stands for (mc_tmp_var, backwards).
-        n=${t##*/}
-        n=${n#.}
-        n=${t%/*}/${n%.matrixctl-tmp}
+        # The path the staged file stands for (mc_staged_var, backwards).
+        n=${t%/"$MC_STAGING_DIR"/*}/${t##*/}
         mc_fail "cannot set the $mc_batch_kind of ${n#"$ROOT"} to $mc_batch_spec"
     done
 }
 
 # Gives every file staged since the last flush its mode, owner and group
 # (one chmod per mode, one chown per owner and group), then flushes them
-# to disk in one sync: a rename must never put in place a file whose bytes
-# or attributes are not on disk yet.
+# to disk, and the paths "$@" with them, in one sync: a rename must never
+# put in place a file whose bytes or attributes are not on disk yet.
 mc_flush_staged() {
-    [ -n "${MC_UNFLUSHED:-}" ] || return 0
-    mc_modes= mc_owners= mc_tmps=
+    mc_tmps=
+    for p; do
+        mc_tmps="$mc_tmps$p
+"
+    done
+    if [ -z "${MC_UNFLUSHED:-}" ]; then
+        mc_sync_list "$mc_tmps" || mc_fail "cannot flush the staged files to disk"
+        return 0
+    fi
+    mc_modes= mc_owners=
     while IFS=' ' read -r mode owner group path; do
         [ -n "$path" ] || continue
         mc_listed "$mc_modes" "$mode" || mc_modes="$mc_modes$mode
@@ -378,8 +429,8 @@ mc_flush_staged() {
         [ "$owner:$group" = "-:-" ] || mc_listed "$mc_owners" "$owner:$group" ||
             mc_owners="$mc_owners$owner:$group
 "
-        mc_tmp_var "$ROOT$path"
-        mc_tmps="$mc_tmps$MC_TMP
+        mc_staged_var "$ROOT$path"
+        mc_tmps="$mc_tmps$MC_STAGED_AS
 "
     done << MC_LIST
 $MC_UNFLUSHED
@@ -397,10 +448,23 @@ MC_LIST
 }
 
 # Flushes the directories of the renames so far, in one process: after it,
-# the new files are in place for good.
+# the new files are in place for good. Then the emptied staging
+# directories go, in one process.
 mc_flush_renames() {
     mc_sync_list "${MC_RENAMED_DIRS:-}" 2> /dev/null || true
     MC_RENAMED_DIRS=
+    mc_unstage
+}
+
+# Removes the staging directories this apply made or used (none holds a
+# file any more, unless a run failed: then it stays for the next one).
+mc_unstage() {
+    [ -n "${MC_STAGING_DIRS:-}" ] || return 0
+    mc_split_lines
+    # shellcheck disable=SC2086 # one path per line
+    rmdir -- $MC_STAGING_DIRS 2> /dev/null || true
+    mc_split_as_usual
+    MC_STAGING_DIRS=
 }
 
 # Marks a step of the transaction; a test hook (see program.rs) can pause
@@ -412,13 +476,24 @@ mc_step() {
     fi
 }
 
-# Puts a staged file in place: one rename, so readers see old or new, whole.
+# Puts the staged files "$2"... of directory $1 in place: one rename each,
+# so readers see old or new, whole, and one `mv` for all of them.
 mc_commit() {
-    p=$ROOT$1
+    d=$ROOT$1
+    shift
     mc_flush_staged
-    mc_tmp_var "$p"
-    mv -f -- "$MC_TMP" "$p" || mc_fail "cannot rename into place: $1"
-    mc_listed "${MC_RENAMED_DIRS:-}" "${p%/*}" || MC_RENAMED_DIRS="${MC_RENAMED_DIRS:-}${p%/*}
+    n=$#
+    for name; do
+        set -- "$@" "$d/$MC_STAGING_DIR/$name"
+    done
+    shift "$n"
+    if ! mv -f -- "$@" "$d/"; then
+        for t; do
+            [ ! -e "$t" ] || mc_fail "cannot rename into place: ${d#"$ROOT"}/${t##*/}"
+        done
+        mc_fail "cannot rename into place: the files of ${d#"$ROOT"}"
+    fi
+    mc_listed "${MC_RENAMED_DIRS:-}" "$d" || MC_RENAMED_DIRS="${MC_RENAMED_DIRS:-}$d
 "
     if [ -z "${MC_RENAMED_ONE:-}" ]; then
         MC_RENAMED_ONE=1
@@ -428,18 +503,37 @@ mc_commit() {
 
 mc_remove() {
     p=$ROOT$1
+    # A staging directory an interrupted apply left: matrixctl's own, with
+    # whatever it still holds (rm never follows a symlink it is given).
+    case $1 in
+        */"$MC_STAGING_DIR")
+            rm -rf -- "$p" || mc_fail "cannot remove $1"
+            return 0
+            ;;
+    esac
     if [ -L "$p" ] || [ -e "$p" ]; then
         rm -f -- "$p" || mc_fail "cannot remove $1"
         sync -- "${p%/*}" 2> /dev/null || true
     fi
+    # A staged file left by an interrupted apply: its directory goes too.
+    case $1 in
+        */"$MC_STAGING_DIR"/*)
+            mc_listed "${MC_STAGING_DIRS:-}" "${p%/*}" || MC_STAGING_DIRS="${MC_STAGING_DIRS:-}${p%/*}
+"
+            ;;
+    esac
 }
 
-# Creates the state directory (root's, 0700) when missing, and refuses one
-# that is not safe to write as root.
+# Creates the state directory (root's, 0700) when missing, with its
+# subdirectory $1 if given, in one `mkdir`, and refuses one that is not
+# safe to write as root.
 mc_state_dir_ready() {
     d=$ROOT$MC_STATE_DIR
     mc_not_link "$d"
-    [ -d "$d" ] || mkdir -p -- "$d" || mc_fail "cannot create $MC_STATE_DIR"
+    if [ ! -d "$d/${1:-.}" ]; then
+        [ ! -d "$d" ] || [ -z "${1:-}" ] || mc_not_link "$d/$1"
+        mkdir -p -- "$d/${1:-.}" || mc_fail "cannot create $MC_STATE_DIR/${1:-}"
+    fi
     unsafe=$(mc_unsafe_paths)
     [ -z "$unsafe" ] || mc_fail "refusing to write here: ${unsafe#unsafe }"
 }
@@ -484,7 +578,7 @@ mc_lock() {
         mc_fail "locked by $(mc_lock_owner)"
     fi
     MC_LOCKED=1
-    rm -f -- "$d/lock.owner"
+    # Not a symlink (checked above), in a directory only root writes.
     printf '%s\n' "$1" > "$d/lock.owner"
 }
 
@@ -496,10 +590,9 @@ mc_lock() {
 # it half-way: it finishes or rolls back by itself, and matrixctl reads the
 # result, on this connection or on a new one (mc_await).
 mc_start_run() {
-    mc_state_dir_ready
+    mc_state_dir_ready runs
     runs=$ROOT$MC_STATE_DIR/runs
     mc_not_link "$runs"
-    [ -d "$runs" ] || mkdir -- "$runs" || mc_fail "cannot create $MC_STATE_DIR/runs"
     r=$runs/$1
     if [ -e "$r.sh.new" ] || [ -L "$r.sh.new" ]; then rm -f -- "$r.sh.new"; fi
     # The transaction is MC_RUN_SCRIPT (Program::detached), written by the
@@ -618,6 +711,7 @@ mc_end() {
         printf '%s' "${MC_STAGED:-}" | while IFS= read -r staged; do
             [ -n "$staged" ] && rm -f -- "$staged"
         done
+        mc_unstage
         if [ -n "${MC_LIVE:-}" ]; then
             mc_rollback
         elif [ -n "${MC_SYSTEM_CHANGED:-}" ]; then
@@ -634,7 +728,15 @@ mc_end() {
         rm -f -- "$ROOT$MC_STATE_DIR/revert.saved"
     fi
     printf '%s\n' "$code" > "$MC_RUN_FILE.code.new"
-    sync -- "$MC_RUN_FILE.out" "$MC_RUN_FILE.err" "$MC_RUN_FILE.code.new" 2> /dev/null
+    # One sync for the result and, after a success, the record's rename
+    # (mc_commit_state ... later), which must be on disk before the journal
+    # and the backup go.
+    if [ "$code" -eq 0 ] && [ -n "${MC_FINISHED:-}" ]; then
+        sync -- "$MC_RUN_FILE.out" "$MC_RUN_FILE.err" "$MC_RUN_FILE.code.new" "$ROOT$MC_STATE_DIR" 2> /dev/null
+        rm -rf -- "$ROOT$MC_STATE_DIR/journal" "$ROOT$MC_STATE_DIR/output" "$ROOT$MC_STATE_DIR/backup"
+    else
+        sync -- "$MC_RUN_FILE.out" "$MC_RUN_FILE.err" "$MC_RUN_FILE.code.new" 2> /dev/null
+    fi
     mv -f -- "$MC_RUN_FILE.code.new" "$MC_RUN_FILE.code"
 }
 
@@ -694,8 +796,10 @@ mc_backup() {
     fi
 }
 
+# The backup's copies reach the disk in the same sync as the staged files
+# (the journal and the record among them), and the backup is complete.
 mc_backup_end() {
-    sync -- "$MC_BACKUP.new" "$MC_BACKUP.new"/* 2> /dev/null || true
+    mc_flush_staged "$MC_BACKUP.new" "$MC_BACKUP.new"/*
     mv -- "$MC_BACKUP.new" "$MC_BACKUP" || mc_fail "cannot finish the backup"
 }
 
@@ -768,8 +872,9 @@ mc_handler() {
 }
 
 # The apply succeeded: nothing is pending, the backup is no longer needed.
+# mc_end removes them, after the sync that makes the record's rename last.
 mc_finish() {
-    rm -rf -- "$ROOT$MC_STATE_DIR/journal" "$ROOT$MC_STATE_DIR/output" "$ROOT$MC_STATE_DIR/backup"
+    MC_FINISHED=1
 }
 
 # What an interrupted apply left: the journal of checks and handlers still
@@ -813,13 +918,16 @@ mc_observe_transaction() {
     done
 }
 
-# Puts a staged file of matrixctl's own (journal, record) in place.
+# Puts a staged file of matrixctl's own (journal, record) in place, and
+# flushes the state directory, which also holds the backup's rename; with
+# $2 = later, mc_end's sync does that.
 mc_commit_state() {
     p=$ROOT$1
     mc_not_link "$p"
     mc_flush_staged
-    mv -f -- "$(mc_tmp "$p")" "$p" || mc_fail "cannot rename into place: $1"
-    sync -- "${p%/*}" 2> /dev/null || true
+    mc_staged_var "$p"
+    mv -f -- "$MC_STAGED_AS" "$p" || mc_fail "cannot rename into place: $1"
+    [ "${2:-}" = later ] || sync -- "${p%/*}" 2> /dev/null || true
 }
 
 # A handler that could cut matrixctl off (a new firewall). The live state is

@@ -5,6 +5,25 @@ use crate::support::{Sandbox, crash_host_run, kill_group, wait_until};
 
 const SERVER_NAME_YAML: &str = "/etc/matrix-synapse/conf.d/server_name.yaml";
 const REGISTRATION_YAML: &str = "/etc/matrix-synapse/conf.d/registration.yaml";
+const WELL_KNOWN_CLIENT: &str = "/var/www/matrix/.well-known/matrix/client";
+
+/// Whether any staged file, or staging directory, is left on the host.
+fn anything_staged_left(sandbox: &Sandbox, host: &str) -> bool {
+    sandbox
+        .host_files(host)
+        .iter()
+        .any(|path| path.ends_with(".matrixctl-tmp") || path.contains("/.matrixctl-staged/"))
+        || [
+            "/etc/matrix-synapse/conf.d",
+            "/var/www/matrix/.well-known/matrix",
+        ]
+        .iter()
+        .any(|dir| {
+            sandbox
+                .host_file(host, &format!("{dir}/.matrixctl-staged"))
+                .exists()
+        })
+}
 
 #[test]
 fn a_killed_apply_leaves_whole_files_and_the_next_apply_converges() {
@@ -18,12 +37,14 @@ fn a_killed_apply_leaves_whole_files_and_the_next_apply_converges() {
     let old_registration = sandbox
         .read_host_file("a.example", REGISTRATION_YAML)
         .unwrap();
-    let old_server_name = sandbox
-        .read_host_file("a.example", SERVER_NAME_YAML)
+    let old_client = sandbox
+        .read_host_file("a.example", WELL_KNOWN_CLIENT)
         .unwrap();
 
-    // Two files change; the test hook pauses the host program after each
-    // rename, so the kill lands between the first and the second.
+    // Four files change, two in Synapse's conf.d and two well-known files.
+    // One `mv` renames a directory's files; the test hook pauses the host
+    // program after the first directory's, so the kill lands between
+    // conf.d's renames and the well-known files'.
     sandbox.write(
         "inventory/host_vars/a.example.yaml",
         "registration: closed\nmatrix_fqdn: chat.a.example\n",
@@ -52,48 +73,53 @@ fn a_killed_apply_leaves_whole_files_and_the_next_apply_converges() {
     crash_host_run(&sandbox, "a.example");
 
     // Each file is wholly the old or wholly the new one.
+    for path in [REGISTRATION_YAML, SERVER_NAME_YAML] {
+        assert_eq!(
+            sandbox.read_host_file("a.example", path).unwrap(),
+            rendered(path),
+            "{path}"
+        );
+    }
     assert_eq!(
         sandbox
-            .read_host_file("a.example", REGISTRATION_YAML)
+            .read_host_file("a.example", WELL_KNOWN_CLIENT)
             .unwrap(),
-        rendered(REGISTRATION_YAML)
-    );
-    assert_eq!(
-        sandbox
-            .read_host_file("a.example", SERVER_NAME_YAML)
-            .unwrap(),
-        old_server_name
+        old_client
     );
 
     let plan = sandbox.run(&["plan", "inventory", "--limit", "a.example"]);
     assert!(
         plan.stdout.contains(
-            "  - /etc/matrix-synapse/conf.d/.server_name.yaml.matrixctl-tmp  (left by an interrupted apply; removing it)\n"
+            "  - /var/www/matrix/.well-known/matrix/.matrixctl-staged/client  (left by an interrupted apply; removing it)\n"
         ),
         "{}",
         plan.stdout
     );
     assert!(
         plan.stdout
-            .contains("  ~ /etc/matrix-synapse/conf.d/server_name.yaml  (role synapse)"),
+            .contains("  ~ /var/www/matrix/.well-known/matrix/client  (role wellknown)"),
         "{}",
         plan.stdout
     );
+    // conf.d's files are in place; its emptied staging directory is left.
+    assert!(
+        plan.stdout.contains(
+            "  - /etc/matrix-synapse/conf.d/.matrixctl-staged  (left by an interrupted apply; removing it)\n"
+        ),
+        "{}",
+        plan.stdout
+    );
+    assert!(!plan.stdout.contains("server_name.yaml"), "{}", plan.stdout);
 
     let apply = sandbox.run(&["apply", "--yes", "inventory", "--limit", "a.example"]);
     assert_eq!(apply.code, 0, "{}", apply.transcript());
     assert_eq!(
         sandbox
-            .read_host_file("a.example", SERVER_NAME_YAML)
+            .read_host_file("a.example", WELL_KNOWN_CLIENT)
             .unwrap(),
-        rendered(SERVER_NAME_YAML)
+        rendered(WELL_KNOWN_CLIENT)
     );
-    assert!(
-        !sandbox
-            .host_files("a.example")
-            .iter()
-            .any(|path| path.ends_with(".matrixctl-tmp"))
-    );
+    assert!(!anything_staged_left(&sandbox, "a.example"));
     assert_eq!(sandbox.plan_exit_code(None), 2);
     assert_eq!(sandbox.plan_exit_code(Some("a.example")), 0);
 }
@@ -136,7 +162,8 @@ fn an_apply_killed_after_its_backup_changed_nothing_and_the_next_one_converges()
         plan.stdout
     );
     assert!(
-        plan.stdout.contains(".registration.yaml.matrixctl-tmp"),
+        plan.stdout
+            .contains("/etc/matrix-synapse/conf.d/.matrixctl-staged/registration.yaml"),
         "{}",
         plan.stdout
     );
@@ -151,11 +178,37 @@ fn an_apply_killed_after_its_backup_changed_nothing_and_the_next_one_converges()
         !manifest.exists(),
         "the backup is gone once an apply succeeded"
     );
-    assert!(
-        !sandbox
-            .host_files("a.example")
-            .iter()
-            .any(|path| path.ends_with(".matrixctl-tmp"))
+    assert!(!anything_staged_left(&sandbox, "a.example"));
+    assert_eq!(sandbox.plan_exit_code(Some("a.example")), 0);
+}
+
+#[test]
+fn a_file_left_by_a_restore_or_an_older_matrixctl_is_found_and_removed() {
+    let sandbox = Sandbox::fleet();
+    assert_eq!(
+        sandbox
+            .run(&["apply", "--yes", "inventory", "--limit", "a.example"])
+            .code,
+        0
     );
+    // A file written alone (a rollback's restore, an apt key) is staged as
+    // `.NAME.matrixctl-tmp`, as every file was before staging directories.
+    let leftover = sandbox.host_file(
+        "a.example",
+        "/etc/matrix-synapse/conf.d/.server_name.yaml.matrixctl-tmp",
+    );
+    std::fs::write(&leftover, "half a file").unwrap();
+
+    let plan = sandbox.run(&["plan", "inventory", "--limit", "a.example"]);
+    assert_eq!(
+        plan.stdout,
+        "a.example\n  \
+         - /etc/matrix-synapse/conf.d/.server_name.yaml.matrixctl-tmp  (left by an interrupted apply; removing it)\n\n\
+         Plan: 0 to add, 0 to change, 1 to remove on 1 of 1 host.\n"
+    );
+    let apply = sandbox.run(&["apply", "--yes", "inventory", "--limit", "a.example"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    assert!(!leftover.exists());
+    assert!(!anything_staged_left(&sandbox, "a.example"));
     assert_eq!(sandbox.plan_exit_code(Some("a.example")), 0);
 }

@@ -313,7 +313,7 @@ fn a_connection_cut_mid_apply_does_not_stop_it_and_the_report_is_read_from_the_h
         !sandbox
             .host_files("a.example")
             .iter()
-            .any(|path| path.ends_with(".matrixctl-tmp"))
+            .any(|path| path.ends_with(".matrixctl-tmp") || path.contains("/.matrixctl-staged/"))
     );
     assert_eq!(
         fleet

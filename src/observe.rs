@@ -82,6 +82,14 @@ pub async fn observe(
     // One stat serves both: the wanted paths and the directories above them.
     program.call("mc_observe_paths", &paths);
     program.call("mc_unsafe_paths", &[]);
+    let directories: BTreeSet<&str> = paths
+        .iter()
+        .map(|path| path.rsplit_once('/').map_or("", |(dir, _)| dir))
+        .collect();
+    program.call(
+        "mc_observe_leftovers",
+        &directories.into_iter().collect::<Vec<_>>(),
+    );
     // Each of these kinds in one call for all its items (one dpkg-query,
     // one systemctl, one getent per database, one stat): a bootstrapped
     // host costs a fixed handful of processes. The rest one by one.
@@ -308,31 +316,6 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
         observed.record = Record::parse(&text)
             .map_err(|reason| anyhow::anyhow!("the host's record is damaged ({reason})"))?;
     }
-    // Directories whose staged files are reported: their staging
-    // directory goes with them, and is not reported on its own.
-    let mut staged_in = BTreeSet::new();
-    let exists = |path: &str| {
-        seen.get(format!("{root}{path}").as_str())
-            .is_some_and(|seen| seen.stat.is_some())
-    };
-    for file in desired.values() {
-        for twin in staged_twins(&file.path) {
-            if exists(&twin) {
-                if let Some((dir, _)) = twin.rsplit_once('/') {
-                    staged_in.insert(dir.to_string());
-                }
-                observed.leftovers.push(twin);
-            }
-        }
-    }
-    // An empty staging directory: an apply was cut after its renames.
-    for file in desired.values() {
-        let (dir, _) = file.path.rsplit_once('/').unwrap_or(("", &file.path));
-        let staging = format!("{dir}/{STAGING_DIR}");
-        if exists(&staging) && !staged_in.contains(&staging) {
-            observed.leftovers.push(staging);
-        }
-    }
     for file in desired.values() {
         let full = format!("{root}{}", file.path);
         let state = match seen.remove(full.as_str()) {
@@ -370,17 +353,6 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
     Ok(observed)
 }
 
-/// Where an interrupted apply may have left a staged copy of `path`: in the
-/// staging directory beside it (remote.sh, `mc_staged_var`), or, staged by
-/// an older matrixctl, as `.NAME.matrixctl-tmp` (`mc_tmp`, still used to
-/// restore a file alone).
-pub fn staged_twins(path: &str) -> [String; 2] {
-    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-    [
-        format!("{dir}/{STAGING_DIR}/{name}"),
-        format!("{dir}/.{name}.matrixctl-tmp"),
-    ]
-}
-
-/// The staging directory's name (remote.sh's `MC_STAGING_DIR`).
+/// The directory beside a managed file where an apply stages the new files
+/// (remote.sh's `MC_STAGING_DIR`).
 pub const STAGING_DIR: &str = ".matrixctl-staged";

@@ -202,10 +202,7 @@ mc_observe() {
 mc_observe_paths() {
     n=$#
     for p; do
-        full=$ROOT$p
-        mc_staged_var "$full"
-        # Its staged twin, and the one an older matrixctl staged (mc_tmp).
-        set -- "$@" "$full" "$MC_STAGED_AS" "${full%/*}/.${full##*/}.matrixctl-tmp"
+        set -- "$@" "$ROOT$p"
     done
     shift "$n"
     # The same stat serves mc_unsafe_paths, which runs next. Its lines go
@@ -214,12 +211,10 @@ mc_observe_paths() {
     MC_STATS_FRESH=1
     [ -z "$mc_stats" ] || printf '%s\n' "$mc_stats"
     [ $# -gt 0 ] || return 0
-    # The regular files among the wanted paths (every third argument).
+    # The regular files among the wanted paths.
     n=$#
-    i=0
     for p; do
-        i=$((i + 1))
-        if [ $((i % 3)) = 1 ] && [ -f "$p" ] && [ ! -L "$p" ]; then
+        if [ -f "$p" ] && [ ! -L "$p" ]; then
             set -- "$@" "$p"
         fi
     done
@@ -244,6 +239,32 @@ $hash $path
         esac
     done
     mc_split_as_usual
+}
+
+# What interrupted applies left in the directories "$@" (paths without
+# ROOT), as `leftover PATH` lines: the files in their staging directories,
+# or the staging directory itself when it holds none (an apply cut after
+# its renames), and files staged alone (`mc_tmp`: a restore's, or an older
+# matrixctl's). The shell's own globs: no process, one directory read each.
+mc_observe_leftovers() {
+    for d; do
+        s=$ROOT$d/$MC_STAGING_DIR
+        if [ -L "$s" ]; then
+            printf 'leftover %s\n' "${s#"$ROOT"}"
+        elif [ -d "$s" ]; then
+            mc_found=
+            for f in "$s"/* "$s"/.[!.]* "$s"/..?*; do
+                [ -e "$f" ] || [ -L "$f" ] || continue
+                printf 'leftover %s\n' "${f#"$ROOT"}"
+                mc_found=1
+            done
+            [ -n "$mc_found" ] || printf 'leftover %s\n' "${s#"$ROOT"}"
+        fi
+        for f in "$ROOT$d"/.*.matrixctl-tmp; do
+            [ -e "$f" ] || [ -L "$f" ] || continue
+            printf 'leftover %s\n' "${f#"$ROOT"}"
+        done
+    done
 }
 
 # The on-host record, then every recorded path not already observed.
@@ -594,12 +615,12 @@ mc_start_run() {
     runs=$ROOT$MC_STATE_DIR/runs
     mc_not_link "$runs"
     r=$runs/$1
-    if [ -e "$r.sh.new" ] || [ -L "$r.sh.new" ]; then rm -f -- "$r.sh.new"; fi
     # The transaction is MC_RUN_SCRIPT (Program::detached), written by the
-    # shell's own printf.
-    printf '%s' "$MC_RUN_SCRIPT" > "$r.sh.new" || mc_fail "cannot write $MC_STATE_DIR/runs/$1.sh"
+    # shell's own printf. No rename: the run ID is new, and nothing starts
+    # the script but the line after this one (a script cut short by a
+    # killed program never starts; mc_await reports its run missing).
+    printf '%s' "$MC_RUN_SCRIPT" > "$r.sh" || mc_fail "cannot write $MC_STATE_DIR/runs/$1.sh"
     MC_RUN_SCRIPT=
-    mv -f -- "$r.sh.new" "$r.sh"
     setsid -w sh "$r.sh" < /dev/null > "$r.out" 2> "$r.err" 9>&- &
     MC_CHILD=$!
 }
@@ -681,17 +702,22 @@ mc_begin() {
     mc_lock "$1"
     printf '%s\n' "$$" > "$MC_RUN_FILE.pid.new"
     mv -f -- "$MC_RUN_FILE.pid.new" "$MC_RUN_FILE.pid"
-    rm -f -- "$MC_RUN_FILE.sh"
-    # Finished runs, and runs whose process died (we hold the lock, so
-    # none of them is alive); a run still starting (its script, no pid
-    # yet) belongs to an apply that is about to find the host locked.
+    # The script, and, in the same `rm`, finished runs and runs whose
+    # process died (we hold the lock, so none of them is alive); a run
+    # still starting (its script, no pid yet) belongs to an apply that is
+    # about to find the host locked.
+    set -- "$MC_RUN_FILE.sh"
     for old in "$ROOT$MC_STATE_DIR/runs"/*.code "$ROOT$MC_STATE_DIR/runs"/*.pid; do
         [ -e "$old" ] || [ -L "$old" ] || continue
         run=${old%.*}
         [ "$run" != "$MC_RUN_FILE" ] || continue
-        rm -f -- "$run.sh" "$run.pid" "$run.out" "$run.err" "$run.code" "$run.seen" \
+        mc_listed "${mc_old_runs:-}" "$run" && continue
+        mc_old_runs="${mc_old_runs:-}$run
+"
+        set -- "$@" "$run.sh" "$run.pid" "$run.out" "$run.err" "$run.code" "$run.seen" \
             "$run.paused" "$run.armed" "$run.confirmed" "$run.expired"
     done
+    rm -f -- "$@"
     unsafe=$(mc_unsafe_paths)
     [ -z "$unsafe" ] || mc_fail "refusing to write here: ${unsafe#unsafe }"
 }

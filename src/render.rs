@@ -13,7 +13,7 @@ use serde_yaml::{Mapping, Value};
 use crate::inventory::{Connection, Host, Inventory};
 use crate::problem::{Problem, Problems};
 use crate::roles::{BUILTIN_TEMPLATES, Role, RoleSet};
-use crate::secrets::{Redactor, SecretName};
+use crate::secrets::{Redactor, SecretFinder, SecretName};
 
 /// One file as the inventory says it should be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -595,7 +595,7 @@ impl<'a> Renderer<'a> {
         redactor: &Redactor,
     ) -> Result<Rendered, Problems> {
         let context = context.clone();
-        let host_secrets = Redactor::new(
+        let host_secrets = SecretFinder::new(
             host_secrets(inventory, host)
                 .into_values()
                 .chain(host.secret_values.iter().cloned()),
@@ -1452,7 +1452,7 @@ impl<'a> Renderer<'a> {
         role: &Role,
         index: usize,
         context: &JinjaValue,
-        host_secrets: &Redactor,
+        host_secrets: &SecretFinder,
         redactor: &Redactor,
     ) -> Result<DesiredFile, Problem> {
         let spec = &role.manifest.files[index];

@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use aho_corasick::AhoCorasick;
 use hmac::{KeyInit, Mac};
@@ -210,10 +211,14 @@ impl MasterKey {
     }
 }
 
-/// Replaces every known secret value with `<redacted>`, in one pass.
+/// Replaces every known secret value with `<redacted>`, in one pass. Its
+/// automaton is built on first use: a whole inventory's secrets make a big
+/// one, and a run that prints nothing secret-bearing (a render that
+/// succeeds) never needs it.
 #[derive(Clone)]
 pub struct Redactor {
-    matcher: Option<AhoCorasick>,
+    values: Arc<[String]>,
+    matcher: Arc<OnceLock<Option<AhoCorasick>>>,
 }
 
 /// Values shorter than this are not redacted: a 3-character "secret" would
@@ -224,29 +229,40 @@ pub const REDACTED: &str = "<redacted>";
 
 impl Redactor {
     pub fn new<I: IntoIterator<Item = String>>(values: I) -> Redactor {
-        let mut values: Vec<String> = values
+        let values: Vec<String> = values
             .into_iter()
             .filter(|value| value.len() >= MIN_REDACTED_LEN)
             .collect();
-        // Longest first, so a secret that contains another is hidden whole.
-        values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        values.dedup();
-        let matcher = (!values.is_empty()).then(|| {
-            AhoCorasick::builder()
-                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
-                .kind(Some(aho_corasick::AhoCorasickKind::NoncontiguousNFA))
-                .build(&values)
-                .expect("literal patterns always build")
-        });
-        Redactor { matcher }
+        Redactor {
+            values: values.into(),
+            matcher: Arc::default(),
+        }
     }
 
     pub fn none() -> Redactor {
-        Redactor { matcher: None }
+        Redactor::new(Vec::new())
+    }
+
+    fn matcher(&self) -> Option<&AhoCorasick> {
+        self.matcher
+            .get_or_init(|| {
+                let mut values = self.values.to_vec();
+                // Longest first, so a secret that contains another is hidden whole.
+                values.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+                values.dedup();
+                (!values.is_empty()).then(|| {
+                    AhoCorasick::builder()
+                        .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                        .kind(Some(aho_corasick::AhoCorasickKind::NoncontiguousNFA))
+                        .build(&values)
+                        .expect("literal patterns always build")
+                })
+            })
+            .as_ref()
     }
 
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        match &self.matcher {
+        match self.matcher() {
             Some(matcher) if matcher.is_match(text) => Cow::Owned(
                 matcher.replace_all(text, &[REDACTED][..].repeat(matcher.patterns_len())),
             ),
@@ -256,9 +272,34 @@ impl Redactor {
 
     /// Whether `text` holds any secret.
     pub fn finds_secret_in(&self, text: &[u8]) -> bool {
-        self.matcher
-            .as_ref()
-            .is_some_and(|matcher| matcher.is_match(text))
+        self.matcher().is_some_and(|matcher| matcher.is_match(text))
+    }
+}
+
+/// Whether a text holds one of a host's own secrets, for deciding that a
+/// rendered file is sensitive: a substring search per secret. A host has
+/// a handful, so this is cheaper than a [`Redactor`]'s automaton, whose
+/// build would be paid for every host of a render.
+pub struct SecretFinder {
+    finders: Vec<memchr::memmem::Finder<'static>>,
+}
+
+impl SecretFinder {
+    pub fn new<I: IntoIterator<Item = String>>(values: I) -> SecretFinder {
+        // The same values a Redactor would hide.
+        let finders = values
+            .into_iter()
+            .filter(|value| value.len() >= MIN_REDACTED_LEN)
+            .map(|value| memchr::memmem::Finder::new(value.as_bytes()).into_owned())
+            .collect();
+        SecretFinder { finders }
+    }
+
+    /// Whether `text` holds any of the secrets.
+    pub fn finds_secret_in(&self, text: &[u8]) -> bool {
+        self.finders
+            .iter()
+            .any(|finder| finder.find(text).is_some())
     }
 }
 

@@ -50,14 +50,20 @@ pub fn broken(
     if let Some(name) = server_name {
         base.insert("server_name".into(), name.as_str().into());
     }
+    // The host's vars become a template value once; each role's constants
+    // are laid over them without copying (the later map wins), as cloning
+    // and converting every var for every role cost more than the rules.
+    let base = JinjaValue::from(Serde(base));
     let mut broken = Vec::new();
     for role in roles.roles.values() {
         if role.manifest.assertions.is_empty() {
             continue;
         }
-        let mut vars = base.clone();
-        vars.extend(role.constants.clone());
-        let context = JinjaValue::from(Serde(vars));
+        let context = if role.constants.is_empty() {
+            base.clone()
+        } else {
+            minijinja::value::merge_maps([base.clone(), JinjaValue::from(Serde(&role.constants))])
+        };
         let eval = |expression: &str, context: &JinjaValue| {
             env.compile_expression(expression)
                 .and_then(|compiled| compiled.eval(context.clone()))

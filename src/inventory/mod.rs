@@ -827,11 +827,16 @@ fn check_vars(
             .collect();
         let mut sound = merged.clone();
         sound.retain(|key, _| key.as_str().is_none_or(|key| !unsound.contains(key)));
-        // A rule's message may name any var, a secret one too.
-        let mut secret_values = vars.secret_values();
-        secret_values.extend(roles.option_secret_values(&merged));
-        let redactor = crate::secrets::Redactor::new(secret_values);
         let found = assertions::broken(roles, vars, &sound, server_name);
+        // A rule's message may name any var, a secret one too. Built only
+        // when a rule is broken: most hosts break none.
+        let redactor = if found.is_empty() {
+            crate::secrets::Redactor::none()
+        } else {
+            let mut secret_values = vars.secret_values();
+            secret_values.extend(roles.option_secret_values(&merged));
+            crate::secrets::Redactor::new(secret_values)
+        };
         for broken in found {
             if partial && broken.manifest.is_some() {
                 continue;

@@ -265,7 +265,7 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
                     .insert(path.to_string(), PathState::Other(what.replace('-', " ")));
             }
             // `stat UID:MODE:TYPE:OWNER:GROUP:PATH`, for the wanted paths,
-            // their staged twins and the directories above them.
+            // the directories above them and their staging directories.
             "stat" => {
                 let fields: Vec<&str> = rest.splitn(6, ':').collect();
                 let [_uid, mode, kind, owner, group, path] = fields[..] else {

@@ -126,8 +126,8 @@ impl Program {
     /// directory (itself included), each followed by its parent as
     /// `PARENT/.` (the directory a symlink sits in, resolved); and the
     /// staging directory beside each path (an apply stages its files
-    /// there), followed by `DIR/.`, so the one stat also tells whether an
-    /// interrupted apply left one.
+    /// there), followed by `DIR/.`, so a symlink planted in its place is
+    /// refused like one on the way.
     pub fn set_path_prefixes(
         &mut self,
         root: &str,

@@ -187,17 +187,13 @@ mc_observe() {
     else
         printf 'absent %s\n' "$1"
     fi
-    # Its staged twin, and the one an older matrixctl staged (mc_tmp).
-    mc_staged_var "$1"
-    [ ! -e "$ROOT$MC_STAGED_AS" ] || printf 'leftover %s\n' "$MC_STAGED_AS"
-    [ ! -e "${p%/*}/.${p##*/}.matrixctl-tmp" ] || printf 'leftover %s\n' "${1%/*}/.${1##*/}.matrixctl-tmp"
 }
 
 # The paths matrixctl wants, "$@", in a fixed handful of processes
-# whatever their number: one stat for all of them and their staged twins
-# (`stat TYPE|MODE OWNER GROUP|PATH`), one sha256sum for the regular files
-# among them, and a base64 only for a file whose content is not the one
-# matrixctl wants there (`same PATH`, or `content BASE64 PATH`).
+# whatever their number: one stat for all of them and the directories of
+# MC_PREFIXES (`stat UID:MODE:TYPE:OWNER:GROUP:PATH`), one sha256sum for
+# the regular files among them, and a base64 only for a file whose content
+# is not the one matrixctl wants there (`same PATH`, or `content BASE64 PATH`).
 # MC_EXPECTED lists `SHA256 PATH` of the wanted contents. PATHs carry ROOT.
 mc_observe_paths() {
     n=$#
@@ -267,7 +263,8 @@ mc_observe_leftovers() {
     done
 }
 
-# The on-host record, then every recorded path not already observed.
+# The on-host record, then every recorded path not already observed, and
+# what interrupted applies left in those paths' directories.
 mc_observe_record() {
     if [ -L "$ROOT$MC_RECORD" ]; then
         printf 'unsafe %s: the record is a symlink; matrixctl follows no symlink in its state directory\n' "$ROOT$MC_RECORD"
@@ -280,14 +277,23 @@ mc_observe_record() {
     # Line by line with the shell's own `read` (a record is text, one
     # entry per line), in one pass: no process.
     printf 'record\n'
+    mc_gone_dirs=
     while IFS= read -r line || [ -n "$line" ]; do
         printf 'record-line %s\n' "$line"
         # `file HASH MODE SENSITIVE ROLE PATH`: a recorded path no longer
         # wanted is observed too.
         case $line in "file "*) ;; *) continue ;; esac
         path=${line#file * * * * }
-        mc_listed "$MC_OBSERVED" "$path" || mc_observe "$path"
+        mc_listed "$MC_OBSERVED" "$path" && continue
+        mc_observe "$path"
+        mc_listed "$mc_gone_dirs" "${path%/*}" || mc_gone_dirs="$mc_gone_dirs${path%/*}
+"
     done < "$ROOT$MC_RECORD"
+    mc_split_lines
+    # shellcheck disable=SC2086 # one directory per line
+    set -- $mc_gone_dirs
+    mc_split_as_usual
+    mc_observe_leftovers "$@"
 }
 
 # Whether the list $1 (one item per line, each line ended) holds $2.
@@ -433,16 +439,11 @@ MC_LIST
 # to disk, and the paths "$@" with them, in one sync: a rename must never
 # put in place a file whose bytes or attributes are not on disk yet.
 mc_flush_staged() {
-    mc_tmps=
+    mc_tmps= mc_modes= mc_owners=
     for p; do
         mc_tmps="$mc_tmps$p
 "
     done
-    if [ -z "${MC_UNFLUSHED:-}" ]; then
-        mc_sync_list "$mc_tmps" || mc_fail "cannot flush the staged files to disk"
-        return 0
-    fi
-    mc_modes= mc_owners=
     while IFS=' ' read -r mode owner group path; do
         [ -n "$path" ] || continue
         mc_listed "$mc_modes" "$mode" || mc_modes="$mc_modes$mode
@@ -524,25 +525,25 @@ mc_commit() {
 
 mc_remove() {
     p=$ROOT$1
-    # A staging directory an interrupted apply left: matrixctl's own, with
-    # whatever it still holds (rm never follows a symlink it is given).
     case $1 in
+        # A staging directory an interrupted apply left: matrixctl's own,
+        # with whatever it still holds (rm never follows a symlink it is
+        # given).
         */"$MC_STAGING_DIR")
             rm -rf -- "$p" || mc_fail "cannot remove $1"
             return 0
+            ;;
+        # A staged file an interrupted apply left: its directory goes too
+        # (mc_unstage).
+        */"$MC_STAGING_DIR"/*)
+            mc_listed "${MC_STAGING_DIRS:-}" "${p%/*}" || MC_STAGING_DIRS="${MC_STAGING_DIRS:-}${p%/*}
+"
             ;;
     esac
     if [ -L "$p" ] || [ -e "$p" ]; then
         rm -f -- "$p" || mc_fail "cannot remove $1"
         sync -- "${p%/*}" 2> /dev/null || true
     fi
-    # A staged file left by an interrupted apply: its directory goes too.
-    case $1 in
-        */"$MC_STAGING_DIR"/*)
-            mc_listed "${MC_STAGING_DIRS:-}" "${p%/*}" || MC_STAGING_DIRS="${MC_STAGING_DIRS:-}${p%/*}
-"
-            ;;
-    esac
 }
 
 # Creates the state directory (root's, 0700) when missing, with its
@@ -754,14 +755,16 @@ mc_end() {
         rm -f -- "$ROOT$MC_STATE_DIR/revert.saved"
     fi
     printf '%s\n' "$code" > "$MC_RUN_FILE.code.new"
-    # One sync for the result and, after a success, the record's rename
-    # (mc_commit_state ... later), which must be on disk before the journal
-    # and the backup go.
-    if [ "$code" -eq 0 ] && [ -n "${MC_FINISHED:-}" ]; then
-        sync -- "$MC_RUN_FILE.out" "$MC_RUN_FILE.err" "$MC_RUN_FILE.code.new" "$ROOT$MC_STATE_DIR" 2> /dev/null
+    # One sync for the result and, after a success, the state directory:
+    # the record's rename (mc_commit_state ... later) must be on disk
+    # before the journal and the backup go.
+    mc_succeeded=
+    [ "$code" -ne 0 ] || [ -z "${MC_FINISHED:-}" ] || mc_succeeded=1
+    set -- "$MC_RUN_FILE.out" "$MC_RUN_FILE.err" "$MC_RUN_FILE.code.new"
+    [ -z "$mc_succeeded" ] || set -- "$@" "$ROOT$MC_STATE_DIR"
+    sync -- "$@" 2> /dev/null
+    if [ -n "$mc_succeeded" ]; then
         rm -rf -- "$ROOT$MC_STATE_DIR/journal" "$ROOT$MC_STATE_DIR/output" "$ROOT$MC_STATE_DIR/backup"
-    else
-        sync -- "$MC_RUN_FILE.out" "$MC_RUN_FILE.err" "$MC_RUN_FILE.code.new" 2> /dev/null
     fi
     mv -f -- "$MC_RUN_FILE.code.new" "$MC_RUN_FILE.code"
 }

@@ -27,16 +27,21 @@ pub fn read_text(path: &Path, inside: Option<&Path>, limit: u64) -> Result<Strin
 pub fn read_bytes(path: &Path, inside: Option<&Path>, limit: u64) -> Result<Vec<u8>, Problem> {
     let link = std::fs::symlink_metadata(path)
         .map_err(|error| Problem::new(format!("cannot read: {}", reason(&error))).in_file(path))?;
-    if link.file_type().is_symlink()
-        && let Some(inside) = inside
-    {
+    // The file itself, or a directory on its way (`host_vars/` linked to
+    // another inventory's), may lead out.
+    if let Some(inside) = inside {
         let target = std::fs::canonicalize(path).map_err(|error| {
             Problem::new(format!("cannot follow the symlink: {}", reason(&error))).in_file(path)
         })?;
         let root = std::fs::canonicalize(inside).unwrap_or_else(|_| inside.to_path_buf());
         if !target.starts_with(&root) {
+            let what = if link.file_type().is_symlink() {
+                "is a symlink to"
+            } else {
+                "is, through a linked directory,"
+            };
             return Err(Problem::new(format!(
-                "is a symlink to {}, outside {}; matrixctl reads only files inside it",
+                "{what} {}, outside {}; matrixctl reads only files inside it",
                 target.display(),
                 inside.display()
             ))

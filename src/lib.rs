@@ -474,14 +474,16 @@ fn token_create(role_dirs: &[PathBuf], args: cli::TokenCreateArgs) -> Result<Exi
         &args.connect,
         &[],
     )?;
-    let uses = args
-        .uses
-        .map_or("any number of".to_string(), |uses| uses.to_string());
+    let uses = match args.uses {
+        None => "any number of registrations".to_string(),
+        Some(1) => "1 registration".to_string(),
+        Some(uses) => format!("{uses} registrations"),
+    };
     let valid = args.expires.map_or("with no end".to_string(), |ms| {
         format!("for {} hours", ms / 3_600_000)
     });
     println!(
-        "Created a registration token on {}, for {uses} registrations, valid {valid}:\n{}",
+        "Created a registration token on {}, for {uses}, valid {valid}:\n{}",
         args.host,
         token.trim()
     );

@@ -125,11 +125,33 @@ pub async fn observe(
             _ => None,
         }),
     ];
+    // The accounts the files name, in the same getent as the roles'
+    // accounts: plan refuses a file whose owner or group nothing provides,
+    // instead of apply failing after packages were installed. A host that
+    // is a directory has no accounts of its own to ask.
+    let file_accounts = |of: fn(&crate::render::DesiredFile) -> Option<&String>| -> Vec<&str> {
+        if !root.is_empty() {
+            return Vec::new();
+        }
+        desired
+            .values()
+            .filter_map(of)
+            .map(String::as_str)
+            .filter(|name| *name != "root")
+            .collect()
+    };
     for (function, leading, pick) in batched {
-        let names: Vec<&str> = system
+        let mut names: Vec<&str> = system
             .iter()
             .filter_map(|wanted| pick(&wanted.item))
             .collect();
+        match leading.first() {
+            Some(&"group") => names.extend(file_accounts(|file| file.group.as_ref())),
+            Some(&"user") => names.extend(file_accounts(|file| file.owner.as_ref())),
+            _ => {}
+        }
+        names.sort_unstable();
+        names.dedup();
         if !names.is_empty() {
             let args: Vec<&str> = leading.iter().copied().chain(names).collect();
             program.call(function, &args);

@@ -31,6 +31,10 @@ pub struct Change {
     pub leftover: bool,
     /// Never show this change's content.
     pub sensitive: bool,
+    /// Never show the old content: the host keeps the file from others
+    /// (no read bit for them), and it is not what matrixctl last wrote
+    /// there (a file adopted from a hand-made server, or edited since).
+    pub hide_before: bool,
     pub before: Option<FileState>,
     pub after: Option<DesiredFile>,
 }
@@ -100,6 +104,64 @@ impl HostPlan {
     }
 }
 
+/// A file's owner or group that the host lacks and no role that applies
+/// creates: apply would stop at it, after installing packages, so plan
+/// refuses the host instead. A role that installs packages is trusted to
+/// get its accounts from them (a daemon's package makes its account).
+fn missing_account(
+    desired: &DesiredState,
+    observed: &Observed,
+    wanted: &[crate::system::Wanted],
+) -> Option<String> {
+    use crate::system::Item;
+    let created = |kind: &str, name: &str| {
+        wanted.iter().any(|w| match &w.item {
+            Item::Group { name: group } => kind == "group" && group == name,
+            Item::User { name: user, .. } => kind == "user" && user == name,
+            _ => false,
+        })
+    };
+    let installs_packages = |role: &str| {
+        wanted.iter().any(|w| {
+            matches!(w.item, Item::Package { .. })
+                && (w.role == role || w.also_for.iter().any(|other| other == role))
+        })
+    };
+    for file in desired.values() {
+        if installs_packages(&file.role) {
+            continue;
+        }
+        let accounts = [
+            ("user", "owner", &file.owner),
+            ("group", "group", &file.group),
+        ];
+        for (kind, what, name) in accounts {
+            let Some(name) = name else { continue };
+            let absent = observed
+                .system
+                .get(&format!("{kind} {name}"))
+                .map(String::as_str)
+                == Some("absent");
+            if absent && !created(kind, name) {
+                return Some(format!(
+                    "refusing this host: {kind} '{name}' does not exist on this host, and no role here creates it ({what} of {}, role `{}`)\n\
+                     hint: install the software that brings '{name}' first, or have role `{}` install it (`matrixctl options` lists its options)",
+                    file.path, file.role, file.role
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Whether a host file's content must not be shown: others cannot read
+/// it on the host, and matrixctl does not know it as its own rendering
+/// (`unknown`: no record of it, or edited since). Adopting a hand-made
+/// server shows its 0640 conf.d file's secrets otherwise.
+fn private_unknown(file: &FileState, unknown: bool) -> bool {
+    unknown && file.mode & 0o004 == 0
+}
+
 /// Why a host cannot be planned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocked(pub String);
@@ -118,12 +180,15 @@ pub fn plan_host(
     }
     if !observed.unsafe_paths.is_empty() {
         return Err(Blocked(format!(
-            "refusing this host: a path matrixctl would write through could have been bent by someone else:\n{}\nhint: replace the symlink with a real directory, or make it and its directory root's and writable only by root",
+            "refusing this host: a path matrixctl would write through could have been bent by someone else:\n{}\nhint: make each path named here a real directory of root's that only root can write (a symlink: replace it with the directory), and keep services' own files out of matrixctl's paths",
             observed.unsafe_paths.join("\n")
         )));
     }
     if let Some(reason) = crate::system::blocked(wanted, &observed.system) {
         return Err(Blocked(format!("refusing this host: {reason}")));
+    }
+    if let Some(reason) = missing_account(desired, observed, wanted) {
+        return Err(Blocked(reason));
     }
     let system = crate::system::changes(wanted, &observed.system);
     if let Some(change) = system.iter().find(|change| {
@@ -153,13 +218,15 @@ pub fn plan_host(
             },
         );
         let sensitive = file.sensitive || recorded.is_some_and(|r| r.sensitive);
-        let change = |action, before: Option<&FileState>, drift| Change {
+        let change = |action, before: Option<&FileState>, drift: bool| Change {
             path: path.clone(),
             action,
             role: Some(file.role.clone()),
             drift,
             leftover: false,
             sensitive,
+            hide_before: before
+                .is_some_and(|before| private_unknown(before, recorded.is_none() || drift)),
             before: before.cloned(),
             after: Some(file.clone()),
         };
@@ -191,16 +258,20 @@ pub fn plan_host(
             continue;
         }
         match observed.paths.get(path) {
-            Some(PathState::File(current)) => changes.push(Change {
-                path: path.clone(),
-                action: Action::Remove,
-                role: Some(recorded.role.clone()),
-                drift: recorded.sha256 != sha256_hex(&current.content),
-                leftover: false,
-                sensitive: recorded.sensitive,
-                before: Some(current.clone()),
-                after: None,
-            }),
+            Some(PathState::File(current)) => {
+                let drift = recorded.sha256 != sha256_hex(&current.content);
+                changes.push(Change {
+                    path: path.clone(),
+                    action: Action::Remove,
+                    role: Some(recorded.role.clone()),
+                    drift,
+                    leftover: false,
+                    sensitive: recorded.sensitive,
+                    hide_before: private_unknown(current, drift),
+                    before: Some(current.clone()),
+                    after: None,
+                })
+            }
             Some(PathState::Other(what)) => {
                 return Err(Blocked(format!(
                     "{path}, which matrixctl used to manage, is now a {what}; remove it by hand or restore the file"
@@ -220,6 +291,7 @@ pub fn plan_host(
             leftover: true,
             // A staged file may hold anything, secrets included.
             sensitive: true,
+            hide_before: true,
             before: None,
             after: None,
         });

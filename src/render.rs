@@ -141,6 +141,10 @@ pub struct Renderer<'a> {
     roles: &'a RoleSet,
 }
 
+/// The fuel of one render (minijinja's units: an instruction, or a byte
+/// allocated): 16 MiB of output at most, and as many steps.
+pub const TEMPLATE_FUEL: u64 = 16 << 20;
+
 impl<'a> Renderer<'a> {
     pub fn new(roles: &'a RoleSet) -> Renderer<'a> {
         let mut env = Environment::new();
@@ -155,6 +159,11 @@ impl<'a> Renderer<'a> {
             .trim_blocks(true)
             .lstrip_blocks(true);
         env.set_syntax(syntax.build().expect("the default delimiters are valid"));
+        // Each render has a budget of steps and of bytes allocated (a
+        // `--roles` template growing a string in a loop would otherwise
+        // abort the process on a failed allocation). Far above what any
+        // built-in template spends: their files are a few KiB each.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.add_filter("merge", merge_maps);
         // One token of each format the roles write (see escape.rs).
         env.add_filter("nginx", crate::escape::nginx);
@@ -274,6 +283,16 @@ impl<'a> Renderer<'a> {
                     manifest_template_problem(role, format!("tasks.{name}.{key}"), &error, redactor)
                 })
             };
+            if let Some(refuse) = &task.refuse {
+                let why = template("refuse", refuse)?;
+                let why = why.trim();
+                if !why.is_empty() {
+                    return Err(Problem::new(format!(
+                        "`{name}` cannot help on {}: {why}",
+                        host.name
+                    )));
+                }
+            }
             return Ok(Some(RenderedTask {
                 role: role.name.clone(),
                 script: template("script", &task.script)?,
@@ -1621,9 +1640,17 @@ fn manifest_template_problem(
 }
 
 fn jinja_reason(error: &minijinja::Error) -> String {
+    let kind = match error.kind() {
+        minijinja::ErrorKind::OutOfFuel => format!(
+            "the template went past matrixctl's budget of {} Mi steps and bytes allocated \
+             (a loop that does not end, or a value that grows without bound)",
+            TEMPLATE_FUEL >> 20
+        ),
+        kind => kind.to_string(),
+    };
     match error.detail() {
-        Some(detail) => format!("{}: {detail}", error.kind()),
-        None => error.kind().to_string(),
+        Some(detail) => format!("{kind}: {detail}"),
+        None => kind,
     }
 }
 

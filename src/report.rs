@@ -351,6 +351,16 @@ fn body(change: &Change) -> Option<String> {
         .as_ref()
         .map(|a| a.content.as_slice())
         .unwrap_or_default();
+    if let Some(private) = change.before.as_ref().filter(|_| change.hide_before) {
+        let note = format!(
+            "(old content hidden: the host keeps this file private, mode {:04o}; it may hold secrets)",
+            private.mode
+        );
+        return Some(match (&change.after, unified(b"", after)) {
+            (Some(_), Some(new)) => format!("{note}\n{new}"),
+            _ => note,
+        });
+    }
     Some(unified(before, after).unwrap_or_else(|| "(binary content changed)".to_string()))
 }
 

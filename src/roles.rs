@@ -509,6 +509,11 @@ pub struct TaskSpec {
     pub input: String,
     #[serde(default)]
     pub when: Option<String>,
+    /// A template: when it renders to text, the task is refused with that
+    /// text before the host is contacted (a task that could not do what
+    /// the operator wants on this host, as its vars stand).
+    #[serde(default)]
+    pub refuse: Option<String>,
 }
 
 /// A systemd unit, enabled at boot and running unless said otherwise.

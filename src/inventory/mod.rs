@@ -32,7 +32,7 @@ use crate::problem::{
 use crate::roles::RoleSet;
 use crate::secrets::{MasterKey, SecretName};
 use layers::{Layered, Source};
-use schema::{CORE_KEYS, CoreVars, DnsName, Port, RESERVED_KEYS};
+use schema::{CORE_KEYS, CoreVars, DnsName, Port, RESERVED_KEYS, SshOptions};
 
 /// A checked inventory: every host valid, ready to render.
 #[derive(Debug)]
@@ -157,7 +157,7 @@ struct HostEntry {
     root: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum ConnectionKind {
     #[default]
@@ -509,10 +509,38 @@ fn load_host(
         Some(root) if root.is_absolute() => root.clone(),
         // Relative roots are relative to the inventory, so an inventory
         // works from any working directory.
-        Some(root) => dir.join(root),
+        Some(relative) => {
+            let root = dir.join(relative);
+            // `..` enough times reaches `/` (this machine itself) or a
+            // directory holding the inventory: never what a relative root
+            // means. An absolute root (or none) says so plainly.
+            if let (Ok(resolved), Ok(inventory)) = (root.canonicalize(), dir.canonicalize())
+                && inventory.starts_with(&resolved)
+            {
+                return Err(vec![
+                    Problem::new(format!(
+                        "root `{}` leads to {}, which holds the inventory itself",
+                        relative.display(),
+                        resolved.display()
+                    ))
+                    .in_file(hosts_path)
+                    .at_line(line)
+                    .at_key(format!("hosts.{name}.root"))
+                    .with_hint(Some(
+                        "a relative root is a directory of its own next to or inside the inventory \
+                         (like `.hosts/NAME`); to manage this machine, leave `root` out"
+                            .to_string(),
+                    )),
+                ]);
+            }
+            root
+        }
     };
     let (mut vars, merged) = check_vars(&layered, roles, Some(dns_name))?;
     vars.ssh_options.relative_to(dir);
+    if entry.connection == ConnectionKind::Ssh {
+        missing_ssh_files(&vars.ssh_options, &layered)?;
+    }
     let connection = match entry.connection {
         ConnectionKind::Local => Connection::Local,
         ConnectionKind::Ssh => {
@@ -541,6 +569,44 @@ fn load_host(
         merged,
         secret_values,
     })
+}
+
+/// The files `ssh_options` names that do not exist on this machine: ssh
+/// would only say that the host refused us (a missing key) or fail
+/// obscurely, so they are the inventory's mistake, named before any host
+/// is contacted.
+fn missing_ssh_files(options: &SshOptions, layered: &Layered) -> Result<(), Vec<Problem>> {
+    let files = [
+        ("identity_file", &options.identity_file, "the key file"),
+        ("config_file", &options.config_file, "the ssh_config file"),
+    ];
+    let mut problems = Vec::new();
+    for (key, path, what) in files {
+        let Some(path) = path else { continue };
+        if path.exists() {
+            continue;
+        }
+        let lookup = ["ssh_options".to_string(), key.to_string()];
+        let source = layered.source_of(&lookup);
+        let mut problem = Problem::new(format!("{what} {} does not exist", path.display()))
+            .at_key(format!("ssh_options.{key}"))
+            .with_hint(Some(
+                "`~/` is your home directory; other relative paths are relative to the inventory \
+                 (make a key with `ssh-keygen -t ed25519 -f PATH`)"
+                    .to_string(),
+            ));
+        if let Some(source) = source {
+            problem = problem
+                .in_file(source.path())
+                .at_line(source.line_of(&lookup));
+        }
+        problems.push(problem);
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
 }
 
 /// Role defaults < group_vars/all < group_vars/GROUP (in the host's order) < host_vars/NAME.

@@ -151,8 +151,10 @@ pub struct SshOptions {
 }
 
 impl SshOptions {
-    /// Makes relative paths relative to `dir`.
+    /// Makes `~/PATH` the operator's home directory's PATH, as ssh reads
+    /// it, and other relative paths relative to `dir` (the inventory).
     pub fn relative_to(&mut self, dir: &std::path::Path) {
+        let home = std::env::var_os("HOME").filter(|home| !home.is_empty());
         for path in [
             &mut self.identity_file,
             &mut self.config_file,
@@ -161,7 +163,14 @@ impl SshOptions {
         .into_iter()
         .flatten()
         {
-            if path.is_relative() {
+            let in_home = path
+                .strip_prefix("~")
+                .ok()
+                .zip(home.as_ref())
+                .map(|(rest, home)| std::path::Path::new(home).join(rest));
+            if let Some(in_home) = in_home {
+                *path = in_home;
+            } else if path.is_relative() {
                 *path = dir.join(&*path);
             }
         }

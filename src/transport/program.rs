@@ -128,6 +128,13 @@ impl Program {
     /// staging directory beside each path (an apply stages its files
     /// there), followed by `DIR/.`, so a symlink planted in its place is
     /// refused like one on the way.
+    ///
+    /// Also sets MC_SAFE_DIRS: the directories from the host's root down to
+    /// each path's directory and to the state directory, as MC_PREFIXES
+    /// names them (the root itself as `ROOT/.`). Each must be root's and
+    /// writable by root alone: whoever can change one of them can swap what
+    /// lies below it between matrixctl's look and its write, and root's
+    /// chmod, chown and rename would then follow their links.
     pub fn set_path_prefixes(
         &mut self,
         root: &str,
@@ -171,7 +178,10 @@ impl Program {
         }
         let items: Vec<&str> = list.iter().map(String::as_str).collect();
         // set_list frames the list with newlines; the shell splits on them.
-        self.set_list("MC_PREFIXES", &items)
+        self.set_list("MC_PREFIXES", &items);
+        let safe = safe_directories(root, state_dir, paths);
+        let safe: Vec<&str> = safe.iter().map(String::as_str).collect();
+        self.set_list("MC_SAFE_DIRS", &safe)
     }
 
     /// Sets a shell variable to a word.
@@ -273,6 +283,29 @@ pub enum AwaitRun {
 /// Quotes a word for the POSIX shell: single quotes, with `'` spelled `'\''`.
 pub fn quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// The directories that must be root's alone for matrixctl to write
+/// `paths` and its state directory under `root` (see
+/// [`Program::set_path_prefixes`]): the root as `ROOT/.`, then every
+/// directory below it on the way to each path's directory and to the state
+/// directory, named as MC_PREFIXES names them. Sorted, each once.
+fn safe_directories(root: &str, state_dir: &str, paths: &[&str]) -> Vec<String> {
+    let mut dirs = std::collections::BTreeSet::new();
+    dirs.insert(format!("{root}/."));
+    let state = format!("{state_dir}/");
+    for path in paths.iter().copied().chain([state.as_str()]) {
+        let mut prefix = String::from(root);
+        let parts: Vec<&str> = path.split('/').skip(1).collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            prefix.push('/');
+            prefix.push_str(part);
+            dirs.insert(prefix.clone());
+        }
+        // The directory itself, resolved: where a root symlink leads.
+        dirs.insert(format!("{prefix}/."));
+    }
+    dirs.into_iter().collect()
 }
 
 #[cfg(test)]

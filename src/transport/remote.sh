@@ -76,6 +76,7 @@ mc_unsafe_paths() {
     mc_state=$ROOT$MC_STATE_DIR
     # Most hosts have no symlink on the way: nothing to go through.
     case $mc_stats in *":symbolic link:"*) mc_unsafe_symlinks ;; esac
+    mc_unsafe_directories
     mc_stat_of "$mc_state/."
     if [ -n "$mc_uid" ]; then
         if ! mc_trusted "$mc_uid"; then
@@ -84,6 +85,31 @@ mc_unsafe_paths() {
             printf 'unsafe %s: others can write the state directory (mode %s)\n' "$mc_state" "$mc_perm"
         fi
     fi
+}
+
+# The directories of MC_SAFE_DIRS that someone other than root (or the user
+# this program runs as) owns or can write: that one could swap what lies
+# below between matrixctl's look and its write, and root's chmod, chown and
+# mv would follow their links. One pass over the stat's lines; a directory
+# not there yet has no line (root makes it).
+mc_unsafe_directories() {
+    mc_split_lines
+    for line in $mc_stats; do
+        mc_split_as_usual
+        mc_stat_fields "$line"
+        [ "$MC_F_TYPE" = directory ] || continue
+        mc_listed "${MC_SAFE_DIRS:-}" "$MC_F_PATH" || continue
+        d=${MC_F_PATH%/.}
+        if ! mc_trusted "$MC_F_UID"; then
+            printf 'unsafe %s: a directory on the way to a managed file belongs to uid %s, not root (matrixctl writes only where root alone can change the way)\n' "${d:-/}" "$MC_F_UID"
+        elif mc_writable_by_others "$MC_F_MODE"; then
+            # Sticky (/tmp): others may add names, but never rename or
+            # remove root's, and every directory below is checked too.
+            case $MC_F_MODE in [1357]???) continue ;; esac
+            printf 'unsafe %s: others can write a directory on the way to a managed file (mode %s)\n' "${d:-/}" "$MC_F_MODE"
+        fi
+    done
+    mc_split_as_usual
 }
 
 # The symlinks among MC_PREFIXES that mc_unsafe_paths refuses.
@@ -554,6 +580,11 @@ mc_state_dir_ready() {
     mc_not_link "$d"
     if [ ! -d "$d/${1:-.}" ]; then
         [ ! -d "$d" ] || [ -z "${1:-}" ] || mc_not_link "$d/$1"
+        # The directories above it as any system has them (0755: an empty
+        # root's /var and /var/lib must stay open to services); the state
+        # directory itself under this program's umask (077).
+        [ -d "${d%/*}" ] || (umask 022 && mkdir -p -- "${d%/*}") ||
+            mc_fail "cannot create the directory of $MC_STATE_DIR"
         mkdir -p -- "$d/${1:-.}" || mc_fail "cannot create $MC_STATE_DIR/${1:-}"
     fi
     unsafe=$(mc_unsafe_paths)
@@ -766,6 +797,9 @@ mc_end() {
     if [ -n "$mc_succeeded" ]; then
         rm -rf -- "$ROOT$MC_STATE_DIR/journal" "$ROOT$MC_STATE_DIR/output" "$ROOT$MC_STATE_DIR/backup"
     fi
+    # The state directory's staging directory outlives mc_unstage (the
+    # record is renamed out of it last); emptied now, whatever the outcome.
+    [ -z "${MC_LOCKED:-}" ] || rmdir -- "$ROOT$MC_STATE_DIR/$MC_STAGING_DIR" 2> /dev/null
     mv -f -- "$MC_RUN_FILE.code.new" "$MC_RUN_FILE.code"
 }
 
@@ -818,7 +852,9 @@ mc_backup() {
     MC_BACKUP_COUNT=$((MC_BACKUP_COUNT + 1))
     if [ -f "$p" ] && [ ! -L "$p" ]; then
         n=$MC_BACKUP_COUNT
-        cp -p --reflink=auto -- "$p" "$MC_BACKUP.new/$n" || mc_fail "cannot back up $1"
+        # -P: a link swapped in since the look is copied as a link (never
+        # restored), not followed.
+        cp -P -p --reflink=auto -- "$p" "$MC_BACKUP.new/$n" || mc_fail "cannot back up $1"
         printf 'saved %s %s\n' "$n" "$1" >> "$MC_BACKUP.new/manifest"
     else
         printf 'absent - %s\n' "$1" >> "$MC_BACKUP.new/manifest"
@@ -846,6 +882,7 @@ mc_same_as_backup() {
 mc_rollback() {
     [ -z "${MC_ROLLED_BACK:-}" ] || return 0
     MC_ROLLED_BACK=1
+    mc_rollback_services
     [ -f "$MC_BACKUP/manifest" ] || return 0
     differ=""
     while IFS=' ' read -r kind n path; do
@@ -861,6 +898,7 @@ mc_rollback() {
             { [ -e "$p" ] || [ -L "$p" ]; } && differ="$differ $path"
         fi
     done < "$MC_BACKUP/manifest"
+    mc_rollback_units
     printf '%s' "${MC_HANDLERS_RAN:-}" | while IFS= read -r command; do
         [ -n "$command" ] || continue
         (cd / && MATRIXCTL_ROOT=$ROOT sh -c "$command") > /dev/null 2>&1 9>&- || printf 'matrixctl: after rollback, handler failed again: %s\n' "$command" >&2
@@ -1333,9 +1371,32 @@ mc_directory() {
     chmod "$2" -- "$p" || mc_fail "cannot set the mode of directory $1"
 }
 
-# A unit file changed: systemd reads it again before anything starts.
+# A unit file changed: systemd reads it again before anything starts (and
+# again after a rollback restored the old ones: MC_UNITS_RELOADED).
 mc_daemon_reload() {
+    MC_UNITS_RELOADED=1
     systemctl daemon-reload || mc_fail "systemctl daemon-reload failed"
+}
+
+# Undoes what this run did to services before its files go back: stops
+# those it started and disables those it enabled (while their unit files
+# are still there to say how). A unit file the rollback then removes would
+# otherwise stay loaded and enabled through a dangling link, restarted
+# by systemd until the next apply.
+mc_rollback_services() {
+    # shellcheck disable=SC2086 # one unit name per word
+    [ -z "${MC_STARTED_BY_RUN:-}" ] || systemctl stop -- $MC_STARTED_BY_RUN > /dev/null 2>&1 9>&- || true
+    # shellcheck disable=SC2086
+    [ -z "${MC_ENABLED_BY_RUN:-}" ] || systemctl disable -- $MC_ENABLED_BY_RUN > /dev/null 2>&1 9>&- || true
+}
+
+# After the files are back: systemd reads the old unit files, and forgets
+# the failures of units this run started.
+mc_rollback_units() {
+    [ -n "${MC_UNITS_RELOADED:-}${MC_ENABLED_BY_RUN:-}${MC_STARTED_BY_RUN:-}" ] || return 0
+    systemctl daemon-reload > /dev/null 2>&1 9>&- || true
+    # shellcheck disable=SC2086 # one unit name per word
+    [ -z "${MC_STARTED_BY_RUN:-}" ] || systemctl reset-failed -- $MC_STARTED_BY_RUN > /dev/null 2>&1 9>&- || true
 }
 
 # Enables or disables (`$2`: enable, disable or -) and stops (`$3`: stop
@@ -1356,6 +1417,7 @@ mc_service() {
 # Enables services "$@" in one systemctl (each enable reloads systemd).
 mc_services_enable() {
     out=$ROOT$MC_STATE_DIR/output
+    MC_ENABLED_BY_RUN="${MC_ENABLED_BY_RUN:-} $*"
     if ! systemctl enable -- "$@" > "$out" 2>&1 9>&-; then
         printf 'matrixctl: systemctl enable %s failed\n' "$*" >&2
         sed 's/^/    /' "$out" >&2
@@ -1373,6 +1435,7 @@ mc_services_start() {
     for s; do
         restarts=$(systemctl show -p NRestarts --value -- "$s" 2> /dev/null) || true
         counts="$counts ${restarts:-0}"
+        MC_STARTED_BY_RUN="${MC_STARTED_BY_RUN:-} $s"
         if ! systemctl start -- "$s" > "$out" 2>&1 9>&-; then
             printf 'matrixctl: systemctl start %s failed\n' "$s" >&2
             sed 's/^/    /' "$out" >&2

@@ -308,6 +308,46 @@ fn a_fresh_host_gets_its_package_config_and_running_service_and_the_next_apply_t
 }
 
 #[test]
+fn a_host_without_synapse_is_refused_at_plan_time_when_nothing_would_install_it() {
+    // `synapse_install: none` means someone installed Synapse; on an
+    // empty server its files' group does not exist, and apply would only
+    // find out after installing packages.
+    let host = BootedHost::up("mcnosyn");
+    let sandbox = host.inventory("nosynapse.example", "database: {engine: postgres}\n");
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(plan.code, 1, "{}", plan.transcript());
+    assert!(
+        plan.stdout.contains(
+            "refusing this host: group 'matrix-synapse' does not exist on this host, and no role here creates it"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 1, "{}", apply.transcript());
+    assert_eq!(
+        host.ssh("dpkg-query -W postgresql").status.code(),
+        Some(1),
+        "nothing was installed"
+    );
+    // The fix the plan names: matrixctl installs Synapse.
+    sandbox.write(
+        "inventory/host_vars/nosynapse.example.yaml",
+        &format!(
+            "{}synapse_install: venv\n",
+            std::fs::read_to_string(
+                sandbox
+                    .path()
+                    .join("inventory/host_vars/nosynapse.example.yaml")
+            )
+            .unwrap()
+        ),
+    );
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+}
+
+#[test]
 fn a_host_prepared_by_hand_is_adopted_without_reinstalling_anything() {
     let host = BootedHost::up("mcadopt");
     // Seed 004's way: the package installed and running on its defaults.
@@ -751,6 +791,47 @@ fn the_try_it_command_puts_the_example_on_a_real_host_and_takes_it_away() {
         "{made_said}\n{}",
         String::from_utf8_lossy(&made.stderr)
     );
+    // The first invitation, as printed: the host signs up by token.
+    let invitation = said
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("An invitation:"))
+        .unwrap_or_else(|| panic!("{said}"));
+    let words: Vec<&str> = invitation.split_whitespace().collect();
+    let token = Command::new(words[0]).args(&words[1..]).output().unwrap();
+    let token_said = String::from_utf8_lossy(&token.stdout);
+    assert!(
+        token.status.success()
+            && token_said
+                .starts_with("Created a registration token on example.org, for 1 registration,"),
+        "{token_said}\n{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    // A server's certificate (check refuses a CA's), in a directory
+    // others can traverse, as /etc/ssl's are.
+    let served = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "openssl s_client -connect 10.231.60.2:443 -servername chat.example.org < /dev/null 2> /dev/null \
+             | openssl x509 -noout -ext basicConstraints",
+        )
+        .output()
+        .unwrap();
+    let constraints = String::from_utf8_lossy(&served.stdout);
+    assert!(constraints.contains("CA:FALSE"), "{constraints}");
+    let work_dir = work.path().join("try-it");
+    let mode = Command::new("ssh")
+        .arg("-i")
+        .arg(work_dir.join("id"))
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            work_dir.join("known_hosts").display()
+        ))
+        .args(["-o", "BatchMode=yes", "-F", "/dev/null", "root@10.231.60.2"])
+        .args(["stat", "-c", "%a", "/etc/ssl/matrix"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&mode.stdout).trim(), "755");
     let down = try_it(&["down"]);
     assert!(down.status.success());
     assert!(!std::path::Path::new("/run/matrixctl-booted/mctryit").exists());
@@ -1070,6 +1151,27 @@ fn a_service_that_does_not_stay_up_fails_the_apply_and_its_unit_is_rolled_back()
             .code(),
         Some(1),
         "its unit file is gone again"
+    );
+    // And systemd forgot it: not enabled through a dangling link, not
+    // restarted over and over, not even loaded.
+    assert_eq!(
+        host.run("find /etc/systemd/system -name broken.service | wc -l"),
+        "0",
+        "a link to the removed unit is left"
+    );
+    assert_eq!(
+        host.run("systemctl show -p LoadState --value broken.service"),
+        "not-found"
+    );
+    let restarts = host.run("systemctl show -p NRestarts --value broken.service");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        host.run("systemctl is-active broken.service; true"),
+        "inactive"
+    );
+    assert_eq!(
+        host.run("systemctl show -p NRestarts --value broken.service"),
+        restarts
     );
 }
 

@@ -51,6 +51,10 @@ fn bad_inventories_get_clear_errors() {
 #[test]
 fn admin_and_token_commands_refuse_bad_requests_clearly() {
     let sandbox = crate::support::Sandbox::fleet();
+    sandbox.write(
+        "inventory/host_vars/c.example.yaml",
+        "registration: closed\n",
+    );
     let mut transcript = String::new();
     for args in [
         &["admin", "create", "nosuch.example", "@admin:nosuch.example"][..],
@@ -58,6 +62,8 @@ fn admin_and_token_commands_refuse_bad_requests_clearly() {
         &["admin", "create", "a.example", "@Admin:a.example"],
         &["token", "create", "a.example", "--expires", "3x"],
         &["token", "create", "a.example", "--uses", "0"],
+        // A token is useless where registration is not by token.
+        &["token", "create", "c.example", "--uses", "1"],
     ] {
         let run = sandbox.run(args);
         assert_eq!(run.code, 1, "{args:?}");

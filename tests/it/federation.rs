@@ -195,6 +195,34 @@ fn first_admin(
     login.json["access_token"].as_str().unwrap().to_string()
 }
 
+/// A 64x64 PNG (Synapse thumbnails it), written by Python's standard
+/// library into `dir`.
+fn picture_png(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("first.png");
+    let script = r#"
+import struct, sys, zlib
+w = h = 64
+rows = b"".join(b"\0" + b"".join(bytes((x * 4, y * 4, 128)) for x in range(w)) for y in range(h))
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+       + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+open(sys.argv[1], "wb").write(png)
+"#;
+    let made = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output()
+        .expect("python3 runs (apt-get install python3)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    path
+}
+
 /// Where a file the host has says `key: VALUE`, VALUE (unquoted).
 fn yaml_value(host: &BootedHost, path: &str, key: &str) -> String {
     host.run(&format!("sed -n 's/^{key}: *//p' {path}"))
@@ -507,6 +535,75 @@ fn three_empty_hosts_become_federating_homeservers_in_one_apply() {
             members.said
         );
     }
+    // A customer's first picture: uploaded to one host, downloaded and
+    // thumbnailed there, and fetched over federation by another.
+    let picture = picture_png(trust.path());
+    let upload = Command::new("curl")
+        .args(["-sS", "--max-time", "15", "-X", "POST"])
+        .arg("--cacert")
+        .arg(&root)
+        .arg("--resolve")
+        .arg(format!("matrix.one.example:443:{}", one.host.address))
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {}", tokens[0]))
+        .args(["-H", "Content-Type: image/png", "--data-binary"])
+        .arg(format!("@{}", picture.display()))
+        .arg("https://matrix.one.example/_matrix/media/v3/upload?filename=first.png")
+        .output()
+        .unwrap();
+    let uploaded: serde_json::Value = serde_json::from_slice(&upload.stdout).unwrap_or_default();
+    let content_uri = uploaded["content_uri"].as_str().unwrap_or_else(|| {
+        panic!(
+            "upload: {}{}\n{}",
+            String::from_utf8_lossy(&upload.stdout),
+            String::from_utf8_lossy(&upload.stderr),
+            one.host.run("ls -ld /var/lib/matrix-synapse/media; journalctl -u matrix-synapse -n 20 --no-pager")
+        )
+    });
+    let media = content_uri.strip_prefix("mxc://").unwrap();
+    // GET `path` of `host` as `token`: the body, and "STATUS CONTENT-TYPE".
+    let fetch = |host: &str, token: &str, path: &str| {
+        let address = &outside
+            .addresses
+            .iter()
+            .find(|(known, _)| known == host)
+            .unwrap()
+            .1;
+        let output = Command::new("curl")
+            .args(["-sS", "--max-time", "30", "-o", "-"])
+            .args(["-w", "\n%{http_code} %{content_type}"])
+            .arg("--cacert")
+            .arg(&root)
+            .arg("--resolve")
+            .arg(format!("{host}:443:{address}"))
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(format!("https://{host}/_matrix/client/v1/media/{path}"))
+            .output()
+            .unwrap();
+        let split = output.stdout.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+        let (body, status) = output.stdout.split_at(split);
+        (
+            body.to_vec(),
+            String::from_utf8_lossy(status).trim().to_string(),
+        )
+    };
+    let original = std::fs::read(&picture).unwrap();
+    let download = format!("download/{media}");
+    let (downloaded, status) = fetch("matrix.one.example", &tokens[0], &download);
+    assert_eq!(status, "200 image/png");
+    assert!(
+        downloaded == original,
+        "the download differs from the upload"
+    );
+    let thumbnail = format!("thumbnail/{media}?width=32&height=32&method=scale");
+    let (small, status) = fetch("matrix.one.example", &tokens[0], &thumbnail);
+    assert!(status.starts_with("200 image/"), "thumbnail: {status}");
+    assert!(!small.is_empty() && small != original, "no thumbnail made");
+    let (remote, status) = fetch("matrix.two.example", &tokens[1], &download);
+    assert_eq!(status, "200 image/png", "over federation");
+    assert!(remote == original, "the federated download differs");
+
     // `matrixctl check` from outside, as the federation tester would, for
     // each delegation mode: everything passes.
     let dns = format!("{services}:53");

@@ -88,6 +88,38 @@ fn a_vars_file_symlinked_out_of_the_inventory_is_refused_and_named() {
 }
 
 #[test]
+fn a_vars_directory_symlinked_out_of_the_inventory_is_refused_and_named() {
+    // Each file in it is a plain file: only the directory is the link.
+    for directory in ["host_vars", "group_vars", "secrets"] {
+        let sandbox = Sandbox::fleet();
+        let inside = sandbox.path().join("inventory").join(directory);
+        let outside = sandbox.path().join("elsewhere").join(directory);
+        std::fs::create_dir_all(outside.parent().unwrap()).unwrap();
+        if inside.exists() {
+            std::fs::rename(&inside, &outside).unwrap();
+        } else {
+            std::fs::create_dir_all(&outside).unwrap();
+        }
+        if directory == "host_vars" {
+            std::fs::write(outside.join("a.example.yaml"), "registration: closed\n").unwrap();
+        }
+        symlink(&outside, &inside).unwrap();
+        let file = match directory {
+            "host_vars" => "a.example.yaml",
+            "group_vars" => "all.yaml",
+            _ => "master.key",
+        };
+        fails_fast_naming(
+            &sandbox,
+            &format!("inventory/{directory}/{file}"),
+            &format!(
+                "error: is, through a linked directory, [SANDBOX]/elsewhere/{directory}/{file}, outside inventory"
+            ),
+        );
+    }
+}
+
+#[test]
 fn pathological_sizes_end_within_a_second() {
     let sandbox = Sandbox::fleet();
     let deep = format!("x: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));

@@ -21,6 +21,7 @@ mod papercuts;
 mod paths;
 mod pebble;
 mod plan_apply;
+mod promises;
 mod render;
 mod secrets;
 mod ssh;

@@ -314,8 +314,7 @@ fn a_firewall_change_that_is_not_confirmed_reverts_by_itself() {
              synapse_validate_command: \"true\"\nsynapse_restart_command: \"true\"\n\
              firewall_validate_command: '{nft} -c -f \"$MATRIXCTL_ROOT/etc/nftables.conf\"'\n\
              firewall_load_command: '{nft} -f \"$MATRIXCTL_ROOT/etc/nftables.conf\"'\n\
-             firewall_save_command: '{nft} list table inet matrixctl 2>/dev/null || true'\n\
-             firewall_revert_command: '{nft} delete table inet matrixctl 2>/dev/null; [ ! -s \"$MATRIXCTL_SAVED\" ] || {nft} -f \"$MATRIXCTL_SAVED\"'\n\
+             firewall_nft: '{nft}'\n\
              firewall_confirm_seconds: 2\n"
         ),
     );
@@ -336,9 +335,14 @@ fn a_firewall_change_that_is_not_confirmed_reverts_by_itself() {
     // deadline the host rolls the whole apply back by itself, and the
     // report says so, because it is read from the host.
     let ruleset_before = sandbox.read_host_file("a.example", "/etc/nftables.conf");
+    // This load also adds a table of its own, outside matrixctl's: the
+    // kind of lockout a revert of matrixctl's table alone would leave.
     sandbox.write(
         "inventory/host_vars/a.example.yaml",
-        "jitsi_enabled: true\n",
+        &format!(
+            "jitsi_enabled: true\n\
+             firewall_load_command: '{nft} -f \"$MATRIXCTL_ROOT/etc/nftables.conf\" && {nft} add table ip lockout'\n"
+        ),
     );
     let second = sandbox.run_with_env(
         &["apply", "--yes", "inventory", "--limit", "a.example"],
@@ -369,6 +373,11 @@ fn a_firewall_change_that_is_not_confirmed_reverts_by_itself() {
     assert!(
         live().contains("table ip docker_like"),
         "another table survives the apply and its revert:\n{}",
+        live()
+    );
+    assert!(
+        !live().contains("table ip lockout"),
+        "the table the unconfirmed load added is reverted too:\n{}",
         live()
     );
     assert!(

@@ -110,6 +110,40 @@ fn a_root_symlink_in_a_directory_others_can_write_is_refused() {
 }
 
 #[test]
+fn a_managed_directory_a_service_account_owns_is_refused_by_plan_and_apply() {
+    // Its owner could swap the directory, or plant links in the staging
+    // directory inside it, between matrixctl's look and root's write.
+    let (sandbox, sentinel) = applied_host();
+    let conf_d = sandbox.host_file("a.example", CONF_D);
+    std::os::unix::fs::chown(&conf_d, Some(1000), Some(1000)).unwrap();
+    let expected =
+        format!("{CONF_D}: a directory on the way to a managed file belongs to uid 1000, not root");
+    let plan = sandbox.run(&["plan", "inventory", "--limit", "a.example"]);
+    assert_eq!(plan.code, 1, "{}", plan.transcript());
+    assert!(plan.stdout.contains(&expected), "{}", plan.stdout);
+    refused(&sandbox, &sentinel, &expected);
+    let registration = std::fs::read_to_string(conf_d.join("registration.yaml")).unwrap();
+    assert!(!registration.contains("enable_registration: false"));
+    assert!(!conf_d.join(".matrixctl-staged").exists());
+}
+
+#[test]
+fn a_directory_on_the_way_that_its_group_can_write_is_refused() {
+    let (sandbox, sentinel) = applied_host();
+    let parent = sandbox.host_file("a.example", "/etc/matrix-synapse");
+    Command::new("chmod")
+        .arg("0775")
+        .arg(&parent)
+        .status()
+        .unwrap();
+    refused(
+        &sandbox,
+        &sentinel,
+        "/etc/matrix-synapse: others can write a directory on the way to a managed file (mode 775)",
+    );
+}
+
+#[test]
 fn a_root_symlink_in_a_root_directory_is_followed() {
     let (sandbox, _) = applied_host();
     let real = sandbox.host_file("a.example", "/etc/matrix-synapse/conf.real");

@@ -84,6 +84,16 @@ impl Sandbox {
         self.path().join("ctl")
     }
 
+    /// Sets the mode of a file of the sandbox.
+    pub fn chmod(&self, relative: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            self.path().join(relative),
+            std::fs::Permissions::from_mode(mode),
+        )
+        .unwrap();
+    }
+
     pub fn write(&self, relative: &str, content: &str) {
         let path = self.path().join(relative);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

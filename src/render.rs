@@ -334,7 +334,24 @@ impl<'a> Renderer<'a> {
             "contributions".into(),
             serde_yaml::to_value(&contributions).unwrap_or(Value::Null),
         );
-        Ok((JinjaValue::from(Serde(base)), ports))
+        // The secrets as an object that notes being read: a file, note or
+        // fact that read one is known, whatever it did with the value.
+        let secrets = match base.remove("secrets") {
+            Some(Value::Mapping(secrets)) => secrets
+                .into_iter()
+                .filter_map(|(name, value)| {
+                    Some((name.as_str()?.to_string(), value.as_str()?.to_string()))
+                })
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        let context = minijinja::value::merge_maps([
+            JinjaValue::from(Serde(base)),
+            minijinja::context! {
+                secrets => JinjaValue::from_object(ReadSecrets::new(secrets)),
+            },
+        ]);
+        Ok((context, ports))
     }
 
     /// The customer's checklist for `host` (`matrixctl onboard`): the
@@ -357,8 +374,25 @@ impl<'a> Renderer<'a> {
             ) {
                 continue;
             }
+            let tracked = ReadSecrets::of(&context);
             for (index, spec) in role.manifest.checklist.iter().enumerate() {
-                match self.checklist_entry(role, index, spec, &context, &rendered.files, redactor) {
+                tracked.as_ref().map(|secrets| secrets.take_read());
+                let entry =
+                    self.checklist_entry(role, index, spec, &context, &rendered.files, redactor);
+                // The checklist goes to the customer: no value of a secret,
+                // however transformed.
+                if tracked.as_ref().is_some_and(|secrets| secrets.take_read()) {
+                    problems.push(
+                        Problem::new(format!(
+                            "role `{}`: a checklist entry reads `secrets`; the checklist goes to the customer",
+                            role.name
+                        ))
+                        .in_file(&role.path)
+                        .at_key(format!("checklist[{index}]")),
+                    );
+                    continue;
+                }
+                match entry {
                     Ok(Some(entry)) => entries.push(entry),
                     Ok(None) => {}
                     Err(problem) => problems.push(problem),
@@ -614,6 +648,7 @@ impl<'a> Renderer<'a> {
         redactor: &Redactor,
     ) -> Result<Rendered, Problems> {
         let context = context.clone();
+        let tracked = ReadSecrets::of(&context);
         let host_secrets = SecretFinder::new(
             host_secrets(inventory, host)
                 .into_values()
@@ -663,7 +698,24 @@ impl<'a> Renderer<'a> {
                 Err(problem) => problems.push(problem),
             }
             for (index, note) in role.manifest.notes.iter().enumerate() {
-                match self.env.render_str(note, context.clone()) {
+                tracked.as_ref().map(|secrets| secrets.take_read());
+                let rendered = self.env.render_str(note, context.clone());
+                if tracked.as_ref().is_some_and(|secrets| secrets.take_read()) {
+                    problems.push(
+                        Problem::new(format!(
+                            "role `{}`: a note reads `secrets`; notes are printed in plans",
+                            role.name
+                        ))
+                        .in_file(&role.path)
+                        .at_key(format!("notes[{index}]"))
+                        .with_hint(Some(
+                            "say where the secret is (a file on the host), never what it is"
+                                .to_string(),
+                        )),
+                    );
+                    continue;
+                }
+                match rendered {
                     Ok(text) if !text.trim().is_empty() => notes.push(text.trim().to_string()),
                     Ok(_) => {}
                     Err(error) => problems.push(manifest_template_problem(
@@ -825,8 +877,10 @@ impl<'a> Renderer<'a> {
         }
         actions.handlers =
             self.render_handlers(role, &role.manifest.handlers, "handlers", context, redactor)?;
+        let tracked = ReadSecrets::of(context);
         for (name, expression) in &role.manifest.facts {
             let key = format!("facts.{name}");
+            tracked.as_ref().map(|secrets| secrets.take_read());
             let value = self
                 .env
                 .compile_expression(expression)
@@ -834,7 +888,8 @@ impl<'a> Renderer<'a> {
                 .map_err(|error| manifest_template_problem(role, key.clone(), &error, redactor))?;
             let value = serde_json::to_value(&value).unwrap_or(serde_json::Value::Null);
             // The record is readable on the host and impact lines print.
-            if redactor.finds_secret_in(value.to_string().as_bytes()) {
+            let read_secret = tracked.as_ref().is_some_and(|secrets| secrets.take_read());
+            if read_secret || redactor.finds_secret_in(value.to_string().as_bytes()) {
                 return Err(Problem::new(format!(
                     "role `{}`: fact `{name}` holds a secret; facts are stored in the host's record and shown in plans",
                     role.name
@@ -1529,16 +1584,26 @@ impl<'a> Renderer<'a> {
                 self.template_problem(role, &spec.template, &error, redactor)
             }
         })?;
+        let tracked = ReadSecrets::of(context);
+        tracked.as_ref().map(|secrets| secrets.take_read());
         let content = template
             .render(context.clone())
             .map_err(|error| self.template_problem(role, &spec.template, &error, redactor))?
             .into_bytes();
-        let sensitive = spec.sensitive || host_secrets.finds_secret_in(&content);
+        // A secret transformed (upper-cased, split, reversed) is no longer
+        // found by its bytes: that the template read one is what counts.
+        let read_secret = tracked.is_some_and(|secrets| secrets.take_read());
+        let sensitive = spec.sensitive || read_secret || host_secrets.finds_secret_in(&content);
         if sensitive && spec.mode.0 & 0o007 != 0 {
+            let holds = if read_secret {
+                "is made from secrets (its template reads `secrets`)"
+            } else {
+                "holds secrets"
+            };
             return Err(field_problem(
                 "mode",
                 format!(
-                    "{path} holds secrets but mode {:04o} lets every user read it",
+                    "{path} {holds} but mode {:04o} lets every user read it",
                     spec.mode.0
                 ),
             )
@@ -1599,6 +1664,62 @@ impl<'a> Renderer<'a> {
             problem = problem.with_detail(redactor.redact(&excerpt.join("\n")).into_owned());
         }
         problem
+    }
+}
+
+/// A host's secrets as templates see them (`secrets.NAME`): a map that
+/// remembers being read, so that whatever a template does with a value
+/// (upper-cases, reverses, splits it), matrixctl knows the result came
+/// from a secret. Read and reset around each file, note and fact; a host's
+/// templates render on one thread.
+#[derive(Debug)]
+struct ReadSecrets {
+    values: BTreeMap<String, String>,
+    read: std::sync::atomic::AtomicBool,
+}
+
+impl ReadSecrets {
+    fn new(values: BTreeMap<String, String>) -> ReadSecrets {
+        ReadSecrets {
+            values,
+            read: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The context's secrets object, when the context has one.
+    fn of(context: &JinjaValue) -> Option<std::sync::Arc<ReadSecrets>> {
+        context
+            .get_attr("secrets")
+            .ok()
+            .and_then(|secrets| secrets.downcast_object::<ReadSecrets>())
+    }
+
+    /// Whether a secret was read since the last call.
+    fn take_read(&self) -> bool {
+        self.read.swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn mark_read(&self) {
+        self.read.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl minijinja::value::Object for ReadSecrets {
+    fn get_value(self: &std::sync::Arc<Self>, key: &JinjaValue) -> Option<JinjaValue> {
+        self.mark_read();
+        self.values
+            .get(key.as_str()?)
+            .map(|value| JinjaValue::from(value.as_str()))
+    }
+
+    fn enumerate(self: &std::sync::Arc<Self>) -> minijinja::value::Enumerator {
+        self.mark_read();
+        minijinja::value::Enumerator::Values(
+            self.values
+                .keys()
+                .map(|name| JinjaValue::from(name.as_str()))
+                .collect(),
+        )
     }
 }
 

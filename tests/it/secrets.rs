@@ -387,3 +387,104 @@ fn an_option_declared_secret_never_prints_in_plans_or_errors() {
     );
     assert_no_secret(&[&plan, &json, &broken_rule, &wrong_type], &[password]);
 }
+
+/// A secret transformed by a template is no longer its own bytes, so no
+/// redactor finds it: what counts is that the template read `secrets`.
+/// Such a file is sensitive (and refused readable by all), such a note,
+/// fact or checklist entry is refused.
+#[test]
+fn a_secret_transformed_by_a_template_is_still_a_secret() {
+    let sandbox = Sandbox::fleet();
+    let role = |body: &str| {
+        sandbox.write(
+            "roles/shout.yaml",
+            &format!("description: writes a secret, transformed\n{body}"),
+        );
+    };
+    sandbox.write(
+        "roles/templates/shout/shout.conf.j2",
+        "shouted: {{ secrets.form_secret | upper }}\nreversed: {{ secrets.form_secret | reverse }}\n",
+    );
+    let plan =
+        |limit: &str| sandbox.run(&["--roles", "roles", "plan", "inventory", "--limit", limit]);
+    // Readable by everyone: refused.
+    role(
+        "files:\n  - template: shout/shout.conf.j2\n    dest: /etc/shout.conf\n    mode: \"0644\"\n",
+    );
+    let refused = plan("a.example");
+    assert_eq!(refused.code, 1, "{}", refused.transcript());
+    assert!(
+        refused.stderr.contains(
+            "/etc/shout.conf is made from secrets (its template reads `secrets`) but mode 0644 lets every user read it"
+        ),
+        "{}",
+        refused.transcript()
+    );
+    // Private: planned, its content never shown, in text or JSON.
+    role(
+        "files:\n  - template: shout/shout.conf.j2\n    dest: /etc/shout.conf\n    mode: \"0640\"\n",
+    );
+    let planned = plan("a.example");
+    assert_eq!(planned.code, 0, "{}", planned.transcript());
+    assert!(
+        planned.stdout.contains(
+            "  + /etc/shout.conf  (role shout, mode 0640)\n      (content hidden: the file holds secrets)\n"
+        ),
+        "{}",
+        planned.stdout
+    );
+    let json = sandbox.run(&[
+        "--roles",
+        "roles",
+        "plan",
+        "--json",
+        "inventory",
+        "--limit",
+        "a.example",
+    ]);
+    assert!(!json.stdout.contains("shouted"), "{}", json.stdout);
+    // A note, a fact and a checklist entry that read one: refused.
+    for (body, expected) in [
+        (
+            "notes:\n  - \"{{ secrets.form_secret | reverse }}\"\n",
+            "role `shout`: a note reads `secrets`; notes are printed in plans",
+        ),
+        (
+            "facts:\n  shouted: secrets.form_secret | upper\n",
+            "role `shout`: fact `shouted` holds a secret",
+        ),
+        (
+            "checklist:\n  - section: Secrets\n    text: \"{{ secrets.form_secret | upper }}\"\n",
+            "role `shout`: a checklist entry reads `secrets`",
+        ),
+    ] {
+        role(body);
+        let command = if body.starts_with("checklist") {
+            vec![
+                "--roles",
+                "roles",
+                "onboard",
+                "a.example",
+                "--inventory",
+                "inventory",
+            ]
+        } else {
+            vec![
+                "--roles",
+                "roles",
+                "plan",
+                "inventory",
+                "--limit",
+                "a.example",
+            ]
+        };
+        let run = sandbox.run(&command);
+        assert_eq!(run.code, 1, "{body}: {}", run.transcript());
+        assert!(
+            run.stderr.contains(expected),
+            "{body}: {}",
+            run.transcript()
+        );
+        assert!(run.stdout.is_empty(), "{}", run.transcript());
+    }
+}

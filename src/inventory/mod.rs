@@ -309,7 +309,35 @@ impl Inventory {
                 master_key,
                 secret_names: roles.secret_names(),
             }),
-            _ => Err(Problems(problems)),
+            // A derived secret pasted where a plain value goes (or used as
+            // a key) would print in the problem that names it.
+            Some(master_key) => {
+                let secret_names = roles.secret_names();
+                let no_generations = BTreeMap::new();
+                let mut values = vec![master_key.as_text()];
+                for (_, (dns_name, _, _)) in &names {
+                    let generations = hosts
+                        .iter()
+                        .find(|host| &host.name == dns_name)
+                        .map_or(&no_generations, |host| &host.vars.secret_generation);
+                    values.extend(master_key.all_generations(
+                        dns_name.as_str(),
+                        &secret_names,
+                        generations,
+                    ));
+                }
+                for host in &hosts {
+                    values.extend(host.secret_values.iter().cloned());
+                }
+                let redactor = crate::secrets::Redactor::new(values);
+                Err(Problems(
+                    problems
+                        .into_iter()
+                        .map(|problem| problem.redacted(&redactor))
+                        .collect(),
+                ))
+            }
+            None => Err(Problems(problems)),
         }
     }
 

@@ -651,7 +651,11 @@ mc_start_run() {
     # shell's own printf. No rename: the run ID is new, and nothing starts
     # the script but the line after this one (a script cut short by a
     # killed program never starts; mc_await reports its run missing).
-    printf '%s' "$MC_RUN_SCRIPT" > "$r.sh" || mc_fail "cannot write $MC_STATE_DIR/runs/$1.sh"
+    # A script cut short (a full disk) holds secrets and never runs: gone.
+    if ! printf '%s' "$MC_RUN_SCRIPT" > "$r.sh"; then
+        rm -f -- "$r.sh"
+        mc_fail "cannot write $MC_STATE_DIR/runs/$1.sh (is the disk full?)"
+    fi
     MC_RUN_SCRIPT=
     setsid -w sh "$r.sh" < /dev/null > "$r.out" 2> "$r.err" 9>&- &
     MC_CHILD=$!

@@ -188,3 +188,50 @@ fn a_restore_that_fails_keeps_the_backup_and_names_the_file() {
     assert!(String::from_utf8_lossy(&new).contains("enable_registration: false"));
     assert_eq!(sandbox.plan_exit_code(Some("a.example")), 0);
 }
+
+#[test]
+fn a_transaction_that_does_not_fit_on_the_disk_leaves_no_script_behind() {
+    // The run's script holds the new files, secrets among them: cut short
+    // by a full disk, it must not stay in runs/ for anyone to find later.
+    let sandbox = Sandbox::fleet();
+    let first = sandbox.run(&["apply", "--yes", "inventory", "--limit", "a.example"]);
+    assert_eq!(first.code, 0, "{}", first.transcript());
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "registration: closed\n",
+    );
+    let runs = sandbox.host_file("a.example", "/var/lib/matrixctl/runs");
+    // A 16 KiB file system over runs/, in a mount namespace of the test's
+    // own; what the apply left there is listed before the namespace ends.
+    let script = format!(
+        "mount -t tmpfs -o size=16k,mode=0700 matrixctl-full {runs}\n\
+         {BIN} apply --yes inventory --limit a.example || echo \"apply exited $?\"\n\
+         echo left:; ls -A {runs}",
+        runs = runs.display()
+    );
+    let output = Command::new("unshare")
+        .args(["-m", "sh", "-euc", &script])
+        .current_dir(sandbox.path())
+        .output()
+        .expect("unshare runs (apt-get install util-linux)");
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(said.contains("apply exited 1"), "{said}");
+    assert!(
+        said.contains("is the disk full?"),
+        "{said}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let left = said.rsplit("left:\n").next().unwrap_or_default();
+    assert!(
+        !left.lines().any(|name| name.ends_with(".sh")),
+        "a script was left: {left}"
+    );
+    // Nothing changed on the host.
+    assert!(
+        !std::fs::read_to_string(
+            sandbox.host_file("a.example", "/etc/matrix-synapse/conf.d/registration.yaml")
+        )
+        .unwrap()
+        .contains("enable_registration: false")
+    );
+}

@@ -226,6 +226,23 @@ fn no_error_ever_shows_a_secret() {
     );
     std::fs::remove_file(sandbox.path().join("inventory/host_vars/a.example.yaml")).unwrap();
 
+    // A derived secret pasted as a plain value, and as a key: the errors
+    // that name them come before any host is rendered.
+    let pasted = secrets[1].clone();
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        &format!("admin_contact: \"{pasted}\"\nsynapse_extra:\n  {pasted}: 1\n"),
+    );
+    let run = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    assert!(
+        run.stderr.contains("key `synapse_extra.<redacted>`"),
+        "{}",
+        run.transcript()
+    );
+    errors.push(run);
+    std::fs::remove_file(sandbox.path().join("inventory/host_vars/a.example.yaml")).unwrap();
+
     // A role whose destination and owner are derived secrets: its errors
     // name the bad value, which the redactor removes.
     for field in [

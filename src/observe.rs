@@ -39,6 +39,8 @@ pub struct Observed {
     pub journal: Option<Journal>,
     /// How many files the backup of an interrupted apply holds, if any.
     pub interrupted_backup: Option<usize>,
+    /// The paths that backup's manifest names.
+    pub backup_paths: Vec<String>,
     /// An apply holds the host's lock right now: who, as its lock says.
     pub busy: Option<String>,
     /// Paths on the way to managed files (or the state directory) that
@@ -327,6 +329,7 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
             "backup-present" => {
                 observed.interrupted_backup = Some(rest.trim().parse().unwrap_or(0))
             }
+            "backup-path" => observed.backup_paths.push(rest.to_string()),
             _ if line == DONE_MARKER => done = true,
             _ => bail!("unexpected answer from the host: {line:.80}"),
         }

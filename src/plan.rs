@@ -180,7 +180,7 @@ pub fn plan_host(
     }
     if !observed.unsafe_paths.is_empty() {
         return Err(Blocked(format!(
-            "refusing this host: a path matrixctl would write through could have been bent by someone else:\n{}\nhint: make each path named here a real directory of root's that only root can write (a symlink: replace it with the directory), and keep services' own files out of matrixctl's paths",
+            "refusing this host: a path matrixctl would write through could have been bent by someone else:\n{}\nhint: remove a symlink named here, or replace it with what it stands for; make each directory named here root's and writable by root alone, and keep services' own files out of matrixctl's paths",
             observed.unsafe_paths.join("\n")
         )));
     }
@@ -297,6 +297,16 @@ pub fn plan_host(
         });
     }
 
+    // Apply restores only paths its plan manages (mc_backup_begin): a
+    // manifest naming another is refused here first.
+    if let Some(path) = observed.backup_paths.iter().find(|path| {
+        !desired.contains_key(path.as_str()) && !changes.iter().any(|change| change.path == **path)
+    }) {
+        return Err(Blocked(format!(
+            "refusing this host: the backup manifest in {}/backup names {path}, which this plan does not manage; refusing to use it (move the backup away and apply again)",
+            record_path.rsplit_once('/').map_or("", |(dir, _)| dir)
+        )));
+    }
     changes.sort_by(|a, b| a.path.cmp(&b.path));
     record.facts = actions
         .iter()

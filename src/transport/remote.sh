@@ -958,7 +958,8 @@ mc_observe_transaction() {
         printf 'busy %s\n' "$(mc_lock_owner)"
         return 0
     fi
-    for name in journal backup backup/manifest runs; do
+    # What apply refuses to follow, plan refuses too.
+    for name in journal backup backup/manifest backup.new runs lock lock.owner revert.saved output; do
         if [ -L "$d/$name" ]; then
             printf 'unsafe %s: matrixctl follows no symlink in its state directory\n' "$d/$name"
             return 0
@@ -970,6 +971,27 @@ mc_observe_transaction() {
         printf '\n'
     fi
     if [ -f "$d/backup/manifest" ]; then
+        # The checks mc_backup_begin makes before it uses a backup; the
+        # paths go to matrixctl, which knows what this plan manages.
+        while IFS=' ' read -r kind n path; do
+            case "$kind $n" in
+                "saved "[0-9]* | "absent -") ;;
+                *)
+                    printf 'unsafe %s: the backup manifest has a line matrixctl did not write (move the backup away)\n' "$d/backup/manifest"
+                    return 0
+                    ;;
+            esac
+            case "$n" in *[!0-9-]*)
+                printf 'unsafe %s: the backup manifest names a copy %s (move the backup away)\n' "$d/backup/manifest" "$n"
+                return 0
+                ;;
+            esac
+            if [ "$kind" = saved ] && [ -L "$d/backup/$n" ]; then
+                printf 'unsafe %s: matrixctl follows no symlink in its state directory\n' "$d/backup/$n"
+                return 0
+            fi
+            printf 'backup-path %s\n' "$path"
+        done < "$d/backup/manifest"
         printf 'backup-present %s\n' "$(wc -l < "$d/backup/manifest")"
     fi
     # Runs whose result nobody read (matrixctl stopped waiting, or its

@@ -157,15 +157,19 @@ fn a_root_symlink_in_a_root_directory_is_followed() {
 
 #[test]
 fn symlinks_in_the_state_directory_are_never_followed() {
-    let cases: [(&str, &str); 5] = [
+    let cases: [(&str, &str); 6] = [
         (STATE, "matrixctl follows no symlink in its state directory"),
         (
+            "/var/lib/matrixctl/backup.new",
+            "/var/lib/matrixctl/backup.new: matrixctl follows no symlink in its state directory",
+        ),
+        (
             "/var/lib/matrixctl/lock",
-            "/var/lib/matrixctl/lock is a symlink; matrixctl follows no symlink in its state directory (remove it)",
+            "/var/lib/matrixctl/lock: matrixctl follows no symlink in its state directory",
         ),
         (
             "/var/lib/matrixctl/lock.owner",
-            "/var/lib/matrixctl/lock.owner is a symlink; matrixctl follows no symlink in its state directory (remove it)",
+            "/var/lib/matrixctl/lock.owner: matrixctl follows no symlink in its state directory",
         ),
         (
             "/var/lib/matrixctl/backup",
@@ -189,6 +193,16 @@ fn symlinks_in_the_state_directory_are_never_followed() {
             sentinel.join("file")
         };
         plant_link(&sandbox, path, &target, 0);
+        // Plan refuses what apply will refuse.
+        let plan = sandbox.run(&["plan", "inventory", "--limit", "a.example"]);
+        assert_eq!(plan.code, 1, "{path}: {}", plan.transcript());
+        assert!(
+            plan.stdout
+                .contains("matrixctl follows no symlink in its state directory")
+                || plan.stdout.contains("the record is a symlink"),
+            "{path}: {}",
+            plan.stdout
+        );
         refused(&sandbox, &sentinel, expected);
     }
 }
@@ -222,11 +236,12 @@ fn a_crafted_backup_manifest_cannot_steer_a_restore() {
     std::fs::write(backup.join("manifest"), format!("saved 1 {outside}\n")).unwrap();
     // (The output names the sandbox as [SANDBOX].)
     let shown = outside.replace(&sandbox.path().display().to_string(), "[SANDBOX]");
-    refused(
-        &sandbox,
-        &sentinel,
-        &format!(
-            "the backup manifest in /var/lib/matrixctl/backup names {shown}, which this plan does not manage"
-        ),
+    let expected = format!(
+        "the backup manifest in /var/lib/matrixctl/backup names {shown}, which this plan does not manage"
     );
+    // Plan refuses what apply will refuse.
+    let plan = sandbox.run(&["plan", "inventory", "--limit", "a.example"]);
+    assert_eq!(plan.code, 1, "{}", plan.transcript());
+    assert!(plan.stdout.contains(&expected), "{}", plan.stdout);
+    refused(&sandbox, &sentinel, &expected);
 }

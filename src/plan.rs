@@ -332,9 +332,25 @@ pub fn plan_host(
         .collect();
     let mut validators: Vec<String> = Vec::new();
     let mut handlers: BTreeSet<Handler> = BTreeSet::new();
+    // What an interrupted apply still owes: its handlers, and checks. The
+    // checks are the inventory's as they are now, every role's (the
+    // journal's commands may be the very ones that failed and were fixed
+    // since); a handler the inventory still has runs as it is now.
     if let Some(journal) = &observed.journal {
-        validators.extend(journal.validators.iter().cloned());
-        handlers.extend(journal.handlers.iter().cloned());
+        for role_actions in actions.values() {
+            for validator in &role_actions.validators {
+                if !validators.contains(validator) {
+                    validators.push(validator.clone());
+                }
+            }
+        }
+        for owed in &journal.handlers {
+            let current = actions
+                .values()
+                .flat_map(|role_actions| &role_actions.handlers)
+                .find(|handler| handler.name == owed.name);
+            handlers.insert(current.unwrap_or(owed).clone());
+        }
     }
     let mut effects = BTreeSet::new();
     for role in &changed_roles {

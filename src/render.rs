@@ -1822,6 +1822,23 @@ pub fn redactor_for(inventory: &Inventory) -> Redactor {
 /// when the operator sets one, else the port matrixctl really reaches the host's
 /// sshd on (the effective one, from `ssh:` or the ssh config; 22 for a
 /// local host). Through a proxy that port is unknown.
+/// The proxy the operator's ssh config puts in front of `target`. A
+/// target whose `ssh:` names both user and port was not resolved through
+/// `ssh -G` (nothing left to fill in), but its config may still send the
+/// connection through a ProxyJump or ProxyCommand: asked here, only for
+/// hosts whose firewall must keep SSH open.
+fn proxy_of(
+    target: &crate::inventory::SshTarget,
+    host: &Host,
+) -> Result<Option<String>, String> {
+    if target.proxy.is_some() || !(target.user_given && target.port_given) {
+        return Ok(target.proxy.clone());
+    }
+    let mut resolved = target.clone();
+    crate::transport::ssh::resolve(&mut resolved, &host.vars.ssh_options)?;
+    Ok(resolved.proxy)
+}
+
 fn host_ssh_port(host: &Host, port_option: &str) -> Result<u16, String> {
     let named = host
         .merged
@@ -1833,7 +1850,7 @@ fn host_ssh_port(host: &Host, port_option: &str) -> Result<u16, String> {
         return Ok(port);
     }
     match &host.connection {
-        crate::inventory::Connection::Ssh(target) => match &target.proxy {
+        crate::inventory::Connection::Ssh(target) => match proxy_of(target, host)? {
             Some(proxy) => Err(format!(
                 "matrixctl reaches {} through a proxy (ssh config: {proxy}), so the port its sshd listens on is unknown, and the firewall must keep it open (host {})",
                 target.host, host.name

@@ -173,3 +173,40 @@ fn no_staging_directory_outlives_an_apply_rolled_back_or_not() {
     assert_eq!(applied.code, 0, "{}", applied.transcript());
     assert_eq!(staging_dirs(&host), Vec::<std::path::PathBuf>::new());
 }
+
+#[test]
+fn checks_an_interrupted_apply_owes_are_the_inventorys_as_it_is_now() {
+    // A failed restore leaves its journal: the checks and handlers still
+    // owed. The operator fixes the failing check in the inventory; the
+    // next apply runs the fixed one, not the command stored on the host.
+    let sandbox = Sandbox::fleet();
+    sandbox.write(
+        "roles/checked.yaml",
+        "description: a file and its check\n\
+         files:\n  - template: checked/x.conf.j2\n    dest: /etc/checked/x.conf\n    mode: \"0644\"\n\
+         validators:\n  - \"{{ checked_validator }}\"\n\
+         options:\n  checked_validator:\n    type: string\n    default: \"true\"\n    description: the check\n",
+    );
+    sandbox.write("roles/templates/checked/x.conf.j2", "checked\n");
+    let apply = || {
+        sandbox.run(&[
+            "--roles",
+            "roles",
+            "apply",
+            "--yes",
+            "inventory",
+            "--limit",
+            "a.example",
+        ])
+    };
+    let first = apply();
+    assert_eq!(first.code, 0, "{}", first.transcript());
+    // What a failed run leaves: its check, `false` then, still owed.
+    let journal = sandbox.host_file("a.example", "/var/lib/matrixctl/journal");
+    std::fs::write(&journal, r#"{"validators":["false"],"handlers":[]}"#).unwrap();
+    let plan = sandbox.run(&["--roles", "roles", "plan", "inventory", "--limit", "a.example"]);
+    assert!(!plan.stdout.contains("false"), "{}", plan.stdout);
+    let second = apply();
+    assert_eq!(second.code, 0, "{}", second.transcript());
+    assert!(!journal.exists(), "the journal is settled");
+}

@@ -70,10 +70,46 @@ fn host_effects(plan: &HostPlan) -> BTreeSet<String> {
 }
 
 /// What a changing role's `impacts:` lines say, given its facts at the
-/// last apply (`before`, none on a host never applied with them) and now.
-/// A line that cannot be evaluated says so rather than vanishing.
-pub fn role_effects(role: &str, actions: &RoleActions, before: Option<&Facts>) -> Vec<String> {
-    if actions.impacts.is_empty() {
+/// last apply (`before`, none on a host never applied with them) and now,
+/// and whether this apply takes over files matrixctl did not write
+/// (`adopting`: a server set up by hand). A line that cannot be evaluated
+/// says so rather than vanishing.
+pub fn role_effects(
+    role: &str,
+    actions: &RoleActions,
+    before: Option<&Facts>,
+    adopting: bool,
+) -> Vec<String> {
+    evaluate(role, "impacts", &actions.impacts, actions, before, adopting)
+}
+
+/// What a changing role's `refusals:` say (those the operator has not
+/// waived), in the same context as its impacts: each line stops the host.
+pub fn role_refusals(
+    role: &str,
+    actions: &RoleActions,
+    before: Option<&Facts>,
+    adopting: bool,
+) -> Vec<String> {
+    evaluate(
+        role,
+        "refusals",
+        &actions.refusals,
+        actions,
+        before,
+        adopting,
+    )
+}
+
+fn evaluate(
+    role: &str,
+    what: &str,
+    templates: &[String],
+    actions: &RoleActions,
+    before: Option<&Facts>,
+    adopting: bool,
+) -> Vec<String> {
+    if templates.is_empty() {
         return Vec::new();
     }
     let mut env = minijinja::Environment::new();
@@ -82,11 +118,12 @@ pub fn role_effects(role: &str, actions: &RoleActions, before: Option<&Facts>) -
     // can test `before.NAME is defined`.
     let mut context = BTreeMap::new();
     context.insert("after", minijinja::Value::from(Serde(&actions.facts)));
+    context.insert("adopting", minijinja::Value::from(adopting));
     if let Some(before) = before {
         context.insert("before", minijinja::Value::from(Serde(before)));
     }
     let mut effects = Vec::new();
-    for (index, template) in actions.impacts.iter().enumerate() {
+    for (index, template) in templates.iter().enumerate() {
         match env.render_str(template, &context) {
             Ok(text) => effects.extend(
                 text.lines()
@@ -95,7 +132,7 @@ pub fn role_effects(role: &str, actions: &RoleActions, before: Option<&Facts>) -
                     .map(str::to_string),
             ),
             Err(error) => effects.push(format!(
-                "(role `{role}`: impacts[{index}] could not be evaluated: {error})"
+                "(role `{role}`: {what}[{index}] could not be evaluated: {error})"
             )),
         }
     }

@@ -356,7 +356,25 @@ pub fn plan_host(
     for role in &changed_roles {
         if let Some(role_actions) = actions.get(*role) {
             let before = old_record.facts.get(*role);
-            effects.extend(crate::impact::role_effects(role, role_actions, before));
+            // Taking over a file of this role that matrixctl never wrote.
+            let adopting = changes.iter().any(|change| {
+                change.role.as_deref() == Some(*role)
+                    && change.action == Action::Update
+                    && !old_record.files.contains_key(&change.path)
+            });
+            effects.extend(crate::impact::role_effects(
+                role,
+                role_actions,
+                before,
+                adopting,
+            ));
+            if let Some(refusal) =
+                crate::impact::role_refusals(role, role_actions, before, adopting).first()
+            {
+                return Err(Blocked(format!(
+                    "refusing this host: role `{role}`: {refusal}"
+                )));
+            }
             handlers.extend(role_actions.removal_handlers.iter().cloned());
             for validator in &role_actions.validators {
                 if !validators.contains(validator) {

@@ -44,6 +44,9 @@ pub struct RoleActions {
     pub facts: Facts,
     /// The role's impact templates (over `before` and `after` facts).
     pub impacts: Vec<String>,
+    /// The role's refusal templates the operator has not waived (their
+    /// `unless` is false for this host), evaluated like `impacts`.
+    pub refusals: Vec<String>,
 }
 
 /// A role's facts: name to value.
@@ -900,6 +903,12 @@ impl<'a> Renderer<'a> {
             actions.facts.insert(name.clone(), value);
         }
         actions.impacts = role.manifest.impacts.clone();
+        for (index, refusal) in role.manifest.refusals.iter().enumerate() {
+            let key = format!("refusals[{index}].unless");
+            if !self.condition(role, &refusal.unless, &key, context, redactor)? {
+                actions.refusals.push(refusal.text.clone());
+            }
+        }
         Ok(actions)
     }
 
@@ -1827,10 +1836,7 @@ pub fn redactor_for(inventory: &Inventory) -> Redactor {
 /// `ssh -G` (nothing left to fill in), but its config may still send the
 /// connection through a ProxyJump or ProxyCommand: asked here, only for
 /// hosts whose firewall must keep SSH open.
-fn proxy_of(
-    target: &crate::inventory::SshTarget,
-    host: &Host,
-) -> Result<Option<String>, String> {
+fn proxy_of(target: &crate::inventory::SshTarget, host: &Host) -> Result<Option<String>, String> {
     if target.proxy.is_some() || !(target.user_given && target.port_given) {
         return Ok(target.proxy.clone());
     }

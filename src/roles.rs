@@ -120,6 +120,13 @@ pub struct Manifest {
     /// non-empty line of the output is one effect.
     #[serde(default)]
     pub impacts: Vec<String>,
+    /// Changes plan refuses until the operator says to go ahead: `text`
+    /// is a template like an impact's (over `before`, `after` and
+    /// `adopting`); when it renders to text, the host is refused with it,
+    /// unless `unless` (an expression over the host's vars, like `when`)
+    /// is true.
+    #[serde(default)]
+    pub refusals: Vec<RefusalSpec>,
     /// Commands (templates) that check this role's new files on the host
     /// before they take effect, like a web server's config test.
     #[serde(default)]
@@ -514,6 +521,14 @@ pub struct TaskSpec {
     /// the operator wants on this host, as its vars stand).
     #[serde(default)]
     pub refuse: Option<String>,
+}
+
+/// A change that needs the operator's word (see `Manifest::refusals`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefusalSpec {
+    pub text: String,
+    pub unless: String,
 }
 
 /// A systemd unit, enabled at boot and running unless said otherwise.

@@ -66,6 +66,11 @@ fn a_plan_never_prints_the_old_content_of_a_file_the_host_keeps_private() {
     // what its admin put there. matrixctl's own rendering of that path
     // holds no secret, so only the old content must stay unseen.
     let sandbox = Sandbox::fleet();
+    // Its users' passwords stay as they are (see the pepper test below).
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "synapse_password_pepper: false\n",
+    );
     let path = "/etc/matrix-synapse/conf.d/registration.yaml";
     let file = sandbox.host_file("a.example", path);
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
@@ -204,9 +209,57 @@ fn checks_an_interrupted_apply_owes_are_the_inventorys_as_it_is_now() {
     // What a failed run leaves: its check, `false` then, still owed.
     let journal = sandbox.host_file("a.example", "/var/lib/matrixctl/journal");
     std::fs::write(&journal, r#"{"validators":["false"],"handlers":[]}"#).unwrap();
-    let plan = sandbox.run(&["--roles", "roles", "plan", "inventory", "--limit", "a.example"]);
+    let plan = sandbox.run(&[
+        "--roles",
+        "roles",
+        "plan",
+        "inventory",
+        "--limit",
+        "a.example",
+    ]);
     assert!(!plan.stdout.contains("false"), "{}", plan.stdout);
     let second = apply();
     assert_eq!(second.code, 0, "{}", second.transcript());
     assert!(!journal.exists(), "the journal is settled");
+}
+
+#[test]
+fn a_password_pepper_that_would_lock_users_out_is_refused_until_acknowledged() {
+    let sandbox = Sandbox::fleet();
+    // A Synapse set up by hand (seed 004 writes conf.d/server_name.yaml):
+    // its users' passwords have no pepper.
+    let by_hand = sandbox.host_file("a.example", "/etc/matrix-synapse/conf.d/server_name.yaml");
+    std::fs::create_dir_all(by_hand.parent().unwrap()).unwrap();
+    std::fs::write(&by_hand, "server_name: a.example\n").unwrap();
+    let plan = |vars: &str| {
+        sandbox.write("inventory/host_vars/a.example.yaml", vars);
+        sandbox.run(&["plan", "inventory", "--limit", "a.example"])
+    };
+    let adopted = plan("");
+    assert_eq!(adopted.code, 1, "{}", adopted.transcript());
+    insta::assert_snapshot!("pepper_added_to_a_hand_made_server", adopted.stdout);
+    let kept = plan("synapse_password_pepper: false\n");
+    assert_eq!(kept.code, 0, "{}", kept.transcript());
+    assert!(!kept.stdout.contains("pepper"), "{}", kept.stdout);
+    let applied = sandbox.run(&["apply", "--yes", "inventory", "--limit", "a.example"]);
+    assert_eq!(applied.code, 0, "{}", applied.transcript());
+    // Later, on a host matrixctl set up: turning it on is refused too, and
+    // goes ahead, with its impact shown, once acknowledged.
+    let on = plan("");
+    assert_eq!(on.code, 1, "{}", on.transcript());
+    assert!(
+        on.stdout
+            .contains("the password pepper would change (off -> generation 0)"),
+        "{}",
+        on.stdout
+    );
+    let acknowledged = plan("synapse_password_pepper_change_acknowledged: true\n");
+    assert_eq!(acknowledged.code, 0, "{}", acknowledged.transcript());
+    assert!(
+        acknowledged.stdout.contains(
+            "every existing password stops working: the password pepper changes (off -> generation 0)"
+        ),
+        "{}",
+        acknowledged.stdout
+    );
 }

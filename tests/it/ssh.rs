@@ -423,7 +423,10 @@ fn the_ssh_config_decides_what_ssh_leaves_out_and_the_firewall_keeps_that_port()
     // `ssh:` naming user and port leaves ssh nothing to fill in, but the
     // config still sends the connection through the proxy: the port in
     // `ssh:` is the proxy's business, not necessarily the host's sshd.
-    sandbox.write("inventory/hosts.yaml", &hosts(&format!("root@a-proxied:{port}")));
+    sandbox.write(
+        "inventory/hosts.yaml",
+        &hosts(&format!("root@a-proxied:{port}")),
+    );
     let refused = fleet.run(&["render", "inventory", "--out", "rendered4"]);
     assert_eq!(refused.code, 1, "{}", refused.transcript());
     assert!(

@@ -43,9 +43,27 @@ pub fn unified(before: &[u8], after: &[u8]) -> Option<String> {
     let diff = TextDiff::from_lines(before, after);
     let mut text = String::new();
     for hunk in diff.unified_diff().context_radius(3).iter_hunks() {
-        text.push_str(&hunk.to_string());
+        for line in hunk.to_string().split_inclusive('\n') {
+            text.push_str(&elided(line));
+        }
     }
     Some(text)
+}
+
+/// A diff line longer than this is shown by its start only: a plan is
+/// read by people, and an 8 MB value would bury everything else in it.
+const LONGEST_LINE: usize = 1000;
+
+/// `line` itself, or its first 200 characters and how long it is (the
+/// file's line: without the diff's mark in front and the line break).
+fn elided(line: &str) -> std::borrow::Cow<'_, str> {
+    if line.len() <= LONGEST_LINE {
+        return line.into();
+    }
+    let start: String = line.chars().take(200).collect();
+    let content = line.trim_end_matches('\n').len().saturating_sub(1);
+    let end = if line.ends_with('\n') { "\n" } else { "" };
+    format!("{start}… (elided: the line is {content} bytes){end}").into()
 }
 
 /// Colours a unified diff line by line.
@@ -79,5 +97,17 @@ mod tests {
             "@@ -2,7 +2,7 @@\n 2\n 3\n 4\n-5\n+five\n 6\n 7\n 8\n"
         );
         assert_eq!(unified(b"\xff", b"x"), None);
+    }
+
+    #[test]
+    fn a_very_long_line_is_shown_by_its_start() {
+        let long = format!("value: {}\n", "x".repeat(8 << 20));
+        let diff = unified(b"", long.as_bytes()).unwrap();
+        assert!(diff.len() < 400, "{}", diff.len());
+        assert!(
+            diff.ends_with("… (elided: the line is 8388615 bytes)\n"),
+            "{diff}"
+        );
+        assert!(diff.starts_with("@@ -0,0 +1 @@\n+value: xxx"), "{diff}");
     }
 }

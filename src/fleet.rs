@@ -230,11 +230,17 @@ pub enum Applied {
     StillRunning(String),
     /// Never started: an earlier batch failed too much.
     NotStarted(String),
+    /// Applied, with something still to do that nothing rolls back for (a
+    /// certificate the CA did not issue yet), and why.
+    Pending(String),
 }
 
 impl Applied {
     pub fn is_failure(&self) -> bool {
-        !matches!(self, Applied::Done | Applied::NotStarted(_))
+        !matches!(
+            self,
+            Applied::Done | Applied::NotStarted(_) | Applied::Pending(_)
+        )
     }
 }
 
@@ -401,6 +407,15 @@ fn run_state(output: &Output) -> RunState {
         }
     }
     if output.success && output_is_done(&output.stdout) {
+        let pending: Vec<&str> = output
+            .stderr
+            .lines()
+            .skip_while(|line| !line.starts_with("matrixctl: pending: "))
+            .map(|line| line.strip_prefix("matrixctl: pending: ").unwrap_or(line))
+            .collect();
+        if !pending.is_empty() {
+            return RunState::Finished(Applied::Pending(pending.join("\n")));
+        }
         return RunState::Finished(Applied::Done);
     }
     let reason = failure_reason(&output.stderr);

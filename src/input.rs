@@ -113,7 +113,76 @@ pub fn parse_yaml(path: &Path, text: &str) -> Result<serde_yaml::Value, Problem>
         .in_file(path)
         .at_line(Some(line)));
     }
-    serde_yaml::from_str(text).map_err(|error| crate::roles::yaml_problem(path, &error))
+    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|error| {
+        let problem = crate::roles::yaml_problem(path, &error);
+        match duplicate_key_line(&problem.message, text, problem.line) {
+            Some(line) => problem.at_line(Some(line)),
+            None => problem,
+        }
+    })?;
+    if let Some(tag) = first_tag(&value) {
+        let line = text
+            .lines()
+            .position(|line| line.contains(&tag))
+            .map(|index| index + 1);
+        return Err(Problem::new(format!(
+            "the YAML tag `{tag}` is not supported; matrixctl reads plain values"
+        ))
+        .in_file(path)
+        .at_line(line)
+        .with_hint(Some(
+            "remove the tag (quote the value if it must stay a string)".to_string(),
+        )));
+    }
+    Ok(value)
+}
+
+/// The first tag (`!name`) under `value`: serde_yaml keeps the tags it
+/// does not resolve itself, and a tag an operator wrote means something to
+/// them that matrixctl would silently drop.
+fn first_tag(value: &serde_yaml::Value) -> Option<String> {
+    match value {
+        serde_yaml::Value::Tagged(tagged) => Some(tagged.tag.to_string()),
+        serde_yaml::Value::Sequence(items) => items.iter().find_map(first_tag),
+        serde_yaml::Value::Mapping(map) => map
+            .iter()
+            .find_map(|(key, value)| first_tag(key).or_else(|| first_tag(value))),
+        _ => None,
+    }
+}
+
+/// serde_yaml reports a duplicate key at the line of the map holding it:
+/// the line of the key's second appearance, at the first one's indent, is
+/// the one to point at.
+fn duplicate_key_line(message: &str, text: &str, from: Option<usize>) -> Option<usize> {
+    let key = message
+        .split_once("duplicate entry with key \"")?
+        .1
+        .split_once('"')?
+        .0;
+    let is_key = |line: &str| {
+        let trimmed = line.trim_start().trim_start_matches("- ");
+        [
+            format!("{key}:"),
+            format!("\"{key}\":"),
+            format!("'{key}':"),
+        ]
+        .iter()
+        .any(|form| trimmed.starts_with(form.as_str()))
+    };
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    let mut first: Option<usize> = None;
+    for (index, line) in text.lines().enumerate().skip(from.unwrap_or(1) - 1) {
+        if !is_key(line) {
+            continue;
+        }
+        match first {
+            None => first = Some(indent(line)),
+            Some(at) if at == indent(line) => return Some(index + 1),
+            Some(_) => {}
+        }
+    }
+    None
 }
 
 /// The line where `[` and `{` collections nest too deep, if they do.

@@ -377,6 +377,7 @@ pub fn apply_text(
     let mut rolled_back = Vec::new();
     let mut running = Vec::new();
     let mut not_started = Vec::new();
+    let mut pending = Vec::new();
     for host in planned {
         let result = applied
             .iter()
@@ -404,7 +405,7 @@ pub fn apply_text(
                 not_started.push(host.name.as_str());
                 out.push_str(&format!("{name}: {reason}\n"));
             }
-            (Ok(plan), Some(Applied::Done)) => {
+            (Ok(plan), Some(outcome @ (Applied::Done | Applied::Pending(_)))) => {
                 let (create, update, remove) = plan.totals();
                 done.create += create;
                 done.update += update;
@@ -413,6 +414,14 @@ pub fn apply_text(
                 out.push_str(&format!(
                     "{name}: applied ({create} added, {update} changed, {remove} removed)\n"
                 ));
+                if let Applied::Pending(reason) = outcome {
+                    pending.push(host.name.as_str());
+                    out.push_str(&headed(
+                        &name,
+                        &style.yellow("STILL TO DO (nothing rolled back)"),
+                        reason,
+                    ));
+                }
             }
             (Ok(_), None) => out.push_str(&format!("{name}: no changes\n")),
         }
@@ -421,6 +430,7 @@ pub fn apply_text(
         && rolled_back.is_empty()
         && running.is_empty()
         && not_started.is_empty()
+        && pending.is_empty()
     {
         "complete"
     } else {
@@ -438,6 +448,7 @@ pub fn apply_text(
     out.push_str(&listed_suffix(&rolled_back, "rolled back"));
     out.push_str(&listed_suffix(&running, "still running"));
     out.push_str(&listed_suffix(&not_started, "not started"));
+    out.push_str(&listed_suffix(&pending, "with something still to do"));
     out.push('\n');
     redactor.redact(&out).into_owned()
 }
@@ -533,6 +544,9 @@ pub fn json(
                 (_, Some(Applied::NotStarted(reason))) => ("not_started", Some(reason.clone())),
                 (Ok(plan), _) if plan.is_empty() => ("unchanged", None),
                 (Ok(_), Some(Applied::Done)) => ("applied", None),
+                (Ok(_), Some(Applied::Pending(reason))) => {
+                    ("applied_pending", Some(reason.clone()))
+                }
                 (Ok(_), None) => ("changes", None),
             };
             let (unchanged_files, record_outdated, changes) = match &host.plan {

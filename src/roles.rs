@@ -1195,7 +1195,12 @@ pub fn yaml_problem(path: &Path, error: &serde_yaml::Error) -> Problem {
     } else if message.contains("expected an integer") || message.contains("expected a boolean") {
         Some("a `!!int` or `!!bool` tag forces a type the value does not have; remove the tag, or quote the value".to_string())
     } else {
-        None
+        Some(
+            "look at this line and the one before it: the indentation, a missing `:` or closing \
+             bracket or quote; quote a value that holds `: ` or ` #`, or starts with one of \
+             `{ [ * & ! % @ |` or a backtick"
+                .to_string(),
+        )
     };
     Problem::new(format!("invalid YAML: {message}"))
         .in_file(path)

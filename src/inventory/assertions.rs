@@ -23,6 +23,11 @@ pub struct Broken {
     pub hint: Option<String>,
     /// Set when the rule itself is broken: the role's manifest.
     pub manifest: Option<std::path::PathBuf>,
+    /// The vars the role's `when` reads, sorted: when the operator never
+    /// set `key` (its value is the role's default), the one of these they
+    /// set is what to point at (`certificates: acme` for a missing
+    /// `acme_email`).
+    pub turned_on_by: Vec<String>,
 }
 
 /// Every rule of every role that applies to this host and does not hold.
@@ -73,6 +78,11 @@ pub fn broken(
             Ok(applies) if applies.is_true() => {}
             _ => continue,
         }
+        let mut turned_on_by: Vec<String> = env
+            .compile_expression(&role.manifest.when)
+            .map(|when| when.undeclared_variables(false).into_iter().collect())
+            .unwrap_or_default();
+        turned_on_by.sort();
         for (index, rule) in role.manifest.assertions.iter().enumerate() {
             let contexts = match &rule.each {
                 None => vec![context.clone()],
@@ -119,6 +129,7 @@ pub fn broken(
                     message: text(&rule.message),
                     hint,
                     manifest: None,
+                    turned_on_by: turned_on_by.clone(),
                 });
             }
         }
@@ -170,5 +181,6 @@ fn unusable(role: &crate::roles::Role, index: usize, field: &str, reason: &str) 
                 .into(),
         ),
         manifest: Some(role.path.clone()),
+        turned_on_by: Vec::new(),
     }
 }

@@ -201,7 +201,7 @@ impl Inventory {
                     Problem::new(format!("invalid server name: {}", error.reason))
                         .in_file(&hosts_path)
                         .at_line(line)
-                        .at_key(format!("hosts.{name}"))
+                        .at_key(format!("hosts.{}", name.escape_debug()))
                         .with_hint(error.hint),
                 ),
             }
@@ -449,10 +449,25 @@ fn read_hosts(path: &Path) -> Result<Vec<(String, HostEntry, Option<usize>)>, Pr
             let line = lines
                 .get(&name)
                 .copied()
-                .or_else(|| locate::line_of_key(&text, &["hosts".to_string(), name.clone()]));
+                .or_else(|| locate::line_of_key(&text, &["hosts".to_string(), name.clone()]))
+                .or_else(|| escaped_key_line(&text, &name));
             (name, entry.unwrap_or_default(), line)
         })
         .collect())
+}
+
+/// The line of a key written as a double-quoted YAML string with escapes
+/// (`"a.example\nb":`, a name holding a control character), found by the
+/// text up to its first escape, which the locator cannot match as is.
+fn escaped_key_line(text: &str, name: &str) -> Option<usize> {
+    let plain: String = name.chars().take_while(|c| !c.is_control()).collect();
+    if plain.len() == name.len() {
+        return None;
+    }
+    let quoted = format!("\"{plain}\\");
+    text.lines()
+        .position(|line| line.trim_start().starts_with(&quoted))
+        .map(|index| index + 1)
 }
 
 /// `NAME.yaml` files of a vars directory, by NAME. A missing directory is empty.
@@ -752,15 +767,24 @@ fn check_vars(
         .map(|key| key.split('[').next().unwrap_or(key).to_string())
         .collect();
     for (path, what) in broken_lines {
-        problems.push(
+        let problem = if what.starts_with("a bidirectional") || what.starts_with("a zero-width") {
+            problem_at(
+                &path,
+                format!("the value holds {what}, which makes it read as something it is not"),
+            )
+            .with_hint(Some(
+                "retype the value by hand; invisible characters often come with text copied from a web page or chat".to_string(),
+            ))
+        } else {
             problem_at(
                 &path,
                 format!("the value holds {what}, which would start a new line in the files it is written to"),
             )
             .with_hint(Some(
                 "write the value on one line (a YAML `|` or `>` block adds a line break at its end; use a quoted string)".to_string(),
-            )),
-        );
+            ))
+        };
+        problems.push(problem);
     }
     let mut core = Mapping::new();
     let mut normalised = Mapping::new();
@@ -946,7 +970,23 @@ fn check_vars(
                     .at_key(broken.key),
                 None => {
                     let path: Vec<String> = broken.key.split('.').map(str::to_string).collect();
-                    problem_at(&path, broken.message)
+                    // A var the operator never set has only its role's
+                    // default to point at: point at what they set that
+                    // turned the role on instead.
+                    let operator_set = |path: &[String]| {
+                        matches!(layered.source_of(path), Some(Source::File { .. }))
+                    };
+                    let instead = broken
+                        .turned_on_by
+                        .iter()
+                        .map(|var| vec![var.clone()])
+                        .find(|var| operator_set(var));
+                    match instead {
+                        Some(var) if !operator_set(&path) => {
+                            problem_at(&var, broken.message).at_key(broken.key.clone())
+                        }
+                        _ => problem_at(&path, broken.message),
+                    }
                 }
             };
             problems.push(problem.with_hint(broken.hint));
@@ -972,12 +1012,14 @@ fn find_control_characters(
     found: &mut Vec<(Vec<String>, &'static str)>,
 ) {
     let what = |text: &str| {
-        text.chars().find(|c| c.is_control()).map(|c| match c {
-            '\n' | '\r' => "a line break",
-            '\0' => "a NUL character",
-            '\t' => "a tab",
-            _ => "a control character",
-        })
+        text.chars()
+            .find(|c| c.is_control() || invisible(*c).is_some())
+            .map(|c| match c {
+                '\n' | '\r' => "a line break",
+                '\0' => "a NUL character",
+                '\t' => "a tab",
+                _ => invisible(c).unwrap_or("a control character"),
+            })
     };
     match value {
         Value::String(text) => {
@@ -1020,6 +1062,22 @@ fn find_control_characters(
             find_control_characters(path, &tagged.value, keys_only, allows_lines, found)
         }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// Characters that change how text reads without showing themselves: the
+/// bidirectional controls (a name that reads `example.com` and is not)
+/// and zero-width spaces. The joiners (U+200C, U+200D) stay allowed:
+/// Persian text and emoji need them.
+fn invisible(c: char) -> Option<&'static str> {
+    match c {
+        '\u{202A}'..='\u{202E}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{200E}'
+        | '\u{200F}'
+        | '\u{061C}' => Some("a bidirectional control character"),
+        '\u{200B}' | '\u{2060}' | '\u{FEFF}' => Some("a zero-width character"),
+        _ => None,
     }
 }
 

@@ -275,6 +275,14 @@ impl<'de> Deserialize<'de> for Port {
 /// A short description of a YAML value for error messages.
 pub fn describe_value(value: &serde_yaml::Value) -> String {
     match value {
+        // A long value is elided: the file and line point at it whole.
+        serde_yaml::Value::String(text) if text.chars().count() > 80 => {
+            let start: String = text.chars().take(60).collect();
+            format!(
+                "the string {start:?}… ({} characters)",
+                text.chars().count()
+            )
+        }
         serde_yaml::Value::String(text) => format!("the string {text:?}"),
         serde_yaml::Value::Number(number) => format!("the number {number}"),
         serde_yaml::Value::Bool(flag) => format!("`{flag}`"),
@@ -300,6 +308,10 @@ pub struct Size {
     /// The operator's spelling, which is also what templates print.
     pub text: String,
 }
+
+/// The largest size accepted (1T): sizes here bound uploads and the like;
+/// beyond it, a unit was mistyped (`99999T`).
+const MAX_SIZE_BYTES: u64 = 1 << 40;
 
 impl FromStr for Size {
     type Err = String;
@@ -328,7 +340,10 @@ impl FromStr for Size {
             })?;
         let bytes = number
             .checked_mul(multiplier)
-            .ok_or_else(|| format!("invalid size `{text}`: too large"))?;
+            .filter(|bytes| *bytes <= MAX_SIZE_BYTES)
+            .ok_or_else(|| {
+                format!("invalid size `{text}`: more than 1T, which no setting here is meant to be")
+            })?;
         Ok(Size {
             bytes,
             text: text.to_string(),
@@ -349,10 +364,7 @@ impl<'de> Deserialize<'de> for Size {
                 "expected a size: bytes, or a number with K, M, G or T, like `50M`",
             )
         })? {
-            Raw::Bytes(bytes) => Ok(Size {
-                bytes,
-                text: bytes.to_string(),
-            }),
+            Raw::Bytes(bytes) => bytes.to_string().parse().map_err(serde::de::Error::custom),
             Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
         }
     }
@@ -391,30 +403,33 @@ pub struct InvalidName {
 impl FromStr for DnsName {
     type Err = InvalidName;
 
-    fn from_str(name: &str) -> Result<DnsName, InvalidName> {
+    fn from_str(raw: &str) -> Result<DnsName, InvalidName> {
         let fail = |reason: String, hint: Option<String>| Err(InvalidName { reason, hint });
-        if name.is_empty() {
+        // What messages show: a line break or an invisible character in
+        // a name is spelt out, never printed.
+        let name = raw.escape_debug().to_string();
+        if raw.is_empty() {
             return fail("a server name cannot be empty".into(), None);
         }
-        if name.contains('/') {
+        if raw.contains("://") {
             return fail(
                 format!("`{name}` looks like a URL, not a host name"),
                 Some("write just the DNS name, like `matrix.example.com`".into()),
             );
         }
-        if name.contains(':') {
+        if raw.contains(':') {
             return fail(
                 format!("`{name}` has a port or is an IPv6 address"),
                 Some("matrixctl manages hosts by DNS name without a port; delegate federation with the well-known file instead".into()),
             );
         }
-        if name.len() > 230 {
+        if raw.len() > 230 {
             return fail(
                 format!("`{name}` is longer than 230 characters, the Matrix spec's limit"),
                 None,
             );
         }
-        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        if raw.bytes().any(|b| b.is_ascii_uppercase()) {
             return fail(
                 format!("`{name}` has uppercase letters"),
                 Some(format!(
@@ -423,7 +438,7 @@ impl FromStr for DnsName {
                 )),
             );
         }
-        for label in name.split('.') {
+        for label in raw.split('.') {
             let valid = !label.is_empty()
                 && label.len() <= 63
                 && !label.starts_with('-')
@@ -433,7 +448,10 @@ impl FromStr for DnsName {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
             if !valid {
                 return fail(
-                    format!("`{name}` is not a valid DNS name (bad label `{label}`)"),
+                    format!(
+                        "`{name}` is not a valid DNS name (bad label `{}`)",
+                        label.escape_debug()
+                    ),
                     Some(
                         "labels are 1 to 63 of a-z, 0-9 and `-`, not starting or ending with `-`"
                             .into(),
@@ -441,7 +459,7 @@ impl FromStr for DnsName {
                 );
             }
         }
-        if name
+        if raw
             .split('.')
             .all(|label| label.bytes().all(|b| b.is_ascii_digit()))
         {
@@ -450,7 +468,7 @@ impl FromStr for DnsName {
                 Some("matrixctl manages hosts by DNS name".into()),
             );
         }
-        Ok(DnsName(name.to_string()))
+        Ok(DnsName(raw.to_string()))
     }
 }
 

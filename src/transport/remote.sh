@@ -1301,12 +1301,16 @@ mc_observe_certificate() {
 
 # Obtains or renews certificate $1 with command $2 (its ACME client); a
 # failure fails the apply, which rolls the files back.
+# A certificate the CA did not issue (no DNS record yet, port 80 closed,
+# the CA unreachable) fails nothing: every file and service is in place and
+# the placeholder keeps serving; the run ends `pending`, and the next plan
+# shows the certificate still to get.
 mc_certificate() {
     out=$ROOT$MC_STATE_DIR/output
     if ! (cd / && sh -c "$2") > "$out" 2>&1 9>&-; then
-        printf 'matrixctl: obtaining the certificate for %s failed: %s\n' "$1" "$2" >&2
-        tail -n 20 "$out" | sed 's/^/    /' >&2
-        exit 4
+        printf 'matrixctl: pending: no certificate for %s yet; the placeholder serves until an apply obtains one. The CA said:\n' "$1" >&2
+        grep -v '^[[:space:]]*$' "$out" | tail -n 4 | sed 's/^/    /' >&2
+        printf 'matrixctl: pending: is %s in DNS, pointing at this host, with port 80 open to the CA? (docs/host.md: certificates)\n' "$1" >&2
     fi
 }
 

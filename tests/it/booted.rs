@@ -1669,6 +1669,62 @@ fn synapse_gets_a_postgresql_database_made_as_it_requires_and_never_altered() {
 /// certbot's copy replaces the placeholder; a renewal swaps it and reloads
 /// nginx, restarting nothing.
 #[test]
+fn a_certificate_the_ca_cannot_issue_yet_leaves_the_placeholder_serving_and_rolls_nothing_back() {
+    // Before the name's DNS record exists: the CA cannot reach the host.
+    let host = BootedHost::up("mcnodns");
+    let pebble = crate::pebble::Pebble::serve(&host);
+    let trust = tempfile::tempdir().unwrap();
+    std::fs::copy(&pebble.endpoint_ca, trust.path().join("ca.pem")).unwrap();
+    host.copy_in(trust.path(), "/etc/ssl/acme-test");
+    let sandbox = host.inventory(
+        "nodns.example",
+        &format!(
+            "synapse_enabled: false\nwellknown_enabled: false\n\
+             webserver: nginx\ncertificates: acme\nacme_directory: {}\n\
+             acme_email: ops@nodns.example\nacme_ca_bundle: /etc/ssl/acme-test/ca.pem\n",
+            pebble.directory
+        ),
+    );
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 1, "{}", apply.transcript());
+    assert!(
+        apply.stdout.contains("nodns.example: applied (")
+            && apply.stdout.contains(
+                "nodns.example: STILL TO DO (nothing rolled back)\n    no certificate for matrix.nodns.example yet"
+            )
+            && apply.stdout.contains("is matrix.nodns.example in DNS, pointing at this host"),
+        "{}",
+        apply.stdout
+    );
+    assert!(!apply.stdout.contains("Traceback"), "{}", apply.stdout);
+    // Everything else is in place, serving the placeholder.
+    assert_eq!(host.run("systemctl is-active nginx"), "active");
+    assert!(
+        host.run(
+            "openssl x509 -noout -subject -in /etc/matrixctl/tls/matrix.nodns.example/fullchain.pem"
+        )
+        .contains("placeholder")
+    );
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert!(
+        plan.stdout.contains(
+            "  + certificate matrix.nodns.example  (role acme, ACME, replacing the placeholder)"
+        ),
+        "{}",
+        plan.stdout
+    );
+    // Once the record exists, the next apply gets it.
+    pebble.resolve("matrix.nodns.example", &host.address);
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    assert!(
+        !host
+            .run("openssl x509 -noout -subject -in /etc/matrixctl/tls/matrix.nodns.example/fullchain.pem")
+            .contains("placeholder")
+    );
+}
+
+#[test]
 fn an_acme_certificate_replaces_the_placeholder_in_one_apply_and_renews_in_place() {
     let host = BootedHost::up("mcacme");
     let pebble = crate::pebble::Pebble::serve(&host);

@@ -40,11 +40,16 @@ pub struct KeyChecks {
     /// Milliseconds since the epoch, 0 when missing.
     #[serde(skip)]
     pub valid_until_ts: u64,
+    /// Key IDs that are both current (`verify_keys`) and old
+    /// (`old_verify_keys`): a peer then takes the current key as expired.
+    #[serde(skip)]
+    pub current_and_old: Vec<String>,
 }
 
 impl KeyChecks {
     pub fn all_ok(&self) -> bool {
-        self.matching_server_name
+        self.current_and_old.is_empty()
+            && self.matching_server_name
             && self.future_valid_until_ts
             && self.has_ed25519_key
             && self.all_ed25519_checks_ok == Some(true)
@@ -85,7 +90,19 @@ pub fn check(document: &Value, server_name: &str, now_ms: u64) -> KeyChecks {
             );
         }
     }
+    let current_and_old = document["verify_keys"]
+        .as_object()
+        .zip(document["old_verify_keys"].as_object())
+        .map(|(current, old)| {
+            current
+                .keys()
+                .filter(|key_id| old.contains_key(*key_id))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
     KeyChecks {
+        current_and_old,
         matching_server_name: claimed == server_name,
         future_valid_until_ts: valid_until_ts > now_ms,
         has_ed25519_key: !ed25519_checks.is_empty(),

@@ -129,6 +129,9 @@ struct Delegation {
     tls_name: String,
     /// Hosts to resolve and the port each is reached on.
     endpoints: Vec<(String, u16)>,
+    /// The SRV record the endpoints come from, when they do: a wrong port
+    /// is then that record's to fix.
+    srv_record: Option<String>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -227,6 +230,7 @@ async fn discover(
             return Some(Delegation {
                 tls_name: ip.to_string(),
                 endpoints: vec![(ip.to_string(), port)],
+                srv_record: None,
             });
         }
         Host::Dns(hostname) => hostname.clone(),
@@ -241,6 +245,7 @@ async fn discover(
         return Some(Delegation {
             tls_name: hostname.clone(),
             endpoints: vec![(hostname, port)],
+            srv_record: None,
         });
     }
     let url = format!("https://{hostname}/.well-known/matrix/server");
@@ -263,6 +268,7 @@ async fn discover(
             return Some(Delegation {
                 tls_name: ip.to_string(),
                 endpoints: vec![(ip.to_string(), port.unwrap_or(8448))],
+                srv_record: None,
             });
         }
         Some(ServerName {
@@ -273,6 +279,7 @@ async fn discover(
             return Some(Delegation {
                 tls_name: delegated.clone(),
                 endpoints: vec![(delegated.clone(), *port)],
+                srv_record: None,
             });
         }
         Some(ServerName {
@@ -283,6 +290,7 @@ async fn discover(
     };
     // SRV: `_matrix-fed._tcp` (v1.8), then the deprecated `_matrix._tcp`.
     let mut endpoints = Vec::new();
+    let mut srv_record = None;
     for (prefix, deprecated) in [("_matrix-fed._tcp", false), ("_matrix._tcp", true)] {
         let srv_name = format!("{prefix}.{srv_host}");
         match net.srv(&srv_name).await {
@@ -327,6 +335,7 @@ async fn discover(
                     .map(|record| (record.target.clone(), record.port))
                     .collect();
                 tester.dns_result.srv_records = records;
+                srv_record = Some(srv_name);
                 break;
             }
             Lookup::None => {}
@@ -357,6 +366,7 @@ async fn discover(
     Some(Delegation {
         tls_name: srv_host,
         endpoints,
+        srv_record,
     })
 }
 
@@ -415,6 +425,25 @@ async fn well_known_server(
             "the server file holds only `m.server`",
         );
         return Err("too large".into());
+    }
+    // Followed through a redirect to plain http, the file federates, but
+    // anyone on the path can rewrite where it sends other servers.
+    if answer.url.starts_with("http://") {
+        findings.error(
+            check,
+            url,
+            format!("reached through a redirect to plain http ({})", answer.url),
+            "serve the server file over https at this URL without redirecting to http: anyone on the path could move the delegation",
+        );
+    }
+    if answer.body.starts_with(b"\xEF\xBB\xBF") {
+        findings.error(
+            check,
+            url,
+            "the body starts with a byte-order mark (EF BB BF), which JSON parsers such as Synapse's refuse",
+            "save the file as UTF-8 without a BOM",
+        );
+        return Err("invalid JSON".into());
     }
     let json: Value = match serde_json::from_slice(&answer.body) {
         Ok(json @ Value::Object(_)) => json,
@@ -575,11 +604,22 @@ async fn check_addresses(
             .get_at(SocketAddr::new(ips[0], 8448), &url, ANSWER_CAP)
             .await;
         if answer.is_ok_and(|answer| answer.status == 200) {
+            // Where the wrong port comes from is what to fix: the SRV
+            // record's port, or `m.server` (changing `m.server` to dodge a
+            // bad SRV record would change the certificate's name too).
+            let hint = match &delegation.srv_record {
+                Some(record) => format!(
+                    "the SRV record {record} names port {port}: fix its port to 8448 (`{record}. 3600 IN SRV 10 0 8448 {host}.`), or serve federation on {port}"
+                ),
+                None => format!(
+                    "the delegation names the wrong port: make it `{host}:8448` (or serve federation on {port})"
+                ),
+            };
             findings.error(
                 "federation_port",
                 format!("{host}:{port}"),
                 format!("nothing answers federation on port {port}, but {host}:8448 does"),
-                format!("the delegation names the wrong port: make it `{host}:8448` (or serve federation on {port})"),
+                hint,
             );
         }
     }
@@ -805,6 +845,16 @@ fn key_findings(checks: &keys::KeyChecks, server_name: &str, url: &str, findings
             );
         }
     }
+    for key_id in &checks.current_and_old {
+        findings.error(
+            check,
+            url,
+            format!("the current key {key_id} is also in `old_verify_keys`"),
+            format!(
+                "other servers then take {key_id} as expired and refuse what this server signs with it: remove it from the homeserver's old keys (Synapse's `old_signing_keys`)"
+            ),
+        );
+    }
     if checks.all_ok() {
         let ids: Vec<&str> = checks.ed25519_checks.keys().map(String::as_str).collect();
         findings.ok(
@@ -944,6 +994,15 @@ async fn check_client_discovery(net: &Net, hostname: &str, findings: &mut Findin
     } else {
         findings.ok("cors", url.clone(), "`Access-Control-Allow-Origin: *`");
     }
+    if answer.body.starts_with(b"\xEF\xBB\xBF") {
+        findings.error(
+            check,
+            url,
+            "the body starts with a byte-order mark (EF BB BF), which clients' JSON parsers refuse",
+            "save the file as UTF-8 without a BOM",
+        );
+        return;
+    }
     let json: Value = match serde_json::from_slice(&answer.body) {
         Ok(json @ Value::Object(_)) => json,
         _ => {
@@ -979,7 +1038,21 @@ async fn check_client_discovery(net: &Net, hostname: &str, findings: &mut Findin
             return;
         }
     };
-    findings.ok(check, url.clone(), format!("the homeserver is {base_url}"));
+    if parsed.scheme() == "http" {
+        // Element Web on https cannot call it (mixed content), and every
+        // other client would send passwords and tokens in clear.
+        findings.error(
+            check,
+            url.clone(),
+            format!("`m.homeserver.base_url` is `{base_url}`: plain http"),
+            format!(
+                "write it as https://{}: web clients refuse plain http from an https page, and any other client sends passwords in clear",
+                parsed.host_str().unwrap_or("matrix.example.com")
+            ),
+        );
+    } else {
+        findings.ok(check, url.clone(), format!("the homeserver is {base_url}"));
+    }
     let versions_url = format!("{}/_matrix/client/versions", base_url.trim_end_matches('/'));
     let (versions, seen) = net.get(&versions_url, ANSWER_CAP).await;
     expiry_warnings(&seen, &versions_url, findings);

@@ -195,6 +195,9 @@ struct Scenario {
     matrix_certificate: (Vec<String>, (i32, i32)),
     matrix_ports: Vec<u16>,
     keys: serde_json::Value,
+    /// The directives of a plain HTTP server of the base domain on port
+    /// 80, which its HTTPS server file then redirects to, when set.
+    base_http: &'static str,
 }
 
 impl Scenario {
@@ -209,8 +212,25 @@ impl Scenario {
             matrix_certificate: (vec![format!("matrix.{name}")], (2024, 2036)),
             matrix_ports: vec![443],
             keys: key_document(name, &SigningKey::from_bytes(&[9; 32])),
+            base_http: "",
         }
     }
+}
+
+/// `document` with `old_verify_keys` naming its current key, signed again.
+fn current_key_also_old(server_name: &str, signer: &SigningKey) -> serde_json::Value {
+    let mut document = key_document(server_name, signer);
+    let current = document["verify_keys"]["ed25519:test"].clone();
+    if let Some(object) = document.as_object_mut() {
+        object.remove("signatures");
+    }
+    document["old_verify_keys"] = serde_json::json!({
+        "ed25519:test": {"key": current["key"], "expired_ts": 1_700_000_000_000u64}
+    });
+    let signature = signer.sign(serde_json::to_string(&document).unwrap().as_bytes());
+    document["signatures"] =
+        serde_json::json!({server_name: {"ed25519:test": unpadded(&signature.to_bytes())}});
+    document
 }
 
 /// The scenarios: one good, and one per fault the issue lists.
@@ -259,6 +279,36 @@ fn scenarios() -> Vec<Scenario> {
     list.push(Scenario {
         keys: broken,
         ..Scenario::good("badsig.example")
+    });
+    // The current key is also listed as an old one: peers expire it.
+    list.push(Scenario {
+        keys: current_key_also_old("oldkey.example", &SigningKey::from_bytes(&[9; 32])),
+        ..Scenario::good("oldkey.example")
+    });
+    // The client file sends clients to plain http.
+    list.push(Scenario {
+        client_file: Some(
+            r#"{"m.homeserver": {"base_url": "http://matrix.httpbase.example"}}"#.into(),
+        ),
+        ..Scenario::good("httpbase.example")
+    });
+    // A correct server file after a byte-order mark.
+    list.push(Scenario {
+        server_file: Some("\u{feff}{\"m.server\": \"matrix.bom.example:443\"}".into()),
+        ..Scenario::good("bom.example")
+    });
+    // No server file; the SRV record names 443, federation answers on 8448.
+    list.push(Scenario {
+        server_file: None,
+        matrix_certificate: (vec!["srvport.example".into()], (2024, 2036)),
+        matrix_ports: vec![8448],
+        ..Scenario::good("srvport.example")
+    });
+    // The server file, reached through a redirect to plain http.
+    list.push(Scenario {
+        base_http: "location = /.well-known/matrix/server { default_type application/json; \
+                    return 200 '{\"m.server\": \"matrix.plainhop.example:443\"}'; }",
+        ..Scenario::good("plainhop.example")
     });
     // The inventory's host: its website serves an old copy of the server file.
     list.push(Scenario {
@@ -330,14 +380,27 @@ impl World {
                 ""
             };
             let dir = files.display();
+            // A base domain with a plain HTTP server redirects its HTTPS
+            // server file there.
+            let server_location = if scenario.base_http.is_empty() {
+                format!("alias {dir}/server; default_type application/json;")
+            } else {
+                format!("return 301 http://{name}/.well-known/matrix/server;")
+            };
             servers.push_str(&format!(
                 "server {{\n  listen {base}:443 ssl;\n  server_name {name};\n  \
                  ssl_certificate {}; ssl_certificate_key {};\n  \
-                 location = /.well-known/matrix/server {{ alias {dir}/server; default_type application/json; }}\n  \
+                 location = /.well-known/matrix/server {{ {server_location} }}\n  \
                  location = /.well-known/matrix/client {{ alias {dir}/client; default_type application/json; {cors} }}\n}}\n",
                 base_pem.display(),
-                base_key.display()
+                base_key.display(),
             ));
+            if !scenario.base_http.is_empty() {
+                servers.push_str(&format!(
+                    "server {{\n  listen {base}:80;\n  server_name {name};\n  {}\n}}\n",
+                    scenario.base_http
+                ));
+            }
             let listens: String = scenario
                 .matrix_ports
                 .iter()
@@ -359,6 +422,11 @@ impl World {
                 records.push(format!("--cname=alias.{name},matrix.{name}"));
                 records.push(format!(
                     "--srv-host=_matrix-fed._tcp.{name},alias.{name},8448,10,0"
+                ));
+            } else if name == "srvport.example" {
+                records.push(format!("--host-record=matrix.{name},{matrix}"));
+                records.push(format!(
+                    "--srv-host=_matrix-fed._tcp.{name},matrix.{name},443,10,0"
                 ));
             } else {
                 records.push(format!("--host-record=matrix.{name},{matrix}"));
@@ -458,6 +526,11 @@ fn check_finds_each_fault_with_its_own_message() {
         "cname.example",
         "othername.example",
         "badsig.example",
+        "oldkey.example",
+        "httpbase.example",
+        "bom.example",
+        "srvport.example",
+        "plainhop.example",
     ] {
         let (code, report, stderr) = world.check(&["--domain", fault]);
         assert_eq!(code, 2, "{fault} passed:\n{report}{stderr}");

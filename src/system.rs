@@ -408,9 +408,19 @@ pub fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<SystemChange
             }
             Item::Database { owner, .. } => {
                 if words.first() != Some(&"present") {
+                    // Unknown: no server yet, or one that did not answer
+                    // (stopped). The plan says it could not look.
+                    let unknown = if state == "unknown" {
+                        "; PostgreSQL is installed but did not answer (stopped?), so whether it \
+                         exists is unknown: apply starts it, and checks one that exists before using it"
+                    } else {
+                        ""
+                    };
                     out.push(change(
                         true,
-                        format!("owner {owner}, {DATABASE_ENCODING}, collation {DATABASE_LOCALE}"),
+                        format!(
+                            "owner {owner}, {DATABASE_ENCODING}, collation {DATABASE_LOCALE}{unknown}"
+                        ),
                     ));
                 }
             }

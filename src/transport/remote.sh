@@ -1230,9 +1230,12 @@ mc_database_row() {
 # apply starts it and looks again before creating anything).
 mc_observe_database() {
     if [ -n "$ROOT" ]; then printf 'sys database %s unsupported\n' "$1"; return 0; fi
-    # No server installed (setpriv finds no postgres user), or none
-    # answering, is `unknown` too.
+    # No server installed (no postgres account) holds no database; one
+    # installed but not answering (stopped) may: `unknown`.
     row=$(mc_database_row "$1" 2> /dev/null) || row=error
+    if [ "$row" = error ] && ! getent passwd postgres > /dev/null 2>&1; then
+        row=
+    fi
     case "$row" in
         error) printf 'sys database %s unknown\n' "$1" ;;
         "") printf 'sys database %s absent\n' "$1" ;;
@@ -1257,7 +1260,7 @@ mc_database() {
     row=$(mc_database_row "$1") || mc_fail "cannot ask PostgreSQL about database $1"
     if [ -n "$row" ]; then
         [ "$row" = "UTF8 C C $2" ] ||
-            mc_fail "database $1 exists as \"$row\" (encoding, collation, ctype, owner), not \"UTF8 C C $2\"; matrixctl never alters a database"
+            mc_fail "database $1 exists as \"$row\" (encoding, collation, ctype, owner), not \"UTF8 C C $2\"; matrixctl never alters a database: dump it, recreate it with \`CREATE DATABASE \"$1\" OWNER \"$2\" ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0\` (as postgres), restore it, and apply again"
         return 0
     fi
     # SQL string literal: quotes doubled (standard_conforming_strings is

@@ -65,6 +65,12 @@ impl BootedHost {
         host
     }
 
+    /// The key that logs in as root, and the known-hosts file with the
+    /// host's key.
+    pub fn ssh_files(&self) -> (&std::path::Path, &std::path::Path) {
+        (&self.key, &self.known_hosts)
+    }
+
     /// Runs `command` in the host as root, over SSH.
     pub fn ssh(&self, command: &str) -> Output {
         self.ssh_command(command).output().unwrap()
@@ -1661,6 +1667,25 @@ fn synapse_gets_a_postgresql_database_made_as_it_requires_and_never_altered() {
         ),
         "{}",
         refused.stdout
+    );
+
+    // PostgreSQL stopped: the plan cannot look, and says so; the apply
+    // starts it and finds the wrong database, with the fix.
+    host.run("systemctl stop postgresql");
+    let blind = sandbox.run(&["plan", "inventory"]);
+    assert!(
+        blind.stdout.contains(
+            "  + database other  (role synapse, owner synapse, UTF8, collation C; PostgreSQL is installed but did not answer (stopped?)"
+        ),
+        "{}",
+        blind.stdout
+    );
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 1, "{}", apply.transcript());
+    assert!(
+        apply.stdout.contains("matrixctl never alters a database: dump it, recreate it with `CREATE DATABASE \"other\" OWNER \"synapse\" ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`"),
+        "{}",
+        apply.stdout
     );
 }
 

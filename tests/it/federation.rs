@@ -764,3 +764,182 @@ fn three_empty_hosts_become_federating_homeservers_in_one_apply() {
     );
     assert_eq!(sandbox.plan_exit_code(None), 0);
 }
+
+/// The README's walk, "From an empty server to a federating one", command
+/// by command as it is written there, on an empty booted host: only what
+/// a newcomer's world differs in is changed (the server's address, an
+/// editor that uncomments what the README says to, this test's ACME CA and
+/// offline wheels, a DNS server for `check`). Nothing else is added, so a
+/// step the README leaves out fails here.
+#[test]
+fn the_readme_walk_takes_an_empty_server_to_a_federating_one_as_written() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let walk: Vec<String> = readme
+        .split("## From an empty server to a federating one")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("the README's walk")
+        .lines()
+        .map(|line| line.split("  #").next().unwrap_or(line).trim().to_string())
+        .filter(|line| !line.is_empty())
+        .collect();
+    assert!(walk.len() >= 8, "{walk:?}");
+
+    let host = BootedHost::up("mcreadme");
+    let pebble = Pebble::serve(&host);
+    for name in ["matrix.example.com"] {
+        pebble.resolve(name, &host.address);
+    }
+    let gateway = format!("{}.1", host.address.rsplit_once('.').unwrap().0);
+    let _dns = TestDns::serve(
+        &gateway,
+        &[
+            format!("--host-record=example.com,{}", host.address),
+            format!("--host-record=matrix.example.com,{}", host.address),
+        ],
+    );
+    let trust = tempfile::tempdir().unwrap();
+    std::fs::copy(&pebble.endpoint_ca, trust.path().join("ca.pem")).unwrap();
+    let root = pebble.root(trust.path());
+    host.copy_in(trust.path(), "/etc/ssl/acme-test");
+    copy_wheels(&host, &[("synapse", "MATRIXCTL_SYNAPSE_WHEELS")]);
+
+    // The operator's machine: a home with the key init's file names.
+    let desk = tempfile::tempdir().unwrap();
+    let home = desk.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    let (key, known_hosts) = host.ssh_files();
+    std::fs::copy(key, home.join(".ssh/matrixctl")).unwrap();
+    let run = |line: &str, stdin: &str| -> (i32, String) {
+        let command = line
+            .replacen("matrixctl", crate::support::BIN, 1)
+            .replace("203.0.113.7", &host.address);
+        let (program, shown) = if line.starts_with("matrixctl apply") {
+            // It shows the plan and asks: answered on a terminal.
+            (
+                "script".to_string(),
+                vec![
+                    "--quiet".to_string(),
+                    "--return".to_string(),
+                    "--command".to_string(),
+                    command.clone(),
+                    "/dev/null".to_string(),
+                ],
+            )
+        } else {
+            ("sh".to_string(), vec!["-c".to_string(), command.clone()])
+        };
+        let mut child = Command::new(program)
+            .args(&shown)
+            .current_dir(desk.path())
+            .env("HOME", &home)
+            .env("NO_COLOR", "1")
+            // No SSH master outlives the test.
+            .env("MATRIXCTL_PERSIST", "0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            format!(
+                "$ {line}\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    };
+    let mut transcript = String::new();
+    for line in &walk {
+        if line.starts_with("$EDITOR inv/group_vars/all.yaml") {
+            // What the README says to uncomment, and this test's world:
+            // the ACME CA (the private-CA lines init's file shows), the
+            // wheels of an offline host, and the host key seen before.
+            let path = desk.path().join("inv/group_vars/all.yaml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut edited = String::new();
+            for line in text.lines() {
+                let uncommented = line.strip_prefix("# ").filter(|rest| {
+                    [
+                        "webserver:",
+                        "certificates:",
+                        "acme_email:",
+                        "database:",
+                        "  engine:",
+                        "ssh_options:",
+                        "  identity_file:",
+                    ]
+                    .iter()
+                    .any(|key| rest.starts_with(key))
+                });
+                let line = match line.strip_prefix("# acme_directory: ") {
+                    Some(_) => format!("acme_directory: {}", pebble.directory),
+                    None => match line.strip_prefix("# acme_ca_bundle: ") {
+                        Some(_) => "acme_ca_bundle: /etc/ssl/acme-test/ca.pem".to_string(),
+                        None => uncommented.unwrap_or(line).to_string(),
+                    },
+                };
+                edited.push_str(&line);
+                edited.push('\n');
+                if line == "  identity_file: ~/.ssh/matrixctl" {
+                    edited.push_str(&format!("  known_hosts_file: {}\n", known_hosts.display()));
+                }
+            }
+            edited.push_str("synapse_wheels: /srv/wheels\n");
+            std::fs::write(&path, edited).unwrap();
+            continue;
+        }
+        let (line, expected) = if line.starts_with("matrixctl check") {
+            (
+                format!("{line} --dns {gateway}:53 --ca-file {}", root.display()),
+                [0, 2],
+            )
+        } else {
+            (line.clone(), [0, 0])
+        };
+        let (code, said) = run(&line, "yes\n");
+        transcript.push_str(&said);
+        assert!(
+            expected.contains(&code),
+            "`{line}` exited {code}:\n{transcript}"
+        );
+    }
+    // What the walk promised: onboarding written, a server that answers
+    // clients and federation with a real certificate, an admin and an
+    // invitation made.
+    let onboarding = std::fs::read_to_string(desk.path().join("example.com.md")).unwrap();
+    assert!(onboarding.contains("matrix.example.com"), "{onboarding}");
+    assert!(
+        transcript.contains("Created @admin:example.com, an admin"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("Created a registration token on example.com, for 1 registration"),
+        "{transcript}"
+    );
+    let outside = Outside {
+        root,
+        addresses: vec![("matrix.example.com".into(), host.address.clone())],
+    };
+    let versions = outside.json("https://matrix.example.com/_matrix/client/versions");
+    assert!(versions["versions"].is_array(), "{versions}");
+    let keys = outside.json("https://matrix.example.com:8448/_matrix/key/v2/server");
+    assert_eq!(keys["server_name"], "example.com", "{keys}");
+    // `check` speaks of what only the customer can do: the base domain's
+    // server file (the checklist says what to serve), nothing on the host.
+    assert!(
+        transcript.contains("https://matrix.example.com:8448/_matrix/key/v2/server")
+            || transcript.contains("matrix.example.com"),
+        "{transcript}"
+    );
+}

@@ -171,7 +171,13 @@ pub async fn observe(
             | Item::User { .. }
             | Item::Directory { .. } => continue,
             Item::Venv { path, .. } => program.call("mc_observe_venv", &[path]),
-            Item::Database { name, .. } => program.call("mc_observe_database", &[name]),
+            Item::Database {
+                name,
+                owner,
+                password,
+            } => program
+                .set("MC_DB_PASSWORD", password)
+                .call("mc_observe_database", &[name, owner]),
             Item::Generated { path, .. } => program.call("mc_observe_generated", &[path]),
             Item::Certificate { name, path, .. } => {
                 program.call("mc_observe_certificate", &[name, path])

@@ -449,6 +449,14 @@ pub fn repository_digest(key: &str, sources: &str) -> String {
 pub fn blocked(wanted: &[Wanted], observed: &ObservedSystem) -> Option<String> {
     wanted.iter().find_map(|Wanted { item, .. }| match item {
         Item::Database { name, owner, .. } => {
+            if observed.get(&format!("login {owner}")).map(String::as_str) == Some("refused") {
+                return Some(format!(
+                    "PostgreSQL's login role {owner} exists, and the password matrixctl derives for it does not log in \
+                     (matrixctl sets a password only on a role it creates, so Synapse could not connect): \
+                     give this host's `secrets: {{database_password: …}}` the role's password, \
+                     or drop the role (`DROP ROLE \"{owner}\"`, once nothing owns anything) so that apply creates it"
+                ));
+            }
             let state = observed.get(&item.key())?;
             let words: Vec<&str> = state.split(' ').collect();
             let ["present", encoding, collate, ctype, have_owner] = words.as_slice() else {

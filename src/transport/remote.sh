@@ -1228,19 +1228,38 @@ mc_database_row() {
 # `sys database NAME present ENCODING COLLATE CTYPE OWNER`, `absent`, or
 # `unknown` when no server answers (PostgreSQL not installed or stopped:
 # apply starts it and looks again before creating anything).
+# With owner $2 whose password is MC_DB_PASSWORD: when that login role
+# exists already, `sys login OWNER ok` or `refused`, as the homeserver
+# would log in (TCP to 127.0.0.1): matrixctl sets a password only on a
+# role it creates, so one someone else made must already have it.
 mc_observe_database() {
     if [ -n "$ROOT" ]; then printf 'sys database %s unsupported\n' "$1"; return 0; fi
     # No server installed (no postgres account) holds no database; one
-    # installed but not answering (stopped) may: `unknown`.
-    row=$(mc_database_row "$1" 2> /dev/null) || row=error
-    if [ "$row" = error ] && ! getent passwd postgres > /dev/null 2>&1; then
-        row=
+    # installed but not answering (stopped) may: `unknown`. One psql for
+    # the database and whether its login role exists.
+    rows=$(printf "SELECT pg_encoding_to_char(encoding), datcollate, datctype, pg_get_userbyid(datdba) FROM pg_database WHERE datname = :'name';\nSELECT 'role-exists' FROM pg_roles WHERE rolname = :'owner';\n" |
+        mc_psql -F ' ' -v name="$1" -v owner="$2" 2> /dev/null) || rows=error
+    if [ "$rows" = error ] && ! getent passwd postgres > /dev/null 2>&1; then
+        rows=
     fi
+    role=
+    case "$rows" in *role-exists*) role=1 ;; esac
+    row=${rows%%role-exists*}
+    row=${row%"
+"}
     case "$row" in
         error) printf 'sys database %s unknown\n' "$1" ;;
         "") printf 'sys database %s absent\n' "$1" ;;
         *) printf 'sys database %s present %s\n' "$1" "$row" ;;
     esac
+    [ -n "$role" ] || return 0
+    mc_psql_binary
+    if (cd / && PGPASSWORD=$MC_DB_PASSWORD PGCONNECT_TIMEOUT=5 "$MC_PSQL" -X -q -A -t \
+        -h 127.0.0.1 -U "$2" -d postgres -c 'SELECT 1') > /dev/null 2>&1 9>&-; then
+        printf 'sys login %s ok\n' "$2"
+    else
+        printf 'sys login %s refused\n' "$2"
+    fi
 }
 
 # Creates database $1 owned by login role $2 (created too when missing,

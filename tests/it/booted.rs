@@ -1687,6 +1687,36 @@ fn synapse_gets_a_postgresql_database_made_as_it_requires_and_never_altered() {
         "{}",
         apply.stdout
     );
+
+    // A login role made by hand, with a password of its own: matrixctl
+    // sets none on a role it did not create, so Synapse could not log in.
+    // The plan tries the derived password and says what to do.
+    host.run("systemctl start postgresql");
+    psql("CREATE ROLE handmade LOGIN PASSWORD 'typed-by-hand'");
+    std::fs::write(
+        &own,
+        format!("{ssh}database:\n  name: handmade\n  user: handmade\n"),
+    )
+    .unwrap();
+    let refused = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(refused.code, 1, "{}", refused.transcript());
+    assert!(
+        refused.stdout.contains(
+            "PostgreSQL's login role handmade exists, and the password matrixctl derives for it does not log in"
+        ),
+        "{}",
+        refused.stdout
+    );
+    // Given the role's password, the plan goes ahead.
+    std::fs::write(
+        &own,
+        format!(
+            "{ssh}database:\n  name: handmade\n  user: handmade\nsecrets:\n  database_password: typed-by-hand\n"
+        ),
+    )
+    .unwrap();
+    let accepted = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(accepted.code, 0, "{}", accepted.transcript());
 }
 
 /// A certificate from an ACME CA through real HTTP-01, on a fresh host in

@@ -452,7 +452,7 @@ pub fn blocked(wanted: &[Wanted], observed: &ObservedSystem) -> Option<String> {
             if observed.get(&format!("login {owner}")).map(String::as_str) == Some("refused") {
                 return Some(format!(
                     "PostgreSQL's login role {owner} exists, and the password matrixctl derives for it does not log in \
-                     (matrixctl sets a password only on a role it creates, so Synapse could not connect): \
+                     (matrixctl sets a password only on a role it creates, so the homeserver could not connect): \
                      give this host's `secrets: {{database_password: …}}` the role's password, \
                      or drop the role (`DROP ROLE \"{owner}\"`, once nothing owns anything) so that apply creates it"
                 ));

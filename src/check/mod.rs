@@ -440,7 +440,7 @@ async fn well_known_server(
         findings.error(
             check,
             url,
-            "the body starts with a byte-order mark (EF BB BF), which JSON parsers such as Synapse's refuse",
+            "the body starts with a byte-order mark (EF BB BF), which homeservers' JSON parsers refuse",
             "save the file as UTF-8 without a BOM",
         );
         return Err("invalid JSON".into());
@@ -851,7 +851,7 @@ fn key_findings(checks: &keys::KeyChecks, server_name: &str, url: &str, findings
             url,
             format!("the current key {key_id} is also in `old_verify_keys`"),
             format!(
-                "other servers then take {key_id} as expired and refuse what this server signs with it: remove it from the homeserver's old keys (Synapse's `old_signing_keys`)"
+                "other servers then take {key_id} as expired and refuse what this server signs with it: remove it from the homeserver's list of old signing keys"
             ),
         );
     }

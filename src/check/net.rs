@@ -497,7 +497,7 @@ impl Net {
             .timeout(self.timeout)
             .connect_timeout(self.timeout)
             .user_agent(concat!("matrixctl-check/", env!("CARGO_PKG_VERSION")))
-            // As many redirects as Synapse's well-known lookup follows.
+            // As many redirects as a homeserver's well-known lookup follows.
             .redirect(reqwest::redirect::Policy::limited(20))
             .no_proxy();
         if let Some((name, address)) = pin {

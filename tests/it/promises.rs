@@ -263,3 +263,32 @@ fn a_password_pepper_that_would_lock_users_out_is_refused_until_acknowledged() {
         acknowledged.stdout
     );
 }
+
+#[test]
+fn a_manual_certificate_serving_several_names_is_named_in_the_notes() {
+    let sandbox = Sandbox::fleet();
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "webserver: nginx\ntls_certificate: /etc/ssl/m/cert.pem\ntls_certificate_key: /etc/ssl/m/key.pem\nserve_base_domain: true\n",
+    );
+    let plan = sandbox.run(&["plan", "inventory", "--limit", "a.example"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    assert!(
+        plan.stdout.contains(
+            "a.example: make sure the certificate in /etc/ssl/m/cert.pem covers matrix.a.example and a.example"
+        ),
+        "{}",
+        plan.stdout
+    );
+    // One name, nothing to say.
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "webserver: nginx\ntls_certificate: /etc/ssl/m/cert.pem\ntls_certificate_key: /etc/ssl/m/key.pem\n",
+    );
+    let plan = sandbox.run(&["plan", "inventory", "--limit", "a.example"]);
+    assert!(
+        !plan.stdout.contains("make sure the certificate"),
+        "{}",
+        plan.stdout
+    );
+}

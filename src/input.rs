@@ -20,7 +20,15 @@ pub const MAX_FLOW_DEPTH: usize = 64;
 /// refused, naming where it points.
 pub fn read_text(path: &Path, inside: Option<&Path>, limit: u64) -> Result<String, Problem> {
     let bytes = read_bytes(path, inside, limit)?;
-    String::from_utf8(bytes).map_err(|_| Problem::new("the file is not UTF-8 text").in_file(path))
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Problem::new("the file is not UTF-8 text").in_file(path))?;
+    // YAML ends a line at CR LF and at a lone CR (old Mac files) too; so
+    // do the line numbers of every message, once the text says `\n` only.
+    Ok(if text.contains('\r') {
+        text.replace("\r\n", "\n").replace('\r', "\n")
+    } else {
+        text
+    })
 }
 
 /// Like [`read_text`], for bytes.
@@ -114,7 +122,26 @@ pub fn parse_yaml(path: &Path, text: &str) -> Result<serde_yaml::Value, Problem>
         .at_line(Some(line)));
     }
     let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|error| {
-        let problem = crate::roles::yaml_problem(path, &error);
+        let mut problem = crate::roles::yaml_problem(path, &error);
+        // Some parser errors give a byte position, not a line.
+        if let Some((message, position)) = problem.message.rsplit_once(" at position ")
+            && let Ok(position) = position.trim().parse::<usize>()
+        {
+            let line = text.as_bytes()[..position.min(text.len())]
+                .iter()
+                .filter(|&&byte| byte == b'\n')
+                .count()
+                + 1;
+            let control = message.contains("control characters");
+            problem.message = message.to_string();
+            problem = problem.at_line(Some(line));
+            if control {
+                problem = problem.with_hint(Some(
+                    "this line holds a control character (a NUL byte, say): retype it, or write it with an escape in a double-quoted string"
+                        .to_string(),
+                ));
+            }
+        }
         match duplicate_key_line(&problem.message, text, problem.line) {
             Some(line) => problem.at_line(Some(line)),
             None => problem,

@@ -900,12 +900,31 @@ fn certificate_problem(seen: &Seen) -> (String, String) {
             format!("the certificate for {names} is not valid yet"),
             "the clock of this machine or of the CA is wrong".into(),
         ),
-        Err(CertificateProblem::UnknownIssuer) => (
-            format!(
-                "the certificate for {names} is not from a trusted CA (issued by {})",
-                leaf.map(|leaf| leaf.issuer_common_name.as_str()).unwrap_or("?")
-            ),
-            "use a certificate from a public CA (Let's Encrypt), with its intermediate certificates (fullchain.pem); for a private CA pass --ca-file".into(),
+        // What the chain shows says which fix: a self-signed certificate
+        // (matrixctl's placeholder among them), a chain sent without its
+        // intermediate, or a CA nobody here trusts.
+        Err(CertificateProblem::UnknownIssuer) => {
+            let issuer = leaf.map(|leaf| leaf.issuer_common_name.as_str()).unwrap_or("?");
+            let self_signed = leaf.is_some_and(|leaf| leaf.issuer_common_name == leaf.subject_common_name);
+            let hint = if self_signed && issuer == "placeholder" {
+                "this is matrixctl's placeholder: the ACME certificate is still to do (the last apply said why; is the name in DNS, with port 80 open?)".to_string()
+            } else if self_signed {
+                "it is self-signed: serve one from a public CA (Let's Encrypt); for a private CA pass --ca-file".to_string()
+            } else if seen.chain.len() == 1 {
+                format!(
+                    "the server sends it alone, without the intermediate certificate of {issuer}: serve the full chain (fullchain.pem, not cert.pem)"
+                )
+            } else {
+                "use a certificate from a public CA (Let's Encrypt); for a private CA pass --ca-file".to_string()
+            };
+            (
+                format!("the certificate for {names} is not from a trusted CA (issued by {issuer})"),
+                hint,
+            )
+        }
+        Err(CertificateProblem::Other(why)) if why.contains("CaUsedAsEndEntity") => (
+            format!("the certificate for {names} is a CA certificate (basicConstraints CA:TRUE), which TLS clients refuse as a server's"),
+            "issue a server certificate (basicConstraints CA:FALSE, extendedKeyUsage serverAuth); `openssl req -x509` makes a CA one unless told otherwise".into(),
         ),
         Err(CertificateProblem::Other(why)) => (
             format!("the certificate for {names} is refused: {why}"),

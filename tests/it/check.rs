@@ -136,6 +136,18 @@ impl Ca {
         names: &[&str],
         years: (i32, i32),
     ) -> (PathBuf, PathBuf) {
+        self.issue_as(dir, file, names, years, Leaf::Server)
+    }
+
+    /// Like `issue`, of the kind `leaf` says.
+    fn issue_as(
+        &self,
+        dir: &Path,
+        file: &str,
+        names: &[&str],
+        years: (i32, i32),
+        leaf: Leaf,
+    ) -> (PathBuf, PathBuf) {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(
             names
@@ -149,16 +161,33 @@ impl Ca {
             .push(rcgen::DnType::CommonName, names[0]);
         params.not_before = rcgen::date_time_ymd(years.0, 1, 1);
         params.not_after = rcgen::date_time_ymd(years.1, 1, 1);
+        if leaf == Leaf::Ca {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
         let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
-        let certificate = params.signed_by(&key, &issuer).unwrap();
+        let (certificate, chain) = match leaf {
+            Leaf::SelfSigned => (params.self_signed(&key).unwrap(), String::new()),
+            _ => (params.signed_by(&key, &issuer).unwrap(), self.pem.clone()),
+        };
         let (pem, key_path) = (
             dir.join(format!("{file}.pem")),
             dir.join(format!("{file}.key")),
         );
-        std::fs::write(&pem, certificate.pem() + &self.pem).unwrap();
+        std::fs::write(&pem, certificate.pem() + &chain).unwrap();
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
         (pem, key_path)
     }
+}
+
+/// What the Matrix host's certificate is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaf {
+    /// A server's, from the test CA.
+    Server,
+    /// Signed by its own key.
+    SelfSigned,
+    /// A CA's (basicConstraints CA:TRUE), from the test CA.
+    Ca,
 }
 
 fn unpadded(bytes: &[u8]) -> String {
@@ -195,6 +224,7 @@ struct Scenario {
     matrix_certificate: (Vec<String>, (i32, i32)),
     matrix_ports: Vec<u16>,
     keys: serde_json::Value,
+    matrix_leaf: Leaf,
     /// The directives of a plain HTTP server of the base domain on port
     /// 80, which its HTTPS server file then redirects to, when set.
     base_http: &'static str,
@@ -213,6 +243,7 @@ impl Scenario {
             matrix_ports: vec![443],
             keys: key_document(name, &SigningKey::from_bytes(&[9; 32])),
             base_http: "",
+            matrix_leaf: Leaf::Server,
         }
     }
 }
@@ -310,6 +341,15 @@ fn scenarios() -> Vec<Scenario> {
                     return 200 '{\"m.server\": \"matrix.plainhop.example:443\"}'; }",
         ..Scenario::good("plainhop.example")
     });
+    // A self-signed certificate, and a CA's certificate, on the Matrix host.
+    list.push(Scenario {
+        matrix_leaf: Leaf::SelfSigned,
+        ..Scenario::good("selfsigned.example")
+    });
+    list.push(Scenario {
+        matrix_leaf: Leaf::Ca,
+        ..Scenario::good("caleaf.example")
+    });
     // The inventory's host: its website serves an old copy of the server file.
     list.push(Scenario {
         server_file: Some(r#"{"m.server": "matrix.stale.example:8449"}"#.into()),
@@ -372,8 +412,13 @@ impl World {
                 .iter()
                 .map(String::as_str)
                 .collect();
-            let (matrix_pem, matrix_key) =
-                ca.issue(&files, "matrix", &names, scenario.matrix_certificate.1);
+            let (matrix_pem, matrix_key) = ca.issue_as(
+                &files,
+                "matrix",
+                &names,
+                scenario.matrix_certificate.1,
+                scenario.matrix_leaf,
+            );
             let cors = if scenario.cors {
                 "add_header Access-Control-Allow-Origin \"*\" always;"
             } else {
@@ -531,6 +576,8 @@ fn check_finds_each_fault_with_its_own_message() {
         "bom.example",
         "srvport.example",
         "plainhop.example",
+        "selfsigned.example",
+        "caleaf.example",
     ] {
         let (code, report, stderr) = world.check(&["--domain", fault]);
         assert_eq!(code, 2, "{fault} passed:\n{report}{stderr}");

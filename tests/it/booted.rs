@@ -23,7 +23,13 @@ pub struct BootedHost {
 }
 
 impl BootedHost {
+    /// A Debian 12 host.
     pub fn up(name: &str) -> BootedHost {
+        BootedHost::up_on(name, "bookworm")
+    }
+
+    /// A host of Debian release `suite` (`bookworm`, `trixie`).
+    pub fn up_on(name: &str, suite: &str) -> BootedHost {
         let keys = tempfile::tempdir().unwrap();
         let key = keys.path().join("id");
         let made = Command::new("ssh-keygen")
@@ -39,6 +45,7 @@ impl BootedHost {
         let output = Command::new(&script)
             .args(["up", name, &network])
             .arg(key.with_extension("pub"))
+            .env("MATRIXCTL_BOOTED_SUITE", suite)
             .output()
             .unwrap();
         let host = BootedHost {
@@ -311,6 +318,69 @@ fn a_fresh_host_gets_its_package_config_and_running_service_and_the_next_apply_t
     host.reboot();
     assert_eq!(host.run("systemctl is-active coturn"), "active");
     assert_eq!(sandbox.plan_exit_code(None), 0);
+}
+
+/// Debian 13, what operators rent today: from empty to Synapse on
+/// PostgreSQL 17 behind nginx 1.26, with coturn and the firewall, in one
+/// apply, Synapse's venv on the host's Python 3.13; the next apply changes
+/// nothing.
+#[test]
+fn a_debian_13_host_goes_from_empty_to_synapse_answering_through_nginx() {
+    let host = BootedHost::up_on("mctrixie", "trixie");
+    assert!(
+        host.run("cat /etc/debian_version").starts_with("13"),
+        "{}",
+        host.run("cat /etc/debian_version")
+    );
+    host.copy_in(
+        &wheels("synapse-py3.13", "MATRIXCTL_SYNAPSE_WHEELS_313"),
+        "/srv/wheels",
+    );
+    let certificates = tempfile::tempdir().unwrap();
+    let (cert, key) =
+        crate::webserver::certificate(certificates.path(), &["matrix.trixie.example"]);
+    std::fs::rename(&cert, certificates.path().join("cert.pem")).unwrap();
+    std::fs::rename(&key, certificates.path().join("key.pem")).unwrap();
+    host.copy_in(certificates.path(), "/etc/ssl/matrix");
+    let sandbox = host.inventory(
+        "trixie.example",
+        "synapse_install: venv\nsynapse_wheels: /srv/wheels\n\
+         database:\n  engine: postgres\n\
+         webserver: nginx\nfirewall: nftables\nturn: {}\n\
+         tls_certificate: /etc/ssl/matrix/cert.pem\ntls_certificate_key: /etc/ssl/matrix/key.pem\n\
+         turn_group: turnserver\n",
+    );
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(
+        apply.code,
+        0,
+        "{}\n{}",
+        apply.transcript(),
+        host.ssh("journalctl -u matrix-synapse -n 20 --no-pager")
+            .stdout
+            .escape_ascii()
+    );
+    let versions = Command::new("curl")
+        .args(["-sk", "--max-time", "10", "--resolve"])
+        .arg(format!("matrix.trixie.example:443:{}", host.address))
+        .arg("https://matrix.trixie.example/_matrix/client/versions")
+        .output()
+        .expect("curl runs (apt-get install curl)");
+    let body = String::from_utf8_lossy(&versions.stdout);
+    assert!(body.contains("\"versions\""), "{body}");
+    assert!(
+        host.run("/opt/venvs/matrix-synapse/bin/python -V")
+            .starts_with("Python 3.13"),
+        "the venv is on the host's own Python"
+    );
+    for unit in ["matrix-synapse", "nginx", "postgresql", "coturn"] {
+        assert_eq!(
+            host.run(&format!("systemctl is-active {unit}")),
+            "active",
+            "{unit}"
+        );
+    }
+    assert_next_apply_changes_nothing(&host, &sandbox, &["matrix-synapse", "nginx", "coturn"]);
 }
 
 #[test]

@@ -112,6 +112,7 @@ fn missing_account(
     desired: &DesiredState,
     observed: &Observed,
     wanted: &[crate::system::Wanted],
+    actions: &BTreeMap<String, RoleActions>,
 ) -> Option<String> {
     use crate::system::Item;
     let created = |kind: &str, name: &str| {
@@ -143,10 +144,28 @@ fn missing_account(
                 .map(String::as_str)
                 == Some("absent");
             if absent && !created(kind, name) {
+                // A role that would make it, had the host other settings,
+                // names the condition: that is the fix.
+                let account = format!("{kind} {name}");
+                let dormant = actions.iter().find_map(|(role, role_actions)| {
+                    role_actions
+                        .dormant_accounts
+                        .iter()
+                        .find(|(dormant, _)| *dormant == account)
+                        .map(|(_, when)| (role, when))
+                });
+                let hint = match dormant {
+                    Some((role, when)) => format!(
+                        "role `{role}` makes it when `{when}`: set what that needs, or install the software that brings '{name}' first"
+                    ),
+                    None => format!(
+                        "install the software that brings '{name}' first, or have role `{}` install it (`matrixctl options` lists its options)",
+                        file.role
+                    ),
+                };
                 return Some(format!(
-                    "refusing this host: {kind} '{name}' does not exist on this host, and no role here creates it ({what} of {}, role `{}`)\n\
-                     hint: install the software that brings '{name}' first, or have role `{}` install it (`matrixctl options` lists its options)",
-                    file.path, file.role, file.role
+                    "refusing this host: {kind} '{name}' does not exist on this host, and no role here creates it ({what} of {}, role `{}`)\nhint: {hint}",
+                    file.path, file.role
                 ));
             }
         }
@@ -187,7 +206,7 @@ pub fn plan_host(
     if let Some(reason) = crate::system::blocked(wanted, &observed.system) {
         return Err(Blocked(format!("refusing this host: {reason}")));
     }
-    if let Some(reason) = missing_account(desired, observed, wanted) {
+    if let Some(reason) = missing_account(desired, observed, wanted, actions) {
         return Err(Blocked(reason));
     }
     let system = crate::system::changes(wanted, &observed.system);

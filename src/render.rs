@@ -47,6 +47,10 @@ pub struct RoleActions {
     /// The role's refusal templates the operator has not waived (their
     /// `unless` is false for this host), evaluated like `impacts`.
     pub refusals: Vec<String>,
+    /// Accounts the role makes under a condition that is false for this
+    /// host: (`group NAME` or `user NAME`, the condition). A file that
+    /// needs one of them is refused naming what would make it.
+    pub dormant_accounts: Vec<(String, String)>,
 }
 
 /// A role's facts: name to value.
@@ -903,6 +907,31 @@ impl<'a> Renderer<'a> {
             actions.facts.insert(name.clone(), value);
         }
         actions.impacts = role.manifest.impacts.clone();
+        let dormant = role
+            .manifest
+            .groups
+            .iter()
+            .map(|spec| ("group", &spec.name, &spec.when))
+            .chain(
+                role.manifest
+                    .users
+                    .iter()
+                    .map(|spec| ("user", &spec.name, &spec.when)),
+            );
+        for (kind, name, when) in dormant {
+            let Some(when) = when else { continue };
+            // Rendering a name that does not render is the item's own
+            // error, reported where the item applies; here it is skipped.
+            let (Ok(false), Ok(name)) = (
+                self.condition(role, when, "when", context, redactor),
+                self.env.render_str(name, context.clone()),
+            ) else {
+                continue;
+            };
+            actions
+                .dormant_accounts
+                .push((format!("{kind} {name}"), when.trim().to_string()));
+        }
         for (index, refusal) in role.manifest.refusals.iter().enumerate() {
             let key = format!("refusals[{index}].unless");
             if !self.condition(role, &refusal.unless, &key, context, redactor)? {

@@ -41,6 +41,9 @@ pub struct Observed {
     pub interrupted_backup: Option<usize>,
     /// The paths that backup's manifest names.
     pub backup_paths: Vec<String>,
+    /// The host's release codename (`trixie`), from /etc/os-release, when
+    /// the plan has system items to fit to it.
+    pub release: Option<String>,
     /// An apply holds the host's lock right now: who, as its lock says.
     pub busy: Option<String>,
     /// Paths on the way to managed files (or the state directory) that
@@ -183,6 +186,11 @@ pub async fn observe(
                 program.call("mc_observe_certificate", &[name, path])
             }
         };
+    }
+    // The host's release, for what roles leave to it (a repository's
+    // suite) and what must match it (a package pinned to a release's build).
+    if root.is_empty() && !system.is_empty() {
+        program.call("mc_observe_release", &[]);
     }
     program.call("mc_observe_record", &[]);
     program.call("mc_observe_transaction", &[]);
@@ -327,6 +335,7 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
                 );
             }
             "busy" => observed.busy = Some(rest.to_string()),
+            "release" => observed.release = Some(rest.trim().to_string()).filter(|r| !r.is_empty()),
             "unsafe" => observed.unsafe_paths.push(rest.to_string()),
             "run-unseen" => observed.earlier_runs.push(unseen_run(rest, &decode)),
             "run-killed" => observed

@@ -209,6 +209,10 @@ pub fn plan_host(
     if let Some(reason) = missing_account(desired, observed, wanted, actions) {
         return Err(Blocked(reason));
     }
+    let mut wanted = wanted.to_vec();
+    crate::system::fit_to_release(&mut wanted, observed.release.as_deref())
+        .map_err(|reason| Blocked(format!("refusing this host: {reason}")))?;
+    let wanted = wanted.as_slice();
     let system = crate::system::changes(wanted, &observed.system);
     if let Some(change) = system.iter().find(|change| {
         observed.system.get(&change.item.key()).map(String::as_str) == Some("unsupported")

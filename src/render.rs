@@ -1022,7 +1022,12 @@ impl<'a> Renderer<'a> {
                     "an http:// or https:// URL",
                 ));
             }
-            let suite = word("suite", &spec.suite, b"/")?;
+            // Empty: the host's own release, filled in by the plan.
+            let suite = if render(format!("{key}.suite"), &spec.suite)?.is_empty() {
+                String::new()
+            } else {
+                word("suite", &spec.suite, b"/")?
+            };
             let components = word("components", &spec.components, b" ")?;
             let armored = self
                 .env
@@ -1053,12 +1058,8 @@ impl<'a> Renderer<'a> {
                     "check the key with its publisher before pinning a new fingerprint".into(),
                 )));
             }
-            let (keyring, _) = crate::system::repository_paths(&name);
-            let sources = format!(
-                "# Managed by matrixctl (role {}); local edits will be overwritten.\n\
-                 Types: deb\nURIs: {url}\nSuites: {suite}\nComponents: {components}\nSigned-By: {keyring}\n",
-                role.name
-            );
+            let sources =
+                crate::system::repository_sources(&role.name, &name, &url, &suite, &components);
             let armored = if armored.ends_with('\n') {
                 armored
             } else {

@@ -437,6 +437,77 @@ pub fn repository_paths(name: &str) -> (String, String) {
     )
 }
 
+/// A repository's deb822 `.sources` file, as role `role` writes it.
+pub fn repository_sources(
+    role: &str,
+    name: &str,
+    url: &str,
+    suite: &str,
+    components: &str,
+) -> String {
+    let (keyring, _) = repository_paths(name);
+    format!(
+        "# Managed by matrixctl (role {role}); local edits will be overwritten.\n\
+         Types: deb\nURIs: {url}\nSuites: {suite}\nComponents: {components}\nSigned-By: {keyring}\n"
+    )
+}
+
+/// Fits the wanted items to the host's release (`codename`, from its
+/// /etc/os-release): a repository whose suite the role left empty gets
+/// the host's; a package pinned to another release's build (`+bookworm1`
+/// on trixie) is refused, as apt would install what was built for
+/// another system.
+pub fn fit_to_release(wanted: &mut [Wanted], codename: Option<&str>) -> Result<(), String> {
+    for Wanted { item, role, .. } in wanted.iter_mut() {
+        match item {
+            Item::Repository {
+                name,
+                url,
+                suite,
+                components,
+                sources,
+                ..
+            } if suite.is_empty() => {
+                let Some(codename) = codename else {
+                    return Err(format!(
+                        "repository {name} (role `{role}`) follows the host's release, and this host names none in /etc/os-release; set its suite in the inventory"
+                    ));
+                };
+                *suite = codename.to_string();
+                *sources = repository_sources(role, name, url, suite, components);
+            }
+            Item::Package {
+                name,
+                version: Some(version),
+            } => {
+                let Some(codename) = codename else { continue };
+                if let Some(built_for) = release_of_build(version)
+                    && built_for != codename
+                {
+                    return Err(format!(
+                        "package {name} (role `{role}`) is pinned to {version}, built for {built_for}, and this host runs {codename}: pin its {codename} build (`{}`)",
+                        version.replacen(&format!("+{built_for}"), &format!("+{codename}"), 1)
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The release a Debian version says it was built for (`1.163.2+bookworm1`
+/// says bookworm): a `+NAME` followed by digits at its end, NAME one of
+/// the releases operators run.
+fn release_of_build(version: &str) -> Option<&str> {
+    const RELEASES: &[&str] = &[
+        "buster", "bullseye", "bookworm", "trixie", "forky", "focal", "jammy", "noble",
+    ];
+    let (_, suffix) = version.rsplit_once('+')?;
+    let name = suffix.trim_end_matches(|c: char| c.is_ascii_digit());
+    (name.len() < suffix.len() && RELEASES.contains(&name)).then_some(name)
+}
+
 /// What the host program reports for a repository that is as wanted: the
 /// SHA-256 of its key file followed by its `.sources` file.
 pub fn repository_digest(key: &str, sources: &str) -> String {
@@ -494,6 +565,43 @@ pub fn blocked(wanted: &[Wanted], observed: &ObservedSystem) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wanted_items_fit_the_host_s_release() {
+        assert_eq!(release_of_build("1.163.2+bookworm1"), Some("bookworm"));
+        assert_eq!(release_of_build("1.163.2+trixie12"), Some("trixie"));
+        assert_eq!(release_of_build("1.163.2"), None);
+        assert_eq!(release_of_build("2.0+dfsg"), None);
+        assert_eq!(release_of_build("1.0+bookworm"), None);
+        let repository = Item::Repository {
+            name: "example".into(),
+            url: "https://repository.example/debian/".into(),
+            suite: String::new(),
+            components: "main".into(),
+            fingerprint: "F".into(),
+            key: String::new(),
+            sources: String::new(),
+        };
+        let mut items = wanted(repository);
+        fit_to_release(&mut items, Some("trixie")).unwrap();
+        let Item::Repository { suite, sources, .. } = &items[0].item else {
+            unreachable!()
+        };
+        assert_eq!(suite, "trixie");
+        assert!(sources.contains("Suites: trixie\n"), "{sources}");
+        let pinned = || {
+            wanted(Item::Package {
+                name: "hello".into(),
+                version: Some("1.163.2+bookworm1".into()),
+            })
+        };
+        assert!(fit_to_release(&mut pinned(), Some("bookworm")).is_ok());
+        let refused = fit_to_release(&mut pinned(), Some("trixie")).unwrap_err();
+        assert!(
+            refused.contains("pin its trixie build (`1.163.2+trixie1`)"),
+            "{refused}"
+        );
+    }
 
     fn wanted(item: Item) -> Vec<Wanted> {
         vec![Wanted {

@@ -1262,6 +1262,18 @@ mc_observe_database() {
     fi
 }
 
+# `release CODENAME` from /etc/os-release (VERSION_CODENAME), read by the
+# shell itself; nothing when there is none.
+mc_observe_release() {
+    [ -r /etc/os-release ] || return 0
+    codename=
+    while IFS='=' read -r key value; do
+        [ "$key" = VERSION_CODENAME ] && codename=$value
+    done < /etc/os-release
+    codename=${codename#\"} codename=${codename%\"}
+    [ -z "$codename" ] || printf 'release %s\n' "$codename"
+}
+
 # Creates database $1 owned by login role $2 (created too when missing,
 # with the password on stdin); an existing one is checked, never altered.
 # The server is started first if it is not running (its package may have

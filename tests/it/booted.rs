@@ -381,6 +381,46 @@ fn a_debian_13_host_goes_from_empty_to_synapse_answering_through_nginx() {
         );
     }
     assert_next_apply_changes_nothing(&host, &sandbox, &["matrix-synapse", "nginx", "coturn"]);
+
+    // matrix.org's packages: the repository follows the host's release,
+    // and a pin to Debian 12's build is refused on it. (A key of the
+    // test's own stands in for matrix.org's.)
+    let repository = LocalRepository::serve(&host);
+    let key: String = repository
+        .key
+        .lines()
+        .map(|line| format!("  {line}\n"))
+        .collect();
+    let own = sandbox
+        .path()
+        .join("inventory/host_vars/trixie.example.yaml");
+    let ssh = format!(
+        "{}synapse_repository_fingerprint: {}\nsynapse_repository_key: |\n{key}",
+        std::fs::read_to_string(&own).unwrap(),
+        repository.fingerprint
+    );
+    std::fs::write(&own, format!("{ssh}synapse_install: packages\n")).unwrap();
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert!(
+        plan.stdout
+            .contains("  + repository matrix-org  (role synapse, https://packages.matrix.org/debian/ trixie main, key "),
+        "{}",
+        plan.transcript()
+    );
+    std::fs::write(
+        &own,
+        format!("{ssh}synapse_install: packages\nsynapse_package_version: 1.163.2+bookworm1\n"),
+    )
+    .unwrap();
+    let refused = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(refused.code, 1, "{}", refused.transcript());
+    assert!(
+        refused.stdout.contains(
+            "package matrix-synapse-py3 (role `synapse`) is pinned to 1.163.2+bookworm1, built for bookworm, and this host runs trixie: pin its trixie build (`1.163.2+trixie1`)"
+        ),
+        "{}",
+        refused.stdout
+    );
 }
 
 #[test]

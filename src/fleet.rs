@@ -758,6 +758,15 @@ fn transaction(
     managed.dedup();
     program.set_list("MC_MANAGED", &managed);
     program.set_path_prefixes(root, state_dir, &managed);
+    // Only where files are written must the way be root's alone (the
+    // plan checked every wanted path; removals need no such way).
+    let written: Vec<&str> = plan
+        .changes
+        .iter()
+        .filter(|change| change.after.is_some())
+        .map(|change| change.path.as_str())
+        .collect();
+    program.set_safe_directories(root, state_dir, &written);
     program.call("mc_begin", &[lock_owner]);
     program.call("mc_step", &["locked"]);
     // The host as a system first: the files may need its packages,

@@ -179,7 +179,21 @@ impl Program {
         let items: Vec<&str> = list.iter().map(String::as_str).collect();
         // set_list frames the list with newlines; the shell splits on them.
         self.set_list("MC_PREFIXES", &items);
-        let safe = safe_directories(root, state_dir, paths);
+        self.set_safe_directories(root, state_dir, paths)
+    }
+
+    /// Sets MC_SAFE_DIRS for the paths that will be written (see
+    /// [`Program::set_path_prefixes`], which sets it for all its paths).
+    /// A path only removed is left out: `rm` follows no link, and a
+    /// backup copies a link as a link, so a directory a service owns may
+    /// hold a file matrixctl once wrote there and now removes.
+    pub fn set_safe_directories(
+        &mut self,
+        root: &str,
+        state_dir: &str,
+        written: &[&str],
+    ) -> &mut Program {
+        let safe = safe_directories(root, state_dir, written);
         let safe: Vec<&str> = safe.iter().map(String::as_str).collect();
         self.set_list("MC_SAFE_DIRS", &safe)
     }

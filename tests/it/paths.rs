@@ -245,3 +245,24 @@ fn a_crafted_backup_manifest_cannot_steer_a_restore() {
     assert!(plan.stdout.contains(&expected), "{}", plan.stdout);
     refused(&sandbox, &sentinel, &expected);
 }
+
+#[test]
+fn a_file_matrixctl_wrote_is_still_removed_from_a_directory_a_service_took_over() {
+    // Only the way to a file matrixctl writes must be root's alone: what
+    // it removes goes with `rm`, which follows no link (an upgraded host
+    // whose old files now sit in a service's directory).
+    let sandbox = Sandbox::fleet();
+    sandbox.write(
+        "inventory/host_vars/a.example.yaml",
+        "consent:\n  version: \"1.0\"\n  document: \"<p>Be kind.</p>\"\n",
+    );
+    let first = sandbox.run(&["apply", "--yes", "inventory", "--limit", "a.example"]);
+    assert_eq!(first.code, 0, "{}", first.transcript());
+    let page = sandbox.host_file("a.example", "/etc/matrix-synapse/consent/en/1.0.html");
+    assert!(page.exists());
+    std::os::unix::fs::chown(page.parent().unwrap(), Some(1000), Some(1000)).unwrap();
+    sandbox.write("inventory/host_vars/a.example.yaml", "");
+    let apply = sandbox.run(&["apply", "--yes", "inventory", "--limit", "a.example"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    assert!(!page.exists(), "the page is removed");
+}

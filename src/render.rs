@@ -381,14 +381,13 @@ impl<'a> Renderer<'a> {
             ) {
                 continue;
             }
-            let tracked = ReadSecrets::of(&context);
             for (index, spec) in role.manifest.checklist.iter().enumerate() {
-                tracked.as_ref().map(|secrets| secrets.take_read());
-                let entry =
-                    self.checklist_entry(role, index, spec, &context, &rendered.files, redactor);
+                let (entry, read_secret) = ReadSecrets::during(&context, || {
+                    self.checklist_entry(role, index, spec, &context, &rendered.files, redactor)
+                });
                 // The checklist goes to the customer: no value of a secret,
                 // however transformed.
-                if tracked.as_ref().is_some_and(|secrets| secrets.take_read()) {
+                if read_secret {
                     problems.push(
                         Problem::new(format!(
                             "role `{}`: a checklist entry reads `secrets`; the checklist goes to the customer",
@@ -655,7 +654,6 @@ impl<'a> Renderer<'a> {
         redactor: &Redactor,
     ) -> Result<Rendered, Problems> {
         let context = context.clone();
-        let tracked = ReadSecrets::of(&context);
         let host_secrets = SecretFinder::new(
             host_secrets(inventory, host)
                 .into_values()
@@ -705,9 +703,9 @@ impl<'a> Renderer<'a> {
                 Err(problem) => problems.push(problem),
             }
             for (index, note) in role.manifest.notes.iter().enumerate() {
-                tracked.as_ref().map(|secrets| secrets.take_read());
-                let rendered = self.env.render_str(note, context.clone());
-                if tracked.as_ref().is_some_and(|secrets| secrets.take_read()) {
+                let (rendered, read_secret) =
+                    ReadSecrets::during(&context, || self.env.render_str(note, context.clone()));
+                if read_secret {
                     problems.push(
                         Problem::new(format!(
                             "role `{}`: a note reads `secrets`; notes are printed in plans",
@@ -884,18 +882,17 @@ impl<'a> Renderer<'a> {
         }
         actions.handlers =
             self.render_handlers(role, &role.manifest.handlers, "handlers", context, redactor)?;
-        let tracked = ReadSecrets::of(context);
         for (name, expression) in &role.manifest.facts {
             let key = format!("facts.{name}");
-            tracked.as_ref().map(|secrets| secrets.take_read());
-            let value = self
-                .env
-                .compile_expression(expression)
-                .and_then(|expression| expression.eval(context))
+            let (value, read_secret) = ReadSecrets::during(context, || {
+                self.env
+                    .compile_expression(expression)
+                    .and_then(|expression| expression.eval(context))
+            });
+            let value = value
                 .map_err(|error| manifest_template_problem(role, key.clone(), &error, redactor))?;
             let value = serde_json::to_value(&value).unwrap_or(serde_json::Value::Null);
             // The record is readable on the host and impact lines print.
-            let read_secret = tracked.as_ref().is_some_and(|secrets| secrets.take_read());
             if read_secret || redactor.finds_secret_in(value.to_string().as_bytes()) {
                 return Err(Problem::new(format!(
                     "role `{}`: fact `{name}` holds a secret; facts are stored in the host's record and shown in plans",
@@ -1623,15 +1620,13 @@ impl<'a> Renderer<'a> {
                 self.template_problem(role, &spec.template, &error, redactor)
             }
         })?;
-        let tracked = ReadSecrets::of(context);
-        tracked.as_ref().map(|secrets| secrets.take_read());
-        let content = template
-            .render(context.clone())
-            .map_err(|error| self.template_problem(role, &spec.template, &error, redactor))?
-            .into_bytes();
         // A secret transformed (upper-cased, split, reversed) is no longer
         // found by its bytes: that the template read one is what counts.
-        let read_secret = tracked.is_some_and(|secrets| secrets.take_read());
+        let (content, read_secret) =
+            ReadSecrets::during(context, || template.render(context.clone()));
+        let content = content
+            .map_err(|error| self.template_problem(role, &spec.template, &error, redactor))?
+            .into_bytes();
         let sensitive = spec.sensitive || read_secret || host_secrets.finds_secret_in(&content);
         if sensitive && spec.mode.0 & 0o007 != 0 {
             let holds = if read_secret {
@@ -1725,17 +1720,23 @@ impl ReadSecrets {
         }
     }
 
-    /// The context's secrets object, when the context has one.
-    fn of(context: &JinjaValue) -> Option<std::sync::Arc<ReadSecrets>> {
-        context
+    /// What `work` gives, and whether it read a secret of `context` (a
+    /// context without the secrets object reads none).
+    fn during<T>(context: &JinjaValue, work: impl FnOnce() -> T) -> (T, bool) {
+        let secrets = context
             .get_attr("secrets")
             .ok()
-            .and_then(|secrets| secrets.downcast_object::<ReadSecrets>())
-    }
-
-    /// Whether a secret was read since the last call.
-    fn take_read(&self) -> bool {
-        self.read.swap(false, std::sync::atomic::Ordering::Relaxed)
+            .and_then(|secrets| secrets.downcast_object::<ReadSecrets>());
+        let take = |secrets: &ReadSecrets| {
+            secrets
+                .read
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+        };
+        if let Some(secrets) = &secrets {
+            take(secrets);
+        }
+        let result = work();
+        (result, secrets.is_some_and(|secrets| take(&secrets)))
     }
 
     fn mark_read(&self) {

@@ -370,6 +370,10 @@ async fn discover(
     })
 }
 
+/// The byte-order mark some editors put before UTF-8 text, which JSON
+/// parsers refuse.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Step 3: the server file; the delegated name, or what was wrong (the
 /// tester's `result`).
 async fn well_known_server(
@@ -436,7 +440,7 @@ async fn well_known_server(
             "serve the server file over https at this URL without redirecting to http: anyone on the path could move the delegation",
         );
     }
-    if answer.body.starts_with(b"\xEF\xBB\xBF") {
+    if answer.body.starts_with(UTF8_BOM) {
         findings.error(
             check,
             url,
@@ -1013,7 +1017,7 @@ async fn check_client_discovery(net: &Net, hostname: &str, findings: &mut Findin
     } else {
         findings.ok("cors", url.clone(), "`Access-Control-Allow-Origin: *`");
     }
-    if answer.body.starts_with(b"\xEF\xBB\xBF") {
+    if answer.body.starts_with(UTF8_BOM) {
         findings.error(
             check,
             url,

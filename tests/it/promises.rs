@@ -122,8 +122,9 @@ fn staging_dirs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     found
 }
 
-#[test]
-fn no_staging_directory_outlives_an_apply_rolled_back_or_not() {
+/// The fleet with a role of its own: one file, which says the check it
+/// is validated with, the option `checked_validator` (`true` unless set).
+fn checked_role() -> Sandbox {
     let sandbox = Sandbox::fleet();
     sandbox.write(
         "roles/checked.yaml",
@@ -136,22 +137,31 @@ fn no_staging_directory_outlives_an_apply_rolled_back_or_not() {
         "roles/templates/checked/x.conf.j2",
         "{{ checked_validator }}\n",
     );
+    sandbox
+}
+
+/// `apply --yes` of a.example with the sandbox's roles.
+fn apply_a_example(sandbox: &Sandbox) -> crate::support::Run {
+    sandbox.run(&[
+        "--roles",
+        "roles",
+        "apply",
+        "--yes",
+        "inventory",
+        "--limit",
+        "a.example",
+    ])
+}
+
+#[test]
+fn no_staging_directory_outlives_an_apply_rolled_back_or_not() {
+    let sandbox = checked_role();
     sandbox.write(
         "inventory/host_vars/a.example.yaml",
         "checked_validator: \"false\"\n",
     );
     let host = sandbox.path().join("hosts/a.example");
-    let apply = || {
-        sandbox.run(&[
-            "--roles",
-            "roles",
-            "apply",
-            "--yes",
-            "inventory",
-            "--limit",
-            "a.example",
-        ])
-    };
+    let apply = || apply_a_example(&sandbox);
     let failed = apply();
     assert_eq!(failed.code, 1, "{}", failed.transcript());
     assert!(failed.stdout.contains("ROLLED BACK"), "{}", failed.stdout);
@@ -184,26 +194,8 @@ fn checks_an_interrupted_apply_owes_are_the_inventorys_as_it_is_now() {
     // A failed restore leaves its journal: the checks and handlers still
     // owed. The operator fixes the failing check in the inventory; the
     // next apply runs the fixed one, not the command stored on the host.
-    let sandbox = Sandbox::fleet();
-    sandbox.write(
-        "roles/checked.yaml",
-        "description: a file and its check\n\
-         files:\n  - template: checked/x.conf.j2\n    dest: /etc/checked/x.conf\n    mode: \"0644\"\n\
-         validators:\n  - \"{{ checked_validator }}\"\n\
-         options:\n  checked_validator:\n    type: string\n    default: \"true\"\n    description: the check\n",
-    );
-    sandbox.write("roles/templates/checked/x.conf.j2", "checked\n");
-    let apply = || {
-        sandbox.run(&[
-            "--roles",
-            "roles",
-            "apply",
-            "--yes",
-            "inventory",
-            "--limit",
-            "a.example",
-        ])
-    };
+    let sandbox = checked_role();
+    let apply = || apply_a_example(&sandbox);
     let first = apply();
     assert_eq!(first.code, 0, "{}", first.transcript());
     // What a failed run leaves: its check, `false` then, still owed.

@@ -14,10 +14,10 @@ use crate::inventory::{Connection, Host};
 use crate::observe::{Observed, observe};
 use crate::plan::{Action, HostPlan, plan_host};
 use crate::progress::Progress;
-use std::collections::BTreeMap;
 
+use crate::facts::HostFacts;
 use crate::observe::Journal;
-use crate::render::{DesiredState, RoleActions};
+use crate::render::{DesiredState, Rendered};
 use crate::transport::program::{AwaitRun, DONE_MARKER, Program, journal_path, record_path};
 use crate::transport::ssh::SshSettings;
 use crate::transport::{NotSent, Output, Transport};
@@ -37,12 +37,16 @@ pub struct FleetOptions {
 /// A host with its rendered files, ready to plan.
 pub struct Target {
     pub host: Host,
-    pub desired: DesiredState,
-    pub notes: Vec<String>,
-    pub actions: BTreeMap<String, RoleActions>,
-    /// Packages, groups, users, directories and services the roles want.
-    pub system: Vec<crate::system::Wanted>,
+    /// What the roles want of it, rendered before it was observed.
+    pub rendered: Rendered,
+    /// Renders the host again once its facts are known (when `rendered`
+    /// read them): the same roles, inventory and templates.
+    pub render_again: RenderAgain,
 }
+
+/// A host rendered with facts it told: the rendered host, or the
+/// problems, already redacted, as text.
+pub type RenderAgain = Arc<dyn Fn(&Host, &HostFacts) -> Result<Rendered, String> + Send + Sync>;
 
 /// One host's plan, or why it could not be made.
 pub struct PlannedHost {
@@ -117,10 +121,8 @@ pub async fn plan(mut targets: Vec<Target>, options: &FleetOptions) -> Vec<Plann
 async fn plan_one(target: Target, transport: Transport, timeout: Duration) -> PlannedHost {
     let Target {
         host,
-        desired,
-        notes,
-        actions,
-        system,
+        rendered,
+        render_again,
     } = target;
     let reached_by = match &host.connection {
         Connection::Local => format!("local, root {}", host.root.display()),
@@ -131,25 +133,25 @@ async fn plan_one(target: Target, transport: Transport, timeout: Duration) -> Pl
         Ok(root) => {
             within(
                 timeout,
-                observe(&transport, root, &host.vars.state_dir.0, &desired, &system),
+                observe_with_facts(&transport, root, &host, rendered.clone(), &render_again),
             )
             .await
         }
         Err(error) => Err(anyhow::anyhow!("{error:#}")),
     };
-    let (plan, observed) = match observed {
-        Ok(observed) => (
-            plan_host(
-                &desired,
+    let (rendered, plan, observed) = match observed {
+        Ok((rendered, observed)) => {
+            let plan = plan_host(
+                &rendered.files,
                 &observed,
                 &record_path(&host.vars.state_dir.0),
-                &actions,
-                &system,
+                &rendered.actions,
+                &rendered.system,
             )
-            .map_err(|blocked| blocked.0),
-            Some(observed),
-        ),
-        Err(error) => (Err(format!("{error:#}")), None),
+            .map_err(|blocked| blocked.0);
+            (rendered, plan, Some(observed))
+        }
+        Err(error) => (rendered, Err(format!("{error:#}")), None),
     };
     PlannedHost {
         name: host.name.to_string(),
@@ -159,9 +161,83 @@ async fn plan_one(target: Target, transport: Transport, timeout: Duration) -> Pl
         state_dir: host.vars.state_dir.0.clone(),
         plan,
         observed,
-        desired,
-        notes,
+        desired: rendered.files,
+        notes: rendered.notes,
     }
+}
+
+/// Observes the host; when its render read the host's facts (`host` in a
+/// template or condition), renders it again with the facts the host told.
+/// That costs no second round trip while the facts change only contents:
+/// the observation holds each wanted file's content (or the match with
+/// the first render). Only a render that then wants other paths, items or
+/// package versions observes again.
+async fn observe_with_facts(
+    transport: &Transport,
+    root: &str,
+    host: &Host,
+    mut rendered: Rendered,
+    render_again: &RenderAgain,
+) -> Result<(Rendered, Observed)> {
+    let state_dir = &host.vars.state_dir.0;
+    let mut observed = observe_rendered(transport, root, state_dir, &rendered).await?;
+    // The facts `rendered` was made with: none, the first time.
+    let mut rendered_with = HostFacts::default();
+    // A render that still wants something else after two observations
+    // depends on facts its own wants change: refuse rather than loop.
+    for _ in 0..2 {
+        // A host that is a directory tells nothing: the first render stands.
+        if !rendered.read_facts || observed.facts == rendered_with {
+            return Ok((rendered, observed));
+        }
+        let again = render_again(host, &observed.facts).map_err(|problems| {
+            anyhow::anyhow!("rendering again with what the host told of itself: {problems}")
+        })?;
+        rendered_with = observed.facts.clone();
+        let observed_the_same = same_observation(&rendered, &again);
+        rendered = again;
+        if observed_the_same {
+            return Ok((rendered, observed));
+        }
+        observed = observe_rendered(transport, root, state_dir, &rendered).await?;
+    }
+    bail!(
+        "what the roles want keeps changing with what the host tells of itself (its release, its packages' versions); a condition that reads `host` must not change what it reads"
+    )
+}
+
+/// Observes what `rendered` wants of the host.
+async fn observe_rendered(
+    transport: &Transport,
+    root: &str,
+    state_dir: &str,
+    rendered: &Rendered,
+) -> Result<Observed> {
+    observe(
+        transport,
+        root,
+        state_dir,
+        &rendered.files,
+        &rendered.system,
+        &rendered.asked_packages,
+    )
+    .await
+}
+
+/// Whether observing `next` asks the host what observing `first` asked:
+/// the same paths with the same accounts, the same system items, and no
+/// package version `first` did not ask about.
+fn same_observation(first: &Rendered, next: &Rendered) -> bool {
+    let wants = |rendered: &Rendered| {
+        rendered
+            .files
+            .values()
+            .map(|file| (file.path.clone(), file.owner.clone(), file.group.clone()))
+            .collect::<Vec<_>>()
+    };
+    wants(first) == wants(next)
+        && first.system == next.system
+        && next.asked_packages.is_subset(&first.asked_packages)
 }
 
 async fn within<T>(timeout: Duration, work: impl Future<Output = Result<T>>) -> Result<T> {

@@ -17,6 +17,7 @@ pub mod checklist;
 pub mod cli;
 pub mod diff;
 pub mod escape;
+pub mod facts;
 pub mod fleet;
 pub mod impact;
 pub mod input;
@@ -559,21 +560,36 @@ struct Prepared {
 }
 
 fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
-    let roles = RoleSet::load(role_dirs)?;
-    let inventory = Inventory::load(&selection.inventory, &roles)?;
+    let roles = Arc::new(RoleSet::load(role_dirs)?);
+    let inventory = Arc::new(Inventory::load(&selection.inventory, &roles)?);
     let hosts = inventory.select(selection.limit.as_deref())?;
     let renderer = Renderer::new(&roles);
     let redactor = redactor_for(&inventory);
     trace::arm(&redactor);
+    // A host whose roles read its facts is rendered again once it has told
+    // them (fleet.rs): with these very roles, inventory and templates.
+    let render_again: fleet::RenderAgain = {
+        let (roles, inventory, redactor) = (roles.clone(), inventory.clone(), redactor.clone());
+        Arc::new(move |host, facts| {
+            Renderer::new(&roles)
+                .render_host(&inventory, host, facts, &redactor)
+                .map_err(|Problems(problems)| {
+                    let problems = problems
+                        .into_iter()
+                        .map(|problem| problem.redacted(&redactor))
+                        .collect();
+                    Problems(problems).to_string()
+                })
+        })
+    };
+    let unknown = facts::HostFacts::default();
     let rendered = parallel::map(&hosts, |host| -> Result<Target, Vec<problem::Problem>> {
         let host = resolved(&inventory, host).map_err(|problem| vec![problem])?;
-        match renderer.render_host(&inventory, &host, &redactor) {
+        match renderer.render_host(&inventory, &host, &unknown, &redactor) {
             Ok(rendered) => Ok(Target {
                 host,
-                desired: rendered.files,
-                notes: rendered.notes,
-                actions: rendered.actions,
-                system: rendered.system,
+                rendered,
+                render_again: render_again.clone(),
             }),
             Err(Problems(more)) => Err(more
                 .into_iter()
@@ -977,13 +993,16 @@ fn render_command(role_dirs: &[PathBuf], args: RenderArgs) -> Result<ExitCode> {
     // Creating thousands of files is mostly the kernel's work, which
     // spreads over cores too.
     let written = parallel::map(&prepared.targets, |target| {
-        write_tree(&args.out.join(target.host.name.as_str()), &target.desired)
+        write_tree(
+            &args.out.join(target.host.name.as_str()),
+            &target.rendered.files,
+        )
     });
     written.into_iter().collect::<Result<Vec<()>>>()?;
     let files: usize = prepared
         .targets
         .iter()
-        .map(|target| target.desired.len())
+        .map(|target| target.rendered.files.len())
         .sum();
     let hosts = prepared.targets.len();
     println!(

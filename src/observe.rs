@@ -41,9 +41,10 @@ pub struct Observed {
     pub interrupted_backup: Option<usize>,
     /// The paths that backup's manifest names.
     pub backup_paths: Vec<String>,
-    /// The host's release codename (`trixie`), from /etc/os-release, when
-    /// the plan has system items to fit to it.
-    pub release: Option<String>,
+    /// What the host tells of itself (its release, the versions of the
+    /// packages templates asked about); nothing for a host that is a
+    /// directory.
+    pub facts: crate::facts::HostFacts,
     /// An apply holds the host's lock right now: who, as its lock says.
     pub busy: Option<String>,
     /// Paths on the way to managed files (or the state directory) that
@@ -71,6 +72,7 @@ pub async fn observe(
     state_dir: &str,
     desired: &DesiredState,
     system: &[crate::system::Wanted],
+    asked_packages: &BTreeSet<String>,
 ) -> Result<Observed> {
     let paths: Vec<&str> = desired.keys().map(String::as_str).collect();
     let mut program = Program::new(root, state_dir);
@@ -187,10 +189,16 @@ pub async fn observe(
             }
         };
     }
-    // The host's release, for what roles leave to it (a repository's
-    // suite) and what must match it (a package pinned to a release's build).
-    if root.is_empty() && !system.is_empty() {
-        program.call("mc_observe_release", &[]);
+    // The host's facts: its release, for what roles leave to it (a
+    // repository's suite), what must match it (a package pinned to a
+    // release's build) and templates; the versions templates asked about.
+    // A host that is a directory has no release of its own.
+    if root.is_empty() {
+        program.call("mc_observe_os", &[]);
+        if !asked_packages.is_empty() {
+            let names: Vec<&str> = asked_packages.iter().map(String::as_str).collect();
+            program.call("mc_observe_versions", &names);
+        }
     }
     program.call("mc_observe_record", &[]);
     program.call("mc_observe_transaction", &[]);
@@ -335,7 +343,26 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
                 );
             }
             "busy" => observed.busy = Some(rest.to_string()),
-            "release" => observed.release = Some(rest.trim().to_string()).filter(|r| !r.is_empty()),
+            // `os KEY VALUE`, from /etc/os-release.
+            "os" => {
+                let (key, value) = rest.split_once(' ').unwrap_or((rest, ""));
+                let value = Some(value.trim().to_string()).filter(|value| !value.is_empty());
+                match key {
+                    "id" => observed.facts.os = value,
+                    "codename" => observed.facts.release = value,
+                    "version" => observed.facts.release_version = value,
+                    _ => bail!("unexpected answer from the host: {line:.80}"),
+                }
+            }
+            // `version PACKAGE VERSION`: installed, or apt's candidate.
+            "version" => {
+                if let Some((name, version)) = rest.split_once(' ') {
+                    observed
+                        .facts
+                        .packages
+                        .insert(name.to_string(), version.trim().to_string());
+                }
+            }
             "unsafe" => observed.unsafe_paths.push(rest.to_string()),
             "run-unseen" => observed.earlier_runs.push(unseen_run(rest, &decode)),
             "run-killed" => observed
@@ -396,3 +423,27 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
 /// The directory beside a managed file where an apply stages the new files
 /// (remote.sh's `MC_STAGING_DIR`).
 pub const STAGING_DIR: &str = ".matrixctl-staged";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_s_facts_come_from_its_os_and_version_lines() {
+        let answer = format!(
+            "os id debian\nos codename trixie\nos version 13\nversion hello 2.10-5\nversion python3 3.13.5-1\n{DONE_MARKER}\n"
+        );
+        let observed = parse(answer.as_bytes(), "", &DesiredState::new()).unwrap();
+        let facts = &observed.facts;
+        assert_eq!(facts.os.as_deref(), Some("debian"));
+        assert_eq!(facts.release.as_deref(), Some("trixie"));
+        assert_eq!(facts.release_version.as_deref(), Some("13"));
+        assert_eq!(
+            facts.packages.get("hello").map(String::as_str),
+            Some("2.10-5")
+        );
+        assert_eq!(facts.packages.len(), 2);
+        let odd = format!("os kernel linux\n{DONE_MARKER}\n");
+        assert!(parse(odd.as_bytes(), "", &DesiredState::new()).is_err());
+    }
+}

@@ -210,7 +210,7 @@ pub fn plan_host(
         return Err(Blocked(reason));
     }
     let mut wanted = wanted.to_vec();
-    crate::system::fit_to_release(&mut wanted, observed.release.as_deref())
+    crate::system::fit_to_release(&mut wanted, observed.facts.release.as_deref())
         .map_err(|reason| Blocked(format!("refusing this host: {reason}")))?;
     let wanted = wanted.as_slice();
     let system = crate::system::changes(wanted, &observed.system);

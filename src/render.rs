@@ -3,13 +3,15 @@
 //! are rendered. Strict: a missing var is an error naming template and line.
 //! Deterministic: sorted maps in, the same bytes out, every time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path};
+use std::sync::Arc;
 
 use minijinja::value::Serde;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value as JinjaValue};
 use serde_yaml::{Mapping, Value};
 
+use crate::facts::{FactsObject, HostFacts};
 use crate::inventory::{Connection, Host, Inventory};
 use crate::problem::{Problem, Problems};
 use crate::roles::{BUILTIN_TEMPLATES, Role, RoleSet};
@@ -133,6 +135,11 @@ pub struct Rendered {
     pub notes: Vec<String>,
     /// Packages, groups, users, directories and services, in item order.
     pub system: Vec<crate::system::Wanted>,
+    /// Whether anything rendered read the host's facts (`host`): then the
+    /// host is rendered again once they are known.
+    pub read_facts: bool,
+    /// The packages whose versions the templates asked about.
+    pub asked_packages: BTreeSet<String>,
 }
 
 /// A task rendered for one host: what runs there, and its stdin.
@@ -182,6 +189,9 @@ impl<'a> Renderer<'a> {
         env.add_filter("html_text", crate::escape::html_text);
         env.add_filter("html_markup", crate::escape::html_markup);
         env.add_filter("bytes", size_in_bytes);
+        // Facts about the host (`host.packages.NAME`) are Debian versions.
+        env.add_test("version_at_least", crate::facts::version_at_least);
+        env.add_filter("version_prefix", crate::facts::version_prefix);
         let dirs = roles.template_dirs.clone();
         env.set_loader(move |name| {
             if Path::new(name)
@@ -264,7 +274,14 @@ impl<'a> Renderer<'a> {
             serde_yaml::to_value(args).unwrap_or(Value::Null),
         );
         base.insert("task_name".into(), name.replace(' ', "-").into());
-        let context = JinjaValue::from(Serde(base));
+        // Tasks run on a host that was not observed first: its facts are
+        // unknown (none), as in a render without a host.
+        let context = minijinja::value::merge_maps([
+            JinjaValue::from(Serde(base)),
+            minijinja::context! {
+                host => JinjaValue::from_dyn_object(FactsObject::new(HostFacts::default())),
+            },
+        ]);
         for role in self.roles.roles.values() {
             let Some(task) = role.manifest.tasks.get(name) else {
                 continue;
@@ -316,10 +333,14 @@ impl<'a> Renderer<'a> {
         &self,
         inventory: &Inventory,
         host: &Host,
+        facts: &Arc<FactsObject>,
         redactor: &Redactor,
     ) -> Result<(JinjaValue, Vec<OpenPort>), Problems> {
         let mut base = self.context(inventory, host);
-        let first_pass = JinjaValue::from(Serde(&base));
+        let first_pass = minijinja::value::merge_maps([
+            JinjaValue::from(Serde(&base)),
+            minijinja::context! { host => JinjaValue::from_dyn_object(facts.clone()) },
+        ]);
         let ports = match self.open_ports(&first_pass, redactor) {
             Ok(ports) => ports,
             Err(mut problems) => {
@@ -356,6 +377,7 @@ impl<'a> Renderer<'a> {
             JinjaValue::from(Serde(base)),
             minijinja::context! {
                 secrets => JinjaValue::from_object(ReadSecrets::new(secrets)),
+                host => JinjaValue::from_dyn_object(facts.clone()),
             },
         ]);
         Ok((context, ports))
@@ -369,7 +391,8 @@ impl<'a> Renderer<'a> {
         host: &Host,
         redactor: &Redactor,
     ) -> Result<crate::checklist::Checklist, Problems> {
-        let (context, ports) = self.full_context(inventory, host, redactor)?;
+        let facts = FactsObject::new(HostFacts::default());
+        let (context, ports) = self.full_context(inventory, host, &facts, redactor)?;
         // A served file's content is the one this host renders.
         let rendered = self.render_in(inventory, host, &context, redactor)?;
         let mut problems = Vec::new();
@@ -430,7 +453,8 @@ impl<'a> Renderer<'a> {
         redactor: &Redactor,
     ) -> Result<crate::check::expect::HostExpectations, Problems> {
         use crate::check::expect::{Expectation, HostExpectations};
-        let (context, ports) = self.full_context(inventory, host, redactor)?;
+        let facts = FactsObject::new(HostFacts::default());
+        let (context, ports) = self.full_context(inventory, host, &facts, redactor)?;
         let rendered = self.render_in(inventory, host, &context, redactor)?;
         let mut problems = Vec::new();
         let mut expectations = Vec::new();
@@ -635,14 +659,21 @@ impl<'a> Renderer<'a> {
         Ok((!empty).then_some(entry))
     }
 
+    /// Everything `host` wants, with what is known of the host itself
+    /// (`facts`: nothing before it was observed).
     pub fn render_host(
         &self,
         inventory: &Inventory,
         host: &Host,
+        facts: &HostFacts,
         redactor: &Redactor,
     ) -> Result<Rendered, Problems> {
-        let (context, _) = self.full_context(inventory, host, redactor)?;
-        self.render_in(inventory, host, &context, redactor)
+        let facts = FactsObject::new(facts.clone());
+        let (context, _) = self.full_context(inventory, host, &facts, redactor)?;
+        let mut rendered = self.render_in(inventory, host, &context, redactor)?;
+        rendered.read_facts = facts.was_read();
+        rendered.asked_packages = facts.asked_packages();
+        Ok(rendered)
     }
 
     /// `render_host` with the host's context already made.
@@ -851,6 +882,7 @@ impl<'a> Renderer<'a> {
                 actions,
                 notes,
                 system,
+                ..Rendered::default()
             })
         } else {
             for problem in &mut problems {

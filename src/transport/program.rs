@@ -345,6 +345,59 @@ mod tests {
         child.wait_with_output().unwrap()
     }
 
+    /// What this machine's own dpkg and apt say, as the host program reads
+    /// it: an installed package's version, a known one's candidate, and
+    /// nothing for a name apt never heard of; /etc/os-release's fields.
+    #[test]
+    fn the_host_program_reads_package_versions_and_the_release_as_dpkg_and_apt_do() {
+        let mut program = Program::new("", "/var/lib/matrixctl");
+        program.call(
+            "mc_observe_versions",
+            &["dpkg", "hello", "no-such-package-matrixctl"],
+        );
+        program.call("mc_observe_os", &[]);
+        let output = run_sh(&program.finish());
+        let text = String::from_utf8_lossy(&output.stdout);
+        let dpkg = Command::new("dpkg-query")
+            .args(["-W", "-f", "${Version}", "dpkg"])
+            .output()
+            .expect("dpkg-query runs (a Debian machine)");
+        let dpkg = String::from_utf8_lossy(&dpkg.stdout);
+        assert!(text.contains(&format!("version dpkg {dpkg}\n")), "{text}");
+        assert!(!text.contains("no-such-package"), "{text}");
+        // hello is in Debian's archive but not installed by the tests: its
+        // line is apt's candidate, whatever this machine's lists say.
+        let policy = Command::new("apt-cache")
+            .args(["policy", "hello"])
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        let policy = String::from_utf8_lossy(&policy.stdout);
+        let installed = !policy.contains("Installed: (none)");
+        let candidate = policy
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("Candidate: "))
+            .filter(|candidate| *candidate != "(none)");
+        match candidate {
+            Some(candidate) if !installed => assert!(
+                text.contains(&format!("version hello {candidate}\n")),
+                "{text}"
+            ),
+            Some(_) => assert!(text.contains("version hello "), "{text}"),
+            None => assert!(!text.contains("version hello"), "{text}"),
+        }
+        let release = std::fs::read_to_string("/etc/os-release").unwrap();
+        let codename = release
+            .lines()
+            .find_map(|line| line.strip_prefix("VERSION_CODENAME="))
+            .unwrap();
+        assert!(
+            text.contains(&format!("os codename {codename}\n")),
+            "{text}"
+        );
+        assert!(text.contains("os id debian\n"), "{text}");
+    }
+
     #[test]
     fn a_program_cut_anywhere_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();

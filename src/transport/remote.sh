@@ -1262,16 +1262,51 @@ mc_observe_database() {
     fi
 }
 
-# `release CODENAME` from /etc/os-release (VERSION_CODENAME), read by the
-# shell itself; nothing when there is none.
-mc_observe_release() {
+# `os id|codename|version VALUE` from /etc/os-release (ID,
+# VERSION_CODENAME, VERSION_ID), read by the shell itself; nothing for
+# what it does not say.
+mc_observe_os() {
     [ -r /etc/os-release ] || return 0
-    codename=
     while IFS='=' read -r key value; do
-        [ "$key" = VERSION_CODENAME ] && codename=$value
+        value=${value#\"} value=${value%\"}
+        case "$key" in
+            ID) [ -z "$value" ] || printf 'os id %s\n' "$value" ;;
+            VERSION_CODENAME) [ -z "$value" ] || printf 'os codename %s\n' "$value" ;;
+            VERSION_ID) [ -z "$value" ] || printf 'os version %s\n' "$value" ;;
+        esac
     done < /etc/os-release
-    codename=${codename#\"} codename=${codename%\"}
-    [ -z "$codename" ] || printf 'release %s\n' "$codename"
+}
+
+# `version NAME VERSION` for each package "$@" that is installed, or else
+# that apt would install now (its candidate, from the host's package
+# lists): one dpkg-query, and one apt-cache for the rest. A package apt
+# knows nothing of gets no line.
+mc_observe_versions() {
+    known=$(dpkg-query -W -f '${Package} ${db:Status-Status} ${Version}\n' -- "$@" 2> /dev/null) || true
+    missing=
+    for p; do
+        v=
+        while IFS=' ' read -r name status version; do
+            if [ "$name" = "$p" ] && [ "$status" = installed ]; then v=$version; break; fi
+        done << EOF
+$known
+EOF
+        if [ -n "$v" ]; then printf 'version %s %s\n' "$p" "$v"; else missing="$missing $p"; fi
+    done
+    [ -n "$missing" ] || return 0
+    # shellcheck disable=SC2086 # the names are words (package names)
+    policy=$(LC_ALL=C apt-cache policy -- $missing 2> /dev/null) || true
+    name=
+    while IFS= read -r line; do
+        case "$line" in
+            " "*"Candidate: (none)") ;;
+            " "*"Candidate: "*) [ -z "$name" ] || printf 'version %s %s\n' "$name" "${line##*Candidate: }" ;;
+            " "*) ;;
+            *:) name=${line%:} ;;
+        esac
+    done << EOF
+$policy
+EOF
 }
 
 # Creates database $1 owned by login role $2 (created too when missing,

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::booted::{
-    BootedHost, assert_next_apply_changes_nothing_on, assert_plan_says, fleet_inventory, wheels,
+    BootedHost, assert_next_apply_changes_nothing_on, assert_plan_says, fleet_inventory,
 };
 use crate::pebble::Pebble;
 use crate::support::repo;
@@ -230,27 +230,32 @@ fn yaml_value(host: &BootedHost, path: &str, key: &str) -> String {
         .to_string()
 }
 
-fn copy_wheels(host: &BootedHost, which: &[(&str, &str)]) {
-    for (what, variable) in which {
-        host.copy_in(&wheels(what, variable), "/srv/wheels");
-    }
+#[test]
+fn three_empty_hosts_become_federating_homeservers_in_one_apply() {
+    three_empty_hosts_federate("trixie", ["mcfedwk", "mcfedsrv", "mcfednone"]);
 }
 
 #[test]
-fn three_empty_hosts_become_federating_homeservers_in_one_apply() {
+fn three_empty_debian_12_hosts_become_federating_homeservers_in_one_apply() {
+    three_empty_hosts_federate("bookworm", ["mcfedwk12", "mcfedsrv12", "mcfednone12"]);
+}
+
+/// Three empty hosts of Debian release `suite`, delegated each its own way
+/// (well-known, SRV, none), federate after one apply.
+fn three_empty_hosts_federate(suite: &str, names: [&str; 3]) {
     let customers = [
         Customer {
-            host: BootedHost::up("mcfedwk"),
+            host: BootedHost::up_on(names[0], suite),
             server_name: "one.example",
             matrix_fqdn: "matrix.one.example",
         },
         Customer {
-            host: BootedHost::up("mcfedsrv"),
+            host: BootedHost::up_on(names[1], suite),
             server_name: "two.example",
             matrix_fqdn: "matrix.two.example",
         },
         Customer {
-            host: BootedHost::up("mcfednone"),
+            host: BootedHost::up_on(names[2], suite),
             server_name: "three.example",
             matrix_fqdn: "three.example",
         },
@@ -313,15 +318,9 @@ fn three_empty_hosts_become_federating_homeservers_in_one_apply() {
             "rm -f /etc/resolv.conf && echo 'nameserver {services}' > /etc/resolv.conf"
         ));
         customer.host.copy_in(trust.path(), "/etc/ssl/acme-test");
-        copy_wheels(&customer.host, &[("synapse", "MATRIXCTL_SYNAPSE_WHEELS")]);
+        customer.host.copy_wheels(&["synapse"]);
     }
-    copy_wheels(
-        &one.host,
-        &[
-            ("heisenbridge", "MATRIXCTL_HEISENBRIDGE_WHEELS"),
-            ("mautrix-telegram", "MATRIXCTL_TELEGRAM_WHEELS"),
-        ],
-    );
+    one.host.copy_wheels(&["heisenbridge", "mautrix-telegram"]);
     let sandbox = fleet_inventory(
         &[
             (
@@ -801,7 +800,7 @@ fn the_readme_walk_takes_an_empty_server_to_a_federating_one_as_written() {
     std::fs::copy(&pebble.endpoint_ca, trust.path().join("ca.pem")).unwrap();
     let root = pebble.root(trust.path());
     host.copy_in(trust.path(), "/etc/ssl/acme-test");
-    copy_wheels(&host, &[("synapse", "MATRIXCTL_SYNAPSE_WHEELS")]);
+    host.copy_wheels(&["synapse"]);
 
     // The operator's machine: a home with the key init's file names.
     let desk = tempfile::tempdir().unwrap();

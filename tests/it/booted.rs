@@ -1063,6 +1063,10 @@ struct LocalRepository {
     fingerprint: String,
     key: String,
     url: String,
+    /// The version of Debian's own hello in it (Debian 12's): a host of
+    /// another release has a later one in its archive, so a role pins
+    /// this one to get it from here.
+    hello_version: String,
     server: std::process::Child,
     _dir: tempfile::TempDir,
 }
@@ -1100,6 +1104,13 @@ impl LocalRepository {
                     .starts_with("hello_")
             })
             .expect("Debian's hello .deb");
+        let hello_version = Command::new("dpkg-deb")
+            .args(["-f".as_ref(), hello.as_os_str(), "Version".as_ref()])
+            .output()
+            .unwrap();
+        let hello_version = String::from_utf8_lossy(&hello_version.stdout)
+            .trim()
+            .to_string();
         let dpkg_deb = |args: &[&std::ffi::OsStr]| {
             let status = Command::new("dpkg-deb").args(args).status().unwrap();
             assert!(status.success(), "dpkg-deb {args:?}");
@@ -1233,6 +1244,7 @@ impl LocalRepository {
             fingerprint,
             key,
             url: format!("http://{gateway}:{port}/"),
+            hello_version,
             server,
             _dir: dir,
         }
@@ -1276,8 +1288,9 @@ fn a_package_comes_from_a_repository_whose_key_is_pinned_by_fingerprint() {
         sandbox.write(
             "roles/greeter.yaml",
             &format!(
-                "description: a package from a repository of its own\n{}packages:\n  - name: hello\n",
-                repository.manifest_block(fingerprint)
+                "description: a package from a repository of its own\n{}packages:\n  - name: hello\n    version: {}\n",
+                repository.manifest_block(fingerprint),
+                repository.hello_version
             ),
         );
     };
@@ -1319,7 +1332,10 @@ fn a_package_comes_from_a_repository_whose_key_is_pinned_by_fingerprint() {
                 "  + repository local  (role greeter, {} local main, key {})",
                 repository.url, repository.fingerprint
             ),
-            "  + package hello  (role greeter)",
+            &format!(
+                "  + package hello  (role greeter, {})",
+                repository.hello_version
+            ),
         ],
     );
     let apply = with_roles(&sandbox, &["apply", "--yes", "inventory"]);
@@ -1679,9 +1695,14 @@ fn synapse_from_packages_plans_the_matrix_org_repository_its_package_and_service
         .lines()
         .map(|line| format!("  {line}\n"))
         .collect();
-    let vars = "synapse_install: packages\nsynapse_package_version: 1.163.2+bookworm1\n\
-                database:\n  engine: sqlite\n  sqlite_path: /var/lib/matrix-synapse/homeserver.db\n";
-    let without_key = host.inventory("pkg.example", vars);
+    // The build for the host's own release, which the repository's suite
+    // follows.
+    let suite = &host.suite;
+    let vars = format!(
+        "synapse_install: packages\nsynapse_package_version: 1.163.2+{suite}1\n\
+         database:\n  engine: sqlite\n  sqlite_path: /var/lib/matrix-synapse/homeserver.db\n"
+    );
+    let without_key = host.inventory("pkg.example", &vars);
     let refused = without_key.run(&["plan", "inventory"]);
     assert_eq!(refused.code, 1, "{}", refused.transcript());
     assert!(
@@ -1704,10 +1725,10 @@ fn synapse_from_packages_plans_the_matrix_org_repository_its_package_and_service
         &plan.stdout,
         &[
             &format!(
-                "  + repository matrix-org  (role synapse, https://packages.matrix.org/debian/ bookworm main, key {})",
+                "  + repository matrix-org  (role synapse, https://packages.matrix.org/debian/ {suite} main, key {})",
                 repository.fingerprint
             ),
-            "  + package matrix-synapse-py3  (role synapse, 1.163.2+bookworm1)",
+            &format!("  + package matrix-synapse-py3  (role synapse, 1.163.2+{suite}1)"),
             "  ~ service matrix-synapse  (role synapse, enable, start)",
         ],
     );

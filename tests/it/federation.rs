@@ -237,7 +237,7 @@ fn three_empty_hosts_become_federating_homeservers_in_one_apply() {
 
 #[test]
 fn three_empty_debian_12_hosts_become_federating_homeservers_in_one_apply() {
-    three_empty_hosts_federate("bookworm", ["mcfedwk12", "mcfedsrv12", "mcfednone12"]);
+    three_empty_hosts_federate("bookworm", ["mcfedwk2", "mcfedsrv2", "mcfedno2"]);
 }
 
 /// Three empty hosts of Debian release `suite`, delegated each its own way

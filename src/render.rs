@@ -124,6 +124,17 @@ pub struct OpenPort {
     pub name: String,
 }
 
+/// Something a role that applies keeps on the host (see
+/// `Manifest::data`), rendered: what a backup holds.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct DataItem {
+    pub role: String,
+    pub kind: crate::roles::DataKind,
+    /// The database's name, or the path.
+    pub location: String,
+    pub what: String,
+}
+
 /// Everything rendered for one host.
 #[derive(Debug, Clone, Default)]
 pub struct Rendered {
@@ -140,6 +151,8 @@ pub struct Rendered {
     pub read_facts: bool,
     /// The packages whose versions the templates asked about.
     pub asked_packages: BTreeSet<String>,
+    /// What the roles that apply keep on the host, in role order.
+    pub data: Vec<DataItem>,
 }
 
 /// A task rendered for one host: what runs there, and its stdin.
@@ -335,7 +348,7 @@ impl<'a> Renderer<'a> {
         host: &Host,
         facts: &Arc<FactsObject>,
         redactor: &Redactor,
-    ) -> Result<(JinjaValue, Vec<OpenPort>), Problems> {
+    ) -> Result<(JinjaValue, Vec<OpenPort>, Vec<DataItem>), Problems> {
         let mut base = self.context(inventory, host);
         let first_pass = minijinja::value::merge_maps([
             JinjaValue::from(Serde(&base)),
@@ -362,6 +375,11 @@ impl<'a> Renderer<'a> {
             "contributions".into(),
             serde_yaml::to_value(&contributions).unwrap_or(Value::Null),
         );
+        let data = self.host_data(&first_pass, redactor).map_err(Problems)?;
+        base.insert(
+            "host_data".into(),
+            serde_yaml::to_value(&data).unwrap_or(Value::Null),
+        );
         // The secrets as an object that notes being read: a file, note or
         // fact that read one is known, whatever it did with the value.
         let secrets = match base.remove("secrets") {
@@ -380,7 +398,7 @@ impl<'a> Renderer<'a> {
                 host => JinjaValue::from_dyn_object(facts.clone()),
             },
         ]);
-        Ok((context, ports))
+        Ok((context, ports, data))
     }
 
     /// The customer's checklist for `host` (`matrixctl onboard`): the
@@ -392,7 +410,7 @@ impl<'a> Renderer<'a> {
         redactor: &Redactor,
     ) -> Result<crate::checklist::Checklist, Problems> {
         let facts = FactsObject::new(HostFacts::default());
-        let (context, ports) = self.full_context(inventory, host, &facts, redactor)?;
+        let (context, ports, _) = self.full_context(inventory, host, &facts, redactor)?;
         // A served file's content is the one this host renders.
         let rendered = self.render_in(inventory, host, &context, redactor)?;
         let mut problems = Vec::new();
@@ -454,7 +472,7 @@ impl<'a> Renderer<'a> {
     ) -> Result<crate::check::expect::HostExpectations, Problems> {
         use crate::check::expect::{Expectation, HostExpectations};
         let facts = FactsObject::new(HostFacts::default());
-        let (context, ports) = self.full_context(inventory, host, &facts, redactor)?;
+        let (context, ports, _) = self.full_context(inventory, host, &facts, redactor)?;
         let rendered = self.render_in(inventory, host, &context, redactor)?;
         let mut problems = Vec::new();
         let mut expectations = Vec::new();
@@ -669,8 +687,9 @@ impl<'a> Renderer<'a> {
         redactor: &Redactor,
     ) -> Result<Rendered, Problems> {
         let facts = FactsObject::new(facts.clone());
-        let (context, _) = self.full_context(inventory, host, &facts, redactor)?;
+        let (context, _, data) = self.full_context(inventory, host, &facts, redactor)?;
         let mut rendered = self.render_in(inventory, host, &context, redactor)?;
+        rendered.data = data;
         rendered.read_facts = facts.was_read();
         rendered.asked_packages = facts.asked_packages();
         Ok(rendered)
@@ -1415,6 +1434,113 @@ impl<'a> Renderer<'a> {
         Ok(handlers)
     }
 
+    /// Whether a role's item at `key` applies: its `when`, if any, is
+    /// true. A broken `when` is a problem, and the item does not apply.
+    fn item_applies(
+        &self,
+        role: &Role,
+        when: &Option<String>,
+        key: &str,
+        context: &JinjaValue,
+        redactor: &Redactor,
+        problems: &mut Vec<Problem>,
+    ) -> bool {
+        let Some(when) = when else {
+            return true;
+        };
+        match self.condition(role, when, &format!("{key}.when"), context, redactor) {
+            Ok(applies) => applies,
+            Err(problem) => {
+                problems.push(problem);
+                false
+            }
+        }
+    }
+
+    /// What every applying role keeps (its `data:`), rendered and checked:
+    /// a database name, or an absolute path.
+    fn host_data(
+        &self,
+        context: &JinjaValue,
+        redactor: &Redactor,
+    ) -> Result<Vec<DataItem>, Vec<Problem>> {
+        use crate::roles::DataKind;
+        let mut items = Vec::new();
+        let mut problems = Vec::new();
+        for role in self.roles.roles.values() {
+            if role.manifest.data.is_empty()
+                || !matches!(
+                    self.condition(role, &role.manifest.when, "when", context, redactor),
+                    Ok(true)
+                )
+            {
+                continue; // render_host reports a broken `when`
+            }
+            for (index, spec) in role.manifest.data.iter().enumerate() {
+                let key = format!("data[{index}]");
+                if !self.item_applies(role, &spec.when, &key, context, redactor, &mut problems) {
+                    continue;
+                }
+                let location = match self.env.render_str(&spec.location, context.clone()) {
+                    Ok(location) => location.trim().to_string(),
+                    Err(error) => {
+                        problems.push(manifest_template_problem(
+                            role,
+                            format!("{key}.location"),
+                            &error,
+                            redactor,
+                        ));
+                        continue;
+                    }
+                };
+                let fits = match spec.kind {
+                    DataKind::Postgresql => crate::system::is_sql_identifier(&location),
+                    _ => {
+                        location.starts_with('/')
+                            && location.len() > 1
+                            && !location.split('/').any(|part| part == "..")
+                    }
+                };
+                if !fits {
+                    problems.push(
+                        Problem::new(format!(
+                            "role `{}`: {} `{location}` is not {}",
+                            role.name,
+                            spec.what,
+                            match spec.kind {
+                                DataKind::Postgresql => "a PostgreSQL database name",
+                                _ => "an absolute path",
+                            }
+                        ))
+                        .in_file(&role.path)
+                        .at_key(format!("{key}.location"))
+                        .with_hint(Some(
+                            match spec.kind {
+                                DataKind::Postgresql => {
+                                    "letters, digits, `_` and `-`, at most 63 of them"
+                                }
+                                _ => "where it lives on the host, from `/`, without `..`",
+                            }
+                            .to_string(),
+                        )),
+                    );
+                    continue;
+                }
+                items.push(DataItem {
+                    role: role.name.clone(),
+                    kind: spec.kind,
+                    location,
+                    what: spec.what.clone(),
+                });
+            }
+        }
+        if problems.is_empty() {
+            Ok(items)
+        } else {
+            Err(problems)
+        }
+    }
+
     /// Every list entry the applying roles contribute, by list name, in
     /// role order. Every list any role declares is present, even empty.
     fn contributions(
@@ -1472,15 +1598,8 @@ impl<'a> Renderer<'a> {
             }
             for (index, spec) in role.manifest.ports.iter().enumerate() {
                 let key = format!("ports[{index}]");
-                if let Some(when) = &spec.when {
-                    match self.condition(role, when, &format!("{key}.when"), context, redactor) {
-                        Ok(true) => {}
-                        Ok(false) => continue,
-                        Err(problem) => {
-                            problems.push(problem);
-                            continue;
-                        }
-                    }
+                if !self.item_applies(role, &spec.when, &key, context, redactor, &mut problems) {
+                    continue;
                 }
                 let text = match &spec.port {
                     Value::Number(number) => number.to_string(),

@@ -74,6 +74,12 @@ pub struct Manifest {
     pub generated: Vec<GeneratedSpec>,
     #[serde(default)]
     pub certificates: Vec<CertificateSpec>,
+    /// What this role keeps that cannot be rendered again (a database,
+    /// uploads, a service's state, a generated key): what a backup holds
+    /// and a restore puts back. Templates see the items of every role
+    /// that applies as `host_data`.
+    #[serde(default)]
+    pub data: Vec<DataSpec>,
     /// Things the operator asks for on demand (`matrixctl admin create`),
     /// by name: a program run on the host with its input on stdin.
     #[serde(default)]
@@ -489,6 +495,42 @@ fn generated_mode() -> Mode {
     Mode(0o600)
 }
 
+/// One thing a role keeps: a PostgreSQL database (by name), an SQLite
+/// database (copied through SQLite's online backup, consistent while in
+/// use), a directory or a file (archived as they are).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    pub kind: DataKind,
+    /// The database's name (`postgresql`) or the path (the others): a
+    /// template.
+    pub location: String,
+    /// What it is, for people: `the media store`.
+    pub what: String,
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataKind {
+    Postgresql,
+    Sqlite,
+    Directory,
+    File,
+}
+
+impl DataKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DataKind::Postgresql => "postgresql",
+            DataKind::Sqlite => "sqlite",
+            DataKind::Directory => "directory",
+            DataKind::File => "file",
+        }
+    }
+}
+
 /// A certificate for `name`, kept at `path` (PEM) by `command` (an ACME
 /// client), run after the services started when the certificate is
 /// missing, self-signed (a placeholder), for other names, or within 30
@@ -784,6 +826,18 @@ impl RoleSet {
                 reference_rows(key, spec, &mut out);
             }
             out.push('\n');
+            if !role.manifest.data.is_empty() {
+                let kept: Vec<String> = role
+                    .manifest
+                    .data
+                    .iter()
+                    .map(|item| format!("{} (`{}`)", item.what, item.kind.name()))
+                    .collect();
+                out.push_str(&format!(
+                    "What it keeps, which backups hold: {}.\n\n",
+                    kept.join("; ")
+                ));
+            }
         }
         out
     }

@@ -60,6 +60,11 @@ pub enum Command {
     /// Registration tokens of a host's homeserver: `token create HOST`.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Back each host's data up now (`backup` set in the inventory) and
+    /// report the archive made: what the timer does, at once.
+    Backup(BackupArgs),
+    /// List a host's backup archives.
+    Backups(BackupsArgs),
     /// Make a new inventory in DIR: hosts.yaml, group_vars/all.yaml with
     /// the operator-wide settings commented, and a fresh secrets/master.key.
     Init(InitArgs),
@@ -298,6 +303,39 @@ pub struct AdminCreateArgs {
     pub connect: Connect,
 }
 
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The hosts, as the inventory names them.
+    #[arg(required = true)]
+    pub hosts: Vec<String>,
+
+    /// How long each host's backup may take before matrixctl stops
+    /// waiting (the backup goes on on the host; `backups` shows it).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub wait: u64,
+
+    /// The inventory directory.
+    #[arg(long, default_value = "inventory")]
+    pub inventory: PathBuf,
+
+    #[command(flatten)]
+    pub connect: Connect,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupsArgs {
+    /// The host, as the inventory names it.
+    pub host: String,
+
+    /// The inventory directory.
+    #[arg(long, default_value = "inventory")]
+    pub inventory: PathBuf,
+
+    #[command(flatten)]
+    pub connect: Connect,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create a registration token (for `registration: token`) through the
@@ -367,7 +405,7 @@ pub struct Selection {
 }
 
 /// How hosts are reached and paced.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Connect {
     /// How many hosts to work on at once.
     #[arg(long, value_name = "N", default_value_t = crate::fleet::DEFAULT_FORKS, value_parser = parse_forks)]

@@ -36,6 +36,7 @@ pub mod roles;
 pub mod saved;
 pub mod scaffold;
 pub mod secrets;
+pub mod sshkey;
 pub mod system;
 pub mod trace;
 pub mod transport;
@@ -87,6 +88,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Admin(cli::AdminCommand::Create(args)) => admin_create(&cli.roles, args),
         Command::Token(cli::TokenCommand::Create(args)) => token_create(&cli.roles, args),
+        Command::Backup(args) => backup_command(&cli.roles, args),
+        Command::Backups(args) => {
+            let said = run_task(
+                &cli.roles,
+                &args.inventory,
+                &args.host,
+                "backup list",
+                &Default::default(),
+                &args.connect,
+                &[],
+            )?;
+            print!("{said}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Init(args) => {
             print!("{}", scaffold::init(&args.dir)?);
             Ok(ExitCode::SUCCESS)
@@ -365,7 +380,7 @@ fn run_task(
         .map_err(|problem| problem.redacted(&redactor))?
     else {
         bail!(
-            "no role that applies to {host_name} offers `{name}` (the homeserver's role must be on for it)"
+            "no role that applies to {host_name} offers `{name}`; `matrixctl options` says which role does, and the condition under which it applies"
         );
     };
     let control_dir = ControlDir::for_run(connect.persist.0, reached_over_ssh([&host]))?;
@@ -444,6 +459,50 @@ fn admin_create(role_dirs: &[PathBuf], args: cli::AdminCreateArgs) -> Result<Exi
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A backup of each host now, one after the other (each is a run of the
+/// host's own backup unit), and what each archive holds; a host that
+/// fails does not stop the next.
+fn backup_command(role_dirs: &[PathBuf], args: cli::BackupArgs) -> Result<ExitCode> {
+    let mut failed = Vec::new();
+    // The host program runs as long as the backup: --wait bounds it, not
+    // --timeout's default, which is for plans.
+    let connect = Connect {
+        timeout: args.wait.max(args.connect.timeout),
+        ..args.connect.clone()
+    };
+    for host in &args.hosts {
+        let started = std::time::Instant::now();
+        let said = run_task(
+            role_dirs,
+            &args.inventory,
+            host,
+            "backup now",
+            &Default::default(),
+            &connect,
+            &[],
+        );
+        match said {
+            Ok(said) => {
+                println!(
+                    "{host}: backed up in {:.1} s\n{}",
+                    started.elapsed().as_secs_f64(),
+                    said.trim_end()
+                );
+            }
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                failed.push(host.as_str());
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("No backup of {}.", failed.join(", "));
+        Ok(ExitCode::from(1))
+    }
 }
 
 fn token_create(role_dirs: &[PathBuf], args: cli::TokenCreateArgs) -> Result<ExitCode> {

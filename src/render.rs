@@ -205,6 +205,10 @@ impl<'a> Renderer<'a> {
         // Facts about the host (`host.packages.NAME`) are Debian versions.
         env.add_test("version_at_least", crate::facts::version_at_least);
         env.add_filter("version_prefix", crate::facts::version_prefix);
+        // An SSH key derived from a secret (see sshkey.rs).
+        env.add_filter("ssh_private_key", |secret: &str, comment: Option<&str>| {
+            crate::sshkey::private_key(secret, comment.unwrap_or_default())
+        });
         let dirs = roles.template_dirs.clone();
         env.set_loader(move |name| {
             if Path::new(name)
@@ -394,6 +398,7 @@ impl<'a> Renderer<'a> {
         let context = minijinja::value::merge_maps([
             JinjaValue::from(Serde(base)),
             minijinja::context! {
+                ssh_public_keys => JinjaValue::from_object(SshPublicKeys(secrets.clone())),
                 secrets => JinjaValue::from_object(ReadSecrets::new(secrets)),
                 host => JinjaValue::from_dyn_object(facts.clone()),
             },
@@ -1911,6 +1916,20 @@ impl minijinja::value::Object for ReadSecrets {
                 .map(|name| JinjaValue::from(name.as_str()))
                 .collect(),
         )
+    }
+}
+
+/// `ssh_public_keys.NAME`: the public half of the SSH key derived from
+/// secret NAME (`secrets.NAME | ssh_private_key`). Reading it reads no
+/// secret: a note or another host's file may hold it.
+#[derive(Debug)]
+struct SshPublicKeys(BTreeMap<String, String>);
+
+impl minijinja::value::Object for SshPublicKeys {
+    fn get_value(self: &std::sync::Arc<Self>, key: &JinjaValue) -> Option<JinjaValue> {
+        self.0
+            .get(key.as_str()?)
+            .map(|secret| JinjaValue::from(crate::sshkey::public_key(secret)))
     }
 }
 

@@ -65,6 +65,10 @@ pub enum Command {
     Backup(BackupArgs),
     /// List a host's backup archives.
     Backups(BackupsArgs),
+    /// Put a host back from a backup: on an empty (or rebuilt) server,
+    /// apply the inventory, then put the archive's data back (databases,
+    /// media, the signing key, the bridges' state) and start the services.
+    Restore(RestoreArgs),
     /// Make a new inventory in DIR: hosts.yaml, group_vars/all.yaml with
     /// the operator-wide settings commented, and a fresh secrets/master.key.
     Init(InitArgs),
@@ -309,11 +313,8 @@ pub struct BackupArgs {
     #[arg(required = true)]
     pub hosts: Vec<String>,
 
-    /// How long each host's backup may take before matrixctl stops
-    /// waiting (the backup goes on on the host; `backups` shows it).
-    #[arg(long, value_name = "SECONDS", default_value_t = 3600,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub wait: u64,
+    #[command(flatten)]
+    pub wait: Wait,
 
     /// The inventory directory.
     #[arg(long, default_value = "inventory")]
@@ -321,6 +322,27 @@ pub struct BackupArgs {
 
     #[command(flatten)]
     pub connect: Connect,
+}
+
+/// How long a host's backup or restore may take.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Wait {
+    /// How long each host's backup or restore may take before matrixctl
+    /// stops waiting (it goes on on the host).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub wait: u64,
+}
+
+impl Wait {
+    /// `connect` with its run limit raised to the wait: the host program
+    /// runs as long as the backup or restore does.
+    pub fn applied_to(self, connect: &Connect) -> Connect {
+        Connect {
+            timeout: self.wait.max(connect.timeout),
+            ..connect.clone()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -334,6 +356,46 @@ pub struct BackupsArgs {
 
     #[command(flatten)]
     pub connect: Connect,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The host, as the inventory names it.
+    pub host: String,
+
+    /// The archive to restore (`matrixctl backups HOST` lists them); the
+    /// newest when not given.
+    #[arg(long, value_name = "NAME", value_parser = parse_archive)]
+    pub archive: Option<String>,
+
+    /// Restore even over data the host already holds (it is replaced).
+    #[arg(long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub wait: Wait,
+
+    /// The inventory directory.
+    #[arg(long, default_value = "inventory")]
+    pub inventory: PathBuf,
+
+    #[command(flatten)]
+    pub connect: Connect,
+}
+
+/// An archive's name as borg writes this host's: plain characters only.
+fn parse_archive(text: &str) -> Result<String, String> {
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+    {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "`{text}` is not an archive name (like `example.org-2026-12-06T03:12:44Z`; `matrixctl backups HOST` lists them)"
+        ))
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -89,6 +89,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Admin(cli::AdminCommand::Create(args)) => admin_create(&cli.roles, args),
         Command::Token(cli::TokenCommand::Create(args)) => token_create(&cli.roles, args),
         Command::Backup(args) => backup_command(&cli.roles, args),
+        Command::Restore(args) => restore_command(&cli.roles, args, style),
         Command::Backups(args) => {
             let said = run_task(
                 &cli.roles,
@@ -468,10 +469,7 @@ fn backup_command(role_dirs: &[PathBuf], args: cli::BackupArgs) -> Result<ExitCo
     let mut failed = Vec::new();
     // The host program runs as long as the backup: --wait bounds it, not
     // --timeout's default, which is for plans.
-    let connect = Connect {
-        timeout: args.wait.max(args.connect.timeout),
-        ..args.connect.clone()
-    };
+    let connect = args.wait.applied_to(&args.connect);
     for host in &args.hosts {
         let started = std::time::Instant::now();
         let said = run_task(
@@ -503,6 +501,80 @@ fn backup_command(role_dirs: &[PathBuf], args: cli::BackupArgs) -> Result<ExitCo
         eprintln!("No backup of {}.", failed.join(", "));
         Ok(ExitCode::from(1))
     }
+}
+
+/// A host put back from its backup, in three steps: the host is checked
+/// to hold none of the data a restore replaces (before anything changes;
+/// `--force` skips this) and marked as being restored; the inventory is
+/// applied to it (packages, accounts, files: the configuration comes back
+/// from the inventory); then the archive's data replaces what the apply
+/// made, with the services that use it stopped until all of it is back.
+/// A restore cut short is run again: the mark lets it resume.
+fn restore_command(
+    role_dirs: &[PathBuf],
+    args: cli::RestoreArgs,
+    style: Style,
+) -> Result<ExitCode> {
+    let archive = args.archive.clone().unwrap_or_else(|| "latest".to_string());
+    let task_args = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    run_task(
+        role_dirs,
+        &args.inventory,
+        &args.host,
+        "restore begin",
+        &task_args(&[("force", if args.force { "yes" } else { "no" })]),
+        &args.connect,
+        &[],
+    )
+    .map_err(|error| {
+        anyhow::anyhow!(
+            "{error:#}\nhint: nothing was changed; `--force` replaces that data with the archive's"
+        )
+    })?;
+    println!(
+        "{}: holds no data a restore would replace; applying the inventory first.",
+        args.host
+    );
+    let applied = apply_command(
+        role_dirs,
+        ApplyArgs {
+            target: args.inventory.clone(),
+            limit: Some(args.host.clone()),
+            connect: args.connect.clone(),
+            json: false,
+            yes: true,
+            batch: None,
+            max_fail: 100.0,
+        },
+        style,
+    )?;
+    if applied != ExitCode::SUCCESS {
+        bail!(
+            "the apply before the data failed, so no data was restored; fix what it says and run `matrixctl restore {}` again",
+            args.host
+        );
+    }
+    let connect = args.wait.applied_to(&args.connect);
+    let restored = run_task(
+        role_dirs,
+        &args.inventory,
+        &args.host,
+        "restore",
+        &task_args(&[("archive", &archive)]),
+        &connect,
+        &[],
+    )?;
+    println!(
+        "Restored {} from {}: its data is back and its services are running.",
+        args.host,
+        restored.trim()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn token_create(role_dirs: &[PathBuf], args: cli::TokenCreateArgs) -> Result<ExitCode> {

@@ -133,6 +133,9 @@ pub struct DataItem {
     /// The database's name, or the path.
     pub location: String,
     pub what: String,
+    /// The role's services (the units that use it): stopped while it is
+    /// restored.
+    pub services: Vec<String>,
 }
 
 /// Everything rendered for one host.
@@ -285,18 +288,18 @@ impl<'a> Renderer<'a> {
         args: &BTreeMap<String, String>,
         redactor: &Redactor,
     ) -> Result<Option<RenderedTask>, Problem> {
-        let mut base = self.context(inventory, host);
-        base.insert(
-            "args".into(),
-            serde_yaml::to_value(args).unwrap_or(Value::Null),
-        );
-        base.insert("task_name".into(), name.replace(' ', "-").into());
-        // Tasks run on a host that was not observed first: its facts are
-        // unknown (none), as in a render without a host.
+        // What every template of the host sees (its data, the roles'
+        // contributions), with the task's arguments. Tasks run on a host
+        // that was not observed first: its facts are unknown (none).
+        let facts = FactsObject::new(HostFacts::default());
+        let (full, _, _) = self
+            .full_context(inventory, host, &facts, redactor)
+            .map_err(|Problems(mut problems)| problems.remove(0))?;
         let context = minijinja::value::merge_maps([
-            JinjaValue::from(Serde(base)),
+            full,
             minijinja::context! {
-                host => JinjaValue::from_dyn_object(FactsObject::new(HostFacts::default())),
+                args => JinjaValue::from(Serde(args)),
+                task_name => name.replace(' ', "-"),
             },
         ]);
         for role in self.roles.roles.values() {
@@ -1481,6 +1484,22 @@ impl<'a> Renderer<'a> {
             {
                 continue; // render_host reports a broken `when`
             }
+            let mut services = Vec::new();
+            for (index, spec) in role.manifest.services.iter().enumerate() {
+                let key = format!("services[{index}]");
+                if !self.item_applies(role, &spec.when, &key, context, redactor, &mut problems) {
+                    continue;
+                }
+                match self.env.render_str(&spec.name, context.clone()) {
+                    Ok(name) => services.push(name.trim().to_string()),
+                    Err(error) => problems.push(manifest_template_problem(
+                        role,
+                        format!("{key}.name"),
+                        &error,
+                        redactor,
+                    )),
+                }
+            }
             for (index, spec) in role.manifest.data.iter().enumerate() {
                 let key = format!("data[{index}]");
                 if !self.item_applies(role, &spec.when, &key, context, redactor, &mut problems) {
@@ -1536,6 +1555,7 @@ impl<'a> Renderer<'a> {
                     kind: spec.kind,
                     location,
                     what: spec.what.clone(),
+                    services: services.clone(),
                 });
             }
         }

@@ -631,6 +631,20 @@ pub fn assert_plan_says(plan: &str, lines: &[&str]) {
 
 /// A directory of wheels scripts/test downloads (`what`: maubot, synapse).
 impl BootedHost {
+    /// A direct link to `other` (scripts/booted-host link): each reaches
+    /// the other's address.
+    pub fn link_to(&self, other: &BootedHost) {
+        let linked = Command::new(repo().join("scripts/booted-host"))
+            .args(["link", &self.name, &other.name])
+            .output()
+            .unwrap();
+        assert!(
+            linked.status.success(),
+            "{}",
+            String::from_utf8_lossy(&linked.stderr)
+        );
+    }
+
     /// Puts the cached wheels of `components` for this host's Python
     /// (scripts/test downloads them) into /srv/wheels on the host.
     pub fn copy_wheels(&self, components: &[&str]) {
@@ -847,13 +861,7 @@ fn a_fresh_host_gets_synapse_and_bridges(name: &str, suite: &str) {
     };
     let admin = sandbox.run(&["admin", "create", "home.example", "@admin:home.example"]);
     assert_eq!(admin.code, 0, "{}", admin.transcript());
-    let password = admin
-        .stdout
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("Its password, shown this once (matrixctl keeps no copy): ")
-        })
-        .unwrap_or_else(|| panic!("{}", admin.stdout));
+    let password = admin_password(&admin);
     assert!(
         admin
             .stdout
@@ -2091,107 +2099,14 @@ fn an_acme_certificate_replaces_the_placeholder_in_one_apply_and_renews_in_place
     assert_eq!(sandbox.plan_exit_code(None), 0);
 }
 
-/// Backups of what the roles keep: an archive made on demand holds the
-/// homeserver's database (a dump that restores), its media and its
-/// signing key; the archives list; the timer runs; a passphrase that no
-/// longer opens the repository gets its cause named.
-#[test]
-fn a_backup_holds_the_database_the_media_and_the_signing_key() {
-    let host = BootedHost::up("mcbackup");
-    host.copy_wheels(&["synapse"]);
-    let sandbox = host.inventory(
-        "backup.example",
-        "synapse_install: venv\nsynapse_wheels: /srv/wheels\n\
-         backup:\n  repository: /srv/borg/backup.example\n",
-    );
-    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
-    assert_eq!(apply.code, 0, "{}", apply.transcript());
-    assert_eq!(
-        host.run("systemctl is-enabled matrixctl-backup.timer; systemctl is-active matrixctl-backup.timer"),
-        "enabled\nactive"
-    );
-    host.run(
-        "mkdir -p /var/lib/matrix-synapse/media/local_content/ab/cd \
-         && echo 'an uploaded picture' > /var/lib/matrix-synapse/media/local_content/ab/cd/efgh",
-    );
-
-    let backup = sandbox.run(&["backup", "backup.example"]);
-    assert_eq!(backup.code, 0, "{}", backup.transcript());
-    assert!(
-        backup.stdout.starts_with("backup.example: backed up in ")
-            && backup.stdout.contains("Archive name: backup.example-"),
-        "{}",
-        backup.stdout
-    );
-    let listed = sandbox.run(&["backups", "backup.example"]);
-    assert_eq!(listed.code, 0, "{}", listed.transcript());
-    let archive = listed
+/// The password `matrixctl admin create` printed, shown once.
+pub fn admin_password(admin: &crate::support::Run) -> String {
+    admin
         .stdout
         .lines()
-        .next()
-        .and_then(|line| line.split_whitespace().next())
-        .unwrap_or_default()
-        .to_string();
-    assert!(archive.starts_with("backup.example-"), "{}", listed.stdout);
-
-    // What the archive holds, read with borg on the host as an operator
-    // would, with the host's own passphrase file.
-    let borg = |command: &str| {
-        host.run(&format!(
-            "cd / && BORG_REPO=/srv/borg/backup.example BORG_PASSCOMMAND='cat /etc/matrixctl/backup/passphrase' \
-             BORG_BASE_DIR=/var/lib/matrixctl/borg {command}"
-        ))
-    };
-    let contents = borg(&format!("borg list --short ::{archive}"));
-    for path in [
-        "etc/matrix-synapse/homeserver.signing.key",
-        "var/lib/matrix-synapse/media/local_content/ab/cd/efgh",
-        "var/lib/matrixctl/borg/staging/postgresql/synapse.pgdump",
-    ] {
-        assert!(
-            contents.lines().any(|line| line == path),
-            "{path} is not in the archive:\n{contents}"
-        );
-    }
-    assert_eq!(
-        borg(&format!(
-            "borg extract --stdout ::{archive} etc/matrix-synapse/homeserver.signing.key | sha256sum"
-        )),
-        host.run("sha256sum < /etc/matrix-synapse/homeserver.signing.key")
-    );
-    // The dump is PostgreSQL's custom format, with Synapse's tables in it.
-    let tables = borg(&format!(
-        "borg extract --stdout ::{archive} var/lib/matrixctl/borg/staging/postgresql/synapse.pgdump \
-         | pg_restore --list | grep -c 'TABLE DATA public events '"
-    ));
-    assert_eq!(tables, "1", "no events table in the dump");
-    // Nothing was left staged.
-    assert_eq!(
-        host.ssh("test -e /var/lib/matrixctl/borg/staging")
-            .status
-            .code(),
-        Some(1)
-    );
-    assert_eq!(sandbox.plan_exit_code(None), 0);
-
-    // The passphrase moves on (a new generation): the repository does not
-    // open with it, and the backup says why.
-    let own = sandbox.path().join("inventory/group_vars/all.yaml");
-    let vars = std::fs::read_to_string(&own).unwrap();
-    std::fs::write(
-        &own,
-        format!("{vars}secret_generation:\n  backup_passphrase: 1\n"),
-    )
-    .unwrap();
-    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
-    assert_eq!(apply.code, 0, "{}", apply.transcript());
-    let refused = sandbox.run(&["backup", "backup.example"]);
-    assert_eq!(refused.code, 1, "{}", refused.transcript());
-    assert!(
-        refused
-            .stderr
-            .contains("the repository does not open with this host's passphrase"),
-        "{}",
-        refused.stderr
-    );
+        .find_map(|line| {
+            line.strip_prefix("Its password, shown this once (matrixctl keeps no copy): ")
+        })
+        .unwrap_or_else(|| panic!("no password in: {}", admin.stdout))
+        .to_string()
 }

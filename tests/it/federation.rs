@@ -175,13 +175,7 @@ fn first_admin(
     let user = format!("@admin:{}", customer.server_name);
     let created = sandbox.run(&["admin", "create", customer.server_name, &user]);
     assert_eq!(created.code, 0, "{}", created.transcript());
-    let password = created
-        .stdout
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("Its password, shown this once (matrixctl keeps no copy): ")
-        })
-        .unwrap_or_else(|| panic!("{}", created.stdout));
+    let password = crate::booted::admin_password(&created);
     let login = outside.call(
         "POST",
         &format!("https://{}/_matrix/client/v3/login", customer.matrix_fqdn),
@@ -268,15 +262,7 @@ fn three_empty_hosts_federate(suite: &str, names: [&str; 3]) {
     let services = format!("{}.1", one.host.address.rsplit_once('.').unwrap().0);
     let script = repo().join("scripts/booted-host");
     for (a, b) in [(one, two), (one, three), (two, three)] {
-        let linked = Command::new(&script)
-            .args(["link", &a.host.name, &b.host.name])
-            .output()
-            .unwrap();
-        assert!(
-            linked.status.success(),
-            "{}",
-            String::from_utf8_lossy(&linked.stderr)
-        );
+        a.host.link_to(&b.host);
     }
     for customer in [two, three] {
         let routed = Command::new(&script)

@@ -2,6 +2,7 @@
 //! `support` for the sandboxes they run the real binary in.
 
 mod all_or_nothing;
+mod backup;
 mod booted;
 mod catalogue;
 mod check;

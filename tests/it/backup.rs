@@ -1,0 +1,293 @@
+//! Backups on booted hosts: what an archive holds, and a server lost and
+//! put back from its archive under the same name at a new address.
+
+use crate::booted::BootedHost;
+use crate::support::{Sandbox, repo};
+
+/// Backups of what the roles keep: an archive made on demand holds the
+/// homeserver's database (a dump that restores), its media and its
+/// signing key; the archives list; the timer runs; a passphrase that no
+/// longer opens the repository gets its cause named.
+#[test]
+fn a_backup_holds_the_database_the_media_and_the_signing_key() {
+    let host = BootedHost::up("mcbackup");
+    host.copy_wheels(&["synapse"]);
+    let sandbox = host.inventory(
+        "backup.example",
+        "synapse_install: venv\nsynapse_wheels: /srv/wheels\n\
+         backup:\n  repository: /srv/borg/backup.example\n",
+    );
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    assert_eq!(
+        host.run("systemctl is-enabled matrixctl-backup.timer; systemctl is-active matrixctl-backup.timer"),
+        "enabled\nactive"
+    );
+    host.run(
+        "mkdir -p /var/lib/matrix-synapse/media/local_content/ab/cd \
+         && echo 'an uploaded picture' > /var/lib/matrix-synapse/media/local_content/ab/cd/efgh",
+    );
+
+    let backup = sandbox.run(&["backup", "backup.example"]);
+    assert_eq!(backup.code, 0, "{}", backup.transcript());
+    assert!(
+        backup.stdout.starts_with("backup.example: backed up in ")
+            && backup.stdout.contains("Archive name: backup.example-"),
+        "{}",
+        backup.stdout
+    );
+    let listed = sandbox.run(&["backups", "backup.example"]);
+    assert_eq!(listed.code, 0, "{}", listed.transcript());
+    let archive = listed
+        .stdout
+        .lines()
+        .next()
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(archive.starts_with("backup.example-"), "{}", listed.stdout);
+
+    // What the archive holds, read with borg on the host as an operator
+    // would, with the host's own passphrase file.
+    let borg = |command: &str| {
+        host.run(&format!(
+            "cd / && BORG_REPO=/srv/borg/backup.example BORG_PASSCOMMAND='cat /etc/matrixctl/backup/passphrase' \
+             BORG_BASE_DIR=/var/lib/matrixctl/borg {command}"
+        ))
+    };
+    let contents = borg(&format!("borg list --short ::{archive}"));
+    for path in [
+        "etc/matrix-synapse/homeserver.signing.key",
+        "var/lib/matrix-synapse/media/local_content/ab/cd/efgh",
+        "var/lib/matrixctl/borg/staging/postgresql/synapse.pgdump",
+    ] {
+        assert!(
+            contents.lines().any(|line| line == path),
+            "{path} is not in the archive:\n{contents}"
+        );
+    }
+    assert_eq!(
+        borg(&format!(
+            "borg extract --stdout ::{archive} etc/matrix-synapse/homeserver.signing.key | sha256sum"
+        )),
+        host.run("sha256sum < /etc/matrix-synapse/homeserver.signing.key")
+    );
+    // The dump is PostgreSQL's custom format, with Synapse's tables in it.
+    let tables = borg(&format!(
+        "borg extract --stdout ::{archive} var/lib/matrixctl/borg/staging/postgresql/synapse.pgdump \
+         | pg_restore --list | grep -c 'TABLE DATA public events '"
+    ));
+    assert_eq!(tables, "1", "no events table in the dump");
+    // Nothing was left staged.
+    assert_eq!(
+        host.ssh("test -e /var/lib/matrixctl/borg/staging")
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(sandbox.plan_exit_code(None), 0);
+
+    // The passphrase moves on (a new generation): the repository does not
+    // open with it, and the backup says why.
+    let own = sandbox.path().join("inventory/group_vars/all.yaml");
+    let vars = std::fs::read_to_string(&own).unwrap();
+    std::fs::write(
+        &own,
+        format!("{vars}secret_generation:\n  backup_passphrase: 1\n"),
+    )
+    .unwrap();
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    let refused = sandbox.run(&["backup", "backup.example"]);
+    assert_eq!(refused.code, 1, "{}", refused.transcript());
+    assert!(
+        refused
+            .stderr
+            .contains("the repository does not open with this host's passphrase"),
+        "{}",
+        refused.stderr
+    );
+}
+
+/// A repository machine: an account `borg` whose authorized_keys lets
+/// each client key run only `borg serve --append-only` on its own
+/// repository, as the backup role's note says; linked to `clients`.
+fn repository_machine(name: &str, clients: &[&BootedHost]) -> (BootedHost, String) {
+    let machine = BootedHost::up(name);
+    machine.run(
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends borgbackup > /dev/null \
+         && useradd --create-home --shell /bin/sh borg && install -d -o borg -g borg -m 0700 /home/borg/.ssh",
+    );
+    for client in clients {
+        client.link_to(&machine);
+    }
+    let host_key = machine.run("cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub");
+    (machine, host_key)
+}
+
+/// Lets the host's backup key in on the repository machine, with the line
+/// the plan's note gives.
+fn authorize(sandbox: &Sandbox, machine: &BootedHost) {
+    let plan = sandbox.run(&["plan", "inventory"]);
+    let line = plan
+        .stdout
+        .lines()
+        .find_map(|line| {
+            line.split_once("authorized_keys: `")
+                .map(|(_, rest)| rest.trim_end_matches('`').to_string())
+        })
+        .unwrap_or_else(|| panic!("no authorized_keys line in the plan:\n{}", plan.stdout));
+    assert!(
+        line.starts_with("command=\"borg serve --append-only --restrict-to-path "),
+        "{line}"
+    );
+    machine.run(&format!(
+        "printf '%s\\n' '{line}' >> /home/borg/.ssh/authorized_keys \
+         && chown borg:borg /home/borg/.ssh/authorized_keys && chmod 0600 /home/borg/.ssh/authorized_keys"
+    ));
+}
+
+/// The README's "When a server is lost" commands, each as words for
+/// `matrixctl`, for this test's host and inventory directory.
+fn readme_commands() -> Vec<Vec<String>> {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let block = readme
+        .split("## When a server is lost")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|block| block.split("```").next())
+        .expect("the README's commands for a lost server");
+    block
+        .lines()
+        .map(|line| line.split("  #").next().unwrap_or(line).trim())
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let words: Vec<String> = line
+                .replace("example.com", "lost.example")
+                .replace("--inventory inv", "--inventory inventory")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            assert_eq!(words[0], "matrixctl", "{line}");
+            words[1..].to_vec()
+        })
+        .collect()
+}
+
+/// The drill, with the README's commands: a homeserver with an account is
+/// backed up to a repository machine, destroyed, and a new empty server
+/// at a new address under the same name is restored from the archive
+/// with the same master key. The account logs in with its password, the
+/// signing key is the one other servers know, and the next plan has
+/// nothing to do. A second restore is refused: the server holds data now.
+#[test]
+fn a_lost_server_comes_back_from_its_archive_with_its_accounts_and_signing_key() {
+    let commands = readme_commands();
+    let [backup, backups, restore] = &commands[..] else {
+        panic!("the README shows backup, backups and restore: {commands:?}");
+    };
+    let run = |sandbox: &Sandbox, words: &[String]| {
+        sandbox.run(&words.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let first = BootedHost::up("mcrestore");
+    let (machine, host_key) = repository_machine("mcborgsrv", &[&first]);
+    first.copy_wheels(&["synapse"]);
+    let vars = format!(
+        "synapse_install: venv\nsynapse_wheels: /srv/wheels\n\
+         backup:\n  repository: ssh://borg@{}/./lost.example\n  host_key: {host_key}\n  prune: false\n",
+        machine.address
+    );
+    let sandbox = first.inventory("lost.example", &vars);
+    authorize(&sandbox, &machine);
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    let admin = sandbox.run(&["admin", "create", "lost.example", "@admin:lost.example"]);
+    assert_eq!(admin.code, 0, "{}", admin.transcript());
+    let password = crate::booted::admin_password(&admin);
+    let signing_key = first.run("cat /etc/matrix-synapse/homeserver.signing.key");
+    let backed_up = run(&sandbox, backup);
+    assert_eq!(backed_up.code, 0, "{}", backed_up.transcript());
+    let listed = run(&sandbox, backups);
+    assert_eq!(listed.code, 0, "{}", listed.transcript());
+    assert!(
+        listed.stdout.starts_with("lost.example-"),
+        "{}",
+        listed.stdout
+    );
+    drop(first);
+
+    // A new, empty server for the same name, at another address; the
+    // operator's inventory keeps its master key and points at it.
+    let second = BootedHost::up("mcrestored");
+    second.link_to(&machine);
+    second.copy_wheels(&["synapse"]);
+    let rebuilt = second.inventory("lost.example", &vars);
+    std::fs::copy(
+        sandbox.path().join("inventory/secrets/master.key"),
+        rebuilt.path().join("inventory/secrets/master.key"),
+    )
+    .unwrap();
+    let restored = run(&rebuilt, restore);
+    assert_eq!(
+        restored.code,
+        0,
+        "{}\n{}",
+        restored.transcript(),
+        second
+            .ssh("journalctl -u matrix-synapse -n 20 --no-pager")
+            .stdout
+            .escape_ascii()
+    );
+    assert!(
+        restored
+            .stdout
+            .contains("Restored lost.example from lost.example-"),
+        "{}",
+        restored.stdout
+    );
+    assert_eq!(
+        second.run("cat /etc/matrix-synapse/homeserver.signing.key"),
+        signing_key,
+        "the signing key other servers know"
+    );
+    // The account, with its password, from the restored database.
+    let login = format!(
+        "import json, time, urllib.request\n\
+         body = json.dumps({{'type': 'm.login.password', 'identifier': {{'type': 'm.id.user', 'user': 'admin'}}, 'password': '{password}'}}).encode()\n\
+         for attempt in range(60):\n\
+         \x20   try:\n\
+         \x20       answer = urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:8008/_matrix/client/v3/login', body, {{'Content-Type': 'application/json'}}), timeout=5)\n\
+         \x20       print(json.load(answer)['user_id'])\n\
+         \x20       break\n\
+         \x20   except OSError:\n\
+         \x20       time.sleep(0.5)\n"
+    );
+    let logged_in = second.ssh(&format!(
+        "/opt/venvs/matrix-synapse/bin/python -c \"$(printf '%s' '{}' | base64 -d)\"",
+        base64_of(&login)
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&logged_in.stdout).trim(),
+        "@admin:lost.example",
+        "{}",
+        String::from_utf8_lossy(&logged_in.stderr)
+    );
+    assert_eq!(rebuilt.plan_exit_code(None), 0);
+
+    // It holds the customer's data now: a restore over it is refused,
+    // before anything changes.
+    let again = run(&rebuilt, restore);
+    assert_eq!(again.code, 1, "{}", again.transcript());
+    assert!(
+        again
+            .stderr
+            .contains("this host already holds data a restore would replace: postgresql:synapse"),
+        "{}",
+        again.stderr
+    );
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}

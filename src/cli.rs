@@ -308,7 +308,11 @@ pub struct AdminCreateArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct BackupArgs {
+    #[command(subcommand)]
+    pub command: Option<BackupCommand>,
+
     /// The hosts, as the inventory names them.
     #[arg(required = true)]
     pub hosts: Vec<String>,
@@ -343,6 +347,35 @@ impl Wait {
             ..connect.clone()
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Prove a host's newest archive (or --archive NAME) would restore,
+    /// without restoring it: each database loads into a scratch copy, the
+    /// files (the signing key) are the live ones, sampled media hash the
+    /// same, SQLite copies pass their integrity check.
+    Verify(BackupVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupVerifyArgs {
+    /// The host, as the inventory names it.
+    pub host: String,
+
+    /// The archive to verify; the newest when not given.
+    #[arg(long, value_name = "NAME", value_parser = parse_archive)]
+    pub archive: Option<String>,
+
+    #[command(flatten)]
+    pub wait: Wait,
+
+    /// The inventory directory.
+    #[arg(long, default_value = "inventory")]
+    pub inventory: PathBuf,
+
+    #[command(flatten)]
+    pub connect: Connect,
 }
 
 #[derive(Debug, Args)]

@@ -466,6 +466,21 @@ fn admin_create(role_dirs: &[PathBuf], args: cli::AdminCreateArgs) -> Result<Exi
 /// host's own backup unit), and what each archive holds; a host that
 /// fails does not stop the next.
 fn backup_command(role_dirs: &[PathBuf], args: cli::BackupArgs) -> Result<ExitCode> {
+    if let Some(cli::BackupCommand::Verify(verify)) = args.command {
+        let archive = verify.archive.unwrap_or_else(|| "latest".to_string());
+        let said = run_task(
+            role_dirs,
+            &verify.inventory,
+            &verify.host,
+            "backup verify",
+            &[("archive".to_string(), archive)].into_iter().collect(),
+            &verify.wait.applied_to(&verify.connect),
+            &[],
+        )?;
+        print!("{said}");
+        println!("{}: the archive would restore.", verify.host);
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut failed = Vec::new();
     // The host program runs as long as the backup: --wait bounds it, not
     // --timeout's default, which is for plans.

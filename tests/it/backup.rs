@@ -78,6 +78,36 @@ fn a_backup_holds_the_database_the_media_and_the_signing_key() {
          | pg_restore --list | grep -c 'TABLE DATA public events '"
     ));
     assert_eq!(tables, "1", "no events table in the dump");
+    // The drill without a restore: the dump loads into a scratch
+    // database, the key is the live one, the media hash the same.
+    let verified = sandbox.run(&["backup", "verify", "backup.example"]);
+    assert_eq!(verified.code, 0, "{}", verified.transcript());
+    for line in [
+        "ok      postgresql synapse: ",
+        "restored into a scratch database",
+        "ok      file /etc/matrix-synapse/homeserver.signing.key: the same as the live one",
+        "ok      directory /var/lib/matrix-synapse/media: 1 files archived, 1 here, 1 sampled the same",
+        "backup.example: the archive would restore.",
+    ] {
+        assert!(
+            verified.stdout.contains(line),
+            "{line}\n{}",
+            verified.stdout
+        );
+    }
+    // A file that no longer matches its archived copy is named.
+    host.run(
+        "echo 'changed behind the backup' > /var/lib/matrix-synapse/media/local_content/ab/cd/efgh",
+    );
+    let differs = sandbox.run(&["backup", "verify", "backup.example"]);
+    assert_eq!(differs.code, 1, "{}", differs.transcript());
+    assert!(
+        differs.stderr.contains(
+            "FAILED  directory /var/lib/matrix-synapse/media: sampled files differ from the live ones: /var/lib/matrix-synapse/media/local_content/ab/cd/efgh"
+        ),
+        "{}",
+        differs.stderr
+    );
     // Nothing was left staged.
     assert_eq!(
         host.ssh("test -e /var/lib/matrixctl/borg/staging")
@@ -183,8 +213,8 @@ fn readme_commands() -> Vec<Vec<String>> {
 #[test]
 fn a_lost_server_comes_back_from_its_archive_with_its_accounts_and_signing_key() {
     let commands = readme_commands();
-    let [backup, backups, restore] = &commands[..] else {
-        panic!("the README shows backup, backups and restore: {commands:?}");
+    let [backup, verify, backups, restore] = &commands[..] else {
+        panic!("the README shows backup, backup verify, backups and restore: {commands:?}");
     };
     let run = |sandbox: &Sandbox, words: &[String]| {
         sandbox.run(&words.iter().map(String::as_str).collect::<Vec<_>>())
@@ -207,6 +237,8 @@ fn a_lost_server_comes_back_from_its_archive_with_its_accounts_and_signing_key()
     let signing_key = first.run("cat /etc/matrix-synapse/homeserver.signing.key");
     let backed_up = run(&sandbox, backup);
     assert_eq!(backed_up.code, 0, "{}", backed_up.transcript());
+    let verified = run(&sandbox, verify);
+    assert_eq!(verified.code, 0, "{}", verified.transcript());
     let listed = run(&sandbox, backups);
     assert_eq!(listed.code, 0, "{}", listed.transcript());
     assert!(

@@ -761,8 +761,18 @@ fn system_before_files(program: &mut Program, changes: &[crate::system::SystemCh
             Item::Group { name } => {
                 program.call("mc_group", &[name]);
             }
-            Item::User { name, group, home } => {
-                program.call("mc_user", &[name, group, home]);
+            Item::User {
+                name,
+                group,
+                home,
+                login,
+            } => {
+                let shell = if *login {
+                    "/bin/sh"
+                } else {
+                    "/usr/sbin/nologin"
+                };
+                program.call("mc_user", &[name, group, home, shell]);
             }
             Item::Directory {
                 path,

@@ -17,6 +17,7 @@ pub mod checklist;
 pub mod cli;
 pub mod diff;
 pub mod escape;
+pub mod exports;
 pub mod facts;
 pub mod fleet;
 pub mod impact;
@@ -714,10 +715,21 @@ fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
     trace::arm(&redactor);
     // A host whose roles read its facts is rendered again once it has told
     // them (fleet.rs): with these very roles, inventory and templates.
+    let exports = renderer
+        .fleet_exports(&inventory, &redactor)
+        .map_err(|Problems(problems)| {
+            Problems(
+                problems
+                    .into_iter()
+                    .map(|problem| problem.redacted(&redactor))
+                    .collect(),
+            )
+        })?;
     let render_again: fleet::RenderAgain = {
         let (roles, inventory, redactor) = (roles.clone(), inventory.clone(), redactor.clone());
         Arc::new(move |host, facts| {
             Renderer::new(&roles)
+                .knowing(exports.clone())
                 .render_host(&inventory, host, facts, &redactor)
                 .map_err(|Problems(problems)| {
                     let problems = problems

@@ -11,6 +11,7 @@ use minijinja::value::Serde;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value as JinjaValue};
 use serde_yaml::{Mapping, Value};
 
+use crate::exports::{ExportEntry, FleetExports, FleetView};
 use crate::facts::{FactsObject, HostFacts};
 use crate::inventory::{Connection, Host, Inventory};
 use crate::problem::{Problem, Problems};
@@ -169,6 +170,9 @@ pub struct RenderedTask {
 pub struct Renderer<'a> {
     env: Environment<'static>,
     roles: &'a RoleSet,
+    /// What the inventory's hosts export (`fleet`), gathered on the first
+    /// render: a renderer serves one inventory.
+    fleet: std::sync::OnceLock<Result<Arc<FleetExports>, Vec<Problem>>>,
 }
 
 /// The fuel of one render (minijinja's units: an instruction, or a byte
@@ -235,11 +239,45 @@ impl<'a> Renderer<'a> {
                 .get_file(name)
                 .map(|file| String::from_utf8_lossy(file.contents()).into_owned()))
         });
-        Renderer { env, roles }
+        Renderer {
+            env,
+            roles,
+            fleet: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// This renderer, knowing the inventory's exports already (gathered
+    /// by another renderer of the same inventory).
+    pub fn knowing(self, exports: Arc<FleetExports>) -> Renderer<'a> {
+        let _ = self.fleet.set(Ok(exports));
+        self
+    }
+
+    /// What the inventory's hosts export (`fleet`), gathered once.
+    pub fn fleet_exports(
+        &self,
+        inventory: &Inventory,
+        redactor: &Redactor,
+    ) -> Result<Arc<FleetExports>, Problems> {
+        self.fleet
+            .get_or_init(|| self.gather_exports(inventory, redactor))
+            .clone()
+            .map_err(Problems)
     }
 
     /// Everything a template can read for `host`.
     pub fn context(&self, inventory: &Inventory, host: &Host) -> BTreeMap<String, Value> {
+        self.context_for(inventory, host, true)
+    }
+
+    /// `context`, with `ssh_port` only when `with_ssh_port` (finding it
+    /// may ask ssh; other hosts' exports never need it).
+    fn context_for(
+        &self,
+        inventory: &Inventory,
+        host: &Host,
+        with_ssh_port: bool,
+    ) -> BTreeMap<String, Value> {
         let mut context: BTreeMap<String, Value> = BTreeMap::new();
         let core = match serde_yaml::to_value(&host.vars) {
             Ok(Value::Mapping(core)) => core,
@@ -264,16 +302,18 @@ impl<'a> Renderer<'a> {
         context.insert("whole_host".into(), (host.root == Path::new("/")).into());
         // Only a role that filters traffic needs it; a proxy makes it
         // unknown (refused when such a role applies).
-        let port_option = self
-            .roles
-            .roles
-            .values()
-            .find_map(|role| role.manifest.keeps_ssh_open.as_ref())
-            .map_or("", |guard| guard.port_option.as_str());
-        context.insert(
-            "ssh_port".into(),
-            host_ssh_port(host, port_option).unwrap_or_default().into(),
-        );
+        if with_ssh_port {
+            let port_option = self
+                .roles
+                .roles
+                .values()
+                .find_map(|role| role.manifest.keeps_ssh_open.as_ref())
+                .map_or("", |guard| guard.port_option.as_str());
+            context.insert(
+                "ssh_port".into(),
+                host_ssh_port(host, port_option).unwrap_or_default().into(),
+            );
+        }
         context
     }
 
@@ -356,7 +396,21 @@ impl<'a> Renderer<'a> {
         facts: &Arc<FactsObject>,
         redactor: &Redactor,
     ) -> Result<(JinjaValue, Vec<OpenPort>, Vec<DataItem>), Problems> {
-        let mut base = self.context(inventory, host);
+        let fleet = self.fleet_exports(inventory, redactor)?;
+        self.host_context(inventory, host, facts, redactor, Some(fleet))
+    }
+
+    /// `full_context`, with `fleet` when given: the exports are gathered
+    /// without it.
+    fn host_context(
+        &self,
+        inventory: &Inventory,
+        host: &Host,
+        facts: &Arc<FactsObject>,
+        redactor: &Redactor,
+        fleet: Option<Arc<FleetExports>>,
+    ) -> Result<(JinjaValue, Vec<OpenPort>, Vec<DataItem>), Problems> {
+        let mut base = self.context_for(inventory, host, fleet.is_some());
         let first_pass = minijinja::value::merge_maps([
             JinjaValue::from(Serde(&base)),
             minijinja::context! { host => JinjaValue::from_dyn_object(facts.clone()) },
@@ -398,15 +452,125 @@ impl<'a> Renderer<'a> {
                 .collect(),
             _ => BTreeMap::new(),
         };
+        let secrets = ReadSecrets::new(secrets);
+        let fleet = fleet.map(|exports| FleetView {
+            exports,
+            read_secret: secrets.read.clone(),
+        });
         let context = minijinja::value::merge_maps([
             JinjaValue::from(Serde(base)),
             minijinja::context! {
-                ssh_public_keys => JinjaValue::from_object(SshPublicKeys(secrets.clone())),
-                secrets => JinjaValue::from_object(ReadSecrets::new(secrets)),
+                ssh_public_keys => JinjaValue::from_object(SshPublicKeys(secrets.values.clone())),
+                secrets => JinjaValue::from_object(secrets),
                 host => JinjaValue::from_dyn_object(facts.clone()),
+                fleet => fleet.map(JinjaValue::from_object),
             },
         ]);
         Ok((context, ports, data))
+    }
+
+    /// Every host's `exports:` entries, hosts in name order; a host's
+    /// broken export is every host's problem (each may read the list).
+    fn gather_exports(
+        &self,
+        inventory: &Inventory,
+        redactor: &Redactor,
+    ) -> Result<Arc<FleetExports>, Vec<Problem>> {
+        let mut exports = FleetExports::default();
+        if self
+            .roles
+            .roles
+            .values()
+            .all(|role| role.manifest.exports.is_empty())
+        {
+            return Ok(Arc::new(exports));
+        }
+        let mut hosts: Vec<&Host> = inventory.hosts.iter().collect();
+        hosts.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+        let mut problems = Vec::new();
+        let gathered =
+            crate::parallel::map(&hosts, |host| self.exports_of(inventory, host, redactor));
+        for (host, result) in hosts.iter().zip(gathered) {
+            match result {
+                Ok(entries) => {
+                    for (list, entry) in entries {
+                        exports.push(&list, entry);
+                    }
+                }
+                Err(more) => problems.extend(more.into_iter().map(|mut problem| {
+                    problem.message = format!("{} (host {})", problem.message, host.name);
+                    problem
+                })),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Arc::new(exports))
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The export entries of the roles that apply to `host`, by list.
+    fn exports_of(
+        &self,
+        inventory: &Inventory,
+        host: &Host,
+        redactor: &Redactor,
+    ) -> Result<Vec<(String, ExportEntry)>, Vec<Problem>> {
+        let facts = FactsObject::new(HostFacts::default());
+        // A host whose vars do not render exports nothing; its own render
+        // says why.
+        let Ok((context, _, _)) = self.host_context(inventory, host, &facts, redactor, None) else {
+            return Ok(Vec::new());
+        };
+        let mut entries = Vec::new();
+        let mut problems = Vec::new();
+        for role in self.roles.roles.values() {
+            if role.manifest.exports.is_empty()
+                || !matches!(
+                    self.condition(role, &role.manifest.when, "when", &context, redactor),
+                    Ok(true)
+                )
+            {
+                continue; // the host's own render reports a broken `when`
+            }
+            for (index, spec) in role.manifest.exports.iter().enumerate() {
+                let key = format!("exports[{index}]");
+                if !self.item_applies(role, &spec.when, &key, &context, redactor, &mut problems) {
+                    continue;
+                }
+                let mut fields = BTreeMap::new();
+                let mut secret = false;
+                for (name, template) in &spec.fields {
+                    let (value, read) = ReadSecrets::during(&context, || {
+                        self.env.render_str(template, context.clone())
+                    });
+                    secret |= read;
+                    match value {
+                        Ok(value) => {
+                            fields.insert(name.clone(), value.trim().to_string());
+                        }
+                        Err(error) => problems.push(manifest_template_problem(
+                            role,
+                            format!("{key}.fields.{name}"),
+                            &error,
+                            redactor,
+                        )),
+                    }
+                }
+                let entry = ExportEntry {
+                    host: host.name.as_str().to_string(),
+                    fields,
+                    secret,
+                };
+                entries.push((spec.list.clone(), entry));
+            }
+        }
+        if problems.is_empty() {
+            Ok(entries)
+        } else {
+            Err(problems)
+        }
     }
 
     /// The customer's checklist for `host` (`matrixctl onboard`): the
@@ -1181,6 +1345,7 @@ impl<'a> Renderer<'a> {
                     name: account(format!("{key}.name"), &spec.name)?,
                     group: account(format!("{key}.group"), &spec.group)?,
                     home: path(format!("{key}.home"), &spec.home)?,
+                    login: spec.login,
                 });
             }
         }
@@ -1885,14 +2050,15 @@ impl<'a> Renderer<'a> {
 #[derive(Debug)]
 struct ReadSecrets {
     values: BTreeMap<String, String>,
-    read: std::sync::atomic::AtomicBool,
+    /// Shared with what else counts as reading a secret (`fleet`).
+    read: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ReadSecrets {
     fn new(values: BTreeMap<String, String>) -> ReadSecrets {
         ReadSecrets {
             values,
-            read: std::sync::atomic::AtomicBool::new(false),
+            read: Arc::default(),
         }
     }
 

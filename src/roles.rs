@@ -109,6 +109,12 @@ pub struct Manifest {
     /// to a list the homeserver's config reads).
     #[serde(default)]
     pub contributes: BTreeMap<String, Vec<String>>,
+    /// What a host this role applies to tells the other hosts of the
+    /// inventory: entries of named lists, which every host's templates
+    /// read as `fleet.LIST` (a backup client's public key for the
+    /// repository machine's authorized_keys).
+    #[serde(default)]
+    pub exports: Vec<ExportSpec>,
     /// For a role whose files decide which ports the host accepts (a
     /// firewall): when it applies, its files must keep the SSH port
     /// matrixctl connects through open, or the host is refused.
@@ -411,6 +417,10 @@ pub struct UserSpec {
     pub name: String,
     pub group: String,
     pub home: String,
+    /// The account logs in over SSH to run what its authorized_keys
+    /// forces (its shell is /bin/sh); otherwise it cannot log in.
+    #[serde(default)]
+    pub login: bool,
     #[serde(default)]
     pub when: Option<String>,
 }
@@ -493,6 +503,20 @@ pub struct GeneratedSpec {
 
 fn generated_mode() -> Mode {
     Mode(0o600)
+}
+
+/// One entry a host adds to a list the whole inventory reads
+/// (`fleet.LIST`): fields rendered with the exporting host's vars.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSpec {
+    /// The list's name, like `backup_clients`.
+    pub list: String,
+    #[serde(default)]
+    pub when: Option<String>,
+    /// Field name to template. An entry whose templates read `secrets`
+    /// makes every file that reads its list one holding secrets.
+    pub fields: BTreeMap<String, String>,
 }
 
 /// One thing a role keeps: a PostgreSQL database (by name), an SQLite
@@ -1109,17 +1133,26 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, Problem> {
     })?;
     // Facts and impact lines are evaluated per host; a typo in one should
     // stop the run when the roles load, not print nothing at plan time.
-    if let Some(name) = manifest.facts.keys().find(|name| {
-        name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    }) {
+    if let Some(name) = manifest.facts.keys().find(|name| !is_plain_name(name)) {
         return Err(Problem::new(format!(
             "invalid role manifest: fact name `{name}` may hold only a-z, 0-9 and _"
         ))
         .in_file(path)
         .at_key(format!("facts.{name}")));
+    }
+    // Other hosts' templates read an export list as `fleet.LIST`.
+    if let Some((index, export)) = manifest
+        .exports
+        .iter()
+        .enumerate()
+        .find(|(_, export)| !is_plain_name(&export.list))
+    {
+        return Err(Problem::new(format!(
+            "invalid role manifest: export list name `{}` may hold only a-z, 0-9 and _",
+            export.list
+        ))
+        .in_file(path)
+        .at_key(format!("exports[{index}].list")));
     }
     let syntax = minijinja::Environment::new();
     let expressions = manifest.facts.iter().map(|(name, expression)| {
@@ -1171,6 +1204,14 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, Problem> {
         }
     }
     Ok(manifest)
+}
+
+/// A name templates read as an attribute: a-z, 0-9 and _, not empty.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// The manifest's constants, each `lines_of` file read through `read`

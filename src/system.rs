@@ -40,11 +40,13 @@ pub enum Item {
     },
     /// A system group.
     Group { name: String },
-    /// A system account in `group`, with `home` (not created by it).
+    /// A system account in `group`, with `home` (not created by it);
+    /// with `login`, a shell that runs the commands its SSH keys force.
     User {
         name: String,
         group: String,
         home: String,
+        login: bool,
     },
     /// A directory with its owner, group and mode (created with parents).
     Directory {
@@ -312,9 +314,12 @@ pub fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<SystemChange
                     out.push(change(true, String::new()));
                 }
             }
-            Item::User { group, home, .. } => {
+            Item::User {
+                group, home, login, ..
+            } => {
                 if state != "present" {
-                    out.push(change(true, format!("group {group}, home {home}")));
+                    let login = if *login { ", logs in over SSH" } else { "" };
+                    out.push(change(true, format!("group {group}, home {home}{login}")));
                 }
             }
             Item::Directory {
@@ -681,6 +686,7 @@ mod tests {
             name: "u".into(),
             group: "g".into(),
             home: "/h".into(),
+            login: false,
         };
         assert!(changes(&wanted(user), &observed)[0].create);
         let dir = Item::Directory {

@@ -1457,7 +1457,7 @@ mc_group() {
 mc_user() {
     mc_system_changed
     getent passwd -- "$1" > /dev/null 2>&1 ||
-        useradd --system --gid "$2" --home-dir "$3" --no-create-home --shell /usr/sbin/nologin -- "$1" ||
+        useradd --system --gid "$2" --home-dir "$3" --no-create-home --shell "$4" -- "$1" ||
         mc_fail "cannot create user $1"
 }
 

@@ -139,42 +139,67 @@ fn a_backup_holds_the_database_the_media_and_the_signing_key() {
     );
 }
 
-/// A repository machine: an account `borg` whose authorized_keys lets
-/// each client key run only `borg serve --append-only` on its own
-/// repository, as the backup role's note says; linked to `clients`.
-fn repository_machine(name: &str, clients: &[&BootedHost]) -> (BootedHost, String) {
-    let machine = BootedHost::up(name);
-    machine.run(
-        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends borgbackup > /dev/null \
-         && useradd --create-home --shell /bin/sh borg && install -d -o borg -g borg -m 0700 /home/borg/.ssh",
-    );
-    for client in clients {
-        client.link_to(&machine);
-    }
-    let host_key = machine.run("cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub");
-    (machine, host_key)
+/// The README's "When a server is lost" host_vars: the customer's (its
+/// `backup:`) and the repository machine's, for this test's names, with
+/// `host_key` the repository machine's real one.
+fn readme_vars(host_key: &str) -> (String, String) {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = readme
+        .split("## When a server is lost")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the README's section on a lost server");
+    let blocks: Vec<String> = section
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .map(|block| {
+            block
+                .lines()
+                .filter(|line| !line.starts_with('#'))
+                .map(|line| match line.split_once("host_key: ") {
+                    Some((indent, _)) => format!("{indent}host_key: {host_key}"),
+                    None => line
+                        .split("  #")
+                        .next()
+                        .unwrap_or(line)
+                        .trim_end()
+                        .to_string(),
+                })
+                .map(|line| line.replace("example.com", "lost.example") + "\n")
+                .collect()
+        })
+        .collect();
+    let [customer, repository] = &blocks[..] else {
+        panic!(
+            "the README shows the customer's and the repository machine's host_vars: {blocks:?}"
+        );
+    };
+    (customer.clone(), repository.clone())
 }
 
-/// Lets the host's backup key in on the repository machine, with the line
-/// the plan's note gives.
-fn authorize(sandbox: &Sandbox, machine: &BootedHost) {
-    let plan = sandbox.run(&["plan", "inventory"]);
-    let line = plan
-        .stdout
-        .lines()
-        .find_map(|line| {
-            line.split_once("authorized_keys: `")
-                .map(|(_, rest)| rest.trim_end_matches('`').to_string())
-        })
-        .unwrap_or_else(|| panic!("no authorized_keys line in the plan:\n{}", plan.stdout));
-    assert!(
-        line.starts_with("command=\"borg serve --append-only --restrict-to-path "),
-        "{line}"
-    );
-    machine.run(&format!(
-        "printf '%s\\n' '{line}' >> /home/borg/.ssh/authorized_keys \
-         && chown borg:borg /home/borg/.ssh/authorized_keys && chmod 0600 /home/borg/.ssh/authorized_keys"
+/// An inventory of the customer at `host` and the repository machine,
+/// with the README's vars; the customer reaches the machine by its name.
+fn drill_inventory(host: &BootedHost, machine: &BootedHost) -> Sandbox {
+    host.link_to(machine);
+    host.run(&format!(
+        "echo '{} backup.example.net' >> /etc/hosts",
+        machine.address
     ));
+    host.copy_wheels(&["synapse"]);
+    let host_key = machine.run("cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub");
+    let (customer, repository) = readme_vars(&host_key);
+    crate::booted::fleet_inventory(
+        &[
+            (
+                host,
+                "lost.example",
+                &format!("synapse_install: venv\nsynapse_wheels: /srv/wheels\n{customer}"),
+            ),
+            (machine, "backup.example.net", &repository),
+        ],
+        "",
+    )
 }
 
 /// The README's "When a server is lost" commands, each as words for
@@ -204,12 +229,15 @@ fn readme_commands() -> Vec<Vec<String>> {
         .collect()
 }
 
-/// The drill, with the README's commands: a homeserver with an account is
-/// backed up to a repository machine, destroyed, and a new empty server
-/// at a new address under the same name is restored from the archive
-/// with the same master key. The account logs in with its password, the
-/// signing key is the one other servers know, and the next plan has
-/// nothing to do. A second restore is refused: the server holds data now.
+/// The drill, with the README's commands and vars: a homeserver with an
+/// account is backed up to the inventory's repository machine,
+/// destroyed, and a new empty server at a new address under the same
+/// name is restored from the archive with the same master key. The
+/// account logs in with its password, the signing key is the one other
+/// servers know, and the next plan has nothing to do. A second restore
+/// is refused: the server holds data now. And the repository machine
+/// holds on to the archives a root on the server deleted through its
+/// append-only access: it refuses to prune or compact them away.
 #[test]
 fn a_lost_server_comes_back_from_its_archive_with_its_accounts_and_signing_key() {
     let commands = readme_commands();
@@ -219,18 +247,18 @@ fn a_lost_server_comes_back_from_its_archive_with_its_accounts_and_signing_key()
     let run = |sandbox: &Sandbox, words: &[String]| {
         sandbox.run(&words.iter().map(String::as_str).collect::<Vec<_>>())
     };
+    let machine = BootedHost::up("mcborgsrv");
     let first = BootedHost::up("mcrestore");
-    let (machine, host_key) = repository_machine("mcborgsrv", &[&first]);
-    first.copy_wheels(&["synapse"]);
-    let vars = format!(
-        "synapse_install: venv\nsynapse_wheels: /srv/wheels\n\
-         backup:\n  repository: ssh://borg@{}/./lost.example\n  host_key: {host_key}\n  prune: false\n",
-        machine.address
-    );
-    let sandbox = first.inventory("lost.example", &vars);
-    authorize(&sandbox, &machine);
+    let sandbox = drill_inventory(&first, &machine);
     let apply = sandbox.run(&["apply", "--yes", "inventory"]);
     assert_eq!(apply.code, 0, "{}", apply.transcript());
+    let keys = machine.run("cat /srv/borg/.ssh/authorized_keys");
+    assert!(
+        keys.contains(
+            "command=\"cd /srv/borg/repositories && borg serve --append-only --restrict-to-repository /srv/borg/repositories/lost.example\",restrict ssh-ed25519 "
+        ),
+        "{keys}"
+    );
     let admin = sandbox.run(&["admin", "create", "lost.example", "@admin:lost.example"]);
     assert_eq!(admin.code, 0, "{}", admin.transcript());
     let password = crate::booted::admin_password(&admin);
@@ -246,14 +274,15 @@ fn a_lost_server_comes_back_from_its_archive_with_its_accounts_and_signing_key()
         "{}",
         listed.stdout
     );
+    // The repository machine prunes (nothing to prune yet) and notes
+    // the archives there are.
+    machine.run("systemctl start matrixctl-borg-prune.service");
     drop(first);
 
     // A new, empty server for the same name, at another address; the
     // operator's inventory keeps its master key and points at it.
     let second = BootedHost::up("mcrestored");
-    second.link_to(&machine);
-    second.copy_wheels(&["synapse"]);
-    let rebuilt = second.inventory("lost.example", &vars);
+    let rebuilt = drill_inventory(&second, &machine);
     std::fs::copy(
         sandbox.path().join("inventory/secrets/master.key"),
         rebuilt.path().join("inventory/secrets/master.key"),
@@ -304,7 +333,8 @@ fn a_lost_server_comes_back_from_its_archive_with_its_accounts_and_signing_key()
         "{}",
         String::from_utf8_lossy(&logged_in.stderr)
     );
-    assert_eq!(rebuilt.plan_exit_code(None), 0);
+    let plan = rebuilt.run(&["plan", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
 
     // It holds the customer's data now: a restore over it is refused,
     // before anything changes.
@@ -316,6 +346,40 @@ fn a_lost_server_comes_back_from_its_archive_with_its_accounts_and_signing_key()
             .contains("this host already holds data a restore would replace: postgresql:synapse"),
         "{}",
         again.stderr
+    );
+
+    // A root on the server, with its backup key, gets no shell on the
+    // repository machine (only borg serve, whatever it asks for) ...
+    let ssh_as_backup = "ssh -i /etc/matrixctl/backup/id_ed25519 -o IdentitiesOnly=yes \
+         -o UserKnownHostsFile=/etc/matrixctl/backup/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes";
+    let _ = second.ssh(&format!(
+        "{ssh_as_backup} borg@backup.example.net 'rm -rf /srv/borg/repositories/lost.example' < /dev/null"
+    ));
+    assert_eq!(
+        machine.run("test -e /srv/borg/repositories/lost.example/config && echo kept"),
+        "kept"
+    );
+    // ... and the archives it deletes through borg (append-only: marked
+    // deleted, still there) the machine refuses to prune or compact away.
+    let archive = listed.stdout.split_whitespace().next().unwrap().to_string();
+    let deleted = second.ssh(&format!(
+        "cd / && BORG_REPO=ssh://borg@backup.example.net/./lost.example \
+         BORG_PASSCOMMAND='cat /etc/matrixctl/backup/passphrase' BORG_BASE_DIR=/var/lib/matrixctl/borg \
+         BORG_RSH='{ssh_as_backup}' borg delete ::{archive}"
+    ));
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    let pruned = machine.ssh("systemctl start matrixctl-borg-prune.service");
+    let said = machine.run("journalctl -u matrixctl-borg-prune.service -o cat --no-pager");
+    assert!(!pruned.status.success(), "the pruning went ahead:\n{said}");
+    assert!(
+        said.contains(&format!(
+            "lost.example: archives went missing since the last pruning here: {archive}"
+        )),
+        "{said}"
     );
 }
 

@@ -38,11 +38,19 @@ fn render(inventory: &Path, out: &Path) -> Vec<PathBuf> {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // The homeservers: a case may also hold a machine that serves none
+    // (a repository machine), with no Synapse configuration.
     let mut hosts: Vec<PathBuf> = std::fs::read_dir(out)
         .unwrap()
         .flatten()
         .map(|e| e.path())
+        .filter(|host| host.join("etc/matrix-synapse/conf.d").is_dir())
         .collect();
+    assert!(
+        !hosts.is_empty(),
+        "{} renders no homeserver",
+        inventory.display()
+    );
     hosts.sort();
     hosts
 }

@@ -505,3 +505,73 @@ fn a_secret_transformed_by_a_template_is_still_a_secret() {
         assert!(run.stdout.is_empty(), "{}", run.transcript());
     }
 }
+
+/// A secret that crosses hosts (a client's backup passphrase, exported
+/// to its repository machine through `fleet`) is still a secret: the
+/// file reading the list is hidden in plans and must be private, and no
+/// output shows the value; the plan's note for a repository outside the
+/// inventory is shown to the one client that needs it.
+#[test]
+fn a_secret_another_host_exports_is_still_a_secret() {
+    let sandbox = Sandbox::empty();
+    crate::support::copy_dir(
+        &crate::support::repo().join("tests/cases/backup-server"),
+        &sandbox.path().join("inventory"),
+    );
+    sandbox.chmod("inventory/secrets/master.key", 0o600);
+    let rendered = sandbox.run(&["render", "inventory", "--out", "out"]);
+    assert_eq!(rendered.code, 0, "{}", rendered.transcript());
+    let passphrases = std::fs::read_to_string(
+        sandbox
+            .path()
+            .join("out/backup.example.net/etc/matrixctl/backup-server/passphrases"),
+    )
+    .unwrap();
+    let secrets: Vec<String> = passphrases
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once(' ').map(|(_, value)| value.to_string()))
+        .collect();
+    assert_eq!(secrets.len(), 2, "{passphrases}");
+    let plan = sandbox.run(&["plan", "inventory"]);
+    let json = sandbox.run(&["plan", "--json", "inventory"]);
+    assert_no_secret(&[&rendered, &plan, &json], &secrets);
+    assert!(
+        plan.stdout.contains(
+            "  + /etc/matrixctl/backup-server/passphrases  (role backup-server, mode 0600)\n      (content hidden: the file holds secrets)\n"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let notes: Vec<&str> = plan
+        .stdout
+        .lines()
+        .filter(|line| line.contains("authorized_keys: `"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{}", plan.stdout);
+    assert!(
+        notes[0].contains("customer-c.example backs up to ssh://u123@u123.your-storagebox.de:23/./customer-c.example"),
+        "{}",
+        notes[0]
+    );
+
+    // Readable by others, the file is refused like any made from secrets.
+    sandbox.write(
+        "roles/backup-server.yaml",
+        &std::fs::read_to_string(crate::support::repo().join("roles/backup-server.yaml"))
+            .unwrap()
+            .replace(
+                "dest: /etc/matrixctl/backup-server/passphrases\n    mode: \"0600\"",
+                "dest: /etc/matrixctl/backup-server/passphrases\n    mode: \"0644\"",
+            ),
+    );
+    let refused = sandbox.run(&["--roles", "roles", "plan", "inventory"]);
+    assert_eq!(refused.code, 1, "{}", refused.transcript());
+    assert!(
+        refused.stderr.contains(
+            "/etc/matrixctl/backup-server/passphrases is made from secrets (its template reads `secrets`) but mode 0644"
+        ),
+        "{}",
+        refused.transcript()
+    );
+}

@@ -63,7 +63,8 @@ pub enum Command {
     /// Back each host's data up now (`backup` set in the inventory) and
     /// report the archive made: what the timer does, at once.
     Backup(BackupArgs),
-    /// List a host's backup archives.
+    /// List a host's backup archives: each one's age, size, files, and
+    /// what it alone holds (what pruning it would free).
     Backups(BackupsArgs),
     /// Put a host back from a backup: on an empty (or rebuilt) server,
     /// apply the inventory, then put the archive's data back (databases,
@@ -187,6 +188,20 @@ pub struct HostRemoveArgs {
     /// The inventory directory.
     #[arg(long, default_value = "inventory")]
     pub inventory: PathBuf,
+
+    /// Also delete the customer's data on the server (databases, media,
+    /// the bridges' state, the signing key): its services stop, a last
+    /// backup is made and verified, and only then is the data deleted; the
+    /// archive that keeps it is named. Needs `backup` set for the host.
+    /// Without it, the server is not contacted and keeps its data.
+    #[arg(long)]
+    pub purge: bool,
+
+    #[command(flatten)]
+    pub wait: Wait,
+
+    #[command(flatten)]
+    pub connect: Connect,
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use base64::Engine;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -220,6 +221,7 @@ async fn observe_rendered(
         &rendered.files,
         &rendered.system,
         &rendered.asked_packages,
+        &rendered.health,
     )
     .await
 }
@@ -237,6 +239,7 @@ fn same_observation(first: &Rendered, next: &Rendered) -> bool {
     };
     wants(first) == wants(next)
         && first.system == next.system
+        && first.health == next.health
         && next.asked_packages.is_subset(&first.asked_packages)
 }
 
@@ -665,6 +668,37 @@ pub async fn run_task(
     } else {
         bail!("{}", failure_reason(&output.stderr))
     }
+}
+
+/// Runs the roles' looks at `host`'s health (`check` does, apart from a
+/// plan) over one connection: what each found, in their order.
+pub async fn look_at_health(
+    host: &crate::inventory::Host,
+    probes: &[crate::health::HealthProbe],
+    options: &FleetOptions,
+) -> Result<Vec<crate::health::HealthSeen>> {
+    let root = root_of(host)?;
+    let transport = Transport::for_host(host, &options.ssh);
+    let mut program = Program::new(&root, &host.vars.state_dir.0);
+    for probe in probes {
+        program.call("mc_observe_health", &[&probe.name, &probe.script]);
+    }
+    let answer = within(options.timeout, transport.run(program.finish())).await;
+    transport.close().await;
+    let output = answer?;
+    if !output.success || !output_is_done(&output.stdout) {
+        bail!("{}", failure_reason(&output.stderr));
+    }
+    let decode = |data: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .context("the host sent bad base64")
+    };
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.strip_prefix("health "))
+        .map(|rest| crate::observe::health_line(rest, &decode))
+        .collect()
 }
 
 /// Closes every connection the run opened.

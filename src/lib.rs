@@ -12,6 +12,8 @@
 // everywhere would only add noise.
 #![allow(clippy::result_large_err)]
 
+pub mod archives;
+pub mod calendar;
 pub mod check;
 pub mod checklist;
 pub mod cli;
@@ -20,6 +22,7 @@ pub mod escape;
 pub mod exports;
 pub mod facts;
 pub mod fleet;
+pub mod health;
 pub mod impact;
 pub mod input;
 pub mod inventory;
@@ -101,7 +104,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 &args.connect,
                 &[],
             )?;
-            print!("{said}");
+            print!("{}", archives::table(&said)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Init(args) => {
@@ -110,6 +113,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Host(cli::HostCommand::Add(args)) => host_add_command(&cli.roles, args),
         Command::Host(cli::HostCommand::Remove(args)) => {
+            if args.purge {
+                purge_host(&cli.roles, &args)?;
+            }
             let roles = RoleSet::load(&cli.roles)?;
             print!(
                 "{}",
@@ -215,6 +221,7 @@ fn onboard_command(role_dirs: &[PathBuf], args: cli::OnboardArgs) -> Result<Exit
 fn check_command(role_dirs: &[PathBuf], args: cli::CheckArgs, style: Style) -> Result<ExitCode> {
     // The inventory is known good, and every probe rendered, before
     // anything goes on the network.
+    let mut on_hosts = Vec::new();
     let expected: Vec<check::expect::HostExpectations> = match &args.domain {
         Some(_) => Vec::new(),
         None => {
@@ -226,7 +233,17 @@ fn check_command(role_dirs: &[PathBuf], args: cli::CheckArgs, style: Style) -> R
             let mut problems = Vec::new();
             for host in inventory.select(args.limit.as_deref())? {
                 match renderer.render_probes(&inventory, host, &redactor) {
-                    Ok(host) => expected.push(host),
+                    Ok(rendered) => {
+                        // A host whose roles look at it (its backups' age)
+                        // is also asked over SSH.
+                        if !rendered.health.is_empty() {
+                            match resolved(&inventory, host) {
+                                Ok(host) => on_hosts.push(host),
+                                Err(problem) => problems.push(problem),
+                            }
+                        }
+                        expected.push(rendered);
+                    }
                     Err(Problems(found)) => problems.extend(found),
                 }
             }
@@ -236,6 +253,16 @@ fn check_command(role_dirs: &[PathBuf], args: cli::CheckArgs, style: Style) -> R
             expected
         }
     };
+    let control_dir = ControlDir::for_run(None, reached_over_ssh(&on_hosts))?;
+    let options = fleet_options(
+        &Connect {
+            forks: fleet::DEFAULT_FORKS,
+            timeout: args.timeout.max(1),
+            accept_new_host_keys: false,
+            persist: cli::Persist(None),
+        },
+        &control_dir,
+    );
     let _ = rustls::crypto::ring::default_provider().install_default();
     let net = check::net::Net::new(&check::net::NetOptions {
         pins: args.resolve.clone(),
@@ -247,10 +274,34 @@ fn check_command(role_dirs: &[PathBuf], args: cli::CheckArgs, style: Style) -> R
         match &args.domain {
             Some(domain) => vec![check::check_domain(&net, domain).await],
             None => {
-                futures_util::future::join_all(
-                    expected.iter().map(|host| check::check_host(&net, host)),
+                use futures_util::StreamExt;
+                // At most --forks' default of hosts asked at once.
+                let looks = futures_util::stream::iter(on_hosts.iter().map(|host| {
+                    let probes = expected
+                        .iter()
+                        .find(|expected| expected.host == host.name.as_str())
+                        .map(|expected| expected.health.as_slice())
+                        .unwrap_or_default();
+                    fleet::look_at_health(host, probes, &options)
+                }))
+                .buffered(options.forks)
+                .collect::<Vec<_>>();
+                let (mut reports, looks) = futures_util::future::join(
+                    futures_util::future::join_all(
+                        expected.iter().map(|host| check::check_host(&net, host)),
+                    ),
+                    looks,
                 )
-                .await
+                .await;
+                for (host, looked) in on_hosts.iter().zip(looks) {
+                    if let Some(report) = reports
+                        .iter_mut()
+                        .find(|report| report.host.as_deref() == Some(host.name.as_str()))
+                    {
+                        check::add_health(report, looked.map_err(|error| format!("{error:#}")));
+                    }
+                }
+                reports
             }
         }
     });
@@ -517,6 +568,44 @@ fn backup_command(role_dirs: &[PathBuf], args: cli::BackupArgs) -> Result<ExitCo
         eprintln!("No backup of {}.", failed.join(", "));
         Ok(ExitCode::from(1))
     }
+}
+
+/// `host remove --purge`: the host's data deleted on the server, after a
+/// last archive of it verified (the backup role's `purge` task), before
+/// the host leaves the inventory. Refused, with nothing deleted, when the
+/// host has no backups or the last one fails.
+fn purge_host(role_dirs: &[PathBuf], args: &cli::HostRemoveArgs) -> Result<()> {
+    let said = run_task(
+        role_dirs,
+        &args.inventory,
+        &args.domain,
+        "purge",
+        &Default::default(),
+        &args.wait.applied_to(&args.connect),
+        &[],
+    )
+    .map_err(|error| {
+        anyhow::anyhow!(
+            "{error:#}\nhint: the host stays in the inventory; `--purge` deletes data only once a last archive of it verifies (`backup` set for the host)"
+        )
+    })?;
+    let mut deleted = Vec::new();
+    let mut archive = None;
+    for line in said.lines() {
+        if let Some(item) = line.strip_prefix("deleted ") {
+            deleted.push(item.to_string());
+        } else if let Some(name) = line.strip_prefix("archive ") {
+            archive = Some(name.trim().to_string());
+        }
+    }
+    let archive =
+        archive.context("the host's purge did not name the archive that keeps its data")?;
+    println!(
+        "Deleted {}'s data ({}); it is kept in the archive {archive}, made and verified just now.",
+        args.domain,
+        deleted.join(", ")
+    );
+    Ok(())
 }
 
 /// A host put back from its backup, in three steps: the host is checked
@@ -1088,7 +1177,7 @@ fn lock_owner() -> String {
         .unwrap_or_else(|_| "?".to_string());
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| format_utc(elapsed.as_secs()))
+        .map(|elapsed| calendar::date_time(elapsed.as_secs() as i64))
         .unwrap_or_default();
     format!(
         "matrixctl apply by {user}@{machine} (pid {}) since {since}",
@@ -1112,29 +1201,6 @@ fn user_of_this_process() -> String {
             })
         })
         .unwrap_or_else(|| format!("uid {uid}"))
-}
-
-/// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the epoch (civil calendar,
-/// Howard Hinnant's days-to-date algorithm).
-fn format_utc(seconds: u64) -> String {
-    let days = (seconds / 86_400) as i64;
-    let time = seconds % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        time / 3600,
-        time % 3600 / 60,
-        time % 60
-    )
 }
 
 /// Asks on the terminal; only `yes` goes ahead.

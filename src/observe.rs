@@ -54,6 +54,8 @@ pub struct Observed {
     pub earlier_runs: Vec<String>,
     /// Each system item's state (`installed 4.6.1-1`, `present`, ...), by key.
     pub system: crate::system::ObservedSystem,
+    /// What the roles' looks at the host's health found, in their order.
+    pub health: Vec<crate::health::HealthSeen>,
 }
 
 /// What an apply still owes a host, written before any live file changes.
@@ -73,6 +75,7 @@ pub async fn observe(
     desired: &DesiredState,
     system: &[crate::system::Wanted],
     asked_packages: &BTreeSet<String>,
+    health: &[crate::health::HealthProbe],
 ) -> Result<Observed> {
     let paths: Vec<&str> = desired.keys().map(String::as_str).collect();
     let mut program = Program::new(root, state_dir);
@@ -199,6 +202,9 @@ pub async fn observe(
             let names: Vec<&str> = asked_packages.iter().map(String::as_str).collect();
             program.call("mc_observe_versions", &names);
         }
+        for probe in health {
+            program.call("mc_observe_health", &[&probe.name, &probe.script]);
+        }
     }
     program.call("mc_observe_record", &[]);
     program.call("mc_observe_transaction", &[]);
@@ -233,6 +239,21 @@ fn unseen_run(rest: &str, decode: &dyn Fn(&str) -> Result<Vec<u8>>) -> String {
             "an earlier apply failed on the host after matrixctl stopped waiting".to_string()
         }
     }
+}
+
+/// `NAME-BASE64 EXIT-CODE OUTPUT-BASE64` of a health look, as its verdict.
+pub fn health_line(
+    rest: &str,
+    decode: &dyn Fn(&str) -> Result<Vec<u8>>,
+) -> Result<crate::health::HealthSeen> {
+    let mut fields = rest.splitn(3, ' ');
+    let (Some(name), Some(code), Some(output)) = (fields.next(), fields.next(), fields.next())
+    else {
+        bail!("unexpected answer from the host: health {rest:.80}");
+    };
+    let name = String::from_utf8_lossy(&decode(name)?).into_owned();
+    let output = String::from_utf8_lossy(&decode(output)?).into_owned();
+    Ok(crate::health::HealthSeen::from_output(&name, code, &output))
 }
 
 /// What `mc_observe_paths` said about one path (with ROOT).
@@ -372,6 +393,7 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
                 observed.interrupted_backup = Some(rest.trim().parse().unwrap_or(0))
             }
             "backup-path" => observed.backup_paths.push(rest.to_string()),
+            "health" => observed.health.push(health_line(rest, &decode)?),
             _ if line == DONE_MARKER => done = true,
             _ => bail!("unexpected answer from the host: {line:.80}"),
         }

@@ -78,6 +78,10 @@ pub struct HostPlan {
     pub effects: BTreeSet<String>,
     /// Packages, groups, users, directories and services to add or change.
     pub system: Vec<crate::system::SystemChange>,
+    /// What the roles' looks at the host's health found (the newest
+    /// backup's age): shown, never a change and never a refusal, since
+    /// the apply may be what mends it.
+    pub health: Vec<crate::health::HealthSeen>,
 }
 
 impl HostPlan {
@@ -427,6 +431,7 @@ pub fn plan_host(
         earlier_runs: observed.earlier_runs.clone(),
         effects,
         system,
+        health: observed.health.clone(),
     })
 }
 

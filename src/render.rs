@@ -157,6 +157,8 @@ pub struct Rendered {
     pub asked_packages: BTreeSet<String>,
     /// What the roles that apply keep on the host, in role order.
     pub data: Vec<DataItem>,
+    /// The roles' looks at the host's health, in role order.
+    pub health: Vec<crate::health::HealthProbe>,
 }
 
 /// A task rendered for one host: what runs there, and its stdin.
@@ -730,6 +732,7 @@ impl<'a> Renderer<'a> {
             host: host.name.to_string(),
             server_name,
             expectations,
+            health: rendered.health,
         })
     }
 
@@ -867,6 +870,44 @@ impl<'a> Renderer<'a> {
         Ok(rendered)
     }
 
+    /// A role's looks at the host's health (`health:`), for a host it
+    /// applies to. Their verdicts are printed, so none may read a secret.
+    fn render_health(
+        &self,
+        role: &Role,
+        context: &JinjaValue,
+        redactor: &Redactor,
+    ) -> Result<Vec<crate::health::HealthProbe>, Problem> {
+        let mut probes = Vec::new();
+        for (index, spec) in role.manifest.health.iter().enumerate() {
+            let at = |field: &str| format!("health[{index}].{field}");
+            if let Some(when) = &spec.when
+                && !self.condition(role, when, &at("when"), context, redactor)?
+            {
+                continue;
+            }
+            let (script, read_secret) = ReadSecrets::during(context, || {
+                self.env.render_str(&spec.script, context.clone())
+            });
+            if read_secret {
+                return Err(Problem::new(format!(
+                    "role `{}`: a health look reads `secrets`; what it prints is shown in plans",
+                    role.name
+                ))
+                .in_file(&role.path)
+                .at_key(at("script")));
+            }
+            let script = script
+                .map_err(|error| manifest_template_problem(role, at("script"), &error, redactor))?;
+            probes.push(crate::health::HealthProbe {
+                role: role.name.clone(),
+                name: spec.name.clone(),
+                script,
+            });
+        }
+        Ok(probes)
+    }
+
     /// `render_host` with the host's context already made.
     fn render_in(
         &self,
@@ -886,6 +927,7 @@ impl<'a> Renderer<'a> {
         let mut actions = BTreeMap::new();
         let mut problems = Vec::new();
         let mut system = Vec::new();
+        let mut health = Vec::new();
         for role in self.roles.roles.values() {
             match self.condition(role, &role.manifest.when, "when", &context, redactor) {
                 Ok(true) => {}
@@ -955,6 +997,10 @@ impl<'a> Renderer<'a> {
             }
             match self.render_system(role, &context, redactor) {
                 Ok(items) => system.extend(items),
+                Err(problem) => problems.push(problem),
+            }
+            match self.render_health(role, &context, redactor) {
+                Ok(probes) => health.extend(probes),
                 Err(problem) => problems.push(problem),
             }
             for index in 0..role.manifest.files.len() {
@@ -1073,6 +1119,7 @@ impl<'a> Renderer<'a> {
                 actions,
                 notes,
                 system,
+                health,
                 ..Rendered::default()
             })
         } else {

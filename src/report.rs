@@ -135,6 +135,7 @@ pub fn plan_text(
         }
         out.push('\n');
     }
+    out.push_str(&health_text(planned, style));
     for host in planned {
         if let Err(reason) = &host.plan {
             out.push_str(&format!(
@@ -152,6 +153,34 @@ pub fn plan_text(
     out.push_str(&plan_summary(&Summary::of(planned, None), planned));
     out.push('\n');
     redactor.redact(&out).into_owned()
+}
+
+/// What the roles' looks found wrong on the hosts, whether or not they
+/// change: a failing backup is news on a converged host too.
+fn health_text(planned: &[PlannedHost], style: Style) -> String {
+    use crate::health::HealthStatus;
+    let mut out = String::new();
+    for host in planned {
+        let Ok(plan) = &host.plan else { continue };
+        for seen in plan.health.iter().filter(|seen| seen.is_concern()) {
+            let status = match seen.status {
+                HealthStatus::Error => style.red("FAILING"),
+                _ => style.yellow("warning"),
+            };
+            out.push_str(&format!(
+                "  {}: {} {status}: {}\n",
+                host.name, seen.name, seen.message
+            ));
+            if let Some(hint) = &seen.hint {
+                out.push_str(&format!("      hint: {hint}\n"));
+            }
+        }
+    }
+    if out.is_empty() {
+        out
+    } else {
+        format!("On the hosts (looked at there; not changes):\n{out}\n")
+    }
 }
 
 /// Hosts as a header: all names when few; with many, a count and a
@@ -498,6 +527,8 @@ struct JsonHost {
     interrupted_backup: Option<usize>,
     /// How earlier applies ended that matrixctl did not see end.
     earlier_runs: Vec<String>,
+    /// What the roles' looks at the host's health found, ok ones too.
+    health: Vec<crate::health::HealthSeen>,
     /// Packages, groups, users, directories and services to add or change.
     system: Vec<crate::system::SystemChange>,
     changes: Vec<JsonChange>,
@@ -582,6 +613,7 @@ pub fn json(
                 earlier_runs: plan
                     .map(|plan| plan.earlier_runs.clone())
                     .unwrap_or_default(),
+                health: plan.map(|plan| plan.health.clone()).unwrap_or_default(),
                 system: plan.map(|plan| plan.system.clone()).unwrap_or_default(),
                 changes,
             }

@@ -99,6 +99,11 @@ pub struct Manifest {
     /// answering.
     #[serde(default)]
     pub probes: Vec<ProbeSpec>,
+    /// Looks at the host that say whether it is well beyond its files (the
+    /// newest backup's age): read-only scripts that plan runs in its
+    /// observation and `check` over SSH (see `src/health.rs`).
+    #[serde(default)]
+    pub health: Vec<HealthSpec>,
     /// The ports this role's service needs open; the firewall is built
     /// from the ports of every role that applies.
     #[serde(default)]
@@ -587,6 +592,18 @@ pub struct TaskSpec {
     /// the operator wants on this host, as its vars stand).
     #[serde(default)]
     pub refuse: Option<String>,
+}
+
+/// A look at the host's health (see `Manifest::health`): `script` is a
+/// template, run on the host with nothing on stdin; it must change
+/// nothing, and prints `ok|warning|error MESSAGE`, then maybe `hint TEXT`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    pub name: String,
+    #[serde(default)]
+    pub when: Option<String>,
+    pub script: String,
 }
 
 /// A change that needs the operator's word (see `Manifest::refusals`).

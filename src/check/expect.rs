@@ -31,6 +31,8 @@ pub struct HostExpectations {
     pub host: String,
     pub server_name: String,
     pub expectations: Vec<Expectation>,
+    /// The roles' looks at the host's health, run on it over SSH.
+    pub health: Vec<crate::health::HealthProbe>,
 }
 
 /// Checks every expectation, in order.

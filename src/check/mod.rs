@@ -189,6 +189,44 @@ pub async fn check_host(net: &Net, expected: &expect::HostExpectations) -> Repor
     report
 }
 
+/// What the roles' looks on the host found (or why the host could not
+/// be asked), as findings of the report: a look that is not ok is a
+/// warning or an error, as it said.
+pub fn add_health(report: &mut Report, looked: Result<Vec<crate::health::HealthSeen>, String>) {
+    use crate::health::HealthStatus;
+    match looked {
+        Ok(seen) => {
+            for seen in seen {
+                report.checks.push(Finding {
+                    check: "on_host",
+                    status: match seen.status {
+                        HealthStatus::Ok => Status::Ok,
+                        HealthStatus::Warning => Status::Warning,
+                        HealthStatus::Error => Status::Error,
+                    },
+                    subject: seen.name,
+                    message: seen.message,
+                    hint: seen.hint,
+                });
+            }
+        }
+        Err(reason) => report.checks.push(Finding {
+            check: "on_host",
+            status: Status::Error,
+            subject: report.host.clone().unwrap_or_default(),
+            message: format!("could not look on the host: {reason}"),
+            hint: Some(
+                "its roles look at it over SSH (the newest backup's age): can `matrixctl plan` reach it?"
+                    .to_string(),
+            ),
+        }),
+    }
+    report.ok = report
+        .checks
+        .iter()
+        .all(|finding| finding.status != Status::Error);
+}
+
 fn finish(server_name: &str, findings: Findings, mut tester: tester::TesterReport) -> Report {
     tester.federation_ok = tester.error.is_none()
         && tester.version.error.is_none()
@@ -896,7 +934,7 @@ fn certificate_problem(seen: &Seen) -> (String, String) {
         Err(CertificateProblem::Expired) => (
             format!(
                 "the certificate for {names} expired{}",
-                leaf.map(|leaf| format!(" on {}", date(leaf.not_after))).unwrap_or_default()
+                leaf.map(|leaf| format!(" on {}", crate::calendar::date(leaf.not_after))).unwrap_or_default()
             ),
             "renewal is failing: look at the ACME client's log (docs/check.md says where)".into(),
         ),
@@ -947,29 +985,12 @@ fn expiry_warnings(seen: &[Seen], subject: &str, findings: &mut Findings) {
                 findings.warn(
                     "certificate_expiry",
                     subject,
-                    format!("the certificate for {} expires on {} ({days} days left)", seen.name, date(leaf.not_after)),
+                    format!("the certificate for {} expires on {} ({days} days left)", seen.name, crate::calendar::date(leaf.not_after)),
                     "renewal should have happened 30 days ahead: look at the ACME client's log and timer",
                 );
             }
         }
     }
-}
-
-/// `2026-12-01` for seconds since the epoch.
-fn date(seconds: i64) -> String {
-    // Days to a civil date (Howard Hinnant's algorithm).
-    let days = seconds.div_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
 }
 
 /// Client discovery: the client file, its base URL, identity server,
@@ -1205,15 +1226,5 @@ async fn check_support(net: &Net, hostname: &str, findings: &mut Findings) {
             problems.join("; "),
             "see MSC1929: contacts with a role and a matrix_id or email_address, or a support_page",
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dates_are_civil() {
-        assert_eq!(super::date(0), "1970-01-01");
-        assert_eq!(super::date(1_796_083_200), "2026-12-01");
-        assert_eq!(super::date(951_782_400), "2000-02-29");
     }
 }

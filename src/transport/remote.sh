@@ -1277,6 +1277,15 @@ mc_observe_os() {
     done < /etc/os-release
 }
 
+# A role's look at the host's health: the script "$2", named "$1", run
+# apart (its own shell, nothing on stdin, 30 s at most); it changes
+# nothing. `health NAME-BASE64 EXIT-CODE OUTPUT-BASE64`.
+mc_observe_health() {
+    mc_code=0
+    mc_out=$(timeout 30 sh -c "$2" 2>&1 < /dev/null) || mc_code=$?
+    printf 'health %s %s %s\n' "$(printf '%s' "$1" | base64 -w0)" "$mc_code" "$(printf '%s' "$mc_out" | base64 -w0)"
+}
+
 # `version NAME VERSION` for each package "$@" that is installed, or else
 # that apt would install now (its candidate, from the host's package
 # lists): one dpkg-query, and one apt-cache for the rest. A package apt

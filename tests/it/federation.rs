@@ -18,12 +18,20 @@ use crate::support::repo;
 /// dnsmasq on one address of the test machine's, answering only for the
 /// test's names (anything else under `example` does not exist), stopped
 /// by its pid.
-struct TestDns {
+pub struct TestDns {
     dnsmasq: Child,
+    /// The port it answers on (53, unless another was asked for).
+    pub port: u16,
 }
 
 impl TestDns {
     fn serve(address: &str, records: &[String]) -> TestDns {
+        TestDns::serve_on(address, 53, records)
+    }
+
+    /// On `port` of `address`: a test without its own network can have
+    /// one on loopback.
+    pub fn serve_on(address: &str, port: u16, records: &[String]) -> TestDns {
         let dnsmasq = Command::new("dnsmasq")
             .args([
                 "--keep-in-foreground",
@@ -37,17 +45,18 @@ impl TestDns {
                 "--local=/example/",
             ])
             .arg(format!("--listen-address={address}"))
+            .arg(format!("--port={port}"))
             .args(records)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("dnsmasq runs (apt-get install dnsmasq-base)");
-        let served = TestDns { dnsmasq };
+        let served = TestDns { dnsmasq, port };
         let started = Instant::now();
-        while std::net::TcpStream::connect((address, 53)).is_err() {
+        while std::net::TcpStream::connect((address, port)).is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
-                "dnsmasq never listened on {address}:53"
+                "dnsmasq never listened on {address}:{port}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -748,6 +757,145 @@ fn three_empty_hosts_federate(suite: &str, names: [&str; 3]) {
         outside.json("https://matrix.one.example/_matrix/client/versions")["versions"].is_array()
     );
     assert_eq!(sandbox.plan_exit_code(None), 0);
+
+    if suite == "trixie" {
+        let lost_and_restored = LostServer {
+            sandbox: &sandbox,
+            outside: &outside,
+            lost: &one.host,
+            repository: &two.host,
+            room_id: &room_id,
+            tokens: &tokens,
+            download: &download,
+            original: &original,
+        };
+        lost_and_restored.comes_back_and_federates_on(&fetch);
+    }
+}
+
+/// GET a media path of a host as a token: the body, and "STATUS TYPE".
+type Fetch<'f> = dyn Fn(&str, &str, &str) -> (Vec<u8>, String) + 'f;
+
+/// The homeserver of a federation that loses its disk, and what it is
+/// backed up to: another homeserver of the inventory, its repository
+/// machine too.
+struct LostServer<'a> {
+    sandbox: &'a crate::support::Sandbox,
+    outside: &'a Outside,
+    lost: &'a BootedHost,
+    repository: &'a BootedHost,
+    room_id: &'a str,
+    /// The admins' access tokens: one.example's, two.example's, ...
+    tokens: &'a [String],
+    /// The picture's media path (`download/SERVER/ID`) and its bytes.
+    download: &'a str,
+    original: &'a [u8],
+}
+
+impl LostServer<'_> {
+    /// one.example, backed up to two.example, loses its database, media,
+    /// signing key and its bridge's SQLite state, and `matrixctl restore`
+    /// puts them back: its room's history, its picture, the bridge's state
+    /// and its key are there, and two.example accepts what it says next
+    /// (signed with the key two.example has cached).
+    fn comes_back_and_federates_on(&self, fetch: &Fetch) {
+        let (sandbox, outside, lost) = (self.sandbox, self.outside, self.lost);
+        let host_key = self
+            .repository
+            .run("cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub");
+        let append = |file: &str, text: &str| {
+            let path = sandbox.path().join(file);
+            let before = std::fs::read_to_string(&path).unwrap();
+            std::fs::write(&path, format!("{before}{text}")).unwrap();
+        };
+        append(
+            "inventory/host_vars/one.example.yaml",
+            &format!(
+                "backup:\n  repository: ssh://borg@matrix.two.example/./one.example\n  host_key: {host_key}\n"
+            ),
+        );
+        append(
+            "inventory/host_vars/two.example.yaml",
+            "backup_server: {}\n",
+        );
+        let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+        assert_eq!(apply.code, 0, "{}", apply.transcript());
+        let bridge_db = "/var/lib/mautrix-telegram/mautrix-telegram.db";
+        lost.run(&format!(
+            "sqlite3 {bridge_db} \"CREATE TABLE drill (said TEXT); INSERT INTO drill VALUES ('kept')\""
+        ));
+        let signing_key = lost.run("cat /etc/matrix-synapse/homeserver.signing.key");
+        let backup = sandbox.run(&["backup", "one.example"]);
+        assert_eq!(backup.code, 0, "{}", backup.transcript());
+
+        // The disk is lost: everything the roles keep.
+        lost.run(&format!(
+            "systemctl stop matrix-synapse mautrix-telegram heisenbridge \
+             && cd / && runuser -u postgres -- dropdb synapse \
+             && rm -rf /var/lib/matrix-synapse/media /etc/matrix-synapse/homeserver.signing.key {bridge_db}"
+        ));
+        let restored = sandbox.run(&["restore", "one.example"]);
+        assert_eq!(restored.code, 0, "{}", restored.transcript());
+        assert_eq!(
+            lost.run("cat /etc/matrix-synapse/homeserver.signing.key"),
+            signing_key
+        );
+        assert_eq!(
+            lost.run(&format!("sqlite3 {bridge_db} 'SELECT said FROM drill'")),
+            "kept"
+        );
+        assert_eq!(lost.run("systemctl is-active mautrix-telegram"), "active");
+        crate::support::wait_until("one.example answers clients again", || {
+            outside
+                .call(
+                    "GET",
+                    "https://matrix.one.example/_matrix/client/versions",
+                    None,
+                    None,
+                )
+                .json["versions"]
+                .is_array()
+        });
+        // Its history and its picture, from the archive.
+        let (picture, status) = fetch("matrix.one.example", &self.tokens[0], self.download);
+        assert_eq!(status, "200 image/png");
+        assert!(picture == self.original, "the restored picture differs");
+        // What it says next, two.example accepts: the same key signs it.
+        let sent = outside.call(
+            "PUT",
+            &format!(
+                "https://matrix.one.example/_matrix/client/v3/rooms/{}/send/m.room.message/after-the-restore",
+                self.room_id
+            ),
+            Some(&self.tokens[0]),
+            Some(r#"{"msgtype": "m.text", "body": "back from the archive"}"#),
+        );
+        assert!(sent.json["event_id"].is_string(), "{}", sent.said);
+        let started = Instant::now();
+        loop {
+            let seen = outside.call(
+                "GET",
+                &format!(
+                    "https://matrix.two.example/_matrix/client/v3/rooms/{}/messages?dir=b&limit=20",
+                    self.room_id
+                ),
+                Some(&self.tokens[1]),
+                None,
+            );
+            if seen.said.contains("back from the archive") {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "two.example did not take one.example's message after the restore: {}\n{}",
+                seen.said,
+                self.repository
+                    .run("journalctl -u matrix-synapse -n 30 --no-pager")
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        assert_eq!(sandbox.plan_exit_code(None), 0);
+    }
 }
 
 /// The README's walk, "From an empty server to a federating one", command

@@ -134,9 +134,8 @@ pub struct HostAddArgs {
     /// @alice:example.com).
     pub domain: String,
 
-    /// The inventory directory.
-    #[arg(long, default_value = "inventory")]
-    pub inventory: PathBuf,
+    #[command(flatten)]
+    pub inventory: InventoryDir,
 
     /// The name the homeserver is reached at (default `matrix.DOMAIN`).
     #[arg(long, value_name = "NAME")]
@@ -152,8 +151,9 @@ pub struct HostAddArgs {
     #[arg(long, value_name = "DIR", conflicts_with = "ssh")]
     pub local: Option<String>,
 
-    /// How people get accounts.
-    #[arg(long, value_name = "MODE", value_parser = ["token", "closed", "open"])]
+    /// How people get accounts: a value of the `registration` option
+    /// (`matrixctl options` lists them; the role's declaration checks it).
+    #[arg(long, value_name = "MODE")]
     pub registration: Option<String>,
 
     /// A bridge to run for this customer (see `matrixctl options`, the
@@ -185,9 +185,8 @@ pub struct HostRemoveArgs {
     /// The host, as the inventory names it.
     pub domain: String,
 
-    /// The inventory directory.
-    #[arg(long, default_value = "inventory")]
-    pub inventory: PathBuf,
+    #[command(flatten)]
+    pub inventory: InventoryDir,
 
     /// Also delete the customer's data on the server (databases, media,
     /// the bridges' state, the signing key): its services stop, a last
@@ -206,9 +205,12 @@ pub struct HostRemoveArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The inventory directory (not read with --domain).
-    #[arg(default_value = "inventory")]
-    pub inventory: PathBuf,
+    /// The inventory directory (not read with --domain), or `-i DIR`.
+    #[arg(value_name = "INVENTORY", conflicts_with = "inventory_dir")]
+    pub inventory: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub inventory_flag: InventoryDir,
 
     /// Only these hosts: a name, a glob (`*.example.com`) or a group;
     /// several separated by commas or colons; `&P` intersects, `!P`
@@ -247,9 +249,8 @@ pub struct OnboardArgs {
     /// The host, as the inventory names it.
     pub domain: String,
 
-    /// The inventory directory.
-    #[arg(long, default_value = "inventory")]
-    pub inventory: PathBuf,
+    #[command(flatten)]
+    pub inventory: InventoryDir,
 
     /// text for a terminal, markdown to send the customer, json for tools.
     #[arg(long, value_enum, default_value_t = OnboardFormat::Text)]
@@ -268,9 +269,8 @@ pub struct VarsArgs {
     /// The host, as the inventory names it.
     pub domain: String,
 
-    /// The inventory directory.
-    #[arg(long, default_value = "inventory")]
-    pub inventory: PathBuf,
+    #[command(flatten)]
+    pub inventory: InventoryDir,
 
     /// Show every layer that sets this key (dotted, like `turn.host`),
     /// lowest precedence first, with file and line.
@@ -314,9 +314,8 @@ pub struct AdminCreateArgs {
     #[arg(long)]
     pub password_stdin: bool,
 
-    /// The inventory directory.
-    #[arg(long, default_value = "inventory")]
-    pub inventory: PathBuf,
+    #[command(flatten)]
+    pub inventory: InventoryDir,
 
     #[command(flatten)]
     pub connect: Connect,
@@ -335,9 +334,8 @@ pub struct BackupArgs {
     #[command(flatten)]
     pub wait: Wait,
 
-    /// The inventory directory.
-    #[arg(long, default_value = "inventory")]
-    pub inventory: PathBuf,
+    #[command(flatten)]
+    pub inventory: InventoryDir,
 
     #[command(flatten)]
     pub connect: Connect,
@@ -385,9 +383,8 @@ pub struct BackupVerifyArgs {
     #[command(flatten)]
     pub wait: Wait,
 
-    /// The inventory directory.
-    #[arg(long, default_value = "inventory")]
-    pub inventory: PathBuf,
+    #[command(flatten)]
+    pub inventory: InventoryDir,
 
     #[command(flatten)]
     pub connect: Connect,
@@ -398,9 +395,8 @@ pub struct BackupsArgs {
     /// The host, as the inventory names it.
     pub host: String,
 
-    /// The inventory directory.
-    #[arg(long, default_value = "inventory")]
-    pub inventory: PathBuf,
+    #[command(flatten)]
+    pub inventory: InventoryDir,
 
     #[command(flatten)]
     pub connect: Connect,
@@ -423,9 +419,8 @@ pub struct RestoreArgs {
     #[command(flatten)]
     pub wait: Wait,
 
-    /// The inventory directory.
-    #[arg(long, default_value = "inventory")]
-    pub inventory: PathBuf,
+    #[command(flatten)]
+    pub inventory: InventoryDir,
 
     #[command(flatten)]
     pub connect: Connect,
@@ -467,9 +462,8 @@ pub struct TokenCreateArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
     pub expires: Option<u64>,
 
-    /// The inventory directory.
-    #[arg(long, default_value = "inventory")]
-    pub inventory: PathBuf,
+    #[command(flatten)]
+    pub inventory: InventoryDir,
 
     #[command(flatten)]
     pub connect: Connect,
@@ -503,15 +497,90 @@ fn parse_duration_ms(text: &str) -> Result<u64, String> {
 
 #[derive(Debug, Args)]
 pub struct Selection {
-    /// The inventory directory.
-    #[arg(default_value = "inventory")]
-    pub inventory: PathBuf,
+    /// The inventory directory, or `-i DIR`.
+    #[arg(value_name = "INVENTORY", conflicts_with = "inventory_dir")]
+    pub inventory: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub inventory_flag: InventoryDir,
 
     /// Only these hosts: a name, a glob (`*.example.com`) or a group;
     /// several separated by commas or colons; `&P` intersects, `!P`
     /// excludes (`customers:&eu:!example.com`).
     #[arg(long, value_name = "PATTERN")]
     pub limit: Option<String>,
+}
+
+/// `-i/--inventory DIR`: every command that reads an inventory takes it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct InventoryDir {
+    /// The inventory directory [default: $MATRIXCTL_INVENTORY, else the
+    /// current directory when it holds hosts.yaml, else ./inventory].
+    #[arg(
+        id = "inventory_dir",
+        short = 'i',
+        long = "inventory",
+        value_name = "DIR"
+    )]
+    pub given: Option<PathBuf>,
+}
+
+impl InventoryDir {
+    /// The directory named, or the default.
+    pub fn path(&self) -> PathBuf {
+        inventory_dir(self.given.as_deref())
+    }
+}
+
+/// The inventory a command reads: the one it was given (positional or
+/// `-i`), else `MATRIXCTL_INVENTORY`, else the current directory when it
+/// holds hosts.yaml (matrixctl run from inside an inventory), else
+/// `./inventory`.
+pub fn inventory_dir(given: Option<&std::path::Path>) -> PathBuf {
+    if let Some(given) = given {
+        return given.to_path_buf();
+    }
+    if let Some(named) = std::env::var_os("MATRIXCTL_INVENTORY").filter(|named| !named.is_empty()) {
+        return PathBuf::from(named);
+    }
+    if std::path::Path::new("hosts.yaml").is_file() {
+        return PathBuf::from(".");
+    }
+    PathBuf::from("inventory")
+}
+
+impl Selection {
+    /// The inventory: positional or `-i`, else the default.
+    pub fn inventory_dir(&self) -> PathBuf {
+        inventory_dir(
+            self.inventory
+                .as_deref()
+                .or(self.inventory_flag.given.as_deref()),
+        )
+    }
+}
+
+impl CheckArgs {
+    /// The inventory: positional or `-i`, else the default.
+    pub fn inventory_dir(&self) -> PathBuf {
+        inventory_dir(
+            self.inventory
+                .as_deref()
+                .or(self.inventory_flag.given.as_deref()),
+        )
+    }
+}
+
+impl ApplyArgs {
+    /// The inventory or saved plan: positional or `-i`, else the default
+    /// inventory.
+    pub fn target(&self) -> PathBuf {
+        inventory_dir(
+            self.target
+                .as_deref()
+                .or(self.inventory_flag.given.as_deref()),
+        )
+    }
 }
 
 /// How hosts are reached and paced.
@@ -582,9 +651,12 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// The inventory directory, or a plan saved with `plan --out`.
-    #[arg(default_value = "inventory", value_name = "INVENTORY|PLAN")]
-    pub target: PathBuf,
+    /// The inventory directory (or `-i DIR`), or a plan saved with `plan --out`.
+    #[arg(value_name = "INVENTORY|PLAN", conflicts_with = "inventory_dir")]
+    pub target: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub inventory_flag: InventoryDir,
 
     /// Only these hosts: a name, a glob (`*.example.com`) or a group;
     /// several separated by commas or colons; `&P` intersects, `!P`

@@ -97,7 +97,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Backups(args) => {
             let said = run_task(
                 &cli.roles,
-                &args.inventory,
+                &args.inventory.path(),
                 &args.host,
                 "backup list",
                 &Default::default(),
@@ -119,7 +119,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let roles = RoleSet::load(&cli.roles)?;
             print!(
                 "{}",
-                scaffold::host_remove(&args.inventory, &roles, &args.domain)?
+                scaffold::host_remove(&args.inventory.path(), &roles, &args.domain)?
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -195,14 +195,17 @@ fn host_add_command(role_dirs: &[PathBuf], args: cli::HostAddArgs) -> Result<Exi
         vars,
         bridges: args.bridges,
     };
-    print!("{}", scaffold::host_add(&args.inventory, &roles, new)?);
+    print!(
+        "{}",
+        scaffold::host_add(&args.inventory.path(), &roles, new)?
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 /// `matrixctl onboard HOST`: the customer's checklist.
 fn onboard_command(role_dirs: &[PathBuf], args: cli::OnboardArgs) -> Result<ExitCode> {
     let roles = RoleSet::load(role_dirs)?;
-    let inventory = Inventory::load(&args.inventory, &roles)?;
+    let inventory = Inventory::load(&args.inventory.path(), &roles)?;
     let host = resolved(&inventory, inventory_host(&inventory, &args.domain)?)?;
     let redactor = redactor_for(&inventory);
     let checklist = Renderer::new(&roles).render_checklist(&inventory, &host, &redactor)?;
@@ -226,7 +229,7 @@ fn check_command(role_dirs: &[PathBuf], args: cli::CheckArgs, style: Style) -> R
         Some(_) => Vec::new(),
         None => {
             let roles = RoleSet::load(role_dirs)?;
-            let inventory = Inventory::load(&args.inventory, &roles)?;
+            let inventory = Inventory::load(&args.inventory_dir(), &roles)?;
             let redactor = redactor_for(&inventory);
             let renderer = Renderer::new(&roles);
             let mut expected = Vec::new();
@@ -321,7 +324,7 @@ fn check_command(role_dirs: &[PathBuf], args: cli::CheckArgs, style: Style) -> R
 /// `matrixctl vars HOST [--explain KEY]`.
 fn vars_command(role_dirs: &[PathBuf], args: cli::VarsArgs) -> Result<ExitCode> {
     let roles = RoleSet::load(role_dirs)?;
-    let inventory = Inventory::load(&args.inventory, &roles)?;
+    let inventory = Inventory::load(&args.inventory.path(), &roles)?;
     let host = inventory_host(&inventory, &args.domain)?;
     let redactor = redactor_for(&inventory);
     // What templates see, but the derived secrets.
@@ -491,7 +494,7 @@ fn admin_create(role_dirs: &[PathBuf], args: cli::AdminCreateArgs) -> Result<Exi
     .collect();
     let user_id = run_task(
         role_dirs,
-        &args.inventory,
+        &args.inventory.path(),
         &args.host,
         "admin create",
         &task_args,
@@ -522,7 +525,7 @@ fn backup_command(role_dirs: &[PathBuf], args: cli::BackupArgs) -> Result<ExitCo
         let archive = verify.archive.unwrap_or_else(|| "latest".to_string());
         let said = run_task(
             role_dirs,
-            &verify.inventory,
+            &verify.inventory.path(),
             &verify.host,
             "backup verify",
             &[("archive".to_string(), archive)].into_iter().collect(),
@@ -541,7 +544,7 @@ fn backup_command(role_dirs: &[PathBuf], args: cli::BackupArgs) -> Result<ExitCo
         let started = std::time::Instant::now();
         let said = run_task(
             role_dirs,
-            &args.inventory,
+            &args.inventory.path(),
             host,
             "backup now",
             &Default::default(),
@@ -577,7 +580,7 @@ fn backup_command(role_dirs: &[PathBuf], args: cli::BackupArgs) -> Result<ExitCo
 fn purge_host(role_dirs: &[PathBuf], args: &cli::HostRemoveArgs) -> Result<()> {
     let said = run_task(
         role_dirs,
-        &args.inventory,
+        &args.inventory.path(),
         &args.domain,
         "purge",
         &Default::default(),
@@ -629,7 +632,7 @@ fn restore_command(
     };
     run_task(
         role_dirs,
-        &args.inventory,
+        &args.inventory.path(),
         &args.host,
         "restore begin",
         &task_args(&[("force", if args.force { "yes" } else { "no" })]),
@@ -648,7 +651,8 @@ fn restore_command(
     let applied = apply_command(
         role_dirs,
         ApplyArgs {
-            target: args.inventory.clone(),
+            target: Some(args.inventory.path()),
+            inventory_flag: Default::default(),
             limit: Some(args.host.clone()),
             connect: args.connect.clone(),
             json: false,
@@ -667,7 +671,7 @@ fn restore_command(
     let connect = args.wait.applied_to(&args.connect);
     let restored = run_task(
         role_dirs,
-        &args.inventory,
+        &args.inventory.path(),
         &args.host,
         "restore",
         &task_args(&[("archive", &archive)]),
@@ -704,7 +708,7 @@ fn token_create(role_dirs: &[PathBuf], args: cli::TokenCreateArgs) -> Result<Exi
     .collect();
     let token = run_task(
         role_dirs,
-        &args.inventory,
+        &args.inventory.path(),
         &args.host,
         "token create",
         &task_args,
@@ -797,7 +801,7 @@ struct Prepared {
 
 fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
     let roles = Arc::new(RoleSet::load(role_dirs)?);
-    let inventory = Arc::new(Inventory::load(&selection.inventory, &roles)?);
+    let inventory = Arc::new(Inventory::load(&selection.inventory_dir(), &roles)?);
     let hosts = inventory.select(selection.limit.as_deref())?;
     let renderer = Renderer::new(&roles);
     let redactor = redactor_for(&inventory);
@@ -892,7 +896,7 @@ fn any_failed(planned: &[PlannedHost]) -> bool {
 /// inventory that no longer renders.
 fn disconnect_command(role_dirs: &[PathBuf], args: cli::DisconnectArgs) -> Result<ExitCode> {
     let roles = RoleSet::load(role_dirs)?;
-    let inventory = Inventory::load(&args.selection.inventory, &roles)?;
+    let inventory = Inventory::load(&args.selection.inventory_dir(), &roles)?;
     let mut hosts = Vec::new();
     for host in inventory.select(args.selection.limit.as_deref())? {
         hosts.push(resolved(&inventory, host)?);
@@ -972,7 +976,7 @@ fn plan_command(role_dirs: &[PathBuf], args: PlanArgs, style: Style) -> Result<E
         planned
     });
     if let Some(out) = &args.out {
-        let mut saved = SavedPlan::new(&args.selection.inventory, role_dirs, &planned)?;
+        let mut saved = SavedPlan::new(&args.selection.inventory_dir(), role_dirs, &planned)?;
         saved.report = Some(saved::SavedReport {
             text: report::plan_text(
                 &planned,
@@ -1030,8 +1034,9 @@ fn plan_command(role_dirs: &[PathBuf], args: PlanArgs, style: Style) -> Result<E
 }
 
 fn apply_command(role_dirs: &[PathBuf], args: ApplyArgs, style: Style) -> Result<ExitCode> {
-    let saved = if SavedPlan::is_saved_plan(&args.target) {
-        Some(SavedPlan::read(&args.target)?)
+    let target = args.target();
+    let saved = if SavedPlan::is_saved_plan(&target) {
+        Some(SavedPlan::read(&target)?)
     } else {
         None
     };
@@ -1054,14 +1059,16 @@ fn apply_command(role_dirs: &[PathBuf], args: ApplyArgs, style: Style) -> Result
             }
             let names: Vec<&str> = saved.hosts.keys().map(String::as_str).collect();
             let selection = Selection {
-                inventory: saved.inventory.clone(),
+                inventory: Some(saved.inventory.clone()),
+                inventory_flag: Default::default(),
                 limit: Some(names.join(",")),
             };
             (selection, saved.roles.clone())
         }
         None => (
             Selection {
-                inventory: args.target.clone(),
+                inventory: Some(target.clone()),
+                inventory_flag: Default::default(),
                 limit: args.limit.clone(),
             },
             role_dirs.to_vec(),

@@ -180,7 +180,7 @@ impl Inventory {
             return Err(Problem::new("the inventory directory does not exist")
                 .in_file(dir)
                 .with_hint(Some(
-                    "pass the inventory directory (with hosts.yaml) as an argument, e.g. `matrixctl plan inventory.example`"
+                    "name the inventory directory (the one with hosts.yaml) with `-i DIR`, set MATRIXCTL_INVENTORY, or run matrixctl inside it: e.g. `matrixctl plan -i inventory.example`"
                         .into(),
                 ))
                 .into());

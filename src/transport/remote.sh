@@ -156,7 +156,7 @@ mc_stat_fields() {
 # Sets mc_uid and mc_perm to what mc_stats says of path $1, or to nothing
 # when it does not list it.
 mc_stat_of() {
-    mc_uid= mc_perm=
+    mc_uid='' mc_perm=''
     mc_split_lines
     for mc_of_line in $mc_stats; do
         mc_stat_fields "$mc_of_line"
@@ -368,7 +368,7 @@ mc_need_group() {
 # directory stays; the others are removed once their files are in place
 # (mc_unstage).
 mc_stage_dirs() {
-    mc_missing= mc_made=
+    mc_missing='' mc_made=''
     for d; do
         s=$ROOT$d/$MC_STAGING_DIR
         if [ "$d" != "$MC_STATE_DIR" ]; then
@@ -444,7 +444,7 @@ MC_LIST
     case $mc_batch_kind in
         mode) mc_batch_command=chmod mc_batch_spec=$mc_batch_value ;;
         owner)
-            mc_batch_command=chown
+            mc_batch_command='chown'
             mc_batch_owner=${mc_batch_value%%:*} mc_batch_group=${mc_batch_value#*:}
             [ "$mc_batch_owner" != - ] || mc_batch_owner=
             [ "$mc_batch_group" != - ] || mc_batch_group=
@@ -465,7 +465,7 @@ MC_LIST
 # to disk, and the paths "$@" with them, in one sync: a rename must never
 # put in place a file whose bytes or attributes are not on disk yet.
 mc_flush_staged() {
-    mc_tmps= mc_modes= mc_owners=
+    mc_tmps='' mc_modes='' mc_owners=''
     for p; do
         mc_tmps="$mc_tmps$p
 "
@@ -997,6 +997,7 @@ mc_observe_transaction() {
     # Runs whose result nobody read (matrixctl stopped waiting, or its
     # connection broke for good), and runs killed on the host.
     for code in "$d"/runs/*.code; do
+        # shellcheck disable=SC2015 # a regular file, not a link, or the other branch: both tests, no side effect
         [ -f "$code" ] && [ ! -L "$code" ] || continue
         run=${code%.code}
         [ -f "$run.seen" ] && continue
@@ -1005,6 +1006,7 @@ mc_observe_transaction() {
         printf '\n'
     done
     for pid in "$d"/runs/*.pid; do
+        # shellcheck disable=SC2015 # a regular file, not a link, or the other branch: both tests, no side effect
         [ -f "$pid" ] && [ ! -L "$pid" ] || continue
         run=${pid%.pid}
         [ -f "$run.code" ] || printf 'run-killed %s\n' "${run##*/}"
@@ -1182,7 +1184,7 @@ mc_observe_services() {
         return 0
     fi
     shown=$(systemctl show -p UnitFileState -p ActiveState -- "$@" 2> /dev/null) || shown=
-    e= a=
+    e='' a=''
     while IFS= read -r line; do
         case $line in
             UnitFileState=*) e=${line#*=} ;;
@@ -1191,7 +1193,7 @@ mc_observe_services() {
                 [ $# -gt 0 ] || break
                 printf 'sys service %s %s %s\n' "$1" "${e:-missing}" "${a:-inactive}"
                 shift
-                e= a=
+                e='' a=''
                 ;;
         esac
     done << EOF
@@ -1413,7 +1415,9 @@ mc_generate() {
         tail -n 20 "$out" | sed 's/^/    /' >&2
         exit 4
     fi
+    # shellcheck disable=SC2015 # a regular file, not a link, or the other branch: both tests, no side effect
     [ -f "$1" ] && [ ! -L "$1" ] || mc_fail "$5 ran but made no file $1"
+    # shellcheck disable=SC2015 # either failing is the same failure
     chown -- "$2:$3" "$1" && chmod "$4" -- "$1" ||
         mc_fail "cannot give $1 to $2:$3 with mode $4"
 }

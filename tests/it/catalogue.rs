@@ -369,3 +369,22 @@ fn no_rust_file_names_a_component() {
         found.join("\n")
     );
 }
+
+/// The host program (`src/transport/remote.sh`, which every plan and
+/// apply runs on the hosts) passes shellcheck as POSIX sh: what it
+/// finds in a `set -eu` script run as root is worth a look every time.
+/// Each disabled check says why where it is disabled.
+#[test]
+fn the_host_program_passes_shellcheck() {
+    let output = std::process::Command::new("shellcheck")
+        .args(["--shell=sh", "--format=gcc"])
+        .arg(repo().join("src/transport/remote.sh"))
+        .output()
+        .expect("shellcheck runs (apt-get install shellcheck; scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "shellcheck:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

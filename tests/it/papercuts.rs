@@ -1,6 +1,7 @@
 //! The CLI's smaller promises: a summary-only plan, `show` of a saved
 //! plan, errors as JSON under `--json`, the impact block in JSON, and
-//! `-v`'s per-call timings.
+//! `-v`'s per-call timings; every command naming the inventory the
+//! same way.
 
 use crate::support::{FILES_PER_HOST, Sandbox, files_under};
 
@@ -209,4 +210,64 @@ fn many_hosts_render_and_fail_in_host_order_whatever_the_threads() {
         let again = sandbox.run(&["plan", "inventory"]);
         assert_eq!(again.stderr, first.stderr);
     }
+}
+
+/// Every command finds the inventory the same way: as given (positional
+/// where a command has one, or `-i DIR`), else `MATRIXCTL_INVENTORY`, else
+/// the current directory when it holds hosts.yaml, else `./inventory`.
+#[test]
+fn every_command_names_the_inventory_the_same_way() {
+    let sandbox = Sandbox::fleet();
+    std::fs::rename(
+        sandbox.path().join("inventory"),
+        sandbox.path().join("customers"),
+    )
+    .unwrap();
+    let ok = |run: crate::support::Run| {
+        assert_eq!(run.code, 0, "{}", run.transcript());
+        run
+    };
+    // Positional, and -i, for the commands that read hosts.
+    let positional = ok(sandbox.run(&["plan", "customers"]));
+    let flagged = ok(sandbox.run(&["plan", "-i", "customers"]));
+    assert_eq!(positional.stdout, flagged.stdout);
+    // (check reads the inventory before any request: a limit that matches
+    // none of its hosts says so.)
+    let check = sandbox.run(&["check", "--inventory", "customers", "--limit", "nothing*"]);
+    assert!(
+        check.stderr.contains("`nothing*` matches no host or group"),
+        "{}",
+        check.transcript()
+    );
+    // -i for the commands whose positional is a host.
+    for args in [
+        &["vars", "a.example", "-i", "customers"][..],
+        &["onboard", "a.example", "-i", "customers"],
+        &["render", "-i", "customers", "--out", "rendered"],
+    ] {
+        ok(sandbox.run(args));
+    }
+    // The environment, for any command.
+    let env = [("MATRIXCTL_INVENTORY", "customers")];
+    assert_eq!(
+        ok(sandbox.run_with_env(&["plan"], &env)).stdout,
+        positional.stdout
+    );
+    ok(sandbox.run_with_env(&["vars", "b.example"], &env));
+    // From inside the inventory, nothing to name.
+    let inside = ok(sandbox.run_from("customers", &["vars", "c.example"], &[]));
+    assert!(inside.stdout.contains("server_name"), "{}", inside.stdout);
+    ok(sandbox.run_from("customers", &["plan"], &[]));
+    // Named twice, differently: a usage error.
+    let twice = sandbox.run(&["plan", "customers", "-i", "elsewhere"]);
+    assert_eq!(twice.code, 1, "{}", twice.transcript());
+    assert!(
+        twice.stderr.contains("cannot be used with"),
+        "{}",
+        twice.stderr
+    );
+    // Nowhere to be found: the error says every way to name it.
+    let missing = sandbox.run(&["vars", "a.example"]);
+    assert_eq!(missing.code, 1, "{}", missing.transcript());
+    insta::assert_snapshot!(missing.stderr);
 }

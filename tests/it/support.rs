@@ -160,9 +160,14 @@ impl Sandbox {
     }
 
     pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        self.run_from("", args, env)
+    }
+
+    /// A run from the sandbox's directory `relative` (its own when empty).
+    pub fn run_from(&self, relative: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
         let output = Command::new(BIN)
             .args(args)
-            .current_dir(self.path())
+            .current_dir(self.path().join(relative))
             .env_remove("NO_COLOR")
             .env("MATRIXCTL_CONTROL_DIR", self.control_dir())
             .envs(env.iter().copied())

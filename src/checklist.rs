@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::render::OpenPort;
+use crate::roles::OpenPort;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Checklist {

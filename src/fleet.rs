@@ -457,7 +457,7 @@ fn run_id(host: &str) -> String {
         .map(|elapsed| elapsed.as_nanos())
         .unwrap_or_default();
     let seed = format!("{host} {} {nanos}", std::process::id());
-    crate::record::sha256_hex(seed.as_bytes())[..16].to_string()
+    crate::hash::sha256_hex(seed.as_bytes())[..16].to_string()
 }
 
 /// What one program run said about a run on the host.

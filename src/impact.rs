@@ -4,17 +4,15 @@
 //!
 //! Services come from the roles' handlers, with what each does to people
 //! as its role declares it (`impact:`). The rest comes from the roles'
-//! `impacts:` lines, templates comparing the role's facts at the last apply
-//! (kept in the host's record) with its facts now. The core knows no
-//! setting by name: a role says what its change means.
+//! `impacts:` lines, which planning evaluates (plan.rs, `role_effects`),
+//! comparing the role's facts at the last apply (kept in the host's
+//! record) with its facts now. The core knows no setting by name: a role
+//! says what its change means.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use minijinja::value::Serde;
-
 use crate::fleet::PlannedHost;
 use crate::plan::HostPlan;
-use crate::render::{Facts, RoleActions};
 
 /// One effect, and the hosts it happens on.
 pub type Impacts = BTreeMap<String, Vec<String>>;
@@ -65,76 +63,6 @@ fn host_effects(plan: &HostPlan) -> BTreeSet<String> {
             .map(|impact| format!(" ({impact})"))
             .unwrap_or_default();
         effects.insert(format!("{}{impact}", handler.name));
-    }
-    effects
-}
-
-/// What a changing role's `impacts:` lines say, given its facts at the
-/// last apply (`before`, none on a host never applied with them) and now,
-/// and whether this apply takes over files matrixctl did not write
-/// (`adopting`: a server set up by hand). A line that cannot be evaluated
-/// says so rather than vanishing.
-pub fn role_effects(
-    role: &str,
-    actions: &RoleActions,
-    before: Option<&Facts>,
-    adopting: bool,
-) -> Vec<String> {
-    evaluate(role, "impacts", &actions.impacts, actions, before, adopting)
-}
-
-/// What a changing role's `refusals:` say (those the operator has not
-/// waived), in the same context as its impacts: each line stops the host.
-pub fn role_refusals(
-    role: &str,
-    actions: &RoleActions,
-    before: Option<&Facts>,
-    adopting: bool,
-) -> Vec<String> {
-    evaluate(
-        role,
-        "refusals",
-        &actions.refusals,
-        actions,
-        before,
-        adopting,
-    )
-}
-
-fn evaluate(
-    role: &str,
-    what: &str,
-    templates: &[String],
-    actions: &RoleActions,
-    before: Option<&Facts>,
-    adopting: bool,
-) -> Vec<String> {
-    if templates.is_empty() {
-        return Vec::new();
-    }
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
-    // `before` stays undefined on a host without recorded facts, so a line
-    // can test `before.NAME is defined`.
-    let mut context = BTreeMap::new();
-    context.insert("after", minijinja::Value::from(Serde(&actions.facts)));
-    context.insert("adopting", minijinja::Value::from(adopting));
-    if let Some(before) = before {
-        context.insert("before", minijinja::Value::from(Serde(before)));
-    }
-    let mut effects = Vec::new();
-    for (index, template) in templates.iter().enumerate() {
-        match env.render_str(template, &context) {
-            Ok(text) => effects.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|line| !line.is_empty())
-                    .map(str::to_string),
-            ),
-            Err(error) => effects.push(format!(
-                "(role `{role}`: {what}[{index}] could not be evaluated: {error})"
-            )),
-        }
     }
     effects
 }

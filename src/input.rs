@@ -122,7 +122,7 @@ pub fn parse_yaml(path: &Path, text: &str) -> Result<serde_yaml::Value, Problem>
         .at_line(Some(line)));
     }
     let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|error| {
-        let mut problem = crate::roles::yaml_problem(path, &error);
+        let mut problem = yaml_problem(path, &error);
         // Some parser errors give a byte position, not a line.
         if let Some((message, position)) = problem.message.rsplit_once(" at position ")
             && let Ok(position) = position.trim().parse::<usize>()
@@ -261,6 +261,33 @@ fn too_deep_at(text: &str) -> Option<usize> {
 /// Whether a collection or a quoted scalar may start after this byte.
 fn starts_value(previous: u8) -> bool {
     matches!(previous, b'\n' | b':' | b'-' | b',' | b'[' | b'{' | b'?')
+}
+
+/// A YAML syntax error, with the parser's line.
+pub fn yaml_problem(path: &std::path::Path, error: &serde_yaml::Error) -> crate::problem::Problem {
+    let line = error.location().map(|location| location.line());
+    let mut message = error.to_string();
+    // serde_yaml appends " at line N column M"; the location line says it.
+    if let Some(index) = message.find(" at line ") {
+        message.truncate(index);
+    }
+    let message = crate::problem::without_quoted_values(&message);
+    let hint = if message.contains("duplicate entry") {
+        Some("a key (and a host) may appear only once in a map; merge the two entries".to_string())
+    } else if message.contains("expected an integer") || message.contains("expected a boolean") {
+        Some("a `!!int` or `!!bool` tag forces a type the value does not have; remove the tag, or quote the value".to_string())
+    } else {
+        Some(
+            "look at this line and the one before it: the indentation, a missing `:` or closing \
+             bracket or quote; quote a value that holds `: ` or ` #`, or starts with one of \
+             `{ [ * & ! % @ |` or a backtick"
+                .to_string(),
+        )
+    };
+    crate::problem::Problem::new(format!("invalid YAML: {message}"))
+        .in_file(path)
+        .at_line(line)
+        .with_hint(hint)
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 
-use crate::record::{Record, sha256_hex};
+use crate::hash::sha256_hex;
+use crate::record::Record;
 use crate::render::DesiredState;
 use crate::transport::Transport;
 use crate::transport::program::{DONE_MARKER, Program};
@@ -441,10 +442,6 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
     observed.leftovers.dedup();
     Ok(observed)
 }
-
-/// The directory beside a managed file where an apply stages the new files
-/// (remote.sh's `MC_STAGING_DIR`).
-pub const STAGING_DIR: &str = ".matrixctl-staged";
 
 #[cfg(test)]
 mod tests {

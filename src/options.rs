@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
-use crate::inventory::matrix::{Duration, MatrixId};
-use crate::inventory::schema::{DnsName, Port, Size, describe_value};
 use crate::problem::did_you_mean;
+use crate::values::matrix::{Duration, MatrixId};
+use crate::values::{DnsName, Port, Size, describe_value};
 
 /// What one var (or one field of an object var) must be.
 #[derive(Debug, Clone, Deserialize)]

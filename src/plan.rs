@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::hash::sha256_hex;
 use crate::observe::{FileState, Observed, PathState};
-use crate::record::{Record, RecordEntry, sha256_hex};
+use crate::record::{Record, RecordEntry};
 use crate::render::{DesiredFile, DesiredState, Handler, RoleActions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -389,15 +390,8 @@ pub fn plan_host(
                     && change.action == Action::Update
                     && !old_record.files.contains_key(&change.path)
             });
-            effects.extend(crate::impact::role_effects(
-                role,
-                role_actions,
-                before,
-                adopting,
-            ));
-            if let Some(refusal) =
-                crate::impact::role_refusals(role, role_actions, before, adopting).first()
-            {
+            effects.extend(role_effects(role, role_actions, before, adopting));
+            if let Some(refusal) = role_refusals(role, role_actions, before, adopting).first() {
                 return Err(Blocked(format!(
                     "refusing this host: role `{role}`: {refusal}"
                 )));
@@ -433,6 +427,82 @@ pub fn plan_host(
         system,
         health: observed.health.clone(),
     })
+}
+
+/// What a changing role's `impacts:` lines say, given its facts at the
+/// last apply (`before`, none on a host never applied with them) and now,
+/// and whether this apply takes over files matrixctl did not write
+/// (`adopting`: a server set up by hand). A line that cannot be evaluated
+/// says so rather than vanishing.
+fn role_effects(
+    role: &str,
+    actions: &RoleActions,
+    before: Option<&crate::record::Facts>,
+    adopting: bool,
+) -> Vec<String> {
+    evaluate(role, "impacts", &actions.impacts, actions, before, adopting)
+}
+
+/// What a changing role's `refusals:` say (those the operator has not
+/// waived), in the same context as its impacts: each line stops the host.
+fn role_refusals(
+    role: &str,
+    actions: &RoleActions,
+    before: Option<&crate::record::Facts>,
+    adopting: bool,
+) -> Vec<String> {
+    evaluate(
+        role,
+        "refusals",
+        &actions.refusals,
+        actions,
+        before,
+        adopting,
+    )
+}
+
+fn evaluate(
+    role: &str,
+    what: &str,
+    templates: &[String],
+    actions: &RoleActions,
+    before: Option<&crate::record::Facts>,
+    adopting: bool,
+) -> Vec<String> {
+    if templates.is_empty() {
+        return Vec::new();
+    }
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+    // `before` stays undefined on a host without recorded facts, so a line
+    // can test `before.NAME is defined`.
+    let mut context = BTreeMap::new();
+    context.insert(
+        "after",
+        minijinja::Value::from(minijinja::value::Serde(&actions.facts)),
+    );
+    context.insert("adopting", minijinja::Value::from(adopting));
+    if let Some(before) = before {
+        context.insert(
+            "before",
+            minijinja::Value::from(minijinja::value::Serde(before)),
+        );
+    }
+    let mut effects = Vec::new();
+    for (index, template) in templates.iter().enumerate() {
+        match env.render_str(template, &context) {
+            Ok(text) => effects.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty())
+                    .map(str::to_string),
+            ),
+            Err(error) => effects.push(format!(
+                "(role `{role}`: {what}[{index}] could not be evaluated: {error})"
+            )),
+        }
+    }
+    effects
 }
 
 #[cfg(test)]

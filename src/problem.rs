@@ -55,21 +55,6 @@ impl Problem {
     }
 }
 
-impl Problem {
-    /// The same problem with every known secret value replaced, in every
-    /// part that is printed: errors pass the redactor like plans do.
-    pub fn redacted(self, redactor: &crate::secrets::Redactor) -> Problem {
-        let clean = |text: String| redactor.redact(&text).into_owned();
-        Problem {
-            message: clean(self.message),
-            key: self.key.map(clean),
-            detail: self.detail.map(clean),
-            hint: self.hint.map(clean),
-            ..self
-        }
-    }
-}
-
 /// A YAML parser message without the scalars it quotes (`string "…"`):
 /// at parse time nothing yet says which values are secrets, and the file
 /// and line already point at the value.

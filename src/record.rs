@@ -12,9 +12,9 @@
 
 use std::collections::BTreeMap;
 
-use sha2::{Digest, Sha256};
-
-use crate::render::Facts;
+/// A role's facts (its `facts:`, rendered): name to value, as the
+/// record keeps them from one apply to the next.
+pub type Facts = std::collections::BTreeMap<String, serde_json::Value>;
 
 const HEADER: &str =
     "# matrixctl: files it manages on this host. Written by matrixctl; do not edit.\nv2\n";
@@ -106,13 +106,6 @@ impl Record {
     }
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,7 +116,7 @@ mod tests {
         record.files.insert(
             "/srv/a b/c".to_string(),
             RecordEntry {
-                sha256: sha256_hex(b"x"),
+                sha256: crate::hash::sha256_hex(b"x"),
                 mode: 0o640,
                 sensitive: true,
                 role: "web".to_string(),

@@ -15,7 +15,8 @@ use crate::exports::{ExportEntry, FleetExports, FleetView};
 use crate::facts::{FactsObject, HostFacts};
 use crate::inventory::{Connection, Host, Inventory};
 use crate::problem::{Problem, Problems};
-use crate::roles::{BUILTIN_TEMPLATES, Role, RoleSet};
+use crate::record::Facts;
+use crate::roles::{BUILTIN_TEMPLATES, OpenPort, Role, RoleSet};
 use crate::secrets::{Redactor, SecretFinder, SecretName};
 
 /// One file as the inventory says it should be.
@@ -55,9 +56,6 @@ pub struct RoleActions {
     /// needs one of them is refused naming what would make it.
     pub dormant_accounts: Vec<(String, String)>,
 }
-
-/// A role's facts: name to value.
-pub type Facts = BTreeMap<String, serde_json::Value>;
 
 /// A handler, rendered: run when its role's files changed. Two handlers
 /// are the same when they run the same thing in the same place (order,
@@ -109,20 +107,6 @@ pub struct ArmedRevert {
     pub save: String,
     pub revert: String,
     pub seconds: u32,
-}
-
-/// A port range open to the world, and which role wants it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct OpenPort {
-    pub start: u16,
-    pub end: u16,
-    pub proto: crate::roles::Proto,
-    pub role: String,
-    pub description: String,
-    /// `443` or `49152-49573`, as firewalls write it.
-    pub port: String,
-    /// `443/tcp`: the port and protocol, as people write them.
-    pub name: String,
 }
 
 /// Something a role that applies keeps on the host (see
@@ -2321,7 +2305,7 @@ fn check_dest(path: &str, state_dir: &str) -> Result<(), &'static str> {
         || path.ends_with(".matrixctl-tmp")
         || path
             .split('/')
-            .any(|part| part == crate::observe::STAGING_DIR)
+            .any(|part| part == crate::transport::program::STAGING_DIR)
     {
         return Err("is reserved for matrixctl's own record and staged files");
     }

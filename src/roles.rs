@@ -104,6 +104,16 @@ pub struct Manifest {
     /// observation and `check` over SSH (see `src/health.rs`).
     #[serde(default)]
     pub health: Vec<HealthSpec>,
+    /// Options this role renamed: old name to new (top-level vars). An
+    /// inventory that still sets the old name works, its value under the
+    /// new one, with a warning naming the new one; for one release, then
+    /// the entry moves to `removed_options`.
+    #[serde(default)]
+    pub renamed_options: BTreeMap<String, String>,
+    /// Options this role no longer has: old name to what replaced it. An
+    /// inventory that sets one gets an error saying so, at its line.
+    #[serde(default)]
+    pub removed_options: BTreeMap<String, String>,
     /// The ports this role's service needs open; the firewall is built
     /// from the ports of every role that applies.
     #[serde(default)]
@@ -839,6 +849,26 @@ impl RoleSet {
         }
     }
 
+    /// The new name of a var a role renamed, and the role.
+    pub fn renamed(&self, old: &str) -> Option<(&str, &Role)> {
+        self.roles.values().find_map(|role| {
+            role.manifest
+                .renamed_options
+                .get(old)
+                .map(|new| (new.as_str(), role))
+        })
+    }
+
+    /// What replaced a var a role removed, and the role.
+    pub fn removed(&self, old: &str) -> Option<(&str, &Role)> {
+        self.roles.values().find_map(|role| {
+            role.manifest
+                .removed_options
+                .get(old)
+                .map(|instead| (instead.as_str(), role))
+        })
+    }
+
     /// Every secret the roles declare, in name order.
     pub fn secret_names(&self) -> Vec<crate::secrets::SecretName> {
         let mut names: Vec<_> = self
@@ -946,6 +976,45 @@ impl RoleSet {
                     );
                 }
             }
+            // An old name is no name anything still declares, and a new
+            // one is: otherwise the warning would point nowhere.
+            let known = |key: &str| {
+                crate::values::CORE_KEYS.contains(&key)
+                    || self.option_tree.contains_key(key)
+                    || self
+                        .roles
+                        .values()
+                        .any(|role| role.manifest.defaults.contains_key(key))
+            };
+            for (old, new) in &role.manifest.renamed_options {
+                if known(old) || !known(new) {
+                    problems.push(
+                        Problem::new(format!(
+                            "role `{}` renames `{old}` to `{new}`, but {}",
+                            role.name,
+                            if known(old) {
+                                format!("`{old}` is still a var")
+                            } else {
+                                format!("no role declares `{new}`")
+                            }
+                        ))
+                        .in_file(&role.path)
+                        .at_key(format!("renamed_options.{old}")),
+                    );
+                }
+            }
+            for old in role.manifest.removed_options.keys() {
+                if known(old) {
+                    problems.push(
+                        Problem::new(format!(
+                            "role `{}` says `{old}` was removed, but it is still a var",
+                            role.name
+                        ))
+                        .in_file(&role.path)
+                        .at_key(format!("removed_options.{old}")),
+                    );
+                }
+            }
             // A declaration that cannot work is the role's mistake, said
             // once, before any host is looked at.
             for (key, spec) in &role.manifest.options {
@@ -979,7 +1048,7 @@ impl RoleSet {
                     );
                     continue;
                 };
-                if crate::inventory::schema::CORE_KEYS.contains(&key) {
+                if crate::values::CORE_KEYS.contains(&key) {
                     problems.push(
                         Problem::new(format!(
                             "role `{}` declares a default for `{key}`, which matrixctl itself defines",
@@ -1144,7 +1213,7 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, Problem> {
     let mut manifest: Manifest = deserialize_at(value).map_err(|error| {
         Problem::new(format!("invalid role manifest: {}", error.message))
             .in_file(path)
-            .at_line(crate::inventory::locate::line_of_key(text, &error.keys))
+            .at_line(crate::locate::line_of_key(text, &error.keys))
             .at_key(error.display)
             .with_hint(suggestion_for_serde_message(&error.message))
     })?;
@@ -1203,7 +1272,7 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, Problem> {
                 "`{key}` is both a declared option and in `defaults`"
             ))
             .in_file(path)
-            .at_line(crate::inventory::locate::line_of_key(
+            .at_line(crate::locate::line_of_key(
                 text,
                 &["defaults".to_string(), key.clone()],
             ))
@@ -1293,31 +1362,18 @@ fn adopt_options(manifest: &mut Manifest, replaced: &Manifest) {
     }
 }
 
-/// A YAML syntax error, with the parser's line.
-pub fn yaml_problem(path: &Path, error: &serde_yaml::Error) -> Problem {
-    let line = error.location().map(|location| location.line());
-    let mut message = error.to_string();
-    // serde_yaml appends " at line N column M"; the location line says it.
-    if let Some(index) = message.find(" at line ") {
-        message.truncate(index);
-    }
-    let message = crate::problem::without_quoted_values(&message);
-    let hint = if message.contains("duplicate entry") {
-        Some("a key (and a host) may appear only once in a map; merge the two entries".to_string())
-    } else if message.contains("expected an integer") || message.contains("expected a boolean") {
-        Some("a `!!int` or `!!bool` tag forces a type the value does not have; remove the tag, or quote the value".to_string())
-    } else {
-        Some(
-            "look at this line and the one before it: the indentation, a missing `:` or closing \
-             bracket or quote; quote a value that holds `: ` or ` #`, or starts with one of \
-             `{ [ * & ! % @ |` or a backtick"
-                .to_string(),
-        )
-    };
-    Problem::new(format!("invalid YAML: {message}"))
-        .in_file(path)
-        .at_line(line)
-        .with_hint(hint)
+/// A port range open to the world, and which role wants it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OpenPort {
+    pub start: u16,
+    pub end: u16,
+    pub proto: Proto,
+    pub role: String,
+    pub description: String,
+    /// `443` or `49152-49573`, as firewalls write it.
+    pub port: String,
+    /// `443/tcp`: the port and protocol, as people write them.
+    pub name: String,
 }
 
 #[cfg(test)]

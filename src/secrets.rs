@@ -311,6 +311,23 @@ impl SecretFinder {
     }
 }
 
+// Here, not in problem.rs: a problem knows nothing of secrets, and the
+// redactor is what knows them.
+impl crate::problem::Problem {
+    /// The same problem with every known secret value replaced, in every
+    /// part that is printed: errors pass the redactor like plans do.
+    pub fn redacted(self, redactor: &Redactor) -> Problem {
+        let clean = |text: String| redactor.redact(&text).into_owned();
+        Problem {
+            message: clean(self.message),
+            key: self.key.map(clean),
+            detail: self.detail.map(clean),
+            hint: self.hint.map(clean),
+            ..self
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -516,7 +516,7 @@ fn release_of_build(version: &str) -> Option<&str> {
 /// What the host program reports for a repository that is as wanted: the
 /// SHA-256 of its key file followed by its `.sources` file.
 pub fn repository_digest(key: &str, sources: &str) -> String {
-    crate::record::sha256_hex(format!("{key}{sources}").as_bytes())
+    crate::hash::sha256_hex(format!("{key}{sources}").as_bytes())
 }
 
 /// A directory item's path must not be something else already (a file, a

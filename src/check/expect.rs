@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::net::{Failure, Lookup, Net};
 use super::{Findings, WELL_KNOWN_CAP, certificate_problem};
-use crate::render::OpenPort;
+use crate::roles::OpenPort;
 use crate::roles::Proto;
 
 #[derive(Debug, Clone)]

@@ -16,8 +16,8 @@
 pub mod assertions;
 pub mod explain;
 pub mod layers;
-pub mod locate;
-pub mod matrix;
+pub use crate::locate;
+pub use crate::values::matrix;
 pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,6 +44,9 @@ pub struct Inventory {
     pub master_key: MasterKey,
     /// Every secret the roles declare: what each host derives.
     pub secret_names: Vec<SecretName>,
+    /// What the operator should change though it still works (a renamed
+    /// option), once each, sorted.
+    pub warnings: Vec<String>,
 }
 
 /// One Matrix host.
@@ -61,6 +64,8 @@ pub struct Host {
     /// Every value the operator gave for a secret (overrides, and options
     /// declared `secret`), for redaction.
     pub secret_values: Vec<String>,
+    /// Renamed options its vars files still set (see `Inventory::warnings`).
+    pub warnings: Vec<String>,
 }
 
 /// How matrixctl reaches a host.
@@ -301,6 +306,13 @@ impl Inventory {
             }
         }
 
+        // A vars file several hosts read warns once.
+        let warnings: Vec<String> = hosts
+            .iter()
+            .flat_map(|host| host.warnings.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         match master_key {
             Some(master_key) if problems.is_empty() => Ok(Inventory {
                 dir: dir.to_path_buf(),
@@ -308,6 +320,7 @@ impl Inventory {
                 groups,
                 master_key,
                 secret_names: roles.secret_names(),
+                warnings,
             }),
             // A derived secret pasted where a plain value goes (or used as
             // a key) would print in the problem that names it.
@@ -545,7 +558,8 @@ fn load_host(
     entry: &HostEntry,
     line: Option<usize>,
 ) -> Result<Host, Vec<Problem>> {
-    let layered = layer_vars(dns_name, entry, roles, group_vars, host_vars)
+    let mut warnings = BTreeSet::new();
+    let layered = layer_vars(dns_name, entry, roles, group_vars, host_vars, &mut warnings)
         .map_err(|problem| vec![problem])?;
     let root = match &entry.root {
         None => PathBuf::from("/"),
@@ -611,6 +625,7 @@ fn load_host(
         vars,
         merged,
         secret_values,
+        warnings: warnings.into_iter().collect(),
     })
 }
 
@@ -659,6 +674,7 @@ fn layer_vars(
     roles: &RoleSet,
     group_vars: &BTreeMap<String, VarsFile>,
     host_vars: &BTreeMap<String, VarsFile>,
+    warnings: &mut BTreeSet<String>,
 ) -> Result<Layered, Problem> {
     let mut layered = Layered::default();
     for role in roles.roles.values() {
@@ -677,9 +693,62 @@ fn layer_vars(
             path: file.path.clone(),
             text: file.text.clone(),
         };
-        push(&mut layered, source, &file.vars)?;
+        let vars = renamed_vars(file, roles, warnings)?;
+        push(&mut layered, source, &vars)?;
     }
     Ok(layered)
+}
+
+/// A vars file's top-level vars with the roles' renamed options under
+/// their new names (each a warning naming file, line and new name), or
+/// an error at the first removed option it sets, saying what replaced it.
+fn renamed_vars(
+    file: &VarsFile,
+    roles: &RoleSet,
+    warnings: &mut BTreeSet<String>,
+) -> Result<Mapping, Problem> {
+    let at = |key: &str| crate::locate::line_of_key(&file.text, &[key.to_string()]);
+    let mut vars = Mapping::new();
+    for (key, value) in &file.vars {
+        let Some(name) = key.as_str() else {
+            vars.insert(key.clone(), value.clone());
+            continue;
+        };
+        if let Some((instead, role)) = roles.removed(name) {
+            return Err(
+                Problem::new(format!("`{name}` was removed (role `{}`)", role.name))
+                    .in_file(&file.path)
+                    .at_line(at(name))
+                    .at_key(name.to_string())
+                    .with_hint(Some(instead.trim().to_string())),
+            );
+        }
+        match roles.renamed(name) {
+            Some((new, role)) => {
+                if file.vars.contains_key(new) {
+                    return Err(Problem::new(format!(
+                        "`{name}` and its new name `{new}` are both set (role `{}` renamed it)",
+                        role.name
+                    ))
+                    .in_file(&file.path)
+                    .at_line(at(name))
+                    .at_key(name.to_string())
+                    .with_hint(Some(format!("keep `{new}` alone"))));
+                }
+                let line = at(name).map(|line| format!(":{line}")).unwrap_or_default();
+                warnings.insert(format!(
+                    "{}{line}: `{name}` is now `{new}` (role `{}`); it still works in this release: rename it",
+                    file.path.display(),
+                    role.name
+                ));
+                vars.insert(Value::String(new.to_string()), value.clone());
+            }
+            None => {
+                vars.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    Ok(vars)
 }
 
 fn push(layered: &mut Layered, source: Source, vars: &Mapping) -> Result<(), Problem> {

@@ -3,6 +3,10 @@
 
 use base64::Engine;
 
+/// The directory beside a managed file where an apply stages the new files
+/// (remote.sh's `MC_STAGING_DIR`).
+pub const STAGING_DIR: &str = ".matrixctl-staged";
+
 /// The functions every program starts with.
 pub const REMOTE_FUNCTIONS: &str = include_str!("remote.sh");
 
@@ -169,7 +173,7 @@ impl Program {
         list.push(format!("{state}/."));
         for path in paths {
             if let Some((dir, _)) = path.rsplit_once('/') {
-                let staging = format!("{root}{dir}/{}", crate::observe::STAGING_DIR);
+                let staging = format!("{root}{dir}/{}", STAGING_DIR);
                 if seen.insert(staging.clone()) {
                     list.push(staging);
                     list.push(format!("{root}{dir}/."));
@@ -527,10 +531,7 @@ mod tests {
             );
         }
         assert!(
-            !dir.path()
-                .join("etc")
-                .join(crate::observe::STAGING_DIR)
-                .exists(),
+            !dir.path().join("etc").join(STAGING_DIR).exists(),
             "the staging directory goes once its files are in place"
         );
 
@@ -643,10 +644,7 @@ mod tests {
 
     #[test]
     fn the_host_program_and_the_planner_name_the_staging_directory_alike() {
-        assert!(REMOTE_FUNCTIONS.contains(&format!(
-            "\nMC_STAGING_DIR={}\n",
-            crate::observe::STAGING_DIR
-        )));
+        assert!(REMOTE_FUNCTIONS.contains(&format!("\nMC_STAGING_DIR={}\n", STAGING_DIR)));
     }
 
     #[test]

@@ -21,9 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 use super::{NotSent, Output};
+use crate::hash::sha256_hex;
 use crate::inventory::SshTarget;
 use crate::inventory::schema::{Become, SshOptions};
-use crate::record::sha256_hex;
 
 /// Settings shared by every SSH connection of one run.
 #[derive(Debug, Clone)]

@@ -350,7 +350,7 @@ fn no_rust_file_names_a_component() {
                 // `host add --bridge NAME` writes `bridges.NAME`, a prefix
                 // of the roles' options: the core knows the word, never a
                 // bridge.
-                let host_add = ["cli.rs", "scaffold.rs", "lib.rs"]
+                let host_add = ["cli.rs", "scaffold.rs", "commands/hosts.rs"]
                     .iter()
                     .any(|file| path.ends_with(file));
                 if *name == "bridge" && host_add {
@@ -387,4 +387,104 @@ fn the_host_program_passes_shellcheck() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The modules' layers, bottom first (ARCHITECTURE.md, "Layers").
+const LAYERS: &[&[&str]] = &[
+    &[
+        "calendar", "diff", "escape", "hash", "input", "locate", "openpgp", "parallel", "problem",
+        "progress", "sshkey", "values",
+    ],
+    &["secrets", "trace"],
+    &["options", "roles", "exports", "facts", "health", "record"],
+    &["inventory", "check", "checklist"],
+    &["transport", "system"],
+    &["render"],
+    &["observe"],
+    &["plan"],
+    &["fleet"],
+    &["impact", "report", "saved", "scaffold", "archives"],
+    &["cli"],
+    &["commands"],
+    &["lib"],
+];
+
+/// Every module uses only modules of its own layer or below, and no two
+/// modules use each other, however indirectly: the graph read from every
+/// `crate::` path outside tests (rust-analyzer's tidy tests are the model).
+#[test]
+fn the_modules_use_only_their_layer_and_those_below_and_never_in_a_circle() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let layer_of = |module: &str| LAYERS.iter().position(|layer| layer.contains(&module));
+    let path = regex::Regex::new(r"crate::([a-z_]+)").unwrap();
+    let mut uses: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut files = vec![repo().join("src")];
+    while let Some(file) = files.pop() {
+        if file.is_dir() {
+            files.extend(
+                std::fs::read_dir(&file)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+            continue;
+        }
+        let relative = file.strip_prefix(repo().join("src")).unwrap();
+        if relative.extension().is_none_or(|ext| ext != "rs")
+            || relative == std::path::Path::new("main.rs")
+        {
+            continue;
+        }
+        let module = relative
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_string();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let used = uses.entry(module.clone()).or_default();
+        for found in path.captures_iter(code) {
+            if found[1] != module {
+                used.insert(found[1].to_string());
+            }
+        }
+    }
+    let mut wrong = Vec::new();
+    for (module, used) in &uses {
+        let Some(own) = layer_of(module) else {
+            wrong.push(format!(
+                "{module} is in no layer: place it in LAYERS and ARCHITECTURE.md"
+            ));
+            continue;
+        };
+        for other in used {
+            match layer_of(other) {
+                Some(layer) if layer <= own => {}
+                _ => wrong.push(format!(
+                    "{module} (layer {}) uses {other}, above it",
+                    own + 1
+                )),
+            }
+        }
+    }
+    // A circle within a layer: a module reaching itself.
+    for module in uses.keys() {
+        let mut seen = BTreeSet::new();
+        let mut next: Vec<&String> = uses[module].iter().collect();
+        while let Some(other) = next.pop() {
+            if other == module {
+                wrong.push(format!(
+                    "{module} reaches itself through the modules it uses"
+                ));
+                break;
+            }
+            if seen.insert(other.clone()) {
+                next.extend(uses.get(other).into_iter().flatten());
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

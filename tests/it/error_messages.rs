@@ -5,7 +5,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::support::{BIN, repo};
+use crate::support::{BIN, Sandbox, repo};
 
 #[test]
 fn bad_inventories_get_clear_errors() {
@@ -97,4 +97,68 @@ fn a_usage_error_exits_1_never_the_changes_pending_code() {
         "{}",
         help.stdout
     );
+}
+
+/// A role that renamed an option keeps the old name working, with a
+/// warning naming file, line and the new name; one that removed an option
+/// refuses it at its line, saying what replaced it.
+#[test]
+fn renamed_options_warn_and_removed_ones_say_what_replaced_them() {
+    let sandbox = Sandbox::fleet();
+    sandbox.write(
+        "myroles/greeting.yaml",
+        "description: a greeting\n\
+         when: \"true\"\n\
+         options:\n  greeting_text:\n    type: string\n    default: hello\n    description: what the file says\n\
+         renamed_options:\n  greeting: greeting_text\n\
+         removed_options:\n  greeting_color: colours went away in 2.0; style the page with CSS instead\n\
+         files:\n  - template: greeting.j2\n    dest: /etc/greeting\n    mode: \"0644\"\n",
+    );
+    sandbox.write("myroles/templates/greeting.j2", "{{ greeting_text }}\n");
+    let all = "synapse_group: root\nhost_commands: false\n";
+    let roles = ["--roles", "myroles"];
+    let run = |args: &[&str]| sandbox.run(&[&roles[..], args].concat());
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        &format!("{all}greeting: bonjour\n"),
+    );
+    let renamed = run(&["render", "inventory", "--out", "out"]);
+    assert_eq!(renamed.code, 0, "{}", renamed.transcript());
+    assert_eq!(
+        std::fs::read_to_string(sandbox.path().join("out/a.example/etc/greeting")).unwrap(),
+        "bonjour\n"
+    );
+    let mut transcripts = format!("$ matrixctl render (greeting set)\n{}", renamed.stderr);
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        &format!("{all}greeting: bonjour\ngreeting_text: salut\n"),
+    );
+    let both = run(&["plan", "inventory"]);
+    assert_eq!(both.code, 1, "{}", both.transcript());
+    transcripts.push_str(&format!(
+        "\n$ matrixctl plan (greeting and greeting_text set)\n{}",
+        both.stderr
+    ));
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        &format!("{all}greeting_color: red\n"),
+    );
+    let removed = run(&["plan", "inventory"]);
+    assert_eq!(removed.code, 1, "{}", removed.transcript());
+    transcripts.push_str(&format!(
+        "\n$ matrixctl plan (greeting_color set)\n{}",
+        removed.stderr
+    ));
+    // A rename to nothing, or of a name still in use, is the role's mistake.
+    sandbox.write(
+        "myroles/greeting.yaml",
+        "when: \"false\"\nrenamed_options:\n  greeting: greeting_words\n  matrix_fqdn: federation_port\n",
+    );
+    let broken = run(&["plan", "inventory"]);
+    assert_eq!(broken.code, 1, "{}", broken.transcript());
+    transcripts.push_str(&format!(
+        "\n$ matrixctl plan (a role renaming to nothing)\n{}",
+        broken.stderr
+    ));
+    insta::assert_snapshot!(transcripts);
 }

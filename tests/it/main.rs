@@ -1,6 +1,9 @@
 //! matrixctl's integration tests: one binary, a module per feature, and
 //! `support` for the sandboxes they run the real binary in.
 
+// A test that unwraps fails, which is what a test is for.
+#![allow(clippy::unwrap_used)]
+
 mod all_or_nothing;
 mod backup;
 mod booted;

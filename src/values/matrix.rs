@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::schema::{DnsName, describe_value};
+use super::{DnsName, describe_value};
 
 /// A Matrix user ID, `@localpart:server.name`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -1,0 +1,298 @@
+//! The commands, one module each kind (lib.rs dispatches to them), and
+//! what they share: loading the inventory, preparing a selection of
+//! hosts before any is touched (`prepare`), reaching hosts, running a
+//! role's task on one.
+
+mod backups;
+mod checks;
+mod hosts;
+mod pipeline;
+mod tasks;
+
+pub(crate) use backups::{backup_command, purge_host, restore_command};
+pub(crate) use checks::check_command;
+pub(crate) use hosts::{host_add_command, onboard_command, vars_command};
+pub(crate) use pipeline::{
+    apply_command, disconnect_command, plan_command, render_command, show_command,
+};
+pub(crate) use tasks::{admin_create, token_create};
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cli::{ApplyArgs, Connect, PlanArgs, RenderArgs, Selection};
+use crate::diff::Style;
+use crate::fleet::{Applied, FleetOptions, PlannedHost, Rollout, Target};
+use crate::inventory::Inventory;
+use crate::problem::Problems;
+use crate::render::{DesiredState, Renderer, redactor_for};
+use crate::roles::RoleSet;
+use crate::saved::{SavedHost, SavedPlan};
+use crate::secrets::Redactor;
+use crate::transport::ssh::{ControlDir, SshSettings};
+
+use crate::{
+    calendar, check, cli, facts, fleet, inventory, parallel, problem, report, saved, scaffold,
+    trace, transport,
+};
+
+/// The inventory at `dir`; what the operator should change though it
+/// still works (a renamed option) goes to stderr, once per run.
+pub(crate) fn load_inventory(dir: &Path, roles: &RoleSet) -> Result<Inventory, Problems> {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let inventory = Inventory::load(dir, roles)?;
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        for warning in &inventory.warnings {
+            eprintln!("warning: {warning}");
+        }
+    }
+    Ok(inventory)
+}
+
+/// The inventory's host `name`, or an error listing the hosts.
+pub(crate) fn inventory_host<'a>(
+    inventory: &'a Inventory,
+    name: &str,
+) -> Result<&'a inventory::Host> {
+    inventory
+        .hosts
+        .iter()
+        .find(|host| host.name.as_str() == name)
+        .ok_or_else(|| {
+            let known = inventory.hosts.iter().map(|host| host.name.as_str());
+            problem::Problem::new(format!("no host `{name}` in the inventory"))
+                .in_file(&inventory.dir.join("hosts.yaml"))
+                .with_hint(Some(format!(
+                    "its hosts: {}",
+                    known.collect::<Vec<_>>().join(", ")
+                )))
+                .into()
+        })
+}
+
+/// Runs the task `name` that a role offers on the inventory's host
+/// `host_name`, with `args`; what it printed. `also_secret` are values of
+/// this run that must not show in an error either (a new password).
+pub(crate) fn run_task(
+    role_dirs: &[PathBuf],
+    inventory_dir: &Path,
+    host_name: &str,
+    name: &str,
+    args: &std::collections::BTreeMap<String, String>,
+    connect: &Connect,
+    also_secret: &[String],
+) -> Result<String> {
+    let roles = RoleSet::load(role_dirs)?;
+    let inventory = load_inventory(inventory_dir, &roles)?;
+    let host = resolved(&inventory, inventory_host(&inventory, host_name)?)?;
+    let renderer = Renderer::new(&roles);
+    let redactor = redactor_for(&inventory);
+    trace::arm(&redactor);
+    let Some(task) = renderer
+        .render_task(&inventory, &host, name, args, &redactor)
+        .map_err(|problem| problem.redacted(&redactor))?
+    else {
+        bail!(
+            "no role that applies to {host_name} offers `{name}`; `matrixctl options` says which role does, and the condition under which it applies"
+        );
+    };
+    let (_control_dir, options) = reaching(connect, [&host])?;
+    let this_run = Redactor::new(also_secret.iter().cloned());
+    runtime()?
+        .block_on(fleet::run_task(&host, &task, &options))
+        .map_err(|error| {
+            let said = format!("{error:#}");
+            anyhow::anyhow!(
+                "{name} on {host_name} failed: {}",
+                this_run.redact(&redactor.redact(&said))
+            )
+        })
+}
+
+/// A checked inventory with every selected host rendered: the point after
+/// which hosts may be contacted.
+pub(crate) struct Prepared {
+    targets: Vec<Target>,
+    redactor: Redactor,
+}
+
+pub(crate) fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
+    let roles = Arc::new(RoleSet::load(role_dirs)?);
+    let inventory = Arc::new(load_inventory(&selection.inventory_dir(), &roles)?);
+    let hosts = inventory.select(selection.limit.as_deref())?;
+    let renderer = Renderer::new(&roles);
+    let redactor = redactor_for(&inventory);
+    trace::arm(&redactor);
+    // A host whose roles read its facts is rendered again once it has told
+    // them (fleet.rs): with these very roles, inventory and templates.
+    let exports = renderer
+        .fleet_exports(&inventory, &redactor)
+        .map_err(|Problems(problems)| {
+            Problems(
+                problems
+                    .into_iter()
+                    .map(|problem| problem.redacted(&redactor))
+                    .collect(),
+            )
+        })?;
+    let render_again: fleet::RenderAgain = {
+        let (roles, inventory, redactor) = (roles.clone(), inventory.clone(), redactor.clone());
+        Arc::new(move |host, facts| {
+            Renderer::new(&roles)
+                .knowing(exports.clone())
+                .render_host(&inventory, host, facts, &redactor)
+                .map_err(|Problems(problems)| {
+                    let problems = problems
+                        .into_iter()
+                        .map(|problem| problem.redacted(&redactor))
+                        .collect();
+                    Problems(problems).to_string()
+                })
+        })
+    };
+    let unknown = facts::HostFacts::default();
+    let rendered = parallel::map(&hosts, |host| -> Result<Target, Vec<problem::Problem>> {
+        let host = resolved(&inventory, host).map_err(|problem| vec![problem])?;
+        match renderer.render_host(&inventory, &host, &unknown, &redactor) {
+            Ok(rendered) => Ok(Target {
+                host,
+                rendered,
+                render_again: render_again.clone(),
+            }),
+            Err(Problems(more)) => Err(more
+                .into_iter()
+                .map(|problem| problem.redacted(&redactor))
+                .collect()),
+        }
+    });
+    let mut problems = Vec::new();
+    let mut targets = Vec::new();
+    for result in rendered {
+        match result {
+            Ok(target) => targets.push(target),
+            Err(more) => problems.extend(more),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Problems(problems).into());
+    }
+    Ok(Prepared { targets, redactor })
+}
+
+/// `host` with the user and port its SSH config gives, where hosts.yaml
+/// leaves them out.
+pub(crate) fn resolved(
+    inventory: &Inventory,
+    host: &inventory::Host,
+) -> Result<inventory::Host, problem::Problem> {
+    let mut host = host.clone();
+    if let inventory::Connection::Ssh(target) = &mut host.connection
+        && (!target.user_given || !target.port_given)
+        && let Err(reason) = transport::ssh::resolve(target, &host.vars.ssh_options)
+    {
+        return Err(problem::Problem::new(reason)
+            .in_file(&inventory.dir.join("hosts.yaml"))
+            .at_key(format!("hosts.{}.ssh", host.name)));
+    }
+    Ok(host)
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub(crate) fn any_failed(planned: &[PlannedHost]) -> bool {
+    planned.iter().any(|host| host.plan.is_err())
+}
+
+pub(crate) fn any_changes(planned: &[PlannedHost]) -> bool {
+    planned
+        .iter()
+        .any(|host| host.plan.as_ref().is_ok_and(|plan| !plan.is_empty()))
+}
+
+fn reached_over_ssh<'a>(hosts: impl IntoIterator<Item = &'a inventory::Host>) -> bool {
+    hosts
+        .into_iter()
+        .any(|host| matches!(host.connection, inventory::Connection::Ssh(_)))
+}
+
+/// How this run reaches `hosts`, as `connect` says: the one place that
+/// decides whether SSH masters are kept (`--persist`, only when a host is
+/// reached over SSH). The directory must live as long as the options are
+/// used: a run's own directory goes when it is dropped.
+pub(crate) fn reaching<'a>(
+    connect: &Connect,
+    hosts: impl IntoIterator<Item = &'a inventory::Host>,
+) -> Result<(ControlDir, FleetOptions)> {
+    let control_dir = ControlDir::for_run(connect.persist.0, reached_over_ssh(hosts))?;
+    let options = FleetOptions {
+        forks: connect.forks,
+        timeout: Duration::from_secs(connect.timeout),
+        ssh: Arc::new(SshSettings {
+            control_dir: control_dir.path().to_path_buf(),
+            connect_timeout: Duration::from_secs(connect.timeout),
+            accept_new_host_keys: connect.accept_new_host_keys,
+            // Kept only where the kept masters' directory is in use.
+            persist: match &control_dir {
+                ControlDir::Kept(_) => connect.persist.0,
+                ControlDir::Run(_) => None,
+            },
+        }),
+    };
+    Ok((control_dir, options))
+}
+
+/// Who holds a host's lock while this apply runs: shown to a second apply.
+pub(crate) fn lock_owner() -> String {
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|user| !user.is_empty())
+        .unwrap_or_else(user_of_this_process);
+    let machine = fs_err::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "?".to_string());
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| calendar::date_time(elapsed.as_secs() as i64))
+        .unwrap_or_default();
+    format!(
+        "matrixctl apply by {user}@{machine} (pid {}) since {since}",
+        std::process::id()
+    )
+}
+
+/// The name of the user this process runs as, from /etc/passwd, or its uid.
+pub(crate) fn user_of_this_process() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(uid) = fs_err::metadata("/proc/self").map(|meta| meta.uid()) else {
+        return "?".to_string();
+    };
+    fs_err::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                (fields.nth(1)? == uid.to_string()).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// Asks on the terminal; only `yes` goes ahead.
+pub(crate) fn confirmed() -> Result<bool> {
+    eprint!("Apply these changes? Only 'yes' is accepted: ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}

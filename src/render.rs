@@ -147,7 +147,6 @@ pub struct Rendered {
 
 /// A task rendered for one host: what runs there, and its stdin.
 pub struct RenderedTask {
-    pub role: String,
     pub script: String,
     pub input: String,
 }
@@ -364,7 +363,6 @@ impl<'a> Renderer<'a> {
                 }
             }
             return Ok(Some(RenderedTask {
-                role: role.name.clone(),
                 script: template("script", &task.script)?,
                 input: template("input", &task.input)?,
             }));
@@ -400,6 +398,19 @@ impl<'a> Renderer<'a> {
         let first_pass = minijinja::value::merge_maps([
             JinjaValue::from(Serde(&base)),
             minijinja::context! { host => JinjaValue::from_dyn_object(facts.clone()) },
+        ]);
+        // Whether matrixctl manages the system here: the one gate of every
+        // role's system items, which templates read as `system_managed`.
+        let system_managed = match self.roles.system_gate() {
+            Some((role, gate)) => self
+                .condition(role, gate, "system_when", &first_pass, redactor)
+                .map_err(|problem| Problems(vec![problem]))?,
+            None => true,
+        };
+        base.insert("system_managed".into(), system_managed.into());
+        let first_pass = minijinja::value::merge_maps([
+            first_pass,
+            minijinja::context! { system_managed => system_managed },
         ]);
         let ports = match self.open_ports(&first_pass, redactor) {
             Ok(ports) => ports,
@@ -912,6 +923,9 @@ impl<'a> Renderer<'a> {
         let mut problems = Vec::new();
         let mut system = Vec::new();
         let mut health = Vec::new();
+        let system_managed = context
+            .get_attr("system_managed")
+            .is_ok_and(|managed| managed.is_true());
         for role in self.roles.roles.values() {
             match self.condition(role, &role.manifest.when, "when", &context, redactor) {
                 Ok(true) => {}
@@ -979,9 +993,12 @@ impl<'a> Renderer<'a> {
                     )),
                 }
             }
-            match self.render_system(role, &context, redactor) {
-                Ok(items) => system.extend(items),
-                Err(problem) => problems.push(problem),
+            // No system item where matrixctl does not manage the system.
+            if system_managed {
+                match self.render_system(role, &context, redactor) {
+                    Ok(items) => system.extend(items),
+                    Err(problem) => problems.push(problem),
+                }
             }
             match self.render_health(role, &context, redactor) {
                 Ok(probes) => health.extend(probes),
@@ -1169,19 +1186,39 @@ impl<'a> Renderer<'a> {
                     .iter()
                     .map(|spec| ("user", &spec.name, &spec.when)),
             );
+        // An account is dormant here when the system gate is shut or its
+        // own `when` is false; what would make it is both, as written.
+        let system_managed = context
+            .get_attr("system_managed")
+            .is_ok_and(|managed| managed.is_true());
+        let gate = self
+            .roles
+            .system_gate()
+            .map(|(_, gate)| gate.trim().to_string());
         for (kind, name, when) in dormant {
-            let Some(when) = when else { continue };
+            let own_false = match when {
+                Some(when) => matches!(
+                    self.condition(role, when, "when", context, redactor),
+                    Ok(false)
+                ),
+                None => false,
+            };
+            let mut needs = Vec::new();
+            if !system_managed && let Some(gate) = &gate {
+                needs.push(gate.clone());
+            }
+            if own_false && let Some(when) = when {
+                needs.push(when.trim().to_string());
+            }
             // Rendering a name that does not render is the item's own
             // error, reported where the item applies; here it is skipped.
-            let (Ok(false), Ok(name)) = (
-                self.condition(role, when, "when", context, redactor),
-                self.env.render_str(name, context.clone()),
-            ) else {
+            let (false, Ok(name)) = (needs.is_empty(), self.env.render_str(name, context.clone()))
+            else {
                 continue;
             };
             actions
                 .dormant_accounts
-                .push((format!("{kind} {name}"), when.trim().to_string()));
+                .push((format!("{kind} {name}"), needs.join(" and ")));
         }
         for (index, refusal) in role.manifest.refusals.iter().enumerate() {
             let key = format!("refusals[{index}].unless");
@@ -1681,7 +1718,18 @@ impl<'a> Renderer<'a> {
                 continue; // render_host reports a broken `when`
             }
             let mut services = Vec::new();
-            for (index, spec) in role.manifest.services.iter().enumerate() {
+            // A service is a system item: none where matrixctl does not
+            // manage the system.
+            let system_managed = context
+                .get_attr("system_managed")
+                .is_ok_and(|managed| managed.is_true());
+            for (index, spec) in role
+                .manifest
+                .services
+                .iter()
+                .enumerate()
+                .filter(|_| system_managed)
+            {
                 let key = format!("services[{index}]");
                 if !self.item_applies(role, &spec.when, &key, context, redactor, &mut problems) {
                     continue;

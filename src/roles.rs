@@ -104,6 +104,13 @@ pub struct Manifest {
     /// observation and `check` over SSH (see `src/health.rs`).
     #[serde(default)]
     pub health: Vec<HealthSpec>,
+    /// The condition every role's system items (repositories, packages,
+    /// accounts, directories, venvs, services, databases, generated files,
+    /// certificates) need besides their own `when`: matrixctl manages the
+    /// system on this host. Declared once, by one role (services), for
+    /// all; templates and conditions read its value as `system_managed`.
+    #[serde(default)]
+    pub system_when: Option<String>,
     /// Options this role renamed: old name to new (top-level vars). An
     /// inventory that still sets the old name works, its value under the
     /// new one, with a warning naming the new one; for one release, then
@@ -849,6 +856,17 @@ impl RoleSet {
         }
     }
 
+    /// The one gate of every role's system items, and the role that
+    /// declares it (see `Manifest::system_when`); none when no role does.
+    pub fn system_gate(&self) -> Option<(&Role, &str)> {
+        self.roles.values().find_map(|role| {
+            role.manifest
+                .system_when
+                .as_deref()
+                .map(|gate| (role, gate))
+        })
+    }
+
     /// The new name of a var a role renamed, and the role.
     pub fn renamed(&self, old: &str) -> Option<(&str, &Role)> {
         self.roles.values().find_map(|role| {
@@ -975,6 +993,19 @@ impl RoleSet {
                         ))),
                     );
                 }
+            }
+            if role.manifest.system_when.is_some()
+                && let Some((other, _)) = self.system_gate()
+                && other.name != role.name
+            {
+                problems.push(
+                    Problem::new(format!(
+                        "roles `{}` and `{}` both declare `system_when`, the one gate of every role's system items",
+                        other.name, role.name
+                    ))
+                    .in_file(&role.path)
+                    .at_key("system_when"),
+                );
             }
             // An old name is no name anything still declares, and a new
             // one is: otherwise the warning would point nowhere.

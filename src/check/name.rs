@@ -21,16 +21,6 @@ impl fmt::Display for Host {
     }
 }
 
-impl Host {
-    /// The name a certificate must be valid for and TLS sends as SNI.
-    pub fn tls_name(&self) -> String {
-        match self {
-            Host::Ip(ip) => ip.to_string(),
-            Host::Dns(name) => name.clone(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerName {
     pub host: Host,

@@ -16,8 +16,8 @@
 pub mod assertions;
 pub mod explain;
 pub mod layers;
-pub use crate::locate;
-pub use crate::values::matrix;
+pub(crate) use crate::locate;
+pub(crate) use crate::values::matrix;
 pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -438,7 +438,7 @@ fn a_host_without_synapse_is_refused_at_plan_time_when_nothing_would_install_it(
         plan.stdout.contains(
             "refusing this host: group 'matrix-synapse' does not exist on this host, and no role here creates it"
         ) && plan.stdout.contains(
-            "hint: role `synapse` makes it when `synapse_install == \"venv\" and manage_system and host_commands and whole_host`"
+            "hint: role `synapse` makes it when `synapse_install == \"venv\"`"
         ),
         "{}",
         plan.stdout

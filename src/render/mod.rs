@@ -1,0 +1,907 @@
+//! Renders a host's desired files: its vars into a template context, each
+//! role's `when` decides, each file's template, destination, mode and owner
+//! are rendered. Strict: a missing var is an error naming template and line.
+//! Deterministic: sorted maps in, the same bytes out, every time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path};
+use std::sync::Arc;
+
+use minijinja::value::Serde;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value as JinjaValue};
+use serde_yaml::{Mapping, Value};
+
+use crate::exports::{ExportEntry, FleetExports, FleetView};
+use crate::facts::{FactsObject, HostFacts};
+use crate::inventory::{Connection, Host, Inventory};
+use crate::problem::{Problem, Problems};
+use crate::record::Facts;
+use crate::roles::{BUILTIN_TEMPLATES, OpenPort, Role, RoleSet};
+use crate::secrets::{Redactor, SecretFinder, SecretName};
+
+mod context;
+mod files;
+mod outside;
+mod system;
+
+/// One file as the inventory says it should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredFile {
+    /// Absolute path on the host (not including the host's `root`).
+    pub path: String,
+    pub content: Vec<u8>,
+    pub mode: u32,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub role: String,
+    /// Holds a secret (or the role says so): its content is never shown.
+    pub sensitive: bool,
+}
+
+/// A host's desired files, by path.
+pub type DesiredState = BTreeMap<String, DesiredFile>;
+
+/// A role's checks and handlers for one host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoleActions {
+    pub validators: Vec<String>,
+    pub handlers: Vec<Handler>,
+    /// For a role that no longer applies: what to run once its files are
+    /// removed (stop its service, or reload the server that included them).
+    pub removal_handlers: Vec<Handler>,
+    /// The role's facts for this host, stored in the record by apply.
+    pub facts: Facts,
+    /// The role's impact templates (over `before` and `after` facts).
+    pub impacts: Vec<String>,
+    /// The role's refusal templates the operator has not waived (their
+    /// `unless` is false for this host), evaluated like `impacts`.
+    pub refusals: Vec<String>,
+    /// Accounts the role makes under a condition that is false for this
+    /// host: (`group NAME` or `user NAME`, the condition). A file that
+    /// needs one of them is refused naming what would make it.
+    pub dormant_accounts: Vec<(String, String)>,
+}
+
+/// A handler, rendered: run when its role's files changed. Two handlers
+/// are the same when they run the same thing in the same place (order,
+/// name, command, armed revert): the impact text is not compared, so one
+/// owed by an interrupted apply (read back without it) still runs once.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Handler {
+    pub order: u32,
+    pub name: String,
+    pub command: String,
+    /// Save, revert and seconds, for a handler that must be confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub armed: Option<ArmedRevert>,
+    /// What people notice while it runs, for the plan's impact summary
+    /// (kept in a journal too, so owed handlers are described alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impact: Option<String>,
+}
+
+impl Handler {
+    fn identity(&self) -> (u32, &str, &str, Option<&ArmedRevert>) {
+        (self.order, &self.name, &self.command, self.armed.as_ref())
+    }
+}
+
+impl PartialEq for Handler {
+    fn eq(&self, other: &Handler) -> bool {
+        self.identity() == other.identity()
+    }
+}
+
+impl Eq for Handler {}
+
+impl PartialOrd for Handler {
+    fn partial_cmp(&self, other: &Handler) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Handler {
+    fn cmp(&self, other: &Handler) -> std::cmp::Ordering {
+        self.identity().cmp(&other.identity())
+    }
+}
+
+/// An automatic revert, armed before a handler that could cut matrixctl off.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct ArmedRevert {
+    pub save: String,
+    pub revert: String,
+    pub seconds: u32,
+}
+
+/// Something a role that applies keeps on the host (see
+/// `Manifest::data`), rendered: what a backup holds.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct DataItem {
+    pub role: String,
+    pub kind: crate::roles::DataKind,
+    /// The database's name, or the path.
+    pub location: String,
+    pub what: String,
+    /// The role's services (the units that use it): stopped while it is
+    /// restored.
+    pub services: Vec<String>,
+}
+
+/// Everything rendered for one host.
+#[derive(Debug, Clone, Default)]
+pub struct Rendered {
+    pub files: DesiredState,
+    /// Per role that applies: its validators and handlers, rendered.
+    pub actions: BTreeMap<String, RoleActions>,
+    /// What the operator must do outside the host (a DNS record to create),
+    /// from the roles' `notes`; shown by plan.
+    pub notes: Vec<String>,
+    /// Packages, groups, users, directories and services, in item order.
+    pub system: Vec<crate::system::Wanted>,
+    /// Whether anything rendered read the host's facts (`host`): then the
+    /// host is rendered again once they are known.
+    pub read_facts: bool,
+    /// The packages whose versions the templates asked about.
+    pub asked_packages: BTreeSet<String>,
+    /// What the roles that apply keep on the host, in role order.
+    pub data: Vec<DataItem>,
+    /// The roles' looks at the host's health, in role order.
+    pub health: Vec<crate::health::HealthProbe>,
+}
+
+/// A task rendered for one host: what runs there, and its stdin.
+pub struct RenderedTask {
+    pub script: String,
+    pub input: String,
+}
+
+/// The template environment over built-in and `--roles` templates.
+pub struct Renderer<'a> {
+    env: Environment<'static>,
+    roles: &'a RoleSet,
+    /// What the inventory's hosts export (`fleet`), gathered on the first
+    /// render: a renderer serves one inventory.
+    fleet: std::sync::OnceLock<Result<Arc<FleetExports>, Vec<Problem>>>,
+}
+
+/// The fuel of one render (minijinja's units: an instruction, or a byte
+/// allocated): 16 MiB of output at most, and as many steps.
+pub const TEMPLATE_FUEL: u64 = 16 << 20;
+
+impl<'a> Renderer<'a> {
+    pub fn new(roles: &'a RoleSet) -> Renderer<'a> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Templates choose their quoting (`| tojson`); nothing is escaped behind their back.
+        env.set_auto_escape_callback(|_| AutoEscape::None);
+        let mut syntax = minijinja::syntax::SyntaxConfig::builder();
+        // Block tags on their own line leave no blank line or indent
+        // behind (trim_blocks, lstrip_blocks), as in Ansible templates.
+        syntax
+            .keep_trailing_newline(true)
+            .trim_blocks(true)
+            .lstrip_blocks(true);
+        env.set_syntax(syntax.build().expect("the default delimiters are valid"));
+        // Each render has a budget of steps and of bytes allocated (a
+        // `--roles` template growing a string in a loop would otherwise
+        // abort the process on a failed allocation). Far above what any
+        // built-in template spends: their files are a few KiB each.
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        env.add_filter("merge", merge_maps);
+        // One token of each format the roles write (see escape.rs).
+        env.add_filter("nginx", crate::escape::nginx);
+        env.add_filter("caddy", crate::escape::caddy);
+        env.add_filter("caddy_body", crate::escape::caddy_body);
+        env.add_filter("haproxy", crate::escape::haproxy);
+        env.add_filter("env", crate::escape::env);
+        env.add_filter("word", crate::escape::word);
+        env.add_filter("html_text", crate::escape::html_text);
+        env.add_filter("html_markup", crate::escape::html_markup);
+        env.add_filter("bytes", size_in_bytes);
+        // Facts about the host (`host.packages.NAME`) are Debian versions.
+        env.add_test("version_at_least", crate::facts::version_at_least);
+        env.add_filter("version_prefix", crate::facts::version_prefix);
+        // An SSH key derived from a secret (see sshkey.rs).
+        env.add_filter("ssh_private_key", |secret: &str, comment: Option<&str>| {
+            crate::sshkey::private_key(secret, comment.unwrap_or_default())
+        });
+        let dirs = roles.template_dirs.clone();
+        env.set_loader(move |name| {
+            if Path::new(name)
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_)))
+            {
+                return Ok(None);
+            }
+            for dir in &dirs {
+                let path = dir.join(name);
+                if path.is_file() {
+                    return fs_err::read_to_string(&path).map(Some).map_err(|error| {
+                        minijinja::Error::new(
+                            minijinja::ErrorKind::InvalidOperation,
+                            error.to_string(),
+                        )
+                    });
+                }
+            }
+            Ok(BUILTIN_TEMPLATES
+                .get_file(name)
+                .map(|file| String::from_utf8_lossy(file.contents()).into_owned()))
+        });
+        Renderer {
+            env,
+            roles,
+            fleet: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// This renderer, knowing the inventory's exports already (gathered
+    /// by another renderer of the same inventory).
+    pub fn knowing(self, exports: Arc<FleetExports>) -> Renderer<'a> {
+        let _ = self.fleet.set(Ok(exports));
+        self
+    }
+
+    /// Everything `host` wants, with what is known of the host itself
+    /// (`facts`: nothing before it was observed).
+    pub fn render_host(
+        &self,
+        inventory: &Inventory,
+        host: &Host,
+        facts: &HostFacts,
+        redactor: &Redactor,
+    ) -> Result<Rendered, Problems> {
+        let facts = FactsObject::new(facts.clone());
+        let (context, _, data) = self.full_context(inventory, host, &facts, redactor)?;
+        let mut rendered = self.render_in(inventory, host, &context, redactor)?;
+        rendered.data = data;
+        rendered.read_facts = facts.was_read();
+        rendered.asked_packages = facts.asked_packages();
+        Ok(rendered)
+    }
+
+    /// A role's looks at the host's health (`health:`), for a host it
+    /// applies to. Their verdicts are printed, so none may read a secret.
+    fn render_health(
+        &self,
+        role: &Role,
+        context: &JinjaValue,
+        redactor: &Redactor,
+    ) -> Result<Vec<crate::health::HealthProbe>, Problem> {
+        let mut probes = Vec::new();
+        for (index, spec) in role.manifest.health.iter().enumerate() {
+            let at = |field: &str| format!("health[{index}].{field}");
+            if let Some(when) = &spec.when
+                && !self.condition(role, when, &at("when"), context, redactor)?
+            {
+                continue;
+            }
+            let (script, read_secret) = ReadSecrets::during(context, || {
+                self.env.render_str(&spec.script, context.clone())
+            });
+            if read_secret {
+                return Err(Problem::new(format!(
+                    "role `{}`: a health look reads `secrets`; what it prints is shown in plans",
+                    role.name
+                ))
+                .in_file(&role.path)
+                .at_key(at("script")));
+            }
+            let script = script
+                .map_err(|error| manifest_template_problem(role, at("script"), &error, redactor))?;
+            probes.push(crate::health::HealthProbe {
+                role: role.name.clone(),
+                name: spec.name.clone(),
+                script,
+            });
+        }
+        Ok(probes)
+    }
+
+    /// `render_host` with the host's context already made.
+    fn render_in(
+        &self,
+        inventory: &Inventory,
+        host: &Host,
+        context: &JinjaValue,
+        redactor: &Redactor,
+    ) -> Result<Rendered, Problems> {
+        let context = context.clone();
+        let host_secrets = SecretFinder::new(
+            host_secrets(inventory, host)
+                .into_values()
+                .chain(host.secret_values.iter().cloned()),
+        );
+        let mut desired = DesiredState::new();
+        let mut notes = Vec::new();
+        let mut actions = BTreeMap::new();
+        let mut problems = Vec::new();
+        let mut system = Vec::new();
+        let mut health = Vec::new();
+        let system_managed = context
+            .get_attr("system_managed")
+            .is_ok_and(|managed| managed.is_true());
+        for role in self.roles.roles.values() {
+            match self.condition(role, &role.manifest.when, "when", &context, redactor) {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Its files, if any are on the host, go away: say what
+                    // to run then.
+                    match self.render_handlers(
+                        role,
+                        &role.manifest.removal_handlers,
+                        "removal_handlers",
+                        &context,
+                        redactor,
+                    ) {
+                        Ok(removal_handlers) if !removal_handlers.is_empty() => {
+                            actions.insert(
+                                role.name.clone(),
+                                RoleActions {
+                                    removal_handlers,
+                                    ..RoleActions::default()
+                                },
+                            );
+                        }
+                        Ok(_) => {}
+                        Err(problem) => problems.push(problem),
+                    }
+                    continue;
+                }
+                Err(problem) => {
+                    problems.push(problem);
+                    continue;
+                }
+            }
+            match self.role_actions(role, &context, redactor) {
+                Ok(role_actions) => {
+                    actions.insert(role.name.clone(), role_actions);
+                }
+                Err(problem) => problems.push(problem),
+            }
+            for (index, note) in role.manifest.notes.iter().enumerate() {
+                let (rendered, read_secret) =
+                    ReadSecrets::during(&context, || self.env.render_str(note, context.clone()));
+                if read_secret {
+                    problems.push(
+                        Problem::new(format!(
+                            "role `{}`: a note reads `secrets`; notes are printed in plans",
+                            role.name
+                        ))
+                        .in_file(&role.path)
+                        .at_key(format!("notes[{index}]"))
+                        .with_hint(Some(
+                            "say where the secret is (a file on the host), never what it is"
+                                .to_string(),
+                        )),
+                    );
+                    continue;
+                }
+                match rendered {
+                    Ok(text) if !text.trim().is_empty() => notes.push(text.trim().to_string()),
+                    Ok(_) => {}
+                    Err(error) => problems.push(manifest_template_problem(
+                        role,
+                        format!("notes[{index}]"),
+                        &error,
+                        redactor,
+                    )),
+                }
+            }
+            // No system item where matrixctl does not manage the system.
+            if system_managed {
+                match self.render_system(role, &context, redactor) {
+                    Ok(items) => system.extend(items),
+                    Err(problem) => problems.push(problem),
+                }
+            }
+            match self.render_health(role, &context, redactor) {
+                Ok(probes) => health.extend(probes),
+                Err(problem) => problems.push(problem),
+            }
+            for index in 0..role.manifest.files.len() {
+                if let Some(when) = &role.manifest.files[index].when {
+                    let key = format!("files[{index}].when");
+                    match self.condition(role, when, &key, &context, redactor) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(problem) => {
+                            problems.push(problem);
+                            continue;
+                        }
+                    }
+                }
+                match self.render_file(role, index, &context, &host_secrets, redactor) {
+                    Ok(file) => {
+                        if let Some(other) = desired.get(&file.path) {
+                            problems.push(
+                                Problem::new(format!(
+                                    "roles `{}` and `{}` both render {}",
+                                    other.role, role.name, file.path
+                                ))
+                                .in_file(&role.path)
+                                .at_key(format!("files[{index}].dest")),
+                            );
+                        } else {
+                            desired.insert(file.path.clone(), file);
+                        }
+                    }
+                    Err(problem) => problems.push(problem),
+                }
+            }
+        }
+        // A role that filters traffic must keep matrixctl's way in open.
+        for role in self.roles.roles.values() {
+            let Some(guard) = &role.manifest.keeps_ssh_open else {
+                continue;
+            };
+            if !matches!(
+                self.condition(role, &role.manifest.when, "when", &context, redactor),
+                Ok(true)
+            ) {
+                continue;
+            }
+            let ssh_port = match host_ssh_port(host, &guard.port_option) {
+                Ok(port) => port,
+                Err(reason) => {
+                    problems.push(Problem::new(reason).with_hint(Some(format!(
+                        "set `{}: PORT` for this host, the port its sshd listens on",
+                        guard.port_option
+                    ))));
+                    continue;
+                }
+            };
+            let rule = match self.env.render_str(&guard.rule, context.clone()) {
+                Ok(rule) => rule,
+                Err(error) => {
+                    problems.push(manifest_template_problem(
+                        role,
+                        "keeps_ssh_open.rule".into(),
+                        &error,
+                        redactor,
+                    ));
+                    continue;
+                }
+            };
+            let rule: Vec<&str> = rule.split_whitespace().collect();
+            let kept = !rule.is_empty()
+                && desired.values().any(|file| {
+                    file.role == role.name
+                        && String::from_utf8_lossy(&file.content).lines().any(|line| {
+                            let words: Vec<&str> = line.split_whitespace().collect();
+                            words
+                                .windows(rule.len())
+                                .any(|window| window == rule.as_slice())
+                        })
+                });
+            if !kept {
+                problems.push(
+                    Problem::new(format!(
+                        "the {} role's files do not accept tcp port {ssh_port}, which matrixctl connects through: applying them would lock everyone out",
+                        role.name
+                    ))
+                    .with_hint(Some(format!(
+                        "its files must keep a `{}` rule for the SSH port",
+                        rule.join(" ")
+                    ))),
+                );
+            }
+        }
+        // One item per thing on the host: the same one from two roles is
+        // one, and two roles wanting it differently is a mistake.
+        system.sort();
+        // `dedup_by` hands the later item first: it is removed, and the
+        // one kept notes the role that also wanted it.
+        system.dedup_by(|later, kept| {
+            let same = later.item == kept.item;
+            if same {
+                kept.also_for.push(later.role.clone());
+            }
+            same
+        });
+        for pair in system.windows(2) {
+            if pair[0].item.key() == pair[1].item.key() {
+                problems.push(Problem::new(format!(
+                    "roles `{}` and `{}` both declare {}, differently",
+                    pair[0].role,
+                    pair[1].role,
+                    pair[0].item.label()
+                )));
+            }
+        }
+        if problems.is_empty() {
+            Ok(Rendered {
+                files: desired,
+                actions,
+                notes,
+                system,
+                health,
+                ..Rendered::default()
+            })
+        } else {
+            for problem in &mut problems {
+                problem.message = format!("{} (host {})", problem.message, host.name);
+            }
+            Err(Problems(problems))
+        }
+    }
+
+    /// Evaluates a `when` expression (the role's, at `key`, or a file's).
+    fn condition(
+        &self,
+        role: &Role,
+        expression: &str,
+        key: &str,
+        context: &JinjaValue,
+        redactor: &Redactor,
+    ) -> Result<bool, Problem> {
+        let value = self
+            .env
+            .compile_expression(expression)
+            .and_then(|compiled| compiled.eval(context.clone()));
+        let problem = |reason: String| {
+            Problem::new(format!(
+                "role `{}`: cannot evaluate `when: {expression}`: {reason}",
+                role.name
+            ))
+            .in_file(&role.path)
+            .at_key(key)
+        };
+        match value {
+            // Strictly a boolean: a string like "false" would otherwise be true.
+            Ok(value) if value.kind() == minijinja::value::ValueKind::Bool => Ok(value.is_true()),
+            Ok(value) if value.is_undefined() => {
+                Err(problem("it uses an undefined variable".into())
+                    .with_hint(Some("declare the variable in the role's `defaults`".into())))
+            }
+            Ok(value) => Err(problem(format!(
+                "expected true or false, got {}",
+                value.kind()
+            ))),
+            Err(error) => Err(problem(redactor.redact(&jinja_reason(&error)).into_owned())),
+        }
+    }
+
+    fn template_problem(
+        &self,
+        role: &Role,
+        template: &str,
+        error: &minijinja::Error,
+        redactor: &Redactor,
+    ) -> Problem {
+        let name = error.name().unwrap_or(template);
+        let file = self
+            .roles
+            .template_dirs
+            .iter()
+            .map(|dir| dir.join(name))
+            .find(|path| path.is_file())
+            .unwrap_or_else(|| Path::new("templates").join(name));
+        let mut problem = Problem::new(format!(
+            "role `{}`: {}",
+            role.name,
+            redactor.redact(&jinja_reason(error))
+        ))
+        .in_file(&file)
+        .at_line(error.line());
+        if let (Some(source), Some(line)) = (error.template_source(), error.line()) {
+            let excerpt: Vec<String> = source
+                .lines()
+                .enumerate()
+                .skip(line.saturating_sub(3))
+                .take_while(|(index, _)| *index < line)
+                .map(|(index, text)| format!("{:>4} {text}", index + 1))
+                .collect();
+            problem = problem.with_detail(redactor.redact(&excerpt.join("\n")).into_owned());
+        }
+        problem
+    }
+}
+
+/// A host's secrets as templates see them (`secrets.NAME`): a map that
+/// remembers being read, so that whatever a template does with a value
+/// (upper-cases, reverses, splits it), matrixctl knows the result came
+/// from a secret. Read and reset around each file, note and fact; a host's
+/// templates render on one thread.
+#[derive(Debug)]
+struct ReadSecrets {
+    values: BTreeMap<String, String>,
+    /// Shared with what else counts as reading a secret (`fleet`).
+    read: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ReadSecrets {
+    fn new(values: BTreeMap<String, String>) -> ReadSecrets {
+        ReadSecrets {
+            values,
+            read: Arc::default(),
+        }
+    }
+
+    /// What `work` gives, and whether it read a secret of `context` (a
+    /// context without the secrets object reads none).
+    fn during<T>(context: &JinjaValue, work: impl FnOnce() -> T) -> (T, bool) {
+        let secrets = context
+            .get_attr("secrets")
+            .ok()
+            .and_then(|secrets| secrets.downcast_object::<ReadSecrets>());
+        let take = |secrets: &ReadSecrets| {
+            secrets
+                .read
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+        };
+        if let Some(secrets) = &secrets {
+            take(secrets);
+        }
+        let result = work();
+        (result, secrets.is_some_and(|secrets| take(&secrets)))
+    }
+
+    fn mark_read(&self) {
+        self.read.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl minijinja::value::Object for ReadSecrets {
+    fn get_value(self: &std::sync::Arc<Self>, key: &JinjaValue) -> Option<JinjaValue> {
+        self.mark_read();
+        self.values
+            .get(key.as_str()?)
+            .map(|value| JinjaValue::from(value.as_str()))
+    }
+
+    fn enumerate(self: &std::sync::Arc<Self>) -> minijinja::value::Enumerator {
+        self.mark_read();
+        minijinja::value::Enumerator::Values(
+            self.values
+                .keys()
+                .map(|name| JinjaValue::from(name.as_str()))
+                .collect(),
+        )
+    }
+}
+
+/// `ssh_public_keys.NAME`: the public half of the SSH key derived from
+/// secret NAME (`secrets.NAME | ssh_private_key`). Reading it reads no
+/// secret: a note or another host's file may hold it.
+#[derive(Debug)]
+struct SshPublicKeys(BTreeMap<String, String>);
+
+impl minijinja::value::Object for SshPublicKeys {
+    fn get_value(self: &std::sync::Arc<Self>, key: &JinjaValue) -> Option<JinjaValue> {
+        self.0
+            .get(key.as_str()?)
+            .map(|secret| JinjaValue::from(crate::sshkey::public_key(secret)))
+    }
+}
+
+/// `a | merge(b)`: the keys of both maps, b's value winning, sorted by key.
+fn merge_maps(left: JinjaValue, right: JinjaValue) -> Result<JinjaValue, minijinja::Error> {
+    let mut merged = BTreeMap::new();
+    for map in [&left, &right] {
+        if map.kind() != minijinja::value::ValueKind::Map {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("merge needs two maps, got {}", map.kind()),
+            ));
+        }
+        for key in map.try_iter()? {
+            let value = map.get_item(&key)?;
+            merged.insert(key, value);
+        }
+    }
+    Ok(JinjaValue::from(merged))
+}
+
+/// minijinja's error without its own location suffix (we print the location).
+/// A template in a role's manifest (a note, a command, a port, a
+/// contribution) that failed to render: the manifest and the key, and the
+/// reason with every known secret removed.
+fn manifest_template_problem(
+    role: &Role,
+    key: String,
+    error: &minijinja::Error,
+    redactor: &Redactor,
+) -> Problem {
+    Problem::new(format!(
+        "role `{}`: {}",
+        role.name,
+        redactor.redact(&jinja_reason(error))
+    ))
+    .in_file(&role.path)
+    .at_key(key)
+}
+
+fn jinja_reason(error: &minijinja::Error) -> String {
+    let kind = match error.kind() {
+        minijinja::ErrorKind::OutOfFuel => format!(
+            "the template went past matrixctl's budget of {} Mi steps and bytes allocated \
+             (a loop that does not end, or a value that grows without bound)",
+            TEMPLATE_FUEL >> 20
+        ),
+        kind => kind.to_string(),
+    };
+    match error.detail() {
+        Some(detail) => format!("{kind}: {detail}"),
+        None => kind,
+    }
+}
+
+/// `{{ size | bytes }}`: a size (`50M`, or a number of bytes) as a number
+/// of bytes, for formats that spell sizes otherwise (web servers).
+fn size_in_bytes(value: minijinja::Value) -> Result<u64, minijinja::Error> {
+    let text = value.to_string();
+    text.parse::<crate::inventory::schema::Size>()
+        .map(|size| size.bytes)
+        .map_err(|reason| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, reason))
+}
+
+/// The secrets of one host: derived from the master key unless overridden.
+pub fn host_secrets(inventory: &Inventory, host: &Host) -> BTreeMap<SecretName, String> {
+    inventory
+        .secret_names
+        .iter()
+        .map(|name| {
+            let value = match host.vars.secrets.get(name) {
+                Some(value) => value.0.clone(),
+                None => {
+                    let generation = host.vars.secret_generation.get(name).copied().unwrap_or(0);
+                    inventory
+                        .master_key
+                        .derive(host.name.as_str(), name, generation)
+                }
+            };
+            (name.clone(), value)
+        })
+        .collect()
+}
+
+/// Every secret value any output could contain, for the whole inventory.
+pub fn redactor_for(inventory: &Inventory) -> Redactor {
+    let mut values = vec![inventory.master_key.as_text()];
+    for host in &inventory.hosts {
+        values.extend(inventory.master_key.all_generations(
+            host.name.as_str(),
+            &inventory.secret_names,
+            &host.vars.secret_generation,
+        ));
+        values.extend(host.secret_values.iter().cloned());
+    }
+    Redactor::new(values)
+}
+
+/// The SSH port a traffic-filtering role keeps open: its `port_option`
+/// when the operator sets one, else the port matrixctl really reaches the host's
+/// sshd on (the effective one, from `ssh:` or the ssh config; 22 for a
+/// local host). Through a proxy that port is unknown.
+/// The proxy the operator's ssh config puts in front of `target`. A
+/// target whose `ssh:` names both user and port was not resolved through
+/// `ssh -G` (nothing left to fill in), but its config may still send the
+/// connection through a ProxyJump or ProxyCommand: asked here, only for
+/// hosts whose firewall must keep SSH open.
+fn proxy_of(target: &crate::inventory::SshTarget, host: &Host) -> Result<Option<String>, String> {
+    if target.proxy.is_some() || !(target.user_given && target.port_given) {
+        return Ok(target.proxy.clone());
+    }
+    let mut resolved = target.clone();
+    crate::transport::ssh::resolve(&mut resolved, &host.vars.ssh_options)?;
+    Ok(resolved.proxy)
+}
+
+fn host_ssh_port(host: &Host, port_option: &str) -> Result<u16, String> {
+    let named = host
+        .merged
+        .get(port_option)
+        .and_then(Value::as_u64)
+        .and_then(|port| u16::try_from(port).ok())
+        .filter(|port| *port > 0);
+    if let Some(port) = named {
+        return Ok(port);
+    }
+    match &host.connection {
+        crate::inventory::Connection::Ssh(target) => match proxy_of(target, host)? {
+            Some(proxy) => Err(format!(
+                "matrixctl reaches {} through a proxy (ssh config: {proxy}), so the port its sshd listens on is unknown, and the firewall must keep it open (host {})",
+                target.host, host.name
+            )),
+            None => Ok(target.port.0),
+        },
+        crate::inventory::Connection::Local => Ok(22),
+    }
+}
+
+/// `443` or `49152-49573`, each port from 1 to 65535, start ≤ end.
+fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let port = |part: &str| part.trim().parse::<u16>().ok().filter(|port| *port > 0);
+    match text.split_once('-') {
+        Some((start, end)) => {
+            let (start, end) = (port(start)?, port(end)?);
+            (start <= end).then_some((start, end))
+        }
+        None => port(text).map(|port| (port, port)),
+    }
+}
+
+fn check_dest(path: &str, state_dir: &str) -> Result<(), &'static str> {
+    check_normal_path(path)?;
+    if path
+        .strip_prefix(state_dir)
+        .is_some_and(|rest| rest.starts_with('/'))
+        || path.ends_with(".matrixctl-tmp")
+        || path
+            .split('/')
+            .any(|part| part == crate::transport::program::STAGING_DIR)
+    {
+        return Err("is reserved for matrixctl's own record and staged files");
+    }
+    Ok(())
+}
+
+/// An absolute, normalised path naming a file or directory (no trailing
+/// `/`, `//`, `.`, `..` or control characters).
+fn check_normal_path(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("must be an absolute path");
+    }
+    if path.ends_with('/') {
+        return Err("must name a file, not a directory");
+    }
+    if path.chars().any(|c| c.is_control()) {
+        return Err("must not contain control characters");
+    }
+    if path
+        .split('/')
+        .skip(1)
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err("must be a normalised path (no `//`, `.` or `..`)");
+    }
+    Ok(())
+}
+
+/// A Debian package name: lowercase letters, digits and + - . (at least
+/// two, starting with a letter or digit).
+fn is_package_name(name: &str) -> bool {
+    name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+}
+
+fn is_account_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && name.len() <= 32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_must_be_plain_absolute_paths() {
+        assert!(check_dest("/etc/homeserver/conf.d/a.yaml", "/var/lib/matrixctl").is_ok());
+        for bad in [
+            "etc/a",
+            "/etc/",
+            "/etc/../a",
+            "/etc//a",
+            "/etc/./a",
+            "/etc/a\nb",
+        ] {
+            assert!(check_dest(bad, "/var/lib/matrixctl").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn account_names_are_shell_safe() {
+        assert!(is_account_name("matrix-homeserver"));
+        assert!(is_account_name("root"));
+        for bad in ["", "Root", "a b", "$(x)", "-a", "1abc"] {
+            assert!(!is_account_name(bad), "{bad}");
+        }
+    }
+}

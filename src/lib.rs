@@ -42,6 +42,7 @@ pub mod roles;
 mod saved;
 mod scaffold;
 mod secrets;
+mod service;
 mod sshkey;
 mod system;
 mod trace;

@@ -1236,10 +1236,11 @@ fn role_name(path: &Path) -> Option<String> {
 
 fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, Problem> {
     let value: Value = crate::input::parse_yaml(path, text)?;
-    let value = if value.is_null() {
-        Value::Mapping(Mapping::new())
-    } else {
-        value
+    let value = match value {
+        Value::Null => Value::Mapping(Mapping::new()),
+        // A `service:` block stands for the lists and options it expands to.
+        Value::Mapping(mapping) => Value::Mapping(crate::service::expand(mapping, path)?),
+        other => other,
     };
     let mut manifest: Manifest = deserialize_at(value).map_err(|error| {
         Problem::new(format!("invalid role manifest: {}", error.message))

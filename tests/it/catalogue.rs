@@ -396,7 +396,9 @@ const LAYERS: &[&[&str]] = &[
         "progress", "sshkey", "values",
     ],
     &["secrets", "trace"],
-    &["options", "roles", "exports", "facts", "health", "record"],
+    &[
+        "options", "roles", "service", "exports", "facts", "health", "record",
+    ],
     &["inventory", "check", "checklist"],
     &["transport", "system"],
     &["render"],

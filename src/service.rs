@@ -91,6 +91,15 @@ pub fn expand(mut manifest: Mapping, path: &std::path::Path) -> Result<Mapping, 
         )));
     }
     let title = text("title")?.ok_or_else(|| problem("`service.title` is missing".into()))?;
+    // Both are written into the options' YAML: plain words only.
+    if !title
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || " ._'-".contains(c))
+    {
+        return Err(problem(format!(
+            "`service.title` `{title}` may hold only letters, digits, spaces and . _ ' -"
+        )));
+    }
     let unit = text("unit")?
         .ok_or_else(|| problem("`service.unit` (its unit's template) is missing".into()))?;
     let order = match block.get("handler_order") {
@@ -161,10 +170,19 @@ pub fn expand(mut manifest: Mapping, path: &std::path::Path) -> Result<Mapping, 
             )));
         }
         let version = match venv.get("version") {
-            Some(Value::String(version)) => version.clone(),
+            Some(Value::String(version))
+                if version.starts_with(|c: char| c.is_ascii_digit())
+                    && version.bytes().all(|byte| {
+                        byte.is_ascii_digit()
+                            || byte.is_ascii_lowercase()
+                            || b".+!-".contains(&byte)
+                    }) =>
+            {
+                version.clone()
+            }
             _ => {
                 return Err(problem(
-                    "`service.venv.version` is a string, like `1.2.3`".into(),
+                    "`service.venv.version` is a version in quotes, like \"1.2.3\"".into(),
                 ));
             }
         };
@@ -178,7 +196,7 @@ pub fn expand(mut manifest: Mapping, path: &std::path::Path) -> Result<Mapping, 
         };
         let index_url = matches!(venv.get("index_url"), Some(Value::Bool(true)));
         options.push_str(&format!(
-            "{prefix}_version:\n  type: string\n  default: {version}\n  pattern: \"[0-9][0-9a-z.+!-]*\"\n  pattern_means: a version like `{version}`\n  description: The {title} release installed into its venv on a whole host.\n\
+            "{prefix}_version:\n  type: string\n  default: \"{version}\"\n  pattern: \"[0-9][0-9a-z.+!-]*\"\n  pattern_means: a version like `{version}`\n  description: The {title} release installed into its venv on a whole host.\n\
              {prefix}_venv:\n  type: path\n  default: /opt/{name}\n  description: The virtualenv {title} is installed into on a whole host.\n\
              {prefix}_wheels:\n  type: path\n  optional: true\n  example: /srv/wheels\n  description: >-\n    A directory of wheels on the host to install {title} from, and only\n    from (an offline host); unset uses the package index.\n"
         ));
@@ -327,6 +345,13 @@ mod tests {
             ]
         );
         assert!(!expanded.contains_key("service"));
+        // A version YAML would read as a number stays the string it is.
+        let short = expand(
+            manifest("service: {name: x, title: X, unit: u, venv: {version: \"1.15\", requirements: [x]}}"),
+            std::path::Path::new("roles/x.yaml"),
+        )
+        .unwrap();
+        assert_eq!(short["options"]["x_version"]["default"], "1.15");
     }
 
     #[test]
@@ -339,6 +364,16 @@ mod tests {
         assert_eq!(
             refused("service: {name: x, title: X, unit: u, colour: red}"),
             "invalid role manifest: unknown key `service.colour`; a service block has name, title, packages, group, config_dir, data_dir, venv, unit, handler_order"
+        );
+        assert_eq!(
+            refused("service: {name: x, title: \"X: y\", unit: u}"),
+            "invalid role manifest: `service.title` `X: y` may hold only letters, digits, spaces and . _ ' -"
+        );
+        assert_eq!(
+            refused(
+                "service: {name: x, title: X, unit: u, venv: {version: \"1.0\\\"\", requirements: [x]}}"
+            ),
+            "invalid role manifest: `service.venv.version` is a version in quotes, like \"1.2.3\""
         );
         assert_eq!(
             refused("service: {title: X, unit: u}"),

@@ -139,14 +139,22 @@ pub fn expand(mut manifest: Mapping, path: &std::path::Path) -> Result<Mapping, 
     let mut options = String::new();
     let mut items = String::new();
     let mut package_lines = String::new();
+    // Each directory comes with the option that names it.
+    let mut directories = String::new();
     if config_dir {
         options.push_str(&format!(
             "{prefix}_config_dir:\n  type: path\n  default: /etc/{name}\n  description: Where {title}'s configuration is written.\n"
+        ));
+        directories.push_str(&format!(
+            "  - path: \"{{{{ {prefix}_config_dir }}}}\"\n    group: \"{group}\"\n    mode: \"0750\"\n"
         ));
     }
     if data_dir {
         options.push_str(&format!(
             "{prefix}_data_dir:\n  type: path\n  default: /var/lib/{name}\n  description: {title}'s working directory, its account's home.\n"
+        ));
+        directories.push_str(&format!(
+            "  - path: \"{{{{ {prefix}_data_dir }}}}\"\n    owner: {name}\n    group: \"{group}\"\n    mode: \"0750\"\n"
         ));
     }
     if own_group {
@@ -238,17 +246,6 @@ pub fn expand(mut manifest: Mapping, path: &std::path::Path) -> Result<Mapping, 
          files:\n  - template: {}\n    dest: /etc/systemd/system/{name}.service\n    mode: \"0644\"\n    owner: root\n    group: root\n    when: system_managed\n",
         serde_json::to_string(&unit).unwrap_or_default()
     ));
-    let mut directories = String::new();
-    if config_dir {
-        directories.push_str(&format!(
-            "  - path: \"{{{{ {prefix}_config_dir }}}}\"\n    group: \"{group}\"\n    mode: \"0750\"\n"
-        ));
-    }
-    if data_dir {
-        directories.push_str(&format!(
-            "  - path: \"{{{{ {prefix}_data_dir }}}}\"\n    owner: {name}\n    group: \"{group}\"\n    mode: \"0750\"\n"
-        ));
-    }
     if !directories.is_empty() {
         items.push_str(&format!("directories:\n{directories}"));
     }
@@ -256,7 +253,7 @@ pub fn expand(mut manifest: Mapping, path: &std::path::Path) -> Result<Mapping, 
     let expansion = format!("options:\n{indented_options}{items}");
     let Ok(Value::Mapping(expansion)) = serde_yaml::from_str::<Value>(&expansion) else {
         return Err(problem(format!(
-            "the service block of `{name}` does not expand (a title or version YAML cannot hold?)"
+            "the service block of `{name}` does not expand into a manifest"
         )));
     };
     // The block's lists come first, the role's own after them; an option

@@ -388,6 +388,12 @@ pub struct FileSpec {
     /// Render this file only when this expression is true.
     #[serde(default)]
     pub when: Option<String>,
+    /// Variables of this file's template alone, so one template serves
+    /// several roles (every unit of a `service:` block, every appservice
+    /// registration): a map whose strings are templates over the host's
+    /// vars, rendered before the file is.
+    #[serde(default)]
+    pub with: Option<serde_yaml::Mapping>,
 }
 
 /// An apt repository, its signing key pinned by fingerprint.

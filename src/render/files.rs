@@ -69,8 +69,17 @@ impl Renderer<'_> {
         })?;
         // A secret transformed (upper-cased, split, reversed) is no longer
         // found by its bytes: that the template read one is what counts.
+        let context = match &spec.with {
+            None => context.clone(),
+            Some(with) => {
+                let own = render_with(&Value::Mapping(with.clone()), &|source| {
+                    render_field("with", source)
+                })?;
+                minijinja::value::merge_maps([context.clone(), JinjaValue::from(Serde(&own))])
+            }
+        };
         let (content, read_secret) =
-            ReadSecrets::during(context, || template.render(context.clone()));
+            ReadSecrets::during(&context, || template.render(context.clone()));
         let content = content
             .map_err(|error| self.template_problem(role, &spec.template, &error, redactor))?
             .into_bytes();
@@ -111,4 +120,27 @@ impl Renderer<'_> {
             .and_then(|value| value.as_str().map(str::to_string))
             .unwrap_or_else(|| "/var/lib/matrixctl".to_string())
     }
+}
+
+/// A file's `with:` value with every string rendered by `render` (a
+/// template over the host's vars); numbers, booleans and the shape stay.
+fn render_with(
+    value: &Value,
+    render: &dyn Fn(&str) -> Result<String, Problem>,
+) -> Result<Value, Problem> {
+    Ok(match value {
+        Value::String(source) => Value::String(render(source)?),
+        Value::Sequence(items) => Value::Sequence(
+            items
+                .iter()
+                .map(|item| render_with(item, render))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Mapping(map) => Value::Mapping(
+            map.iter()
+                .map(|(key, item)| Ok((key.clone(), render_with(item, render)?)))
+                .collect::<Result<_, Problem>>()?,
+        ),
+        other => other.clone(),
+    })
 }

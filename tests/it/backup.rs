@@ -12,7 +12,7 @@ use crate::support::{Sandbox, repo};
 fn a_backup_holds_the_database_the_media_and_the_signing_key() {
     // A DNS server that knows no name, for `check`: the outside checks
     // fail at once, and the one on the host is what is looked at.
-    let dns = crate::federation::TestDns::serve_on("127.0.0.1", crate::support::free_port(), &[]);
+    let dns = crate::federation::TestDns::serve_on("127.0.0.1", crate::loopback::free_port(), &[]);
     let host = BootedHost::up("mcbackup");
     host.copy_wheels(&["synapse"]);
     let sandbox = host.inventory(

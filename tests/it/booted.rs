@@ -1213,7 +1213,7 @@ impl LocalRepository {
         // The test machine's end of the host's link: 10.231.N.1.
         let network = host.address.rsplit_once('.').unwrap().0;
         let gateway = format!("{network}.1");
-        let port = crate::support::free_port();
+        let port = crate::loopback::free_port();
         let server = Command::new("python3")
             .args([
                 "-m",

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use crate::support::{BIN, Sandbox, free_port, repo, wait_until};
+use crate::loopback::free_port;
+use crate::support::{BIN, Sandbox, repo, wait_until};
 
 /// Every file under `dir`, relative path to bytes.
 fn snapshot_dir(dir: &Path) -> BTreeMap<String, Vec<u8>> {

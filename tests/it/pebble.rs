@@ -93,10 +93,10 @@ impl Pebble {
             "-extfile",
             "ext.cnf",
         ]);
-        let port = crate::support::free_port();
-        let management = crate::support::free_port();
-        let dns = crate::support::free_port();
-        let dns_management = crate::support::free_port();
+        let port = crate::loopback::free_port();
+        let management = crate::loopback::free_port();
+        let dns = crate::loopback::free_port();
+        let dns_management = crate::loopback::free_port();
         std::fs::write(
             dir.path().join("pebble.json"),
             serde_json::json!({"pebble": {

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Sandbox, TEST_MASTER_KEY, free_port};
+use crate::loopback::free_port;
+use crate::support::{Sandbox, TEST_MASTER_KEY};
 
 pub struct SshHost {
     pub name: String,

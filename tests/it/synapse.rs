@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Sandbox, copy_dir, free_port, repo};
+use crate::loopback::free_port;
+use crate::support::{Sandbox, copy_dir, repo};
 
 /// The Python of the venv Synapse is installed in (scripts/test makes it).
 fn synapse_python() -> PathBuf {

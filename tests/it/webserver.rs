@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::free_port;
+use crate::loopback::free_port;
 use crate::support::repo;
 use crate::synapse::{Deployed, deploy_host, start};
 

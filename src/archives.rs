@@ -26,7 +26,7 @@ struct Stats {
 /// The table: one archive per line, oldest first (as the repository
 /// lists them), with its age against the host's clock, its size, how many
 /// files it holds and what it alone holds (what pruning it would free).
-pub fn table(said: &str) -> Result<String> {
+pub(crate) fn table(said: &str) -> Result<String> {
     let (clock, json) = said.split_once('\n').unwrap_or((said, ""));
     let now: i64 = clock
         .strip_prefix("now ")

@@ -4,7 +4,7 @@
 //! crate is needed for the few dates matrixctl prints or reads.
 
 /// (year, month, day) of the day `days` after 1970-01-01.
-pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
@@ -18,7 +18,7 @@ pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
 }
 
 /// Days since 1970-01-01 of a date.
-pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
     let era = year.div_euclid(400);
     let year_of_era = year - era * 400;
@@ -29,13 +29,13 @@ pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 }
 
 /// `2026-12-01` for seconds since the epoch.
-pub fn date(seconds: i64) -> String {
+pub(crate) fn date(seconds: i64) -> String {
     let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
     format!("{year:04}-{month:02}-{day:02}")
 }
 
 /// `2026-12-01 03:12:44 UTC` for seconds since the epoch.
-pub fn date_time(seconds: i64) -> String {
+pub(crate) fn date_time(seconds: i64) -> String {
     let time = seconds.rem_euclid(86_400);
     format!(
         "{} {:02}:{:02}:{:02} UTC",

@@ -10,20 +10,20 @@ use serde::Serialize;
 use crate::roles::OpenPort;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Checklist {
+pub(crate) struct Checklist {
     pub host: String,
     pub sections: Vec<Section>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Section {
+pub(crate) struct Section {
     pub title: String,
     pub entries: Vec<Entry>,
 }
 
 /// One role's part of a section.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Entry {
+pub(crate) struct Entry {
     #[serde(skip)]
     pub section: String,
     #[serde(skip)]
@@ -37,7 +37,7 @@ pub struct Entry {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Record {
+pub(crate) struct Record {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: String,
@@ -45,7 +45,7 @@ pub struct Record {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Port {
+pub(crate) struct Port {
     /// `443` or `49152-49172`.
     pub port: String,
     pub proto: String,
@@ -53,7 +53,7 @@ pub struct Port {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Served {
+pub(crate) struct Served {
     pub url: String,
     /// The URL's path, as web server configurations match it.
     pub location: String,
@@ -65,7 +65,7 @@ pub struct Served {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Snippet {
+pub(crate) struct Snippet {
     pub label: String,
     pub text: String,
 }
@@ -77,7 +77,7 @@ const PORTS_SECTION: &str = "Firewall ports";
 impl Checklist {
     /// Sections by order then title; within one, the roles' entries in
     /// role order.
-    pub fn new(
+    pub(crate) fn new(
         host: &str,
         mut entries: Vec<Entry>,
         ports: &[OpenPort],
@@ -130,7 +130,7 @@ firewall), it must let these in from anywhere; everything else may stay closed."
         }
     }
 
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "Checklist for {}", self.host);
         for section in &self.sections {
@@ -185,7 +185,7 @@ firewall), it must let these in from anywhere; everything else may stay closed."
             + "\n"
     }
 
-    pub fn to_markdown(&self) -> String {
+    pub(crate) fn to_markdown(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# Matrix for {}: what to set up", self.host);
         for section in &self.sections {

@@ -5,7 +5,7 @@ use similar::TextDiff;
 
 /// Whether to colour output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Style {
+pub(crate) struct Style {
     pub color: bool,
 }
 
@@ -18,26 +18,26 @@ impl Style {
         }
     }
 
-    pub fn bold(&self, text: &str) -> String {
+    pub(crate) fn bold(&self, text: &str) -> String {
         self.paint("1", text)
     }
-    pub fn green(&self, text: &str) -> String {
+    pub(crate) fn green(&self, text: &str) -> String {
         self.paint("32", text)
     }
-    pub fn red(&self, text: &str) -> String {
+    pub(crate) fn red(&self, text: &str) -> String {
         self.paint("31", text)
     }
-    pub fn yellow(&self, text: &str) -> String {
+    pub(crate) fn yellow(&self, text: &str) -> String {
         self.paint("33", text)
     }
-    pub fn cyan(&self, text: &str) -> String {
+    pub(crate) fn cyan(&self, text: &str) -> String {
         self.paint("36", text)
     }
 }
 
 /// A unified diff with 3 lines of context, or `None` when either side is
 /// not text (binary files are summarised, never dumped).
-pub fn unified(before: &[u8], after: &[u8]) -> Option<String> {
+pub(crate) fn unified(before: &[u8], after: &[u8]) -> Option<String> {
     let before = std::str::from_utf8(before).ok()?;
     let after = std::str::from_utf8(after).ok()?;
     let diff = TextDiff::from_lines(before, after);
@@ -67,7 +67,7 @@ fn elided(line: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Colours a unified diff line by line.
-pub fn paint(diff: &str, style: Style) -> String {
+pub(crate) fn paint(diff: &str, style: Style) -> String {
     diff.lines()
         .map(|line| {
             if line.starts_with("@@") {

@@ -8,7 +8,7 @@
 use minijinja::{Error, ErrorKind, Value};
 
 /// `{{ path | nginx }}`: a double-quoted nginx string.
-pub fn nginx(value: Value) -> Result<String, Error> {
+pub(crate) fn nginx(value: Value) -> Result<String, Error> {
     let text = token_text(&value, "nginx")?;
     if text.contains('$') {
         return Err(refused(&text, "nginx", "`$` would be read as a variable"));
@@ -17,7 +17,7 @@ pub fn nginx(value: Value) -> Result<String, Error> {
 }
 
 /// `{{ address | caddy }}`: a double-quoted Caddyfile token.
-pub fn caddy(value: Value) -> Result<String, Error> {
+pub(crate) fn caddy(value: Value) -> Result<String, Error> {
     let text = token_text(&value, "a Caddyfile")?;
     if text.contains(['{', '}']) {
         return Err(refused(
@@ -33,7 +33,7 @@ pub fn caddy(value: Value) -> Result<String, Error> {
 /// double quotes alone), for a response body. Caddy reads `{…}` in a
 /// body as a placeholder only when it names one it knows, which a JSON
 /// object's text never does.
-pub fn caddy_body(value: Value) -> Result<String, Error> {
+pub(crate) fn caddy_body(value: Value) -> Result<String, Error> {
     let text = token_text(&value, "a Caddyfile")?;
     if text.contains('`') {
         return Err(refused(
@@ -47,7 +47,7 @@ pub fn caddy_body(value: Value) -> Result<String, Error> {
 
 /// `{{ json | haproxy }}`: a single-quoted HAProxy argument (nothing in
 /// it is expanded: no `$VAR`, no escapes).
-pub fn haproxy(value: Value) -> Result<String, Error> {
+pub(crate) fn haproxy(value: Value) -> Result<String, Error> {
     let text = token_text(&value, "an HAProxy configuration")?;
     if text.contains('\'') {
         return Err(refused(
@@ -62,7 +62,7 @@ pub fn haproxy(value: Value) -> Result<String, Error> {
 /// `{{ value | env }}`: the value of a `KEY=value` line of an environment
 /// file (systemd's EnvironmentFile, or a shell sourcing it), single-quoted
 /// when it holds anything but plain word characters.
-pub fn env(value: Value) -> Result<String, Error> {
+pub(crate) fn env(value: Value) -> Result<String, Error> {
     let text = token_text(&value, "an environment file")?;
     if text.contains('\'') {
         return Err(refused(
@@ -81,7 +81,7 @@ pub fn env(value: Value) -> Result<String, Error> {
 /// `{{ path | word }}`: one word of a command line (like an argument in an
 /// environment variable a unit splits on spaces): only plain word
 /// characters, nothing a shell or systemd would split, quote or expand.
-pub fn word(value: Value) -> Result<String, Error> {
+pub(crate) fn word(value: Value) -> Result<String, Error> {
     let text = token_text(&value, "a command line")?;
     if is_plain_word(&text) {
         Ok(text)
@@ -97,7 +97,7 @@ pub fn word(value: Value) -> Result<String, Error> {
 /// `{{ name | html_text }}`: text in an HTML page that Synapse renders as
 /// a Jinja template of its own: HTML-escaped, and braces written as
 /// character references so Synapse never evaluates them.
-pub fn html_text(value: Value) -> Result<String, Error> {
+pub(crate) fn html_text(value: Value) -> Result<String, Error> {
     let text = token_text(&value, "an HTML page")?;
     let escaped = text
         .replace('&', "&amp;")
@@ -111,7 +111,7 @@ pub fn html_text(value: Value) -> Result<String, Error> {
 /// `{{ document | html_markup }}`: HTML the operator wrote, kept as HTML,
 /// with braces written as character references (they render the same) so
 /// Synapse's own Jinja never evaluates them.
-pub fn html_markup(value: Value) -> Result<String, Error> {
+pub(crate) fn html_markup(value: Value) -> Result<String, Error> {
     let text = match value.as_str() {
         Some(text) => text.to_string(),
         None => token_text(&value, "an HTML page")?,

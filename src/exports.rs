@@ -15,13 +15,13 @@ use minijinja::Value as JinjaValue;
 
 /// Every export list of the inventory, each in host name order.
 #[derive(Debug, Default)]
-pub struct FleetExports {
+pub(crate) struct FleetExports {
     lists: BTreeMap<String, Vec<ExportEntry>>,
 }
 
 /// One host's entry in one list.
 #[derive(Debug)]
-pub struct ExportEntry {
+pub(crate) struct ExportEntry {
     /// The exporting host's name, as `host` in the entry.
     pub host: String,
     pub fields: BTreeMap<String, String>,
@@ -32,7 +32,7 @@ pub struct ExportEntry {
 
 impl FleetExports {
     /// Adds `entry` to `list`; hosts are added in name order.
-    pub fn push(&mut self, list: &str, entry: ExportEntry) {
+    pub(crate) fn push(&mut self, list: &str, entry: ExportEntry) {
         self.lists.entry(list.to_string()).or_default().push(entry);
     }
 }
@@ -42,7 +42,7 @@ impl FleetExports {
 /// with an entry made from secrets counts, for the reading file, as
 /// reading `secrets`.
 #[derive(Debug)]
-pub struct FleetView {
+pub(crate) struct FleetView {
     pub exports: Arc<FleetExports>,
     /// The reading host's mark of having read a secret (its `secrets`
     /// object's), set when a list made from secrets is read.

@@ -20,7 +20,7 @@ use minijinja::value::{Enumerator, Object};
 /// The facts of one host; every field is unknown (`None`, empty) until the
 /// host is observed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HostFacts {
+pub(crate) struct HostFacts {
     /// `ID` of /etc/os-release: `debian`, `ubuntu`.
     pub os: Option<String>,
     /// `VERSION_CODENAME`: `trixie`, `bookworm`, `noble`.
@@ -36,7 +36,7 @@ pub struct HostFacts {
 /// `host` in a template: the facts, noting whether any was read and which
 /// packages were asked about.
 #[derive(Debug)]
-pub struct FactsObject {
+pub(crate) struct FactsObject {
     facts: HostFacts,
     read: AtomicBool,
     asked: Mutex<BTreeSet<String>>,
@@ -47,7 +47,7 @@ pub struct FactsObject {
 struct PackagesObject(Arc<FactsObject>);
 
 impl FactsObject {
-    pub fn new(facts: HostFacts) -> Arc<FactsObject> {
+    pub(crate) fn new(facts: HostFacts) -> Arc<FactsObject> {
         Arc::new(FactsObject {
             facts,
             read: AtomicBool::new(false),
@@ -56,12 +56,12 @@ impl FactsObject {
     }
 
     /// Whether a template, condition or note read any fact.
-    pub fn was_read(&self) -> bool {
+    pub(crate) fn was_read(&self) -> bool {
         self.read.load(Ordering::Relaxed)
     }
 
     /// The packages whose versions were asked about, for the observation.
-    pub fn asked_packages(&self) -> BTreeSet<String> {
+    pub(crate) fn asked_packages(&self) -> BTreeSet<String> {
         self.asked
             .lock()
             .map(|asked| asked.clone())
@@ -118,7 +118,7 @@ fn is_package_name(name: &str) -> bool {
 /// `VERSION is version_at_least(MINIMUM)`: Debian's ordering (epoch,
 /// upstream version, revision; `~` sorts before anything). An unknown
 /// version (none, empty) is at least nothing.
-pub fn version_at_least(version: Value, minimum: &str) -> bool {
+pub(crate) fn version_at_least(version: Value, minimum: &str) -> bool {
     match version.as_str() {
         Some(version) if !version.is_empty() => {
             compare_versions(version, minimum) != std::cmp::Ordering::Less
@@ -130,7 +130,7 @@ pub fn version_at_least(version: Value, minimum: &str) -> bool {
 /// `VERSION | version_prefix(N)`: the first N numbers of the upstream
 /// version (`3.13.5-1` by 2 is `3.13`, `17+278` by 1 is `17`); none for an
 /// unknown version.
-pub fn version_prefix(version: Value, count: usize) -> Value {
+pub(crate) fn version_prefix(version: Value, count: usize) -> Value {
     let Some(version) = version.as_str().filter(|version| !version.is_empty()) else {
         return Value::from(());
     };
@@ -158,7 +158,7 @@ fn split_version(version: &str) -> (u64, &str, &str) {
 }
 
 /// Two Debian versions in dpkg's order.
-pub fn compare_versions(left: &str, right: &str) -> std::cmp::Ordering {
+pub(crate) fn compare_versions(left: &str, right: &str) -> std::cmp::Ordering {
     let (left_epoch, left_upstream, left_revision) = split_version(left);
     let (right_epoch, right_upstream, right_revision) = split_version(right);
     left_epoch

@@ -24,11 +24,11 @@ use crate::transport::ssh::SshSettings;
 use crate::transport::{NotSent, Output, Transport};
 
 /// How many hosts are worked on at once, unless `--forks` says otherwise.
-pub const DEFAULT_FORKS: usize = 50;
+pub(crate) const DEFAULT_FORKS: usize = 50;
 
 /// How a run reaches and paces hosts.
 #[derive(Debug, Clone)]
-pub struct FleetOptions {
+pub(crate) struct FleetOptions {
     pub forks: usize,
     /// The limit for connecting and for each program run on a host.
     pub timeout: Duration,
@@ -36,7 +36,7 @@ pub struct FleetOptions {
 }
 
 /// A host with its rendered files, ready to plan.
-pub struct Target {
+pub(crate) struct Target {
     pub host: Host,
     /// What the roles want of it, rendered before it was observed.
     pub rendered: Rendered,
@@ -47,10 +47,11 @@ pub struct Target {
 
 /// A host rendered with facts it told: the rendered host, or the
 /// problems, already redacted, as text.
-pub type RenderAgain = Arc<dyn Fn(&Host, &HostFacts) -> Result<Rendered, String> + Send + Sync>;
+pub(crate) type RenderAgain =
+    Arc<dyn Fn(&Host, &HostFacts) -> Result<Rendered, String> + Send + Sync>;
 
 /// One host's plan, or why it could not be made.
-pub struct PlannedHost {
+pub(crate) struct PlannedHost {
     pub name: String,
     /// How the host is reached, for messages.
     pub reached_by: String,
@@ -106,7 +107,7 @@ where
 }
 
 /// Observes every target and plans it.
-pub async fn plan(mut targets: Vec<Target>, options: &FleetOptions) -> Vec<PlannedHost> {
+pub(crate) async fn plan(mut targets: Vec<Target>, options: &FleetOptions) -> Vec<PlannedHost> {
     targets.sort_by(|a, b| a.host.name.cmp(&b.host.name));
     let progress = Progress::new("planning", targets.len());
     let timeout = options.timeout;
@@ -278,7 +279,7 @@ pub enum BatchSize {
 
 /// Staged rollout: batches, and when to stop starting new ones.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rollout {
+pub(crate) struct Rollout {
     pub batch: Option<BatchSize>,
     /// Stop starting batches once more than this percentage of hosts failed.
     pub max_fail_percent: f64,
@@ -295,7 +296,7 @@ impl Default for Rollout {
 
 /// What apply did to one host: exactly one of these, as the host said.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Applied {
+pub(crate) enum Applied {
     Done,
     /// Live files changed, then a step failed, and every file was put back
     /// and checked; why, with the failing command's output.
@@ -315,7 +316,7 @@ pub enum Applied {
 }
 
 impl Applied {
-    pub fn is_failure(&self) -> bool {
+    pub(crate) fn is_failure(&self) -> bool {
         !matches!(
             self,
             Applied::Done | Applied::NotStarted(_) | Applied::Pending(_)
@@ -324,14 +325,14 @@ impl Applied {
 }
 
 /// One host's apply result.
-pub struct AppliedHost {
+pub(crate) struct AppliedHost {
     pub name: String,
     pub result: Applied,
 }
 
 /// Executes every host's plan, batch by batch; hosts without changes are
 /// left alone. `lock_owner` says who holds each host's lock meanwhile.
-pub async fn apply(
+pub(crate) async fn apply(
     planned: &[PlannedHost],
     options: &FleetOptions,
     rollout: Rollout,
@@ -433,7 +434,7 @@ pub async fn apply(
 
 /// One host's apply, ready to run.
 /// The least time an apply that installs packages or venvs is waited for.
-pub const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
+pub(crate) const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
 
 struct ApplyJob {
     name: String,
@@ -507,7 +508,7 @@ fn run_state(output: &Output) -> RunState {
 
 /// Set in matrixctl's environment, makes the confirmation of an armed
 /// change fail, as if the change had cut matrixctl off. For tests only.
-pub const TEST_FAIL_CONFIRMATION: &str = "MATRIXCTL_TEST_FAIL_CONFIRMATION";
+pub(crate) const TEST_FAIL_CONFIRMATION: &str = "MATRIXCTL_TEST_FAIL_CONFIRMATION";
 
 /// More armed handlers than any role set has (the firewall is the one).
 const MAX_ARMED_ROUNDS: usize = 8;
@@ -646,7 +647,7 @@ async fn reconnect(job: &ApplyJob, timeout: Duration) -> Option<RunState> {
 
 /// Runs an operator's task on `host`: `script` with `input` on its stdin,
 /// over one connection; what the script printed, or why it failed.
-pub async fn run_task(
+pub(crate) async fn run_task(
     host: &crate::inventory::Host,
     task: &crate::render::RenderedTask,
     options: &FleetOptions,
@@ -672,7 +673,7 @@ pub async fn run_task(
 
 /// Runs the roles' looks at `host`'s health (`check` does, apart from a
 /// plan) over one connection: what each found, in their order.
-pub async fn look_at_health(
+pub(crate) async fn look_at_health(
     host: &crate::inventory::Host,
     probes: &[crate::health::HealthProbe],
     options: &FleetOptions,
@@ -702,7 +703,7 @@ pub async fn look_at_health(
 }
 
 /// Closes every connection the run opened.
-pub async fn close(planned: &[PlannedHost]) {
+pub(crate) async fn close(planned: &[PlannedHost]) {
     for host in planned {
         host.transport.close().await;
     }

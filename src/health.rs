@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// A role's look at the host, rendered for one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthProbe {
+pub(crate) struct HealthProbe {
     pub role: String,
     /// What it looks at, as the operator reads it (`backups`).
     pub name: String,
@@ -17,7 +17,7 @@ pub struct HealthProbe {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum HealthStatus {
+pub(crate) enum HealthStatus {
     Ok,
     Warning,
     Error,
@@ -25,7 +25,7 @@ pub enum HealthStatus {
 
 /// What a look found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthSeen {
+pub(crate) struct HealthSeen {
     pub name: String,
     pub status: HealthStatus,
     pub message: String,
@@ -35,7 +35,7 @@ pub struct HealthSeen {
 impl HealthSeen {
     /// The verdict in what the script printed and how it ended. A script
     /// that gave no verdict is an error that says so, with its last line.
-    pub fn from_output(name: &str, exit_code: &str, output: &str) -> HealthSeen {
+    pub(crate) fn from_output(name: &str, exit_code: &str, output: &str) -> HealthSeen {
         let mut lines = output
             .lines()
             .map(str::trim)
@@ -85,7 +85,7 @@ impl HealthSeen {
     }
 
     /// Whether it needs the operator.
-    pub fn is_concern(&self) -> bool {
+    pub(crate) fn is_concern(&self) -> bool {
         self.status != HealthStatus::Ok
     }
 }

@@ -15,10 +15,10 @@ use crate::fleet::PlannedHost;
 use crate::plan::HostPlan;
 
 /// One effect, and the hosts it happens on.
-pub type Impacts = BTreeMap<String, Vec<String>>;
+pub(crate) type Impacts = BTreeMap<String, Vec<String>>;
 
 /// Every effect of the fleet's plans, by effect.
-pub fn impacts(planned: &[PlannedHost]) -> Impacts {
+pub(crate) fn impacts(planned: &[PlannedHost]) -> Impacts {
     let mut impacts: Impacts = BTreeMap::new();
     for host in planned {
         let Ok(plan) = &host.plan else { continue };
@@ -69,7 +69,7 @@ fn host_effects(plan: &HostPlan) -> BTreeSet<String> {
 
 /// The impact block printed above a plan's diffs: each effect, its hosts,
 /// and how many of the fleet's `total` hosts that is.
-pub fn impact_text(impacts: &Impacts, total: usize) -> String {
+pub(crate) fn impact_text(impacts: &Impacts, total: usize) -> String {
     if impacts.is_empty() {
         return String::new();
     }

@@ -10,15 +10,15 @@ use std::path::Path;
 use crate::problem::Problem;
 
 /// The largest file matrixctl reads as YAML: far above any real vars file.
-pub const MAX_YAML_BYTES: u64 = 8 << 20;
+pub(crate) const MAX_YAML_BYTES: u64 = 8 << 20;
 
 /// Flow collections (`[`, `{`) nested deeper than this are refused.
-pub const MAX_FLOW_DEPTH: usize = 64;
+pub(crate) const MAX_FLOW_DEPTH: usize = 64;
 
 /// Reads a file the operator gave as text, at most `limit` bytes. `inside`
 /// is the directory it belongs to: a symlink that leads out of it is
 /// refused, naming where it points.
-pub fn read_text(path: &Path, inside: Option<&Path>, limit: u64) -> Result<String, Problem> {
+pub(crate) fn read_text(path: &Path, inside: Option<&Path>, limit: u64) -> Result<String, Problem> {
     let bytes = read_bytes(path, inside, limit)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| Problem::new("the file is not UTF-8 text").in_file(path))?;
@@ -32,7 +32,11 @@ pub fn read_text(path: &Path, inside: Option<&Path>, limit: u64) -> Result<Strin
 }
 
 /// Like [`read_text`], for bytes.
-pub fn read_bytes(path: &Path, inside: Option<&Path>, limit: u64) -> Result<Vec<u8>, Problem> {
+pub(crate) fn read_bytes(
+    path: &Path,
+    inside: Option<&Path>,
+    limit: u64,
+) -> Result<Vec<u8>, Problem> {
     let link = std::fs::symlink_metadata(path)
         .map_err(|error| Problem::new(format!("cannot read: {}", reason(&error))).in_file(path))?;
     // The file itself, or a directory on its way (`host_vars/` linked to
@@ -89,6 +93,9 @@ fn too_large(path: &Path, limit: u64) -> Problem {
     .in_file(path)
 }
 
+/// What went wrong reading an operator's file, in words; the message
+/// names the file itself (so the module reads with `std::fs`, whose
+/// errors do not, where fs_err's would name it twice).
 fn reason(error: &std::io::Error) -> String {
     match error.kind() {
         std::io::ErrorKind::NotFound => "no such file".to_string(),
@@ -113,7 +120,7 @@ fn describe_type(file_type: &std::fs::FileType) -> &'static str {
 
 /// Parses YAML, refusing first (in one linear pass) flow nesting deeper
 /// than [`MAX_FLOW_DEPTH`], with the line where it gets too deep.
-pub fn parse_yaml(path: &Path, text: &str) -> Result<serde_yaml::Value, Problem> {
+pub(crate) fn parse_yaml(path: &Path, text: &str) -> Result<serde_yaml::Value, Problem> {
     if let Some(line) = too_deep_at(text) {
         return Err(Problem::new(format!(
             "YAML nested more than {MAX_FLOW_DEPTH} levels deep"
@@ -264,7 +271,10 @@ fn starts_value(previous: u8) -> bool {
 }
 
 /// A YAML syntax error, with the parser's line.
-pub fn yaml_problem(path: &std::path::Path, error: &serde_yaml::Error) -> crate::problem::Problem {
+pub(crate) fn yaml_problem(
+    path: &std::path::Path,
+    error: &serde_yaml::Error,
+) -> crate::problem::Problem {
     let line = error.location().map(|location| location.line());
     let mut message = error.to_string();
     // serde_yaml appends " at line N column M"; the location line says it.

@@ -6,7 +6,7 @@
 //! simply yields no line, never a wrong one on purpose.
 
 /// The 1-based line of the last key in `key_path`, if it can be found.
-pub fn line_of_key(text: &str, key_path: &[String]) -> Option<usize> {
+pub(crate) fn line_of_key(text: &str, key_path: &[String]) -> Option<usize> {
     let mut search_from = 0;
     let mut parent_indent: Option<usize> = None;
     let lines: Vec<&str> = text.lines().collect();
@@ -42,7 +42,7 @@ pub fn line_of_key(text: &str, key_path: &[String]) -> Option<usize> {
 /// quotes in it (the first line in `parent`'s block that names it), for
 /// every such key at once. hosts.yaml with thousands of hosts would
 /// otherwise be scanned once per host.
-pub fn lines_under(text: &str, parent: &str) -> std::collections::HashMap<String, usize> {
+pub(crate) fn lines_under(text: &str, parent: &str) -> std::collections::HashMap<String, usize> {
     let mut lines = std::collections::HashMap::new();
     let mut parent_indent = None;
     for (index, line) in text.lines().enumerate() {

@@ -14,7 +14,7 @@ use crate::transport::program::{DONE_MARKER, Program};
 
 /// One path on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathState {
+pub(crate) enum PathState {
     Absent,
     File(FileState),
     /// Something that is not a regular file (a directory, a symlink).
@@ -22,7 +22,7 @@ pub enum PathState {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileState {
+pub(crate) struct FileState {
     pub mode: u32,
     pub owner: String,
     pub group: String,
@@ -31,7 +31,7 @@ pub struct FileState {
 
 /// The observed state of one host.
 #[derive(Debug, Clone, Default)]
-pub struct Observed {
+pub(crate) struct Observed {
     pub paths: BTreeMap<String, PathState>,
     pub record: Record,
     /// Staged files left behind by an interrupted apply.
@@ -61,7 +61,7 @@ pub struct Observed {
 
 /// What an apply still owes a host, written before any live file changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Journal {
+pub(crate) struct Journal {
     pub validators: Vec<String>,
     pub handlers: Vec<crate::render::Handler>,
 }
@@ -69,7 +69,7 @@ pub struct Journal {
 /// Reads the paths of `desired` and the record (and the paths it lists) in
 /// one program run. A file that already has its desired content comes
 /// back as a hash match, not as its content.
-pub async fn observe(
+pub(crate) async fn observe(
     transport: &Transport,
     root: &str,
     state_dir: &str,
@@ -243,7 +243,7 @@ fn unseen_run(rest: &str, decode: &dyn Fn(&str) -> Result<Vec<u8>>) -> String {
 }
 
 /// `NAME-BASE64 EXIT-CODE OUTPUT-BASE64` of a health look, as its verdict.
-pub fn health_line(
+pub(crate) fn health_line(
     rest: &str,
     decode: &dyn Fn(&str) -> Result<Vec<u8>>,
 ) -> Result<crate::health::HealthSeen> {

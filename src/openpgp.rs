@@ -7,7 +7,7 @@ use base64::Engine;
 use sha1::{Digest, Sha1};
 
 /// The uppercase hex fingerprint of the primary key in `armored`.
-pub fn fingerprint(armored: &str) -> Result<String, String> {
+pub(crate) fn fingerprint(armored: &str) -> Result<String, String> {
     let mut lines = armored.lines().map(str::trim);
     lines
         .by_ref()
@@ -100,7 +100,7 @@ fn first_packet(bytes: &[u8]) -> Option<(u8, &[u8])> {
 }
 
 /// A fingerprint as written by people (spaces, lowercase) as we compare it.
-pub fn normalise(fingerprint: &str) -> String {
+pub(crate) fn normalise(fingerprint: &str) -> String {
     fingerprint
         .chars()
         .filter(|c| !c.is_whitespace())

@@ -889,7 +889,7 @@ fn typed<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, String> {
     serde_yaml::from_value(value.clone()).map_err(|error| error.to_string())
 }
 
-pub fn https_url(text: &str) -> bool {
+pub(crate) fn https_url(text: &str) -> bool {
     let Some(rest) = text.strip_prefix("https://") else {
         return false;
     };

@@ -2,7 +2,7 @@
 
 /// `work` on every item, spread over the machine's cores (rendering is
 /// CPU work, and hosts are independent); the results in the items' order.
-pub fn map<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub(crate) fn map<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Below this, starting threads costs more than it saves.
     const PER_THREAD_AT_LEAST: usize = 16;

@@ -13,7 +13,7 @@ use crate::render::{DesiredFile, DesiredState, Handler, RoleActions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Action {
+pub(crate) enum Action {
     Create,
     Update,
     Remove,
@@ -21,7 +21,7 @@ pub enum Action {
 
 /// One change to one path.
 #[derive(Debug, Clone)]
-pub struct Change {
+pub(crate) struct Change {
     pub path: String,
     pub action: Action,
     /// The role that renders (or rendered) the file; none for leftovers.
@@ -41,14 +41,14 @@ pub struct Change {
 }
 
 impl Change {
-    pub fn content_changed(&self) -> bool {
+    pub(crate) fn content_changed(&self) -> bool {
         self.before.as_ref().map(|b| &b.content) != self.after.as_ref().map(|a| &a.content)
     }
 }
 
 /// Everything apply would do to one host.
 #[derive(Debug, Clone)]
-pub struct HostPlan {
+pub(crate) struct HostPlan {
     /// Sorted by path.
     pub changes: Vec<Change>,
     /// Files already as desired.
@@ -86,20 +86,20 @@ pub struct HostPlan {
 }
 
 impl HostPlan {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.changes.is_empty()
             && self.system.is_empty()
             && !self.record_outdated
             && !self.journal_pending
     }
 
-    pub fn count(&self, action: Action) -> usize {
+    pub(crate) fn count(&self, action: Action) -> usize {
         self.changes.iter().filter(|c| c.action == action).count()
     }
 
     /// Files and system items to add, to change and to remove (system
     /// items are never removed), for summaries.
-    pub fn totals(&self) -> (usize, usize, usize) {
+    pub(crate) fn totals(&self) -> (usize, usize, usize) {
         let created = self.system.iter().filter(|change| change.create).count();
         (
             self.count(Action::Create) + created,
@@ -188,9 +188,9 @@ fn private_unknown(file: &FileState, unknown: bool) -> bool {
 
 /// Why a host cannot be planned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Blocked(pub String);
+pub(crate) struct Blocked(pub String);
 
-pub fn plan_host(
+pub(crate) fn plan_host(
     desired: &DesiredState,
     observed: &Observed,
     record_path: &str,

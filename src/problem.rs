@@ -58,7 +58,7 @@ impl Problem {
 /// A YAML parser message without the scalars it quotes (`string "…"`):
 /// at parse time nothing yet says which values are secrets, and the file
 /// and line already point at the value.
-pub fn without_quoted_values(message: &str) -> String {
+pub(crate) fn without_quoted_values(message: &str) -> String {
     const QUOTED: &str = "string \"";
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
@@ -143,7 +143,7 @@ impl From<Problem> for Problems {
 
 /// The closest candidate to a misspelt word, if one is close enough to be a
 /// plausible typo.
-pub fn did_you_mean<'a, I>(input: &str, candidates: I) -> Option<String>
+pub(crate) fn did_you_mean<'a, I>(input: &str, candidates: I) -> Option<String>
 where
     I: IntoIterator<Item = &'a str>,
 {
@@ -157,7 +157,7 @@ where
 
 /// serde reports enum typos as "unknown variant `x`, expected one of `a`, `b`"
 /// and field typos alike; pull out the word and the choices so we can suggest.
-pub fn suggestion_for_serde_message(message: &str) -> Option<String> {
+pub(crate) fn suggestion_for_serde_message(message: &str) -> Option<String> {
     let rest = ["unknown variant `", "unknown value `", "unknown field `"]
         .iter()
         .find_map(|prefix| message.strip_prefix(prefix))?;
@@ -207,7 +207,7 @@ mod tests {
 /// A type error found while deserializing checked input, with the key path
 /// that led to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TypeError {
+pub(crate) struct TypeError {
     /// The leading map keys of the path: what a line lookup can follow.
     pub keys: Vec<String>,
     /// The whole path for people, like `files[0].mode`; empty at the top.
@@ -216,7 +216,7 @@ pub struct TypeError {
 }
 
 /// Deserializes `value`, reporting where in it a type error happened.
-pub fn deserialize_at<T: serde::de::DeserializeOwned>(
+pub(crate) fn deserialize_at<T: serde::de::DeserializeOwned>(
     value: serde_yaml::Value,
 ) -> Result<T, TypeError> {
     serde_path_to_error::deserialize(value).map_err(|error| {

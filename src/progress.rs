@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// the run is over before anyone would read it.
 const PLAIN_MIN_HOSTS: usize = 10;
 
-pub struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     plain: Option<Mutex<PlainProgress>>,
 }
@@ -25,7 +25,7 @@ struct PlainProgress {
 
 impl Progress {
     /// Progress over `total` hosts, for an action like "planning".
-    pub fn new(label: &'static str, total: usize) -> Progress {
+    pub(crate) fn new(label: &'static str, total: usize) -> Progress {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(total as u64);
             let style = ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} hosts")
@@ -50,7 +50,7 @@ impl Progress {
     }
 
     /// One more host is done.
-    pub fn host_done(&self) {
+    pub(crate) fn host_done(&self) {
         if let Some(bar) = &self.bar {
             bar.inc(1);
         }
@@ -66,7 +66,7 @@ impl Progress {
         }
     }
 
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

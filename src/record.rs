@@ -14,13 +14,13 @@ use std::collections::BTreeMap;
 
 /// A role's facts (its `facts:`, rendered): name to value, as the
 /// record keeps them from one apply to the next.
-pub type Facts = std::collections::BTreeMap<String, serde_json::Value>;
+pub(crate) type Facts = std::collections::BTreeMap<String, serde_json::Value>;
 
 const HEADER: &str =
     "# matrixctl: files it manages on this host. Written by matrixctl; do not edit.\nv2\n";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordEntry {
+pub(crate) struct RecordEntry {
     pub sha256: String,
     pub mode: u32,
     pub sensitive: bool,
@@ -29,14 +29,14 @@ pub struct RecordEntry {
 
 /// Managed paths and what matrixctl last wrote there.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Record {
+pub(crate) struct Record {
     pub files: BTreeMap<String, RecordEntry>,
     /// Each role's facts at the last apply, by role.
     pub facts: BTreeMap<String, Facts>,
 }
 
 impl Record {
-    pub fn parse(text: &str) -> Result<Record, String> {
+    pub(crate) fn parse(text: &str) -> Result<Record, String> {
         let mut lines = text.lines().filter(|line| !line.starts_with('#'));
         match lines.next() {
             Some("v1" | "v2") => {}
@@ -85,7 +85,7 @@ impl Record {
         Ok(Record { files, facts })
     }
 
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let mut text = HEADER.to_string();
         for (path, entry) in &self.files {
             text.push_str(&format!(

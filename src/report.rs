@@ -12,11 +12,11 @@ use crate::plan::{Action, Change, HostPlan};
 use crate::secrets::Redactor;
 
 /// The version of the JSON output's shape (docs/json.md).
-pub const JSON_FORMAT_VERSION: u32 = 1;
+pub(crate) const JSON_FORMAT_VERSION: u32 = 1;
 
 /// Totals over the fleet.
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub create: usize,
     pub update: usize,
     pub remove: usize,
@@ -28,7 +28,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(planned: &[PlannedHost], applied: Option<&[AppliedHost]>) -> Summary {
+    pub(crate) fn of(planned: &[PlannedHost], applied: Option<&[AppliedHost]>) -> Summary {
         let mut summary = Summary {
             hosts: planned.len(),
             ..Summary::default()
@@ -66,7 +66,7 @@ fn plural(count: usize, word: &str) -> String {
 
 /// How much of each change a text plan shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Detail {
+pub(crate) enum Detail {
     /// Each change with its diff or content.
     Full,
     /// Each change's line alone (`plan --summary`, saved plans): no
@@ -76,7 +76,7 @@ pub enum Detail {
 
 /// The plan, then the summary line. A change that is the same on several
 /// hosts prints once, headed by those hosts, so a fleet plan stays short.
-pub fn plan_text(
+pub(crate) fn plan_text(
     planned: &[PlannedHost],
     style: Style,
     redactor: &Redactor,
@@ -192,7 +192,7 @@ fn host_list(hosts: &[&str]) -> String {
     }
 }
 
-pub fn plan_summary(summary: &Summary, planned: &[PlannedHost]) -> String {
+pub(crate) fn plan_summary(summary: &Summary, planned: &[PlannedHost]) -> String {
     let mut line = format!(
         "Plan: {} to add, {} to change, {} to remove on {} of {}.",
         summary.create,
@@ -394,7 +394,7 @@ fn body(change: &Change) -> Option<String> {
 }
 
 /// What apply did, host by host, and its summary line.
-pub fn apply_text(
+pub(crate) fn apply_text(
     planned: &[PlannedHost],
     applied: &[AppliedHost],
     style: Style,
@@ -555,7 +555,7 @@ struct BeforeAfter {
 }
 
 /// The plan (and, for apply, the outcome) as JSON: docs/json.md.
-pub fn json(
+pub(crate) fn json(
     command: &str,
     planned: &[PlannedHost],
     applied: Option<&[AppliedHost]>,

@@ -21,7 +21,7 @@ const FORMAT: &str = "matrixctl-saved-plan";
 const VERSION: u32 = 1;
 
 #[derive(Debug, Serialize, Deserialize)]
-pub struct SavedPlan {
+pub(crate) struct SavedPlan {
     format: String,
     version: u32,
     /// Absolute, so `apply FILE` works from any directory.
@@ -37,13 +37,13 @@ pub struct SavedPlan {
 /// A plan's summary as `plan --summary` prints it (without colour), and
 /// its JSON report with every `diff` null.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct SavedReport {
+pub(crate) struct SavedReport {
     pub text: String,
     pub json: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedHost {
+pub(crate) struct SavedHost {
     /// sha256 over the observed state of every path, the record and leftovers.
     pub observed: String,
     /// sha256 over the desired files (paths, modes, owners, contents).
@@ -51,7 +51,11 @@ pub struct SavedHost {
 }
 
 impl SavedPlan {
-    pub fn new(inventory: &Path, roles: &[PathBuf], planned: &[PlannedHost]) -> Result<SavedPlan> {
+    pub(crate) fn new(
+        inventory: &Path,
+        roles: &[PathBuf],
+        planned: &[PlannedHost],
+    ) -> Result<SavedPlan> {
         let absolute =
             |path: &Path| std::path::absolute(path).with_context(|| format!("{}", path.display()));
         let mut hosts = BTreeMap::new();
@@ -75,13 +79,13 @@ impl SavedPlan {
         })
     }
 
-    pub fn write(&self, path: &Path) -> Result<()> {
+    pub(crate) fn write(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)?;
         fs_err::write(path, format!("{text}\n"))?;
         Ok(())
     }
 
-    pub fn read(path: &Path) -> Result<SavedPlan> {
+    pub(crate) fn read(path: &Path) -> Result<SavedPlan> {
         let text = fs_err::read_to_string(path)?;
         let saved: SavedPlan = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a saved plan", path.display()))?;
@@ -97,13 +101,13 @@ impl SavedPlan {
     }
 
     /// Whether `path` looks like a saved plan rather than an inventory.
-    pub fn is_saved_plan(path: &Path) -> bool {
+    pub(crate) fn is_saved_plan(path: &Path) -> bool {
         path.is_file()
     }
 }
 
 impl SavedHost {
-    pub fn of(host: &PlannedHost) -> Option<SavedHost> {
+    pub(crate) fn of(host: &PlannedHost) -> Option<SavedHost> {
         Some(SavedHost {
             observed: fingerprint_observed(host.observed.as_ref()?),
             desired: fingerprint_desired(&host.desired),

@@ -41,7 +41,7 @@ secrets/master.key
 ";
 
 /// `matrixctl init DIR`: a new inventory with a fresh master key.
-pub fn init(dir: &Path) -> Result<String> {
+pub(crate) fn init(dir: &Path) -> Result<String> {
     let occupied = match fs_err::read_dir(dir) {
         Ok(mut entries) => entries.next().is_some(),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => false,
@@ -76,7 +76,7 @@ pub fn init(dir: &Path) -> Result<String> {
     write_master_key(&root.join("secrets"))?;
     set_mode(root, 0o755)?;
     let staged = staging.keep();
-    if let Err(error) = std::fs::rename(&staged, dir) {
+    if let Err(error) = fs_err::rename(&staged, dir) {
         let _ = fs_err::remove_dir_all(&staged);
         return Err(error).with_context(|| format!("cannot create {}", dir.display()));
     }
@@ -119,7 +119,7 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
 
 /// What `host add` is asked to write.
 #[derive(Debug, Default)]
-pub struct NewHost {
+pub(crate) struct NewHost {
     pub domain: String,
     pub ssh: Option<String>,
     /// `connection: local` with this root.
@@ -137,7 +137,7 @@ pub struct NewHost {
 const BRIDGE_PREFIX: &str = "bridges.";
 
 /// `matrixctl host add`: a hosts.yaml entry and host_vars/DOMAIN.yaml.
-pub fn host_add(dir: &Path, roles: &RoleSet, mut new: NewHost) -> Result<String> {
+pub(crate) fn host_add(dir: &Path, roles: &RoleSet, mut new: NewHost) -> Result<String> {
     let inventory = load_as_it_is(dir, roles)?;
     let hosts_path = dir.join("hosts.yaml");
     let domain: DnsName =
@@ -235,7 +235,7 @@ then `matrixctl plan {dir} --limit {domain}`.\n",
 
 /// `matrixctl host remove`: the host's hosts.yaml entry and host_vars
 /// file. The server itself is never contacted.
-pub fn host_remove(dir: &Path, roles: &RoleSet, domain: &str) -> Result<String> {
+pub(crate) fn host_remove(dir: &Path, roles: &RoleSet, domain: &str) -> Result<String> {
     let inventory = load_as_it_is(dir, roles)?;
     let hosts_path = dir.join("hosts.yaml");
     if !inventory
@@ -500,7 +500,7 @@ fn insert(mapping: &mut Mapping, path: &[String], value: Value) {
 }
 
 /// `KEY=VALUE` of `--set`: a dotted key path and a YAML value.
-pub fn parse_assignment(text: &str) -> Result<(Vec<String>, Value), String> {
+pub(crate) fn parse_assignment(text: &str) -> Result<(Vec<String>, Value), String> {
     let Some((key, value)) = text.split_once('=') else {
         return Err(format!(
             "`{text}` is not KEY=VALUE (like `turn.host=turn.example.com`)"

@@ -110,7 +110,7 @@ const DEMO_KEY_PREFIX: &[u8] = b"DEMO-ONLY-";
 /// every clone, and no mode could make it secret.
 fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    if let Ok(metadata) = std::fs::metadata(path) {
+    if let Ok(metadata) = fs_err::metadata(path) {
         let mode = metadata.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             eprintln!(
@@ -233,7 +233,7 @@ pub struct Redactor {
 /// blank out ordinary words everywhere, and is no secret anyway.
 const MIN_REDACTED_LEN: usize = 6;
 
-pub const REDACTED: &str = "<redacted>";
+pub(crate) const REDACTED: &str = "<redacted>";
 
 impl Redactor {
     pub fn new<I: IntoIterator<Item = String>>(values: I) -> Redactor {
@@ -288,12 +288,12 @@ impl Redactor {
 /// rendered file is sensitive: a substring search per secret. A host has
 /// a handful, so this is cheaper than a [`Redactor`]'s automaton, whose
 /// build would be paid for every host of a render.
-pub struct SecretFinder {
+pub(crate) struct SecretFinder {
     finders: Vec<memchr::memmem::Finder<'static>>,
 }
 
 impl SecretFinder {
-    pub fn new<I: IntoIterator<Item = String>>(values: I) -> SecretFinder {
+    pub(crate) fn new<I: IntoIterator<Item = String>>(values: I) -> SecretFinder {
         // The same values a Redactor would hide.
         let finders = values
             .into_iter()
@@ -304,7 +304,7 @@ impl SecretFinder {
     }
 
     /// Whether `text` holds any of the secrets.
-    pub fn finds_secret_in(&self, text: &[u8]) -> bool {
+    pub(crate) fn finds_secret_in(&self, text: &[u8]) -> bool {
         self.finders
             .iter()
             .any(|finder| finder.find(text).is_some())

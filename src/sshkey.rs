@@ -34,7 +34,7 @@ fn public_blob(public: &[u8; 32]) -> Vec<u8> {
 
 /// The public key derived from `secret`, as `authorized_keys` and
 /// `ssh-keygen -y` write it: `ssh-ed25519 BASE64`.
-pub fn public_key(secret: &str) -> String {
+pub(crate) fn public_key(secret: &str) -> String {
     let public = ed25519_dalek::SigningKey::from_bytes(&seed(secret))
         .verifying_key()
         .to_bytes();
@@ -46,7 +46,7 @@ pub fn public_key(secret: &str) -> String {
 
 /// The private key derived from `secret`, in OpenSSH's own format
 /// (unencrypted, as `ssh-keygen -N ''` writes it), with `comment`.
-pub fn private_key(secret: &str, comment: &str) -> String {
+pub(crate) fn private_key(secret: &str, comment: &str) -> String {
     let seed = seed(secret);
     let public = ed25519_dalek::SigningKey::from_bytes(&seed)
         .verifying_key()
@@ -96,8 +96,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("id_ed25519");
         let private = private_key("a derived secret", "backup@example.org");
-        std::fs::write(&path, &private).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        fs_err::write(&path, &private).unwrap();
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let derived = std::process::Command::new("ssh-keygen")
             .arg("-y")
             .arg("-f")

@@ -18,7 +18,7 @@ use serde::Serialize;
 /// One thing a role wants the host to have.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Item {
+pub(crate) enum Item {
     /// An apt repository (deb822 `.sources` file) whose signing key was
     /// checked against its pinned fingerprint before it got here.
     Repository {
@@ -103,12 +103,12 @@ pub enum Item {
 }
 
 /// A certificate this close to its end is renewed (certbot's own margin).
-pub const RENEW_WITHIN_SECONDS: u64 = 30 * 24 * 3600;
+pub(crate) const RENEW_WITHIN_SECONDS: u64 = 30 * 24 * 3600;
 
 /// A venv's state from its `.matrixctl-requirements` file: `present` and
 /// the requirements written there, as words of the characters a
 /// requirement can hold (anything else separates them).
-pub fn venv_state(requirements_file: &[u8]) -> String {
+pub(crate) fn venv_state(requirements_file: &[u8]) -> String {
     let allowed = |byte: &u8| byte.is_ascii_alphanumeric() || b"._=!+,[]<>~-".contains(byte);
     let mut state = String::from("present");
     for word in requirements_file.split(|byte| !allowed(byte)) {
@@ -126,7 +126,7 @@ pub fn venv_state(requirements_file: &[u8]) -> String {
 /// RENEW_WITHIN_SECONDS of `now`, NAMES its DNS names, sorted. A file
 /// that is no certificate reads as an expiring placeholder: it is
 /// replaced.
-pub fn certificate_state(pem: &[u8], now: std::time::SystemTime) -> String {
+pub(crate) fn certificate_state(pem: &[u8], now: std::time::SystemTime) -> String {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
     let unreadable = "present self expiring ,".to_string();
     let Ok((_, block)) = x509_parser::pem::parse_x509_pem(pem) else {
@@ -171,11 +171,11 @@ pub fn certificate_state(pem: &[u8], now: std::time::SystemTime) -> String {
 
 /// What a PostgreSQL database must be for the applications matrixctl
 /// serves (the homeserver refuses any other collation or ctype).
-pub const DATABASE_ENCODING: &str = "UTF8";
-pub const DATABASE_LOCALE: &str = "C";
+pub(crate) const DATABASE_ENCODING: &str = "UTF8";
+pub(crate) const DATABASE_LOCALE: &str = "C";
 
 /// A name safe to double-quote in SQL and to report as one word.
-pub fn is_sql_identifier(name: &str) -> bool {
+pub(crate) fn is_sql_identifier(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name
@@ -185,14 +185,14 @@ pub fn is_sql_identifier(name: &str) -> bool {
 
 impl SystemChange {
     /// Every role that wants the item, the first one first.
-    pub fn roles(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn roles(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.role.as_str()).chain(self.also_for.iter().map(String::as_str))
     }
 }
 
 impl Item {
     /// What the item is, for the plan: `package tzdata`.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self {
             Item::Repository { name, .. } => format!("repository {name}"),
             Item::Package { name, .. } => format!("package {name}"),
@@ -209,7 +209,7 @@ impl Item {
 
     /// The key the host program reports the item's state under: its label,
     /// or for a generated file its path (two roles may generate a "key").
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         match self {
             Item::Generated { path, .. } => format!("generated {path}"),
             _ => self.label(),
@@ -218,14 +218,14 @@ impl Item {
 
     /// Whether apply sees to it after the files (services), rather than
     /// before them.
-    pub fn after_files(&self) -> bool {
+    pub(crate) fn after_files(&self) -> bool {
         matches!(self, Item::Service { .. })
     }
 }
 
 /// A role's item for one host.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Wanted {
+pub(crate) struct Wanted {
     pub item: Item,
     pub role: String,
     /// Other roles that want the very same item (python3-venv).
@@ -234,7 +234,7 @@ pub struct Wanted {
 
 /// One item apply changes, and how it differs now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SystemChange {
+pub(crate) struct SystemChange {
     pub item: Item,
     pub role: String,
     /// Other roles that want the very same item.
@@ -249,10 +249,10 @@ pub struct SystemChange {
 }
 
 /// What the host program reported for each item, by key.
-pub type ObservedSystem = BTreeMap<String, String>;
+pub(crate) type ObservedSystem = BTreeMap<String, String>;
 
 /// Each wanted item that the host does not have as wanted.
-pub fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<SystemChange> {
+pub(crate) fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<SystemChange> {
     let mut out = Vec::new();
     for Wanted {
         item,
@@ -435,7 +435,7 @@ pub fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<SystemChange
 }
 
 /// Where a repository's key and `.sources` file go.
-pub fn repository_paths(name: &str) -> (String, String) {
+pub(crate) fn repository_paths(name: &str) -> (String, String) {
     (
         format!("/etc/apt/keyrings/matrixctl-{name}.asc"),
         format!("/etc/apt/sources.list.d/matrixctl-{name}.sources"),
@@ -443,7 +443,7 @@ pub fn repository_paths(name: &str) -> (String, String) {
 }
 
 /// A repository's deb822 `.sources` file, as role `role` writes it.
-pub fn repository_sources(
+pub(crate) fn repository_sources(
     role: &str,
     name: &str,
     url: &str,
@@ -462,7 +462,7 @@ pub fn repository_sources(
 /// the host's; a package pinned to another release's build (`+bookworm1`
 /// on trixie) is refused, as apt would install what was built for
 /// another system.
-pub fn fit_to_release(wanted: &mut [Wanted], codename: Option<&str>) -> Result<(), String> {
+pub(crate) fn fit_to_release(wanted: &mut [Wanted], codename: Option<&str>) -> Result<(), String> {
     for Wanted { item, role, .. } in wanted.iter_mut() {
         match item {
             Item::Repository {
@@ -515,14 +515,14 @@ fn release_of_build(version: &str) -> Option<&str> {
 
 /// What the host program reports for a repository that is as wanted: the
 /// SHA-256 of its key file followed by its `.sources` file.
-pub fn repository_digest(key: &str, sources: &str) -> String {
+pub(crate) fn repository_digest(key: &str, sources: &str) -> String {
     crate::hash::sha256_hex(format!("{key}{sources}").as_bytes())
 }
 
 /// A directory item's path must not be something else already (a file, a
 /// symlink), and a database that exists must be as wanted (matrixctl never
 /// alters one): said before anything is changed.
-pub fn blocked(wanted: &[Wanted], observed: &ObservedSystem) -> Option<String> {
+pub(crate) fn blocked(wanted: &[Wanted], observed: &ObservedSystem) -> Option<String> {
     wanted.iter().find_map(|Wanted { item, .. }| match item {
         Item::Database { name, owner, .. } => {
             if observed.get(&format!("login {owner}")).map(String::as_str) == Some("refused") {

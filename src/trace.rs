@@ -17,27 +17,27 @@ static REQUESTED: AtomicBool = AtomicBool::new(false);
 static ARMED: OnceLock<Redactor> = OnceLock::new();
 
 /// The prefix of the host program's trace lines.
-pub const MARKER: &str = "matrixctl-trace ";
+pub(crate) const MARKER: &str = "matrixctl-trace ";
 
 /// `-v` was given: tracing starts once the secrets to hide are known.
-pub fn request() {
+pub(crate) fn request() {
     REQUESTED.store(true, Ordering::Relaxed);
 }
 
 /// Starts tracing, if it was requested, hiding what `redactor` knows.
-pub fn arm(redactor: &Redactor) {
+pub(crate) fn arm(redactor: &Redactor) {
     if REQUESTED.load(Ordering::Relaxed) {
         let _ = ARMED.set(redactor.clone());
     }
 }
 
-pub fn enabled() -> bool {
+pub(crate) fn enabled() -> bool {
     ARMED.get().is_some()
 }
 
 /// Takes the trace lines out of `stderr` and prints them for `host`, with
 /// the whole run's time, as one block.
-pub fn report(host: &str, stderr: &mut String, elapsed: Duration) {
+pub(crate) fn report(host: &str, stderr: &mut String, elapsed: Duration) {
     let Some(redactor) = ARMED.get() else {
         return;
     };

@@ -13,7 +13,7 @@ use crate::roles::OpenPort;
 use crate::roles::Proto;
 
 #[derive(Debug, Clone)]
-pub enum Expectation {
+pub(crate) enum Expectation {
     /// `url` serves what the host renders at `path`.
     Served {
         url: String,
@@ -27,7 +27,7 @@ pub enum Expectation {
 }
 
 #[derive(Debug, Clone)]
-pub struct HostExpectations {
+pub(crate) struct HostExpectations {
     pub host: String,
     pub server_name: String,
     pub expectations: Vec<Expectation>,

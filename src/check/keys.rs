@@ -12,7 +12,7 @@ use serde_json::Value;
 
 /// One ed25519 key of the document, as the tester reports it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct KeyCheck {
+pub(crate) struct KeyCheck {
     /// The key decodes to 32 bytes.
     #[serde(rename = "ValidEd25519")]
     pub valid_ed25519: bool,
@@ -23,7 +23,7 @@ pub struct KeyCheck {
 
 /// What the document says and whether it holds.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct KeyChecks {
+pub(crate) struct KeyChecks {
     #[serde(rename = "MatchingServerName")]
     pub matching_server_name: bool,
     #[serde(rename = "FutureValidUntilTS")]
@@ -47,7 +47,7 @@ pub struct KeyChecks {
 }
 
 impl KeyChecks {
-    pub fn all_ok(&self) -> bool {
+    pub(crate) fn all_ok(&self) -> bool {
         self.current_and_old.is_empty()
             && self.matching_server_name
             && self.future_valid_until_ts
@@ -57,7 +57,7 @@ impl KeyChecks {
 }
 
 /// Checks a key document fetched for `server_name`, at `now_ms`.
-pub fn check(document: &Value, server_name: &str, now_ms: u64) -> KeyChecks {
+pub(crate) fn check(document: &Value, server_name: &str, now_ms: u64) -> KeyChecks {
     let claimed = document["server_name"].as_str().unwrap_or("").to_string();
     let valid_until_ts = document["valid_until_ts"].as_u64().unwrap_or(0);
     let signed = signed_bytes(document);
@@ -119,7 +119,7 @@ pub fn check(document: &Value, server_name: &str, now_ms: u64) -> KeyChecks {
 
 /// The bytes a server signs: the document without `signatures` and
 /// `unsigned`, as canonical JSON.
-pub fn signed_bytes(document: &Value) -> Vec<u8> {
+pub(crate) fn signed_bytes(document: &Value) -> Vec<u8> {
     let mut stripped = document.clone();
     if let Some(object) = stripped.as_object_mut() {
         object.remove("signatures");
@@ -131,7 +131,7 @@ pub fn signed_bytes(document: &Value) -> Vec<u8> {
 /// The spec's canonical JSON: keys sorted by code point at every level,
 /// no insignificant whitespace, UTF-8 unescaped but for what JSON must
 /// escape (serde_json escapes exactly that, with lower-case hex).
-pub fn canonical_json(value: &Value) -> String {
+pub(crate) fn canonical_json(value: &Value) -> String {
     fn sorted(value: &Value) -> Value {
         match value {
             Value::Object(object) => {

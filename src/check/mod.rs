@@ -9,12 +9,12 @@
 //! and a hint. The report also carries the federation tester's fields
 //! ([`tester`]), so tooling built on it can switch.
 
-pub mod expect;
-pub mod keys;
-pub mod name;
-pub mod net;
-pub mod output;
-pub mod tester;
+pub(crate) mod expect;
+pub(crate) mod keys;
+pub(crate) mod name;
+pub(crate) mod net;
+pub(crate) mod output;
+pub(crate) mod tester;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,7 +35,7 @@ const EXPIRY_WARNING_DAYS: i64 = 14;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub(crate) enum Status {
     Ok,
     Warning,
     Error,
@@ -43,7 +43,7 @@ pub enum Status {
 
 /// One check's outcome.
 #[derive(Debug, Clone, Serialize)]
-pub struct Finding {
+pub(crate) struct Finding {
     /// Stable name of the check (`well_known_server`, `tls`, …); see docs/check.md.
     pub check: &'static str,
     pub status: Status,
@@ -55,7 +55,7 @@ pub struct Finding {
 
 /// Everything `check` found for one server name.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub server_name: String,
     /// The inventory host it was checked for, if any.
     pub host: Option<String>,
@@ -65,7 +65,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn count(&self, status: Status) -> usize {
+    pub(crate) fn count(&self, status: Status) -> usize {
         self.checks
             .iter()
             .filter(|finding| finding.status == status)
@@ -78,7 +78,7 @@ impl Report {
 pub(crate) struct Findings(pub Vec<Finding>);
 
 impl Findings {
-    pub fn add(
+    pub(crate) fn add(
         &mut self,
         check: &'static str,
         status: Status,
@@ -94,7 +94,7 @@ impl Findings {
             hint,
         });
     }
-    pub fn ok(
+    pub(crate) fn ok(
         &mut self,
         check: &'static str,
         subject: impl Into<String>,
@@ -102,7 +102,7 @@ impl Findings {
     ) {
         self.add(check, Status::Ok, subject, message, None);
     }
-    pub fn warn(
+    pub(crate) fn warn(
         &mut self,
         check: &'static str,
         subject: impl Into<String>,
@@ -111,7 +111,7 @@ impl Findings {
     ) {
         self.add(check, Status::Warning, subject, message, Some(hint.into()));
     }
-    pub fn error(
+    pub(crate) fn error(
         &mut self,
         check: &'static str,
         subject: impl Into<String>,
@@ -142,7 +142,7 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 /// Checks `server_name` as the world sees it.
-pub async fn check_domain(net: &Net, server_name: &str) -> Report {
+pub(crate) async fn check_domain(net: &Net, server_name: &str) -> Report {
     let mut findings = Findings::default();
     let mut tester = tester::TesterReport::default();
     let parsed = match name::parse(server_name) {
@@ -176,7 +176,7 @@ pub async fn check_domain(net: &Net, server_name: &str) -> Report {
 }
 
 /// Checks an inventory host: its server name, then its probes.
-pub async fn check_host(net: &Net, expected: &expect::HostExpectations) -> Report {
+pub(crate) async fn check_host(net: &Net, expected: &expect::HostExpectations) -> Report {
     let mut report = check_domain(net, &expected.server_name).await;
     let mut findings = Findings(std::mem::take(&mut report.checks));
     expect::check(net, expected, &mut findings).await;
@@ -192,7 +192,10 @@ pub async fn check_host(net: &Net, expected: &expect::HostExpectations) -> Repor
 /// What the roles' looks on the host found (or why the host could not
 /// be asked), as findings of the report: a look that is not ok is a
 /// warning or an error, as it said.
-pub fn add_health(report: &mut Report, looked: Result<Vec<crate::health::HealthSeen>, String>) {
+pub(crate) fn add_health(
+    report: &mut Report,
+    looked: Result<Vec<crate::health::HealthSeen>, String>,
+) {
     use crate::health::HealthStatus;
     match looked {
         Ok(seen) => {

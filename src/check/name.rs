@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Host {
+pub(crate) enum Host {
     Ip(IpAddr),
     Dns(String),
 }
@@ -22,7 +22,7 @@ impl fmt::Display for Host {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerName {
+pub(crate) struct ServerName {
     pub host: Host,
     pub port: Option<u16>,
 }
@@ -38,7 +38,7 @@ impl fmt::Display for ServerName {
 }
 
 /// Parses `text` as a server name; the error says what is wrong with it.
-pub fn parse(text: &str) -> Result<ServerName, String> {
+pub(crate) fn parse(text: &str) -> Result<ServerName, String> {
     if text.is_empty() {
         return Err("it is empty".into());
     }

@@ -55,7 +55,7 @@ impl std::str::FromStr for Pin {
 
 /// How `check` reaches the world.
 #[derive(Debug, Clone, Default)]
-pub struct NetOptions {
+pub(crate) struct NetOptions {
     pub pins: Vec<Pin>,
     pub dns: Option<SocketAddr>,
     /// Trusted roots instead of the system's.
@@ -64,7 +64,7 @@ pub struct NetOptions {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup<T> {
+pub(crate) enum Lookup<T> {
     Found(T),
     /// The name exists without such records, or does not exist.
     None,
@@ -72,7 +72,7 @@ pub enum Lookup<T> {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct SrvRecord {
+pub(crate) struct SrvRecord {
     #[serde(rename = "Target")]
     pub target: String,
     #[serde(rename = "Port")]
@@ -85,7 +85,7 @@ pub struct SrvRecord {
 
 /// Why a certificate chain was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CertificateProblem {
+pub(crate) enum CertificateProblem {
     WrongName,
     Expired,
     NotYetValid,
@@ -95,7 +95,7 @@ pub enum CertificateProblem {
 
 /// A certificate of a chain a server sent, as the tester reports it.
 #[derive(Debug, Clone, Serialize)]
-pub struct CertificateInfo {
+pub(crate) struct CertificateInfo {
     #[serde(rename = "SubjectCommonName")]
     pub subject_common_name: String,
     #[serde(rename = "IssuerCommonName")]
@@ -112,7 +112,7 @@ pub struct CertificateInfo {
 /// One TLS handshake's certificate: for which name, the chain and the
 /// verdict against the trusted roots.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub name: String,
     pub chain: Vec<CertificateInfo>,
     pub verdict: Result<(), CertificateProblem>,
@@ -246,7 +246,7 @@ fn certificate_info(der: &CertificateDer<'_>) -> CertificateInfo {
 
 /// An HTTP answer, its body cut at the cap.
 #[derive(Debug, Clone)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     /// Where the last redirect led.
     pub url: String,
@@ -257,14 +257,14 @@ pub struct Answer {
 }
 
 impl Answer {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 }
 
 /// Why a request got no answer.
 #[derive(Debug, Clone)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The certificate was refused (a strict request).
     Certificate(Seen),
     Timeout,
@@ -288,7 +288,7 @@ impl std::fmt::Display for Failure {
     }
 }
 
-pub struct Net {
+pub(crate) struct Net {
     resolver: TokioResolver,
     pins: Vec<Pin>,
     provider: Arc<CryptoProvider>,
@@ -326,7 +326,7 @@ impl reqwest::dns::Resolve for Resolving {
 }
 
 impl Net {
-    pub fn new(options: &NetOptions) -> Result<Net> {
+    pub(crate) fn new(options: &NetOptions) -> Result<Net> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
         match &options.ca_file {
@@ -336,6 +336,7 @@ impl Net {
                         "--ca-file takes a PEM file of CA certificates (`-----BEGIN CERTIFICATE-----` blocks), like a test CA's root".into(),
                     ))
                 };
+                // The message names the flag; fs_err's would add the path twice.
                 let pem = std::fs::read(path)
                     .map_err(|error| refused(format!("--ca-file: cannot read it: {error}")))?;
                 let mut added = 0;
@@ -390,7 +391,7 @@ impl Net {
     }
 
     /// SRV records of `name`, by priority then weight.
-    pub async fn srv(&self, name: &str) -> Lookup<Vec<SrvRecord>> {
+    pub(crate) async fn srv(&self, name: &str) -> Lookup<Vec<SrvRecord>> {
         match self
             .resolver
             .lookup(format!("{name}."), RecordType::SRV)
@@ -423,7 +424,7 @@ impl Net {
     }
 
     /// The name `name` is an alias of, if it is one.
-    pub async fn cname(&self, name: &str) -> Option<String> {
+    pub(crate) async fn cname(&self, name: &str) -> Option<String> {
         let found = self
             .resolver
             .lookup(format!("{name}."), RecordType::CNAME)
@@ -440,7 +441,7 @@ impl Net {
 
     /// The A and AAAA addresses of `host`: pinned ones for `port` (any
     /// port when it is 0), else DNS.
-    pub async fn addresses(&self, host: &str, port: u16) -> Lookup<Vec<IpAddr>> {
+    pub(crate) async fn addresses(&self, host: &str, port: u16) -> Lookup<Vec<IpAddr>> {
         let host = host.to_ascii_lowercase();
         let pinned: Vec<IpAddr> = self
             .pins
@@ -510,12 +511,12 @@ impl Net {
 
     /// GET `url` with the certificate checked (refused: no answer), the
     /// body read up to `cap` bytes. Redirects are followed.
-    pub async fn get(&self, url: &str, cap: usize) -> (Result<Answer, Failure>, Vec<Seen>) {
+    pub(crate) async fn get(&self, url: &str, cap: usize) -> (Result<Answer, Failure>, Vec<Seen>) {
         self.request(true, None, url, None, cap).await
     }
 
     /// POST `body` (JSON) to `url`, the certificate checked.
-    pub async fn post_json(
+    pub(crate) async fn post_json(
         &self,
         url: &str,
         body: &str,
@@ -526,7 +527,7 @@ impl Net {
 
     /// GET `url` from exactly `address`, with the URL's host as SNI and
     /// `Host`, whatever the certificate (its verdict is in the `Seen`).
-    pub async fn get_at(
+    pub(crate) async fn get_at(
         &self,
         address: SocketAddr,
         url: &str,
@@ -612,7 +613,7 @@ impl Net {
     }
 
     /// Whether a TCP connection to `address` opens in time.
-    pub async fn connects(&self, address: SocketAddr) -> Result<(), Failure> {
+    pub(crate) async fn connects(&self, address: SocketAddr) -> Result<(), Failure> {
         match tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(address)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {

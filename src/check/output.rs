@@ -9,13 +9,13 @@ use super::{Report, Status};
 
 /// The JSON document `check --json` prints.
 #[derive(Serialize)]
-pub struct JsonReport<'a> {
+pub(crate) struct JsonReport<'a> {
     pub format_version: u32,
     pub ok: bool,
     pub reports: &'a [Report],
 }
 
-pub fn json(reports: &[Report]) -> String {
+pub(crate) fn json(reports: &[Report]) -> String {
     let document = JsonReport {
         format_version: 1,
         ok: reports.iter().all(|report| report.ok),
@@ -24,7 +24,7 @@ pub fn json(reports: &[Report]) -> String {
     serde_json::to_string_pretty(&document).unwrap_or_default() + "\n"
 }
 
-pub fn text(reports: &[Report], color: bool) -> String {
+pub(crate) fn text(reports: &[Report], color: bool) -> String {
     let paint = |status: Status| {
         let (word, code) = match status {
             Status::Ok => ("ok", "32"),

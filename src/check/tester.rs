@@ -14,13 +14,13 @@ use super::net::{CertificateInfo, SrvRecord};
 
 /// An error as the tester serialises one.
 #[derive(Debug, Clone, Serialize)]
-pub struct Message {
+pub(crate) struct Message {
     #[serde(rename = "Message")]
     pub message: String,
 }
 
 impl Message {
-    pub fn new(message: impl Into<String>) -> Message {
+    pub(crate) fn new(message: impl Into<String>) -> Message {
         Message {
             message: message.into(),
         }
@@ -28,7 +28,7 @@ impl Message {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct TesterReport {
+pub(crate) struct TesterReport {
     #[serde(rename = "Error", skip_serializing_if = "Option::is_none")]
     pub error: Option<Message>,
     #[serde(rename = "WellKnownResult")]
@@ -46,7 +46,7 @@ pub struct TesterReport {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct WellKnownResult {
+pub(crate) struct WellKnownResult {
     #[serde(rename = "m.server")]
     pub m_server: String,
     /// Why there is no delegation from the file (empty when there is one).
@@ -54,7 +54,7 @@ pub struct WellKnownResult {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct DnsResult {
+pub(crate) struct DnsResult {
     #[serde(rename = "SRVSkipped")]
     pub srv_skipped: bool,
     /// The alias an SRV target turned out to be (empty when none is).
@@ -71,7 +71,7 @@ pub struct DnsResult {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct HostResult {
+pub(crate) struct HostResult {
     #[serde(rename = "CName")]
     pub cname: String,
     #[serde(rename = "Addrs")]
@@ -81,7 +81,7 @@ pub struct HostResult {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ConnectionReport {
+pub(crate) struct ConnectionReport {
     #[serde(rename = "Certificates")]
     pub certificates: Vec<CertificateInfo>,
     #[serde(rename = "Checks")]
@@ -97,7 +97,7 @@ pub struct ConnectionReport {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Checks {
+pub(crate) struct Checks {
     #[serde(rename = "AllChecksOK")]
     pub all_checks_ok: bool,
     #[serde(flatten)]
@@ -107,7 +107,7 @@ pub struct Checks {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Version {
+pub(crate) struct Version {
     pub name: String,
     pub version: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -5,7 +5,7 @@ use super::*;
 
 impl Renderer<'_> {
     /// What the inventory's hosts export (`fleet`), gathered once.
-    pub fn fleet_exports(
+    pub(crate) fn fleet_exports(
         &self,
         inventory: &Inventory,
         redactor: &Redactor,
@@ -17,7 +17,7 @@ impl Renderer<'_> {
     }
 
     /// Everything a template can read for `host`.
-    pub fn context(&self, inventory: &Inventory, host: &Host) -> BTreeMap<String, Value> {
+    pub(crate) fn context(&self, inventory: &Inventory, host: &Host) -> BTreeMap<String, Value> {
         self.context_for(inventory, host, true)
     }
 

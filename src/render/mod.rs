@@ -26,7 +26,7 @@ mod system;
 
 /// One file as the inventory says it should be.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DesiredFile {
+pub(crate) struct DesiredFile {
     /// Absolute path on the host (not including the host's `root`).
     pub path: String,
     pub content: Vec<u8>,
@@ -39,11 +39,11 @@ pub struct DesiredFile {
 }
 
 /// A host's desired files, by path.
-pub type DesiredState = BTreeMap<String, DesiredFile>;
+pub(crate) type DesiredState = BTreeMap<String, DesiredFile>;
 
 /// A role's checks and handlers for one host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoleActions {
+pub(crate) struct RoleActions {
     pub validators: Vec<String>,
     pub handlers: Vec<Handler>,
     /// For a role that no longer applies: what to run once its files are
@@ -67,7 +67,7 @@ pub struct RoleActions {
 /// name, command, armed revert): the impact text is not compared, so one
 /// owed by an interrupted apply (read back without it) still runs once.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Handler {
+pub(crate) struct Handler {
     pub order: u32,
     pub name: String,
     pub command: String,
@@ -108,7 +108,7 @@ impl Ord for Handler {
 
 /// An automatic revert, armed before a handler that could cut matrixctl off.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub struct ArmedRevert {
+pub(crate) struct ArmedRevert {
     pub save: String,
     pub revert: String,
     pub seconds: u32,
@@ -117,7 +117,7 @@ pub struct ArmedRevert {
 /// Something a role that applies keeps on the host (see
 /// `Manifest::data`), rendered: what a backup holds.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct DataItem {
+pub(crate) struct DataItem {
     pub role: String,
     pub kind: crate::roles::DataKind,
     /// The database's name, or the path.
@@ -130,7 +130,7 @@ pub struct DataItem {
 
 /// Everything rendered for one host.
 #[derive(Debug, Clone, Default)]
-pub struct Rendered {
+pub(crate) struct Rendered {
     pub files: DesiredState,
     /// Per role that applies: its validators and handlers, rendered.
     pub actions: BTreeMap<String, RoleActions>,
@@ -151,13 +151,13 @@ pub struct Rendered {
 }
 
 /// A task rendered for one host: what runs there, and its stdin.
-pub struct RenderedTask {
+pub(crate) struct RenderedTask {
     pub script: String,
     pub input: String,
 }
 
 /// The template environment over built-in and `--roles` templates.
-pub struct Renderer<'a> {
+pub(crate) struct Renderer<'a> {
     env: Environment<'static>,
     roles: &'a RoleSet,
     /// What the inventory's hosts export (`fleet`), gathered on the first
@@ -167,10 +167,10 @@ pub struct Renderer<'a> {
 
 /// The fuel of one render (minijinja's units: an instruction, or a byte
 /// allocated): 16 MiB of output at most, and as many steps.
-pub const TEMPLATE_FUEL: u64 = 16 << 20;
+pub(crate) const TEMPLATE_FUEL: u64 = 16 << 20;
 
 impl<'a> Renderer<'a> {
-    pub fn new(roles: &'a RoleSet) -> Renderer<'a> {
+    pub(crate) fn new(roles: &'a RoleSet) -> Renderer<'a> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // Templates choose their quoting (`| tojson`); nothing is escaped behind their back.
@@ -238,14 +238,14 @@ impl<'a> Renderer<'a> {
 
     /// This renderer, knowing the inventory's exports already (gathered
     /// by another renderer of the same inventory).
-    pub fn knowing(self, exports: Arc<FleetExports>) -> Renderer<'a> {
+    pub(crate) fn knowing(self, exports: Arc<FleetExports>) -> Renderer<'a> {
         let _ = self.fleet.set(Ok(exports));
         self
     }
 
     /// Everything `host` wants, with what is known of the host itself
     /// (`facts`: nothing before it was observed).
-    pub fn render_host(
+    pub(crate) fn render_host(
         &self,
         inventory: &Inventory,
         host: &Host,
@@ -738,7 +738,7 @@ fn size_in_bytes(value: minijinja::Value) -> Result<u64, minijinja::Error> {
 }
 
 /// The secrets of one host: derived from the master key unless overridden.
-pub fn host_secrets(inventory: &Inventory, host: &Host) -> BTreeMap<SecretName, String> {
+pub(crate) fn host_secrets(inventory: &Inventory, host: &Host) -> BTreeMap<SecretName, String> {
     inventory
         .secret_names
         .iter()
@@ -758,7 +758,7 @@ pub fn host_secrets(inventory: &Inventory, host: &Host) -> BTreeMap<SecretName, 
 }
 
 /// Every secret value any output could contain, for the whole inventory.
-pub fn redactor_for(inventory: &Inventory) -> Redactor {
+pub(crate) fn redactor_for(inventory: &Inventory) -> Redactor {
     let mut values = vec![inventory.master_key.as_text()];
     for host in &inventory.hosts {
         values.extend(inventory.master_key.all_generations(

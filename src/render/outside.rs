@@ -7,7 +7,7 @@ impl Renderer<'_> {
     /// The script and input of task `name` for `host`, from the role that
     /// offers it and applies there, with `args` the command line's values;
     /// `Ok(None)`: no role that applies to the host offers it.
-    pub fn render_task(
+    pub(crate) fn render_task(
         &self,
         inventory: &Inventory,
         host: &Host,
@@ -74,7 +74,7 @@ impl Renderer<'_> {
 
     /// The customer's checklist for `host` (`matrixctl onboard`): the
     /// roles' `checklist` entries that apply, rendered, and the ports.
-    pub fn render_checklist(
+    pub(crate) fn render_checklist(
         &self,
         inventory: &Inventory,
         host: &Host,
@@ -135,7 +135,7 @@ impl Renderer<'_> {
 
     /// What `matrixctl check` verifies from outside for `host`: the roles'
     /// `probes` that apply, rendered against the host's files and ports.
-    pub fn render_probes(
+    pub(crate) fn render_probes(
         &self,
         inventory: &Inventory,
         host: &Host,

@@ -9,10 +9,10 @@ use tokio::io::AsyncWriteExt;
 use super::Output;
 
 #[derive(Debug, Clone)]
-pub struct Local;
+pub(crate) struct Local;
 
 impl Local {
-    pub async fn run(&self, program: String) -> Result<Output> {
+    pub(crate) async fn run(&self, program: String) -> Result<Output> {
         let mut child = tokio::process::Command::new("sh")
             .arg("-s")
             .stdin(Stdio::piped())

@@ -3,9 +3,9 @@
 //! transport runs it with `sh` on this machine, the SSH transport on the
 //! host. One program per plan, one more per apply: never one per file.
 
-pub mod local;
-pub mod program;
-pub mod ssh;
+pub(crate) mod local;
+pub(crate) mod program;
+pub(crate) mod ssh;
 
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ use ssh::{Ssh, SshSettings};
 
 /// What the program printed and how it ended.
 #[derive(Debug)]
-pub struct Output {
+pub(crate) struct Output {
     pub success: bool,
     pub stdout: Vec<u8>,
     pub stderr: String,
@@ -26,7 +26,7 @@ pub struct Output {
 /// sudo refused to start it): nothing ran there. Any other error of a run
 /// may have happened after the host received the whole program.
 #[derive(Debug)]
-pub struct NotSent(pub String);
+pub(crate) struct NotSent(pub String);
 
 impl std::fmt::Display for NotSent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -38,7 +38,7 @@ impl std::error::Error for NotSent {}
 
 /// A way to run the program on one host.
 #[derive(Debug, Clone)]
-pub struct Transport {
+pub(crate) struct Transport {
     /// The host, as the inventory names it (for `-v`).
     name: String,
     kind: Kind,
@@ -52,7 +52,7 @@ enum Kind {
 
 impl Transport {
     /// The transport for `host`. Nothing connects until the first `run`.
-    pub fn for_host(host: &Host, settings: &Arc<SshSettings>) -> Transport {
+    pub(crate) fn for_host(host: &Host, settings: &Arc<SshSettings>) -> Transport {
         let kind = match &host.connection {
             Connection::Local => Kind::Local(local::Local),
             Connection::Ssh(target) => Kind::Ssh(Box::new(Ssh::new(
@@ -69,7 +69,7 @@ impl Transport {
     }
 
     /// Runs `program` to completion on the host.
-    pub async fn run(&self, program: String) -> Result<Output> {
+    pub(crate) async fn run(&self, program: String) -> Result<Output> {
         let started = std::time::Instant::now();
         let mut output = match &self.kind {
             Kind::Local(local) => local.run(program).await,
@@ -81,7 +81,7 @@ impl Transport {
 
     /// The same host through a new connection (for SSH, a new master), to
     /// prove a change did not cut matrixctl off.
-    pub fn fresh(&self) -> Transport {
+    pub(crate) fn fresh(&self) -> Transport {
         let kind = match &self.kind {
             Kind::Local(local) => Kind::Local(local.clone()),
             Kind::Ssh(ssh) => Kind::Ssh(Box::new(ssh.fresh())),
@@ -94,7 +94,7 @@ impl Transport {
 
     /// Closes the connection an earlier run kept to this host; whether
     /// there was one.
-    pub async fn disconnect(&self) -> bool {
+    pub(crate) async fn disconnect(&self) -> bool {
         match &self.kind {
             Kind::Ssh(ssh) => ssh.disconnect().await,
             Kind::Local(_) => false,
@@ -102,7 +102,7 @@ impl Transport {
     }
 
     /// Ends the run's use of the connection (a kept one stays open).
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         if let Kind::Ssh(ssh) = &self.kind {
             ssh.close().await;
         }

@@ -5,13 +5,13 @@ use base64::Engine;
 
 /// The directory beside a managed file where an apply stages the new files
 /// (remote.sh's `MC_STAGING_DIR`).
-pub const STAGING_DIR: &str = ".matrixctl-staged";
+pub(crate) const STAGING_DIR: &str = ".matrixctl-staged";
 
 /// The functions every program starts with.
-pub const REMOTE_FUNCTIONS: &str = include_str!("remote.sh");
+pub(crate) const REMOTE_FUNCTIONS: &str = include_str!("remote.sh");
 
 /// The record of managed files, in the host's `state_dir`.
-pub fn record_path(state_dir: &str) -> String {
+pub(crate) fn record_path(state_dir: &str) -> String {
     format!("{state_dir}/state")
 }
 
@@ -19,25 +19,25 @@ pub fn record_path(state_dir: &str) -> String {
 /// transaction pause at that step (see `mc_step` in remote.sh), once it has
 /// written `runs/ID.paused`, so tests can cut an apply short (or race it)
 /// at a known point, over SSH as locally. For tests only.
-pub const TEST_PAUSE_AT: &str = "MATRIXCTL_TEST_PAUSE_AT";
+pub(crate) const TEST_PAUSE_AT: &str = "MATRIXCTL_TEST_PAUSE_AT";
 
 /// The journal of checks and handlers an apply still owes, in the state dir.
-pub fn journal_path(state_dir: &str) -> String {
+pub(crate) fn journal_path(state_dir: &str) -> String {
     format!("{state_dir}/journal")
 }
 
 /// The last line of a program that ran to the end.
-pub const DONE_MARKER: &str = "matrixctl-done";
+pub(crate) const DONE_MARKER: &str = "matrixctl-done";
 
 /// A program under construction.
-pub struct Program {
+pub(crate) struct Program {
     main: String,
 }
 
 impl Program {
     /// `root` is prefixed to every path on the host ("" for `/`);
     /// `state_dir` holds matrixctl's record and lock.
-    pub fn new(root: &str, state_dir: &str) -> Program {
+    pub(crate) fn new(root: &str, state_dir: &str) -> Program {
         let mut main = String::new();
         main.push_str(&format!("ROOT={}\n", quote(root)));
         main.push_str(&format!("MC_STATE_DIR={}\n", quote(state_dir)));
@@ -57,7 +57,7 @@ impl Program {
     }
 
     /// Adds a call: the function name and its arguments, quoted.
-    pub fn call(&mut self, function: &str, args: &[&str]) -> &mut Program {
+    pub(crate) fn call(&mut self, function: &str, args: &[&str]) -> &mut Program {
         self.traced();
         self.main.push_str(function);
         for arg in args {
@@ -69,7 +69,7 @@ impl Program {
     }
 
     /// Adds a call whose stdin is `content`, as base64 in a here-document.
-    pub fn call_with_content(
+    pub(crate) fn call_with_content(
         &mut self,
         function: &str,
         args: &[&str],
@@ -99,7 +99,7 @@ impl Program {
     /// so staging a file starts no process; other bytes come as base64 on
     /// the call's stdin. Either way the content is in the program, never in
     /// an argument (`-v` traces print arguments).
-    pub fn stage(
+    pub(crate) fn stage(
         &mut self,
         path: &str,
         mode: &str,
@@ -139,7 +139,7 @@ impl Program {
     /// writable by root alone: whoever can change one of them can swap what
     /// lies below it between matrixctl's look and its write, and root's
     /// chmod, chown and rename would then follow their links.
-    pub fn set_path_prefixes(
+    pub(crate) fn set_path_prefixes(
         &mut self,
         root: &str,
         state_dir: &str,
@@ -191,7 +191,7 @@ impl Program {
     /// A path only removed is left out: `rm` follows no link, and a
     /// backup copies a link as a link, so a directory a service owns may
     /// hold a file matrixctl once wrote there and now removes.
-    pub fn set_safe_directories(
+    pub(crate) fn set_safe_directories(
         &mut self,
         root: &str,
         state_dir: &str,
@@ -203,14 +203,14 @@ impl Program {
     }
 
     /// Sets a shell variable to a word.
-    pub fn set(&mut self, name: &str, value: &str) -> &mut Program {
+    pub(crate) fn set(&mut self, name: &str, value: &str) -> &mut Program {
         self.main.push_str(&format!("{name}={}\n", quote(value)));
         self
     }
 
     /// Sets a shell variable to a newline-delimited list (with a newline at
     /// each end, so `case` can match whole lines).
-    pub fn set_list(&mut self, name: &str, items: &[&str]) -> &mut Program {
+    pub(crate) fn set_list(&mut self, name: &str, items: &[&str]) -> &mut Program {
         let mut list = String::from("\n");
         for item in items {
             list.push_str(item);
@@ -221,7 +221,7 @@ impl Program {
     }
 
     /// The whole program text, ending in the done marker.
-    pub fn finish(mut self) -> String {
+    pub(crate) fn finish(mut self) -> String {
         self.main
             .push_str(&format!("printf '%s\\n' {DONE_MARKER}\n"));
         self.text()
@@ -242,7 +242,7 @@ impl Program {
     /// result here (mc_await) and prints it as the transaction wrote it.
     /// With `armed`, the transaction stops half-way for a confirmation, so
     /// the wait returns when it does (`run-awaiting-confirmation`).
-    pub fn detached(
+    pub(crate) fn detached(
         root: &str,
         state_dir: &str,
         run_id: &str,
@@ -266,7 +266,7 @@ impl Program {
 
     /// A program that waits up to `seconds` for run `run_id` and prints its
     /// result (or what became of it), as `wait` says.
-    pub fn await_run(
+    pub(crate) fn await_run(
         root: &str,
         state_dir: &str,
         run_id: &str,
@@ -288,7 +288,7 @@ impl Program {
 
 /// How [`Program::await_run`] waits for a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AwaitRun {
+pub(crate) enum AwaitRun {
     /// Confirm the run's armed change first, then wait (stopping at a
     /// further armed change).
     ConfirmThenWait,
@@ -299,7 +299,7 @@ pub enum AwaitRun {
 }
 
 /// Quotes a word for the POSIX shell: single quotes, with `'` spelled `'\''`.
-pub fn quote(word: &str) -> String {
+pub(crate) fn quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
@@ -390,7 +390,7 @@ mod tests {
             Some(_) => assert!(text.contains("version hello "), "{text}"),
             None => assert!(!text.contains("version hello"), "{text}"),
         }
-        let release = std::fs::read_to_string("/etc/os-release").unwrap();
+        let release = fs_err::read_to_string("/etc/os-release").unwrap();
         let codename = release
             .lines()
             .find_map(|line| line.strip_prefix("VERSION_CODENAME="))
@@ -437,7 +437,7 @@ mod tests {
             String::from_utf8_lossy(&output.stderr)
         );
         assert_eq!(
-            std::fs::read(dir.path().join("etc/a.conf")).unwrap(),
+            fs_err::read(dir.path().join("etc/a.conf")).unwrap(),
             [b'x'; 200]
         );
     }
@@ -471,10 +471,7 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        assert_eq!(
-            std::fs::read(dir.path().join("etc/a.conf")).unwrap(),
-            b"x\n"
-        );
+        assert_eq!(fs_err::read(dir.path().join("etc/a.conf")).unwrap(), b"x\n");
     }
 
     #[test]
@@ -514,7 +511,7 @@ mod tests {
             .parse()
             .unwrap();
         for (path, mode, _, group) in files {
-            let meta = std::fs::metadata(dir.path().join(&path[1..])).unwrap();
+            let meta = fs_err::metadata(dir.path().join(&path[1..])).unwrap();
             assert_eq!(
                 format!("{:04o}", meta.permissions().mode() & 0o7777),
                 mode,
@@ -526,7 +523,7 @@ mod tests {
                 "{path}"
             );
             assert_eq!(
-                std::fs::read(dir.path().join(&path[1..])).unwrap(),
+                fs_err::read(dir.path().join(&path[1..])).unwrap(),
                 path.as_bytes()
             );
         }
@@ -598,7 +595,7 @@ mod tests {
         );
         for (path, content) in &contents {
             assert_eq!(
-                &std::fs::read(dir.path().join(&path[1..])).unwrap(),
+                &fs_err::read(dir.path().join(&path[1..])).unwrap(),
                 content,
                 "{path}"
             );
@@ -611,13 +608,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().to_str().unwrap();
         let etc = format!("{base}/etc");
-        std::fs::create_dir(&etc).unwrap();
+        fs_err::create_dir(&etc).unwrap();
         std::os::unix::fs::symlink(&etc, format!("{etc}/link")).unwrap();
         // A directory whose path ends with ":" and then etc's: its stat
         // line ends as etc's would.
         let decoy = format!("{base}/d:{etc}");
-        std::fs::create_dir_all(&decoy).unwrap();
-        std::fs::set_permissions(&decoy, std::fs::Permissions::from_mode(0o777)).unwrap();
+        fs_err::create_dir_all(&decoy).unwrap();
+        fs_err::set_permissions(&decoy, std::fs::Permissions::from_mode(0o777)).unwrap();
         let unsafe_paths = || {
             let mut program = Program::new("", "/nonexistent-state");
             program.set_list(
@@ -631,9 +628,9 @@ mod tests {
             program.call("mc_unsafe_paths", &[]);
             String::from_utf8(run_sh(&program.finish()).stdout).unwrap()
         };
-        std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).unwrap();
+        fs_err::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(unsafe_paths(), format!("{DONE_MARKER}\n"));
-        std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o777)).unwrap();
+        fs_err::set_permissions(&etc, std::fs::Permissions::from_mode(0o777)).unwrap();
         assert_eq!(
             unsafe_paths(),
             format!(

@@ -27,7 +27,7 @@ use crate::inventory::schema::{Become, SshOptions};
 
 /// Settings shared by every SSH connection of one run.
 #[derive(Debug, Clone)]
-pub struct SshSettings {
+pub(crate) struct SshSettings {
     /// Where control sockets live: short, because a Unix socket path is
     /// limited to 108 bytes.
     pub control_dir: PathBuf,
@@ -41,7 +41,7 @@ pub struct SshSettings {
 
 /// One host reached over SSH.
 #[derive(Debug, Clone)]
-pub struct Ssh {
+pub(crate) struct Ssh {
     target: SshTarget,
     options: SshOptions,
     become_: Become,
@@ -58,7 +58,7 @@ pub struct Ssh {
 const MASTER_IDLE_SECONDS: usize = 300;
 
 impl Ssh {
-    pub fn new(
+    pub(crate) fn new(
         target: SshTarget,
         options: SshOptions,
         become_: Become,
@@ -76,7 +76,7 @@ impl Ssh {
 
     /// The same target with no connection yet: the next run opens a new
     /// master of its own, whatever masters are kept.
-    pub fn fresh(&self) -> Ssh {
+    pub(crate) fn fresh(&self) -> Ssh {
         Ssh {
             session: Arc::new(Mutex::new(None)),
             fresh_only: true,
@@ -104,7 +104,7 @@ impl Ssh {
 
     /// The directory of this target's kept master, as its record names it.
     fn kept_master_dir(&self) -> Option<PathBuf> {
-        let name = std::fs::read_link(self.kept_master_link()).ok()?;
+        let name = fs_err::read_link(self.kept_master_link()).ok()?;
         Some(self.settings.control_dir.join(master_dir_name(&name)?))
     }
 
@@ -114,8 +114,8 @@ impl Ssh {
         let session = Session::resume_mux(dir.join("master").into(), None);
         let alive = session.check().await.is_ok();
         let _ = session.close().await;
-        let _ = std::fs::remove_file(self.kept_master_link());
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = fs_err::remove_file(self.kept_master_link());
+        let _ = fs_err::remove_dir_all(dir);
         alive
     }
 
@@ -124,7 +124,7 @@ impl Ssh {
     /// either test is told to exit and forgotten.
     async fn resume_kept_master(&self) -> Option<Session> {
         let dir = self.kept_master_dir()?;
-        let stamp = std::fs::read_to_string(dir.join(KNOWN_HOSTS_STAMP)).ok();
+        let stamp = fs_err::read_to_string(dir.join(KNOWN_HOSTS_STAMP)).ok();
         if stamp.as_deref() == Some(&self.known_hosts_stamp()) {
             let session =
                 Session::resume_mux(dir.join("master").into(), Some(dir.join("log").into()));
@@ -143,13 +143,13 @@ impl Ssh {
         };
         let link = self.kept_master_link();
         let staged = link.with_extension(format!("new-{}", std::process::id()));
-        let _ = std::fs::remove_file(&staged);
+        let _ = fs_err::remove_file(&staged);
         // Another run may have kept a master for the same target meanwhile:
         // the rename replaces its record, and that master idles out.
         if std::os::unix::fs::symlink(name, &staged).is_ok()
-            && std::fs::rename(&staged, &link).is_err()
+            && fs_err::rename(&staged, &link).is_err()
         {
-            let _ = std::fs::remove_file(&staged);
+            let _ = fs_err::remove_file(&staged);
         }
     }
 
@@ -174,7 +174,7 @@ impl Ssh {
         let mut seen = Vec::new();
         for file in files {
             seen.extend_from_slice(file.as_os_str().as_encoded_bytes());
-            match std::fs::read(&file) {
+            match fs_err::read(&file) {
                 Ok(bytes) => {
                     seen.extend_from_slice(format!("\0{}\0", bytes.len()).as_bytes());
                     seen.extend_from_slice(&bytes);
@@ -314,7 +314,7 @@ impl Ssh {
         }
     }
 
-    pub async fn run(&self, program: String) -> Result<Output> {
+    pub(crate) async fn run(&self, program: String) -> Result<Output> {
         let mut guard = self.session.lock().await;
         // A master that idled out (a long confirmation) is reopened.
         if let Some(session) = guard.as_ref()
@@ -399,7 +399,7 @@ impl Ssh {
     /// Ends the run's use of the connection: a kept master is left
     /// running (stamped with the host keys it was verified against), any
     /// other is closed.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         let Some(session) = self.session.lock().await.take() else {
             return;
         };
@@ -409,17 +409,17 @@ impl Ssh {
         }
         let (socket, _log) = session.detach();
         if let Some(dir) = socket.parent() {
-            let _ = std::fs::write(dir.join(KNOWN_HOSTS_STAMP), self.known_hosts_stamp());
+            let _ = fs_err::write(dir.join(KNOWN_HOSTS_STAMP), self.known_hosts_stamp());
         }
     }
 
     /// Tells this target's kept master, if there is one, to exit
     /// (`matrixctl disconnect`). Whether there was one.
-    pub async fn disconnect(&self) -> bool {
+    pub(crate) async fn disconnect(&self) -> bool {
         match self.kept_master_dir() {
             Some(dir) => self.end_kept_master(&dir).await,
             None => {
-                let _ = std::fs::remove_file(self.kept_master_link());
+                let _ = fs_err::remove_file(self.kept_master_link());
                 false
             }
         }
@@ -441,7 +441,7 @@ fn master_dir_name(name: &Path) -> Option<&std::ffi::OsStr> {
 /// (ProxyCommand, ProxyJump) the config puts in front of the host. The
 /// user is root unless `ssh:` or the config names one. No host is
 /// contacted: `ssh -G` only evaluates the configuration.
-pub fn resolve(target: &mut SshTarget, options: &SshOptions) -> Result<(), String> {
+pub(crate) fn resolve(target: &mut SshTarget, options: &SshOptions) -> Result<(), String> {
     let effective = effective_config(target, options, false)?;
     if !target.port_given
         && let Some(port) = effective
@@ -544,7 +544,7 @@ fn last_line(text: &str) -> &str {
 
 /// Where control sockets live for one run: the per-user directory of kept
 /// masters, or (with `--persist 0`) a directory of the run's own.
-pub enum ControlDir {
+pub(crate) enum ControlDir {
     Kept(PathBuf),
     Run(tempfile::TempDir),
 }
@@ -552,14 +552,14 @@ pub enum ControlDir {
 impl ControlDir {
     /// The kept masters' directory when connections are kept and some
     /// host is reached over SSH (a run on local hosts alone makes none).
-    pub fn for_run(persist: Option<Duration>, any_ssh: bool) -> Result<ControlDir> {
+    pub(crate) fn for_run(persist: Option<Duration>, any_ssh: bool) -> Result<ControlDir> {
         Ok(match persist {
             Some(_) if any_ssh => ControlDir::Kept(kept_masters_dir()?),
             _ => ControlDir::Run(control_dir()?),
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         match self {
             ControlDir::Kept(dir) => dir,
             ControlDir::Run(dir) => dir.path(),
@@ -573,9 +573,9 @@ impl ControlDir {
 /// real directory of ours that no one else can enter (a socket planted
 /// there would get our programs). Records of masters that are gone are
 /// swept.
-pub fn kept_masters_dir() -> Result<PathBuf> {
+pub(crate) fn kept_masters_dir() -> Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    let uid = std::fs::metadata("/proc/self")
+    let uid = fs_err::metadata("/proc/self")
         .map(|meta| meta.uid())
         .context("cannot tell which user this is (/proc/self)")?;
     let dir = match std::env::var_os("MATRIXCTL_CONTROL_DIR") {
@@ -595,8 +595,8 @@ hint: set MATRIXCTL_CONTROL_DIR to a private directory, or run with --persist 0"
             dir.display()
         );
     }
-    let meta = std::fs::symlink_metadata(&dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?;
+    let meta =
+        fs_err::symlink_metadata(&dir).with_context(|| format!("cannot read {}", dir.display()))?;
     if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
         bail!(
             "{} is not a private directory of this user (it must be a real directory, owned by uid {uid}, mode 0700), so its SSH control sockets cannot be trusted
@@ -613,7 +613,7 @@ hint: remove it (matrixctl makes it again), or run with --persist 0",
 /// are old enough that no run can still be starting that master.
 fn sweep_kept_masters(dir: &Path) {
     const STARTING_AT_MOST: Duration = Duration::from_secs(15 * 60);
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(entries) = fs_err::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
@@ -622,18 +622,18 @@ fn sweep_kept_masters(dir: &Path) {
             continue;
         };
         if kind.is_symlink() {
-            if std::fs::metadata(&path).is_err() {
-                let _ = std::fs::remove_file(&path);
+            if fs_err::metadata(&path).is_err() {
+                let _ = fs_err::remove_file(&path);
             }
         } else if kind.is_dir()
             && master_dir_name(Path::new(&entry.file_name())).is_some()
-            && std::fs::symlink_metadata(path.join("master")).is_err()
+            && fs_err::symlink_metadata(path.join("master")).is_err()
             && entry
                 .metadata()
                 .and_then(|meta| meta.modified())
                 .is_ok_and(|modified| modified.elapsed().unwrap_or_default() > STARTING_AT_MOST)
         {
-            let _ = std::fs::remove_dir_all(&path);
+            let _ = fs_err::remove_dir_all(&path);
         }
     }
 }
@@ -642,7 +642,7 @@ fn sweep_kept_masters(dir: &Path) {
 /// this process (`mctl-PID-…`). Directories that earlier runs left (they
 /// were killed before they could remove theirs) are swept first: their
 /// masters are told to exit, then the directory goes.
-pub fn control_dir() -> Result<tempfile::TempDir> {
+pub(crate) fn control_dir() -> Result<tempfile::TempDir> {
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|dir| dir.is_dir() && dir.as_os_str().len() < 40)
@@ -659,10 +659,10 @@ pub fn control_dir() -> Result<tempfile::TempDir> {
 /// Removes `mctl-PID-…` directories of ours whose process is gone.
 fn sweep_stale_control_dirs(base: &Path) {
     use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(base) else {
+    let Ok(entries) = fs_err::read_dir(base) else {
         return;
     };
-    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let me = fs_err::metadata("/proc/self").map(|m| m.uid()).ok();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
@@ -674,7 +674,7 @@ fn sweep_stale_control_dirs(base: &Path) {
             continue;
         };
         let dir = entry.path();
-        let ours = std::fs::symlink_metadata(&dir)
+        let ours = fs_err::symlink_metadata(&dir)
             .is_ok_and(|meta| meta.is_dir() && Some(meta.uid()) == me);
         if !ours || Path::new(&format!("/proc/{pid}")).exists() {
             continue;
@@ -690,7 +690,7 @@ fn sweep_stale_control_dirs(base: &Path) {
                 .stderr(std::process::Stdio::null())
                 .status();
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = fs_err::remove_dir_all(&dir);
     }
 }
 
@@ -699,7 +699,7 @@ fn sweep_stale_control_dirs(base: &Path) {
 fn sockets_in(dir: &Path, depth: usize) -> Vec<PathBuf> {
     use std::os::unix::fs::FileTypeExt;
     let mut sockets = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+    for entry in fs_err::read_dir(dir).into_iter().flatten().flatten() {
         match entry.file_type() {
             Ok(kind) if kind.is_socket() => sockets.push(entry.path()),
             Ok(kind) if kind.is_dir() && depth > 1 => {

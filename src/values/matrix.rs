@@ -10,7 +10,7 @@ use super::{DnsName, describe_value};
 /// A Matrix user ID, `@localpart:server.name`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct MatrixId(String);
+pub(crate) struct MatrixId(String);
 
 impl<'de> Deserialize<'de> for MatrixId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<MatrixId, D::Error> {
@@ -52,14 +52,14 @@ impl<'de> Deserialize<'de> for MatrixId {
 /// m, h, d, w or y.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
-pub enum Duration {
+pub(crate) enum Duration {
     Milliseconds(u64),
     Text(String),
 }
 
 impl Duration {
     /// Whether the duration is nothing at all (`0`, `0s`, `0h`, …).
-    pub fn is_zero(&self) -> bool {
+    pub(crate) fn is_zero(&self) -> bool {
         match self {
             Duration::Milliseconds(ms) => *ms == 0,
             Duration::Text(text) => text

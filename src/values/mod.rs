@@ -3,7 +3,7 @@
 //! IDs and durations), each parsed once so no other code holds an invalid
 //! one; and the names of the vars the core itself owns.
 
-pub mod matrix;
+pub(crate) mod matrix;
 
 use std::fmt;
 use std::str::FromStr;

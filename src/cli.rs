@@ -205,18 +205,9 @@ pub struct HostRemoveArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The inventory directory (not read with --domain), or `-i DIR`.
-    #[arg(value_name = "INVENTORY", conflicts_with = "inventory_dir")]
-    pub inventory: Option<PathBuf>,
-
+    /// The inventory and hosts (neither read with --domain).
     #[command(flatten)]
-    pub inventory_flag: InventoryDir,
-
-    /// Only these hosts: a name, a glob (`*.example.com`) or a group;
-    /// several separated by commas or colons; `&P` intersects, `!P`
-    /// excludes (`customers:&eu:!example.com`).
-    #[arg(long, value_name = "PATTERN")]
-    pub limit: Option<String>,
+    pub selection: Selection,
 
     /// Check this server name, without an inventory.
     #[arg(long, value_name = "DOMAIN", conflicts_with = "limit")]
@@ -504,11 +495,18 @@ pub struct Selection {
     #[command(flatten)]
     pub inventory_flag: InventoryDir,
 
+    #[command(flatten)]
+    pub limit: Limit,
+}
+
+/// `--limit PATTERN`: the hosts a command is for.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Limit {
     /// Only these hosts: a name, a glob (`*.example.com`) or a group;
     /// several separated by commas or colons; `&P` intersects, `!P`
     /// excludes (`customers:&eu:!example.com`).
-    #[arg(long, value_name = "PATTERN")]
-    pub limit: Option<String>,
+    #[arg(id = "limit", long = "limit", value_name = "PATTERN")]
+    pub pattern: Option<String>,
 }
 
 /// `-i/--inventory DIR`: every command that reads an inventory takes it.
@@ -550,17 +548,6 @@ pub fn inventory_dir(given: Option<&std::path::Path>) -> PathBuf {
 }
 
 impl Selection {
-    /// The inventory: positional or `-i`, else the default.
-    pub fn inventory_dir(&self) -> PathBuf {
-        inventory_dir(
-            self.inventory
-                .as_deref()
-                .or(self.inventory_flag.given.as_deref()),
-        )
-    }
-}
-
-impl CheckArgs {
     /// The inventory: positional or `-i`, else the default.
     pub fn inventory_dir(&self) -> PathBuf {
         inventory_dir(
@@ -658,11 +645,8 @@ pub struct ApplyArgs {
     #[command(flatten)]
     pub inventory_flag: InventoryDir,
 
-    /// Only these hosts: a name, a glob (`*.example.com`) or a group;
-    /// several separated by commas or colons; `&P` intersects, `!P`
-    /// excludes (`customers:&eu:!example.com`).
-    #[arg(long, value_name = "PATTERN")]
-    pub limit: Option<String>,
+    #[command(flatten)]
+    pub limit: Limit,
 
     #[command(flatten)]
     pub connect: Connect,

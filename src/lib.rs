@@ -21,6 +21,7 @@ mod diff;
 mod escape;
 mod exports;
 mod facts;
+mod fields;
 mod fleet;
 mod hash;
 mod health;

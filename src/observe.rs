@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 
+use crate::fields::fields;
 use crate::hash::sha256_hex;
 use crate::record::Record;
 use crate::render::DesiredState;
@@ -247,9 +248,7 @@ pub(crate) fn health_line(
     rest: &str,
     decode: &dyn Fn(&str) -> Result<Vec<u8>>,
 ) -> Result<crate::health::HealthSeen> {
-    let mut fields = rest.splitn(3, ' ');
-    let (Some(name), Some(code), Some(output)) = (fields.next(), fields.next(), fields.next())
-    else {
+    let Some([name, code, output]) = fields(rest) else {
         bail!("unexpected answer from the host: health {rest:.80}");
     };
     let name = String::from_utf8_lossy(&decode(name)?).into_owned();
@@ -305,14 +304,7 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
                 observed.system.insert(format!("{kind} {name}"), state);
             }
             "file" => {
-                let mut fields = rest.splitn(5, ' ');
-                let (Some(mode), Some(owner), Some(group), Some(data), Some(path)) = (
-                    fields.next(),
-                    fields.next(),
-                    fields.next(),
-                    fields.next(),
-                    fields.next(),
-                ) else {
+                let Some([mode, owner, group, data, path]) = fields(rest) else {
                     bail!("unreadable answer from the host: {line:.80}");
                 };
                 let mode = u32::from_str_radix(mode, 8).context("bad mode from the host")?;

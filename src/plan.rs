@@ -584,55 +584,36 @@ mod tests {
         (path.to_string(), PathState::File(state))
     }
 
-    #[test]
-    fn absent_is_create_equal_is_nothing_mode_is_update() {
-        let want = desired("/a", "x\n");
-        let plan = plan_host(
-            &want,
-            &Observed::default(),
+    /// The plan of `want` against `observed`, with the default state
+    /// directory and no system items.
+    fn plan_files(want: &DesiredState, observed: &Observed) -> Result<HostPlan, Blocked> {
+        plan_host(
+            want,
+            observed,
             "/var/lib/matrixctl/state",
             &BTreeMap::new(),
             &[],
         )
-        .unwrap();
+    }
+
+    #[test]
+    fn absent_is_create_equal_is_nothing_mode_is_update() {
+        let want = desired("/a", "x\n");
+        let plan = plan_files(&want, &Observed::default()).unwrap();
         assert_eq!(plan.changes[0].action, Action::Create);
 
         let mut observed = Observed::default();
         observed.paths.extend([on_host("/a", "x\n", 0o644)]);
-        let plan = plan_host(
-            &want,
-            &observed,
-            "/var/lib/matrixctl/state",
-            &BTreeMap::new(),
-            &[],
-        )
-        .unwrap();
+        let plan = plan_files(&want, &observed).unwrap();
         assert!(plan.changes.is_empty());
         assert_eq!(plan.unchanged, 1);
         // The file matches, but the host has no record of it yet.
         assert!(plan.record_outdated);
         observed.record = plan.record.clone();
-        assert!(
-            plan_host(
-                &want,
-                &observed,
-                "/var/lib/matrixctl/state",
-                &BTreeMap::new(),
-                &[]
-            )
-            .unwrap()
-            .is_empty()
-        );
+        assert!(plan_files(&want, &observed).unwrap().is_empty());
 
         observed.paths.extend([on_host("/a", "x\n", 0o600)]);
-        let plan = plan_host(
-            &want,
-            &observed,
-            "/var/lib/matrixctl/state",
-            &BTreeMap::new(),
-            &[],
-        )
-        .unwrap();
+        let plan = plan_files(&want, &observed).unwrap();
         assert_eq!(plan.changes[0].action, Action::Update);
         assert!(!plan.changes[0].content_changed());
     }
@@ -664,14 +645,7 @@ mod tests {
         assert_eq!(plan.changes[0].action, Action::Update);
         assert!(plan.changes[0].drift);
 
-        let plan = plan_host(
-            &DesiredState::new(),
-            &observed,
-            "/var/lib/matrixctl/state",
-            &BTreeMap::new(),
-            &[],
-        )
-        .unwrap();
+        let plan = plan_files(&DesiredState::new(), &observed).unwrap();
         assert_eq!(plan.changes[0].action, Action::Remove);
         assert!(plan.record.files.is_empty());
     }

@@ -12,6 +12,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::fields::fields;
+
 /// A role's facts (its `facts:`, rendered): name to value, as the
 /// record keeps them from one apply to the next.
 pub(crate) type Facts = std::collections::BTreeMap<String, serde_json::Value>;
@@ -46,10 +48,7 @@ impl Record {
         let mut facts: BTreeMap<String, Facts> = BTreeMap::new();
         for line in lines {
             if let Some(fact) = line.strip_prefix("fact ") {
-                let mut fields = fact.splitn(3, ' ');
-                let (Some(role), Some(name), Some(json)) =
-                    (fields.next(), fields.next(), fields.next())
-                else {
+                let Some([role, name, json]) = fields(fact) else {
                     return Err(format!("unreadable line {line:?}"));
                 };
                 let value = serde_json::from_str(json)
@@ -60,15 +59,7 @@ impl Record {
                     .insert(name.to_string(), value);
                 continue;
             }
-            let mut fields = line.splitn(6, ' ');
-            let (Some("file"), Some(sha256), Some(mode), Some(sensitive), Some(role), Some(path)) = (
-                fields.next(),
-                fields.next(),
-                fields.next(),
-                fields.next(),
-                fields.next(),
-                fields.next(),
-            ) else {
+            let Some(["file", sha256, mode, sensitive, role, path]) = fields(line) else {
                 return Err(format!("unreadable line {line:?}"));
             };
             let mode = u32::from_str_radix(mode, 8).map_err(|_| format!("bad mode in {line:?}"))?;

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use serde_json::Value;
 
 use super::net::{Failure, Lookup, Net};
-use super::{Findings, WELL_KNOWN_CAP, certificate_problem};
+use super::{Findings, answer_or_report};
 use crate::roles::OpenPort;
 use crate::roles::Proto;
 
@@ -68,18 +68,19 @@ fn one_line(bytes: &[u8]) -> String {
 
 async fn served(net: &Net, url: &str, path: &str, content: &[u8], findings: &mut Findings) {
     let check = "served";
-    let (answer, _) = net.get(url, WELL_KNOWN_CAP).await;
-    let answer = match answer {
-        Ok(answer) => answer,
-        Err(Failure::Certificate(seen)) => {
-            let (message, hint) = certificate_problem(&seen);
-            findings.error(check, url, message, hint);
-            return;
-        }
-        Err(failure) => {
-            findings.error(check, url, format!("no answer: {failure}"), format!("serve the file matrixctl renders at {path} here (`matrixctl onboard` shows how)"));
-            return;
-        }
+    let Some(answer) = answer_or_report(net, url, check, findings, |findings, failure| {
+        findings.error(
+            check,
+            url,
+            format!("no answer: {failure}"),
+            format!(
+                "serve the file matrixctl renders at {path} here (`matrixctl onboard` shows how)"
+            ),
+        );
+    })
+    .await
+    else {
+        return;
     };
     let same = match (
         serde_json::from_slice::<Value>(content),

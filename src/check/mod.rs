@@ -120,6 +120,18 @@ impl Findings {
     ) {
         self.add(check, Status::Error, subject, message, Some(hint.into()));
     }
+
+    /// The certificate `subject` served was refused: an error, with what
+    /// it names and how to get one that fits.
+    pub(crate) fn certificate_refused(
+        &mut self,
+        check: &'static str,
+        subject: impl Into<String>,
+        seen: &Seen,
+    ) {
+        let (message, hint) = certificate_problem(seen);
+        self.error(check, subject, message, hint);
+    }
 }
 
 /// Where federation traffic for a server name goes, as discovery found it.
@@ -428,8 +440,7 @@ async fn well_known_server(
     let answer = match answer {
         Ok(answer) => answer,
         Err(Failure::Certificate(seen)) => {
-            let (message, hint) = certificate_problem(&seen);
-            findings.error(check, url, message, hint);
+            findings.certificate_refused(check, url, &seen);
             return Err("certificate refused".into());
         }
         Err(failure) => {
@@ -716,8 +727,7 @@ async fn probe_address(net: &Net, server_name: &str, tls_name: &str, address: So
                     expiry_warnings(std::slice::from_ref(seen), &subject, &mut findings);
                 }
                 Err(_) => {
-                    let (message, hint) = certificate_problem(seen);
-                    findings.error("tls", subject.clone(), message, hint);
+                    findings.certificate_refused("tls", subject.clone(), seen);
                 }
             }
         }
@@ -913,6 +923,29 @@ fn key_findings(checks: &keys::KeyChecks, server_name: &str, url: &str, findings
     }
 }
 
+/// What `url` answered (a file of at most WELL_KNOWN_CAP bytes); a
+/// failure is reported, a refused certificate as the error it is and
+/// anything else by `no_answer`, and gives none.
+pub(crate) async fn answer_or_report(
+    net: &Net,
+    url: &str,
+    check: &'static str,
+    findings: &mut Findings,
+    no_answer: impl FnOnce(&mut Findings, Failure),
+) -> Option<Answer> {
+    match net.get(url, WELL_KNOWN_CAP).await.0 {
+        Ok(answer) => Some(answer),
+        Err(Failure::Certificate(seen)) => {
+            findings.certificate_refused(check, url, &seen);
+            None
+        }
+        Err(failure) => {
+            no_answer(findings, failure);
+            None
+        }
+    }
+}
+
 /// The message and hint for a refused certificate.
 fn certificate_problem(seen: &Seen) -> (String, String) {
     let leaf = seen.chain.first();
@@ -1001,18 +1034,12 @@ fn expiry_warnings(seen: &[Seen], subject: &str, findings: &mut Findings) {
 async fn check_client_discovery(net: &Net, hostname: &str, findings: &mut Findings) {
     let check = "well_known_client";
     let url = format!("https://{hostname}/.well-known/matrix/client");
-    let (answer, _) = net.get(&url, WELL_KNOWN_CAP).await;
-    let answer = match answer {
-        Ok(answer) => answer,
-        Err(Failure::Certificate(seen)) => {
-            let (message, hint) = certificate_problem(&seen);
-            findings.error(check, url, message, hint);
-            return;
-        }
-        Err(failure) => {
-            findings.warn(check, url, format!("no answer: {failure}"), "clients find the homeserver from a user ID through this file; serve it on the base domain over HTTPS");
-            return;
-        }
+    let Some(answer) = answer_or_report(net, &url, check, findings, |findings, failure| {
+        findings.warn(check, url.clone(), format!("no answer: {failure}"), "clients find the homeserver from a user ID through this file; serve it on the base domain over HTTPS");
+    })
+    .await
+    else {
+        return;
     };
     if answer.status == 404 {
         findings.warn(check, url, "none (404): clients cannot find the homeserver from a user ID", "serve {\"m.homeserver\": {\"base_url\": \"https://matrix.example.com\"}} here (`matrixctl onboard` prints it)");
@@ -1128,8 +1155,7 @@ async fn check_client_discovery(net: &Net, hostname: &str, findings: &mut Findin
             }
         }
         Err(Failure::Certificate(seen)) => {
-            let (message, hint) = certificate_problem(&seen);
-            findings.error("client_versions", versions_url.clone(), message, hint);
+            findings.certificate_refused("client_versions", versions_url.clone(), &seen);
         }
         Err(failure) => {
             findings.error(

@@ -139,7 +139,9 @@ pub(crate) fn restore_command(
         ApplyArgs {
             target: Some(args.inventory.path()),
             inventory_flag: Default::default(),
-            limit: Some(args.host.clone()),
+            limit: crate::cli::Limit {
+                pattern: Some(args.host.clone()),
+            },
             connect: args.connect.clone(),
             json: false,
             yes: true,

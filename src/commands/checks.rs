@@ -17,12 +17,12 @@ pub(crate) fn check_command(
         Some(_) => Vec::new(),
         None => {
             let roles = RoleSet::load(role_dirs)?;
-            let inventory = load_inventory(&args.inventory_dir(), &roles)?;
+            let inventory = load_inventory(&args.selection.inventory_dir(), &roles)?;
             let redactor = redactor_for(&inventory);
             let renderer = Renderer::new(&roles);
             let mut expected = Vec::new();
             let mut problems = Vec::new();
-            for host in inventory.select(args.limit.as_deref())? {
+            for host in inventory.select(args.selection.limit.pattern.as_deref())? {
                 match renderer.render_probes(&inventory, host, &redactor) {
                     Ok(rendered) => {
                         // A host whose roles look at it (its backups' age)

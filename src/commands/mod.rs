@@ -124,7 +124,7 @@ pub(crate) struct Prepared {
 pub(crate) fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
     let roles = Arc::new(RoleSet::load(role_dirs)?);
     let inventory = Arc::new(load_inventory(&selection.inventory_dir(), &roles)?);
-    let hosts = inventory.select(selection.limit.as_deref())?;
+    let hosts = inventory.select(selection.limit.pattern.as_deref())?;
     let renderer = Renderer::new(&roles);
     let redactor = redactor_for(&inventory);
     trace::arm(&redactor);

@@ -109,7 +109,9 @@ pub(crate) fn apply_command(
             let selection = Selection {
                 inventory: Some(saved.inventory.clone()),
                 inventory_flag: Default::default(),
-                limit: Some(names.join(",")),
+                limit: crate::cli::Limit {
+                    pattern: Some(names.join(",")),
+                },
             };
             (selection, saved.roles.clone())
         }
@@ -296,7 +298,7 @@ pub(crate) fn disconnect_command(
     let roles = RoleSet::load(role_dirs)?;
     let inventory = load_inventory(&args.selection.inventory_dir(), &roles)?;
     let mut hosts = Vec::new();
-    for host in inventory.select(args.selection.limit.as_deref())? {
+    for host in inventory.select(args.selection.limit.pattern.as_deref())? {
         hosts.push(resolved(&inventory, host)?);
     }
     let control_dir = transport::ssh::kept_masters_dir()?;

@@ -346,8 +346,8 @@ fn no_rust_file_names_a_component() {
 /// The modules' layers, bottom first (ARCHITECTURE.md, "Layers").
 const LAYERS: &[&[&str]] = &[
     &[
-        "calendar", "diff", "escape", "hash", "input", "locate", "openpgp", "parallel", "problem",
-        "progress", "sshkey", "values",
+        "calendar", "diff", "escape", "fields", "hash", "input", "locate", "openpgp", "parallel",
+        "problem", "progress", "sshkey", "values",
     ],
     &["secrets", "trace"],
     &[

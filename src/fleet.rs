@@ -15,6 +15,7 @@ use crate::inventory::{Connection, Host};
 use crate::observe::{Observed, observe};
 use crate::plan::{Action, HostPlan, plan_host};
 use crate::progress::Progress;
+use crate::transport::functions::HostFn;
 
 use crate::facts::HostFacts;
 use crate::observe::Journal;
@@ -655,8 +656,8 @@ pub(crate) async fn run_task(
     let root = root_of(host)?;
     let transport = Transport::for_host(host, &options.ssh);
     let mut program = Program::new(&root, &host.vars.state_dir.0);
-    program.call_with_content("mc_task_script", &[], task.script.as_bytes());
-    program.call_with_content("mc_task_run", &[], task.input.as_bytes());
+    program.call_with_content(HostFn::TaskScript, &[], task.script.as_bytes());
+    program.call_with_content(HostFn::TaskRun, &[], task.input.as_bytes());
     let answer = within(options.timeout, transport.run(program.finish())).await;
     transport.close().await;
     let output = answer?;
@@ -682,7 +683,7 @@ pub(crate) async fn look_at_health(
     let transport = Transport::for_host(host, &options.ssh);
     let mut program = Program::new(&root, &host.vars.state_dir.0);
     for probe in probes {
-        program.call("mc_observe_health", &[&probe.name, &probe.script]);
+        program.call(HostFn::ObserveHealth, &[&probe.name, &probe.script]);
     }
     let answer = within(options.timeout, transport.run(program.finish())).await;
     transport.close().await;
@@ -763,14 +764,14 @@ fn system_before_files(program: &mut Program, changes: &[crate::system::SystemCh
         } = &change.item
         {
             let (keyring, sources_path) = crate::system::repository_paths(name);
-            program.call_with_content("mc_put", &[&keyring], key.as_bytes());
-            program.call_with_content("mc_put", &[&sources_path], sources.as_bytes());
+            program.call_with_content(HostFn::Put, &[&keyring], key.as_bytes());
+            program.call_with_content(HostFn::Put, &[&sources_path], sources.as_bytes());
             updated.push(sources_path);
         }
     }
     if !updated.is_empty() {
         let updated: Vec<&str> = updated.iter().map(String::as_str).collect();
-        program.call("mc_apt_update", &updated);
+        program.call(HostFn::AptUpdate, &updated);
     }
     let packages: Vec<String> = changes
         .iter()
@@ -788,13 +789,13 @@ fn system_before_files(program: &mut Program, changes: &[crate::system::SystemCh
         .collect();
     if !packages.is_empty() {
         let packages: Vec<&str> = packages.iter().map(String::as_str).collect();
-        program.call("mc_packages", &packages);
-        program.call("mc_step", &["packages-installed"]);
+        program.call(HostFn::Packages, &packages);
+        program.call(HostFn::Step, &["packages-installed"]);
     }
     for change in changes {
         match &change.item {
             Item::Group { name } => {
-                program.call("mc_group", &[name]);
+                program.call(HostFn::Group, &[name]);
             }
             Item::User {
                 name,
@@ -807,7 +808,7 @@ fn system_before_files(program: &mut Program, changes: &[crate::system::SystemCh
                 } else {
                     "/usr/sbin/nologin"
                 };
-                program.call("mc_user", &[name, group, home, shell]);
+                program.call(HostFn::User, &[name, group, home, shell]);
             }
             Item::Directory {
                 path,
@@ -816,7 +817,7 @@ fn system_before_files(program: &mut Program, changes: &[crate::system::SystemCh
                 mode,
             } => {
                 program.call(
-                    "mc_directory",
+                    HostFn::Directory,
                     &[path, &format!("{mode:04o}"), owner, group],
                 );
             }
@@ -832,7 +833,7 @@ fn system_before_files(program: &mut Program, changes: &[crate::system::SystemCh
                     find_links.as_deref().unwrap_or(""),
                 ];
                 args.extend(requirements.iter().map(String::as_str));
-                program.call("mc_venv", &args);
+                program.call(HostFn::Venv, &args);
             }
             Item::Repository { .. }
             | Item::Package { .. }
@@ -851,7 +852,7 @@ fn system_before_files(program: &mut Program, changes: &[crate::system::SystemCh
         } = &change.item
         {
             // The password arrives on stdin, never as an argument.
-            program.call_with_content("mc_database", &[name, owner], password.as_bytes());
+            program.call_with_content(HostFn::Database, &[name, owner], password.as_bytes());
         }
     }
 }
@@ -888,8 +889,8 @@ fn transaction(
         .map(|change| change.path.as_str())
         .collect();
     program.set_safe_directories(root, state_dir, &written);
-    program.call("mc_begin", &[lock_owner]);
-    program.call("mc_step", &["locked"]);
+    program.call(HostFn::Begin, &[lock_owner]);
+    program.call(HostFn::Step, &["locked"]);
     // The host as a system first: the files may need its packages,
     // accounts and directories. None of it is rolled back.
     system_before_files(&mut program, &plan.system);
@@ -900,28 +901,28 @@ fn transaction(
         .collect();
     for file in &writes {
         if let Some(owner) = &file.owner {
-            program.call("mc_need_user", &[owner, &file.path]);
+            program.call(HostFn::NeedUser, &[owner, &file.path]);
         }
         if let Some(group) = &file.group {
-            program.call("mc_need_group", &[group, &file.path]);
+            program.call(HostFn::NeedGroup, &[group, &file.path]);
         }
     }
     for change in plan.changes.iter().filter(|c| c.leftover) {
-        program.call("mc_remove", &[&change.path]);
+        program.call(HostFn::Remove, &[&change.path]);
     }
     // The new files, each directory's in one staging directory (made in
     // one `mkdir`), so that one `mv` per directory puts them in place.
     let by_directory = files_by_directory(writes.iter().map(|file| file.path.as_str()));
     let mut staging: Vec<&str> = by_directory.iter().map(|(dir, _)| *dir).collect();
     staging.push(state_dir);
-    program.call("mc_stage_dirs", &staging);
+    program.call(HostFn::StageDirs, &staging);
     for file in &writes {
         let mode = format!("{:04o}", file.mode);
         let owner = file.owner.as_deref().unwrap_or("");
         let group = file.group.as_deref().unwrap_or("");
         program.stage(&file.path, &mode, owner, group, &file.content);
     }
-    program.call("mc_step", &["staged"]);
+    program.call(HostFn::Step, &["staged"]);
     // The journal and the record are staged now too, so that one sync
     // (mc_backup_end) makes the backup and everything staged durable.
     let journal = Journal {
@@ -943,27 +944,27 @@ fn transaction(
         "",
         plan.record.to_text().as_bytes(),
     );
-    program.call("mc_backup_begin", &[]);
+    program.call(HostFn::BackupBegin, &[]);
     for change in plan.changes.iter().filter(|c| !c.leftover) {
-        program.call("mc_backup", &[&change.path]);
+        program.call(HostFn::Backup, &[&change.path]);
     }
-    program.call("mc_backup_end", &[]);
-    program.call("mc_step", &["backed-up"]);
-    program.call("mc_commit_state", &[&journal_path]);
-    program.call("mc_step", &["journaled"]);
-    program.call("mc_live", &[]);
+    program.call(HostFn::BackupEnd, &[]);
+    program.call(HostFn::Step, &["backed-up"]);
+    program.call(HostFn::CommitState, &[&journal_path]);
+    program.call(HostFn::Step, &["journaled"]);
+    program.call(HostFn::Live, &[]);
     for (dir, names) in &by_directory {
         let mut args = vec![*dir];
         args.extend(names.iter().copied());
-        program.call("mc_commit", &args);
+        program.call(HostFn::Commit, &args);
     }
-    program.call("mc_flush_renames", &[]);
+    program.call(HostFn::FlushRenames, &[]);
     for change in &plan.changes {
         if change.action == Action::Remove && !change.leftover {
-            program.call("mc_remove", &[&change.path]);
+            program.call(HostFn::Remove, &[&change.path]);
         }
     }
-    program.call("mc_step", &["renamed"]);
+    program.call(HostFn::Step, &["renamed"]);
     // Files made by the host's own programs (a signing key), from the new
     // configuration and before the validators read them.
     for change in &plan.system {
@@ -977,22 +978,22 @@ fn transaction(
         } = &change.item
         {
             program.call(
-                "mc_generate",
+                HostFn::Generate,
                 &[path, owner, group, &format!("{mode:04o}"), command],
             );
         }
     }
     for validator in &plan.validators {
-        program.call("mc_validate", &[validator]);
+        program.call(HostFn::Validate, &[validator]);
     }
-    program.call("mc_step", &["validated"]);
+    program.call(HostFn::Step, &["validated"]);
     // systemd reads changed unit files again before any unit starts.
     let units_changed = plan
         .changes
         .iter()
         .any(|change| change.path.starts_with("/etc/systemd/"));
     if units_changed {
-        program.call("mc_daemon_reload", &[]);
+        program.call(HostFn::DaemonReload, &[]);
     }
     // Services are enabled before the handlers and started after them: a
     // handler restarting a service that is not running yet starts it on
@@ -1008,17 +1009,17 @@ fn transaction(
     };
     let enables = named("enable");
     if !enables.is_empty() {
-        program.call("mc_services_enable", &enables);
+        program.call(HostFn::ServicesEnable, &enables);
     }
     for name in named("disable") {
-        program.call("mc_service", &[name, "disable", "-"]);
+        program.call(HostFn::Service, &[name, "disable", "-"]);
     }
     for handler in &plan.handlers {
         match &handler.armed {
             Some(armed) => {
                 let seconds = armed.seconds.to_string();
                 program.call(
-                    "mc_handler_armed",
+                    HostFn::HandlerArmed,
                     &[
                         &handler.name,
                         &handler.command,
@@ -1029,7 +1030,7 @@ fn transaction(
                 );
             }
             None => {
-                program.call("mc_handler", &[&handler.name, &handler.command]);
+                program.call(HostFn::Handler, &[&handler.name, &handler.command]);
             }
         }
     }
@@ -1037,24 +1038,24 @@ fn transaction(
     // stopped), then the starts in one call, which waits once for all of
     // them to stay up.
     for name in named("stop") {
-        program.call("mc_service", &[name, "-", "stop"]);
+        program.call(HostFn::Service, &[name, "-", "stop"]);
     }
     let starts = named("start");
     if !starts.is_empty() {
-        program.call("mc_services_start", &starts);
+        program.call(HostFn::ServicesStart, &starts);
     }
     // Certificates last: the web server now serves the challenges (on a
     // placeholder certificate, if it has no other yet).
     for change in &plan.system {
         if let crate::system::Item::Certificate { name, command, .. } = &change.item {
-            program.call("mc_certificate", &[name, command]);
+            program.call(HostFn::Certificate, &[name, command]);
         }
     }
-    program.call("mc_step", &["handled"]);
+    program.call(HostFn::Step, &["handled"]);
     // Made durable by mc_end's sync, before the journal and backup go.
-    program.call("mc_commit_state", &[&plan.record_path, "later"]);
-    program.call("mc_step", &["recorded"]);
-    program.call("mc_finish", &[]);
+    program.call(HostFn::CommitState, &[&plan.record_path, "later"]);
+    program.call(HostFn::Step, &["recorded"]);
+    program.call(HostFn::Finish, &[]);
     program
 }
 

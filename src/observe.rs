@@ -11,6 +11,7 @@ use crate::hash::sha256_hex;
 use crate::record::Record;
 use crate::render::DesiredState;
 use crate::transport::Transport;
+use crate::transport::functions::HostFn;
 use crate::transport::program::{DONE_MARKER, Program};
 
 /// One path on the host.
@@ -92,14 +93,14 @@ pub(crate) async fn observe(
     );
     program.set_path_prefixes(root, state_dir, &paths);
     // One stat serves both: the wanted paths and the directories above them.
-    program.call("mc_observe_paths", &paths);
-    program.call("mc_unsafe_paths", &[]);
+    program.call(HostFn::ObservePaths, &paths);
+    program.call(HostFn::UnsafePaths, &[]);
     let directories: BTreeSet<&str> = paths
         .iter()
         .map(|path| path.rsplit_once('/').map_or("", |(dir, _)| dir))
         .collect();
     program.call(
-        "mc_observe_leftovers",
+        HostFn::ObserveLeftovers,
         &directories.into_iter().collect::<Vec<_>>(),
     );
     // Each of these kinds in one call for all its items (one dpkg-query,
@@ -107,17 +108,17 @@ pub(crate) async fn observe(
     // host costs a fixed handful of processes. The rest one by one.
     use crate::system::Item;
     type Pick = fn(&Item) -> Option<&str>;
-    let batched: [(&str, &[&str], Pick); 5] = [
-        ("mc_observe_packages", &[], |item| match item {
+    let batched: [(HostFn, &[&str], Pick); 5] = [
+        (HostFn::ObservePackages, &[], |item| match item {
             Item::Package { name, .. } => Some(name),
             _ => None,
         }),
-        ("mc_observe_services", &[], |item| match item {
+        (HostFn::ObserveServices, &[], |item| match item {
             Item::Service { name, .. } => Some(name),
             _ => None,
         }),
         (
-            "mc_observe_accounts",
+            HostFn::ObserveAccounts,
             &["group", "group"],
             |item| match item {
                 Item::Group { name } => Some(name),
@@ -125,14 +126,14 @@ pub(crate) async fn observe(
             },
         ),
         (
-            "mc_observe_accounts",
+            HostFn::ObserveAccounts,
             &["user", "passwd"],
             |item| match item {
                 Item::User { name, .. } => Some(name),
                 _ => None,
             },
         ),
-        ("mc_observe_directories", &[], |item| match item {
+        (HostFn::ObserveDirectories, &[], |item| match item {
             Item::Directory { path, .. } => Some(path),
             _ => None,
         }),
@@ -173,24 +174,24 @@ pub(crate) async fn observe(
         match &wanted.item {
             Item::Repository { name, .. } => {
                 let (keyring, sources) = crate::system::repository_paths(name);
-                program.call("mc_observe_repository", &[name, &keyring, &sources])
+                program.call(HostFn::ObserveRepository, &[name, &keyring, &sources])
             }
             Item::Package { .. }
             | Item::Service { .. }
             | Item::Group { .. }
             | Item::User { .. }
             | Item::Directory { .. } => continue,
-            Item::Venv { path, .. } => program.call("mc_observe_venv", &[path]),
+            Item::Venv { path, .. } => program.call(HostFn::ObserveVenv, &[path]),
             Item::Database {
                 name,
                 owner,
                 password,
             } => program
                 .set("MC_DB_PASSWORD", password)
-                .call("mc_observe_database", &[name, owner]),
-            Item::Generated { path, .. } => program.call("mc_observe_generated", &[path]),
+                .call(HostFn::ObserveDatabase, &[name, owner]),
+            Item::Generated { path, .. } => program.call(HostFn::ObserveGenerated, &[path]),
             Item::Certificate { name, path, .. } => {
-                program.call("mc_observe_certificate", &[name, path])
+                program.call(HostFn::ObserveCertificate, &[name, path])
             }
         };
     }
@@ -199,17 +200,17 @@ pub(crate) async fn observe(
     // release's build) and templates; the versions templates asked about.
     // A host that is a directory has no release of its own.
     if root.is_empty() {
-        program.call("mc_observe_os", &[]);
+        program.call(HostFn::ObserveOs, &[]);
         if !asked_packages.is_empty() {
             let names: Vec<&str> = asked_packages.iter().map(String::as_str).collect();
-            program.call("mc_observe_versions", &names);
+            program.call(HostFn::ObserveVersions, &names);
         }
         for probe in health {
-            program.call("mc_observe_health", &[&probe.name, &probe.script]);
+            program.call(HostFn::ObserveHealth, &[&probe.name, &probe.script]);
         }
     }
-    program.call("mc_observe_record", &[]);
-    program.call("mc_observe_transaction", &[]);
+    program.call(HostFn::ObserveRecord, &[]);
+    program.call(HostFn::ObserveTransaction, &[]);
     let output = transport.run(program.finish()).await?;
     if !output.success {
         bail!("reading the host's files failed: {}", output.stderr.trim());

@@ -1,8 +1,9 @@
 //! How matrixctl reaches a host. Every transport runs the same POSIX shell
-//! program (`remote.sh` plus a generated `main`), sent on stdin: the local
+//! program (`remote/*.sh` joined, plus a generated `main`), sent on stdin: the local
 //! transport runs it with `sh` on this machine, the SSH transport on the
 //! host. One program per plan, one more per apply: never one per file.
 
+pub(crate) mod functions;
 pub(crate) mod local;
 pub(crate) mod program;
 pub(crate) mod ssh;

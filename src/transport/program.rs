@@ -1,14 +1,32 @@
-//! Builds the programs sent to hosts: `remote.sh`'s functions, then a
+//! Builds the programs sent to hosts: the functions of `remote/*.sh`, then a
 //! generated `main` holding the paths and file contents, then `main`.
 
 use base64::Engine;
 
+use super::functions::HostFn;
+
 /// The directory beside a managed file where an apply stages the new files
-/// (remote.sh's `MC_STAGING_DIR`).
+/// (`MC_STAGING_DIR` in remote/common.sh).
 pub(crate) const STAGING_DIR: &str = ".matrixctl-staged";
 
 /// The functions every program starts with.
-pub(crate) const REMOTE_FUNCTIONS: &str = include_str!("remote.sh");
+pub(crate) const REMOTE_FUNCTIONS: &str = concat!(
+    include_str!("remote/common.sh"),
+    include_str!("remote/paths.sh"),
+    include_str!("remote/observe.sh"),
+    include_str!("remote/files.sh"),
+    include_str!("remote/transaction.sh"),
+    // The host as a system, a part per kind (src/system/).
+    include_str!("remote/repositories.sh"),
+    include_str!("remote/packages.sh"),
+    include_str!("remote/accounts.sh"),
+    include_str!("remote/directories.sh"),
+    include_str!("remote/venvs.sh"),
+    include_str!("remote/databases.sh"),
+    include_str!("remote/generated.sh"),
+    include_str!("remote/services.sh"),
+    include_str!("remote/certificates.sh"),
+);
 
 /// The record of managed files, in the host's `state_dir`.
 pub(crate) fn record_path(state_dir: &str) -> String {
@@ -16,7 +34,7 @@ pub(crate) fn record_path(state_dir: &str) -> String {
 }
 
 /// Set to `STEP:SECONDS` in matrixctl's environment, makes the host's
-/// transaction pause at that step (see `mc_step` in remote.sh), once it has
+/// transaction pause at that step (see `mc_step` in remote/files.sh), once it has
 /// written `runs/ID.paused`, so tests can cut an apply short (or race it)
 /// at a known point, over SSH as locally. For tests only.
 pub(crate) const TEST_PAUSE_AT: &str = "MATRIXCTL_TEST_PAUSE_AT";
@@ -57,9 +75,9 @@ impl Program {
     }
 
     /// Adds a call: the function name and its arguments, quoted.
-    pub(crate) fn call(&mut self, function: &str, args: &[&str]) -> &mut Program {
+    pub(crate) fn call(&mut self, function: HostFn, args: &[&str]) -> &mut Program {
         self.traced();
-        self.main.push_str(function);
+        self.main.push_str(function.name());
         for arg in args {
             self.main.push(' ');
             self.main.push_str(&quote(arg));
@@ -71,12 +89,12 @@ impl Program {
     /// Adds a call whose stdin is `content`, as base64 in a here-document.
     pub(crate) fn call_with_content(
         &mut self,
-        function: &str,
+        function: HostFn,
         args: &[&str],
         content: &[u8],
     ) -> &mut Program {
         self.traced();
-        self.main.push_str(function);
+        self.main.push_str(function.name());
         for arg in args {
             self.main.push(' ');
             self.main.push_str(&quote(arg));
@@ -112,9 +130,9 @@ impl Program {
                 self.main.push_str("MC_CONTENT=");
                 self.main.push_str(&quote(text));
                 self.main.push('\n');
-                self.call("mc_stage", &[path, mode, owner, group, "text"])
+                self.call(HostFn::Stage, &[path, mode, owner, group, "text"])
             }
-            _ => self.call_with_content("mc_stage", &[path, mode, owner, group], content),
+            _ => self.call_with_content(HostFn::Stage, &[path, mode, owner, group], content),
         }
     }
 
@@ -256,11 +274,11 @@ impl Program {
         let mut outer = Program::new(root, state_dir);
         outer.set_path_prefixes(root, state_dir, &[]);
         outer.set("MC_RUN_SCRIPT", &inner);
-        outer.call("mc_start_run", &[run_id]);
+        outer.call(HostFn::StartRun, &[run_id]);
         if !armed {
-            outer.call("mc_wait_child", &[]);
+            outer.call(HostFn::WaitChild, &[]);
         }
-        outer.call("mc_await", &[run_id, "confirm", "0"]);
+        outer.call(HostFn::Await, &[run_id, "confirm", "0"]);
         outer.text()
     }
 
@@ -275,13 +293,13 @@ impl Program {
     ) -> String {
         let mut program = Program::new(root, state_dir);
         if wait == AwaitRun::ConfirmThenWait {
-            program.call("mc_confirm", &[run_id]);
+            program.call(HostFn::Confirm, &[run_id]);
         }
         let mode = match wait {
             AwaitRun::ConfirmThenWait | AwaitRun::UntilArmed => "confirm",
             AwaitRun::ThroughArmed => "through",
         };
-        program.call("mc_await", &[run_id, mode, &seconds.max(1).to_string()]);
+        program.call(HostFn::Await, &[run_id, mode, &seconds.max(1).to_string()]);
         program.text()
     }
 }
@@ -356,10 +374,10 @@ mod tests {
     fn the_host_program_reads_package_versions_and_the_release_as_dpkg_and_apt_do() {
         let mut program = Program::new("", "/var/lib/matrixctl");
         program.call(
-            "mc_observe_versions",
+            HostFn::ObserveVersions,
             &["dpkg", "hello", "no-such-package-matrixctl"],
         );
-        program.call("mc_observe_os", &[]);
+        program.call(HostFn::ObserveOs, &[]);
         let output = run_sh(&program.finish());
         let text = String::from_utf8_lossy(&output.stdout);
         let dpkg = Command::new("dpkg-query")
@@ -409,7 +427,7 @@ mod tests {
         let mut program = Program::new(root, "/var/lib/matrixctl");
         program.stage("/etc/a.conf", "0644", "", "", &[b'x'; 200]);
         program.stage("/etc/b.bin", "0644", "", "", b"\0\xff");
-        program.call("mc_commit", &["/etc", "a.conf", "b.bin"]);
+        program.call(HostFn::Commit, &["/etc", "a.conf", "b.bin"]);
         let text = program.finish();
         // Cut at every line end and in the middle of every line.
         let mut cuts: Vec<usize> = text
@@ -448,9 +466,9 @@ mod tests {
         let root = dir.path().to_str().unwrap();
         let mut transaction = Program::new(root, "/state");
         transaction.set("MC_RUN", "r1");
-        transaction.call("mc_begin", &["test"]);
-        transaction.call_with_content("mc_stage", &["/etc/a.conf", "0644", "", ""], b"x\n");
-        transaction.call("mc_commit", &["/etc", "a.conf"]);
+        transaction.call(HostFn::Begin, &["test"]);
+        transaction.call_with_content(HostFn::Stage, &["/etc/a.conf", "0644", "", ""], b"x\n");
+        transaction.call(HostFn::Commit, &["/etc", "a.conf"]);
         let text = Program::detached(root, "/state", "r1", transaction, false);
         let cuts: Vec<usize> = text
             .match_indices('\n')
@@ -490,10 +508,10 @@ mod tests {
             program.stage(path, mode, owner, group, path.as_bytes());
         }
         program.call(
-            "mc_commit",
+            HostFn::Commit,
             &["/etc", "a.conf", "b.conf", "c d.conf", "e.conf"],
         );
-        program.call("mc_flush_renames", &[]);
+        program.call(HostFn::FlushRenames, &[]);
         let output = run_sh(&program.finish());
         assert!(
             output.status.success(),
@@ -534,13 +552,13 @@ mod tests {
 
         // An owner chown refuses is named by its file, and nothing is renamed.
         let mut program = Program::new(root, "/var/lib/matrixctl");
-        program.call_with_content("mc_stage", &["/etc/f.conf", "0644", "", ""], b"f");
+        program.call_with_content(HostFn::Stage, &["/etc/f.conf", "0644", "", ""], b"f");
         program.call_with_content(
-            "mc_stage",
+            HostFn::Stage,
             &["/etc/g.conf", "0644", "no-such-user", ""],
             b"g",
         );
-        program.call("mc_commit", &["/etc", "f.conf"]);
+        program.call(HostFn::Commit, &["/etc", "f.conf"]);
         let output = run_sh(&program.finish());
         assert!(!output.status.success());
         assert_eq!(
@@ -583,7 +601,7 @@ mod tests {
         }
         let mut commit = vec!["/etc"];
         commit.extend(contents.iter().map(|(path, _)| &path["/etc/".len()..]));
-        program.call("mc_commit", &commit);
+        program.call(HostFn::Commit, &commit);
         let text = program.finish();
         // Text is in the program as it is; only the last two are base64.
         assert_eq!(text.matches("\nMC_CONTENT='").count(), 5);
@@ -625,7 +643,7 @@ mod tests {
                     &format!("{etc}/."),
                 ],
             );
-            program.call("mc_unsafe_paths", &[]);
+            program.call(HostFn::UnsafePaths, &[]);
             String::from_utf8(run_sh(&program.finish()).stdout).unwrap()
         };
         fs_err::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).unwrap();

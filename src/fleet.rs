@@ -726,137 +726,6 @@ fn failure_reason(stderr: &str) -> String {
     }
 }
 
-/// For each service the plan changes: its name, `enable`/`disable`/`-`
-/// and `start`/`stop`/`-`.
-fn service_actions(
-    changes: &[crate::system::SystemChange],
-) -> Vec<(&str, &'static str, &'static str)> {
-    let verb = |change: &crate::system::SystemChange, among: [&str; 2]| {
-        change
-            .systemctl
-            .iter()
-            .copied()
-            .find(|verb| among.contains(verb))
-            .unwrap_or("-")
-    };
-    changes
-        .iter()
-        .filter_map(|change| match &change.item {
-            crate::system::Item::Service { name, .. } => Some((
-                name.as_str(),
-                verb(change, ["enable", "disable"]),
-                verb(change, ["start", "stop"]),
-            )),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Repositories, packages (one apt-get run), groups, users, directories,
-/// venvs and databases, in that order.
-fn system_before_files(program: &mut Program, changes: &[crate::system::SystemChange]) {
-    use crate::system::Item;
-    // Repositories first, then apt reads the lists of those alone.
-    let mut updated = Vec::new();
-    for change in changes {
-        if let Item::Repository {
-            name, key, sources, ..
-        } = &change.item
-        {
-            let (keyring, sources_path) = crate::system::repository_paths(name);
-            program.call_with_content(HostFn::Put, &[&keyring], key.as_bytes());
-            program.call_with_content(HostFn::Put, &[&sources_path], sources.as_bytes());
-            updated.push(sources_path);
-        }
-    }
-    if !updated.is_empty() {
-        let updated: Vec<&str> = updated.iter().map(String::as_str).collect();
-        program.call(HostFn::AptUpdate, &updated);
-    }
-    let packages: Vec<String> = changes
-        .iter()
-        .filter_map(|change| match &change.item {
-            Item::Package {
-                name,
-                version: Some(version),
-            } => Some(format!("{name}={version}")),
-            Item::Package {
-                name,
-                version: None,
-            } => Some(name.clone()),
-            _ => None,
-        })
-        .collect();
-    if !packages.is_empty() {
-        let packages: Vec<&str> = packages.iter().map(String::as_str).collect();
-        program.call(HostFn::Packages, &packages);
-        program.call(HostFn::Step, &["packages-installed"]);
-    }
-    for change in changes {
-        match &change.item {
-            Item::Group { name } => {
-                program.call(HostFn::Group, &[name]);
-            }
-            Item::User {
-                name,
-                group,
-                home,
-                login,
-            } => {
-                let shell = if *login {
-                    "/bin/sh"
-                } else {
-                    "/usr/sbin/nologin"
-                };
-                program.call(HostFn::User, &[name, group, home, shell]);
-            }
-            Item::Directory {
-                path,
-                owner,
-                group,
-                mode,
-            } => {
-                program.call(
-                    HostFn::Directory,
-                    &[path, &format!("{mode:04o}"), owner, group],
-                );
-            }
-            Item::Venv {
-                path,
-                requirements,
-                index_url,
-                find_links,
-            } => {
-                let mut args = vec![
-                    path.as_str(),
-                    index_url.as_deref().unwrap_or(""),
-                    find_links.as_deref().unwrap_or(""),
-                ];
-                args.extend(requirements.iter().map(String::as_str));
-                program.call(HostFn::Venv, &args);
-            }
-            Item::Repository { .. }
-            | Item::Package { .. }
-            | Item::Service { .. }
-            | Item::Database { .. }
-            | Item::Generated { .. }
-            | Item::Certificate { .. } => {}
-        }
-    }
-    // Databases last: their server may be a package just installed.
-    for change in changes {
-        if let Item::Database {
-            name,
-            owner,
-            password,
-        } = &change.item
-        {
-            // The password arrives on stdin, never as an argument.
-            program.call_with_content(HostFn::Database, &[name, owner], password.as_bytes());
-        }
-    }
-}
-
 /// The transaction that carries out `plan` on one host, run detached there
 /// (see [`Program::detached`]):
 /// lock; check owners; stage every new file beside its target; back up
@@ -893,7 +762,7 @@ fn transaction(
     program.call(HostFn::Step, &["locked"]);
     // The host as a system first: the files may need its packages,
     // accounts and directories. None of it is rolled back.
-    system_before_files(&mut program, &plan.system);
+    crate::system::before_files(&mut program, &plan.system);
     let writes: Vec<_> = plan
         .changes
         .iter()
@@ -967,22 +836,7 @@ fn transaction(
     program.call(HostFn::Step, &["renamed"]);
     // Files made by the host's own programs (a signing key), from the new
     // configuration and before the validators read them.
-    for change in &plan.system {
-        if let crate::system::Item::Generated {
-            path,
-            command,
-            owner,
-            group,
-            mode,
-            ..
-        } = &change.item
-        {
-            program.call(
-                HostFn::Generate,
-                &[path, owner, group, &format!("{mode:04o}"), command],
-            );
-        }
-    }
+    crate::system::generated::apply(&mut program, &plan.system);
     for validator in &plan.validators {
         program.call(HostFn::Validate, &[validator]);
     }
@@ -999,21 +853,7 @@ fn transaction(
     // handler restarting a service that is not running yet starts it on
     // the new files, and the start is then a no-op, so a new service
     // starts once, on matrixctl's configuration.
-    let services = service_actions(&plan.system);
-    let named = |action: &str| -> Vec<&str> {
-        services
-            .iter()
-            .filter(|(_, enable, start)| *enable == action || *start == action)
-            .map(|(name, _, _)| *name)
-            .collect()
-    };
-    let enables = named("enable");
-    if !enables.is_empty() {
-        program.call(HostFn::ServicesEnable, &enables);
-    }
-    for name in named("disable") {
-        program.call(HostFn::Service, &[name, "disable", "-"]);
-    }
+    crate::system::services::enable(&mut program, &plan.system);
     for handler in &plan.handlers {
         match &handler.armed {
             Some(armed) => {
@@ -1034,23 +874,8 @@ fn transaction(
             }
         }
     }
-    // Stops first (a service taking over another's port starts after it
-    // stopped), then the starts in one call, which waits once for all of
-    // them to stay up.
-    for name in named("stop") {
-        program.call(HostFn::Service, &[name, "-", "stop"]);
-    }
-    let starts = named("start");
-    if !starts.is_empty() {
-        program.call(HostFn::ServicesStart, &starts);
-    }
-    // Certificates last: the web server now serves the challenges (on a
-    // placeholder certificate, if it has no other yet).
-    for change in &plan.system {
-        if let crate::system::Item::Certificate { name, command, .. } = &change.item {
-            program.call(HostFn::Certificate, &[name, command]);
-        }
-    }
+    crate::system::services::start(&mut program, &plan.system);
+    crate::system::certificates::apply(&mut program, &plan.system);
     program.call(HostFn::Step, &["handled"]);
     // Made durable by mc_end's sync, before the journal and backup go.
     program.call(HostFn::CommitState, &[&plan.record_path, "later"]);

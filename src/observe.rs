@@ -103,45 +103,8 @@ pub(crate) async fn observe(
         HostFn::ObserveLeftovers,
         &directories.into_iter().collect::<Vec<_>>(),
     );
-    // Each of these kinds in one call for all its items (one dpkg-query,
-    // one systemctl, one getent per database, one stat): a bootstrapped
-    // host costs a fixed handful of processes. The rest one by one.
-    use crate::system::Item;
-    type Pick = fn(&Item) -> Option<&str>;
-    let batched: [(HostFn, &[&str], Pick); 5] = [
-        (HostFn::ObservePackages, &[], |item| match item {
-            Item::Package { name, .. } => Some(name),
-            _ => None,
-        }),
-        (HostFn::ObserveServices, &[], |item| match item {
-            Item::Service { name, .. } => Some(name),
-            _ => None,
-        }),
-        (
-            HostFn::ObserveAccounts,
-            &["group", "group"],
-            |item| match item {
-                Item::Group { name } => Some(name),
-                _ => None,
-            },
-        ),
-        (
-            HostFn::ObserveAccounts,
-            &["user", "passwd"],
-            |item| match item {
-                Item::User { name, .. } => Some(name),
-                _ => None,
-            },
-        ),
-        (HostFn::ObserveDirectories, &[], |item| match item {
-            Item::Directory { path, .. } => Some(path),
-            _ => None,
-        }),
-    ];
-    // The accounts the files name, in the same getent as the roles'
-    // accounts: plan refuses a file whose owner or group nothing provides,
-    // instead of apply failing after packages were installed. A host that
-    // is a directory has no accounts of its own to ask.
+    // The accounts the files name, asked with the roles' accounts. A host
+    // that is a directory has no accounts of its own to ask.
     let file_accounts = |of: fn(&crate::render::DesiredFile) -> Option<&String>| -> Vec<&str> {
         if !root.is_empty() {
             return Vec::new();
@@ -153,48 +116,12 @@ pub(crate) async fn observe(
             .filter(|name| *name != "root")
             .collect()
     };
-    for (function, leading, pick) in batched {
-        let mut names: Vec<&str> = system
-            .iter()
-            .filter_map(|wanted| pick(&wanted.item))
-            .collect();
-        match leading.first() {
-            Some(&"group") => names.extend(file_accounts(|file| file.group.as_ref())),
-            Some(&"user") => names.extend(file_accounts(|file| file.owner.as_ref())),
-            _ => {}
-        }
-        names.sort_unstable();
-        names.dedup();
-        if !names.is_empty() {
-            let args: Vec<&str> = leading.iter().copied().chain(names).collect();
-            program.call(function, &args);
-        }
-    }
-    for wanted in system {
-        match &wanted.item {
-            Item::Repository { name, .. } => {
-                let (keyring, sources) = crate::system::repository_paths(name);
-                program.call(HostFn::ObserveRepository, &[name, &keyring, &sources])
-            }
-            Item::Package { .. }
-            | Item::Service { .. }
-            | Item::Group { .. }
-            | Item::User { .. }
-            | Item::Directory { .. } => continue,
-            Item::Venv { path, .. } => program.call(HostFn::ObserveVenv, &[path]),
-            Item::Database {
-                name,
-                owner,
-                password,
-            } => program
-                .set("MC_DB_PASSWORD", password)
-                .call(HostFn::ObserveDatabase, &[name, owner]),
-            Item::Generated { path, .. } => program.call(HostFn::ObserveGenerated, &[path]),
-            Item::Certificate { name, path, .. } => {
-                program.call(HostFn::ObserveCertificate, &[name, path])
-            }
-        };
-    }
+    crate::system::observe(
+        &mut program,
+        system,
+        &file_accounts(|file| file.group.as_ref()),
+        &file_accounts(|file| file.owner.as_ref()),
+    );
     // The host's facts: its release, for what roles leave to it (a
     // repository's suite), what must match it (a package pinned to a
     // release's build) and templates; the versions templates asked about.
@@ -293,14 +220,14 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
                 if kind == "certificate"
                     && let Some(pem) = state.strip_prefix("pem ")
                 {
-                    state = crate::system::certificate_state(
+                    state = crate::system::certificates::state(
                         &decode(pem)?,
                         std::time::SystemTime::now(),
                     );
                 } else if kind == "venv"
                     && let Some(data) = state.strip_prefix("present base64 ")
                 {
-                    state = crate::system::venv_state(&decode(data)?);
+                    state = crate::system::venvs::state(&decode(data)?);
                 }
                 observed.system.insert(format!("{kind} {name}"), state);
             }

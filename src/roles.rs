@@ -51,7 +51,7 @@ pub struct Manifest {
     pub secrets: BTreeMap<crate::secrets::SecretName, String>,
     #[serde(default)]
     pub files: Vec<FileSpec>,
-    /// The host as a system (see `src/system.rs`): Debian packages, system
+    /// The host as a system (see `src/system/`): Debian packages, system
     /// groups and users, directories and systemd services this role needs.
     /// Every field is a template; each item may have a `when`.
     #[serde(default)]

@@ -332,7 +332,7 @@ impl Renderer<'_> {
                     }
                 };
                 let fits = match spec.kind {
-                    DataKind::Postgresql => crate::system::is_sql_identifier(&location),
+                    DataKind::Postgresql => crate::system::databases::is_sql_identifier(&location),
                     _ => {
                         location.starts_with('/')
                             && location.len() > 1

@@ -221,7 +221,7 @@ impl Renderer<'_> {
                 )));
             }
             let sources =
-                crate::system::repository_sources(&role.name, &name, &url, &suite, &components);
+                crate::system::repositories::sources(&role.name, &name, &url, &suite, &components);
             let armored = if armored.ends_with('\n') {
                 armored
             } else {
@@ -392,7 +392,7 @@ impl Renderer<'_> {
             // Quoted as identifiers in SQL, and reported as words.
             let identifier = |field: &str, template: &str| -> Result<String, Problem> {
                 let text = render(format!("{key}.{field}"), template)?;
-                if crate::system::is_sql_identifier(&text) {
+                if crate::system::databases::is_sql_identifier(&text) {
                     Ok(text)
                 } else {
                     Err(refuse(

@@ -159,6 +159,11 @@ pub(crate) fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Pr
     let rendered = parallel::map(&hosts, |host| -> Result<Target, Vec<problem::Problem>> {
         let host = resolved(&inventory, host).map_err(|problem| vec![problem])?;
         match renderer.render_host(&inventory, &host, &unknown, &redactor) {
+            Ok(rendered) if owners_left_alone(&host) => Ok(Target {
+                host,
+                rendered: rendered.without_owners(),
+                render_again: without_owners(render_again.clone()),
+            }),
             Ok(rendered) => Ok(Target {
                 host,
                 rendered,
@@ -180,6 +185,18 @@ pub(crate) fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Pr
     }
     if !problems.is_empty() {
         return Err(Problems(problems).into());
+    }
+    let left_alone: Vec<&str> = targets
+        .iter()
+        .filter(|target| owners_left_alone(&target.host))
+        .map(|target| target.host.name.as_str())
+        .collect();
+    if !left_alone.is_empty() {
+        eprintln!(
+            "warning: matrixctl runs as {}, not as root: the files of {} (directories on this machine) keep this user as their owner and group, not the ones the roles name",
+            user_of_this_process(),
+            left_alone.join(", ")
+        );
     }
     Ok(Prepared { targets, redactor })
 }
@@ -268,6 +285,24 @@ pub(crate) fn lock_owner() -> String {
         "matrixctl apply by {user}@{machine} (pid {}) since {since}",
         std::process::id()
     )
+}
+
+/// Whether the files of `host` keep the owner and group of whoever writes
+/// them: a host that is a directory on this machine (the example
+/// inventory, a test), with matrixctl not running as root, could give them
+/// to no one else; a whole host or one over SSH always gets the roles'.
+fn owners_left_alone(host: &crate::inventory::Host) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    matches!(host.connection, crate::inventory::Connection::Local)
+        && host.root != Path::new("/")
+        && fs_err::metadata("/proc/self").is_ok_and(|meta| meta.uid() != 0)
+}
+
+/// `render_again` with the files' owners left alone.
+fn without_owners(render_again: fleet::RenderAgain) -> fleet::RenderAgain {
+    Arc::new(move |host, facts| {
+        render_again(host, facts).map(crate::render::Rendered::without_owners)
+    })
 }
 
 /// The name of the user this process runs as, from /etc/passwd, or its uid.

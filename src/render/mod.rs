@@ -150,6 +150,19 @@ pub(crate) struct Rendered {
     pub health: Vec<crate::health::HealthProbe>,
 }
 
+impl Rendered {
+    /// The files without owners and groups: they keep whoever writes them
+    /// (see `commands::prepare`, for a host that is a directory here when
+    /// matrixctl is not root, which could not give them to anyone else).
+    pub(crate) fn without_owners(mut self) -> Rendered {
+        for file in self.files.values_mut() {
+            file.owner = None;
+            file.group = None;
+        }
+        self
+    }
+}
+
 /// A task rendered for one host: what runs there, and its stdin.
 pub(crate) struct RenderedTask {
     pub script: String,

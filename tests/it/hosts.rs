@@ -26,6 +26,8 @@ mod injection;
 mod loopback;
 #[path = "network.rs"]
 mod network;
+#[path = "newcomer.rs"]
+mod newcomer;
 #[path = "onboarding.rs"]
 mod onboarding;
 #[path = "pebble.rs"]

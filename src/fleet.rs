@@ -11,6 +11,7 @@ use base64::Engine;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::fields::answer_lines;
 use crate::inventory::{Connection, Host};
 use crate::observe::{Observed, observe};
 use crate::plan::{Action, HostPlan, plan_host};
@@ -476,11 +477,11 @@ enum RunState {
 
 fn run_state(output: &Output) -> RunState {
     let stdout = String::from_utf8_lossy(&output.stdout);
-    for line in stdout.lines() {
-        if let Some(name) = line.strip_prefix("run-awaiting-confirmation ") {
-            return RunState::AwaitingConfirmation(name.to_string());
-        }
-        match line {
+    for (kind, rest) in answer_lines(&stdout) {
+        match kind {
+            "run-awaiting-confirmation" => {
+                return RunState::AwaitingConfirmation(rest.to_string());
+            }
             "run-running" => return RunState::Running,
             "run-killed" => return RunState::Killed,
             "run-missing" => return RunState::Missing,
@@ -696,10 +697,9 @@ pub(crate) async fn look_at_health(
             .decode(data)
             .context("the host sent bad base64")
     };
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| line.strip_prefix("health "))
-        .map(|rest| crate::observe::health_line(rest, &decode))
+    answer_lines(&String::from_utf8_lossy(&output.stdout))
+        .filter(|(kind, _)| *kind == "health")
+        .map(|(_, rest)| crate::observe::health_line(rest, &decode))
         .collect()
 }
 

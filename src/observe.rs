@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 
-use crate::fields::fields;
+use crate::fields::{fields, kind_and_rest};
 use crate::hash::sha256_hex;
 use crate::record::Record;
 use crate::render::DesiredState;
@@ -205,7 +205,7 @@ fn parse(stdout: &[u8], root: &str, desired: &DesiredState) -> Result<Observed> 
             .context("the host sent bad base64")
     };
     for line in text.lines() {
-        let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let (kind, rest) = kind_and_rest(line);
         match kind {
             "absent" => {
                 observed.paths.insert(rest.to_string(), PathState::Absent);

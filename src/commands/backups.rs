@@ -80,11 +80,11 @@ pub(crate) fn purge_host(role_dirs: &[PathBuf], args: &cli::HostRemoveArgs) -> R
     })?;
     let mut deleted = Vec::new();
     let mut archive = None;
-    for line in said.lines() {
-        if let Some(item) = line.strip_prefix("deleted ") {
-            deleted.push(item.to_string());
-        } else if let Some(name) = line.strip_prefix("archive ") {
-            archive = Some(name.trim().to_string());
+    for (kind, rest) in crate::fields::answer_lines(&said) {
+        match kind {
+            "deleted" => deleted.push(rest.to_string()),
+            "archive" => archive = Some(rest.trim().to_string()),
+            _ => {}
         }
     }
     let archive =

@@ -1114,11 +1114,46 @@ impl RoleSet {
                 }
             }
         }
+        // Without the gate, system items would apply on every host (a
+        // directory host included): a role set that has them must have it.
+        if self.system_gate().is_none()
+            && let Some(role) = self
+                .roles
+                .values()
+                .find(|role| role.manifest.has_system_items())
+        {
+            problems.push(
+                Problem::new(format!(
+                    "role `{}` declares system items (packages, accounts, services, ...), and no role declares `system_when`, the one gate of every role's system items",
+                    role.name
+                ))
+                .in_file(&role.path)
+                .with_hint(Some(
+                    "the built-in role `services` declares `system_when: manage_system and host_commands and whole_host`; a `services.yaml` of your own that replaces it must declare it too".into(),
+                )),
+            );
+        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(problems)
         }
+    }
+}
+
+impl Manifest {
+    /// Whether the role wants anything of the host as a system.
+    fn has_system_items(&self) -> bool {
+        !(self.repositories.is_empty()
+            && self.packages.is_empty()
+            && self.groups.is_empty()
+            && self.users.is_empty()
+            && self.directories.is_empty()
+            && self.venvs.is_empty()
+            && self.services.is_empty()
+            && self.databases.is_empty()
+            && self.generated.is_empty()
+            && self.certificates.is_empty())
     }
 }
 

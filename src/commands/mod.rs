@@ -186,18 +186,6 @@ pub(crate) fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Pr
     if !problems.is_empty() {
         return Err(Problems(problems).into());
     }
-    let left_alone: Vec<&str> = targets
-        .iter()
-        .filter(|target| owners_left_alone(&target.host))
-        .map(|target| target.host.name.as_str())
-        .collect();
-    if !left_alone.is_empty() {
-        eprintln!(
-            "warning: matrixctl runs as {}, not as root: the files of {} (directories on this machine) keep this user as their owner and group, not the ones the roles name",
-            user_of_this_process(),
-            left_alone.join(", ")
-        );
-    }
     Ok(Prepared { targets, redactor })
 }
 

@@ -9,7 +9,9 @@ use crate::support::{BIN, copy_dir, repo};
 /// `nobody`, whom this test becomes (setpriv, from util-linux).
 const NOBODY: u32 = 65534;
 
-fn as_nobody(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+/// Runs the binary's copy at `bin` (the checkout may lie where nobody
+/// cannot reach, like /root) as nobody, in `dir`.
+fn as_nobody(bin: &std::path::Path, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -17,7 +19,7 @@ fn as_nobody(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
             "--clear-groups",
             "--reset-env",
         ])
-        .arg(BIN)
+        .arg(bin)
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
@@ -34,12 +36,14 @@ fn the_example_applies_as_an_ordinary_user_and_then_plans_no_changes() {
         &dir.join("inventory.example"),
     );
     std::fs::remove_dir_all(dir.join("inventory.example/.hosts")).ok();
+    let bin = sandbox.path().join("matrixctl-bin");
+    std::fs::copy(BIN, &bin).unwrap();
     Command::new("chown")
         .args(["-R", &format!("{NOBODY}:{NOBODY}")])
         .arg(sandbox.path())
         .status()
         .unwrap();
-    let plan = as_nobody(&dir, &["plan", "inventory.example"]);
+    let plan = as_nobody(&bin, &dir, &["plan", "inventory.example"]);
     let stdout = String::from_utf8_lossy(&plan.stdout);
     assert!(
         plan.status.success(),
@@ -47,7 +51,7 @@ fn the_example_applies_as_an_ordinary_user_and_then_plans_no_changes() {
         String::from_utf8_lossy(&plan.stderr)
     );
     assert!(stdout.contains("to add"), "{stdout}");
-    let apply = as_nobody(&dir, &["apply", "--yes", "inventory.example"]);
+    let apply = as_nobody(&bin, &dir, &["apply", "--yes", "inventory.example"]);
     let stderr = String::from_utf8_lossy(&apply.stderr);
     assert!(
         apply.status.success(),
@@ -63,7 +67,7 @@ fn the_example_applies_as_an_ordinary_user_and_then_plans_no_changes() {
         .unwrap()
         .unwrap();
     assert_eq!(file.metadata().unwrap().uid(), NOBODY);
-    let again = as_nobody(&dir, &["plan", "inventory.example"]);
+    let again = as_nobody(&bin, &dir, &["plan", "inventory.example"]);
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success(), "{stdout}");
     assert!(

@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use crate::support::{BIN, repo};
+use crate::support::repo;
 
 /// Every inventory whose hosts the checks cover.
 fn inventories() -> Vec<PathBuf> {
@@ -25,7 +25,7 @@ fn inventories() -> Vec<PathBuf> {
 
 /// Renders an inventory; returns each host's directory of files.
 fn render(inventory: &Path, out: &Path) -> Vec<PathBuf> {
-    let output = Command::new(BIN)
+    let output = crate::support::matrixctl()
         .arg("render")
         .arg(inventory)
         .arg("--out")

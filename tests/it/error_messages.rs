@@ -3,9 +3,9 @@
 //! `case.txt` saying what is wrong. The whole transcript of `plan` on it is
 //! the expectation: error text is part of the interface.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use crate::support::{BIN, Sandbox, repo};
+use crate::support::{Sandbox, repo};
 
 #[test]
 fn bad_inventories_get_clear_errors() {
@@ -25,7 +25,7 @@ fn bad_inventories_get_clear_errors() {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
-        let output = Command::new(BIN)
+        let output = crate::support::matrixctl()
             .args(&args)
             .current_dir(repo().join("tests"))
             .stdin(Stdio::null())

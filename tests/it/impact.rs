@@ -10,9 +10,11 @@ fn the_impact_summary_comes_first() {
         "synapse_group: root\nfirewall: nftables\nhost_commands: true\n\
          synapse_validate_command: \"true\"\nsynapse_restart_command: \"true\"\n\
          firewall_validate_command: \"true\"\nfirewall_load_command: \"true\"\n\
+         firewall_save_command: \"true\"\nfirewall_revert_command: \"true\"\n\
          postmoogle_restart_command: \"true\"\npostmoogle_group: root\n",
     );
-    assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);
+    let applied = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(applied.code, 0, "{}", applied.transcript());
 
     // a.example opens registration; b.example turns federation off;
     // c.example gets the email bridge, which needs port 25.

@@ -41,6 +41,8 @@ fn a_fifo_as_a_vars_file_is_refused_without_blocking() {
     );
 }
 
+// Only root makes a device node: with the tests that run as root.
+#[cfg(feature = "host-tests")]
 #[test]
 fn a_device_as_a_vars_file_is_refused_without_reading_it() {
     let sandbox = Sandbox::fleet();

@@ -6,13 +6,13 @@
 //! or every deployed secret would rotate at once.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use crate::support::{BIN, repo};
+use crate::support::repo;
 
 fn render_all(inventory: &Path, roles: Option<&Path>) -> String {
     let out = tempfile::tempdir().unwrap();
-    let mut command = Command::new(BIN);
+    let mut command = crate::support::matrixctl();
     if let Some(roles) = roles {
         command.arg("--roles").arg(roles);
     }

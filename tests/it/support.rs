@@ -8,6 +8,23 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_matrixctl");
 
+/// matrixctl as a command to run. As root, the binary itself; as anyone
+/// else, the binary in a user namespace of its own where that user is
+/// root (`unshare --map-root-user`, like fakeroot), with a network
+/// namespace of its own (where a firewall's `nft list ruleset` answers):
+/// the hosts of these tests are directories whose files root owns, as on
+/// a real host, and `cargo test` runs for anyone.
+pub fn matrixctl() -> Command {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0) {
+        Command::new(BIN)
+    } else {
+        let mut command = Command::new("unshare");
+        command.args(["--user", "--map-root-user", "--net", BIN]);
+        command
+    }
+}
+
 /// What one run of matrixctl printed, with the sandbox path replaced by
 /// `[SANDBOX]` so snapshots do not depend on where the test ran.
 #[derive(Debug)]
@@ -131,7 +148,7 @@ impl Sandbox {
     /// own process group (see [`kill_group`]).
     pub fn spawn_paused_apply(&self, host: &str, step: &str) -> Child {
         use std::os::unix::process::CommandExt;
-        Command::new(BIN)
+        matrixctl()
             .args(["apply", "--yes", "inventory", "--limit", host])
             .current_dir(self.path())
             .env("MATRIXCTL_CONTROL_DIR", self.control_dir())
@@ -165,7 +182,7 @@ impl Sandbox {
 
     /// A run from the sandbox's directory `relative` (its own when empty).
     pub fn run_from(&self, relative: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let output = Command::new(BIN)
+        let output = matrixctl()
             .args(args)
             .current_dir(self.path().join(relative))
             .env_remove("NO_COLOR")

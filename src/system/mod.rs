@@ -272,69 +272,59 @@ pub(crate) fn observe(
     file_groups: &[&str],
     file_owners: &[&str],
 ) {
-    let names = |pick: &dyn Fn(&Item) -> Option<&str>, more: &[&str]| -> Vec<String> {
-        let mut names: Vec<&str> = wanted.iter().filter_map(|w| pick(&w.item)).collect();
-        names.extend(more);
-        names.sort_unstable();
-        names.dedup();
-        names.into_iter().map(str::to_string).collect()
-    };
     type ObserveAll = fn(&mut Program, &[&str]);
-    let batched: [(ObserveAll, Vec<String>); 5] = [
+    type Pick = fn(&Item) -> Option<&str>;
+    let batches: [(ObserveAll, Pick, &[&str]); 5] = [
         (
             packages::observe,
-            names(
-                &|item| match item {
-                    Item::Package { name, .. } => Some(name),
-                    _ => None,
-                },
-                &[],
-            ),
+            |item| match item {
+                Item::Package { name, .. } => Some(name),
+                _ => None,
+            },
+            &[],
         ),
         (
             services::observe,
-            names(
-                &|item| match item {
-                    Item::Service { name, .. } => Some(name),
-                    _ => None,
-                },
-                &[],
-            ),
+            |item| match item {
+                Item::Service { name, .. } => Some(name),
+                _ => None,
+            },
+            &[],
         ),
         (
             accounts::observe_groups,
-            names(
-                &|item| match item {
-                    Item::Group { name } => Some(name),
-                    _ => None,
-                },
-                file_groups,
-            ),
+            |item| match item {
+                Item::Group { name } => Some(name),
+                _ => None,
+            },
+            file_groups,
         ),
         (
             accounts::observe_users,
-            names(
-                &|item| match item {
-                    Item::User { name, .. } => Some(name),
-                    _ => None,
-                },
-                file_owners,
-            ),
+            |item| match item {
+                Item::User { name, .. } => Some(name),
+                _ => None,
+            },
+            file_owners,
         ),
         (
             directories::observe,
-            names(
-                &|item| match item {
-                    Item::Directory { path, .. } => Some(path),
-                    _ => None,
-                },
-                &[],
-            ),
+            |item| match item {
+                Item::Directory { path, .. } => Some(path),
+                _ => None,
+            },
+            &[],
         ),
     ];
-    for (observe, names) in batched {
+    for (observe, pick, more) in batches {
+        let mut names: Vec<&str> = wanted
+            .iter()
+            .filter_map(|wanted| pick(&wanted.item))
+            .chain(more.iter().copied())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
         if !names.is_empty() {
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
             observe(program, &names);
         }
     }

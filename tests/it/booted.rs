@@ -1855,6 +1855,12 @@ fn synapse_gets_a_postgresql_database_made_as_it_requires_and_never_altered() {
         ),
         "UTF8|C|C|synapse"
     );
+    // Only its owner may connect: another login role on the server (another
+    // application's, or a customer's) may not, whatever its password.
+    assert_eq!(
+        psql("SELECT has_database_privilege('public', 'synapse', 'CONNECT')"),
+        "f"
+    );
     // Synapse made its schema there, through TCP with its password.
     let started = Instant::now();
     loop {

@@ -90,6 +90,9 @@ mc_database() {
         printf 'CREATE ROLE "%s" LOGIN PASSWORD '"'"'%s'"'"';\n' "$2" "$quoted"
         printf '%s\n' '\endif'
         printf 'CREATE DATABASE "%s" OWNER "%s" ENCODING '"'"'UTF8'"'"' LC_COLLATE '"'"'C'"'"' LC_CTYPE '"'"'C'"'"' TEMPLATE template0;\n' "$1" "$2"
+        # Its owner alone connects (PostgreSQL lets every role in by
+        # default): another role on the server cannot, password or not.
+        printf 'REVOKE CONNECT, TEMPORARY ON DATABASE "%s" FROM PUBLIC;\n' "$1"
     } | mc_psql -v owner="$2" > "$ROOT$MC_STATE_DIR/output" 2>&1 ||
         mc_fail "creating database $1 failed: $(tail -n 3 "$ROOT$MC_STATE_DIR/output")"
 }

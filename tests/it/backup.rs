@@ -433,6 +433,13 @@ fn a_lost_server_comes_back_from_its_archive_with_its_accounts_and_signing_key()
         signing_key,
         "the signing key other servers know"
     );
+    // The database made again admits its owner alone, as apply made it.
+    assert_eq!(
+        second.run(
+            "cd / && runuser -u postgres -- psql -XAtc \"SELECT has_database_privilege('public', 'synapse', 'CONNECT')\""
+        ),
+        "f"
+    );
     // The account, with its password, from the restored database; its
     // room's history and the picture, from the database and the media.
     assert_eq!(

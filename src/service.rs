@@ -452,6 +452,29 @@ fn unit_file(
             unit.problem("`service.unit.exec` is missing: the command's words, a list".into())
         );
     };
+    // Each word a string (a template, checked to be one plain word when
+    // rendered), or `{env: NAME}` for systemd's `$NAME`.
+    let variable = |name: &str| {
+        name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    };
+    for word in exec {
+        let fits = match word {
+            Value::String(_) => true,
+            Value::Mapping(map) => {
+                map.len() == 1 && map.get("env").and_then(Value::as_str).is_some_and(variable)
+            }
+            _ => false,
+        };
+        if !fits {
+            return Err(unit.problem(format!(
+                "`service.unit.exec` has {}: each word is a string, or {{env: NAME}} (NAME in capitals) for an environment variable",
+                serde_json::to_string(word).unwrap_or_default()
+            )));
+        }
+    }
     let mut with = Mapping::new();
     let mut set = |key: &str, value: Value| {
         with.insert(Value::from(key), value);
@@ -629,6 +652,12 @@ mod tests {
                 "service: {name: x, title: X, unit: u}\noptions: {x_stop_command: {type: string}}"
             ),
             "invalid role manifest: `x_stop_command` comes from the service block; the role declares it too"
+        );
+        assert_eq!(
+            refused(
+                "service: {name: x, title: X, unit: {description: X, exec: [x, {env: lower}]}}"
+            ),
+            "invalid role manifest: `service.unit.exec` has {\"env\":\"lower\"}: each word is a string, or {env: NAME} (NAME in capitals) for an environment variable"
         );
         assert_eq!(
             refused("service: {name: x, title: X, unit: {description: X}}"),

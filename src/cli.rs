@@ -323,6 +323,14 @@ pub struct BackupArgs {
     pub hosts: Vec<String>,
 
     #[command(flatten)]
+    pub task: HostTask,
+}
+
+/// What a task run on one host takes: how long it may run, the
+/// inventory, and how to connect.
+#[derive(Debug, Args)]
+pub struct HostTask {
+    #[command(flatten)]
     pub wait: Wait,
 
     #[command(flatten)]
@@ -330,6 +338,13 @@ pub struct BackupArgs {
 
     #[command(flatten)]
     pub connect: Connect,
+}
+
+impl HostTask {
+    /// How to connect, for as long as the task may run (`--wait`).
+    pub fn waiting(&self) -> Connect {
+        self.wait.applied_to(&self.connect)
+    }
 }
 
 /// How long a host's backup or restore may take.
@@ -372,13 +387,7 @@ pub struct BackupVerifyArgs {
     pub archive: Option<String>,
 
     #[command(flatten)]
-    pub wait: Wait,
-
-    #[command(flatten)]
-    pub inventory: InventoryDir,
-
-    #[command(flatten)]
-    pub connect: Connect,
+    pub task: HostTask,
 }
 
 #[derive(Debug, Args)]
@@ -408,13 +417,7 @@ pub struct RestoreArgs {
     pub force: bool,
 
     #[command(flatten)]
-    pub wait: Wait,
-
-    #[command(flatten)]
-    pub inventory: InventoryDir,
-
-    #[command(flatten)]
-    pub connect: Connect,
+    pub task: HostTask,
 }
 
 /// An archive's name as borg writes this host's: plain characters only.

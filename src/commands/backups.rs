@@ -11,11 +11,11 @@ pub(crate) fn backup_command(role_dirs: &[PathBuf], args: cli::BackupArgs) -> Re
         let archive = verify.archive.unwrap_or_else(|| "latest".to_string());
         let said = run_task(
             role_dirs,
-            &verify.inventory.path(),
+            &verify.task.inventory.path(),
             &verify.host,
             "backup verify",
             &[("archive".to_string(), archive)].into_iter().collect(),
-            &verify.wait.applied_to(&verify.connect),
+            &verify.task.waiting(),
             &[],
         )?;
         print!("{said}");
@@ -25,12 +25,12 @@ pub(crate) fn backup_command(role_dirs: &[PathBuf], args: cli::BackupArgs) -> Re
     let mut failed = Vec::new();
     // The host program runs as long as the backup: --wait bounds it, not
     // --timeout's default, which is for plans.
-    let connect = args.wait.applied_to(&args.connect);
+    let connect = args.task.waiting();
     for host in &args.hosts {
         let started = std::time::Instant::now();
         let said = run_task(
             role_dirs,
-            &args.inventory.path(),
+            &args.task.inventory.path(),
             host,
             "backup now",
             &Default::default(),
@@ -118,11 +118,11 @@ pub(crate) fn restore_command(
     };
     run_task(
         role_dirs,
-        &args.inventory.path(),
+        &args.task.inventory.path(),
         &args.host,
         "restore begin",
         &task_args(&[("force", if args.force { "yes" } else { "no" })]),
-        &args.connect,
+        &args.task.connect,
         &[],
     )
     .map_err(|error| {
@@ -137,12 +137,12 @@ pub(crate) fn restore_command(
     let applied = apply_command(
         role_dirs,
         ApplyArgs {
-            target: Some(args.inventory.path()),
+            target: Some(args.task.inventory.path()),
             inventory_flag: Default::default(),
             limit: crate::cli::Limit {
                 pattern: Some(args.host.clone()),
             },
-            connect: args.connect.clone(),
+            connect: args.task.connect.clone(),
             json: false,
             yes: true,
             batch: None,
@@ -156,10 +156,10 @@ pub(crate) fn restore_command(
             args.host
         );
     }
-    let connect = args.wait.applied_to(&args.connect);
+    let connect = args.task.waiting();
     let restored = run_task(
         role_dirs,
-        &args.inventory.path(),
+        &args.task.inventory.path(),
         &args.host,
         "restore",
         &task_args(&[("archive", &archive)]),

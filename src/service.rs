@@ -71,14 +71,16 @@ struct Block<'a> {
 
 impl<'a> Block<'a> {
     fn new(key: &'static str, value: Value, path: &'a std::path::Path) -> Result<Self, Problem> {
-        let problem = |message: String| {
-            Problem::new(format!("invalid role manifest: {message}"))
-                .in_file(path)
-                .at_key(key)
-        };
         match value {
             Value::Mapping(map) => Ok(Block { key, map, path }),
-            _ => Err(problem(format!("`{key}` is a map of its settings"))),
+            _ => {
+                let empty = Block {
+                    key,
+                    map: Mapping::new(),
+                    path,
+                };
+                Err(empty.problem(format!("`{key}` is a map of its settings")))
+            }
         }
     }
 

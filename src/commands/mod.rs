@@ -156,10 +156,15 @@ pub(crate) fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Pr
         })
     };
     let unknown = facts::HostFacts::default();
+    // A host that is a directory on this machine (the example inventory,
+    // a test) keeps the owner and group of whoever writes its files when
+    // that is not root, who could give them to no one else; a whole host or
+    // one over SSH always gets the roles'.
+    let as_root = uid_of_this_process() == Some(0);
     let rendered = parallel::map(&hosts, |host| -> Result<Target, Vec<problem::Problem>> {
         let host = resolved(&inventory, host).map_err(|problem| vec![problem])?;
         match renderer.render_host(&inventory, &host, &unknown, &redactor) {
-            Ok(rendered) if owners_left_alone(&host) => Ok(Target {
+            Ok(rendered) if !as_root && is_directory_here(&host) => Ok(Target {
                 host,
                 rendered: rendered.without_owners(),
                 render_again: without_owners(render_again.clone()),
@@ -275,15 +280,15 @@ pub(crate) fn lock_owner() -> String {
     )
 }
 
-/// Whether the files of `host` keep the owner and group of whoever writes
-/// them: a host that is a directory on this machine (the example
-/// inventory, a test), with matrixctl not running as root, could give them
-/// to no one else; a whole host or one over SSH always gets the roles'.
-fn owners_left_alone(host: &crate::inventory::Host) -> bool {
+/// Whether `host` is a directory on this machine rather than a system.
+fn is_directory_here(host: &crate::inventory::Host) -> bool {
+    matches!(host.connection, crate::inventory::Connection::Local) && host.root != Path::new("/")
+}
+
+/// The uid this process runs as (the owner of /proc/self).
+fn uid_of_this_process() -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
-    matches!(host.connection, crate::inventory::Connection::Local)
-        && host.root != Path::new("/")
-        && fs_err::metadata("/proc/self").is_ok_and(|meta| meta.uid() != 0)
+    fs_err::metadata("/proc/self").ok().map(|meta| meta.uid())
 }
 
 /// `render_again` with the files' owners left alone.
@@ -295,8 +300,7 @@ fn without_owners(render_again: fleet::RenderAgain) -> fleet::RenderAgain {
 
 /// The name of the user this process runs as, from /etc/passwd, or its uid.
 pub(crate) fn user_of_this_process() -> String {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(uid) = fs_err::metadata("/proc/self").map(|meta| meta.uid()) else {
+    let Some(uid) = uid_of_this_process() else {
         return "?".to_string();
     };
     fs_err::read_to_string("/etc/passwd")

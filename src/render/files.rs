@@ -67,8 +67,7 @@ impl Renderer<'_> {
                 self.template_problem(role, &spec.template, &error, redactor)
             }
         })?;
-        // A secret transformed (upper-cased, split, reversed) is no longer
-        // found by its bytes: that the template read one is what counts.
+        // The file's own `with:` values, over the host's vars.
         let context = match &spec.with {
             None => context.clone(),
             Some(with) => {
@@ -78,6 +77,8 @@ impl Renderer<'_> {
                 minijinja::value::merge_maps([context.clone(), JinjaValue::from(Serde(&own))])
             }
         };
+        // A secret transformed (upper-cased, split, reversed) is no longer
+        // found by its bytes: that the template read one is what counts.
         let (content, read_secret) =
             ReadSecrets::during(&context, || template.render(context.clone()));
         let content = content

@@ -37,6 +37,7 @@ mc_tmp() {
 # an interrupted run is found.
 MC_STAGING_DIR=.matrixctl-staged
 mc_staged_var() {
+    # shellcheck disable=SC2034 # read by the callers, in files.sh
     MC_STAGED_AS="${1%/*}/$MC_STAGING_DIR/${1##*/}"
 }
 
@@ -59,6 +60,7 @@ mc_split_as_usual() {
 # Something on the host changed that a rollback cannot undo (a package, an
 # account, a directory): the failure message must not say "nothing".
 mc_system_changed() {
+    # shellcheck disable=SC2034 # read by mc_end, in transaction.sh
     MC_SYSTEM_CHANGED=1
 }
 

@@ -28,6 +28,7 @@ mc_need_group() {
 mc_stage_dirs() {
     mc_missing='' mc_made=''
     for d; do
+        # shellcheck disable=SC2153 # set in common.sh
         s=$ROOT$d/$MC_STAGING_DIR
         if [ "$d" != "$MC_STATE_DIR" ]; then
             mc_listed "${MC_STAGING_DIRS:-}" "$s" || MC_STAGING_DIRS="${MC_STAGING_DIRS:-}$s

@@ -33,6 +33,7 @@ mc_observe_paths() {
     # The same stat serves mc_unsafe_paths, which runs next. Its lines go
     # out as they are (the directories' too: matrixctl reads what it asked).
     mc_stat_prefixes_and "$@"
+    # shellcheck disable=SC2034 # read by mc_unsafe_paths, in paths.sh
     MC_STATS_FRESH=1
     [ -z "$mc_stats" ] || printf '%s\n' "$mc_stats"
     [ $# -gt 0 ] || return 0

@@ -37,6 +37,12 @@ pub struct OptionSpec {
     /// A value worth copying, for the reference.
     #[serde(default)]
     pub example: Option<Value>,
+    /// The value for a homeserver that shares its machine with others
+    /// (`machine:` in hosts.yaml), in place of `default`: its own path or
+    /// name, with `{{ customer }}` (its short name) and
+    /// `{{ customer_address }}` (its loopback address) filled in.
+    #[serde(default)]
+    pub per_customer: Option<Value>,
     /// The value is a secret: it never prints, in errors or plans.
     #[serde(default)]
     pub secret: bool,

@@ -30,6 +30,10 @@ pub struct Manifest {
     /// become known keys, and a default's type is the var's type.
     #[serde(default)]
     pub defaults: Mapping,
+    /// The options' `per_customer` values: the layer above `defaults` for
+    /// a homeserver sharing its machine (see `inventory::Placement`).
+    #[serde(skip)]
+    pub customer_defaults: Mapping,
     /// The vars this role declares: type, default (or required),
     /// description, example, whether secret. A declared option's default
     /// is its own, never in `defaults`.
@@ -1183,6 +1187,9 @@ fn reference_rows(key: &str, spec: &OptionSpec, out: &mut String) {
     if spec.secret {
         what.push_str(" A secret: never shown.");
     }
+    if let Some(per_customer) = &spec.per_customer {
+        what.push_str(&format!(" Sharing a machine: {}.", shown(per_customer)));
+    }
     out.push_str(&format!(
         "| `{key}` | {} | {default} | {what} |\n",
         table_cell(&spec.type_name())
@@ -1360,6 +1367,11 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, Problem> {
         }
         if let Some(absent) = spec.absent_value() {
             manifest.defaults.insert(Value::String(key.clone()), absent);
+        }
+        if let Some(value) = &spec.per_customer {
+            manifest
+                .customer_defaults
+                .insert(Value::String(key.clone()), value.clone());
         }
     }
     Ok(manifest)

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde_yaml::{Mapping, Value};
 
 use super::layers::Source;
-use super::{Host, Inventory, read_vars_dir};
+use super::{Host, Inventory, Layout, VarsFiles, read_vars_dir};
 use crate::options::OptionSpec;
 use crate::roles::RoleSet;
 
@@ -38,16 +38,43 @@ pub fn layers(
             value,
         });
     }
+    // A customer sharing its machine: the roles' values for it.
+    if let Some(placement) = host
+        .placement
+        .as_ref()
+        .filter(|placement| placement.layout == Layout::Shared)
+    {
+        for role in roles.roles.values() {
+            let values = placement.fill_in(&role.manifest.customer_defaults);
+            if let Some(value) = lookup(&values, key_path) {
+                layers.push(Layer {
+                    origin: format!(
+                        "per customer (role {}, sharing machine {})",
+                        role.name, placement.machine
+                    ),
+                    file: None,
+                    line: None,
+                    value: Some(value.clone()),
+                });
+            }
+        }
+    }
     // The files are read again: they loaded a moment ago, and a few
     // re-reads are cheaper than every host keeping its layers' texts.
     let mut ignored = Vec::new();
     let group_vars = read_vars_dir(&inventory.dir.join("group_vars"), &mut ignored);
+    let machine_vars = read_vars_dir(&inventory.dir.join("machine_vars"), &mut ignored);
     let host_vars = read_vars_dir(&inventory.dir.join("host_vars"), &mut ignored);
-    let files = std::iter::once("all")
-        .chain(host.groups.iter().map(String::as_str))
-        .filter_map(|group| group_vars.get(group))
-        .chain(host_vars.get(host.name.as_str()));
-    for file in files {
+    let vars_files = VarsFiles {
+        group_vars: &group_vars,
+        machine_vars: &machine_vars,
+        host_vars: &host_vars,
+    };
+    let machine = host
+        .placement
+        .as_ref()
+        .map(|placement| placement.machine.as_str());
+    for file in vars_files.of(&host.name, &host.groups, machine) {
         if let Some(value) = lookup(&file.vars, key_path) {
             let source = Source::File {
                 path: file.path.clone(),

@@ -16,12 +16,16 @@ pub enum Source {
     File { path: PathBuf, text: String },
     /// The `defaults` of a role manifest.
     RoleDefaults { role: String, path: PathBuf },
+    /// A role's `per_customer` values, for a homeserver sharing its machine.
+    CustomerDefaults { role: String, path: PathBuf },
 }
 
 impl Source {
     pub fn path(&self) -> &PathBuf {
         match self {
-            Source::File { path, .. } | Source::RoleDefaults { path, .. } => path,
+            Source::File { path, .. }
+            | Source::RoleDefaults { path, .. }
+            | Source::CustomerDefaults { path, .. } => path,
         }
     }
 
@@ -30,7 +34,7 @@ impl Source {
     pub fn line_of(&self, key_path: &[String]) -> Option<usize> {
         match self {
             Source::File { text, .. } => super::locate::line_of_key(text, key_path),
-            Source::RoleDefaults { .. } => None,
+            Source::RoleDefaults { .. } | Source::CustomerDefaults { .. } => None,
         }
     }
 }

@@ -16,6 +16,7 @@
 pub mod assertions;
 pub mod explain;
 pub mod layers;
+pub mod machines;
 pub(crate) use crate::locate;
 pub(crate) use crate::values::matrix;
 pub mod schema;
@@ -32,6 +33,7 @@ use crate::problem::{
 use crate::roles::RoleSet;
 use crate::secrets::{MasterKey, SecretName};
 use layers::{Layered, Source};
+pub use machines::{Layout, Machine, Placement};
 use schema::{CORE_KEYS, CoreVars, DnsName, Port, RESERVED_KEYS, SshOptions};
 
 /// A checked inventory: every host valid, ready to render.
@@ -40,6 +42,8 @@ pub struct Inventory {
     pub dir: PathBuf,
     /// Sorted by name.
     pub hosts: Vec<Host>,
+    /// The machines of hosts.yaml's `machines:`, sorted by name.
+    pub machines: Vec<Machine>,
     pub groups: BTreeSet<String>,
     pub master_key: MasterKey,
     /// Every secret the roles declare: what each host derives.
@@ -58,6 +62,8 @@ pub struct Host {
     pub connection: Connection,
     /// Every path of the host lives under this directory (default `/`).
     pub root: PathBuf,
+    /// The machine it shares with other homeservers, if it does.
+    pub placement: Option<Placement>,
     pub vars: CoreVars,
     /// All vars after precedence, core and role vars alike, for templates.
     pub merged: Mapping,
@@ -141,15 +147,20 @@ impl SshTarget {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a map with a `hosts:` key")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map with a `hosts:` key (and, optionally, `machines:`)"
+)]
 struct HostsFile {
+    #[serde(default)]
+    machines: BTreeMap<String, Option<MachineEntry>>,
     hosts: BTreeMap<String, Option<HostEntry>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a map of host settings (ssh, groups, connection, root)"
+    expecting = "a map of host settings (ssh, groups, connection, root, or machine and layout)"
 )]
 struct HostEntry {
     #[serde(default)]
@@ -157,7 +168,29 @@ struct HostEntry {
     #[serde(default)]
     groups: Vec<String>,
     #[serde(default)]
-    connection: ConnectionKind,
+    connection: Option<ConnectionKind>,
+    #[serde(default)]
+    root: Option<PathBuf>,
+    /// The machine of `machines:` this homeserver shares.
+    #[serde(default)]
+    machine: Option<String>,
+    #[serde(default)]
+    layout: Option<Layout>,
+}
+
+/// A machine of `machines:`: how it is reached, and its groups.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map of machine settings (ssh, groups, connection, root)"
+)]
+struct MachineEntry {
+    #[serde(default)]
+    ssh: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    connection: Option<ConnectionKind>,
     #[serde(default)]
     root: Option<PathBuf>,
 }
@@ -192,7 +225,7 @@ impl Inventory {
         }
         let mut problems = Vec::new();
         let hosts_path = dir.join("hosts.yaml");
-        let entries = read_hosts(&hosts_path)?;
+        let (entries, machine_entries) = read_hosts(&hosts_path)?;
 
         let mut names = BTreeMap::new();
         // Duplicate names are refused by the YAML parser; uppercase ones by
@@ -212,9 +245,101 @@ impl Inventory {
             }
         }
 
+        let mut machines = BTreeMap::new();
+        for (name, entry, line) in machine_entries {
+            let key = format!("machines.{}", name.escape_debug());
+            match name.parse::<DnsName>() {
+                Ok(_) if names.contains_key(&name) => problems.push(
+                    Problem::new(format!("`{name}` is both a machine and a homeserver"))
+                        .in_file(&hosts_path)
+                        .at_line(line)
+                        .at_key(key)
+                        .with_hint(Some(format!(
+                            "a machine is named apart from the homeservers it carries, like `m1.{name}`"
+                        ))),
+                ),
+                Ok(dns_name) => {
+                    machines.insert(name, (dns_name, entry, line));
+                }
+                Err(error) => problems.push(
+                    Problem::new(format!("invalid machine name: {}", error.reason))
+                        .in_file(&hosts_path)
+                        .at_line(line)
+                        .at_key(key)
+                        .with_hint(error.hint),
+                ),
+            }
+        }
+        // A placed homeserver is reached as its machine is, and is in its
+        // machine's groups before its own.
+        for (name, (_, entry, line)) in names.iter_mut() {
+            let Some(machine) = entry.machine.clone() else {
+                if entry.layout.is_some() {
+                    problems.push(
+                        Problem::new("`layout` says how a homeserver shares a machine, and this one has no `machine`")
+                            .in_file(&hosts_path)
+                            .at_line(*line)
+                            .at_key(format!("hosts.{name}.layout"))
+                            .with_hint(Some("place it with `machine: NAME`, or remove `layout`".into())),
+                    );
+                }
+                continue;
+            };
+            let Some((_, machine_entry, _)) = machines.get(&machine) else {
+                let hint = did_you_mean(&machine, machines.keys().map(String::as_str)).or_else(|| {
+                    Some(format!("name it under `machines:` in hosts.yaml, like\n  machines:\n    {machine}:\n      ssh: root@{machine}"))
+                });
+                problems.push(
+                    Problem::new(format!("`{machine}` is not a machine of hosts.yaml"))
+                        .in_file(&hosts_path)
+                        .at_line(*line)
+                        .at_key(format!("hosts.{name}.machine"))
+                        .with_hint(hint),
+                );
+                continue;
+            };
+            let reach = [
+                ("ssh", entry.ssh.is_some()),
+                ("connection", entry.connection.is_some()),
+                ("root", entry.root.is_some()),
+            ];
+            for (key, _) in reach.iter().filter(|(_, given)| *given) {
+                problems.push(
+                    Problem::new(format!(
+                        "a homeserver placed on a machine is reached as the machine is, so it has no `{key}` of its own"
+                    ))
+                    .in_file(&hosts_path)
+                    .at_line(*line)
+                    .at_key(format!("hosts.{name}.{key}"))
+                    .with_hint(Some(format!("set `{key}` on machine `{machine}` under `machines:`"))),
+                );
+            }
+            let mut groups = machine_entry.groups.clone();
+            for group in &entry.groups {
+                if !groups.contains(group) {
+                    groups.push(group.clone());
+                }
+            }
+            *entry = HostEntry {
+                ssh: Some(machine_entry.ssh.clone().unwrap_or_else(|| machine.clone())),
+                groups,
+                connection: machine_entry.connection,
+                root: machine_entry.root.clone(),
+                machine: Some(machine),
+                layout: entry.layout,
+            };
+        }
+
         let mut groups = BTreeSet::new();
-        for (name, (_, entry, line)) in &names {
-            for (index, group) in entry.groups.iter().enumerate() {
+        let group_lists =
+            names
+                .iter()
+                .map(|(name, (_, entry, line))| (format!("hosts.{name}"), &entry.groups, line))
+                .chain(machines.iter().map(|(name, (_, entry, line))| {
+                    (format!("machines.{name}"), &entry.groups, line)
+                }));
+        for (at, list, line) in group_lists {
+            for (index, group) in list.iter().enumerate() {
                 let valid = !group.is_empty()
                     && group
                         .bytes()
@@ -229,7 +354,7 @@ impl Inventory {
                         Problem::new(format!("invalid group name `{group}`: {reason}"))
                             .in_file(&hosts_path)
                             .at_line(*line)
-                            .at_key(format!("hosts.{name}.groups[{index}]")),
+                            .at_key(format!("{at}.groups[{index}]")),
                     );
                 } else {
                     groups.insert(group.clone());
@@ -249,6 +374,25 @@ impl Inventory {
                 problems.push(
                     Problem::new(format!(
                         "group_vars for `{group}`, but no host is in that group"
+                    ))
+                    .in_file(&file.path)
+                    .with_hint(hint),
+                );
+            }
+        }
+        let machine_vars = read_vars_dir(&dir.join("machine_vars"), &mut problems);
+        for (machine, file) in &machine_vars {
+            if !machines.contains_key(machine) {
+                let hint =
+                    did_you_mean(machine, machines.keys().map(String::as_str)).or_else(|| {
+                        Some(
+                            "name the machine under `machines:` in hosts.yaml, or remove the file"
+                                .into(),
+                        )
+                    });
+                problems.push(
+                    Problem::new(format!(
+                        "machine_vars for `{machine}`, a machine that is not in hosts.yaml"
                     ))
                     .in_file(&file.path)
                     .with_hint(hint),
@@ -284,6 +428,7 @@ impl Inventory {
                 &hosts_path,
                 roles,
                 &group_vars,
+                &machine_vars,
                 &host_vars,
                 name,
                 dns_name,
@@ -306,6 +451,24 @@ impl Inventory {
             }
         }
 
+        problems.extend(placement_problems(&hosts_path, &hosts));
+        let machines = machines
+            .into_values()
+            .map(|(name, entry, _)| Machine {
+                customers: hosts
+                    .iter()
+                    .filter(|host| {
+                        host.placement
+                            .as_ref()
+                            .is_some_and(|placement| placement.machine == name.as_str())
+                    })
+                    .map(|host| host.name.clone())
+                    .collect(),
+                name,
+                groups: entry.groups,
+            })
+            .collect();
+
         // A vars file several hosts read warns once.
         let warnings: Vec<String> = hosts
             .iter()
@@ -317,6 +480,7 @@ impl Inventory {
             Some(master_key) if problems.is_empty() => Ok(Inventory {
                 dir: dir.to_path_buf(),
                 hosts,
+                machines,
                 groups,
                 master_key,
                 secret_names: roles.secret_names(),
@@ -407,6 +571,10 @@ impl Inventory {
                 part == "all"
                     || host.groups.iter().any(|group| group == part)
                     || glob.matches(host.name.as_str())
+                    || host
+                        .placement
+                        .as_ref()
+                        .is_some_and(|placement| glob.matches(&placement.machine))
             })
             .map(|(index, _)| index)
             .collect();
@@ -416,6 +584,7 @@ impl Inventory {
                 .hosts
                 .iter()
                 .map(|host| host.name.as_str())
+                .chain(self.machines.iter().map(|machine| machine.name.as_str()))
                 .chain(self.groups.iter().map(String::as_str));
             return Err(
                 Problem::new(format!("--limit `{part}` matches no host or group"))
@@ -426,8 +595,11 @@ impl Inventory {
     }
 }
 
-/// The hosts in hosts.yaml with the line each is declared on.
-fn read_hosts(path: &Path) -> Result<Vec<(String, HostEntry, Option<usize>)>, Problem> {
+/// An entry of hosts.yaml with the line it is declared on.
+type Declared<T> = Vec<(String, T, Option<usize>)>;
+
+/// The hosts and the machines in hosts.yaml, each with its line.
+fn read_hosts(path: &Path) -> Result<(Declared<HostEntry>, Declared<MachineEntry>), Problem> {
     if !path.exists() && path.symlink_metadata().is_err() {
         return Err(Problem::new("cannot read the host list: no such file")
             .in_file(path)
@@ -442,7 +614,7 @@ fn read_hosts(path: &Path) -> Result<Vec<(String, HostEntry, Option<usize>)>, Pr
         let top_level = error.keys.len() <= 1;
         let (message, hint) = if top_level && error.message.contains("field `") {
             (
-                format!("hosts.yaml must have one top-level key, `hosts` ({})", error.message),
+                format!("hosts.yaml has `hosts` (and, optionally, `machines`) at its top level ({})", error.message),
                 Some("list hosts under it:\n  hosts:\n    example.com:\n      ssh: root@matrix.example.com".to_string()),
             )
         } else {
@@ -454,19 +626,73 @@ fn read_hosts(path: &Path) -> Result<Vec<(String, HostEntry, Option<usize>)>, Pr
             .at_key(error.display)
             .with_hint(hint)
     })?;
-    let lines = locate::lines_under(&text, "hosts");
-    Ok(file
-        .hosts
-        .into_iter()
-        .map(|(name, entry)| {
-            let line = lines
-                .get(&name)
-                .copied()
-                .or_else(|| locate::line_of_key(&text, &["hosts".to_string(), name.clone()]))
-                .or_else(|| escaped_key_line(&text, &name));
-            (name, entry.unwrap_or_default(), line)
-        })
-        .collect())
+    fn declared<T: Default>(
+        text: &str,
+        section: &str,
+        entries: BTreeMap<String, Option<T>>,
+    ) -> Declared<T> {
+        let lines = locate::lines_under(text, section);
+        entries
+            .into_iter()
+            .map(|(name, entry)| {
+                let line = lines
+                    .get(&name)
+                    .copied()
+                    .or_else(|| locate::line_of_key(text, &[section.to_string(), name.clone()]))
+                    .or_else(|| escaped_key_line(text, &name));
+                (name, entry.unwrap_or_default(), line)
+            })
+            .collect()
+    }
+    Ok((
+        declared(&text, "hosts", file.hosts),
+        declared(&text, "machines", file.machines),
+    ))
+}
+
+/// What placing homeservers on machines got wrong: two customers keeping
+/// a single host's layout on one machine, or two whose derived names or
+/// addresses collide.
+fn placement_problems(hosts_path: &Path, hosts: &[Host]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut single: BTreeMap<&str, &DnsName> = BTreeMap::new();
+    for host in hosts {
+        let Some(placement) = &host.placement else {
+            continue;
+        };
+        if placement.layout != Layout::Single {
+            continue;
+        }
+        if let Some(first) = single.insert(&placement.machine, &host.name) {
+            problems.push(
+                Problem::new(format!(
+                    "{first} and {} both keep a single host's layout on machine `{}`: their files, accounts and units would be the same ones",
+                    host.name, placement.machine
+                ))
+                .in_file(hosts_path)
+                .at_key(format!("hosts.{}.layout", host.name))
+                .with_hint(Some(
+                    "only the homeserver that was on the machine before others joined keeps `layout: single`".into(),
+                )),
+            );
+        }
+    }
+    let placed = hosts
+        .iter()
+        .filter_map(|host| Some((&host.name, host.placement.as_ref()?)));
+    for (what, first, second) in machines::collisions(placed) {
+        problems.push(
+            Problem::new(format!(
+                "{first} and {second} would share {what} on their machine"
+            ))
+            .in_file(hosts_path)
+            .at_key(format!("hosts.{second}.machine"))
+            .with_hint(Some(
+                "place one of them on another machine (the names and addresses are derived from the server names, so that nothing moves when customers come and go)".into(),
+            )),
+        );
+    }
+    problems
 }
 
 /// The line of a key written as a double-quoted YAML string with escapes
@@ -552,6 +778,7 @@ fn load_host(
     hosts_path: &Path,
     roles: &RoleSet,
     group_vars: &BTreeMap<String, VarsFile>,
+    machine_vars: &BTreeMap<String, VarsFile>,
     host_vars: &BTreeMap<String, VarsFile>,
     name: &str,
     dns_name: &DnsName,
@@ -559,8 +786,24 @@ fn load_host(
     line: Option<usize>,
 ) -> Result<Host, Vec<Problem>> {
     let mut warnings = BTreeSet::new();
-    let layered = layer_vars(dns_name, entry, roles, group_vars, host_vars, &mut warnings)
-        .map_err(|problem| vec![problem])?;
+    let placement = entry
+        .machine
+        .as_deref()
+        .map(|machine| Placement::new(machine, entry.layout.unwrap_or_default(), dns_name));
+    let vars_files = VarsFiles {
+        group_vars,
+        machine_vars,
+        host_vars,
+    };
+    let layered = layer_vars(
+        dns_name,
+        entry,
+        placement.as_ref(),
+        roles,
+        &vars_files,
+        &mut warnings,
+    )
+    .map_err(|problem| vec![problem])?;
     let root = match &entry.root {
         None => PathBuf::from("/"),
         Some(root) if root.is_absolute() => root.clone(),
@@ -595,10 +838,11 @@ fn load_host(
     };
     let (mut vars, merged) = check_vars(&layered, roles, Some(dns_name))?;
     vars.ssh_options.relative_to(dir);
-    if entry.connection == ConnectionKind::Ssh {
+    let connection_kind = entry.connection.unwrap_or_default();
+    if connection_kind == ConnectionKind::Ssh {
         missing_ssh_files(&vars.ssh_options, &layered)?;
     }
-    let connection = match entry.connection {
+    let connection = match connection_kind {
         ConnectionKind::Local => Connection::Local,
         ConnectionKind::Ssh => {
             // Default: the machine that serves Matrix, as the ssh config
@@ -622,6 +866,7 @@ fn load_host(
         groups: entry.groups.clone(),
         connection,
         root,
+        placement,
         vars,
         merged,
         secret_values,
@@ -667,13 +912,39 @@ fn missing_ssh_files(options: &SshOptions, layered: &Layered) -> Result<(), Vec<
     }
 }
 
-/// Role defaults < group_vars/all < group_vars/GROUP (in the host's order) < host_vars/NAME.
+/// The inventory's vars files, by directory.
+struct VarsFiles<'a> {
+    group_vars: &'a BTreeMap<String, VarsFile>,
+    machine_vars: &'a BTreeMap<String, VarsFile>,
+    host_vars: &'a BTreeMap<String, VarsFile>,
+}
+
+impl VarsFiles<'_> {
+    /// The files a host reads, lowest precedence first: group_vars/all,
+    /// group_vars/GROUP (in the host's order), machine_vars/MACHINE,
+    /// host_vars/NAME.
+    fn of<'a>(
+        &'a self,
+        name: &DnsName,
+        groups: &'a [String],
+        machine: Option<&str>,
+    ) -> impl Iterator<Item = &'a VarsFile> + 'a {
+        std::iter::once("all")
+            .chain(groups.iter().map(String::as_str))
+            .filter_map(|group| self.group_vars.get(group))
+            .chain(machine.and_then(|machine| self.machine_vars.get(machine)))
+            .chain(self.host_vars.get(name.as_str()))
+    }
+}
+
+/// Role defaults < the roles' per-customer values (a customer sharing
+/// its machine) < the vars files (`VarsFiles::of`).
 fn layer_vars(
     name: &DnsName,
     entry: &HostEntry,
+    placement: Option<&Placement>,
     roles: &RoleSet,
-    group_vars: &BTreeMap<String, VarsFile>,
-    host_vars: &BTreeMap<String, VarsFile>,
+    files: &VarsFiles,
     warnings: &mut BTreeSet<String>,
 ) -> Result<Layered, Problem> {
     let mut layered = Layered::default();
@@ -684,10 +955,20 @@ fn layer_vars(
         };
         push(&mut layered, source, &role.manifest.defaults)?;
     }
-    let files = std::iter::once("all")
-        .chain(entry.groups.iter().map(String::as_str))
-        .filter_map(|group| group_vars.get(group))
-        .chain(host_vars.get(name.as_str()));
+    if let Some(placement) = placement.filter(|placement| placement.layout == Layout::Shared) {
+        for role in roles.roles.values() {
+            if role.manifest.customer_defaults.is_empty() {
+                continue;
+            }
+            let source = Source::CustomerDefaults {
+                role: role.name.clone(),
+                path: role.path.clone(),
+            };
+            let values = placement.fill_in(&role.manifest.customer_defaults);
+            push(&mut layered, source, &values)?;
+        }
+    }
+    let files = files.of(name, &entry.groups, entry.machine.as_deref());
     for file in files {
         let source = Source::File {
             path: file.path.clone(),

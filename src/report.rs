@@ -222,8 +222,68 @@ fn listed_suffix(hosts: &[&str], what: &str) -> String {
     }
 }
 
-/// Each change of a host's plan as printed: (path, text).
+/// Each change of a host's plan as printed: (sort key, text). A machine's
+/// plan is grouped by customer (`ROLE@CUSTOMER` roles), what the machine
+/// shares last.
 fn change_texts(plan: &HostPlan, style: Style) -> Vec<(String, String)> {
+    let texts = ungrouped_change_texts(plan, style);
+    let customer_of = |role: &str| {
+        role.split_once('@')
+            .map(|(_, customer)| customer.to_string())
+    };
+    let mut customers: Vec<Option<String>> = Vec::new();
+    for change in &plan.system {
+        let mut of = change.roles().map(customer_of);
+        let first = of.next().flatten();
+        customers.push(first.filter(|first| of.all(|other| other.as_ref() == Some(first))));
+    }
+    let file_customers: BTreeMap<&str, Option<String>> = plan
+        .changes
+        .iter()
+        .map(|change| {
+            (
+                change.path.as_str(),
+                change.role.as_deref().and_then(customer_of),
+            )
+        })
+        .collect();
+    if customers
+        .iter()
+        .chain(file_customers.values())
+        .all(Option::is_none)
+    {
+        return texts;
+    }
+    let mut grouped = Vec::new();
+    let mut headed = std::collections::BTreeSet::new();
+    for (key, text) in texts {
+        // System items are keyed by their index (see below).
+        let customer = match key.strip_prefix(['!', '}']) {
+            Some(index) if index.len() == 4 => index
+                .parse::<usize>()
+                .ok()
+                .and_then(|index| customers.get(index).cloned().flatten()),
+            _ => file_customers.get(key.as_str()).cloned().flatten(),
+        };
+        let group = match (&customer, key.starts_with('~')) {
+            (Some(customer), _) => format!("1{customer}"),
+            (None, false) => "2".to_string(),
+            (None, true) => "3".to_string(),
+        };
+        if group != "3" && headed.insert(group.clone()) {
+            let header = match &customer {
+                Some(customer) => format!("  [{customer}]\n"),
+                None => "  [the machine]\n".to_string(),
+            };
+            grouped.push((format!("{group}\u{0}"), header));
+        }
+        grouped.push((format!("{group}\u{1}{key}"), text));
+    }
+    grouped
+}
+
+/// `change_texts` before grouping by customer.
+fn ungrouped_change_texts(plan: &HostPlan, style: Style) -> Vec<(String, String)> {
     let mut texts = Vec::new();
     if plan.changes.is_empty() && plan.record_outdated {
         texts.push((

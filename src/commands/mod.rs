@@ -30,7 +30,7 @@ use crate::diff::Style;
 use crate::fleet::{Applied, FleetOptions, PlannedHost, Rollout, Target};
 use crate::inventory::Inventory;
 use crate::problem::Problems;
-use crate::render::{DesiredState, Renderer, redactor_for};
+use crate::render::{DesiredState, Rendered, Renderer, redactor_for};
 use crate::roles::RoleSet;
 use crate::saved::{SavedHost, SavedPlan};
 use crate::secrets::Redactor;
@@ -124,27 +124,34 @@ pub(crate) struct Prepared {
 pub(crate) fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
     let roles = Arc::new(RoleSet::load(role_dirs)?);
     let inventory = Arc::new(load_inventory(&selection.inventory_dir(), &roles)?);
-    let hosts = inventory.select(selection.limit.pattern.as_deref())?;
+    let hosts = whole_machines(
+        &inventory,
+        inventory.select(selection.limit.pattern.as_deref())?,
+    );
     let renderer = Renderer::new(&roles);
     let redactor = redactor_for(&inventory);
     trace::arm(&redactor);
+    let redacted = |Problems(problems): Problems| {
+        Problems(
+            problems
+                .into_iter()
+                .map(|problem| problem.redacted(&redactor))
+                .collect(),
+        )
+    };
     // A host whose roles read its facts is rendered again once it has told
     // them (fleet.rs): with these very roles, inventory and templates.
     let exports = renderer
         .fleet_exports(&inventory, &redactor)
-        .map_err(|Problems(problems)| {
-            Problems(
-                problems
-                    .into_iter()
-                    .map(|problem| problem.redacted(&redactor))
-                    .collect(),
-            )
-        })?;
+        .map_err(redacted)?;
+    let machine_ports = renderer
+        .machine_ports(&inventory, &redactor)
+        .map_err(redacted)?;
     let render_again: fleet::RenderAgain = {
         let (roles, inventory, redactor) = (roles.clone(), inventory.clone(), redactor.clone());
         Arc::new(move |host, facts| {
             Renderer::new(&roles)
-                .knowing(exports.clone())
+                .knowing(exports.clone(), machine_ports.clone())
                 .render_host(&inventory, host, facts, &redactor)
                 .map_err(|Problems(problems)| {
                     let problems = problems
@@ -156,42 +163,203 @@ pub(crate) fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Pr
         })
     };
     let unknown = facts::HostFacts::default();
-    // A host that is a directory on this machine (the example inventory,
-    // a test) keeps the owner and group of whoever writes its files when
-    // that is not root, who could give them to no one else; a whole host or
-    // one over SSH always gets the roles'.
-    let as_root = uid_of_this_process() == Some(0);
-    let rendered = parallel::map(&hosts, |host| -> Result<Target, Vec<problem::Problem>> {
+    let rendered = parallel::map(&hosts, |host| {
         let host = resolved(&inventory, host).map_err(|problem| vec![problem])?;
         match renderer.render_host(&inventory, &host, &unknown, &redactor) {
-            Ok(rendered) if !as_root && is_directory_here(&host) => Ok(Target {
-                host,
-                rendered: rendered.without_owners(),
-                render_again: without_owners(render_again.clone()),
-            }),
-            Ok(rendered) => Ok(Target {
-                host,
-                rendered,
-                render_again: render_again.clone(),
-            }),
-            Err(Problems(more)) => Err(more
-                .into_iter()
-                .map(|problem| problem.redacted(&redactor))
-                .collect()),
+            Ok(rendered) => Ok((host, rendered)),
+            Err(problems) => Err(redacted(problems).0),
         }
     });
     let mut problems = Vec::new();
     let mut targets = Vec::new();
+    // Each machine's customers are one target (one round trip, one
+    // transaction): gathered here, merged below.
+    let mut machines: std::collections::BTreeMap<String, Vec<(inventory::Host, Rendered)>> =
+        Default::default();
     for result in rendered {
         match result {
-            Ok(target) => targets.push(target),
+            Ok((host, rendered)) => match &host.placement {
+                Some(placement) => machines
+                    .entry(placement.machine.clone())
+                    .or_default()
+                    .push((host, rendered)),
+                None => targets.push(target(host, rendered, render_again.clone())),
+            },
             Err(more) => problems.extend(more),
         }
     }
     if !problems.is_empty() {
         return Err(Problems(problems).into());
     }
+    for (machine, customers) in machines {
+        match machine_target(&inventory, &machine, customers, render_again.clone()) {
+            Ok(target) => targets.push(target),
+            Err(more) => problems.extend(redacted(more).0),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Problems(problems).into());
+    }
     Ok(Prepared { targets, redactor })
+}
+
+/// `selected` with every other homeserver on the machines of those it
+/// holds: a machine is planned and applied whole, or the customers left
+/// out would look like files to remove.
+fn whole_machines<'a>(
+    inventory: &'a Inventory,
+    selected: Vec<&'a inventory::Host>,
+) -> Vec<&'a inventory::Host> {
+    let machines: std::collections::BTreeSet<&str> = selected
+        .iter()
+        .filter_map(|host| Some(host.placement.as_ref()?.machine.as_str()))
+        .collect();
+    inventory
+        .hosts
+        .iter()
+        .filter(|host| {
+            selected.iter().any(|chosen| chosen.name == host.name)
+                || host
+                    .placement
+                    .as_ref()
+                    .is_some_and(|placement| machines.contains(placement.machine.as_str()))
+        })
+        .collect()
+}
+
+/// A host ready to plan. A host that is a directory on this machine (the
+/// example inventory, a test) keeps the owner and group of whoever writes
+/// its files when that is not root, who could give them to no one else;
+/// a whole host or one over SSH always gets the roles'.
+fn target(host: inventory::Host, rendered: Rendered, render_again: fleet::RenderAgain) -> Target {
+    if uid_of_this_process() != Some(0) && is_directory_here(&host) {
+        Target {
+            host,
+            rendered: rendered.without_owners(),
+            render_again: without_owners(render_again),
+        }
+    } else {
+        Target {
+            host,
+            rendered,
+            render_again,
+        }
+    }
+}
+
+/// A machine and the homeservers on it as one target: the machine reached
+/// as its customers say, their renders merged (also when rendered again
+/// with the facts the machine told).
+fn machine_target(
+    inventory: &Inventory,
+    machine: &str,
+    customers: Vec<(inventory::Host, Rendered)>,
+    render_again: fleet::RenderAgain,
+) -> Result<Target, Problems> {
+    let hosts: Vec<inventory::Host> = customers.iter().map(|(host, _)| host.clone()).collect();
+    let host = machine_host(inventory, machine, &hosts)?;
+    let merged = merge(
+        machine,
+        customers
+            .into_iter()
+            .map(|(host, rendered)| (host, Ok(rendered))),
+    )
+    .map_err(|problems| Problems(problems.0))?;
+    let name = machine.to_string();
+    let again: fleet::RenderAgain = Arc::new(move |_, facts| {
+        let customers = hosts
+            .iter()
+            .map(|host| (host.clone(), render_again(host, facts)));
+        merge(&name, customers).map_err(|problems| problems.to_string())
+    });
+    Ok(target(host, merged, again))
+}
+
+/// The customers' renders as their machine's, or the first that failed.
+fn merge(
+    machine: &str,
+    customers: impl Iterator<Item = (inventory::Host, Result<Rendered, String>)>,
+) -> Result<Rendered, Problems> {
+    let mut hosts = Vec::new();
+    let mut renders = Vec::new();
+    for (host, rendered) in customers {
+        renders.push(rendered.map_err(|said| Problems(vec![problem::Problem::new(said)]))?);
+        hosts.push(host);
+    }
+    crate::render::machine::merge(
+        machine,
+        hosts
+            .iter()
+            .zip(renders)
+            .map(|(host, rendered)| crate::render::machine::CustomerRender { host, rendered })
+            .collect(),
+    )
+}
+
+/// The machine as a host: reached as its customers are (hosts.yaml gives
+/// them its connection), with the state directory and SSH settings they
+/// all must agree on.
+fn machine_host(
+    inventory: &Inventory,
+    machine: &str,
+    customers: &[inventory::Host],
+) -> Result<inventory::Host, Problems> {
+    let found = inventory
+        .machines
+        .iter()
+        .find(|candidate| candidate.name.as_str() == machine);
+    let (Some(found), Some(first)) = (found, customers.first()) else {
+        return Err(Problems(vec![problem::Problem::new(format!(
+            "machine `{machine}` carries no homeserver"
+        ))]));
+    };
+    let mut problems = Vec::new();
+    for other in &customers[1..] {
+        let pairs = [
+            (
+                "state_dir",
+                serde_yaml::to_value(&first.vars.state_dir).ok(),
+                serde_yaml::to_value(&other.vars.state_dir).ok(),
+            ),
+            (
+                "ssh_options",
+                serde_yaml::to_value(&first.vars.ssh_options).ok(),
+                serde_yaml::to_value(&other.vars.ssh_options).ok(),
+            ),
+            (
+                "become",
+                serde_yaml::to_value(first.vars.become_).ok(),
+                serde_yaml::to_value(other.vars.become_).ok(),
+            ),
+        ];
+        for (key, a, b) in pairs {
+            if a != b {
+                problems.push(
+                    problem::Problem::new(format!(
+                        "{} and {} share machine {machine} but set `{key}` differently: the machine is reached and kept one way",
+                        first.name, other.name
+                    ))
+                    .at_key(key.to_string())
+                    .with_hint(Some(format!(
+                        "set `{key}` once, in machine_vars/{machine}.yaml"
+                    ))),
+                );
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Problems(problems));
+    }
+    let mut host = first.clone();
+    host.name = found.name.clone();
+    host.groups = found.groups.clone();
+    host.placement = None;
+    host.warnings = Vec::new();
+    host.secret_values = customers
+        .iter()
+        .flat_map(|customer| customer.secret_values.iter().cloned())
+        .collect();
+    Ok(host)
 }
 
 /// `host` with the user and port its SSH config gives, where hosts.yaml

@@ -92,24 +92,8 @@ impl Renderer<'_> {
         redactor: &Redactor,
         fleet: Option<Arc<FleetExports>>,
     ) -> Result<(JinjaValue, Vec<OpenPort>, Vec<DataItem>), Problems> {
-        let mut base = self.context_for(inventory, host, fleet.is_some());
-        let first_pass = minijinja::value::merge_maps([
-            JinjaValue::from(Serde(&base)),
-            minijinja::context! { host => JinjaValue::from_dyn_object(facts.clone()) },
-        ]);
-        // Whether matrixctl manages the system here: the one gate of every
-        // role's system items, which templates read as `system_managed`.
-        let system_managed = match self.roles.system_gate() {
-            Some((role, gate)) => self
-                .condition(role, gate, "system_when", &first_pass, redactor)
-                .map_err(|problem| Problems(vec![problem]))?,
-            None => true,
-        };
-        base.insert("system_managed".into(), system_managed.into());
-        let first_pass = minijinja::value::merge_maps([
-            first_pass,
-            minijinja::context! { system_managed => system_managed },
-        ]);
+        let (mut base, first_pass) =
+            self.first_pass(inventory, host, facts, redactor, fleet.is_some())?;
         let ports = match self.open_ports(&first_pass, redactor) {
             Ok(ports) => ports,
             Err(mut problems) => {
@@ -118,6 +102,16 @@ impl Renderer<'_> {
                 }
                 return Err(Problems(problems));
             }
+        };
+        // A customer sharing a machine sees the machine's ports: what
+        // filters the machine's traffic is one for all of them.
+        let ports = match (&host.placement, &fleet) {
+            (Some(placement), Some(_)) => self
+                .machine_ports(inventory, redactor)?
+                .get(&placement.machine)
+                .cloned()
+                .unwrap_or(ports),
+            _ => ports,
         };
         base.insert(
             "open_ports".into(),
@@ -162,6 +156,87 @@ impl Renderer<'_> {
             },
         ]);
         Ok((context, ports, data))
+    }
+
+    /// A host's vars with `system_managed` (the context that decides
+    /// which roles apply), as a map and as a template context.
+    fn first_pass(
+        &self,
+        inventory: &Inventory,
+        host: &Host,
+        facts: &Arc<FactsObject>,
+        redactor: &Redactor,
+        with_ssh_port: bool,
+    ) -> Result<(BTreeMap<String, Value>, JinjaValue), Problems> {
+        let mut base = self.context_for(inventory, host, with_ssh_port);
+        let first_pass = minijinja::value::merge_maps([
+            JinjaValue::from(Serde(&base)),
+            minijinja::context! { host => JinjaValue::from_dyn_object(facts.clone()) },
+        ]);
+        // Whether matrixctl manages the system here: the one gate of every
+        // role's system items, which templates read as `system_managed`.
+        let system_managed = match self.roles.system_gate() {
+            Some((role, gate)) => self
+                .condition(role, gate, "system_when", &first_pass, redactor)
+                .map_err(|problem| Problems(vec![problem]))?,
+            None => true,
+        };
+        base.insert("system_managed".into(), system_managed.into());
+        let first_pass = minijinja::value::merge_maps([
+            first_pass,
+            minijinja::context! { system_managed => system_managed },
+        ]);
+        Ok((base, first_pass))
+    }
+
+    /// Every machine's open ports: those of all its customers, each once,
+    /// gathered once per inventory.
+    pub(crate) fn machine_ports(
+        &self,
+        inventory: &Inventory,
+        redactor: &Redactor,
+    ) -> Result<Arc<MachinePorts>, Problems> {
+        self.machine_ports
+            .get_or_init(|| {
+                let unknown = FactsObject::new(HostFacts::default());
+                let mut by_machine: MachinePorts = BTreeMap::new();
+                let mut problems = Vec::new();
+                for host in &inventory.hosts {
+                    let Some(placement) = &host.placement else {
+                        continue;
+                    };
+                    let own = self
+                        .first_pass(inventory, host, &unknown, redactor, false)
+                        .map_err(|Problems(problems)| problems)
+                        .and_then(|(_, first_pass)| self.open_ports(&first_pass, redactor));
+                    match own {
+                        Ok(ports) => by_machine
+                            .entry(placement.machine.clone())
+                            .or_default()
+                            .extend(ports),
+                        // The customer's own render names the problem.
+                        Err(_) => continue,
+                    }
+                }
+                for (machine, ports) in &mut by_machine {
+                    sort_ports(ports);
+                    ports.dedup_by(|later, kept| {
+                        (later.proto, later.start, later.end, &later.role)
+                            == (kept.proto, kept.start, kept.end, &kept.role)
+                    });
+                    for mut problem in overlapping(ports) {
+                        problem.message = format!("{} (machine {machine})", problem.message);
+                        problems.push(problem);
+                    }
+                }
+                if problems.is_empty() {
+                    Ok(Arc::new(by_machine))
+                } else {
+                    Err(problems)
+                }
+            })
+            .clone()
+            .map_err(Problems)
     }
 
     /// Every host's `exports:` entries, hosts in name order; a host's
@@ -486,28 +561,42 @@ impl Renderer<'_> {
                 }
             }
         }
-        ports.sort_by(|a, b| {
-            (a.proto, a.start, a.end, &a.role).cmp(&(b.proto, b.start, b.end, &b.role))
-        });
-        for pair in ports.windows(2) {
-            let (a, b) = (&pair[0], &pair[1]);
-            if a.proto == b.proto && b.start <= a.end {
-                let proto = format!("{:?}", a.proto).to_lowercase();
-                problems.push(
-                    Problem::new(format!(
-                        "ports overlap: {} {proto} ({}: {}) and {} {proto} ({}: {})",
-                        a.port, a.role, a.description, b.port, b.role, b.description
-                    ))
-                    .with_hint(Some(
-                        "each port serves one service; move one of them".into(),
-                    )),
-                );
-            }
-        }
+        sort_ports(&mut ports);
+        problems.extend(overlapping(&ports));
         if problems.is_empty() {
             Ok(ports)
         } else {
             Err(problems)
         }
     }
+}
+
+/// Each machine's open ports, by machine name.
+pub(crate) type MachinePorts = BTreeMap<String, Vec<OpenPort>>;
+
+fn sort_ports(ports: &mut [OpenPort]) {
+    ports.sort_by(|a, b| {
+        (a.proto, a.start, a.end, &a.role).cmp(&(b.proto, b.start, b.end, &b.role))
+    });
+}
+
+/// Two declarations of sorted `ports` that overlap: one service per port.
+fn overlapping(ports: &[OpenPort]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for pair in ports.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        if a.proto == b.proto && b.start <= a.end {
+            let proto = format!("{:?}", a.proto).to_lowercase();
+            problems.push(
+                Problem::new(format!(
+                    "ports overlap: {} {proto} ({}: {}) and {} {proto} ({}: {})",
+                    a.port, a.role, a.description, b.port, b.role, b.description
+                ))
+                .with_hint(Some(
+                    "each port serves one service; move one of them".into(),
+                )),
+            );
+        }
+    }
+    problems
 }

@@ -21,6 +21,7 @@ use crate::secrets::{Redactor, SecretFinder, SecretName};
 
 mod context;
 mod files;
+pub(crate) mod machine;
 mod outside;
 mod system;
 
@@ -176,6 +177,9 @@ pub(crate) struct Renderer<'a> {
     /// What the inventory's hosts export (`fleet`), gathered on the first
     /// render: a renderer serves one inventory.
     fleet: std::sync::OnceLock<Result<Arc<FleetExports>, Vec<Problem>>>,
+    /// The open ports of each machine shared by several customers,
+    /// gathered on the first render that needs them.
+    machine_ports: std::sync::OnceLock<Result<Arc<context::MachinePorts>, Vec<Problem>>>,
 }
 
 /// The fuel of one render (minijinja's units: an instruction, or a byte
@@ -246,13 +250,21 @@ impl<'a> Renderer<'a> {
             env,
             roles,
             fleet: std::sync::OnceLock::new(),
+            machine_ports: std::sync::OnceLock::new(),
         }
     }
 
     /// This renderer, knowing the inventory's exports already (gathered
     /// by another renderer of the same inventory).
-    pub(crate) fn knowing(self, exports: Arc<FleetExports>) -> Renderer<'a> {
+    /// A renderer that knows what a first render gathered about the
+    /// whole inventory (the exports, the machines' ports).
+    pub(crate) fn knowing(
+        self,
+        exports: Arc<FleetExports>,
+        machine_ports: Arc<context::MachinePorts>,
+    ) -> Renderer<'a> {
         let _ = self.fleet.set(Ok(exports));
+        let _ = self.machine_ports.set(Ok(machine_ports));
         self
     }
 
@@ -501,28 +513,7 @@ impl<'a> Renderer<'a> {
                 );
             }
         }
-        // One item per thing on the host: the same one from two roles is
-        // one, and two roles wanting it differently is a mistake.
-        system.sort();
-        // `dedup_by` hands the later item first: it is removed, and the
-        // one kept notes the role that also wanted it.
-        system.dedup_by(|later, kept| {
-            let same = later.item == kept.item;
-            if same {
-                kept.also_for.push(later.role.clone());
-            }
-            same
-        });
-        for pair in system.windows(2) {
-            if pair[0].item.key() == pair[1].item.key() {
-                problems.push(Problem::new(format!(
-                    "roles `{}` and `{}` both declare {}, differently",
-                    pair[0].role,
-                    pair[1].role,
-                    pair[0].item.label()
-                )));
-            }
-        }
+        problems.extend(machine::unite_system(&mut system));
         if problems.is_empty() {
             Ok(Rendered {
                 files: desired,

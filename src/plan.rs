@@ -341,6 +341,18 @@ pub(crate) fn plan_host(
         .filter(|(_, role_actions)| !role_actions.facts.is_empty())
         .map(|(role, role_actions)| (role.clone(), role_actions.facts.clone()))
         .collect();
+    // A machine's customer's roles (`ROLE@CUSTOMER`): what stops them,
+    // should the customer leave the inventory.
+    record.removals = actions
+        .iter()
+        .filter(|(role, role_actions)| role.contains('@') && !role_actions.on_removal.is_empty())
+        .filter_map(|(role, role_actions)| {
+            Some((
+                role.clone(),
+                serde_json::to_value(&role_actions.on_removal).ok()?,
+            ))
+        })
+        .collect();
     let record_outdated = record != observed.record;
 
     // A role whose files change, or whose software moves (a package or a
@@ -403,6 +415,11 @@ pub(crate) fn plan_host(
                 }
             }
             handlers.extend(role_actions.handlers.iter().cloned());
+        } else if let Some(stored) = old_record.removals.get(*role) {
+            // A customer gone from the inventory: its files go, and what
+            // its roles said stops them runs.
+            let stored: Vec<Handler> = serde_json::from_value(stored.clone()).unwrap_or_default();
+            handlers.extend(stored);
         }
     }
     Ok(HostPlan {

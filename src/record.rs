@@ -7,8 +7,10 @@
 //! (plan observes recorded paths in the same round trip):
 //! `file SHA256 MODE SENSITIVE ROLE PATH`. Then one line per role fact
 //! (what the role's settings meant at that apply, for the next plan's
-//! impact summary): `fact ROLE NAME JSON`. Version 1 records (before
-//! facts) are still read.
+//! impact summary): `fact ROLE NAME JSON`. A machine's record also keeps
+//! what stops each customer's roles should the customer go (`removal ROLE
+//! JSON`, the rendered handlers). Version 1 records (before facts) are
+//! still read.
 
 use std::collections::BTreeMap;
 
@@ -35,6 +37,9 @@ pub(crate) struct Record {
     pub files: BTreeMap<String, RecordEntry>,
     /// Each role's facts at the last apply, by role.
     pub facts: BTreeMap<String, Facts>,
+    /// What a machine's customer's role runs once its files are removed,
+    /// by role (`ROLE@CUSTOMER`): the handlers, as the plan wrote them.
+    pub removals: BTreeMap<String, serde_json::Value>,
 }
 
 impl Record {
@@ -46,7 +51,17 @@ impl Record {
         }
         let mut files = BTreeMap::new();
         let mut facts: BTreeMap<String, Facts> = BTreeMap::new();
+        let mut removals = BTreeMap::new();
         for line in lines {
+            if let Some(removal) = line.strip_prefix("removal ") {
+                let Some([role, json]) = fields(removal) else {
+                    return Err(format!("unreadable line {line:?}"));
+                };
+                let value = serde_json::from_str(json)
+                    .map_err(|_| format!("unreadable removal in {line:?}"))?;
+                removals.insert(role.to_string(), value);
+                continue;
+            }
             if let Some(fact) = line.strip_prefix("fact ") {
                 let Some([role, name, json]) = fields(fact) else {
                     return Err(format!("unreadable line {line:?}"));
@@ -73,7 +88,11 @@ impl Record {
                 },
             );
         }
-        Ok(Record { files, facts })
+        Ok(Record {
+            files,
+            facts,
+            removals,
+        })
     }
 
     pub(crate) fn to_text(&self) -> String {
@@ -92,6 +111,9 @@ impl Record {
                 // Compact JSON holds no newline: one fact per line.
                 text.push_str(&format!("fact {role} {name} {value}\n"));
             }
+        }
+        for (role, handlers) in &self.removals {
+            text.push_str(&format!("removal {role} {handlers}\n"));
         }
         text
     }

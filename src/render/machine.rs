@@ -79,9 +79,10 @@ pub(crate) fn merge(
                 }
                 Some(_) => problems.push(
                     Problem::new(format!(
-                        "{} and {} both render {path}, differently, and they share machine {machine}",
+                        "{} and {} both render {path} (role {}), differently, and they share machine {machine}",
                         whose.get(path).copied().unwrap_or("?"),
-                        host.name
+                        host.name,
+                        customer.rendered.files[path].role,
                     ))
                     .with_hint(Some(format!(
                         "a file several customers write is the machine's: give the vars it is made from one value, in machine_vars/{machine}.yaml (`matrixctl vars {} --explain VAR` shows where a value comes from)",
@@ -152,6 +153,7 @@ fn customers_handlers(mut actions: RoleActions, host: &Host) -> RoleActions {
         .handlers
         .iter_mut()
         .chain(actions.removal_handlers.iter_mut())
+        .chain(actions.on_removal.iter_mut())
     {
         if handler.command.contains(&placement.customer) {
             handler.name = format!("{} for {}", handler.name, host.name);

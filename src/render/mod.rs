@@ -50,6 +50,10 @@ pub(crate) struct RoleActions {
     /// For a role that no longer applies: what to run once its files are
     /// removed (stop its service, or reload the server that included them).
     pub removal_handlers: Vec<Handler>,
+    /// For a role that applies: what its `removal_handlers` would run. A
+    /// machine's record keeps them for its customers' roles, so a customer
+    /// taken out of the inventory still has its services stopped.
+    pub on_removal: Vec<Handler>,
     /// The role's facts for this host, stored in the record by apply.
     pub facts: Facts,
     /// The role's impact templates (over `before` and `after` facts).
@@ -379,11 +383,24 @@ impl<'a> Renderer<'a> {
                     continue;
                 }
             }
-            match self.role_actions(role, &context, redactor) {
-                Ok(role_actions) => {
-                    actions.insert(role.name.clone(), role_actions);
+            let on_removal = self.render_handlers(
+                role,
+                &role.manifest.removal_handlers,
+                "removal_handlers",
+                &context,
+                redactor,
+            );
+            match (self.role_actions(role, &context, redactor), on_removal) {
+                (Ok(role_actions), Ok(on_removal)) => {
+                    actions.insert(
+                        role.name.clone(),
+                        RoleActions {
+                            on_removal,
+                            ..role_actions
+                        },
+                    );
                 }
-                Err(problem) => problems.push(problem),
+                (Err(problem), _) | (_, Err(problem)) => problems.push(problem),
             }
             for (index, note) in role.manifest.notes.iter().enumerate() {
                 let (rendered, read_secret) =

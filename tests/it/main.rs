@@ -18,6 +18,7 @@ mod fleet;
 mod impact;
 mod inputs;
 mod interrupted;
+mod machines;
 mod papercuts;
 // Its hosts have directories and links that other users own: only root
 // makes them, so it runs in the tier that runs as root.

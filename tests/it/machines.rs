@@ -1,0 +1,175 @@
+//! Homeservers sharing a machine, on local hosts: each customer's own
+//! paths, the machine's shared files once, one plan and one apply per
+//! machine, customers coming and going without the others moving, and a
+//! single-customer host taking a second customer.
+
+use std::os::unix::fs::MetadataExt;
+
+use crate::support::{Sandbox, TEST_MASTER_KEY};
+
+const MACHINE: &str = "m1.hosting.example";
+
+/// A machine (a local directory) with the customers `customers` on it, and
+/// c.example on a machine of its own; nginx and the firewall on all.
+fn machine_with(customers: &[&str]) -> Sandbox {
+    let sandbox = Sandbox::empty();
+    sandbox.write("inventory/hosts.yaml", &hosts_yaml(customers, None));
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        "synapse_group: root\nhost_commands: false\nwebserver: nginx\nfirewall: nftables\n",
+    );
+    sandbox.write("inventory/secrets/master.key", TEST_MASTER_KEY);
+    sandbox
+}
+
+/// hosts.yaml with `customers` on the machine, `single` keeping a single
+/// host's layout.
+fn hosts_yaml(customers: &[&str], single: Option<&str>) -> String {
+    let mut text = format!(
+        "machines:\n  {MACHINE}:\n    connection: local\n    root: ../hosts/{MACHINE}\nhosts:\n"
+    );
+    for customer in customers {
+        text.push_str(&format!("  {customer}:\n    machine: {MACHINE}\n"));
+        if single == Some(*customer) {
+            text.push_str("    layout: single\n");
+        }
+    }
+    text.push_str("  c.example:\n    connection: local\n    root: ../hosts/c.example\n");
+    text
+}
+
+/// Each file of the machine with its inode: a file that was rewritten
+/// (renamed into place) has a new one.
+fn inodes(sandbox: &Sandbox) -> Vec<(String, u64)> {
+    sandbox
+        .managed_files(MACHINE)
+        .into_iter()
+        .map(|path| {
+            let inode = std::fs::metadata(sandbox.host_file(MACHINE, &path))
+                .unwrap()
+                .ino();
+            (path, inode)
+        })
+        .collect()
+}
+
+#[test]
+fn a_machine_is_planned_and_applied_once_for_all_its_customers() {
+    let sandbox = machine_with(&["a.example", "b.example"]);
+    let plan = sandbox.run(&["plan", "--summary", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    insta::assert_snapshot!(plan.transcript());
+
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    assert!(
+        apply.stdout.contains(&format!(
+            "{MACHINE}: applied (29 added, 0 changed, 0 removed)"
+        )),
+        "{}",
+        apply.stdout
+    );
+    // Each customer has its own Synapse, on its own address, behind its
+    // own site; the firewall is the machine's, once.
+    let listener = |customer: &str| {
+        let path = format!("/etc/matrix-synapse-{customer}/conf.d/listeners.yaml");
+        String::from_utf8(sandbox.read_host_file(MACHINE, &path).unwrap()).unwrap()
+    };
+    let (a, b) = (listener("a-example"), listener("b-example"));
+    assert!(a.contains("bind_addresses: [\"127."), "{a}");
+    assert_ne!(a, b, "two customers listen on one address");
+    for customer in ["a-example", "b-example"] {
+        let site = format!("/etc/nginx/conf.d/matrix-{customer}.conf");
+        assert!(sandbox.read_host_file(MACHINE, &site).is_some(), "{site}");
+    }
+    let record = String::from_utf8(
+        sandbox
+            .read_host_file(MACHINE, "/var/lib/matrixctl/state")
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        record
+            .contains(" synapse@a.example /etc/matrix-synapse-a-example/conf.d/server_name.yaml\n")
+    );
+    assert!(
+        record.contains(" firewall /etc/nftables.conf\n"),
+        "{record}"
+    );
+
+    let again = sandbox.run(&["plan", "--detailed-exitcode", "inventory"]);
+    assert_eq!(again.code, 0, "{}", again.transcript());
+    assert!(
+        again
+            .stdout
+            .ends_with("Plan: 0 to add, 0 to change, 0 to remove on 0 of 2 hosts.\n")
+    );
+}
+
+#[test]
+fn customers_come_and_go_without_the_others_moving() {
+    let sandbox = machine_with(&["a.example", "b.example"]);
+    assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);
+    let before = inodes(&sandbox);
+
+    sandbox.write(
+        "inventory/hosts.yaml",
+        &hosts_yaml(&["a.example", "b.example", "d.example"], None),
+    );
+    // Naming one customer plans its whole machine: the others' files are
+    // not mistaken for files to remove.
+    let plan = sandbox.run(&["plan", "--summary", "inventory", "--limit", "d.example"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    insta::assert_snapshot!("customer_added", plan.transcript());
+    assert!(!plan.stdout.contains(" - "), "{}", plan.stdout);
+    assert_eq!(
+        sandbox
+            .run(&["apply", "--yes", "inventory", "--limit", "d.example"])
+            .code,
+        0
+    );
+    let after: Vec<(String, u64)> = inodes(&sandbox)
+        .into_iter()
+        .filter(|(path, _)| !path.contains("d-example"))
+        .collect();
+    assert_eq!(before, after, "a file of another customer was rewritten");
+
+    sandbox.write(
+        "inventory/hosts.yaml",
+        &hosts_yaml(&["a.example", "b.example"], None),
+    );
+    let plan = sandbox.run(&["plan", "--summary", "inventory"]);
+    insta::assert_snapshot!("customer_removed", plan.transcript());
+    assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);
+    assert_eq!(before, inodes(&sandbox));
+}
+
+#[test]
+fn a_single_customer_host_takes_a_second_customer_without_moving() {
+    // a.example was a host of its own, on the machine's directory.
+    let sandbox = machine_with(&[]);
+    sandbox.write(
+        "inventory/hosts.yaml",
+        &format!(
+            "hosts:\n  a.example:\n    connection: local\n    root: ../hosts/{MACHINE}\n  c.example:\n    connection: local\n    root: ../hosts/c.example\n"
+        ),
+    );
+    assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);
+    let before = inodes(&sandbox);
+
+    // It moves onto a machine of hosts.yaml, keeping a single host's
+    // layout, and b.example joins it.
+    sandbox.write(
+        "inventory/hosts.yaml",
+        &hosts_yaml(&["a.example", "b.example"], Some("a.example")),
+    );
+    let plan = sandbox.run(&["plan", "--summary", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    insta::assert_snapshot!("second_customer", plan.transcript());
+    assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);
+    let kept: Vec<(String, u64)> = inodes(&sandbox)
+        .into_iter()
+        .filter(|(path, _)| before.iter().any(|(was, _)| was == path))
+        .collect();
+    assert_eq!(before, kept, "a file of the first customer was rewritten");
+}

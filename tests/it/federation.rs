@@ -25,7 +25,7 @@ pub struct TestDns {
 }
 
 impl TestDns {
-    fn serve(address: &str, records: &[String]) -> TestDns {
+    pub fn serve(address: &str, records: &[String]) -> TestDns {
         TestDns::serve_on(address, 53, records)
     }
 
@@ -75,22 +75,22 @@ impl Drop for TestDns {
 
 /// What an HTTPS request from outside got: the status, the headers
 /// (lower-case names) and the body as JSON (null when it was not).
-struct Answer {
-    status: u16,
-    headers: String,
-    json: serde_json::Value,
-    said: String,
+pub struct Answer {
+    pub status: u16,
+    pub headers: String,
+    pub json: serde_json::Value,
+    pub said: String,
 }
 
 /// HTTPS from the test machine, as the outside world sees the hosts:
 /// names resolved to the hosts' addresses, pebble's root the only CA.
-struct Outside {
-    root: PathBuf,
-    addresses: Vec<(String, String)>,
+pub struct Outside {
+    pub root: PathBuf,
+    pub addresses: Vec<(String, String)>,
 }
 
 impl Outside {
-    fn call(&self, method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> Answer {
+    pub fn call(&self, method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> Answer {
         let authority = url
             .strip_prefix("https://")
             .and_then(|rest| rest.split('/').next())
@@ -132,13 +132,13 @@ impl Outside {
         }
     }
 
-    fn get(&self, url: &str) -> Answer {
+    pub fn get(&self, url: &str) -> Answer {
         self.call("GET", url, None, None)
     }
 
     /// A GET that must answer 200 with JSON, retried a while (nginx's
     /// reload takes effect a moment after systemctl returns).
-    fn json(&self, url: &str) -> serde_json::Value {
+    pub fn json(&self, url: &str) -> serde_json::Value {
         let started = Instant::now();
         loop {
             let answer = self.get(url);

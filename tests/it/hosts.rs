@@ -32,6 +32,8 @@ mod newcomer;
 mod onboarding;
 #[path = "pebble.rs"]
 mod pebble;
+#[path = "shared_machine.rs"]
+mod shared_machine;
 #[path = "ssh.rs"]
 mod ssh;
 #[path = "sshd.rs"]

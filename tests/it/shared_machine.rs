@@ -1,0 +1,401 @@
+//! Many customers on one machine, for real: a booted machine carrying
+//! five homeservers (each its own Synapse, on the machine's PostgreSQL and
+//! nginx, with certificates from pebble), and one outside homeserver on a
+//! booted host of its own, resolved by the test's DNS. Every customer
+//! federates with the outside server and with its neighbour, signs a user
+//! up with its own token and passes `check`; no customer's account reads
+//! another's signing key or opens another's database; a sixth customer
+//! joins without any of the five restarting, and one leaves with its
+//! database and media kept.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::booted::{BootedHost, admin_password, assert_plan_says};
+use crate::federation::{Outside, TestDns};
+use crate::pebble::Pebble;
+use crate::support::{Sandbox, repo};
+
+const MACHINE: &str = "m1.hosting.example";
+const OUTSIDE: &str = "outside.example";
+
+/// The inventory: `customers` on the machine, the outside server on its
+/// own host.
+fn write_hosts(sandbox: &Sandbox, machine: &BootedHost, outside: &BootedHost, customers: &[&str]) {
+    let mut hosts = format!(
+        "machines:\n  {MACHINE}:\n    ssh: root@{}:22\nhosts:\n",
+        machine.address
+    );
+    for customer in customers {
+        hosts.push_str(&format!("  {customer}:\n    machine: {MACHINE}\n"));
+    }
+    hosts.push_str(&format!(
+        "  {OUTSIDE}:\n    ssh: root@{}:22\n",
+        outside.address
+    ));
+    sandbox.write("inventory/hosts.yaml", &hosts);
+}
+
+/// `ssh_options` reaching `host`.
+fn ssh_options(host: &BootedHost) -> String {
+    let (key, known_hosts) = host.ssh_files();
+    format!(
+        "ssh_options:\n  identity_file: {}\n  known_hosts_file: {}\n",
+        key.display(),
+        known_hosts.display()
+    )
+}
+
+fn unit(customer: &str) -> String {
+    format!("matrix-synapse-{}", customer.replace('.', "-"))
+}
+
+fn short(customer: &str) -> String {
+    customer.replace('.', "-")
+}
+
+#[test]
+fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
+    let machine = BootedHost::up("mcshared");
+    let outside_host = BootedHost::up("mcoutside");
+    let pebble = Pebble::serve(&machine);
+    let services = format!("{}.1", machine.address.rsplit_once('.').unwrap().0);
+    machine.link_to(&outside_host);
+    let routed = Command::new(repo().join("scripts/booted-host"))
+        .args(["route", &outside_host.name, &services])
+        .output()
+        .unwrap();
+    assert!(
+        routed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&routed.stderr)
+    );
+    let five = [
+        "c1.example",
+        "c2.example",
+        "c3.example",
+        "c4.example",
+        "c5.example",
+    ];
+    let sixth = "c6.example";
+    let mut names: Vec<(String, String)> = Vec::new();
+    for customer in five.iter().chain([&sixth]) {
+        names.push((customer.to_string(), machine.address.clone()));
+        names.push((format!("matrix.{customer}"), machine.address.clone()));
+    }
+    names.push((OUTSIDE.to_string(), outside_host.address.clone()));
+    names.push((format!("matrix.{OUTSIDE}"), outside_host.address.clone()));
+    let records: Vec<String> = names
+        .iter()
+        .map(|(name, address)| format!("--host-record={name},{address}"))
+        .collect();
+    let _dns = TestDns::serve(&services, &records);
+    for (name, address) in &names {
+        pebble.resolve(name, address);
+    }
+    let trust = tempfile::tempdir().unwrap();
+    std::fs::copy(&pebble.endpoint_ca, trust.path().join("ca.pem")).unwrap();
+    let root = pebble.root(trust.path());
+    for host in [&machine, &outside_host] {
+        host.run(&format!(
+            "rm -f /etc/resolv.conf && echo 'nameserver {services}' > /etc/resolv.conf"
+        ));
+        host.copy_in(trust.path(), "/etc/ssl/acme-test");
+        host.copy_wheels(&["synapse"]);
+    }
+
+    let sandbox = Sandbox::empty();
+    write_hosts(&sandbox, &machine, &outside_host, &five);
+    sandbox.write(
+        &format!("inventory/machine_vars/{MACHINE}.yaml"),
+        &ssh_options(&machine),
+    );
+    sandbox.write(
+        &format!("inventory/host_vars/{OUTSIDE}.yaml"),
+        &ssh_options(&outside_host),
+    );
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        &format!(
+            "host_commands: true\nsynapse_install: venv\nsynapse_wheels: /srv/wheels\n\
+             webserver: nginx\nregistration: token\nserve_base_domain: true\n\
+             certificates: acme\nacme_directory: {}\nacme_email: ops@provider.example\n\
+             acme_ca_bundle: /etc/ssl/acme-test/ca.pem\n\
+             # The test network is private, and its CA is pebble.\n\
+             synapse_extra:\n  ip_range_whitelist: [10.231.0.0/16]\n\
+             \x20 federation_custom_ca_list: [/etc/ssl/acme-test/pebble-root.pem]\n\
+             \x20 trusted_key_servers: []\n",
+            pebble.directory
+        ),
+    );
+    sandbox.write(
+        "inventory/secrets/master.key",
+        "booted shared-machine test master key, not a secret anywhere\n",
+    );
+    sandbox.chmod("inventory/secrets/master.key", 0o600);
+
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    assert_plan_says(
+        &plan.stdout,
+        &[
+            "  [c1.example]\n",
+            "  + database synapse-c1-example  (role synapse@c1.example, owner synapse-c1-example, UTF8, collation C)",
+            "  + user matrix-synapse-c5-example  (role synapse@c5.example",
+            "  + package postgresql  (roles postgresql@c1.example,",
+            "  + certificate matrix.c3.example  (role acme@c3.example, ACME)",
+            "  [the machine]\n",
+        ],
+    );
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(
+        apply.code,
+        0,
+        "{}\n{}",
+        apply.transcript(),
+        machine.run("journalctl -n 60 --no-pager")
+    );
+
+    let outside = Outside {
+        root: root.clone(),
+        addresses: names.clone(),
+    };
+    for customer in five.iter().chain([&OUTSIDE]) {
+        let versions = outside.json(&format!(
+            "https://matrix.{customer}/_matrix/client/versions"
+        ));
+        assert!(versions["versions"].is_array(), "{customer}: {versions}");
+        let keys = outside.json(&format!(
+            "https://matrix.{customer}:8448/_matrix/key/v2/server"
+        ));
+        assert_eq!(keys["server_name"], *customer, "{keys}");
+    }
+
+    // `check`, from outside, for every customer and the outside server.
+    let dns = format!("{services}:53");
+    let checked = sandbox.run(&[
+        "check",
+        "inventory",
+        "--dns",
+        &dns,
+        "--ca-file",
+        root.to_str().unwrap(),
+    ]);
+    assert_eq!(checked.code, 0, "{}", checked.transcript());
+
+    // Customers cannot reach each other: not the signing key, not the
+    // config's secrets, not the media, not the database.
+    let (c1, c2) = (five[0], five[1]);
+    for path in [
+        format!("/etc/matrix-synapse-{}/homeserver.signing.key", short(c2)),
+        format!("/etc/matrix-synapse-{}/conf.d/secrets.yaml", short(c2)),
+    ] {
+        let read = machine.ssh(&format!("runuser -u {} -- cat {path}", unit(c1)));
+        assert!(!read.status.success(), "{} read {path}", unit(c1));
+        assert!(
+            String::from_utf8_lossy(&read.stderr).contains("Permission denied"),
+            "{}",
+            String::from_utf8_lossy(&read.stderr)
+        );
+    }
+    let listed = machine.ssh(&format!(
+        "runuser -u {} -- ls /var/lib/matrix-synapse-{}/media",
+        unit(c1),
+        short(c2)
+    ));
+    assert!(
+        !listed.status.success(),
+        "{} listed another's media",
+        unit(c1)
+    );
+    let password = machine.run(&format!(
+        "sed -n 's/^ *password: *//p' /etc/matrix-synapse-{}/conf.d/database.yaml",
+        short(c1)
+    ));
+    let password = password.trim_matches('"');
+    let psql = |database: &str| {
+        machine.ssh(&format!(
+            "cd / && PGPASSWORD='{password}' psql -XAt -h 127.0.0.1 -U synapse-{} -d {database} -c 'SELECT 1'",
+            short(c1)
+        ))
+    };
+    let own = psql(&format!("synapse-{}", short(c1)));
+    assert!(
+        own.status.success(),
+        "{}",
+        String::from_utf8_lossy(&own.stderr)
+    );
+    let other = psql(&format!("synapse-{}", short(c2)));
+    assert!(
+        !other.status.success(),
+        "a customer opened another's database"
+    );
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("permission denied for database"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+
+    // Federation: a room on c1, joined from the outside server and from
+    // c2 on the same machine.
+    let admin = |server_name: &str| -> String {
+        let user = format!("@admin:{server_name}");
+        let created = sandbox.run(&["admin", "create", server_name, &user]);
+        assert_eq!(created.code, 0, "{}", created.transcript());
+        let password = admin_password(&created);
+        let login = outside.call(
+            "POST",
+            &format!("https://matrix.{server_name}/_matrix/client/v3/login"),
+            None,
+            Some(
+                &serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"}, "password": password})
+                    .to_string(),
+            ),
+        );
+        assert_eq!(login.json["user_id"], user.as_str(), "{}", login.said);
+        login.json["access_token"].as_str().unwrap().to_string()
+    };
+    let c1_token = admin(c1);
+    let room = outside.call(
+        "POST",
+        &format!("https://matrix.{c1}/_matrix/client/v3/createRoom"),
+        Some(&c1_token),
+        Some(r#"{"preset": "public_chat", "room_alias_name": "lobby"}"#),
+    );
+    let room_id = room.json["room_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", room.said))
+        .to_string();
+    for server_name in [OUTSIDE, c2] {
+        let token = admin(server_name);
+        let started = Instant::now();
+        loop {
+            let joined = outside.call(
+                "POST",
+                &format!("https://matrix.{server_name}/_matrix/client/v3/join/%23lobby%3A{c1}"),
+                Some(&token),
+                Some("{}"),
+            );
+            if joined.json["room_id"] == room_id.as_str() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{server_name} could not join #lobby:{c1}: {}",
+                joined.said
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    // Each customer signs a user up with its own token, and only its own.
+    for customer in five {
+        let token = sandbox.run(&["token", "create", customer, "--uses", "1"]);
+        assert_eq!(token.code, 0, "{}", token.transcript());
+        let token = token.stdout.lines().last().unwrap().trim().to_string();
+        let register = |server_name: &str| -> serde_json::Value {
+            let url = format!("https://matrix.{server_name}/_matrix/client/v3/register");
+            let start = outside.call(
+                "POST",
+                &url,
+                None,
+                Some(
+                    &serde_json::json!({"username": "alice", "password": "a long new passphrase"})
+                        .to_string(),
+                ),
+            );
+            let session = start.json["session"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let mut last = serde_json::Value::Null;
+            for auth in [
+                serde_json::json!({"type": "m.login.registration_token", "token": token, "session": session}),
+                serde_json::json!({"type": "m.login.dummy", "session": session}),
+            ] {
+                last = outside
+                    .call(
+                        "POST",
+                        &url,
+                        None,
+                        Some(&serde_json::json!({"username": "alice", "password": "a long new passphrase", "auth": auth}).to_string()),
+                    )
+                    .json;
+                if last["user_id"].is_string() || last["errcode"].is_string() {
+                    break;
+                }
+            }
+            last
+        };
+        if customer == c1 {
+            // c1's token means nothing to c2.
+            assert!(
+                register(c2)["user_id"].is_null(),
+                "c1's token signed up on c2"
+            );
+        }
+        assert_eq!(
+            register(customer)["user_id"],
+            format!("@alice:{customer}").as_str()
+        );
+    }
+
+    // A sixth customer: none of the five restarts.
+    let pids = || -> Vec<String> {
+        five.iter()
+            .map(|customer| {
+                machine.run(&format!(
+                    "systemctl show -p MainPID --value {}",
+                    unit(customer)
+                ))
+            })
+            .collect()
+    };
+    let before = pids();
+    let six: Vec<&str> = five.iter().copied().chain([sixth]).collect();
+    write_hosts(&sandbox, &machine, &outside_host, &six);
+    let added = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(added.code, 0, "{}", added.transcript());
+    assert!(
+        !added.stdout.contains("restart synapse for c1.example"),
+        "{}",
+        added.stdout
+    );
+    assert_eq!(before, pids(), "adding a customer restarted another");
+    let versions = outside.json(&format!("https://matrix.{sixth}/_matrix/client/versions"));
+    assert!(versions["versions"].is_array(), "{versions}");
+
+    // One leaves: its Synapse stops and its site goes; its database and
+    // media stay.
+    let gone = five[4];
+    let remaining: Vec<&str> = six.iter().copied().filter(|c| *c != gone).collect();
+    write_hosts(&sandbox, &machine, &outside_host, &remaining);
+    let removed = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(removed.code, 0, "{}", removed.transcript());
+    assert!(
+        removed.stdout.contains(&format!("stop synapse for {gone}")),
+        "{}",
+        removed.stdout
+    );
+    assert_ne!(
+        machine.run(&format!("systemctl is-active {} || true", unit(gone))),
+        "active"
+    );
+    machine.run(&format!(
+        "test ! -e /etc/nginx/conf.d/matrix-{}.conf",
+        short(gone)
+    ));
+    machine.run(&format!(
+        "test -d /var/lib/matrix-synapse-{}/media",
+        short(gone)
+    ));
+    assert_eq!(
+        machine.run(&format!(
+            "cd / && runuser -u postgres -- psql -XAtc \"SELECT count(*) FROM pg_database WHERE datname = 'synapse-{}'\"",
+            short(gone)
+        )),
+        "1"
+    );
+    let converged = sandbox.run(&["plan", "--detailed-exitcode", "inventory"]);
+    assert_eq!(converged.code, 0, "{}", converged.transcript());
+}

@@ -151,6 +151,11 @@ pub struct HostAddArgs {
     #[arg(long, value_name = "DIR", conflicts_with = "ssh")]
     pub local: Option<String>,
 
+    /// The homeserver shares this machine of hosts.yaml's `machines:`
+    /// with others (it is reached as the machine is).
+    #[arg(long, value_name = "MACHINE", conflicts_with_all = ["ssh", "local"])]
+    pub machine: Option<String>,
+
     /// How people get accounts: a value of the `registration` option
     /// (`matrixctl options` lists them; the role's declaration checks it).
     #[arg(long, value_name = "MODE")]

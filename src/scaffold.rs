@@ -124,6 +124,8 @@ pub(crate) struct NewHost {
     pub ssh: Option<String>,
     /// `connection: local` with this root.
     pub local: Option<String>,
+    /// `machine:`, a machine of hosts.yaml's `machines:`.
+    pub machine: Option<String>,
     pub groups: Vec<String>,
     /// Vars for host_vars/DOMAIN.yaml, as dotted key paths; only those
     /// that differ from what the host gets without the file are written.
@@ -185,6 +187,9 @@ pub(crate) fn host_add(dir: &Path, roles: &RoleSet, mut new: NewHost) -> Result<
     if let Some(root) = &new.local {
         fields.push("connection: local".to_string());
         fields.push(format!("root: {}", scalar(root)));
+    }
+    if let Some(machine) = &new.machine {
+        fields.push(format!("machine: {}", scalar(machine)));
     }
     if !new.groups.is_empty() {
         let groups: Vec<String> = new.groups.iter().map(|group| scalar(group)).collect();
@@ -251,6 +256,12 @@ pub(crate) fn host_remove(dir: &Path, roles: &RoleSet, domain: &str) -> Result<S
             ))
             .into());
     }
+    let machine = inventory
+        .hosts
+        .iter()
+        .find(|host| host.name.as_str() == domain)
+        .and_then(|host| host.placement.as_ref())
+        .map(|placement| placement.machine.clone());
     let hosts_text = fs_err::read_to_string(&hosts_path)?;
     let without = remove_entry(&hosts_text, domain)
         .map_err(|reason| Problem::new(reason).in_file(&hosts_path))?;
@@ -261,10 +272,19 @@ pub(crate) fn host_remove(dir: &Path, roles: &RoleSet, domain: &str) -> Result<S
         Inventory::load(dir, roles).map_err(refused)?;
         Ok(())
     })?;
-    Ok(format!(
-        "Removed {domain} from {}; the server itself was not touched.\n",
-        hosts_path.display()
-    ))
+    Ok(match machine {
+        // The machine stays managed: its next apply takes the customer's
+        // part away.
+        Some(machine) => format!(
+            "Removed {domain} from {}; machine {machine} was not touched. Its next apply (`matrixctl apply {} --limit {machine}`) stops {domain}'s services and removes its files there; its database and media stay.\n",
+            hosts_path.display(),
+            dir.display()
+        ),
+        None => format!(
+            "Removed {domain} from {}; the server itself was not touched.\n",
+            hosts_path.display()
+        ),
+    })
 }
 
 /// The inventory must load before it is edited: an edit is checked by
@@ -404,8 +424,28 @@ fn add_entry(text: &str, domain: &DnsName, fields: &[String]) -> Result<String, 
     for field in fields {
         entry.push_str(&format!("{pad}{pad}{field}\n"));
     }
+    // The entry ends the `hosts:` block: after its last indented line,
+    // before what follows at the top level (`machines:` and its comment).
+    let next_key = lines[hosts_line + 1..]
+        .iter()
+        .position(|line| {
+            let trimmed = line.trim_start();
+            !trimmed.is_empty() && !trimmed.starts_with('#') && trimmed.len() == line.len()
+        })
+        .map_or(lines.len(), |offset| hosts_line + 1 + offset);
+    let end = if next_key == lines.len() {
+        next_key
+    } else {
+        lines[hosts_line + 1..next_key]
+            .iter()
+            .rposition(|line| !line.trim().is_empty() && line.starts_with(' '))
+            .map_or(hosts_line + 1, |offset| hosts_line + 2 + offset)
+    };
     let mut out = String::new();
     for (index, line) in lines.iter().enumerate() {
+        if index == end {
+            out.push_str(&entry);
+        }
         if index == hosts_line && empty_flow {
             let comment = after_key["{}".len()..].trim_start();
             out.push_str("hosts:");
@@ -418,7 +458,9 @@ fn add_entry(text: &str, domain: &DnsName, fields: &[String]) -> Result<String, 
         }
         out.push('\n');
     }
-    out.push_str(&entry);
+    if end == lines.len() {
+        out.push_str(&entry);
+    }
     Ok(out)
 }
 
@@ -548,6 +590,19 @@ mod tests {
             "{without_a}"
         );
         assert_eq!(remove_entry(&added, "c.example").unwrap(), text);
+    }
+
+    #[test]
+    fn adds_under_hosts_when_machines_follow() {
+        let text = "hosts:\n  a.example:\n    machine: m1\n\n# shared\nmachines:\n  m1: {}\n";
+        let added = add_entry(text, &name("b.example"), &["machine: m1".into()]).unwrap();
+        assert_eq!(
+            added,
+            "hosts:\n  a.example:\n    machine: m1\n  b.example:\n    machine: m1\n\n# shared\nmachines:\n  m1: {}\n"
+        );
+        let empty = "hosts: {}\nmachines:\n  m1: {}\n";
+        let added = add_entry(empty, &name("b.example"), &[]).unwrap();
+        assert_eq!(added, "hosts:\n  b.example: {}\nmachines:\n  m1: {}\n");
     }
 
     #[test]

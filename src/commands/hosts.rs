@@ -23,6 +23,7 @@ pub(crate) fn host_add_command(role_dirs: &[PathBuf], args: cli::HostAddArgs) ->
         domain: args.domain,
         ssh: args.ssh,
         local: args.local,
+        machine: args.machine,
         groups: args.groups,
         vars,
         bridges: args.bridges,

@@ -112,10 +112,16 @@ fn customers_come_and_go_without_the_others_moving() {
     assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);
     let before = inodes(&sandbox);
 
-    sandbox.write(
-        "inventory/hosts.yaml",
-        &hosts_yaml(&["a.example", "b.example", "d.example"], None),
-    );
+    let added = sandbox.run(&[
+        "host",
+        "add",
+        "d.example",
+        "--machine",
+        MACHINE,
+        "--inventory",
+        "inventory",
+    ]);
+    assert_eq!(added.code, 0, "{}", added.transcript());
     // Naming one customer plans its whole machine: the others' files are
     // not mistaken for files to remove.
     let plan = sandbox.run(&["plan", "--summary", "inventory", "--limit", "d.example"]);
@@ -134,10 +140,8 @@ fn customers_come_and_go_without_the_others_moving() {
         .collect();
     assert_eq!(before, after, "a file of another customer was rewritten");
 
-    sandbox.write(
-        "inventory/hosts.yaml",
-        &hosts_yaml(&["a.example", "b.example"], None),
-    );
+    let removed = sandbox.run(&["host", "remove", "d.example", "--inventory", "inventory"]);
+    insta::assert_snapshot!("host_remove_on_a_machine", removed.transcript());
     let plan = sandbox.run(&["plan", "--summary", "inventory"]);
     insta::assert_snapshot!("customer_removed", plan.transcript());
     assert_eq!(sandbox.run(&["apply", "--yes", "inventory"]).code, 0);

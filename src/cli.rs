@@ -76,6 +76,10 @@ pub enum Command {
     /// Add a host to the inventory, or remove one (never touching the server).
     #[command(subcommand)]
     Host(HostCommand),
+    /// The machines of the inventory with the homeservers on each, and
+    /// how much room each has now (memory, disk, customers running),
+    /// looked at in one round trip per machine: where the next customer fits.
+    Machines(MachinesArgs),
     /// The customer's checklist for a host: DNS records, firewall ports,
     /// what the base domain must serve, the first admin, the bridges' bots.
     Onboard(OnboardArgs),
@@ -94,6 +98,23 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the manual page (roff): `matrixctl man | man -l -`.
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct MachinesArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+
+    /// Only list them, from the inventory: no machine is contacted.
+    #[arg(long)]
+    pub offline: bool,
+
+    /// Print it as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub connect: Connect,
 }
 
 #[derive(Debug, Args)]

@@ -122,6 +122,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Machines(args) => machines_command(&cli.roles, args),
         Command::Onboard(args) => onboard_command(&cli.roles, args),
         Command::Vars(args) => vars_command(&cli.roles, args),
         Command::Disconnect(args) => disconnect_command(&cli.roles, args),

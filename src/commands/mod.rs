@@ -6,12 +6,14 @@
 mod backups;
 mod checks;
 mod hosts;
+mod machines;
 mod pipeline;
 mod tasks;
 
 pub(crate) use backups::{backup_command, purge_host, restore_command};
 pub(crate) use checks::check_command;
 pub(crate) use hosts::{host_add_command, onboard_command, vars_command};
+pub(crate) use machines::machines_command;
 pub(crate) use pipeline::{
     apply_command, disconnect_command, plan_command, render_command, show_command,
 };
@@ -119,6 +121,8 @@ pub(crate) fn run_task(
 pub(crate) struct Prepared {
     targets: Vec<Target>,
     redactor: Redactor,
+    /// The inventory's machines (`machines:`), by name.
+    machines: Vec<inventory::Machine>,
 }
 
 pub(crate) fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
@@ -200,7 +204,11 @@ pub(crate) fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Pr
     if !problems.is_empty() {
         return Err(Problems(problems).into());
     }
-    Ok(Prepared { targets, redactor })
+    Ok(Prepared {
+        targets,
+        redactor,
+        machines: inventory.machines.clone(),
+    })
 }
 
 /// `selected` with every other homeserver on the machines of those it

@@ -97,6 +97,20 @@ fn a_machine_is_planned_and_applied_once_for_all_its_customers() {
         "{record}"
     );
 
+    let listed = sandbox.run(&["machines", "--offline", "inventory"]);
+    insta::assert_snapshot!("machines_offline", listed.transcript());
+    // Looked at (this machine, as the machine is a directory here): its
+    // memory and disk; nothing runs, as nothing is managed but files.
+    let looked = sandbox.run(&["machines", "inventory", "--json"]);
+    assert_eq!(looked.code, 0, "{}", looked.transcript());
+    let looked: serde_json::Value = serde_json::from_str(&looked.stdout).unwrap();
+    assert_eq!(
+        looked["machines"][0]["customers"],
+        serde_json::json!(["a.example", "b.example"])
+    );
+    assert!(looked["machines"][0]["memory_total_kib"].as_u64().unwrap() > 0);
+    assert!(looked["machines"][0]["disk_available_kib"].is_u64());
+
     let again = sandbox.run(&["plan", "--detailed-exitcode", "inventory"]);
     assert_eq!(again.code, 0, "{}", again.transcript());
     assert!(

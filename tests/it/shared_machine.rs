@@ -171,6 +171,16 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
         assert_eq!(keys["server_name"], *customer, "{keys}");
     }
 
+    let machines = sandbox.run(&["machines", "inventory"]);
+    assert_eq!(machines.code, 0, "{}", machines.transcript());
+    assert!(
+        machines
+            .stdout
+            .starts_with(&format!("{MACHINE}: 5 customers, 5 of 5 running\n  customers: c1.example, c2.example, c3.example, c4.example, c5.example\n  memory: ")),
+        "{}",
+        machines.stdout
+    );
+
     // `check`, from outside, for every customer and the outside server.
     let dns = format!("{services}:53");
     let checked = sandbox.run(&[
@@ -395,6 +405,14 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
             short(gone)
         )),
         "1"
+    );
+    let machines = sandbox.run(&["machines", "inventory"]);
+    assert!(
+        machines
+            .stdout
+            .starts_with(&format!("{MACHINE}: 5 customers, 5 of 5 running\n  customers: c1.example, c2.example, c3.example, c4.example, c6.example\n")),
+        "{}",
+        machines.stdout
     );
     let converged = sandbox.run(&["plan", "--detailed-exitcode", "inventory"]);
     assert_eq!(converged.code, 0, "{}", converged.transcript());

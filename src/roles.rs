@@ -53,6 +53,11 @@ pub struct Manifest {
     /// declare the same name.
     #[serde(default)]
     pub secrets: BTreeMap<crate::secrets::SecretName, String>,
+    /// Of those, the ones every homeserver on one machine shares (a
+    /// service the machine runs once for all its customers): derived once
+    /// for the machine.
+    #[serde(default)]
+    pub machine_secrets: Vec<crate::secrets::SecretName>,
     #[serde(default)]
     pub files: Vec<FileSpec>,
     /// The host as a system (see `src/system/`): Debian packages, system
@@ -897,6 +902,18 @@ impl RoleSet {
         })
     }
 
+    /// The secrets a machine's customers share (`machine_secrets`).
+    pub fn machine_secret_names(&self) -> Vec<crate::secrets::SecretName> {
+        let mut names: Vec<_> = self
+            .roles
+            .values()
+            .flat_map(|role| role.manifest.machine_secrets.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Every secret the roles declare, in name order.
     pub fn secret_names(&self) -> Vec<crate::secrets::SecretName> {
         let mut names: Vec<_> = self
@@ -1343,6 +1360,21 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, Problem> {
                 .in_file(path)
                 .at_key(key));
         }
+    }
+    if let Some(name) = manifest
+        .machine_secrets
+        .iter()
+        .find(|name| !manifest.secrets.contains_key(*name))
+    {
+        return Err(Problem::new(format!(
+            "`{name}` is in machine_secrets but not among the role's `secrets`"
+        ))
+        .in_file(path)
+        .at_key("machine_secrets")
+        .with_hint(Some(
+            "declare it under `secrets:` with what it is for, or take it out of machine_secrets"
+                .to_string(),
+        )));
     }
     // A declared option's default joins the role's defaults layer, so
     // precedence treats both alike; it may not be given twice.

@@ -48,6 +48,8 @@ pub struct Inventory {
     pub master_key: MasterKey,
     /// Every secret the roles declare: what each host derives.
     pub secret_names: Vec<SecretName>,
+    /// The ones a machine's customers share (see `secret_owner`).
+    pub machine_secret_names: Vec<SecretName>,
     /// What the operator should change though it still works (a renamed
     /// option), once each, sorted.
     pub warnings: Vec<String>,
@@ -484,6 +486,7 @@ impl Inventory {
                 groups,
                 master_key,
                 secret_names: roles.secret_names(),
+                machine_secret_names: roles.machine_secret_names(),
                 warnings,
             }),
             // A derived secret pasted where a plain value goes (or used as
@@ -516,6 +519,30 @@ impl Inventory {
             }
             None => Err(Problems(problems)),
         }
+    }
+
+    /// The name `host`'s secret `name` is derived for: its own server
+    /// name, or for a secret its machine's customers share, the machine's
+    /// (the name of the customer keeping a single host's layout when there
+    /// is one, so that its secret stays what it was before it had company).
+    pub fn secret_owner(&self, host: &Host, name: &SecretName) -> String {
+        let Some(placement) = &host.placement else {
+            return host.name.to_string();
+        };
+        if !self.machine_secret_names.contains(name) {
+            return host.name.to_string();
+        }
+        self.hosts
+            .iter()
+            .find(|other| {
+                other.placement.as_ref().is_some_and(|theirs| {
+                    theirs.machine == placement.machine && theirs.layout == Layout::Single
+                })
+            })
+            .map_or_else(
+                || placement.machine.clone(),
+                |single| single.name.to_string(),
+            )
     }
 
     /// The hosts `pattern` selects: host names, globs over host names and

@@ -768,9 +768,11 @@ pub(crate) fn host_secrets(inventory: &Inventory, host: &Host) -> BTreeMap<Secre
                 Some(value) => value.0.clone(),
                 None => {
                     let generation = host.vars.secret_generation.get(name).copied().unwrap_or(0);
-                    inventory
-                        .master_key
-                        .derive(host.name.as_str(), name, generation)
+                    inventory.master_key.derive(
+                        &inventory.secret_owner(host, name),
+                        name,
+                        generation,
+                    )
                 }
             };
             (name.clone(), value)
@@ -788,6 +790,22 @@ pub(crate) fn redactor_for(inventory: &Inventory) -> Redactor {
             &host.vars.secret_generation,
         ));
         values.extend(host.secret_values.iter().cloned());
+        // What a machine's customers share, derived for the machine.
+        if host.placement.is_some() {
+            for name in &inventory.machine_secret_names {
+                let generations = host
+                    .vars
+                    .secret_generation
+                    .get(name)
+                    .map(|generation| [(name.clone(), *generation)].into_iter().collect())
+                    .unwrap_or_default();
+                values.extend(inventory.master_key.all_generations(
+                    &inventory.secret_owner(host, name),
+                    std::slice::from_ref(name),
+                    &generations,
+                ));
+            }
+        }
     }
     Redactor::new(values)
 }

@@ -191,3 +191,59 @@ fn a_single_customer_host_takes_a_second_customer_without_moving() {
         .collect();
     assert_eq!(before, kept, "a file of the first customer was rewritten");
 }
+
+#[test]
+fn a_machine_s_customers_share_one_turn_server_and_its_secret() {
+    let sandbox = machine_with(&["a.example", "b.example"]);
+    sandbox.write(
+        &format!("inventory/machine_vars/{MACHINE}.yaml"),
+        "turn:\n  host: turn.m1.hosting.example\n",
+    );
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    let secret_of = |path: &str, key: &str| {
+        let text = String::from_utf8(sandbox.read_host_file(MACHINE, path).unwrap()).unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {path}:\n{text}"))
+            .trim_matches('"')
+            .to_string()
+    };
+    let coturn = secret_of("/etc/turnserver.conf", "static-auth-secret=");
+    for customer in ["a-example", "b-example"] {
+        let path = format!("/etc/matrix-synapse-{customer}/conf.d/turn.yaml");
+        assert_eq!(secret_of(&path, "turn_shared_secret: "), coturn, "{path}");
+    }
+    // Derived for the machine: not the secret either customer would have
+    // on a machine of its own.
+    let record = String::from_utf8(
+        sandbox
+            .read_host_file(MACHINE, "/var/lib/matrixctl/state")
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(record.contains(" turn /etc/turnserver.conf\n"), "{record}");
+    let own = Sandbox::empty();
+    own.write(
+        "inventory/hosts.yaml",
+        "hosts:\n  a.example:\n    connection: local\n    root: ../hosts/a.example\n",
+    );
+    own.write(
+        "inventory/group_vars/all.yaml",
+        "synapse_group: root\nhost_commands: false\nturn:\n  host: turn.m1.hosting.example\n",
+    );
+    own.write("inventory/secrets/master.key", TEST_MASTER_KEY);
+    assert_eq!(own.run(&["apply", "--yes", "inventory"]).code, 0);
+    let alone = String::from_utf8(
+        own.read_host_file("a.example", "/etc/turnserver.conf")
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        !alone.contains(&coturn),
+        "the machine's secret is a.example's own"
+    );
+    // And the plan shows neither.
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert!(!plan.stdout.contains(&coturn), "{}", plan.stdout);
+}

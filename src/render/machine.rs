@@ -85,7 +85,7 @@ pub(crate) fn merge(
                         customer.rendered.files[path].role,
                     ))
                     .with_hint(Some(format!(
-                        "a file several customers write is the machine's: give the vars it is made from one value, in machine_vars/{machine}.yaml (`matrixctl vars {} --explain VAR` shows where a value comes from)",
+                        "a file several customers write is the machine's: give the vars it is made from one value, in machine_vars/{machine}.yaml (`matrixctl vars {} --explain VAR` shows where a value comes from); a role without paths of each customer's own (see `Sharing a machine` in `matrixctl options`) serves one customer of a machine",
                         host.name
                     ))),
                 ),

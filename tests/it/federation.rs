@@ -936,98 +936,11 @@ fn the_readme_walk_takes_an_empty_server_to_a_federating_one_as_written() {
     host.copy_in(trust.path(), "/etc/ssl/acme-test");
     host.copy_wheels(&["synapse"]);
 
-    // The operator's machine: a home with the key init's file names.
-    let desk = tempfile::tempdir().unwrap();
-    let home = desk.path().join("home");
-    std::fs::create_dir_all(home.join(".ssh")).unwrap();
-    let (key, known_hosts) = host.ssh_files();
-    std::fs::copy(key, home.join(".ssh/matrixctl")).unwrap();
-    let run = |line: &str, stdin: &str| -> (i32, String) {
-        let command = line
-            .replacen("matrixctl", crate::support::BIN, 1)
-            .replace("203.0.113.7", &host.address);
-        let (program, shown) = if line.starts_with("matrixctl apply") {
-            // It shows the plan and asks: answered on a terminal.
-            (
-                "script".to_string(),
-                vec![
-                    "--quiet".to_string(),
-                    "--return".to_string(),
-                    "--command".to_string(),
-                    command.clone(),
-                    "/dev/null".to_string(),
-                ],
-            )
-        } else {
-            ("sh".to_string(), vec!["-c".to_string(), command.clone()])
-        };
-        let mut child = Command::new(program)
-            .args(&shown)
-            .current_dir(desk.path())
-            .env("HOME", &home)
-            .env("NO_COLOR", "1")
-            // No SSH master outlives the test.
-            .env("MATRIXCTL_PERSIST", "0")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let output = child.wait_with_output().unwrap();
-        (
-            output.status.code().unwrap_or(-1),
-            format!(
-                "$ {line}\n{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        )
-    };
+    let desk = Desk::new(&host, &host.address);
     let mut transcript = String::new();
     for line in &walk {
         if line.starts_with("$EDITOR inv/group_vars/all.yaml") {
-            // What the README says to uncomment, and this test's world:
-            // the ACME CA (the private-CA lines init's file shows), the
-            // wheels of an offline host, and the host key seen before.
-            let path = desk.path().join("inv/group_vars/all.yaml");
-            let text = std::fs::read_to_string(&path).unwrap();
-            let mut edited = String::new();
-            for line in text.lines() {
-                let uncommented = line.strip_prefix("# ").filter(|rest| {
-                    [
-                        "webserver:",
-                        "certificates:",
-                        "acme_email:",
-                        "database:",
-                        "  engine:",
-                        "ssh_options:",
-                        "  identity_file:",
-                    ]
-                    .iter()
-                    .any(|key| rest.starts_with(key))
-                });
-                let line = match line.strip_prefix("# acme_directory: ") {
-                    Some(_) => format!("acme_directory: {}", pebble.directory),
-                    None => match line.strip_prefix("# acme_ca_bundle: ") {
-                        Some(_) => "acme_ca_bundle: /etc/ssl/acme-test/ca.pem".to_string(),
-                        None => uncommented.unwrap_or(line).to_string(),
-                    },
-                };
-                edited.push_str(&line);
-                edited.push('\n');
-                if line == "  identity_file: ~/.ssh/matrixctl" {
-                    edited.push_str(&format!("  known_hosts_file: {}\n", known_hosts.display()));
-                }
-            }
-            edited.push_str("synapse_wheels: /srv/wheels\n");
-            std::fs::write(&path, edited).unwrap();
+            desk.edit_all_yaml(&pebble.directory);
             continue;
         }
         let (line, expected) = if line.starts_with("matrixctl check") {
@@ -1038,7 +951,7 @@ fn the_readme_walk_takes_an_empty_server_to_a_federating_one_as_written() {
         } else {
             (line.clone(), [0, 0])
         };
-        let (code, said) = run(&line, "yes\n");
+        let (code, said) = desk.run(&line, "yes\n");
         transcript.push_str(&said);
         assert!(
             expected.contains(&code),
@@ -1048,7 +961,7 @@ fn the_readme_walk_takes_an_empty_server_to_a_federating_one_as_written() {
     // What the walk promised: onboarding written, a server that answers
     // clients and federation with a real certificate, an admin and an
     // invitation made.
-    let onboarding = std::fs::read_to_string(desk.path().join("example.com.md")).unwrap();
+    let onboarding = std::fs::read_to_string(desk.dir.path().join("example.com.md")).unwrap();
     assert!(onboarding.contains("matrix.example.com"), "{onboarding}");
     assert!(
         transcript.contains("Created @admin:example.com, an admin"),
@@ -1073,4 +986,123 @@ fn the_readme_walk_takes_an_empty_server_to_a_federating_one_as_written() {
             || transcript.contains("matrix.example.com"),
         "{transcript}"
     );
+}
+
+/// The operator's machine for a README walk: a directory to run in, with
+/// a home holding the key init's file names, reaching `host` (the
+/// README's 203.0.113.x addresses become `address`).
+pub struct Desk<'a> {
+    pub dir: tempfile::TempDir,
+    home: PathBuf,
+    host: &'a BootedHost,
+    address: String,
+}
+
+impl<'a> Desk<'a> {
+    pub fn new(host: &'a BootedHost, address: &str) -> Desk<'a> {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(home.join(".ssh")).unwrap();
+        let (key, _) = host.ssh_files();
+        std::fs::copy(key, home.join(".ssh/matrixctl")).unwrap();
+        Desk {
+            dir,
+            home,
+            host,
+            address: address.to_string(),
+        }
+    }
+
+    /// A README line as the operator types it, with this build and the
+    /// host's address: (exit code, `$ LINE` and what it printed).
+    /// `matrixctl apply` without `--yes` shows the plan and asks, so it
+    /// runs on a terminal, answered with `stdin`.
+    pub fn run(&self, line: &str, stdin: &str) -> (i32, String) {
+        let command = line
+            .replacen("matrixctl", crate::support::BIN, 1)
+            .replace("203.0.113.7", &self.address)
+            .replace("203.0.113.20", &self.address);
+        let (program, shown) = if line.starts_with("matrixctl apply") && !line.contains("--yes") {
+            (
+                "script".to_string(),
+                vec![
+                    "--quiet".to_string(),
+                    "--return".to_string(),
+                    "--command".to_string(),
+                    command.clone(),
+                    "/dev/null".to_string(),
+                ],
+            )
+        } else {
+            ("sh".to_string(), vec!["-c".to_string(), command.clone()])
+        };
+        let mut child = Command::new(program)
+            .args(&shown)
+            .current_dir(self.dir.path())
+            .env("HOME", &self.home)
+            .env("NO_COLOR", "1")
+            // No SSH master outlives the test.
+            .env("MATRIXCTL_PERSIST", "0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            format!(
+                "$ {line}\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    }
+
+    /// `$EDITOR inv/group_vars/all.yaml`: what the README says to
+    /// uncomment, and the test's world: the ACME CA at `acme_directory`
+    /// (the private-CA lines init's file shows), the wheels of an offline
+    /// host, and the host key seen before.
+    pub fn edit_all_yaml(&self, acme_directory: &str) {
+        let (_, known_hosts) = self.host.ssh_files();
+        let path = self.dir.path().join("inv/group_vars/all.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut edited = String::new();
+        for line in text.lines() {
+            let uncommented = line.strip_prefix("# ").filter(|rest| {
+                [
+                    "webserver:",
+                    "certificates:",
+                    "acme_email:",
+                    "database:",
+                    "  engine:",
+                    "ssh_options:",
+                    "  identity_file:",
+                ]
+                .iter()
+                .any(|key| rest.starts_with(key))
+            });
+            let line = match line.strip_prefix("# acme_directory: ") {
+                Some(_) => format!("acme_directory: {acme_directory}"),
+                None => match line.strip_prefix("# acme_ca_bundle: ") {
+                    Some(_) => "acme_ca_bundle: /etc/ssl/acme-test/ca.pem".to_string(),
+                    None => uncommented.unwrap_or(line).to_string(),
+                },
+            };
+            edited.push_str(&line);
+            edited.push('\n');
+            if line == "  identity_file: ~/.ssh/matrixctl" {
+                edited.push_str(&format!("  known_hosts_file: {}\n", known_hosts.display()));
+            }
+        }
+        edited.push_str("synapse_wheels: /srv/wheels\n");
+        std::fs::write(&path, edited).unwrap();
+    }
 }

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::booted::{BootedHost, admin_password, assert_plan_says};
-use crate::federation::{Outside, TestDns};
+use crate::federation::{Desk, Outside, TestDns};
 use crate::pebble::Pebble;
 use crate::support::{Sandbox, repo};
 
@@ -416,4 +416,95 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
     );
     let converged = sandbox.run(&["plan", "--detailed-exitcode", "inventory"]);
     assert_eq!(converged.code, 0, "{}", converged.transcript());
+}
+
+/// The README's walk, "Several customers on one machine", as written
+/// there, on a booted machine, after the first walk's `init` and edit
+/// (its own test runs that walk): the README's hosts.yaml, then each
+/// command. Only the machine's address, the test's ACME CA and DNS, and
+/// offline wheels differ from a newcomer's world.
+#[test]
+fn the_readme_walk_puts_two_customers_on_one_machine_and_takes_one_away() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = readme
+        .split("## Several customers on one machine")
+        .nth(1)
+        .expect("the README's section on several customers");
+    let hosts_yaml = section
+        .split("```yaml\n# hosts.yaml\n")
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .expect("the README's hosts.yaml");
+    let walk: Vec<String> = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .expect("the README's commands")
+        .lines()
+        .map(|line| line.split("  #").next().unwrap_or(line).trim().to_string())
+        .filter(|line| !line.is_empty())
+        .collect();
+    assert!(walk.len() >= 5, "{walk:?}");
+
+    let machine = BootedHost::up("mcreadme2");
+    let pebble = Pebble::serve(&machine);
+    let gateway = format!("{}.1", machine.address.rsplit_once('.').unwrap().0);
+    let mut records = Vec::new();
+    for name in [
+        "family.example",
+        "matrix.family.example",
+        "club.example",
+        "matrix.club.example",
+    ] {
+        pebble.resolve(name, &machine.address);
+        records.push(format!("--host-record={name},{}", machine.address));
+    }
+    let _dns = TestDns::serve(&gateway, &records);
+    let trust = tempfile::tempdir().unwrap();
+    std::fs::copy(&pebble.endpoint_ca, trust.path().join("ca.pem")).unwrap();
+    let root = pebble.root(trust.path());
+    machine.copy_in(trust.path(), "/etc/ssl/acme-test");
+    machine.copy_wheels(&["synapse"]);
+
+    let desk = Desk::new(&machine, &machine.address);
+    let mut transcript = String::new();
+    let (code, said) = desk.run("matrixctl init inv", "");
+    assert_eq!(code, 0, "{said}");
+    desk.edit_all_yaml(&pebble.directory);
+    std::fs::write(
+        desk.dir.path().join("inv/hosts.yaml"),
+        hosts_yaml.replace("203.0.113.20", &machine.address),
+    )
+    .unwrap();
+    for line in &walk {
+        let (code, said) = desk.run(line, "yes\n");
+        transcript.push_str(&said);
+        assert_eq!(code, 0, "`{line}` exited {code}:\n{transcript}");
+    }
+    assert!(
+        transcript.contains("m1.hosting.example: 2 customers, 2 of 2 running\n"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("  [club.example]\n") && transcript.contains("  [family.example]\n"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("stop synapse for club.example"),
+        "{transcript}"
+    );
+    let outside = Outside {
+        root,
+        addresses: vec![("matrix.family.example".into(), machine.address.clone())],
+    };
+    let keys = outside.json("https://matrix.family.example:8448/_matrix/key/v2/server");
+    assert_eq!(keys["server_name"], "family.example", "{keys}");
+    assert_ne!(
+        machine.run("systemctl is-active matrix-synapse-club-example || true"),
+        "active"
+    );
+    assert_eq!(
+        machine.run("systemctl is-active matrix-synapse-family-example"),
+        "active"
+    );
 }

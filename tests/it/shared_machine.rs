@@ -481,6 +481,8 @@ fn the_readme_walk_puts_two_customers_on_one_machine_and_takes_one_away() {
         transcript.push_str(&said);
         assert_eq!(code, 0, "`{line}` exited {code}:\n{transcript}");
     }
+    // `apply` ran on a terminal, which ends its lines with CR LF.
+    let transcript = transcript.replace("\r\n", "\n");
     assert!(
         transcript.contains("m1.hosting.example: 2 customers, 2 of 2 running\n"),
         "{transcript}"

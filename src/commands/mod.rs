@@ -151,19 +151,31 @@ pub(crate) fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Pr
     let machine_ports = renderer
         .machine_ports(&inventory, &redactor)
         .map_err(redacted)?;
-    let render_again: fleet::RenderAgain = {
+    // Hosts rendered again with one renderer: its templates compile once
+    // for all of a machine's customers.
+    let render_all_again: RenderAllAgain = {
         let (roles, inventory, redactor) = (roles.clone(), inventory.clone(), redactor.clone());
+        Arc::new(move |hosts, facts| {
+            let renderer = Renderer::new(&roles).knowing(exports.clone(), machine_ports.clone());
+            parallel::map(hosts, |host| {
+                renderer
+                    .render_host(&inventory, host, facts, &redactor)
+                    .map_err(|Problems(problems)| {
+                        let problems = problems
+                            .into_iter()
+                            .map(|problem| problem.redacted(&redactor))
+                            .collect();
+                        Problems(problems).to_string()
+                    })
+            })
+        })
+    };
+    let render_again: fleet::RenderAgain = {
+        let render_all_again = render_all_again.clone();
         Arc::new(move |host, facts| {
-            Renderer::new(&roles)
-                .knowing(exports.clone(), machine_ports.clone())
-                .render_host(&inventory, host, facts, &redactor)
-                .map_err(|Problems(problems)| {
-                    let problems = problems
-                        .into_iter()
-                        .map(|problem| problem.redacted(&redactor))
-                        .collect();
-                    Problems(problems).to_string()
-                })
+            render_all_again(std::slice::from_ref(host), facts)
+                .pop()
+                .unwrap_or_else(|| Err("nothing was rendered".to_string()))
         })
     };
     let unknown = facts::HostFacts::default();
@@ -196,7 +208,7 @@ pub(crate) fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Pr
         return Err(Problems(problems).into());
     }
     for (machine, customers) in machines {
-        match machine_target(&inventory, &machine, customers, render_again.clone()) {
+        match machine_target(&inventory, &machine, customers, render_all_again.clone()) {
             Ok(target) => targets.push(target),
             Err(more) => problems.extend(redacted(more).0),
         }
@@ -262,46 +274,30 @@ fn machine_target(
     inventory: &Inventory,
     machine: &str,
     customers: Vec<(inventory::Host, Rendered)>,
-    render_again: fleet::RenderAgain,
+    render_all_again: RenderAllAgain,
 ) -> Result<Target, Problems> {
-    let hosts: Vec<inventory::Host> = customers.iter().map(|(host, _)| host.clone()).collect();
+    let (hosts, renders): (Vec<inventory::Host>, Vec<Rendered>) = customers.into_iter().unzip();
     let host = machine_host(inventory, machine, &hosts)?;
-    let merged = merge(
-        machine,
-        customers
-            .into_iter()
-            .map(|(host, rendered)| (host, Ok(rendered))),
-    )
-    .map_err(|problems| Problems(problems.0))?;
+    let merged = merge(machine, hosts.iter().zip(renders.into_iter().map(Ok)))?;
     let name = machine.to_string();
     let again: fleet::RenderAgain = Arc::new(move |_, facts| {
-        let customers = hosts
-            .iter()
-            .map(|host| (host.clone(), render_again(host, facts)));
+        let customers = hosts.iter().zip(render_all_again(&hosts, facts));
         merge(&name, customers).map_err(|problems| problems.to_string())
     });
     Ok(target(host, merged, again))
 }
 
 /// The customers' renders as their machine's, or the first that failed.
-fn merge(
+fn merge<'a>(
     machine: &str,
-    customers: impl Iterator<Item = (inventory::Host, Result<Rendered, String>)>,
+    customers: impl Iterator<Item = (&'a inventory::Host, Result<Rendered, String>)>,
 ) -> Result<Rendered, Problems> {
-    let mut hosts = Vec::new();
     let mut renders = Vec::new();
     for (host, rendered) in customers {
-        renders.push(rendered.map_err(|said| Problems(vec![problem::Problem::new(said)]))?);
-        hosts.push(host);
+        let rendered = rendered.map_err(|said| Problems(vec![problem::Problem::new(said)]))?;
+        renders.push(crate::render::machine::CustomerRender { host, rendered });
     }
-    crate::render::machine::merge(
-        machine,
-        hosts
-            .iter()
-            .zip(renders)
-            .map(|(host, rendered)| crate::render::machine::CustomerRender { host, rendered })
-            .collect(),
-    )
+    crate::render::machine::merge(machine, renders)
 }
 
 /// The machine as a host: reached as its customers are (hosts.yaml gives
@@ -466,6 +462,12 @@ fn uid_of_this_process() -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     fs_err::metadata("/proc/self").ok().map(|meta| meta.uid())
 }
+
+/// Renders hosts again once their facts are known, each as
+/// `fleet::RenderAgain` does, in the hosts' order.
+type RenderAllAgain = Arc<
+    dyn Fn(&[inventory::Host], &facts::HostFacts) -> Vec<Result<Rendered, String>> + Send + Sync,
+>;
 
 /// `render_again` with the files' owners left alone.
 fn without_owners(render_again: fleet::RenderAgain) -> fleet::RenderAgain {

@@ -819,13 +819,25 @@ pub(crate) fn redactor_for(inventory: &Inventory) -> Redactor {
 /// `ssh -G` (nothing left to fill in), but its config may still send the
 /// connection through a ProxyJump or ProxyCommand: asked here, only for
 /// hosts whose firewall must keep SSH open.
+/// Asked once per target and ssh options in a run: every customer of a
+/// machine is reached the same way, and each render asks.
 fn proxy_of(target: &crate::inventory::SshTarget, host: &Host) -> Result<Option<String>, String> {
     if target.proxy.is_some() || !(target.user_given && target.port_given) {
         return Ok(target.proxy.clone());
     }
+    type Asked = BTreeMap<String, Result<Option<String>, String>>;
+    static ASKED: std::sync::Mutex<Asked> = std::sync::Mutex::new(BTreeMap::new());
+    let key = format!("{target:?} {:?}", host.vars.ssh_options);
+    if let Some(known) = ASKED.lock().ok().and_then(|asked| asked.get(&key).cloned()) {
+        return known;
+    }
     let mut resolved = target.clone();
-    crate::transport::ssh::resolve(&mut resolved, &host.vars.ssh_options)?;
-    Ok(resolved.proxy)
+    let answer = crate::transport::ssh::resolve(&mut resolved, &host.vars.ssh_options)
+        .map(|()| resolved.proxy);
+    if let Ok(mut asked) = ASKED.lock() {
+        asked.insert(key, answer.clone());
+    }
+    answer
 }
 
 fn host_ssh_port(host: &Host, port_option: &str) -> Result<u16, String> {

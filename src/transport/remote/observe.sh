@@ -25,11 +25,20 @@ mc_observe() {
 # is not the one matrixctl wants there (`same PATH`, or `content BASE64 PATH`).
 # MC_EXPECTED lists `SHA256 PATH` of the wanted contents. PATHs carry ROOT.
 mc_observe_paths() {
-    n=$#
-    for p; do
-        set -- "$@" "$ROOT$p"
-    done
-    shift "$n"
+    # Lists are built as lines and split once: `set -- "$@" X` in a loop
+    # copies every argument each time (hundreds of files on a machine
+    # with many customers).
+    if [ -n "$ROOT" ]; then
+        mc_list=
+        for p; do
+            mc_list="$mc_list$ROOT$p
+"
+        done
+        mc_split_lines
+        # shellcheck disable=SC2086 # one argument per line
+        set -- $mc_list
+        mc_split_as_usual
+    fi
     # The same stat serves mc_unsafe_paths, which runs next. Its lines go
     # out as they are (the directories' too: matrixctl reads what it asked).
     mc_stat_prefixes_and "$@"
@@ -38,26 +47,36 @@ mc_observe_paths() {
     [ -z "$mc_stats" ] || printf '%s\n' "$mc_stats"
     [ $# -gt 0 ] || return 0
     # The regular files among the wanted paths.
-    n=$#
+    mc_list=
     for p; do
         if [ -f "$p" ] && [ ! -L "$p" ]; then
-            set -- "$@" "$p"
+            mc_list="$mc_list$p
+"
         fi
     done
-    shift "$n"
+    mc_split_lines
+    # shellcheck disable=SC2086 # one argument per line
+    set -- $mc_list
+    mc_split_as_usual
     [ $# -gt 0 ] || return 0
     sums=$(sha256sum -- "$@") || mc_fail "cannot read the files matrixctl manages"
+    # Each `HASH  PATH` against the expected ones, in awk's hash table (a
+    # shell pattern over MC_EXPECTED costs its whole length per file: a
+    # machine with fifty customers wants hundreds of files).
+    verdicts=$(printf '%s\n--sums--\n%s\n' "$MC_EXPECTED" "$sums" | awk '
+        $0 == "--sums--" { sums = 1; next }
+        !sums { if ($0 != "") expected[$0] = 1; next }
+        $0 != "" {
+            hash = substr($0, 1, 64); path = substr($0, 67)
+            print (((hash " " path) in expected) ? "same " : "differs ") path
+        }') || mc_fail "cannot compare the files matrixctl manages"
     mc_split_lines
-    for line in $sums; do
+    for line in $verdicts; do
         mc_split_as_usual
-        # `HASH  PATH`
-        hash=${line%% *} path=${line#* }
-        path=${path# }
-        case $MC_EXPECTED in
-            *"
-$hash $path
-"*) printf 'same %s\n' "$path" ;;
+        case $line in
+            "same "*) printf '%s\n' "$line" ;;
             *)
+                path=${line#differs }
                 printf 'content '
                 base64 -w0 < "$path"
                 printf ' %s\n' "$path"
@@ -104,21 +123,34 @@ mc_observe_record() {
         printf 'record-absent\n'
         return 0
     fi
-    # Line by line with the shell's own `read` (a record is text, one
-    # entry per line), in one pass: no process.
+    # In one awk (a record is text, one entry per line): the shell's `read`
+    # costs a syscall per byte, and a pattern over MC_OBSERVED per line
+    # its whole length (a machine's record has hundreds of entries).
     printf 'record\n'
-    mc_gone_dirs=
-    while IFS= read -r line || [ -n "$line" ]; do
-        printf 'record-line %s\n' "$line"
+    mc_read=$(printf '%s\n' "$MC_OBSERVED" | awk '
+        NR == FNR { if ($0 != "") observed[$0] = 1; next }
+        { print "record-line " $0 }
         # `file HASH MODE SENSITIVE ROLE PATH`: a recorded path no longer
         # wanted is observed too.
-        case $line in "file "*) ;; *) continue ;; esac
-        path=${line#file * * * * }
-        mc_listed "$MC_OBSERVED" "$path" && continue
-        mc_observe "$path"
-        mc_listed "$mc_gone_dirs" "${path%/*}" || mc_gone_dirs="$mc_gone_dirs${path%/*}
+        /^file / {
+            path = $0
+            sub(/^file [^ ]* [^ ]* [^ ]* [^ ]* /, "", path)
+            if (!(path in observed)) print "gone " path
+        }' - "$ROOT$MC_RECORD") || mc_fail "cannot read the record $ROOT$MC_RECORD"
+    mc_gone_dirs=
+    mc_split_lines
+    for line in $mc_read; do
+        mc_split_as_usual
+        case $line in
+            "gone "*)
+                path=${line#gone }
+                mc_observe "$path"
+                mc_listed "$mc_gone_dirs" "${path%/*}" || mc_gone_dirs="$mc_gone_dirs${path%/*}
 "
-    done < "$ROOT$MC_RECORD"
+                ;;
+            *) printf '%s\n' "$line" ;;
+        esac
+    done
     mc_split_lines
     # shellcheck disable=SC2086 # one directory per line
     set -- $mc_gone_dirs

@@ -41,6 +41,8 @@ mc_unsafe_directories() {
     mc_split_lines
     for line in $mc_stats; do
         mc_split_as_usual
+        # Most lines are the managed files themselves: passed over unsplit.
+        case $line in *:directory:*) ;; *) continue ;; esac
         mc_stat_fields "$line"
         [ "$MC_F_TYPE" = directory ] || continue
         mc_listed "${MC_SAFE_DIRS:-}" "$MC_F_PATH" || continue
@@ -104,6 +106,8 @@ mc_stat_of() {
     mc_uid='' mc_perm=''
     mc_split_lines
     for mc_of_line in $mc_stats; do
+        # The path is the line's last field: only a line ending in it can be it.
+        case $mc_of_line in *":$1") ;; *) continue ;; esac
         mc_stat_fields "$mc_of_line"
         if [ "$MC_F_PATH" = "$1" ]; then
             mc_uid=$MC_F_UID mc_perm=$MC_F_MODE

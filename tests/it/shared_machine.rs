@@ -114,6 +114,14 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
         &format!("inventory/host_vars/{OUTSIDE}.yaml"),
         &ssh_options(&outside_host),
     );
+    // Two customers back up, each into its own repository (a directory
+    // of the machine's here; another machine in real life).
+    for customer in &five[..2] {
+        sandbox.write(
+            &format!("inventory/host_vars/{customer}.yaml"),
+            &format!("backup:\n  repository: /srv/backups/{customer}\n"),
+        );
+    }
     sandbox.write(
         "inventory/group_vars/all.yaml",
         &format!(
@@ -349,6 +357,26 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
             format!("@alice:{customer}").as_str()
         );
     }
+
+    // Backups, per customer: each its own archive, key and timer, and
+    // each verifies against its own live data.
+    for customer in &five[..2] {
+        let made = sandbox.run(&["backup", customer, "--inventory", "inventory"]);
+        assert_eq!(made.code, 0, "{}", made.transcript());
+        let verified = sandbox.run(&["backup", "verify", customer, "--inventory", "inventory"]);
+        assert_eq!(verified.code, 0, "{}", verified.transcript());
+        assert!(
+            verified
+                .stdout
+                .contains(&format!("synapse-{}", short(customer))),
+            "{}",
+            verified.stdout
+        );
+    }
+    machine.run(&format!(
+        "systemctl is-enabled matrixctl-backup-{}.timer",
+        short(five[0])
+    ));
 
     // A sixth customer: none of the five restarts.
     let pids = || -> Vec<String> {

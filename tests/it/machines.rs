@@ -97,6 +97,31 @@ fn a_machine_is_planned_and_applied_once_for_all_its_customers() {
         "{record}"
     );
 
+    // Where a customer's own path comes from, and that the inventory wins.
+    sandbox.write(
+        &format!("inventory/machine_vars/{MACHINE}.yaml"),
+        "max_upload_size: 20M\n",
+    );
+    let explained = sandbox.run(&[
+        "vars",
+        "a.example",
+        "--inventory",
+        "inventory",
+        "--explain",
+        "synapse_config_dir",
+    ]);
+    insta::assert_snapshot!("explain_per_customer", explained.transcript());
+    let explained = sandbox.run(&[
+        "vars",
+        "b.example",
+        "--inventory",
+        "inventory",
+        "--explain",
+        "max_upload_size",
+    ]);
+    insta::assert_snapshot!("explain_machine_vars", explained.transcript());
+    sandbox.write(&format!("inventory/machine_vars/{MACHINE}.yaml"), "");
+
     let listed = sandbox.run(&["machines", "--offline", "inventory"]);
     insta::assert_snapshot!("machines_offline", listed.transcript());
     // Looked at (this machine, as the machine is a directory here): its

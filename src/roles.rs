@@ -364,6 +364,11 @@ pub struct PortSpec {
     pub when: Option<String>,
     /// What it is for, shown in the ruleset and the docs.
     pub description: String,
+    /// Served once for the whole machine (the web server, TURN), so the
+    /// same port from several homeservers sharing a machine is one; a
+    /// port of a homeserver's own service is refused twice.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
@@ -1491,6 +1496,9 @@ pub struct OpenPort {
     pub port: String,
     /// `443/tcp`: the port and protocol, as people write them.
     pub name: String,
+    /// Its declaration's `shared`.
+    #[serde(skip)]
+    pub shared: bool,
 }
 
 #[cfg(test)]

@@ -210,10 +210,22 @@ impl Renderer<'_> {
                         .map_err(|Problems(problems)| problems)
                         .and_then(|(_, first_pass)| self.open_ports(&first_pass, redactor));
                     match own {
+                        // A port of the customer's own service is the
+                        // customer's: the same one from another customer
+                        // overlaps it.
                         Ok(ports) => by_machine
                             .entry(placement.machine.clone())
                             .or_default()
-                            .extend(ports),
+                            .extend(ports.into_iter().map(|port| {
+                                if port.shared {
+                                    port
+                                } else {
+                                    OpenPort {
+                                        role: format!("{}@{}", port.role, host.name),
+                                        ..port
+                                    }
+                                }
+                            })),
                         // The customer's own render names the problem.
                         Err(_) => continue,
                     }
@@ -548,6 +560,7 @@ impl Renderer<'_> {
                             description: spec.description.clone(),
                             name: format!("{port}/{proto}"),
                             port,
+                            shared: spec.shared,
                         })
                     }
                     None => problems.push(

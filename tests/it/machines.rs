@@ -272,3 +272,22 @@ fn a_machine_s_customers_share_one_turn_server_and_its_secret() {
     let plan = sandbox.run(&["plan", "inventory"]);
     assert!(!plan.stdout.contains(&coturn), "{}", plan.stdout);
 }
+
+#[test]
+fn a_port_of_a_customer_s_own_service_is_not_shared_with_another() {
+    let sandbox = machine_with(&["a.example", "b.example"]);
+    // Heisenbridge's identd (113/tcp) is each customer's own service; the
+    // web server's ports are the machine's.
+    sandbox.write(
+        &format!("inventory/machine_vars/{MACHINE}.yaml"),
+        "bridges:\n  heisenbridge:\n    identd: true\n",
+    );
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(plan.code, 1, "{}", plan.transcript());
+    assert!(
+        plan.stderr
+            .contains("ports overlap: 113 tcp (heisenbridge@a.example: Heisenbridge identd"),
+        "{}",
+        plan.stderr
+    );
+}

@@ -6,7 +6,8 @@
 //! up with its own token and passes `check`; no customer's account reads
 //! another's signing key or opens another's database; a sixth customer
 //! joins without any of the five restarting, and one leaves with its
-//! database and media kept.
+//! database and media kept. Then the outside server's machine takes a
+//! customer of its own without the outside server moving.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -85,6 +86,10 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
     }
     names.push((OUTSIDE.to_string(), outside_host.address.clone()));
     names.push((format!("matrix.{OUTSIDE}"), outside_host.address.clone()));
+    // The customer that joins the outside server's machine, last.
+    let joining = "c7.example";
+    names.push((joining.to_string(), outside_host.address.clone()));
+    names.push((format!("matrix.{joining}"), outside_host.address.clone()));
     let records: Vec<String> = names
         .iter()
         .map(|(name, address)| format!("--host-record={name},{address}"))
@@ -254,8 +259,9 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
         String::from_utf8_lossy(&other.stderr)
     );
 
-    // Federation: a room on c1, joined from the outside server and from
-    // c2 on the same machine.
+    // Federation: a room on c1 that the outside server and every other
+    // customer of the machine join, and a room on the outside server that
+    // every customer joins.
     let admin = |server_name: &str| -> String {
         let user = format!("@admin:{server_name}");
         let created = sandbox.run(&["admin", "create", server_name, &user]);
@@ -273,37 +279,72 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
         assert_eq!(login.json["user_id"], user.as_str(), "{}", login.said);
         login.json["access_token"].as_str().unwrap().to_string()
     };
-    let c1_token = admin(c1);
-    let room = outside.call(
-        "POST",
-        &format!("https://matrix.{c1}/_matrix/client/v3/createRoom"),
-        Some(&c1_token),
-        Some(r#"{"preset": "public_chat", "room_alias_name": "lobby"}"#),
-    );
-    let room_id = room.json["room_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{}", room.said))
-        .to_string();
-    for server_name in [OUTSIDE, c2] {
-        let token = admin(server_name);
+    let tokens: Vec<(&str, String)> = five
+        .iter()
+        .chain([&OUTSIDE])
+        .map(|server_name| (*server_name, admin(server_name)))
+        .collect();
+    let token_of = |server_name: &str| {
+        tokens
+            .iter()
+            .find(|(name, _)| *name == server_name)
+            .map(|(_, token)| token.clone())
+            .unwrap()
+    };
+    let create_room = |server_name: &str| -> String {
+        let room = outside.call(
+            "POST",
+            &format!("https://matrix.{server_name}/_matrix/client/v3/createRoom"),
+            Some(&token_of(server_name)),
+            Some(r#"{"preset": "public_chat", "room_alias_name": "lobby"}"#),
+        );
+        room.json["room_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}", room.said))
+            .to_string()
+    };
+    let join = |server_name: &str, room_server: &str, room_id: &str| {
         let started = Instant::now();
         loop {
             let joined = outside.call(
                 "POST",
-                &format!("https://matrix.{server_name}/_matrix/client/v3/join/%23lobby%3A{c1}"),
-                Some(&token),
+                &format!(
+                    "https://matrix.{server_name}/_matrix/client/v3/join/%23lobby%3A{room_server}"
+                ),
+                Some(&token_of(server_name)),
                 Some("{}"),
             );
-            if joined.json["room_id"] == room_id.as_str() {
+            if joined.json["room_id"] == room_id {
                 break;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(60),
-                "{server_name} could not join #lobby:{c1}: {}",
+                "{server_name} could not join #lobby:{room_server}: {}",
                 joined.said
             );
             std::thread::sleep(Duration::from_secs(1));
         }
+    };
+    let on_c1 = create_room(c1);
+    let on_outside = create_room(OUTSIDE);
+    for server_name in five.iter().skip(1).chain([&OUTSIDE]) {
+        join(server_name, c1, &on_c1);
+    }
+    for server_name in five {
+        join(server_name, OUTSIDE, &on_outside);
+    }
+    let members = outside.call(
+        "GET",
+        &format!("https://matrix.{OUTSIDE}/_matrix/client/v3/rooms/{on_outside}/joined_members"),
+        Some(&token_of(OUTSIDE)),
+        None,
+    );
+    for customer in five {
+        assert!(
+            members.json["joined"][format!("@admin:{customer}")].is_object(),
+            "{customer}: {}",
+            members.said
+        );
     }
 
     // Each customer signs a user up with its own token, and only its own.
@@ -444,6 +485,47 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
     );
     let converged = sandbox.run(&["plan", "--detailed-exitcode", "inventory"]);
     assert_eq!(converged.code, 0, "{}", converged.transcript());
+
+    // A server that was a homeserver of its own takes a second customer:
+    // it keeps a single host's layout, and nothing of it moves.
+    let outside_state = || {
+        (
+            outside_host.run("systemctl show -p MainPID --value matrix-synapse"),
+            outside_host
+                .run("stat -c '%n %i' /etc/matrix-synapse/conf.d/* /etc/nginx/conf.d/matrix.conf"),
+        )
+    };
+    let before = outside_state();
+    let mut hosts = format!(
+        "machines:\n  {MACHINE}:\n    ssh: root@{}:22\n  m2.hosting.example:\n    ssh: root@{}:22\nhosts:\n",
+        machine.address, outside_host.address
+    );
+    for customer in &remaining {
+        hosts.push_str(&format!("  {customer}:\n    machine: {MACHINE}\n"));
+    }
+    hosts.push_str(&format!(
+        "  {OUTSIDE}:\n    machine: m2.hosting.example\n    layout: single\n  {joining}:\n    machine: m2.hosting.example\n"
+    ));
+    sandbox.write("inventory/hosts.yaml", &hosts);
+    sandbox.write(
+        "inventory/machine_vars/m2.hosting.example.yaml",
+        &ssh_options(&outside_host),
+    );
+    let joined = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(joined.code, 0, "{}", joined.transcript());
+    assert_eq!(before, outside_state(), "the first customer moved");
+    let versions = outside.json(&format!("https://matrix.{joining}/_matrix/client/versions"));
+    assert!(versions["versions"].is_array(), "{versions}");
+    let keys = outside.json(&format!(
+        "https://matrix.{OUTSIDE}:8448/_matrix/key/v2/server"
+    ));
+    assert_eq!(keys["server_name"], OUTSIDE, "{keys}");
+    let again = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert!(
+        again.stdout.contains("No changes to apply."),
+        "{}",
+        again.transcript()
+    );
 }
 
 /// The README's walk, "Several customers on one machine", as written

@@ -37,6 +37,7 @@
 use serde_yaml::{Mapping, Value};
 
 use crate::problem::Problem;
+use crate::values::MAX_CUSTOMER_NAME;
 
 /// The manifest `manifest` with its blocks, if any, expanded into the
 /// lists and options they stand for. `path` is the manifest's, for errors;
@@ -245,8 +246,26 @@ fn service_expansion(block: &Block, role: &str) -> Result<Mapping, Problem> {
         "unit",
         "handler_order",
         "when",
+        "customer_name",
     ])?;
     let name = block.name("name", b'-')?;
+    // Its name for a homeserver sharing a machine: its own unit, account
+    // and directories, within a Linux account name's 32 characters.
+    let customer_name = block
+        .text("customer_name")?
+        .unwrap_or_else(|| format!("{name}-{{{{ customer }}}}"));
+    let fixed = customer_name.replace("{{ customer }}", "");
+    if !customer_name.contains("{{ customer }}")
+        || !fixed
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
+        || fixed.len() + MAX_CUSTOMER_NAME > 32
+    {
+        return Err(block.problem(format!(
+            "`service.customer_name` `{customer_name}` must hold `{{{{ customer }}}}` (up to {MAX_CUSTOMER_NAME} characters) and at most {} more of a-z, 0-9 and -, to stay a Linux account name",
+            32 - MAX_CUSTOMER_NAME
+        )));
+    }
     // Written into the options' YAML: plain words only.
     let title = block.words("title")?;
     let order = match block.map.get("handler_order") {
@@ -261,26 +280,30 @@ fn service_expansion(block: &Block, role: &str) -> Result<Mapping, Problem> {
     let own_group = block.flag("group", true)?;
     let config_dir = block.flag("config_dir", false)?;
     let data_dir = block.flag("data_dir", false)?;
+    let service = format!("{{{{ {prefix}_service }}}}");
     let group = if own_group {
         format!("{{{{ {prefix}_group }}}}")
     } else {
-        name.clone()
+        service.clone()
     };
     let home = if data_dir {
         format!("{{{{ {prefix}_data_dir }}}}")
     } else {
-        format!("/var/lib/{name}")
+        format!("/var/lib/{service}")
     };
-    let unit = unit_file(block, role, &name, &group, data_dir.then_some(&prefix))?;
+    let unit = unit_file(block, role, &service, &group, data_dir.then_some(&prefix))?;
 
     let mut options = String::new();
     let mut items = String::new();
     let mut package_lines = String::new();
     // Each directory comes with the option that names it.
     let mut directories = String::new();
+    options.push_str(&format!(
+        "{prefix}_service:\n  type: string\n  default: {name}\n  per_customer: \"{customer_name}\"\n  pattern: \"[a-z][a-z0-9-]*\"\n  pattern_means: a-z, 0-9 and -\n  description: The unit and the account {title} runs as.\n"
+    ));
     if config_dir {
         options.push_str(&format!(
-            "{prefix}_config_dir:\n  type: path\n  default: /etc/{name}\n  description: Where {title}'s configuration is written.\n"
+            "{prefix}_config_dir:\n  type: path\n  default: /etc/{name}\n  per_customer: \"/etc/{name}-{{{{ customer }}}}\"\n  description: Where {title}'s configuration is written.\n"
         ));
         directories.push_str(&format!(
             "  - path: \"{{{{ {prefix}_config_dir }}}}\"\n    group: \"{group}\"\n    mode: \"0750\"\n"
@@ -288,15 +311,15 @@ fn service_expansion(block: &Block, role: &str) -> Result<Mapping, Problem> {
     }
     if data_dir {
         options.push_str(&format!(
-            "{prefix}_data_dir:\n  type: path\n  default: /var/lib/{name}\n  description: {title}'s working directory, its account's home.\n"
+            "{prefix}_data_dir:\n  type: path\n  default: /var/lib/{name}\n  per_customer: \"/var/lib/{name}-{{{{ customer }}}}\"\n  description: {title}'s working directory, its account's home.\n"
         ));
         directories.push_str(&format!(
-            "  - path: \"{{{{ {prefix}_data_dir }}}}\"\n    owner: {name}\n    group: \"{group}\"\n    mode: \"0750\"\n"
+            "  - path: \"{{{{ {prefix}_data_dir }}}}\"\n    owner: \"{service}\"\n    group: \"{group}\"\n    mode: \"0750\"\n"
         ));
     }
     if own_group {
         options.push_str(&format!(
-            "{prefix}_group:\n  type: string\n  default: {name}\n  description: The group {title} runs as, which may read its configuration (root owns it).\n"
+            "{prefix}_group:\n  type: string\n  default: {name}\n  per_customer: \"{customer_name}\"\n  description: The group {title} runs as, which may read its configuration (root owns it).\n"
         ));
     }
     if let Some(venv) = block.map.get("venv") {
@@ -366,8 +389,8 @@ fn service_expansion(block: &Block, role: &str) -> Result<Mapping, Problem> {
         ));
     }
     options.push_str(&format!(
-        "{prefix}_restart_command:\n  type: string\n  default: systemctl restart {name}\n  description: Restarts {title} after its files change.\n\
-         {prefix}_stop_command:\n  type: string\n  default: systemctl stop {name}\n  description: Stops {title} once its role no longer applies.\n"
+        "{prefix}_restart_command:\n  type: string\n  default: systemctl restart {name}\n  per_customer: \"systemctl restart {customer_name}\"\n  description: Restarts {title} after its files change.\n\
+         {prefix}_stop_command:\n  type: string\n  default: systemctl stop {name}\n  per_customer: \"systemctl stop {customer_name}\"\n  description: Stops {title} once its role no longer applies.\n"
     ));
     for package in &packages {
         package_lines.push_str(&format!("  - name: {}\n", yaml(package)));
@@ -377,11 +400,11 @@ fn service_expansion(block: &Block, role: &str) -> Result<Mapping, Problem> {
     }
     items.push_str(&format!(
         "groups:\n  - name: \"{group}\"\n\
-         users:\n  - name: {name}\n    group: \"{group}\"\n    home: \"{home}\"\n\
-         services:\n  - name: {name}\n\
+         users:\n  - name: \"{service}\"\n    group: \"{group}\"\n    home: \"{home}\"\n\
+         services:\n  - name: \"{service}\"\n\
          handlers:\n  - name: restart {name}\n    command: \"{{{{ {prefix}_restart_command if host_commands else '' }}}}\"\n    order: {order}\n\
          removal_handlers:\n  - name: stop {name}\n    command: \"{{{{ {prefix}_stop_command if host_commands else '' }}}}\"\n    order: {order}\n\
-         files:\n  - template: {}\n    dest: /etc/systemd/system/{name}.service\n    mode: \"0644\"\n    owner: root\n    group: root\n    when: system_managed\n{}",
+         files:\n  - template: {}\n    dest: \"/etc/systemd/system/{service}.service\"\n    mode: \"0644\"\n    owner: root\n    group: root\n    when: system_managed\n{}",
         yaml(&unit.0),
         unit.1
             .map(|with| format!("    with: {}\n", yaml(&with)))
@@ -538,7 +561,10 @@ fn appservice_expansion(block: &Block, role: &str) -> Result<Mapping, Problem> {
     for (key, value) in [
         ("role", Value::from(role)),
         ("id", Value::from(id)),
-        ("url", Value::from(format!("http://127.0.0.1:{port}"))),
+        (
+            "url",
+            Value::from(format!("http://{{{{ customer_address }}}}:{port}")),
+        ),
         ("tokens", Value::from(prefix.clone())),
         ("sender", Value::from(sender)),
         (
@@ -594,7 +620,17 @@ mod tests {
         };
         // The block's items first, the role's own after them.
         assert_eq!(names("packages"), ["python3-venv", "file"]);
-        assert_eq!(names("services"), ["relay-bot"]);
+        // Its unit and account: the name, or its own for a homeserver
+        // sharing a machine (relay-bot-CUSTOMER).
+        assert_eq!(names("services"), ["{{ relay_bot_service }}"]);
+        assert_eq!(
+            expanded["options"]["relay_bot_service"]["per_customer"],
+            "relay-bot-{{ customer }}"
+        );
+        assert_eq!(
+            expanded["options"]["relay_bot_data_dir"]["per_customer"],
+            "/var/lib/relay-bot-{{ customer }}"
+        );
         assert_eq!(expanded["users"][0]["home"], "{{ relay_bot_data_dir }}");
         let options: Vec<&str> = expanded["options"]
             .as_mapping()
@@ -605,6 +641,7 @@ mod tests {
         assert_eq!(
             options,
             [
+                "relay_bot_service",
                 "relay_bot_data_dir",
                 "relay_bot_group",
                 "relay_bot_version",
@@ -633,7 +670,7 @@ mod tests {
         };
         assert_eq!(
             refused("service: {name: x, title: X, unit: u, colour: red}"),
-            "invalid role manifest: unknown key `service.colour`; a service block has name, title, packages, group, config_dir, data_dir, venv, unit, handler_order, when"
+            "invalid role manifest: unknown key `service.colour`; a service block has name, title, packages, group, config_dir, data_dir, venv, unit, handler_order, when, customer_name"
         );
         assert_eq!(
             refused("service: {name: x, title: \"X: y\", unit: u}"),
@@ -687,7 +724,7 @@ mod tests {
         assert_eq!(unit["when"], "(relay_on) and system_managed");
         let values = &unit["with"]["unit"];
         assert_eq!(values["role"], "relay-bot");
-        assert_eq!(values["user"], "relay-bot");
+        assert_eq!(values["user"], "{{ relay_bot_service }}");
         assert_eq!(values["group"], "{{ relay_bot_group }}");
         assert_eq!(values["working_directory"], "{{ relay_bot_data_dir }}");
         assert_eq!(values["environment_file"], Value::Null);
@@ -713,7 +750,10 @@ mod tests {
         assert_eq!(expanded["files"][0]["dest"], registration);
         assert_eq!(expanded["files"][0]["group"], "{{ hs_group }}");
         let values = &expanded["files"][0]["with"]["appservice"];
-        assert_eq!(values["url"], "http://127.0.0.1:{{ relay.port }}");
+        assert_eq!(
+            values["url"],
+            "http://{{ customer_address }}:{{ relay.port }}"
+        );
         assert_eq!(values["tokens"], "relay_bot");
         assert_eq!(values["aliases"], Value::Sequence(Vec::new()));
         let secrets: Vec<&str> = expanded["secrets"]

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
 use super::DnsName;
+use crate::values::MAX_CUSTOMER_NAME;
 
 /// How one customer's files and names are laid out on its machine.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -95,11 +96,6 @@ pub struct Machine {
     /// Its customers, by server name, sorted.
     pub customers: Vec<DnsName>,
 }
-
-/// The longest short name: a role may prefix it with a service's name
-/// of up to 15 characters and still have a Linux account name (at most
-/// 32 characters).
-const MAX_CUSTOMER_NAME: usize = 16;
 
 /// The server name with `-` for `.` when that is short enough; otherwise
 /// its start and a hash of the whole name, so two long names that begin

@@ -46,6 +46,17 @@ impl Renderer<'_> {
             .collect();
         context.insert("secrets".into(), Value::Mapping(secrets));
         context.insert("server_name".into(), host.name.as_str().into());
+        // Sharing a machine, the homeserver's own short name and loopback
+        // address (its services listen there); on a machine of its own,
+        // none and 127.0.0.1.
+        let (customer, address) = match &host.placement {
+            Some(placement) if placement.layout == crate::inventory::Layout::Shared => {
+                (placement.customer.as_str(), placement.address.as_str())
+            }
+            _ => ("", "127.0.0.1"),
+        };
+        context.insert("customer".into(), customer.into());
+        context.insert("customer_address".into(), address.into());
         context.insert("public_baseurl".into(), format!("https://{fqdn}/").into());
         context.insert("matrix_fqdn".into(), fqdn.into());
         // Packages, accounts and services need the host's own root: a

@@ -23,6 +23,11 @@ pub const CORE_KEYS: &[&str] = &[
 ];
 
 /// Keys that are facts about the host, not settings.
+/// The longest short name of a homeserver sharing a machine: a role may
+/// prefix it with a service's name of up to 15 characters and still have
+/// a Linux account name (at most 32 characters).
+pub(crate) const MAX_CUSTOMER_NAME: usize = 16;
+
 pub const RESERVED_KEYS: &[(&str, &str)] = &[
     (
         "server_name",
@@ -31,6 +36,14 @@ pub const RESERVED_KEYS: &[(&str, &str)] = &[
     (
         "public_baseurl",
         "public_baseurl is derived from matrix_fqdn (https://MATRIX_FQDN/); set matrix_fqdn instead",
+    ),
+    (
+        "customer",
+        "a homeserver's short name on a shared machine is derived from its server name",
+    ),
+    (
+        "customer_address",
+        "a homeserver's loopback address is derived from its server name (127.0.0.1 on a machine of its own)",
     ),
 ];
 

@@ -291,3 +291,49 @@ fn a_port_of_a_customer_s_own_service_is_not_shared_with_another() {
         plan.stderr
     );
 }
+
+#[test]
+fn each_customer_s_bridges_are_its_own() {
+    let sandbox = machine_with(&["a.example", "b.example"]);
+    sandbox.write(
+        &format!("inventory/machine_vars/{MACHINE}.yaml"),
+        "bridges:\n  heisenbridge: {}\n",
+    );
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    let read = |path: &str| {
+        String::from_utf8(sandbox.read_host_file(MACHINE, path).unwrap_or_default()).unwrap()
+    };
+    let mut addresses = Vec::new();
+    for (customer, short) in [("a.example", "a-example"), ("b.example", "b-example")] {
+        // The bridge listens on the customer's own address, where the
+        // customer's Synapse reaches it.
+        let env = read(&format!("/etc/heisenbridge-{short}/heisenbridge.env"));
+        let address = env
+            .split("--listen-address ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_else(|| panic!("{env}"))
+            .to_string();
+        assert!(
+            address.starts_with("127.") && address != "127.0.0.1",
+            "{env}"
+        );
+        let registration = read(&format!(
+            "/etc/matrix-synapse-{short}/appservices/heisenbridge.yaml"
+        ));
+        assert!(
+            registration.contains(&format!("url: \"http://{address}:9898\"")),
+            "{customer}: {registration}"
+        );
+        let listeners = read(&format!(
+            "/etc/matrix-synapse-{short}/conf.d/listeners.yaml"
+        ));
+        assert!(
+            listeners.contains(&format!("[\"{address}\"]")),
+            "{listeners}"
+        );
+        addresses.push(address);
+    }
+    assert_ne!(addresses[0], addresses[1]);
+}

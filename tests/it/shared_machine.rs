@@ -108,6 +108,7 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
         host.copy_in(trust.path(), "/etc/ssl/acme-test");
         host.copy_wheels(&["synapse"]);
     }
+    machine.copy_wheels(&["heisenbridge"]);
 
     let sandbox = Sandbox::empty();
     write_hosts(&sandbox, &machine, &outside_host, &five);
@@ -120,11 +121,15 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
         &ssh_options(&outside_host),
     );
     // Two customers back up, each into its own repository (a directory
-    // of the machine's here; another machine in real life).
+    // of the machine's here; another machine in real life), and run an
+    // IRC bridge each.
     for customer in &five[..2] {
         sandbox.write(
             &format!("inventory/host_vars/{customer}.yaml"),
-            &format!("backup:\n  repository: /srv/backups/{customer}\n"),
+            &format!(
+                "backup:\n  repository: /srv/backups/{customer}\n\
+                 bridges:\n  heisenbridge: {{}}\nheisenbridge_wheels: /srv/wheels\n"
+            ),
         );
     }
     sandbox.write(
@@ -193,6 +198,36 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
         "{}",
         machines.stdout
     );
+
+    // Each bridge is its customer's: its own unit and account, reached
+    // by its own Synapse (the bot answers to its registration's token).
+    for customer in &five[..2] {
+        let unit = format!("heisenbridge-{}", short(customer));
+        assert_eq!(
+            machine.run(&format!("systemctl is-active {unit}")),
+            "active"
+        );
+        assert_eq!(
+            machine.run(&format!("systemctl show -p User --value {unit}")),
+            unit
+        );
+        let token = machine.run(&format!(
+            "sed -n 's/^as_token: *//p' /etc/matrix-synapse-{}/appservices/heisenbridge.yaml",
+            short(customer)
+        ));
+        let whoami = outside.call(
+            "GET",
+            &format!("https://matrix.{customer}/_matrix/client/v3/account/whoami"),
+            Some(token.trim_matches('"')),
+            None,
+        );
+        assert_eq!(
+            whoami.json["user_id"],
+            format!("@heisenbridge:{customer}").as_str(),
+            "{}",
+            whoami.said
+        );
+    }
 
     // `check`, from outside, for every customer and the outside server.
     let dns = format!("{services}:53");

@@ -337,3 +337,43 @@ fn each_customer_s_bridges_are_its_own() {
     }
     assert_ne!(addresses[0], addresses[1]);
 }
+
+/// Caddy on a shared machine: one Caddyfile (the machine's global
+/// options) importing a file of sites per customer, which Caddy takes.
+#[cfg(feature = "host-tests")]
+#[test]
+fn caddy_takes_a_caddyfile_per_customer_under_the_machine_s() {
+    let sandbox = machine_with(&["a.example", "b.example"]);
+    sandbox.write(
+        &format!("inventory/machine_vars/{MACHINE}.yaml"),
+        "webserver: caddy\n",
+    );
+    let render = sandbox.run(&["render", "inventory", "--out", "out"]);
+    assert_eq!(render.code, 0, "{}", render.transcript());
+    let caddy = sandbox.path().join(format!("out/{MACHINE}/etc/caddy"));
+    let main = std::fs::read_to_string(caddy.join("Caddyfile")).unwrap();
+    assert!(
+        main.ends_with("import \"matrixctl/*.caddyfile\"\n"),
+        "{main}"
+    );
+    for customer in ["a-example", "b-example"] {
+        assert!(
+            caddy
+                .join(format!("matrixctl/{customer}.caddyfile"))
+                .is_file()
+        );
+    }
+    let validated = std::process::Command::new("caddy")
+        .args(["validate", "--adapter", "caddyfile", "--config"])
+        .arg(caddy.join("Caddyfile"))
+        .env("HOME", sandbox.path())
+        .env("XDG_DATA_HOME", sandbox.path().join("caddy-data"))
+        .env("XDG_CONFIG_HOME", sandbox.path().join("caddy-config"))
+        .output()
+        .expect("caddy runs (apt-get install caddy)");
+    assert!(
+        validated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validated.stderr)
+    );
+}

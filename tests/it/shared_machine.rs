@@ -229,6 +229,27 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
         );
     }
 
+    // Backups, per customer (before `check`, which fails a host with
+    // none): each its own archive, key and timer, and
+    // each verifies against its own live data.
+    for customer in &five[..2] {
+        let made = sandbox.run(&["backup", customer, "--inventory", "inventory"]);
+        assert_eq!(made.code, 0, "{}", made.transcript());
+        let verified = sandbox.run(&["backup", "verify", customer, "--inventory", "inventory"]);
+        assert_eq!(verified.code, 0, "{}", verified.transcript());
+        assert!(
+            verified
+                .stdout
+                .contains(&format!("synapse-{}", short(customer))),
+            "{}",
+            verified.stdout
+        );
+    }
+    machine.run(&format!(
+        "systemctl is-enabled matrixctl-backup-{}.timer",
+        short(five[0])
+    ));
+
     // `check`, from outside, for every customer and the outside server.
     let dns = format!("{services}:53");
     let checked = sandbox.run(&[
@@ -433,26 +454,6 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
             format!("@alice:{customer}").as_str()
         );
     }
-
-    // Backups, per customer: each its own archive, key and timer, and
-    // each verifies against its own live data.
-    for customer in &five[..2] {
-        let made = sandbox.run(&["backup", customer, "--inventory", "inventory"]);
-        assert_eq!(made.code, 0, "{}", made.transcript());
-        let verified = sandbox.run(&["backup", "verify", customer, "--inventory", "inventory"]);
-        assert_eq!(verified.code, 0, "{}", verified.transcript());
-        assert!(
-            verified
-                .stdout
-                .contains(&format!("synapse-{}", short(customer))),
-            "{}",
-            verified.stdout
-        );
-    }
-    machine.run(&format!(
-        "systemctl is-enabled matrixctl-backup-{}.timer",
-        short(five[0])
-    ));
 
     // A sixth customer: none of the five restarts.
     let pids = || -> Vec<String> {

@@ -128,7 +128,11 @@ pub(crate) fn merge(
                 }),
         );
     }
-    problems.extend(unite_system(&mut merged.system));
+    problems.extend(unite_system(&mut merged.system).into_iter().map(|problem| {
+        problem.with_hint(Some(format!(
+            "on machine {machine} it is one for all its customers: give them the settings it is made from alike (a release, the features that need a package or an extra), in machine_vars/{machine}.yaml"
+        )))
+    }));
     if problems.is_empty() {
         Ok(merged)
     } else {

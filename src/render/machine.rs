@@ -54,8 +54,9 @@ pub(crate) fn merge(
         let rendered = &customer.rendered;
         let name = |role: &str| qualified(role, host);
         for (path, file) in &rendered.files {
+            let plain = &file.role;
             let file = DesiredFile {
-                role: name(&file.role),
+                role: name(plain),
                 ..file.clone()
             };
             match merged.files.get(path) {
@@ -66,15 +67,14 @@ pub(crate) fn merge(
                 // Rendered alike by several customers: the machine's, under
                 // the role's plain name (its actions are any customer's).
                 Some(kept) if same_file(kept, &file) => {
-                    let plain = customer.rendered.files[path].role.clone();
-                    if let Some(actions) = rendered.actions.get(&plain) {
+                    if let Some(actions) = rendered.actions.get(plain) {
                         merged
                             .actions
                             .entry(plain.clone())
                             .or_insert_with(|| actions.clone());
                     }
                     if let Some(kept) = merged.files.get_mut(path) {
-                        kept.role = plain;
+                        kept.role = plain.clone();
                     }
                 }
                 Some(_) => problems.push(
@@ -82,7 +82,7 @@ pub(crate) fn merge(
                         "{} and {} both render {path} (role {}), differently, and they share machine {machine}",
                         whose.get(path).copied().unwrap_or("?"),
                         host.name,
-                        customer.rendered.files[path].role,
+                        plain,
                     ))
                     .with_hint(Some(format!(
                         "a file several customers write is the machine's: give the vars it is made from one value, in machine_vars/{machine}.yaml (`matrixctl vars {} --explain VAR` shows where a value comes from); a role without paths of each customer's own (see `Sharing a machine` in `matrixctl options`) serves one customer of a machine",
@@ -124,6 +124,12 @@ pub(crate) fn merge(
                 .iter()
                 .map(|probe| crate::health::HealthProbe {
                     role: name(&probe.role),
+                    // Whose it is, where the plan prints it.
+                    name: if name(&probe.role) == probe.role {
+                        probe.name.clone()
+                    } else {
+                        format!("{} of {}", probe.name, host.name)
+                    },
                     ..probe.clone()
                 }),
         );

@@ -122,6 +122,16 @@ fn a_machine_is_planned_and_applied_once_for_all_its_customers() {
     insta::assert_snapshot!("explain_machine_vars", explained.transcript());
     sandbox.write(&format!("inventory/machine_vars/{MACHINE}.yaml"), "");
 
+    // The customer's checklist is its own, as on a machine of its own.
+    let onboard = sandbox.run(&["onboard", "b.example", "--inventory", "inventory"]);
+    assert_eq!(onboard.code, 0, "{}", onboard.transcript());
+    assert!(
+        onboard.stdout.contains("matrix.b.example"),
+        "{}",
+        onboard.stdout
+    );
+    assert!(!onboard.stdout.contains("a.example"), "{}", onboard.stdout);
+
     let listed = sandbox.run(&["machines", "--offline", "inventory"]);
     insta::assert_snapshot!("machines_offline", listed.transcript());
     // Looked at (this machine, as the machine is a directory here): its

@@ -907,28 +907,27 @@ impl RoleSet {
         })
     }
 
-    /// The secrets a machine's customers share (`machine_secrets`).
+    /// The secrets a machine's customers share (`machine_secrets`), in
+    /// name order.
     pub fn machine_secret_names(&self) -> Vec<crate::secrets::SecretName> {
-        let mut names: Vec<_> = self
-            .roles
-            .values()
-            .flat_map(|role| role.manifest.machine_secrets.iter().cloned())
-            .collect();
-        names.sort();
-        names.dedup();
-        names
+        self.every(|manifest| manifest.machine_secrets.clone())
     }
 
     /// Every secret the roles declare, in name order.
     pub fn secret_names(&self) -> Vec<crate::secrets::SecretName> {
-        let mut names: Vec<_> = self
+        self.every(|manifest| manifest.secrets.keys().cloned().collect())
+    }
+
+    /// What `of` gives for every role, sorted, each once.
+    fn every<T: Ord>(&self, of: impl Fn(&Manifest) -> Vec<T>) -> Vec<T> {
+        let mut all: Vec<T> = self
             .roles
             .values()
-            .flat_map(|role| role.manifest.secrets.keys().cloned())
+            .flat_map(|role| of(&role.manifest))
             .collect();
-        names.sort();
-        names.dedup();
-        names
+        all.sort();
+        all.dedup();
+        all
     }
 
     /// The option reference, in Markdown: one table per role that declares

@@ -364,57 +364,31 @@ impl Inventory {
             }
         }
 
+        // A vars file named after a group, machine or host hosts.yaml lacks.
         let group_vars = read_vars_dir(&dir.join("group_vars"), &mut problems);
-        for (group, file) in &group_vars {
-            if group != "all" && !groups.contains(group) {
-                let hint = did_you_mean(group, groups.iter().map(String::as_str)).or_else(|| {
-                    Some(
-                        "list the group under a host's `groups:` in hosts.yaml, or remove the file"
-                            .into(),
-                    )
-                });
-                problems.push(
-                    Problem::new(format!(
-                        "group_vars for `{group}`, but no host is in that group"
-                    ))
-                    .in_file(&file.path)
-                    .with_hint(hint),
-                );
-            }
-        }
+        problems.extend(vars_for_nothing(
+            &group_vars,
+            |group| group == "all" || groups.contains(group),
+            groups.iter().map(String::as_str),
+            |group| format!("group_vars for `{group}`, but no host is in that group"),
+            "list the group under a host's `groups:` in hosts.yaml, or remove the file",
+        ));
         let machine_vars = read_vars_dir(&dir.join("machine_vars"), &mut problems);
-        for (machine, file) in &machine_vars {
-            if !machines.contains_key(machine) {
-                let hint =
-                    did_you_mean(machine, machines.keys().map(String::as_str)).or_else(|| {
-                        Some(
-                            "name the machine under `machines:` in hosts.yaml, or remove the file"
-                                .into(),
-                        )
-                    });
-                problems.push(
-                    Problem::new(format!(
-                        "machine_vars for `{machine}`, a machine that is not in hosts.yaml"
-                    ))
-                    .in_file(&file.path)
-                    .with_hint(hint),
-                );
-            }
-        }
+        problems.extend(vars_for_nothing(
+            &machine_vars,
+            |machine| machines.contains_key(machine),
+            machines.keys().map(String::as_str),
+            |machine| format!("machine_vars for `{machine}`, a machine that is not in hosts.yaml"),
+            "name the machine under `machines:` in hosts.yaml, or remove the file",
+        ));
         let host_vars = read_vars_dir(&dir.join("host_vars"), &mut problems);
-        for (host, file) in &host_vars {
-            if !names.contains_key(host) {
-                let hint = did_you_mean(host, names.keys().map(String::as_str))
-                    .or_else(|| Some("add the host to hosts.yaml, or remove the file".into()));
-                problems.push(
-                    Problem::new(format!(
-                        "host_vars for `{host}`, a host that is not in hosts.yaml"
-                    ))
-                    .in_file(&file.path)
-                    .with_hint(hint),
-                );
-            }
-        }
+        problems.extend(vars_for_nothing(
+            &host_vars,
+            |host| names.contains_key(host),
+            names.keys().map(String::as_str),
+            |host| format!("host_vars for `{host}`, a host that is not in hosts.yaml"),
+            "add the host to hosts.yaml, or remove the file",
+        ));
 
         let master_key_path = dir.join("secrets").join("master.key");
         let master_key = MasterKey::load(&master_key_path)
@@ -734,6 +708,27 @@ fn escaped_key_line(text: &str, name: &str) -> Option<usize> {
     text.lines()
         .position(|line| line.trim_start().starts_with(&quoted))
         .map(|index| index + 1)
+}
+
+/// A problem for each of `files` named after nothing `known` takes, with
+/// the nearest of `candidates` or `otherwise` as the hint.
+fn vars_for_nothing<'a>(
+    files: &BTreeMap<String, VarsFile>,
+    known: impl Fn(&str) -> bool,
+    candidates: impl Iterator<Item = &'a str> + Clone,
+    message: impl Fn(&str) -> String,
+    otherwise: &str,
+) -> Vec<Problem> {
+    files
+        .iter()
+        .filter(|(name, _)| !known(name))
+        .map(|(name, file)| {
+            let hint = did_you_mean(name, candidates.clone()).or_else(|| Some(otherwise.into()));
+            Problem::new(message(name))
+                .in_file(&file.path)
+                .with_hint(hint)
+        })
+        .collect()
 }
 
 /// `NAME.yaml` files of a vars directory, by NAME. A missing directory is empty.

@@ -906,17 +906,7 @@ impl LostServer<'_> {
 /// step the README leaves out fails here.
 #[test]
 fn the_readme_walk_takes_an_empty_server_to_a_federating_one_as_written() {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let walk: Vec<String> = readme
-        .split("## From an empty server to a federating one")
-        .nth(1)
-        .and_then(|rest| rest.split("```sh\n").nth(1))
-        .and_then(|block| block.split("```").next())
-        .expect("the README's walk")
-        .lines()
-        .map(|line| line.split("  #").next().unwrap_or(line).trim().to_string())
-        .filter(|line| !line.is_empty())
-        .collect();
+    let walk = readme_commands("## From an empty server to a federating one");
     assert!(walk.len() >= 8, "{walk:?}");
 
     let host = BootedHost::up("mcreadme");
@@ -1105,4 +1095,30 @@ impl<'a> Desk<'a> {
         edited.push_str("synapse_wheels: /srv/wheels\n");
         std::fs::write(&path, edited).unwrap();
     }
+}
+
+/// The README section under `heading`, and the commands of its first
+/// `sh` block, as written there (a line's `  # comment` left out).
+pub fn readme_section_and_commands(heading: &str) -> (String, Vec<String>) {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = readme
+        .split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("the README has no section {heading}"))
+        .to_string();
+    let commands = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .unwrap_or_else(|| panic!("the README's {heading} shows no commands"))
+        .lines()
+        .map(|line| line.split("  #").next().unwrap_or(line).trim().to_string())
+        .filter(|line| !line.is_empty())
+        .collect();
+    (section, commands)
+}
+
+/// The commands of the README section under `heading`.
+fn readme_commands(heading: &str) -> Vec<String> {
+    readme_section_and_commands(heading).1
 }

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::booted::{BootedHost, admin_password, assert_plan_says};
-use crate::federation::{Desk, Outside, TestDns};
+use crate::federation::{Desk, Outside, TestDns, readme_section_and_commands};
 use crate::pebble::Pebble;
 use crate::support::{Sandbox, repo};
 
@@ -571,25 +571,12 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
 /// offline wheels differ from a newcomer's world.
 #[test]
 fn the_readme_walk_puts_two_customers_on_one_machine_and_takes_one_away() {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let section = readme
-        .split("## Several customers on one machine")
-        .nth(1)
-        .expect("the README's section on several customers");
+    let (section, walk) = readme_section_and_commands("## Several customers on one machine");
     let hosts_yaml = section
         .split("```yaml\n# hosts.yaml\n")
         .nth(1)
         .and_then(|block| block.split("```").next())
         .expect("the README's hosts.yaml");
-    let walk: Vec<String> = section
-        .split("```sh\n")
-        .nth(1)
-        .and_then(|block| block.split("```").next())
-        .expect("the README's commands")
-        .lines()
-        .map(|line| line.split("  #").next().unwrap_or(line).trim().to_string())
-        .filter(|line| !line.is_empty())
-        .collect();
     assert!(walk.len() >= 5, "{walk:?}");
 
     let machine = BootedHost::up("mcreadme2");

@@ -243,6 +243,18 @@ pub struct CheckArgs {
     #[arg(long)]
     pub json: bool,
 
+    #[command(flatten)]
+    pub seen_as: SeenAs,
+
+    /// Seconds allowed for each connection and request.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub timeout: u64,
+}
+
+/// How `check` reaches server names: as the world does, unless told
+/// otherwise (a test's DNS and CA, a host not in DNS yet).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SeenAs {
     /// Reach HOST on PORT at ADDRESS instead of what DNS says, like curl's
     /// --resolve. May be given more than once.
     #[arg(long = "resolve", value_name = "HOST:PORT:ADDRESS")]
@@ -255,10 +267,6 @@ pub struct CheckArgs {
     /// Trust the CA certificates in this PEM file instead of the system's.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
-
-    /// Seconds allowed for each connection and request.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -692,9 +700,27 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "N|P%", value_parser = parse_batch)]
     pub batch: Option<crate::fleet::BatchSize>,
 
-    /// Start no new batch once more than this percentage of hosts failed.
-    #[arg(long, value_name = "PERCENT", default_value_t = 100.0, value_parser = parse_percent)]
-    pub max_fail: f64,
+    /// Start no new batch once more than this percentage of hosts failed
+    /// (default: 100 without --gate, 0 with it: any failed check stops).
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub max_fail: Option<f64>,
+
+    /// After each batch, run this on the hosts it applied to, and count a
+    /// host whose check finds an error as failed: `check` is what
+    /// `matrixctl check` does (discovery, TLS, federation, keys, what
+    /// matrixctl renders), as other servers reach the host.
+    #[arg(long, value_enum, value_name = "CHECK")]
+    pub gate: Option<Gate>,
+
+    /// How the gate's check reaches the hosts (`--gate check` only).
+    #[command(flatten)]
+    pub seen_as: SeenAs,
+}
+
+/// What `apply --gate` runs between batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Gate {
+    Check,
 }
 
 fn parse_forks(text: &str) -> Result<usize, String> {

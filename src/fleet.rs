@@ -280,21 +280,35 @@ pub enum BatchSize {
 }
 
 /// Staged rollout: batches, and when to stop starting new ones.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Rollout {
+#[derive(Clone, Copy)]
+pub(crate) struct Rollout<'a> {
     pub batch: Option<BatchSize>,
     /// Stop starting batches once more than this percentage of hosts failed.
     pub max_fail_percent: f64,
+    /// Run after each batch on the hosts it applied to.
+    pub gate: Option<&'a Gate>,
+    /// Start no batch after one whose gate failed on any host.
+    pub stop_at_failed_check: bool,
 }
 
-impl Default for Rollout {
-    fn default() -> Rollout {
+impl Default for Rollout<'_> {
+    fn default() -> Self {
         Rollout {
             batch: None,
             max_fail_percent: 100.0,
+            gate: None,
+            stop_at_failed_check: false,
         }
     }
 }
+
+/// A look at hosts just applied to: given their names, what failed on
+/// each that failed (hosts that passed are not in the map).
+pub(crate) type Gate = dyn Fn(
+        Vec<String>,
+    ) -> futures_util::future::BoxFuture<'static, std::collections::BTreeMap<String, String>>
+    + Send
+    + Sync;
 
 /// What apply did to one host: exactly one of these, as the host said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -315,6 +329,9 @@ pub(crate) enum Applied {
     /// Applied, with something still to do that nothing rolls back for (a
     /// certificate the CA did not issue yet), and why.
     Pending(String),
+    /// Applied, then the rollout's gate (`--gate check`) found an error
+    /// there: what failed. Nothing is rolled back: the change is live.
+    CheckFailed(String),
 }
 
 impl Applied {
@@ -323,6 +340,11 @@ impl Applied {
             self,
             Applied::Done | Applied::NotStarted(_) | Applied::Pending(_)
         )
+    }
+
+    /// The host's change went live (whatever a gate said after).
+    fn went_live(&self) -> bool {
+        matches!(self, Applied::Done | Applied::Pending(_))
     }
 }
 
@@ -337,7 +359,7 @@ pub(crate) struct AppliedHost {
 pub(crate) async fn apply(
     planned: &[PlannedHost],
     options: &FleetOptions,
-    rollout: Rollout,
+    rollout: Rollout<'_>,
     lock_owner: &str,
 ) -> Vec<AppliedHost> {
     let work: Vec<&PlannedHost> = planned
@@ -353,14 +375,32 @@ pub(crate) async fn apply(
     };
     let progress = Progress::new("applying", work.len());
     let mut applied = Vec::new();
+    // Hosts whose gate failed (and in which batch), for the reason later
+    // batches did not start.
+    let mut failed_checks: Vec<String> = Vec::new();
     for (index, batch) in work.chunks(batch_size).enumerate() {
         let failed_percent = failed as f64 * 100.0 / total as f64;
-        if failed_percent > rollout.max_fail_percent {
-            let reason = format!(
-                "not started: {failed} of {total} hosts had failed before batch {} ({failed_percent:.0}%, more than --max-fail {}%)",
+        let checks = match failed_checks.as_slice() {
+            [] => String::new(),
+            hosts => format!("the check failed on {}", hosts.join(", ")),
+        };
+        let stop = if rollout.stop_at_failed_check && !checks.is_empty() {
+            Some(format!("not started: {checks}"))
+        } else if failed_percent > rollout.max_fail_percent {
+            let checks = if checks.is_empty() {
+                checks
+            } else {
+                format!("; {checks}")
+            };
+            Some(format!(
+                "not started: {failed} of {total} hosts had failed before batch {} ({failed_percent:.0}%, more than --max-fail {}%){checks}",
                 index + 1,
                 rollout.max_fail_percent
-            );
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = stop {
             for host in work.iter().skip(index * batch_size) {
                 applied.push(AppliedHost {
                     name: host.name.clone(),
@@ -423,6 +463,23 @@ pub(crate) async fn apply(
             }
         })
         .await;
+        let mut results = results;
+        if let Some(gate) = rollout.gate {
+            let live: Vec<String> = results
+                .iter()
+                .filter(|host| host.result.went_live())
+                .map(|host| host.name.clone())
+                .collect();
+            if !live.is_empty() {
+                let mut failures = gate(live).await;
+                for host in &mut results {
+                    if let Some(why) = failures.remove(&host.name) {
+                        failed_checks.push(format!("{} (batch {})", host.name, index + 1));
+                        host.result = Applied::CheckFailed(why);
+                    }
+                }
+            }
+        }
         failed += results
             .iter()
             .filter(|host| host.result.is_failure())

@@ -467,6 +467,7 @@ pub(crate) fn apply_text(
     let mut running = Vec::new();
     let mut not_started = Vec::new();
     let mut pending = Vec::new();
+    let mut check_failed = Vec::new();
     for host in planned {
         let result = applied
             .iter()
@@ -494,7 +495,10 @@ pub(crate) fn apply_text(
                 not_started.push(host.name.as_str());
                 out.push_str(&format!("{name}: {reason}\n"));
             }
-            (Ok(plan), Some(outcome @ (Applied::Done | Applied::Pending(_)))) => {
+            (
+                Ok(plan),
+                Some(outcome @ (Applied::Done | Applied::Pending(_) | Applied::CheckFailed(_))),
+            ) => {
                 let (create, update, remove) = plan.totals();
                 done.create += create;
                 done.update += update;
@@ -511,6 +515,14 @@ pub(crate) fn apply_text(
                         reason,
                     ));
                 }
+                if let Applied::CheckFailed(reason) = outcome {
+                    check_failed.push(host.name.as_str());
+                    out.push_str(&headed(
+                        &name,
+                        &style.red("CHECK FAILED after the apply (the change is live)"),
+                        reason,
+                    ));
+                }
             }
             (Ok(_), None) => out.push_str(&format!("{name}: no changes\n")),
         }
@@ -520,6 +532,7 @@ pub(crate) fn apply_text(
         && running.is_empty()
         && not_started.is_empty()
         && pending.is_empty()
+        && check_failed.is_empty()
     {
         "complete"
     } else {
@@ -538,6 +551,7 @@ pub(crate) fn apply_text(
     out.push_str(&listed_suffix(&running, "still running"));
     out.push_str(&listed_suffix(&not_started, "not started"));
     out.push_str(&listed_suffix(&pending, "with something still to do"));
+    out.push_str(&listed_suffix(&check_failed, "failing its check"));
     out.push('\n');
     redactor.redact(&out).into_owned()
 }
@@ -637,6 +651,9 @@ pub(crate) fn json(
                 (Ok(_), Some(Applied::Done)) => ("applied", None),
                 (Ok(_), Some(Applied::Pending(reason))) => {
                     ("applied_pending", Some(reason.clone()))
+                }
+                (Ok(_), Some(Applied::CheckFailed(reason))) => {
+                    ("applied_check_failed", Some(reason.clone()))
                 }
                 (Ok(_), None) => ("changes", None),
             };

@@ -146,7 +146,9 @@ pub(crate) fn restore_command(
             json: false,
             yes: true,
             batch: None,
-            max_fail: 100.0,
+            max_fail: None,
+            gate: None,
+            seen_as: Default::default(),
         },
         style,
     )?;

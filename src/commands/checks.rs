@@ -55,13 +55,7 @@ pub(crate) fn check_command(
         },
         &on_hosts,
     )?;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let net = check::net::Net::new(&check::net::NetOptions {
-        pins: args.resolve.clone(),
-        dns: args.dns,
-        ca_file: args.ca_file.clone(),
-        timeout: Duration::from_secs(args.timeout.max(1)),
-    })?;
+    let net = world_net(&args.seen_as, args.timeout)?;
     let reports = runtime()?.block_on(async {
         match &args.domain {
             Some(domain) => vec![check::check_domain(&net, domain).await],
@@ -108,4 +102,103 @@ pub(crate) fn check_command(
     } else {
         ExitCode::from(2)
     })
+}
+
+/// The network as `check` sees it: the system's DNS and CAs unless
+/// `seen_as` says otherwise; `timeout` seconds for each request.
+fn world_net(seen_as: &cli::SeenAs, timeout: u64) -> Result<check::net::Net> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    check::net::Net::new(&check::net::NetOptions {
+        pins: seen_as.resolve.clone(),
+        dns: seen_as.dns,
+        ca_file: seen_as.ca_file.clone(),
+        timeout: Duration::from_secs(timeout.max(1)),
+    })
+}
+
+/// Seconds for each of the gate's requests: `check`'s default.
+const GATE_REQUEST_SECONDS: u64 = 10;
+
+/// `apply --gate check`: what `check` finds on a batch's hosts, each
+/// target (a machine: each of its homeservers) failing on any error.
+/// Every probe is rendered here, before any host is touched. The roles'
+/// looks on the hosts are left out: they judge what an apply does not
+/// change (a backup's age), and a first apply has no backup yet.
+pub(crate) fn check_gate(
+    inventory: &Inventory,
+    roles: &RoleSet,
+    redactor: &Redactor,
+    target_names: &[String],
+    seen_as: &cli::SeenAs,
+) -> Result<Box<fleet::Gate>> {
+    let renderer = Renderer::new(roles);
+    let mut by_target: std::collections::BTreeMap<String, Vec<check::expect::HostExpectations>> =
+        Default::default();
+    let mut problems = Vec::new();
+    for host in &inventory.hosts {
+        let target = match &host.placement {
+            Some(placement) => placement.machine.as_str(),
+            None => host.name.as_str(),
+        };
+        if !target_names.iter().any(|name| name == target) {
+            continue;
+        }
+        match renderer.render_probes(inventory, host, redactor) {
+            Ok(expected) => by_target
+                .entry(target.to_string())
+                .or_default()
+                .push(expected),
+            Err(Problems(found)) => problems.extend(found),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Problems(problems).into());
+    }
+    let net = Arc::new(world_net(seen_as, GATE_REQUEST_SECONDS)?);
+    let by_target = Arc::new(by_target);
+    Ok(Box::new(move |targets: Vec<String>| {
+        let (net, by_target) = (net.clone(), by_target.clone());
+        Box::pin(async move {
+            let checked = futures_util::future::join_all(targets.into_iter().map(|target| {
+                let (net, by_target) = (net.clone(), by_target.clone());
+                async move {
+                    let expected = by_target
+                        .get(&target)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default();
+                    let reports = futures_util::future::join_all(
+                        expected.iter().map(|host| check::check_host(&net, host)),
+                    )
+                    .await;
+                    (target, gate_failure(&reports))
+                }
+            }))
+            .await;
+            checked
+                .into_iter()
+                .filter_map(|(target, failure)| Some((target, failure?)))
+                .collect()
+        })
+    }))
+}
+
+/// The errors `check` found in `reports`, one per line (and its hint),
+/// each named for its server name; None when there is none.
+fn gate_failure(reports: &[check::Report]) -> Option<String> {
+    let mut lines = Vec::new();
+    for report in reports {
+        for finding in &report.checks {
+            if finding.status != check::Status::Error {
+                continue;
+            }
+            lines.push(format!(
+                "{}: {} {}: {}",
+                report.server_name, finding.check, finding.subject, finding.message
+            ));
+            if let Some(hint) = &finding.hint {
+                lines.push(format!("  hint: {hint}"));
+            }
+        }
+    }
+    (!lines.is_empty()).then(|| lines.join("\n"))
 }

@@ -123,6 +123,8 @@ pub(crate) struct Prepared {
     redactor: Redactor,
     /// The inventory's machines (`machines:`), by name.
     machines: Vec<inventory::Machine>,
+    inventory: Arc<Inventory>,
+    roles: Arc<RoleSet>,
 }
 
 pub(crate) fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
@@ -220,6 +222,8 @@ pub(crate) fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Pr
         targets,
         redactor,
         machines: inventory.machines.clone(),
+        inventory,
+        roles,
     })
 }
 

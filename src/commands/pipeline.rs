@@ -124,7 +124,32 @@ pub(crate) fn apply_command(
             role_dirs.to_vec(),
         ),
     };
+    let seen_as_given = !args.seen_as.resolve.is_empty()
+        || args.seen_as.dns.is_some()
+        || args.seen_as.ca_file.is_some();
+    if args.gate.is_none() && seen_as_given {
+        bail!(
+            "--resolve, --dns and --ca-file say how the gate's check reaches the hosts, and there is no --gate\nhint: add `--gate check`, or leave them out"
+        );
+    }
     let prepared = prepare(&role_dirs, &selection)?;
+    let gate = match args.gate {
+        Some(cli::Gate::Check) => {
+            let names: Vec<String> = prepared
+                .targets
+                .iter()
+                .map(|target| target.host.name.to_string())
+                .collect();
+            Some(checks::check_gate(
+                &prepared.inventory,
+                &prepared.roles,
+                &prepared.redactor,
+                &names,
+                &args.seen_as,
+            )?)
+        }
+        None => None,
+    };
     let (_control_dir, options) = reaching(
         &args.connect,
         prepared.targets.iter().map(|target| &target.host),
@@ -163,9 +188,13 @@ pub(crate) fn apply_command(
         writeln!(stdout, "Apply cancelled; nothing was changed.")?;
         return Ok(ExitCode::from(1));
     }
+    // A gate stops the rollout at the first failed check unless the
+    // operator allows more failures with --max-fail.
     let rollout = Rollout {
         batch: args.batch,
-        max_fail_percent: args.max_fail,
+        max_fail_percent: args.max_fail.unwrap_or(100.0),
+        gate: gate.as_deref(),
+        stop_at_failed_check: args.max_fail.is_none(),
     };
     let applied = runtime.block_on(async {
         let applied = fleet::apply(&planned, &options, rollout, &lock_owner()).await;

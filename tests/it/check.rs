@@ -382,11 +382,14 @@ fn addresses(index: usize) -> (String, String) {
 
 impl World {
     fn start() -> World {
+        World::serving(scenarios())
+    }
+
+    fn serving(scenarios: Vec<Scenario>) -> World {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let ca = Ca::new();
         std::fs::write(root.join("ca.pem"), &ca.pem).unwrap();
-        let scenarios = scenarios();
         let mut all_addresses = vec![DNS.to_string()];
         let mut servers = String::new();
         let mut records = Vec::new();
@@ -457,6 +460,7 @@ impl World {
                  location = /_matrix/federation/v1/version {{ return 200 '{{\"server\": {{\"name\": \"Synapse\", \"version\": \"test\"}}}}'; }}\n  \
                  location = /_matrix/key/v2/server {{ alias {dir}/keys; }}\n  \
                  location = /_matrix/client/versions {{ return 200 '{{\"versions\": [\"v1.11\"]}}'; }}\n  \
+                 location = /_matrix/client/v3/register {{ return 403 '{{\"errcode\": \"M_FORBIDDEN\"}}'; }}\n  \
                  location = /.well-known/matrix/client {{ alias {dir}/client; {cors} }}\n}}\n",
                 matrix_pem.display(),
                 matrix_key.display()
@@ -528,6 +532,16 @@ impl World {
         wait_for_port(&world.namespace, DNS, 53);
         wait_for_port(&world.namespace, &addresses(0).0, 443);
         world
+    }
+
+    /// `--dns`, `--ca-file`: how matrixctl finds this world's servers.
+    fn seen_as(&self) -> Vec<String> {
+        vec![
+            "--dns".to_string(),
+            format!("{DNS}:53"),
+            "--ca-file".to_string(),
+            self.dir.path().join("ca.pem").display().to_string(),
+        ]
     }
 
     /// `matrixctl check ARGS` inside the namespace, with its DNS and CA.
@@ -705,4 +719,125 @@ fn check_refuses_bad_flags_before_any_request() {
     .collect::<Vec<_>>()
     .join("\n");
     insta::assert_snapshot!(transcript);
+}
+
+/// The README's "Upgrading the fleet" over three customers whose base
+/// domains serve, through nginx, the well-known files apply writes; then
+/// `apply --batch 1 --gate check` where the second host's change breaks
+/// its delegation: its check fails after its batch, and the third host
+/// is not touched.
+#[test]
+fn a_gated_rollout_stops_after_the_batch_whose_check_failed() {
+    let hosts = ["h1.example", "h2.example", "h3.example"];
+    let world = World::serving(hosts.iter().map(|name| Scenario::good(name)).collect());
+    let sandbox = Sandbox::empty();
+    let mut listed = String::from("hosts:\n");
+    for host in hosts {
+        listed.push_str(&format!(
+            "  {host}:\n    connection: local\n    root: ../hosts/{host}\n"
+        ));
+        if host == "h1.example" {
+            listed.push_str("    groups: [canary]\n");
+        }
+        // The base domain serves the host's own well-known files.
+        let served = sandbox.host_file(host, "/var/www/matrix/.well-known/matrix");
+        for file in ["server", "client"] {
+            let link = world.dir.path().join(host).join(file);
+            std::fs::remove_file(&link).unwrap();
+            std::os::unix::fs::symlink(served.join(file), &link).unwrap();
+        }
+    }
+    sandbox.write("inv/hosts.yaml", &listed);
+    let all = |extra: &str| {
+        sandbox.write(
+            "inv/group_vars/all.yaml",
+            &format!(
+                "synapse_group: root\nhost_commands: false\nfederation_port: 443\nregistration: closed\n{extra}"
+            ),
+        )
+    };
+    all("");
+    sandbox.write("inv/secrets/master.key", TEST_MASTER_KEY);
+    let seen_as = world.seen_as();
+    let run = |line: &str| {
+        let mut args: Vec<&str> = line
+            .strip_prefix("matrixctl ")
+            .unwrap_or_else(|| panic!("not a matrixctl command: {line}"))
+            .split_whitespace()
+            .collect();
+        if args.contains(&"--gate") {
+            args.extend(seen_as.iter().map(String::as_str));
+        }
+        let output = world
+            .namespace
+            .command(BIN)
+            .args(&args)
+            .current_dir(sandbox.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        outcome(&output)
+    };
+    // The first rollout passes every gate.
+    let (code, stdout, stderr) = run("matrixctl apply inv --yes --batch 1 --gate check");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("Apply complete"), "{stdout}");
+
+    // The README's walk, as written, on a change to every host.
+    all("max_upload_size: 20M\n");
+    let media = "/etc/matrix-synapse/conf.d/media.yaml";
+    let (_, commands) = crate::federation::readme_section_and_commands("## Upgrading the fleet");
+    assert_eq!(commands.len(), 3, "{commands:?}");
+    let (code, stdout, stderr) = run(&commands[0]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("on 3 of 3 hosts"), "{stdout}");
+    let (code, stdout, stderr) = run(&commands[1]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("on 1 of 1 host"), "{stdout}");
+    let changed = |host: &str| {
+        String::from_utf8(sandbox.read_host_file(host, media).unwrap())
+            .unwrap()
+            .contains("20M")
+    };
+    assert!(changed("h1.example") && !changed("h2.example"));
+    let (code, stdout, stderr) = run(&commands[2]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(changed("h2.example") && changed("h3.example"));
+
+    // Every host changes; the second one's delegation goes to a port
+    // nothing listens on.
+    all("max_upload_size: 30M\n");
+    sandbox.write("inv/host_vars/h2.example.yaml", "federation_port: 8449\n");
+    let untouched = sandbox.host_files("h3.example");
+    let h3_media = sandbox.read_host_file("h3.example", media).unwrap();
+    let (code, stdout, stderr) = run("matrixctl apply inv --yes --batch 1 --gate check");
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let result = stdout
+        .split_once("\n\n")
+        .map(|(_, result)| result)
+        .unwrap_or_default();
+    let result = result[result.find("h1.example: applied").unwrap_or(0)..].to_string();
+    insta::assert_snapshot!(result);
+    assert_eq!(sandbox.host_files("h3.example"), untouched);
+    assert_eq!(
+        sandbox.read_host_file("h3.example", media).unwrap(),
+        h3_media
+    );
+
+    // --max-fail lets the rollout go on past a failed check.
+    all("max_upload_size: 40M\n");
+    let (code, stdout, stderr) =
+        run("matrixctl apply inv --yes --batch 1 --gate check --max-fail 50");
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("h2.example: CHECK FAILED"), "{stdout}");
+    assert!(stdout.contains("h3.example: applied"), "{stdout}");
+    assert_ne!(
+        sandbox.read_host_file("h3.example", media).unwrap(),
+        h3_media
+    );
+
+    // The gate's flags are refused without a gate.
+    let (code, _, stderr) = run("matrixctl apply inv --yes --dns 10.77.0.53:53");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("add `--gate check`"), "{stderr}");
 }

@@ -35,6 +35,7 @@ impl Cli {
             Command::Show(args) => args.json,
             Command::Onboard(args) => args.format == OnboardFormat::Json,
             Command::Check(args) => args.json,
+            Command::Status(args) => args.json,
             _ => false,
         }
     }
@@ -44,6 +45,12 @@ impl Cli {
 pub enum Command {
     /// Show what apply would change on each host, without changing anything.
     Plan(PlanArgs),
+    /// The fleet at a glance, worst first: per host, pending changes and
+    /// drift, the last apply, services down or restarting, certificates,
+    /// disk and memory, and the roles' own looks (the newest backup, the
+    /// homeserver's release). One round trip per host; exit 2 when any
+    /// host has an error.
+    Status(StatusArgs),
     /// Make each host match the inventory.
     Apply(ApplyArgs),
     /// Write each host's desired files under DIR/HOST/, touching no host.
@@ -98,6 +105,19 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the manual page (roff): `matrixctl man | man -l -`.
     Man,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+
+    #[command(flatten)]
+    pub connect: Connect,
+
+    /// Print it as JSON (see docs/json.md).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -254,7 +254,7 @@ async fn within<T>(timeout: Duration, work: impl Future<Output = Result<T>>) -> 
 }
 
 /// The host's root as an absolute path without a trailing slash.
-fn root_of(host: &Host) -> Result<String> {
+pub(crate) fn root_of(host: &Host) -> Result<String> {
     let absolute = match &host.connection {
         Connection::Local => std::path::absolute(&host.root)?,
         // A remote root is a path on the remote machine, never made absolute here.

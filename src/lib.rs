@@ -45,6 +45,7 @@ mod scaffold;
 mod secrets;
 mod service;
 mod sshkey;
+mod status;
 mod system;
 mod trace;
 mod transport;
@@ -127,6 +128,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Vars(args) => vars_command(&cli.roles, args),
         Command::Disconnect(args) => disconnect_command(&cli.roles, args),
         Command::Check(args) => check_command(&cli.roles, args, style),
+        Command::Status(args) => status_command(&cli.roles, args, style),
         Command::Completions(args) => {
             let shell = match args.shell {
                 cli::CompletionShell::Bash => clap_complete::Shell::Bash,

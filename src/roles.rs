@@ -113,6 +113,11 @@ pub struct Manifest {
     /// observation and `check` over SSH (see `src/health.rs`).
     #[serde(default)]
     pub health: Vec<HealthSpec>,
+    /// Looks only `matrixctl status` runs, written like `health:` (the
+    /// version of what runs): what an operator reads at a glance, not
+    /// what decides an apply.
+    #[serde(default)]
+    pub status: Vec<HealthSpec>,
     /// The condition every role's system items (repositories, packages,
     /// accounts, directories, venvs, services, databases, generated files,
     /// certificates) need besides their own `when`: matrixctl manages the

@@ -8,6 +8,7 @@ mod checks;
 mod hosts;
 mod machines;
 mod pipeline;
+mod status;
 mod tasks;
 
 pub(crate) use backups::{backup_command, purge_host, restore_command};
@@ -17,6 +18,7 @@ pub(crate) use machines::machines_command;
 pub(crate) use pipeline::{
     apply_command, disconnect_command, plan_command, render_command, show_command,
 };
+pub(crate) use status::status_command;
 pub(crate) use tasks::{admin_create, token_create};
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -128,13 +130,22 @@ pub(crate) struct Prepared {
 }
 
 pub(crate) fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Prepared> {
+    prepare_looking(role_dirs, selection, false)
+}
+
+/// `prepare`, with the roles' `status:` looks too when `status_looks`.
+pub(crate) fn prepare_looking(
+    role_dirs: &[PathBuf],
+    selection: &Selection,
+    status_looks: bool,
+) -> Result<Prepared> {
     let roles = Arc::new(RoleSet::load(role_dirs)?);
     let inventory = Arc::new(load_inventory(&selection.inventory_dir(), &roles)?);
     let hosts = whole_machines(
         &inventory,
         inventory.select(selection.limit.pattern.as_deref())?,
     );
-    let renderer = Renderer::new(&roles);
+    let renderer = Renderer::new(&roles).with_status_looks(status_looks);
     let redactor = redactor_for(&inventory);
     trace::arm(&redactor);
     let redacted = |Problems(problems): Problems| {
@@ -158,7 +169,9 @@ pub(crate) fn prepare(role_dirs: &[PathBuf], selection: &Selection) -> Result<Pr
     let render_all_again: RenderAllAgain = {
         let (roles, inventory, redactor) = (roles.clone(), inventory.clone(), redactor.clone());
         Arc::new(move |hosts, facts| {
-            let renderer = Renderer::new(&roles).knowing(exports.clone(), machine_ports.clone());
+            let renderer = Renderer::new(&roles)
+                .with_status_looks(status_looks)
+                .knowing(exports.clone(), machine_ports.clone());
             parallel::map(hosts, |host| {
                 renderer
                     .render_host(&inventory, host, facts, &redactor)

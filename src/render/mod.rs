@@ -184,6 +184,9 @@ pub(crate) struct Renderer<'a> {
     /// The open ports of each machine shared by several customers,
     /// gathered on the first render that needs them.
     machine_ports: std::sync::OnceLock<Result<Arc<context::MachinePorts>, Vec<Problem>>>,
+    /// The roles' `status:` looks are rendered with their `health:` ones
+    /// (for `matrixctl status`).
+    status_looks: bool,
 }
 
 /// The fuel of one render (minijinja's units: an instruction, or a byte
@@ -255,6 +258,7 @@ impl<'a> Renderer<'a> {
             roles,
             fleet: std::sync::OnceLock::new(),
             machine_ports: std::sync::OnceLock::new(),
+            status_looks: false,
         }
     }
 
@@ -262,6 +266,12 @@ impl<'a> Renderer<'a> {
     /// by another renderer of the same inventory).
     /// A renderer that knows what a first render gathered about the
     /// whole inventory (the exports, the machines' ports).
+    /// This renderer, rendering the roles' `status:` looks too.
+    pub(crate) fn with_status_looks(mut self, status_looks: bool) -> Renderer<'a> {
+        self.status_looks = status_looks;
+        self
+    }
+
     pub(crate) fn knowing(
         self,
         exports: Arc<FleetExports>,
@@ -299,8 +309,21 @@ impl<'a> Renderer<'a> {
         redactor: &Redactor,
     ) -> Result<Vec<crate::health::HealthProbe>, Problem> {
         let mut probes = Vec::new();
-        for (index, spec) in role.manifest.health.iter().enumerate() {
-            let at = |field: &str| format!("health[{index}].{field}");
+        let status: &[crate::roles::HealthSpec] = if self.status_looks {
+            &role.manifest.status
+        } else {
+            &[]
+        };
+        let specs = (role.manifest.health.iter().enumerate())
+            .map(|(index, spec)| ("health", index, spec))
+            .chain(
+                status
+                    .iter()
+                    .enumerate()
+                    .map(|(index, spec)| ("status", index, spec)),
+            );
+        for (key, index, spec) in specs {
+            let at = |field: &str| format!("{key}[{index}].{field}");
             if let Some(when) = &spec.when
                 && !self.condition(role, when, &at("when"), context, redactor)?
             {

@@ -359,7 +359,9 @@ const LAYERS: &[&[&str]] = &[
     &["observe"],
     &["plan"],
     &["fleet"],
-    &["impact", "report", "saved", "scaffold", "archives"],
+    &[
+        "impact", "report", "saved", "scaffold", "archives", "status",
+    ],
     &["cli"],
     &["commands"],
     &["lib"],

@@ -109,3 +109,40 @@ fn a_batch_that_fails_too_much_stops_the_rollout() {
     assert_eq!(parsed["summary"]["hosts_not_started"], 0);
     assert_eq!(sandbox.managed_files("e.example").len(), FILES_PER_HOST);
 }
+
+/// `status` puts the host that could not be read first, then those with
+/// something to apply (edited files named as such), then those as the
+/// inventory says; JSON carries the same.
+#[test]
+fn status_shows_the_fleet_worst_first() {
+    let sandbox = Sandbox::fleet();
+    assert_eq!(sandbox.run(&["apply", "inventory", "--yes"]).code, 0);
+    // Someone edits a managed file on b.example; c.example's vars change.
+    let edited = sandbox.host_file("b.example", "/etc/matrix-synapse/conf.d/media.yaml");
+    std::fs::write(&edited, "max_upload_size: 1G\n").unwrap();
+    sandbox.write(
+        "inventory/host_vars/c.example.yaml",
+        "max_upload_size: 20M\n",
+    );
+    // A host whose record is not one cannot be planned.
+    sandbox.write(
+        "inventory/hosts.yaml",
+        &(std::fs::read_to_string(sandbox.path().join("inventory/hosts.yaml")).unwrap()
+            + "  d.example:\n    connection: local\n    root: ../hosts/d.example\n"),
+    );
+    sandbox.write("hosts/d.example/var/lib/matrixctl/state", "not a record\n");
+    let run = sandbox.run(&["status", "inventory", "--color", "never"]);
+    insta::assert_snapshot!(run.transcript());
+    let run = sandbox.run(&["status", "inventory", "--json"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let order: Vec<&str> = json["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|host| host["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["d.example", "b.example", "c.example", "a.example"]);
+    assert_eq!(json["hosts"][1]["drifted_files"], 1);
+    assert_eq!(json["hosts"][2]["pending_changes"], 1);
+}

@@ -113,7 +113,7 @@ fi
 fn services_script(units: &[&str]) -> String {
     let units: Vec<String> = units.iter().map(|unit| quote(unit)).collect();
     format!(
-        r#"down= restarting= up=0
+        r#"down='' restarting='' up=0
 for unit in {units}; do
     state=$(systemctl is-active -- "$unit" 2> /dev/null)
     if [ "$state" = active ]; then
@@ -147,7 +147,7 @@ fn certificates_script(certificates: &[(&str, String)]) -> String {
         .map(|(name, path)| format!("{} {}", quote(name), quote(path)))
         .collect();
     format!(
-        r#"now=$(date +%s) worst=ok said= hint=
+        r#"now=$(date +%s) worst=ok said='' hint=''
 look() {{
     if ! end=$(openssl x509 -enddate -noout -in "$2" 2> /dev/null); then
         worst=error said="$said, $1: none readable"

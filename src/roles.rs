@@ -118,6 +118,11 @@ pub struct Manifest {
     /// what decides an apply.
     #[serde(default)]
     pub status: Vec<HealthSpec>,
+    /// What the role exposes to Prometheus on the host: each entry is
+    /// exported to the list `metrics_targets` (`fleet.metrics_targets`)
+    /// with its job, port and path, for the monitoring machine to scrape.
+    #[serde(default)]
+    pub metrics: Vec<MetricsSpec>,
     /// The condition every role's system items (repositories, packages,
     /// accounts, directories, venvs, services, databases, generated files,
     /// certificates) need besides their own `when`: matrixctl manages the
@@ -565,6 +570,32 @@ pub struct ExportSpec {
     /// makes every file that reads its list one holding secrets.
     pub fields: BTreeMap<String, String>,
 }
+
+/// A Prometheus target a role exposes on the host (see `Manifest::metrics`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSpec {
+    /// The job's name (`node`, a homeserver's), which alert rules name.
+    pub job: String,
+    /// The port it answers on, a template.
+    pub port: String,
+    /// The path of its metrics.
+    #[serde(default = "metrics_path")]
+    pub path: String,
+    /// The machine's, not the homeserver's (the node exporter): on a
+    /// machine shared by several customers, one target for all.
+    #[serde(default)]
+    pub shared: bool,
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+fn metrics_path() -> String {
+    "/metrics".to_string()
+}
+
+/// The export list a role's `metrics:` entries go to.
+pub const METRICS_TARGETS: &str = "metrics_targets";
 
 /// One thing a role keeps: a PostgreSQL database (by name), an SQLite
 /// database (copied through SQLite's online backup, consistent while in
@@ -1331,6 +1362,24 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, Problem> {
         ))
         .in_file(path)
         .at_key(format!("facts.{name}")));
+    }
+    // A role's metrics targets are exports of its own, for the
+    // monitoring machine's templates (`fleet.metrics_targets`).
+    for spec in std::mem::take(&mut manifest.metrics) {
+        manifest.exports.push(ExportSpec {
+            list: METRICS_TARGETS.to_string(),
+            when: spec.when.clone(),
+            fields: BTreeMap::from([
+                ("job".to_string(), spec.job.clone()),
+                ("port".to_string(), spec.port.clone()),
+                ("path".to_string(), spec.path.clone()),
+                (
+                    "shared".to_string(),
+                    if spec.shared { "true" } else { "" }.to_string(),
+                ),
+            ]),
+        });
+        manifest.metrics.push(spec);
     }
     // Other hosts' templates read an export list as `fleet.LIST`.
     if let Some((index, export)) = manifest

@@ -57,6 +57,22 @@ impl Renderer<'_> {
         };
         context.insert("customer".into(), customer.into());
         context.insert("customer_address".into(), address.into());
+        // Where it runs and how the inventory groups it, for what labels
+        // hosts (the monitoring machine's targets).
+        let machine = match &host.placement {
+            Some(placement) => placement.machine.as_str(),
+            None => host.name.as_str(),
+        };
+        context.insert("machine_name".into(), machine.into());
+        context.insert(
+            "host_groups".into(),
+            Value::Sequence(
+                host.groups
+                    .iter()
+                    .map(|group| group.as_str().into())
+                    .collect(),
+            ),
+        );
         context.insert("public_baseurl".into(), format!("https://{fqdn}/").into());
         context.insert("matrix_fqdn".into(), fqdn.into());
         // Packages, accounts and services need the host's own root: a
@@ -128,9 +144,25 @@ impl Renderer<'_> {
             "open_ports".into(),
             serde_yaml::to_value(&ports).unwrap_or(Value::Null),
         );
-        let contributions = match self.contributions(&first_pass, redactor) {
-            Ok(contributions) => contributions,
-            Err(problems) => return Err(Problems(problems)),
+        // Contributions may read the fleet's lists too (the firewall's
+        // accept rules for the monitoring machine); not a secret one,
+        // since nothing marks the files that read a contribution.
+        // Gathering the exports themselves (no fleet yet), there are none.
+        let contributions = match &fleet {
+            Some(exports) => {
+                let contributed_with = minijinja::value::merge_maps([
+                    first_pass.clone(),
+                    minijinja::context! {
+                        fleet => JinjaValue::from_object(FleetView {
+                            exports: exports.clone(),
+                            read_secret: Default::default(),
+                        }),
+                    },
+                ]);
+                self.contributions(&contributed_with, redactor)
+                    .map_err(Problems)?
+            }
+            None => BTreeMap::new(),
         };
         base.insert(
             "contributions".into(),

@@ -45,6 +45,14 @@ pub const RESERVED_KEYS: &[(&str, &str)] = &[
         "customer_address",
         "a homeserver's loopback address is derived from its server name (127.0.0.1 on a machine of its own)",
     ),
+    (
+        "machine_name",
+        "a homeserver's machine is named by `machine:` in hosts.yaml",
+    ),
+    (
+        "host_groups",
+        "a host's groups are set by `groups:` in hosts.yaml",
+    ),
 ];
 
 /// A TCP/UDP port, 1 to 65535.

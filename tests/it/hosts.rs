@@ -24,6 +24,8 @@ mod federation;
 mod injection;
 #[path = "loopback.rs"]
 mod loopback;
+#[path = "monitoring.rs"]
+mod monitoring;
 #[path = "network.rs"]
 mod network;
 #[path = "newcomer.rs"]

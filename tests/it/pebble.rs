@@ -30,6 +30,22 @@ impl Pebble {
     /// On `address`, validating HTTP-01 on `http_port` and TLS-ALPN-01 on
     /// `tls_port` of the address each name resolves to.
     pub fn serve_at(gateway: &str, http_port: u16, tls_port: u16) -> Pebble {
+        Pebble::serve_issuing(gateway, http_port, tls_port, None)
+    }
+
+    /// `serve`, issuing certificates valid for `seconds` only (one that
+    /// expires soon, for the monitoring's alert).
+    pub fn serve_lasting(host: &BootedHost, seconds: u64) -> Pebble {
+        let gateway = format!("{}.1", host.address.rsplit_once('.').unwrap().0);
+        Pebble::serve_issuing(&gateway, 80, 443, Some(seconds))
+    }
+
+    fn serve_issuing(
+        gateway: &str,
+        http_port: u16,
+        tls_port: u16,
+        validity_seconds: Option<u64>,
+    ) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         let openssl = |args: &[&str]| {
             let status = Command::new("openssl")
@@ -97,19 +113,18 @@ impl Pebble {
         let management = crate::loopback::free_port();
         let dns = crate::loopback::free_port();
         let dns_management = crate::loopback::free_port();
-        std::fs::write(
-            dir.path().join("pebble.json"),
-            serde_json::json!({"pebble": {
-                "listenAddress": format!("{gateway}:{port}"),
-                "managementListenAddress": format!("127.0.0.1:{management}"),
-                "certificate": dir.path().join("cert.pem"),
-                "privateKey": dir.path().join("key.pem"),
-                "httpPort": http_port, "tlsPort": tls_port, "ocspResponderURL": "",
-                "externalAccountBindingRequired": false
-            }})
-            .to_string(),
-        )
-        .unwrap();
+        let mut config = serde_json::json!({"pebble": {
+            "listenAddress": format!("{gateway}:{port}"),
+            "managementListenAddress": format!("127.0.0.1:{management}"),
+            "certificate": dir.path().join("cert.pem"),
+            "privateKey": dir.path().join("key.pem"),
+            "httpPort": http_port, "tlsPort": tls_port, "ocspResponderURL": "",
+            "externalAccountBindingRequired": false
+        }});
+        if let Some(seconds) = validity_seconds {
+            config["pebble"]["certificateValidityPeriod"] = seconds.into();
+        }
+        std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
         let quiet = || std::process::Stdio::null();
         let challtestsrv = Command::new("pebble-challtestsrv")
             .args([

@@ -147,7 +147,8 @@ impl Renderer<'_> {
         // Contributions may read the fleet's lists too (the firewall's
         // accept rules for the monitoring machine); not a secret one,
         // since nothing marks the files that read a contribution.
-        // Gathering the exports themselves (no fleet yet), there are none.
+        // Gathering the exports themselves (no fleet yet), every list is
+        // empty.
         let contributions = match &fleet {
             Some(exports) => {
                 let contributed_with = minijinja::value::merge_maps([
@@ -162,7 +163,13 @@ impl Renderer<'_> {
                 self.contributions(&contributed_with, redactor)
                     .map_err(Problems)?
             }
-            None => BTreeMap::new(),
+            None => self
+                .roles
+                .roles
+                .values()
+                .flat_map(|role| role.manifest.contributes.keys())
+                .map(|name| (name.clone(), Vec::new()))
+                .collect(),
         };
         base.insert(
             "contributions".into(),

@@ -541,24 +541,22 @@ fn every_profile_with_a_web_server_passes_its_check() {
         .flatten()
     {
         let case = entry.path();
-        let vars: String = std::fs::read_dir(case.join("group_vars"))
-            .unwrap()
-            .flatten()
+        // Every vars file of the case: a host may choose its own server.
+        let vars: String = ["group_vars", "host_vars", "machine_vars"]
+            .iter()
+            .filter_map(|dir| std::fs::read_dir(case.join(dir)).ok())
+            .flat_map(|files| files.flatten())
             .map(|file| std::fs::read_to_string(file.path()).unwrap())
             .collect();
-        let webserver = if vars.contains("webserver: nginx") {
-            "nginx"
-        } else if vars.contains("webserver: caddy") {
-            "caddy"
-        } else {
+        if !vars.contains("webserver: nginx") && !vars.contains("webserver: caddy") {
             continue;
-        };
+        }
         let sandbox = crate::support::Sandbox::empty();
         let inventory = sandbox.path().join("inventory");
         crate::support::copy_dir(&case, &inventory);
         let all = std::fs::read_to_string(inventory.join("group_vars/all.yaml")).unwrap();
         // nginx -t opens the certificates: the test's stand in for Let's Encrypt's.
-        let tls = if webserver == "nginx" {
+        let tls = if vars.contains("webserver: nginx") {
             format!("tls_certificate: {cert}\ntls_certificate_key: {key}\n")
         } else {
             String::new()
@@ -570,32 +568,39 @@ fn every_profile_with_a_web_server_passes_its_check() {
             .unwrap()
             .flatten()
         {
-            let output = if webserver == "nginx" {
-                let rendered = host.path().join("etc/nginx/conf.d/matrix.conf");
+            // Each host's (or machine's) server: every file matrixctl
+            // writes into nginx's conf.d, or its Caddyfile.
+            let nginx = host.path().join("etc/nginx/conf.d");
+            let caddyfile = host.path().join("etc/caddy/Caddyfile");
+            let (webserver, output) = if nginx.is_dir() {
                 let wrapper = sandbox.path().join("nginx.conf");
                 std::fs::write(
                     &wrapper,
                     format!(
-                        "pid {dir}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n  include /etc/nginx/mime.types;\n  include {};\n}}\n",
-                        rendered.display(),
+                        "pid {dir}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n  include /etc/nginx/mime.types;\n  include {}/*.conf;\n}}\n",
+                        nginx.display(),
                         dir = sandbox.path().display()
                     ),
                 )
                 .unwrap();
-                Command::new("nginx")
+                let output = Command::new("nginx")
                     .args(["-t", "-q", "-e", "stderr", "-c"])
                     .arg(&wrapper)
                     .output()
-                    .unwrap()
-            } else {
-                Command::new("caddy")
+                    .unwrap();
+                ("nginx", output)
+            } else if caddyfile.exists() {
+                let output = Command::new("caddy")
                     .args(["validate", "--adapter", "caddyfile", "--config"])
-                    .arg(host.path().join("etc/caddy/Caddyfile"))
+                    .arg(&caddyfile)
                     .env("HOME", sandbox.path())
                     .env("XDG_CONFIG_HOME", sandbox.path().join("config"))
                     .env("XDG_DATA_HOME", sandbox.path().join("data"))
                     .output()
-                    .unwrap()
+                    .unwrap();
+                ("caddy", output)
+            } else {
+                continue;
             };
             assert!(
                 output.status.success(),

@@ -412,6 +412,10 @@ pub struct FileSpec {
     /// Render this file only when this expression is true.
     #[serde(default)]
     pub when: Option<String>,
+    /// An expression giving a list: one file per item, which `dest`,
+    /// `when`, `with` and the template read as `item` (with `index`).
+    #[serde(default)]
+    pub each: Option<String>,
     /// Variables of this file's template alone, so one template serves
     /// several roles (every unit of a `service:` block, every appservice
     /// registration): a map whose strings are templates over the host's
@@ -700,6 +704,10 @@ pub struct ServiceSpec {
     pub running: Option<bool>,
     #[serde(default)]
     pub when: Option<String>,
+    /// An expression giving a list: one unit per item, which `name` and
+    /// `when` read as `item` (with `index`).
+    #[serde(default)]
+    pub each: Option<String>,
 }
 
 fn yes() -> bool {

@@ -465,7 +465,29 @@ impl<'a> Renderer<'a> {
                 Ok(probes) => health.extend(probes),
                 Err(problem) => problems.push(problem),
             }
-            for index in 0..role.manifest.files.len() {
+            for (index, context) in (0..role.manifest.files.len()).flat_map(|index| {
+                let key = format!("files[{index}].each");
+                match self.each_item(
+                    role,
+                    &role.manifest.files[index].each,
+                    &key,
+                    &context,
+                    redactor,
+                ) {
+                    Ok(contexts) => contexts
+                        .into_iter()
+                        .map(|context| (index, Ok(context)))
+                        .collect(),
+                    Err(problem) => vec![(index, Err(problem))],
+                }
+            }) {
+                let context = match context {
+                    Ok(context) => context,
+                    Err(problem) => {
+                        problems.push(problem);
+                        continue;
+                    }
+                };
                 if let Some(when) = &role.manifest.files[index].when {
                     let key = format!("files[{index}].when");
                     match self.condition(role, when, &key, &context, redactor) {
@@ -569,6 +591,33 @@ impl<'a> Renderer<'a> {
             }
             Err(Problems(problems))
         }
+    }
+
+    /// The contexts of an item's `each` (at `key`): `context` with `item`
+    /// and `index` for each element of the list it gives; `context`
+    /// alone without one.
+    pub(super) fn each_item(
+        &self,
+        role: &Role,
+        each: &Option<String>,
+        key: &str,
+        context: &JinjaValue,
+        redactor: &Redactor,
+    ) -> Result<Vec<JinjaValue>, Problem> {
+        let Some(each) = each else {
+            return Ok(vec![context.clone()]);
+        };
+        let items: Vec<JinjaValue> = self
+            .env
+            .compile_expression(each)
+            .and_then(|compiled| compiled.eval(context.clone()))
+            .and_then(|list| list.try_iter().map(Iterator::collect))
+            .map_err(|error| manifest_template_problem(role, key.to_string(), &error, redactor))?;
+        Ok(items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| minijinja::context! { item => item, index => index, ..context.clone() })
+            .collect())
     }
 
     /// Evaluates a `when` expression (the role's, at `key`, or a file's).

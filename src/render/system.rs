@@ -366,23 +366,37 @@ impl Renderer<'_> {
         }
         for (index, spec) in manifest.services.iter().enumerate() {
             let key = format!("services[{index}]");
-            if !applies(format!("{key}.when"), &spec.when)? {
-                continue;
+            for context in
+                self.each_item(role, &spec.each, &format!("{key}.each"), context, redactor)?
+            {
+                let applies = |key: String, when: &Option<String>| match when {
+                    Some(when) => self.condition(role, when, &key, &context, redactor),
+                    None => Ok(true),
+                };
+                if !applies(format!("{key}.when"), &spec.when)? {
+                    continue;
+                }
+                let name = self.render_command(
+                    role,
+                    format!("{key}.name"),
+                    &spec.name,
+                    &context,
+                    redactor,
+                )?;
+                let valid = !name.is_empty()
+                    && !name.starts_with('-')
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"@._-".contains(&b));
+                if !valid {
+                    return Err(refuse(format!("{key}.name"), &name, "a systemd unit name"));
+                }
+                items.push(Item::Service {
+                    name,
+                    enabled: spec.enabled,
+                    running: spec.running,
+                });
             }
-            let name = render(format!("{key}.name"), &spec.name)?;
-            let valid = !name.is_empty()
-                && !name.starts_with('-')
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"@._-".contains(&b));
-            if !valid {
-                return Err(refuse(format!("{key}.name"), &name, "a systemd unit name"));
-            }
-            items.push(Item::Service {
-                name,
-                enabled: spec.enabled,
-                running: spec.running,
-            });
         }
         for (index, spec) in manifest.databases.iter().enumerate() {
             let key = format!("databases[{index}]");

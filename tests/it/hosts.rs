@@ -51,3 +51,5 @@ mod synapse;
 mod tools;
 #[path = "webserver.rs"]
 mod webserver;
+#[path = "workers.rs"]
+mod workers;

@@ -1,0 +1,320 @@
+//! Synapse's worker mode on one booted machine, for real: the busy
+//! homeserver runs its main process, Redis and client, federation
+//! inbound, federation sender and media workers (role synapse-workers)
+//! behind nginx, next to an outside homeserver on a booted host of its
+//! own, both with certificates from pebble and names from the test's DNS.
+//! A client's syncs are answered by the client worker (its journal logs
+//! them, the main process's does not), a message reaches the outside
+//! server through the federation sender, an upload and its download go
+//! through the media worker, `check` passes and the next apply has
+//! nothing to do.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::booted::{BootedHost, admin_password, assert_next_apply_changes_nothing_on};
+use crate::federation::{Outside, TestDns};
+use crate::pebble::Pebble;
+use crate::support::{Sandbox, repo};
+
+const BUSY: &str = "busy.example";
+const OUTSIDE: &str = "outside.example";
+
+/// How many lines of `unit`'s journal mention `text`.
+fn logged(host: &BootedHost, unit: &str, text: &str) -> usize {
+    host.run(&format!(
+        "journalctl -u '{unit}' --no-pager -o cat | grep -c -F -- '{text}' || true"
+    ))
+    .parse()
+    .unwrap_or(0)
+}
+
+#[test]
+fn a_busy_homeserver_runs_synapse_workers_behind_nginx_and_federates() {
+    let busy = BootedHost::up("mcbusy");
+    let outside_host = BootedHost::up("mcoutwork");
+    let pebble = Pebble::serve(&busy);
+    let services = format!("{}.1", busy.address.rsplit_once('.').unwrap().0);
+    busy.link_to(&outside_host);
+    let routed = Command::new(repo().join("scripts/booted-host"))
+        .args(["route", &outside_host.name, &services])
+        .output()
+        .unwrap();
+    assert!(routed.status.success(), "{routed:?}");
+    let names: Vec<(String, String)> = [(BUSY, &busy), (OUTSIDE, &outside_host)]
+        .iter()
+        .flat_map(|(name, host)| {
+            [
+                (name.to_string(), host.address.clone()),
+                (format!("matrix.{name}"), host.address.clone()),
+            ]
+        })
+        .collect();
+    let records: Vec<String> = names
+        .iter()
+        .map(|(name, address)| format!("--host-record={name},{address}"))
+        .collect();
+    let _dns = TestDns::serve(&services, &records);
+    for (name, address) in &names {
+        pebble.resolve(name, address);
+    }
+    let trust = tempfile::tempdir().unwrap();
+    std::fs::copy(&pebble.endpoint_ca, trust.path().join("ca.pem")).unwrap();
+    let root = pebble.root(trust.path());
+    for host in [&busy, &outside_host] {
+        host.run(&format!(
+            "rm -f /etc/resolv.conf && echo 'nameserver {services}' > /etc/resolv.conf"
+        ));
+        host.copy_in(trust.path(), "/etc/ssl/acme-test");
+        host.copy_wheels(&["synapse"]);
+    }
+
+    let sandbox = Sandbox::empty();
+    let mut hosts = String::from("hosts:\n");
+    for (name, host) in [(BUSY, &busy), (OUTSIDE, &outside_host)] {
+        hosts.push_str(&format!("  {name}:\n    ssh: root@{}:22\n", host.address));
+        let (key, known_hosts) = host.ssh_files();
+        sandbox.write(
+            &format!("inventory/host_vars/{name}.yaml"),
+            &format!(
+                "ssh_options:\n  identity_file: {}\n  known_hosts_file: {}\n",
+                key.display(),
+                known_hosts.display()
+            ),
+        );
+    }
+    sandbox.write("inventory/hosts.yaml", &hosts);
+    sandbox.write(
+        &format!("inventory/host_vars/{BUSY}.yaml"),
+        &format!(
+            "{}synapse_workers:\n\
+             \x20 - {{name: client1, kind: client}}\n\
+             \x20 - {{name: inbound1, kind: federation_inbound}}\n\
+             \x20 - {{name: sender1, kind: federation_sender}}\n\
+             \x20 - {{name: media1, kind: media}}\n",
+            std::fs::read_to_string(
+                sandbox
+                    .path()
+                    .join(format!("inventory/host_vars/{BUSY}.yaml"))
+            )
+            .unwrap()
+        ),
+    );
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        &format!(
+            "host_commands: true\nsynapse_install: venv\nsynapse_wheels: /srv/wheels\n\
+             webserver: nginx\nregistration: token\nserve_base_domain: true\n\
+             certificates: acme\nacme_directory: {}\nacme_email: ops@provider.example\n\
+             acme_ca_bundle: /etc/ssl/acme-test/ca.pem\n\
+             # The test network is private, and its CA is pebble.\n\
+             synapse_extra:\n  ip_range_whitelist: [10.231.0.0/16]\n\
+             \x20 federation_custom_ca_list: [/etc/ssl/acme-test/pebble-root.pem]\n\
+             \x20 trusted_key_servers: []\n",
+            pebble.directory
+        ),
+    );
+    sandbox.write(
+        "inventory/secrets/master.key",
+        "booted workers test master key, not a secret anywhere\n",
+    );
+    sandbox.chmod("inventory/secrets/master.key", 0o600);
+
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(
+        apply.code,
+        0,
+        "{}\n{}",
+        apply.transcript(),
+        busy.run("journalctl -n 80 --no-pager")
+    );
+    for unit in [
+        "matrix-synapse",
+        "matrix-synapse-redis",
+        "matrix-synapse-worker@client1",
+        "matrix-synapse-worker@inbound1",
+        "matrix-synapse-worker@sender1",
+        "matrix-synapse-worker@media1",
+    ] {
+        assert_eq!(
+            busy.run(&format!("systemctl is-active {unit} || true")),
+            "active",
+            "{unit}: {}",
+            busy.run(&format!("journalctl -u {unit} -n 30 --no-pager"))
+        );
+    }
+
+    let outside = Outside {
+        root,
+        addresses: names.clone(),
+    };
+    let admin = |server_name: &str| -> String {
+        let user = format!("@admin:{server_name}");
+        let created = sandbox.run(&["admin", "create", server_name, &user]);
+        assert_eq!(created.code, 0, "{}", created.transcript());
+        let password = admin_password(&created);
+        let login = outside.call(
+            "POST",
+            &format!("https://matrix.{server_name}/_matrix/client/v3/login"),
+            None,
+            Some(
+                &serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"}, "password": password})
+                    .to_string(),
+            ),
+        );
+        assert_eq!(login.json["user_id"], user.as_str(), "{}", login.said);
+        login.json["access_token"].as_str().unwrap().to_string()
+    };
+    let on_busy = admin(BUSY);
+    let on_outside = admin(OUTSIDE);
+
+    // Syncs go to the client worker, never to the main process.
+    for _ in 0..3 {
+        let synced = outside.call(
+            "GET",
+            &format!("https://matrix.{BUSY}/_matrix/client/v3/sync?timeout=0"),
+            Some(&on_busy),
+            None,
+        );
+        assert_eq!(synced.status, 200, "{}", synced.said);
+    }
+    assert!(
+        logged(
+            &busy,
+            "matrix-synapse-worker@client1",
+            "/_matrix/client/v3/sync"
+        ) >= 3,
+        "{}",
+        busy.run("journalctl -u matrix-synapse-worker@client1 -n 40 --no-pager -o cat")
+    );
+    assert_eq!(
+        logged(&busy, "matrix-synapse", "/_matrix/client/v3/sync"),
+        0,
+        "the main process answered a sync"
+    );
+
+    // A room on the busy server that the outside server joins (inbound
+    // federation), then a message that reaches it (the sender).
+    let room = outside.call(
+        "POST",
+        &format!("https://matrix.{BUSY}/_matrix/client/v3/createRoom"),
+        Some(&on_busy),
+        Some(r#"{"preset": "public_chat", "room_alias_name": "lobby"}"#),
+    );
+    let room_id = room.json["room_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", room.said))
+        .to_string();
+    let started = Instant::now();
+    loop {
+        let joined = outside.call(
+            "POST",
+            &format!("https://matrix.{OUTSIDE}/_matrix/client/v3/join/%23lobby%3A{BUSY}"),
+            Some(&on_outside),
+            Some("{}"),
+        );
+        if joined.json["room_id"] == room_id.as_str() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the outside server could not join: {}",
+            joined.said
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let sent = outside.call(
+        "PUT",
+        &format!("https://matrix.{BUSY}/_matrix/client/v3/rooms/{room_id}/send/m.room.message/t1"),
+        Some(&on_busy),
+        Some(r#"{"msgtype": "m.text", "body": "sent by a worker"}"#),
+    );
+    assert_eq!(sent.status, 200, "{}", sent.said);
+    let started = Instant::now();
+    loop {
+        let messages = outside.call(
+            "GET",
+            &format!(
+                "https://matrix.{OUTSIDE}/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=10"
+            ),
+            Some(&on_outside),
+            None,
+        );
+        if messages.said.contains("sent by a worker") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the message never reached the outside server: {}",
+            messages.said
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(
+        logged(&busy, "matrix-synapse-worker@sender1", OUTSIDE) > 0,
+        "{}",
+        busy.run("journalctl -u matrix-synapse-worker@sender1 -n 40 --no-pager -o cat")
+    );
+    assert!(
+        logged(
+            &busy,
+            "matrix-synapse-worker@inbound1",
+            "/_matrix/federation/"
+        ) > 0,
+        "{}",
+        busy.run("journalctl -u matrix-synapse-worker@inbound1 -n 40 --no-pager -o cat")
+    );
+
+    // An upload and its download, through the media worker.
+    let uploaded = outside.call(
+        "POST",
+        &format!("https://matrix.{BUSY}/_matrix/media/v3/upload?filename=note.json"),
+        Some(&on_busy),
+        Some(r#"{"kept": "by the media worker"}"#),
+    );
+    let uri = uploaded.json["content_uri"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", uploaded.said))
+        .to_string();
+    let media_id = uri.rsplit('/').next().unwrap();
+    let downloaded = outside.call(
+        "GET",
+        &format!("https://matrix.{BUSY}/_matrix/client/v1/media/download/{BUSY}/{media_id}"),
+        Some(&on_busy),
+        None,
+    );
+    assert_eq!(
+        downloaded.json["kept"], "by the media worker",
+        "{}",
+        downloaded.said
+    );
+    assert!(
+        logged(&busy, "matrix-synapse-worker@media1", media_id) >= 1,
+        "{}",
+        busy.run("journalctl -u matrix-synapse-worker@media1 -n 40 --no-pager -o cat")
+    );
+
+    let dns = format!("{services}:53");
+    let checked = sandbox.run(&[
+        "check",
+        "inventory",
+        "--limit",
+        BUSY,
+        "--dns",
+        &dns,
+        "--ca-file",
+        outside.root.to_str().unwrap(),
+    ]);
+    assert_eq!(checked.code, 0, "{}", checked.transcript());
+    assert_next_apply_changes_nothing_on(
+        &sandbox,
+        &[(
+            &busy,
+            &[
+                "matrix-synapse",
+                "matrix-synapse-worker@client1",
+                "matrix-synapse-worker@media1",
+            ],
+        )],
+    );
+}

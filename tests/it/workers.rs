@@ -317,4 +317,61 @@ fn a_busy_homeserver_runs_synapse_workers_behind_nginx_and_federates() {
             ],
         )],
     );
+
+    // The media worker taken out: it stops once nginx routes media back
+    // to the main process, which serves uploads again.
+    let vars_path = sandbox
+        .path()
+        .join(format!("inventory/host_vars/{BUSY}.yaml"));
+    let vars = std::fs::read_to_string(&vars_path).unwrap();
+    std::fs::write(
+        &vars_path,
+        vars.replace("  - {name: media1, kind: media}\n", ""),
+    )
+    .unwrap();
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    assert_ne!(
+        busy.run("systemctl is-active matrix-synapse-worker@media1 || true"),
+        "active"
+    );
+    let uploaded = outside.call(
+        "POST",
+        &format!("https://matrix.{BUSY}/_matrix/media/v3/upload?filename=again.json"),
+        Some(&on_busy),
+        Some(r#"{"kept": "by the main process"}"#),
+    );
+    let uri = uploaded.json["content_uri"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", uploaded.said))
+        .to_string();
+    let media_id = uri.rsplit('/').next().unwrap();
+    assert!(logged(&busy, "matrix-synapse", media_id) >= 1);
+
+    // Workers off: every worker and their Redis stop, syncs go to the
+    // main process.
+    std::fs::write(&vars_path, vars.split("synapse_workers:").next().unwrap()).unwrap();
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    for unit in [
+        "matrix-synapse-worker@client1",
+        "matrix-synapse-worker@sender1",
+        "matrix-synapse-redis",
+    ] {
+        assert_ne!(
+            busy.run(&format!("systemctl is-active {unit} || true")),
+            "active",
+            "{unit}"
+        );
+    }
+    let synced = outside.call(
+        "GET",
+        &format!("https://matrix.{BUSY}/_matrix/client/v3/sync?timeout=0"),
+        Some(&on_busy),
+        None,
+    );
+    assert_eq!(synced.status, 200, "{}", synced.said);
+    assert!(logged(&busy, "matrix-synapse", "/_matrix/client/v3/sync") >= 1);
+    let plan = sandbox.run(&["plan", "--detailed-exitcode", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
 }

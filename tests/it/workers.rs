@@ -1,6 +1,7 @@
 //! Synapse's worker mode on one booted machine, for real: the busy
 //! homeserver runs its main process, Redis and client, federation
-//! inbound, federation sender and media workers (role synapse-workers)
+//! inbound, federation sender, media, event persister, pusher and
+//! background workers (role synapse-workers)
 //! behind nginx, next to an outside homeserver on a booted host of its
 //! own, both with certificates from pebble and names from the test's DNS.
 //! A client's syncs are answered by the client worker (its journal logs
@@ -91,7 +92,10 @@ fn a_busy_homeserver_runs_synapse_workers_behind_nginx_and_federates() {
              \x20 - {{name: client1, kind: client}}\n\
              \x20 - {{name: inbound1, kind: federation_inbound}}\n\
              \x20 - {{name: sender1, kind: federation_sender}}\n\
-             \x20 - {{name: media1, kind: media}}\n",
+             \x20 - {{name: media1, kind: media}}\n\
+             \x20 - {{name: events1, kind: event_persister}}\n\
+             \x20 - {{name: pusher1, kind: pusher}}\n\
+             \x20 - {{name: background, kind: background}}\n",
             std::fs::read_to_string(
                 sandbox
                     .path()
@@ -135,6 +139,9 @@ fn a_busy_homeserver_runs_synapse_workers_behind_nginx_and_federates() {
         "matrix-synapse-worker@inbound1",
         "matrix-synapse-worker@sender1",
         "matrix-synapse-worker@media1",
+        "matrix-synapse-worker@events1",
+        "matrix-synapse-worker@pusher1",
+        "matrix-synapse-worker@background",
     ] {
         assert_eq!(
             busy.run(&format!("systemctl is-active {unit} || true")),
@@ -230,6 +237,17 @@ fn a_busy_homeserver_runs_synapse_workers_behind_nginx_and_federates() {
         Some(r#"{"msgtype": "m.text", "body": "sent by a worker"}"#),
     );
     assert_eq!(sent.status, 200, "{}", sent.said);
+    // The event persister wrote it: the `events` stream is its alone, so
+    // the worker that took the request sent it there over replication.
+    assert!(
+        logged(
+            &busy,
+            "matrix-synapse-worker@events1",
+            "/_synapse/replication/"
+        ) > 0,
+        "{}",
+        busy.run("journalctl -u matrix-synapse-worker@events1 -n 40 --no-pager -o cat")
+    );
     let started = Instant::now();
     loop {
         let messages = outside.call(

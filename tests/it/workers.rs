@@ -114,7 +114,11 @@ fn a_busy_homeserver_runs_synapse_workers_behind_nginx_and_federates() {
              # The test network is private, and its CA is pebble.\n\
              synapse_extra:\n  ip_range_whitelist: [10.231.0.0/16]\n\
              \x20 federation_custom_ca_list: [/etc/ssl/acme-test/pebble-root.pem]\n\
-             \x20 trusted_key_servers: []\n",
+             \x20 trusted_key_servers: []\n\
+             \x20 # The load below is about processes, not Synapse's rate limits.\n\
+             \x20 rc_message: {{per_second: 1000, burst_count: 1000}}\n\
+             \x20 rc_registration: {{per_second: 1000, burst_count: 1000}}\n\
+             \x20 rc_joins: {{local: {{per_second: 1000, burst_count: 1000}}}}\n",
             pebble.directory
         ),
     );
@@ -336,6 +340,67 @@ fn a_busy_homeserver_runs_synapse_workers_behind_nginx_and_federates() {
         )],
     );
 
+    // Load, bounded in time and count: twenty users holding 200
+    // long-polling syncs while a message goes out every 100 ms, with the
+    // workers (and below, as a monolith).
+    let token = sandbox.run(&["token", "create", BUSY, "--uses", "20"]);
+    assert_eq!(token.code, 0, "{}", token.transcript());
+    let token = token.stdout.lines().last().unwrap().trim().to_string();
+    let users: Vec<String> = (0..20)
+        .map(|n| {
+            let url = format!("https://matrix.{BUSY}/_matrix/client/v3/register");
+            let body = |auth: serde_json::Value| {
+                serde_json::json!({"username": format!("load{n}"), "password": "a long load passphrase", "auth": auth})
+                    .to_string()
+            };
+            let start = outside.call("POST", &url, None, Some(&body(serde_json::Value::Null)));
+            let session = start.json["session"].as_str().unwrap_or_default().to_string();
+            let mut registered = serde_json::Value::Null;
+            for auth in [
+                serde_json::json!({"type": "m.login.registration_token", "token": token, "session": session}),
+                serde_json::json!({"type": "m.login.dummy", "session": session}),
+            ] {
+                registered = outside.call("POST", &url, None, Some(&body(auth))).json;
+                if registered["access_token"].is_string() {
+                    break;
+                }
+            }
+            let access = registered["access_token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("load{n}: {registered}"))
+                .to_string();
+            let joined = outside.call(
+                "POST",
+                &format!("https://matrix.{BUSY}/_matrix/client/v3/join/{room_id}"),
+                Some(&access),
+                Some("{}"),
+            );
+            assert_eq!(joined.status, 200, "{}", joined.said);
+            access
+        })
+        .collect();
+    let busy_address = names
+        .iter()
+        .find(|(name, _)| name == &format!("matrix.{BUSY}"))
+        .unwrap()
+        .1
+        .clone();
+    let load_holds_as = |layout: &str| {
+        load_holds(
+            &load(
+                &outside.root,
+                &busy_address,
+                &room_id,
+                &on_busy,
+                &users,
+                200,
+                30,
+            ),
+            layout,
+        )
+    };
+    load_holds_as("workers");
+
     // The media worker taken out: it stops once nginx routes media back
     // to the main process, which serves uploads again.
     let vars_path = sandbox
@@ -392,4 +457,192 @@ fn a_busy_homeserver_runs_synapse_workers_behind_nginx_and_federates() {
     assert!(logged(&busy, "matrix-synapse", "/_matrix/client/v3/sync") >= 1);
     let plan = sandbox.run(&["plan", "--detailed-exitcode", "inventory"]);
     assert_eq!(plan.code, 0, "{}", plan.transcript());
+
+    load_holds_as("monolith");
+}
+
+/// What a load run measured: each message send's round trip, and each
+/// message's delivery to a waiting sync (from its origin_server_ts: the
+/// booted hosts share the test machine's clock), in milliseconds; and
+/// every request that failed.
+#[derive(Default)]
+struct Load {
+    sends: Vec<u64>,
+    deliveries: Vec<u64>,
+    errors: Vec<String>,
+}
+
+impl Load {
+    fn percentile(values: &[u64], percent: usize) -> u64 {
+        let mut sorted = values.to_vec();
+        sorted.sort_unstable();
+        sorted
+            .get((sorted.len() * percent / 100).min(sorted.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn summary(&self, layout: &str) -> String {
+        format!(
+            "{layout}: {} sends p50 {} ms p95 {} ms; {} deliveries p50 {} ms p95 {} ms; {} errors",
+            self.sends.len(),
+            Load::percentile(&self.sends, 50),
+            Load::percentile(&self.sends, 95),
+            self.deliveries.len(),
+            Load::percentile(&self.deliveries, 50),
+            Load::percentile(&self.deliveries, 95),
+            self.errors.len()
+        )
+    }
+}
+
+/// A load run had no error, and every message sent reached most of the
+/// waiting syncs; its numbers go to stderr (README, "When a customer
+/// outgrows a machine").
+fn load_holds(measured: &Load, layout: &str) {
+    eprintln!("{}", measured.summary(layout));
+    assert!(
+        measured.errors.is_empty(),
+        "{layout}: {:?}",
+        measured.errors
+    );
+    assert!(
+        measured.sends.len() >= 30 && measured.deliveries.len() >= measured.sends.len() * 50,
+        "{}",
+        measured.summary(layout)
+    );
+}
+
+/// `syncs` long-polling sync loops (spread over `users`' tokens) and a
+/// message to `room_id` every 100 ms from `sender`, for `seconds`,
+/// through the web server at `address` (HTTPS, pebble's `root`).
+fn load(
+    root: &std::path::Path,
+    address: &str,
+    room_id: &str,
+    sender: &str,
+    users: &[String],
+    syncs: usize,
+    seconds: u64,
+) -> Load {
+    use std::sync::{Arc, Mutex};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .tls_certs_only([
+                reqwest::Certificate::from_pem(&std::fs::read(root).unwrap()).unwrap(),
+            ])
+            .resolve(
+                &format!("matrix.{BUSY}"),
+                format!("{address}:443").parse().unwrap(),
+            )
+            .timeout(Duration::from_secs(40))
+            .build()
+            .unwrap();
+        let base = format!("https://matrix.{BUSY}/_matrix/client/v3");
+        let measured = Arc::new(Mutex::new(Load::default()));
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let now_ms = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+        };
+        let mut tasks = Vec::new();
+        for index in 0..syncs {
+            let (client, base, measured) = (client.clone(), base.clone(), measured.clone());
+            let token = users[index % users.len()].clone();
+            let room_id = room_id.to_string();
+            tasks.push(tokio::spawn(async move {
+                let mut since: Option<String> = None;
+                while Instant::now() < deadline {
+                    let url = match &since {
+                        None => format!("{base}/sync?timeout=0"),
+                        Some(since) => format!("{base}/sync?timeout=10000&since={since}"),
+                    };
+                    let answer = client.get(&url).bearer_auth(&token).send().await;
+                    let json: serde_json::Value = match answer {
+                        Ok(answer) if answer.status() == 200 => {
+                            let bytes = answer.bytes().await.unwrap_or_default();
+                            serde_json::from_slice(&bytes).unwrap_or_default()
+                        }
+                        Ok(answer) => {
+                            measured
+                                .lock()
+                                .unwrap()
+                                .errors
+                                .push(format!("sync: {}", answer.status()));
+                            continue;
+                        }
+                        Err(error) => {
+                            measured
+                                .lock()
+                                .unwrap()
+                                .errors
+                                .push(format!("sync: {error}"));
+                            continue;
+                        }
+                    };
+                    let received = now_ms();
+                    if since.is_some() {
+                        let events = json["rooms"]["join"][&room_id]["timeline"]["events"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default();
+                        let mut load = measured.lock().unwrap();
+                        for event in events {
+                            if event["content"]["body"]
+                                .as_str()
+                                .is_some_and(|body| body.starts_with("load "))
+                                && let Some(sent) = event["origin_server_ts"].as_u64()
+                            {
+                                load.deliveries.push(received.saturating_sub(sent));
+                            }
+                        }
+                    }
+                    since = json["next_batch"].as_str().map(str::to_string);
+                }
+            }));
+        }
+        let mut sequence = 0;
+        while Instant::now() < deadline {
+            sequence += 1;
+            let started = Instant::now();
+            let sent = client
+                .put(format!(
+                    "{base}/rooms/{room_id}/send/m.room.message/load{}-{sequence}",
+                    std::process::id()
+                ))
+                .bearer_auth(sender)
+                .header("Content-Type", "application/json")
+                .body(
+                    serde_json::json!({"msgtype": "m.text", "body": format!("load {sequence}")})
+                        .to_string(),
+                )
+                .send()
+                .await;
+            let elapsed = started.elapsed().as_millis() as u64;
+            match sent {
+                Ok(answer) if answer.status() == 200 => {
+                    measured.lock().unwrap().sends.push(elapsed)
+                }
+                Ok(answer) => measured
+                    .lock()
+                    .unwrap()
+                    .errors
+                    .push(format!("send: {}", answer.status())),
+                Err(error) => measured
+                    .lock()
+                    .unwrap()
+                    .errors
+                    .push(format!("send: {error}")),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        std::mem::take(&mut *measured.lock().unwrap())
+    })
 }

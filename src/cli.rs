@@ -721,7 +721,8 @@ pub struct ApplyArgs {
     pub batch: Option<crate::fleet::BatchSize>,
 
     /// Start no new batch once more than this percentage of hosts failed
-    /// (default: 100 without --gate, 0 with it: any failed check stops).
+    /// (default 100). With --gate and no --max-fail, the first failed
+    /// check stops the rollout.
     #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
     pub max_fail: Option<f64>,
 

@@ -2,6 +2,7 @@
 //! fails is reported with its reason and never stops the others; results are
 //! always returned sorted by host name, whatever order tasks finished in.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,10 @@ pub(crate) struct Target {
     /// Renders the host again once its facts are known (when `rendered`
     /// read them): the same roles, inventory and templates.
     pub render_again: RenderAgain,
+    /// The hosts apply finishes before starting this one (the machine of
+    /// a homeserver's database before the homeserver's, the homeserver's
+    /// before its workers' machines).
+    pub needs: Vec<String>,
 }
 
 /// A host rendered with facts it told: the rendered host, or the
@@ -68,6 +73,8 @@ pub(crate) struct PlannedHost {
     pub desired: DesiredState,
     /// Things for the operator to do outside the host, from the roles.
     pub notes: Vec<String>,
+    /// See `Target::needs`.
+    pub needs: Vec<String>,
 }
 
 /// Runs `work` on every item, at most `forks` at a time, each within
@@ -127,6 +134,7 @@ async fn plan_one(target: Target, transport: Transport, timeout: Duration) -> Pl
         host,
         rendered,
         render_again,
+        needs,
     } = target;
     let reached_by = match &host.connection {
         Connection::Local => format!("local, root {}", host.root.display()),
@@ -167,6 +175,7 @@ async fn plan_one(target: Target, transport: Transport, timeout: Duration) -> Pl
         observed,
         desired: rendered.files,
         notes: rendered.notes,
+        needs,
     }
 }
 
@@ -362,10 +371,13 @@ pub(crate) async fn apply(
     rollout: Rollout<'_>,
     lock_owner: &str,
 ) -> Vec<AppliedHost> {
-    let work: Vec<&PlannedHost> = planned
+    let mut work: Vec<&PlannedHost> = planned
         .iter()
         .filter(|host| host.plan.as_ref().is_ok_and(|plan| !plan.is_empty()))
         .collect();
+    // What a host needs comes first, in its batch or an earlier one.
+    let levels = levels(&work);
+    work.sort_by_key(|host| levels.get(host.name.as_str()).copied().unwrap_or(0));
     let total = planned.len().max(1);
     let mut failed = planned.iter().filter(|host| host.plan.is_err()).count();
     let batch_size = match rollout.batch {
@@ -409,61 +421,92 @@ pub(crate) async fn apply(
             }
             break;
         }
-        let jobs: Vec<ApplyJob> = batch
+        let mut results: Vec<AppliedHost> = Vec::new();
+        let batch_levels: std::collections::BTreeSet<usize> = batch
             .iter()
-            .map(|host| {
-                let plan = host
-                    .plan
-                    .as_ref()
-                    .expect("only planned hosts are in the work list");
-                let run_id = run_id(&host.name);
-                let confirm_seconds = plan
-                    .handlers
-                    .iter()
-                    .filter_map(|handler| handler.armed.as_ref())
-                    .map(|armed| u64::from(armed.seconds))
-                    .max()
-                    .unwrap_or(0);
-                ApplyJob {
-                    name: host.name.clone(),
-                    transport: host.transport.clone(),
-                    program: Program::detached(
-                        &host.root,
-                        &host.state_dir,
-                        &run_id,
-                        transaction(&host.root, &host.state_dir, &run_id, plan, lock_owner),
-                        confirm_seconds > 0,
-                    ),
-                    run_id,
-                    root: host.root.clone(),
-                    state_dir: host.state_dir.clone(),
-                    confirm_seconds,
-                    installs: plan.system.iter().any(|change| {
-                        matches!(
-                            change.item,
-                            crate::system::Item::Package { .. } | crate::system::Item::Venv { .. }
-                        )
+            .map(|host| levels.get(host.name.as_str()).copied().unwrap_or(0))
+            .collect();
+        for level in batch_levels {
+            let mut jobs_hosts: Vec<&PlannedHost> = Vec::new();
+            for host in batch
+                .iter()
+                .filter(|host| levels.get(host.name.as_str()).copied().unwrap_or(0) == level)
+            {
+                // A host whose database or homeserver failed here waits for
+                // the next apply.
+                let failed_need = host.needs.iter().find(|need| {
+                    applied
+                        .iter()
+                        .chain(&results)
+                        .any(|done: &AppliedHost| &done.name == *need && !done.result.went_live())
+                });
+                match failed_need {
+                    Some(need) => results.push(AppliedHost {
+                        name: host.name.clone(),
+                        result: Applied::NotStarted(format!(
+                            "not started: {need}, which it needs first, was not applied"
+                        )),
                     }),
+                    None => jobs_hosts.push(host),
+                }
+            }
+            let jobs: Vec<ApplyJob> = jobs_hosts
+                .iter()
+                .map(|host| {
+                    let plan = host
+                        .plan
+                        .as_ref()
+                        .expect("only planned hosts are in the work list");
+                    let run_id = run_id(&host.name);
+                    let confirm_seconds = plan
+                        .handlers
+                        .iter()
+                        .filter_map(|handler| handler.armed.as_ref())
+                        .map(|armed| u64::from(armed.seconds))
+                        .max()
+                        .unwrap_or(0);
+                    ApplyJob {
+                        name: host.name.clone(),
+                        transport: host.transport.clone(),
+                        program: Program::detached(
+                            &host.root,
+                            &host.state_dir,
+                            &run_id,
+                            transaction(&host.root, &host.state_dir, &run_id, plan, lock_owner),
+                            confirm_seconds > 0,
+                        ),
+                        run_id,
+                        root: host.root.clone(),
+                        state_dir: host.state_dir.clone(),
+                        confirm_seconds,
+                        installs: plan.system.iter().any(|change| {
+                            matches!(
+                                change.item,
+                                crate::system::Item::Package { .. }
+                                    | crate::system::Item::Venv { .. }
+                            )
+                        }),
+                    }
+                })
+                .collect();
+            let timeout = options.timeout;
+            let done = for_each_bounded(jobs, options.forks, &progress, move |job| async move {
+                // Installing software takes minutes, not seconds: such an apply
+                // is waited for at least INSTALL_TIMEOUT.
+                let timeout = if job.installs {
+                    timeout.max(INSTALL_TIMEOUT)
+                } else {
+                    timeout
+                };
+                let result = apply_one(&job, timeout).await;
+                AppliedHost {
+                    name: job.name,
+                    result,
                 }
             })
-            .collect();
-        let timeout = options.timeout;
-        let results = for_each_bounded(jobs, options.forks, &progress, move |job| async move {
-            // Installing software takes minutes, not seconds: such an apply
-            // is waited for at least INSTALL_TIMEOUT.
-            let timeout = if job.installs {
-                timeout.max(INSTALL_TIMEOUT)
-            } else {
-                timeout
-            };
-            let result = apply_one(&job, timeout).await;
-            AppliedHost {
-                name: job.name,
-                result,
-            }
-        })
-        .await;
-        let mut results = results;
+            .await;
+            results.extend(done);
+        }
         if let Some(gate) = rollout.gate {
             let live: Vec<String> = results
                 .iter()
@@ -489,6 +532,35 @@ pub(crate) async fn apply(
     progress.finish();
     applied.sort_by(|a, b| a.name.cmp(&b.name));
     applied
+}
+
+/// How many hosts of `work` each one waits for in a chain (0: none):
+/// apply starts the hosts of one level together, after the level before.
+/// A cycle (two homeservers' parts on each other's machines) stops
+/// counting after as many rounds as there are hosts.
+fn levels<'a>(work: &[&'a PlannedHost]) -> BTreeMap<&'a str, usize> {
+    let mut levels: BTreeMap<&str, usize> =
+        work.iter().map(|host| (host.name.as_str(), 0)).collect();
+    for _ in 0..work.len() {
+        let mut changed = false;
+        for host in work {
+            let needed = host
+                .needs
+                .iter()
+                .filter_map(|need| levels.get(need.as_str()))
+                .map(|level| level + 1)
+                .max()
+                .unwrap_or(0);
+            if needed > levels[host.name.as_str()] && needed <= work.len() {
+                levels.insert(host.name.as_str(), needed);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    levels
 }
 
 /// One host's apply, ready to run.

@@ -191,6 +191,128 @@ pub struct Manifest {
     /// removed: stop its service, or reload the server that included them.
     #[serde(default)]
     pub removal_handlers: Vec<HandlerSpec>,
+    /// Parts of the homeserver this role puts on other machines of the
+    /// inventory than the homeserver's own (its workers, its database):
+    /// each a part's name, an expression giving the machines' names, and
+    /// whether a part's machine is applied before or after the
+    /// homeserver's own.
+    #[serde(default)]
+    pub places: Vec<PlaceSpec>,
+    /// What this role renders on a machine that carries a part of a
+    /// homeserver, by part name: the kinds of this manifest the part
+    /// takes (`files`, `services`, `handlers`, ...). A role without the
+    /// part renders nothing there. Templates see the names of the parts
+    /// a machine carries as `parts` (`["main"]` on the homeserver's own
+    /// machine).
+    #[serde(default)]
+    pub parts: BTreeMap<String, Vec<ManifestKind>>,
+}
+
+/// Where a role puts a part of the homeserver (see `Manifest::places`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceSpec {
+    /// The part's name, which roles' `parts:` name too.
+    pub part: String,
+    /// An expression over the host's vars giving a list of machine names
+    /// (the homeserver's own machine among them is left out).
+    pub machines: String,
+    /// The var an error about a machine it names points at.
+    pub key: String,
+    /// Applied before the homeserver's machine (what it needs to start,
+    /// like its database) or after it (what needs it, like its workers).
+    pub applied: PartOrder,
+}
+
+/// When a part's machine is applied, next to the homeserver's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartOrder {
+    Before,
+    After,
+}
+
+/// The kinds of a manifest a part of a homeserver may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ManifestKind {
+    Files,
+    Repositories,
+    Packages,
+    Groups,
+    Users,
+    Directories,
+    Venvs,
+    Services,
+    Databases,
+    Generated,
+    Certificates,
+    Ports,
+    Contributes,
+    Validators,
+    Handlers,
+    RemovalHandlers,
+    Notes,
+}
+
+impl Manifest {
+    /// This manifest as parts of a homeserver take it: the kinds listed
+    /// kept, every other kind that acts on a host or speaks of the
+    /// homeserver as a whole (data, tasks, probes, looks, metrics, facts,
+    /// exports, the checklist) left out. None when the role has no share
+    /// in any of those parts.
+    pub fn for_parts(&self, parts: &[String]) -> Option<Manifest> {
+        let kinds: Vec<ManifestKind> = parts
+            .iter()
+            .filter_map(|part| self.parts.get(part))
+            .flatten()
+            .copied()
+            .collect();
+        if !parts.iter().any(|part| self.parts.contains_key(part)) {
+            return None;
+        }
+        let keeps = |kind: ManifestKind| kinds.contains(&kind);
+        let mut manifest = self.clone();
+        macro_rules! keep {
+            ($($kind:ident => $field:ident),* $(,)?) => {
+                $(if !keeps(ManifestKind::$kind) {
+                    manifest.$field = Default::default();
+                })*
+            };
+        }
+        keep!(
+            Files => files,
+            Repositories => repositories,
+            Packages => packages,
+            Groups => groups,
+            Users => users,
+            Directories => directories,
+            Venvs => venvs,
+            Services => services,
+            Databases => databases,
+            Generated => generated,
+            Certificates => certificates,
+            Ports => ports,
+            Contributes => contributes,
+            Validators => validators,
+            Handlers => handlers,
+            RemovalHandlers => removal_handlers,
+            Notes => notes,
+        );
+        manifest.data = Vec::new();
+        manifest.tasks = BTreeMap::new();
+        manifest.checklist = Vec::new();
+        manifest.probes = Vec::new();
+        manifest.health = Vec::new();
+        manifest.status = Vec::new();
+        manifest.metrics = Vec::new();
+        manifest.exports = Vec::new();
+        manifest.facts = BTreeMap::new();
+        manifest.impacts = Vec::new();
+        manifest.refusals = Vec::new();
+        manifest.places = Vec::new();
+        Some(manifest)
+    }
 }
 
 pub use crate::options::{OptionSpec, OptionType};
@@ -379,6 +501,15 @@ pub struct PortSpec {
     /// port of a homeserver's own service is refused twice.
     #[serde(default)]
     pub shared: bool,
+    /// Open it to these addresses alone: an expression giving a list of
+    /// IP addresses (the other machines of a homeserver spread over
+    /// several). Unset: open to everyone.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// One port per item of this list (an expression), as a file's `each`:
+    /// the other fields read `item` and `index`.
+    #[serde(default)]
+    pub each: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
@@ -1560,6 +1691,9 @@ pub struct OpenPort {
     /// Its declaration's `shared`.
     #[serde(skip)]
     pub shared: bool,
+    /// The only addresses it is open to (none: everyone), sorted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<String>,
 }
 
 #[cfg(test)]

@@ -209,7 +209,12 @@ async fn open_ports(net: &Net, host: &str, ports: &[OpenPort], findings: &mut Fi
         }
     };
     let mut probes = Vec::new();
-    for port in ports.iter().filter(|port| port.proto == Proto::Tcp) {
+    // A port open to a homeserver's own machines alone is not for the
+    // world to reach.
+    for port in ports
+        .iter()
+        .filter(|port| port.proto == Proto::Tcp && port.from.is_empty())
+    {
         for ip in &ips {
             probes.push((port, SocketAddr::new(*ip, port.start)));
         }

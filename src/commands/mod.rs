@@ -231,6 +231,7 @@ pub(crate) fn prepare_looking(
     if !problems.is_empty() {
         return Err(Problems(problems).into());
     }
+    order_parts(&inventory, &mut targets);
     Ok(Prepared {
         targets,
         redactor,
@@ -240,28 +241,66 @@ pub(crate) fn prepare_looking(
     })
 }
 
-/// `selected` with every other homeserver on the machines of those it
-/// holds: a machine is planned and applied whole, or the customers left
-/// out would look like files to remove.
+/// `selected` with the parts of them on other machines, and everything
+/// else on the machines of those it holds: a machine is planned and
+/// applied whole, or the customers and parts left out would look like
+/// files to remove.
 fn whole_machines<'a>(
     inventory: &'a Inventory,
     selected: Vec<&'a inventory::Host>,
 ) -> Vec<&'a inventory::Host> {
+    let chosen = |host: &inventory::Host| selected.iter().any(|chosen| chosen.name == host.name);
     let machines: std::collections::BTreeSet<&str> = selected
         .iter()
+        .copied()
+        .chain(inventory.parts.iter().filter(|part| chosen(part)))
         .filter_map(|host| Some(host.placement.as_ref()?.machine.as_str()))
         .collect();
+    let on_those_machines = |host: &inventory::Host| {
+        host.placement
+            .as_ref()
+            .is_some_and(|placement| machines.contains(placement.machine.as_str()))
+    };
     inventory
         .hosts
         .iter()
-        .filter(|host| {
-            selected.iter().any(|chosen| chosen.name == host.name)
-                || host
-                    .placement
-                    .as_ref()
-                    .is_some_and(|placement| machines.contains(placement.machine.as_str()))
-        })
+        .chain(&inventory.parts)
+        .filter(|host| (host.part.is_none() && chosen(host)) || on_those_machines(host))
         .collect()
+}
+
+/// Which target each homeserver spread over machines needs applied
+/// first: a part applied `before` (its database) ahead of the
+/// homeserver's own machine, one applied `after` (its workers) behind it.
+fn order_parts(inventory: &Inventory, targets: &mut [Target]) {
+    let target_of = |host: &inventory::Host| match &host.placement {
+        Some(placement) => placement.machine.clone(),
+        None => host.name.to_string(),
+    };
+    let mut needs: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for part in &inventory.parts {
+        let (Some(carried), Some(placement)) = (&part.part, &part.placement) else {
+            continue;
+        };
+        let home = inventory
+            .hosts
+            .iter()
+            .find(|host| host.name == part.name)
+            .map(target_of)
+            .unwrap_or_else(|| carried.home.clone());
+        let (first, then) = match carried.applied {
+            crate::roles::PartOrder::Before => (placement.machine.clone(), home),
+            crate::roles::PartOrder::After => (home, placement.machine.clone()),
+        };
+        needs.entry(then).or_default().push(first);
+    }
+    for target in targets {
+        if let Some(first) = needs.remove(target.host.name.as_str()) {
+            target.needs = first;
+            target.needs.sort();
+            target.needs.dedup();
+        }
+    }
 }
 
 /// A host ready to plan. A host that is a directory on this machine (the
@@ -274,12 +313,14 @@ fn target(host: inventory::Host, rendered: Rendered, render_again: fleet::Render
             host,
             rendered: rendered.without_owners(),
             render_again: without_owners(render_again),
+            needs: Vec::new(),
         }
     } else {
         Target {
             host,
             rendered,
             render_again,
+            needs: Vec::new(),
         }
     }
 }
@@ -375,6 +416,8 @@ fn machine_host(
     host.name = found.name.clone();
     host.groups = found.groups.clone();
     host.placement = None;
+    host.part = None;
+    host.private_address = found.private_address.clone();
     host.warnings = Vec::new();
     host.secret_values = customers
         .iter()

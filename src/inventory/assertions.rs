@@ -36,6 +36,7 @@ pub fn broken(
     core: &CoreVars,
     merged: &Mapping,
     server_name: Option<&DnsName>,
+    around: &Mapping,
 ) -> Vec<Broken> {
     if roles
         .roles
@@ -44,31 +45,14 @@ pub fn broken(
     {
         return Vec::new();
     }
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.add_filter("did_you_mean", did_you_mean);
-    let mut base = merged.clone();
-    // The core's typed vars carry their defaults; the raw values do not.
-    if let Ok(Value::Mapping(core)) = serde_yaml::to_value(core) {
-        base.extend(core);
-    }
-    if let Some(name) = server_name {
-        base.insert("server_name".into(), name.as_str().into());
-    }
-    // The host's vars become a template value once; each role's constants
-    // are laid over them without copying (the later map wins), as cloning
-    // and converting every var for every role cost more than the rules.
-    let base = JinjaValue::from(Serde(base));
+    let env = environment();
+    let base = base_context(core, merged, server_name, around);
     let mut broken = Vec::new();
     for role in roles.roles.values() {
         if role.manifest.assertions.is_empty() {
             continue;
         }
-        let context = if role.constants.is_empty() {
-            base.clone()
-        } else {
-            minijinja::value::merge_maps([base.clone(), JinjaValue::from(Serde(&role.constants))])
-        };
+        let context = role_context(&base, role);
         let eval = |expression: &str, context: &JinjaValue| {
             env.compile_expression(expression)
                 .and_then(|compiled| compiled.eval(context.clone()))
@@ -135,6 +119,102 @@ pub fn broken(
         }
     }
     broken
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.add_filter("did_you_mean", did_you_mean);
+    env
+}
+
+/// The host's vars (the core's typed ones carry their defaults; the raw
+/// values do not), its server name and what it sees of the inventory, as
+/// one template value.
+fn base_context(
+    core: &CoreVars,
+    merged: &Mapping,
+    server_name: Option<&DnsName>,
+    around: &Mapping,
+) -> JinjaValue {
+    let mut base = merged.clone();
+    if let Ok(Value::Mapping(core)) = serde_yaml::to_value(core) {
+        base.extend(core);
+    }
+    base.extend(around.clone());
+    if let Some(name) = server_name {
+        base.insert("server_name".into(), name.as_str().into());
+    }
+    JinjaValue::from(Serde(base))
+}
+
+/// The host's vars with a role's constants laid over them without copying
+/// (the later map wins), as cloning and converting every var for every
+/// role cost more than the rules.
+fn role_context(base: &JinjaValue, role: &crate::roles::Role) -> JinjaValue {
+    if role.constants.is_empty() {
+        base.clone()
+    } else {
+        minijinja::value::merge_maps([base.clone(), JinjaValue::from(Serde(&role.constants))])
+    }
+}
+
+/// Where a role that applies to the host places parts of it: each
+/// `places:` entry with the machine names its expression gives (the
+/// host's own machine left out, no name twice), or the role's mistake.
+pub fn places(
+    roles: &RoleSet,
+    core: &CoreVars,
+    merged: &Mapping,
+    server_name: &DnsName,
+    around: &Mapping,
+) -> Result<Vec<(crate::roles::PlaceSpec, Vec<String>)>, Broken> {
+    let env = environment();
+    let base = base_context(core, merged, Some(server_name), around);
+    let own = around.get("machine_name").and_then(Value::as_str);
+    let mut placed = Vec::new();
+    for role in roles.roles.values() {
+        if role.manifest.places.is_empty() {
+            continue;
+        }
+        let context = role_context(&base, role);
+        let eval = |expression: &str| {
+            env.compile_expression(expression)
+                .and_then(|compiled| compiled.eval(context.clone()))
+        };
+        match eval(&role.manifest.when) {
+            Ok(applies) if applies.is_true() => {}
+            _ => continue,
+        }
+        for (index, place) in role.manifest.places.iter().enumerate() {
+            let unusable = |reason: String| Broken {
+                key: format!("places[{index}].machines"),
+                message: format!("role `{}`: cannot evaluate a place: {reason}", role.name),
+                hint: Some(
+                    "a place's `machines` is an expression giving a list of machine names".into(),
+                ),
+                manifest: Some(role.path.clone()),
+                turned_on_by: Vec::new(),
+            };
+            let value = eval(&place.machines).map_err(|error| unusable(error.to_string()))?;
+            let names = value
+                .try_iter()
+                .map_err(|_| unusable(format!("it gave {}, not a list", value.kind())))?;
+            let mut machines = Vec::new();
+            for name in names {
+                let Some(name) = name.as_str().map(str::to_string) else {
+                    return Err(unusable(format!("it gave {name}, not a machine's name")));
+                };
+                if Some(name.as_str()) != own && !machines.contains(&name) {
+                    machines.push(name);
+                }
+            }
+            if !machines.is_empty() {
+                placed.push((place.clone(), machines));
+            }
+        }
+    }
+    Ok(placed)
 }
 
 /// One context per item of `items` (a list, or a map's keys), each the

@@ -95,6 +95,29 @@ pub struct Machine {
     pub groups: Vec<String>,
     /// Its customers, by server name, sorted.
     pub customers: Vec<DnsName>,
+    /// The parts of homeservers it carries (server name, part), sorted.
+    pub parts: Vec<(DnsName, String)>,
+    /// How it is reached, as a customer of it would be.
+    pub connection: super::Connection,
+    pub root: std::path::PathBuf,
+    pub private_address: Option<String>,
+}
+
+/// A part of a homeserver on another machine than its own: its workers,
+/// its database. The part is rendered from the homeserver's vars (so its
+/// secrets, paths and names are the homeserver's) with the roles that
+/// have a share in the part (`parts:` in a manifest), and is planned and
+/// applied with the machine that carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// The parts' names (`workers`, `database`), as roles' `places:` say,
+    /// sorted: one machine may carry several parts of one homeserver.
+    pub names: Vec<String>,
+    /// The machine the homeserver itself is on (its own name when it is a
+    /// whole host).
+    pub home: String,
+    /// Applied before or after the homeserver's own machine.
+    pub applied: crate::roles::PartOrder,
 }
 
 /// The server name with `-` for `.` when that is short enough; otherwise

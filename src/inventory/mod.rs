@@ -17,6 +17,7 @@ pub mod assertions;
 pub mod explain;
 pub mod layers;
 pub mod machines;
+mod parts;
 pub(crate) use crate::locate;
 pub(crate) use crate::values::matrix;
 pub mod schema;
@@ -33,8 +34,8 @@ use crate::problem::{
 use crate::roles::RoleSet;
 use crate::secrets::{MasterKey, SecretName};
 use layers::{Layered, Source};
-pub use machines::{Layout, Machine, Placement};
-use schema::{CORE_KEYS, CoreVars, DnsName, Port, RESERVED_KEYS, SshOptions};
+pub use machines::{Layout, Machine, Part, Placement};
+use schema::{CORE_KEYS, CoreVars, DnsName, IpAddress, Port, RESERVED_KEYS, SshOptions};
 
 /// A checked inventory: every host valid, ready to render.
 #[derive(Debug)]
@@ -42,6 +43,10 @@ pub struct Inventory {
     pub dir: PathBuf,
     /// Sorted by name.
     pub hosts: Vec<Host>,
+    /// The parts of homeservers on other machines than their own (each a
+    /// `Host` with its homeserver's name and vars, reached as the machine
+    /// carrying it is), sorted by machine, then server name.
+    pub parts: Vec<Host>,
     /// The machines of hosts.yaml's `machines:`, sorted by name.
     pub machines: Vec<Machine>,
     pub groups: BTreeSet<String>,
@@ -66,6 +71,12 @@ pub struct Host {
     pub root: PathBuf,
     /// The machine it shares with other homeservers, if it does.
     pub placement: Option<Placement>,
+    /// Where the other machines of a homeserver spread over several reach
+    /// its machine (hosts.yaml's `private_address`).
+    pub private_address: Option<String>,
+    /// Set when this is a part of the homeserver on another machine than
+    /// its own (`Inventory::parts`).
+    pub part: Option<Part>,
     pub vars: CoreVars,
     /// All vars after precedence, core and role vars alike, for templates.
     pub merged: Mapping,
@@ -162,7 +173,7 @@ struct HostsFile {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a map of host settings (ssh, groups, connection, root, or machine and layout)"
+    expecting = "a map of host settings (ssh, groups, connection, root, private_address, or machine and layout)"
 )]
 struct HostEntry {
     #[serde(default)]
@@ -178,13 +189,17 @@ struct HostEntry {
     machine: Option<String>,
     #[serde(default)]
     layout: Option<Layout>,
+    /// The address the other machines of a homeserver spread over several
+    /// reach this one at (a placed homeserver takes its machine's).
+    #[serde(default)]
+    private_address: Option<IpAddress>,
 }
 
 /// A machine of `machines:`: how it is reached, and its groups.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a map of machine settings (ssh, groups, connection, root)"
+    expecting = "a map of machine settings (ssh, groups, connection, root, private_address)"
 )]
 struct MachineEntry {
     #[serde(default)]
@@ -195,6 +210,9 @@ struct MachineEntry {
     connection: Option<ConnectionKind>,
     #[serde(default)]
     root: Option<PathBuf>,
+    /// The address the machine's peers reach it at (see `HostEntry`).
+    #[serde(default)]
+    private_address: Option<IpAddress>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -304,6 +322,7 @@ impl Inventory {
                 ("ssh", entry.ssh.is_some()),
                 ("connection", entry.connection.is_some()),
                 ("root", entry.root.is_some()),
+                ("private_address", entry.private_address.is_some()),
             ];
             for (key, _) in reach.iter().filter(|(_, given)| *given) {
                 problems.push(
@@ -329,6 +348,7 @@ impl Inventory {
                 root: machine_entry.root.clone(),
                 machine: Some(machine),
                 layout: entry.layout,
+                private_address: machine_entry.private_address.clone(),
             };
         }
 
@@ -395,6 +415,10 @@ impl Inventory {
             .map_err(|problem| problems.push(problem))
             .ok();
 
+        // What the roles' rules and places read of the inventory beyond
+        // the host: the machines, and the private addresses of machines
+        // and whole hosts.
+        let inventory_vars = inventory_vars(&machines, &names);
         // Each host's vars are layered and checked on its own, so hosts
         // are worked on in parallel; results keep the hosts' order.
         let names: Vec<_> = names.into_iter().collect();
@@ -410,6 +434,7 @@ impl Inventory {
                 dns_name,
                 entry,
                 *line,
+                &inventory_vars,
             )
         });
         let mut hosts = Vec::new();
@@ -428,22 +453,47 @@ impl Inventory {
         }
 
         problems.extend(placement_problems(&hosts_path, &hosts));
-        let machines = machines
+        let mut machines: Vec<Machine> = machines
             .into_values()
-            .map(|(name, entry, _)| Machine {
-                customers: hosts
-                    .iter()
-                    .filter(|host| {
-                        host.placement
-                            .as_ref()
-                            .is_some_and(|placement| placement.machine == name.as_str())
-                    })
-                    .map(|host| host.name.clone())
-                    .collect(),
-                name,
-                groups: entry.groups,
+            .filter_map(|(name, entry, line)| {
+                let (connection, root) =
+                    machine_reach(dir, &hosts_path, name.as_str(), &entry, line)
+                        .map_err(|problem| problems.push(problem))
+                        .ok()?;
+                Some(Machine {
+                    customers: hosts
+                        .iter()
+                        .filter(|host| {
+                            host.placement
+                                .as_ref()
+                                .is_some_and(|placement| placement.machine == name.as_str())
+                        })
+                        .map(|host| host.name.clone())
+                        .collect(),
+                    parts: Vec::new(),
+                    connection,
+                    root,
+                    private_address: entry
+                        .private_address
+                        .as_ref()
+                        .map(|address| address.0.to_string()),
+                    name,
+                    groups: entry.groups,
+                })
             })
             .collect();
+        let parts = if problems.is_empty() {
+            parts::place(
+                &hosts_path,
+                roles,
+                &hosts,
+                &mut machines,
+                &inventory_vars,
+                &mut problems,
+            )
+        } else {
+            Vec::new()
+        };
 
         // A vars file several hosts read warns once.
         let warnings: Vec<String> = hosts
@@ -456,6 +506,7 @@ impl Inventory {
             Some(master_key) if problems.is_empty() => Ok(Inventory {
                 dir: dir.to_path_buf(),
                 hosts,
+                parts,
                 machines,
                 groups,
                 master_key,
@@ -493,6 +544,24 @@ impl Inventory {
             }
             None => Err(Problems(problems)),
         }
+    }
+
+    /// Machine or whole host name → the private address hosts.yaml gives
+    /// it (what templates read as `private_addresses`).
+    pub fn private_addresses(&self) -> Mapping {
+        let whole_hosts = self
+            .hosts
+            .iter()
+            .filter(|host| host.placement.is_none())
+            .map(|host| (host.name.as_str(), host.private_address.as_ref()));
+        let machines = self
+            .machines
+            .iter()
+            .map(|machine| (machine.name.as_str(), machine.private_address.as_ref()));
+        whole_hosts
+            .chain(machines)
+            .filter_map(|(name, address)| Some((name.into(), address?.as_str().into())))
+            .collect()
     }
 
     /// The name `host`'s secret `name` is derived for: its own server
@@ -576,6 +645,14 @@ impl Inventory {
                         .placement
                         .as_ref()
                         .is_some_and(|placement| glob.matches(&placement.machine))
+                    // A machine carrying a part of it.
+                    || self.parts.iter().any(|carried| {
+                        carried.name == host.name
+                            && carried
+                                .placement
+                                .as_ref()
+                                .is_some_and(|placement| glob.matches(&placement.machine))
+                    })
             })
             .map(|(index, _)| index)
             .collect();
@@ -806,6 +883,7 @@ fn load_host(
     dns_name: &DnsName,
     entry: &HostEntry,
     line: Option<usize>,
+    inventory_vars: &Mapping,
 ) -> Result<Host, Vec<Problem>> {
     let mut warnings = BTreeSet::new();
     let placement = entry
@@ -826,39 +904,20 @@ fn load_host(
         &mut warnings,
     )
     .map_err(|problem| vec![problem])?;
-    let root = match &entry.root {
-        None => PathBuf::from("/"),
-        Some(root) if root.is_absolute() => root.clone(),
-        // Relative roots are relative to the inventory, so an inventory
-        // works from any working directory.
-        Some(relative) => {
-            let root = dir.join(relative);
-            // `..` enough times reaches `/` (this machine itself) or a
-            // directory holding the inventory: never what a relative root
-            // means. An absolute root (or none) says so plainly.
-            if let (Ok(resolved), Ok(inventory)) = (root.canonicalize(), dir.canonicalize())
-                && inventory.starts_with(&resolved)
-            {
-                return Err(vec![
-                    Problem::new(format!(
-                        "root `{}` leads to {}, which holds the inventory itself",
-                        relative.display(),
-                        resolved.display()
-                    ))
-                    .in_file(hosts_path)
-                    .at_line(line)
-                    .at_key(format!("hosts.{name}.root"))
-                    .with_hint(Some(
-                        "a relative root is a directory of its own next to or inside the inventory \
-                         (like `.hosts/NAME`); to manage this machine, leave `root` out"
-                            .to_string(),
-                    )),
-                ]);
-            }
-            root
-        }
-    };
-    let (mut vars, merged) = check_vars(&layered, roles, Some(dns_name))?;
+    let root = resolve_root(
+        dir,
+        hosts_path,
+        &format!("hosts.{name}"),
+        entry.root.as_ref(),
+        line,
+    )
+    .map_err(|problem| vec![problem])?;
+    let mut around = inventory_vars.clone();
+    around.insert(
+        "machine_name".into(),
+        entry.machine.as_deref().unwrap_or(name).into(),
+    );
+    let (mut vars, merged) = check_vars(&layered, roles, Some(dns_name), &around)?;
     vars.ssh_options.relative_to(dir);
     let connection_kind = entry.connection.unwrap_or_default();
     if connection_kind == ConnectionKind::Ssh {
@@ -889,11 +948,112 @@ fn load_host(
         connection,
         root,
         placement,
+        private_address: entry
+            .private_address
+            .as_ref()
+            .map(|address| address.0.to_string()),
+        part: None,
         vars,
         merged,
         secret_values,
         warnings: warnings.into_iter().collect(),
     })
+}
+
+/// What the roles' rules and `places:` see of the inventory besides a
+/// host's vars: `inventory_machines` (the names under `machines:`) and
+/// `private_addresses` (machine or whole host name → its address).
+fn inventory_vars(
+    machines: &BTreeMap<String, (DnsName, MachineEntry, Option<usize>)>,
+    hosts: &BTreeMap<String, (DnsName, HostEntry, Option<usize>)>,
+) -> Mapping {
+    let mut addresses = Mapping::new();
+    let whole_hosts = hosts
+        .iter()
+        .filter(|(_, (_, entry, _))| entry.machine.is_none())
+        .map(|(name, (_, entry, _))| (name, entry.private_address.as_ref()));
+    let machine_addresses = machines
+        .iter()
+        .map(|(name, (_, entry, _))| (name, entry.private_address.as_ref()));
+    for (name, address) in whole_hosts.chain(machine_addresses) {
+        if let Some(address) = address {
+            addresses.insert(name.as_str().into(), address.0.to_string().into());
+        }
+    }
+    let mut vars = Mapping::new();
+    vars.insert(
+        "inventory_machines".into(),
+        Value::Sequence(machines.keys().map(|name| name.as_str().into()).collect()),
+    );
+    vars.insert("private_addresses".into(), Value::Mapping(addresses));
+    vars
+}
+
+/// How a machine of `machines:` is reached: as its customers are.
+fn machine_reach(
+    dir: &Path,
+    hosts_path: &Path,
+    name: &str,
+    entry: &MachineEntry,
+    line: Option<usize>,
+) -> Result<(Connection, PathBuf), Problem> {
+    let at = format!("machines.{name}");
+    let root = resolve_root(dir, hosts_path, &at, entry.root.as_ref(), line)?;
+    let connection = match entry.connection.unwrap_or_default() {
+        ConnectionKind::Local => Connection::Local,
+        ConnectionKind::Ssh => {
+            let text = entry.ssh.clone().unwrap_or_else(|| name.to_string());
+            let target = SshTarget::parse(&text).map_err(|reason| {
+                Problem::new(format!("invalid ssh target {reason}"))
+                    .in_file(hosts_path)
+                    .at_line(line)
+                    .at_key(format!("{at}.ssh"))
+            })?;
+            Connection::Ssh(target)
+        }
+    };
+    Ok((connection, root))
+}
+
+/// A host's or machine's `root` (`at` is its key in hosts.yaml): `/`
+/// unless given, a relative one relative to the inventory.
+fn resolve_root(
+    dir: &Path,
+    hosts_path: &Path,
+    at: &str,
+    root: Option<&PathBuf>,
+    line: Option<usize>,
+) -> Result<PathBuf, Problem> {
+    match root {
+        None => Ok(PathBuf::from("/")),
+        Some(root) if root.is_absolute() => Ok(root.clone()),
+        // Relative roots are relative to the inventory, so an inventory
+        // works from any working directory.
+        Some(relative) => {
+            let root = dir.join(relative);
+            // `..` enough times reaches `/` (this machine itself) or a
+            // directory holding the inventory: never what a relative root
+            // means. An absolute root (or none) says so plainly.
+            if let (Ok(resolved), Ok(inventory)) = (root.canonicalize(), dir.canonicalize())
+                && inventory.starts_with(&resolved)
+            {
+                return Err(Problem::new(format!(
+                    "root `{}` leads to {}, which holds the inventory itself",
+                    relative.display(),
+                    resolved.display()
+                ))
+                .in_file(hosts_path)
+                .at_line(line)
+                .at_key(format!("{at}.root"))
+                .with_hint(Some(
+                    "a relative root is a directory of its own next to or inside the inventory \
+                         (like `.hosts/NAME`); to manage this machine, leave `root` out"
+                        .to_string(),
+                )));
+            }
+            Ok(root)
+        }
+    }
 }
 
 /// The files `ssh_options` names that do not exist on this machine: ssh
@@ -1074,6 +1234,7 @@ fn check_vars(
     layered: &Layered,
     roles: &RoleSet,
     server_name: Option<&DnsName>,
+    around: &Mapping,
 ) -> Result<(CoreVars, Mapping), Vec<Problem>> {
     let defaults = roles.defaults();
     let options = &roles.option_tree;
@@ -1317,7 +1478,7 @@ fn check_vars(
             .collect();
         let mut sound = merged.clone();
         sound.retain(|key, _| key.as_str().is_none_or(|key| !unsound.contains(key)));
-        let found = assertions::broken(roles, vars, &sound, server_name);
+        let found = assertions::broken(roles, vars, &sound, server_name, around);
         // A rule's message may name any var, a secret one too. Built only
         // when a rule is broken: most hosts break none.
         let redactor = if found.is_empty() {

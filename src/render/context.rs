@@ -64,6 +64,50 @@ impl Renderer<'_> {
             None => host.name.as_str(),
         };
         context.insert("machine_name".into(), machine.into());
+        // A homeserver spread over machines: which of its parts this
+        // machine carries, where its own machine is, and the private
+        // addresses its machines reach each other at.
+        let (parts, home) = match &host.part {
+            Some(part) => (part.names.clone(), part.home.as_str()),
+            None => (vec!["main".to_string()], machine),
+        };
+        context.insert(
+            "parts".into(),
+            Value::Sequence(parts.into_iter().map(Value::from).collect()),
+        );
+        context.insert("home_machine".into(), home.into());
+        let addresses = inventory.private_addresses();
+        let part_machines: Vec<String> = inventory
+            .parts
+            .iter()
+            .filter(|part| part.name == host.name)
+            .filter_map(|part| Some(part.placement.as_ref()?.machine.clone()))
+            .collect();
+        // The private addresses of every machine of the homeserver, its
+        // own first: whom what crosses its machines is open to.
+        let mut homeserver_addresses: Vec<Value> = Vec::new();
+        for machine in std::iter::once(home).chain(part_machines.iter().map(String::as_str)) {
+            if let Some(address) = addresses.get(machine)
+                && !homeserver_addresses.contains(address)
+            {
+                homeserver_addresses.push(address.clone());
+            }
+        }
+        context.insert(
+            "part_machines".into(),
+            Value::Sequence(part_machines.into_iter().map(Value::from).collect()),
+        );
+        context.insert(
+            "homeserver_addresses".into(),
+            Value::Sequence(homeserver_addresses),
+        );
+        context.insert(
+            "private_address".into(),
+            host.private_address
+                .as_deref()
+                .map_or(Value::Null, Value::from),
+        );
+        context.insert("private_addresses".into(), Value::Mapping(addresses));
         context.insert(
             "host_groups".into(),
             Value::Sequence(
@@ -357,7 +401,7 @@ impl Renderer<'_> {
         };
         let mut entries = Vec::new();
         let mut problems = Vec::new();
-        for role in self.roles.roles.values() {
+        for role in self.roles_in(&context).iter() {
             if role.manifest.exports.is_empty()
                 || !matches!(
                     self.condition(role, &role.manifest.when, "when", &context, redactor),
@@ -415,7 +459,7 @@ impl Renderer<'_> {
         use crate::roles::DataKind;
         let mut items = Vec::new();
         let mut problems = Vec::new();
-        for role in self.roles.roles.values() {
+        for role in self.roles_in(context).iter() {
             if role.manifest.data.is_empty()
                 || !matches!(
                     self.condition(role, &role.manifest.when, "when", context, redactor),
@@ -526,7 +570,7 @@ impl Renderer<'_> {
     ) -> Result<BTreeMap<String, Vec<String>>, Vec<Problem>> {
         let mut lists: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut problems = Vec::new();
-        for role in self.roles.roles.values() {
+        for role in self.roles_in(context).iter() {
             for name in role.manifest.contributes.keys() {
                 lists.entry(name.clone()).or_default();
             }
@@ -567,34 +611,59 @@ impl Renderer<'_> {
     ) -> Result<Vec<OpenPort>, Vec<Problem>> {
         let mut ports: Vec<OpenPort> = Vec::new();
         let mut problems = Vec::new();
-        for role in self.roles.roles.values() {
+        for role in self.roles_in(context).iter() {
             match self.condition(role, &role.manifest.when, "when", context, redactor) {
                 Ok(true) => {}
                 Ok(false) | Err(_) => continue, // render_host reports the error
             }
             for (index, spec) in role.manifest.ports.iter().enumerate() {
                 let key = format!("ports[{index}]");
-                if !self.item_applies(role, &spec.when, &key, context, redactor, &mut problems) {
-                    continue;
-                }
-                let text = match &spec.port {
-                    Value::Number(number) => number.to_string(),
-                    Value::String(template) => match self.env.render_str(template, context.clone())
-                    {
-                        Ok(text) => text.trim().to_string(),
-                        Err(error) => {
-                            problems.push(manifest_template_problem(
-                                role,
-                                format!("{key}.port"),
-                                &error,
-                                redactor,
-                            ));
-                            continue;
-                        }
-                    },
-                    _ => String::new(),
+                let each =
+                    self.each_item(role, &spec.each, &format!("{key}.each"), context, redactor);
+                let contexts = match each {
+                    Ok(contexts) => contexts,
+                    Err(problem) => {
+                        problems.push(problem);
+                        continue;
+                    }
                 };
-                match parse_port_range(&text) {
+                for context in &contexts {
+                    if !self.item_applies(role, &spec.when, &key, context, redactor, &mut problems)
+                    {
+                        continue;
+                    }
+                    let text = match &spec.port {
+                        Value::Number(number) => number.to_string(),
+                        Value::String(template) => {
+                            match self.env.render_str(template, context.clone()) {
+                                Ok(text) => text.trim().to_string(),
+                                Err(error) => {
+                                    problems.push(manifest_template_problem(
+                                        role,
+                                        format!("{key}.port"),
+                                        &error,
+                                        redactor,
+                                    ));
+                                    continue;
+                                }
+                            }
+                        }
+                        _ => String::new(),
+                    };
+                    let from = match &spec.from {
+                        None => Vec::new(),
+                        Some(expression) => {
+                            match self.addresses(role, expression, &format!("{key}.from"), context)
+                            {
+                                Ok(from) => from,
+                                Err(problem) => {
+                                    problems.push(problem);
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    match parse_port_range(&text) {
                     Some((start, end)) => {
                         let port = if start == end {
                             start.to_string()
@@ -611,6 +680,7 @@ impl Renderer<'_> {
                             name: format!("{port}/{proto}"),
                             port,
                             shared: spec.shared,
+                            from,
                         })
                     }
                     None => problems.push(
@@ -622,6 +692,7 @@ impl Renderer<'_> {
                         .at_key(format!("{key}.port")),
                     ),
                 }
+                }
             }
         }
         sort_ports(&mut ports);
@@ -631,6 +702,46 @@ impl Renderer<'_> {
         } else {
             Err(problems)
         }
+    }
+}
+
+impl Renderer<'_> {
+    /// A port's `from`: the IP addresses `expression` gives, sorted, or
+    /// the role's mistake.
+    fn addresses(
+        &self,
+        role: &Role,
+        expression: &str,
+        key: &str,
+        context: &JinjaValue,
+    ) -> Result<Vec<String>, Problem> {
+        let mistake = |reason: String| {
+            Problem::new(format!("role `{}`: {reason}", role.name))
+                .in_file(&role.path)
+                .at_key(key.to_string())
+                .with_hint(Some(
+                    "a port's `from` is an expression giving a list of IP addresses".into(),
+                ))
+        };
+        let value = self
+            .env
+            .compile_expression(expression)
+            .and_then(|compiled| compiled.eval(context.clone()))
+            .map_err(|error| mistake(format!("cannot evaluate `from`: {error}")))?;
+        let items = value
+            .try_iter()
+            .map_err(|_| mistake(format!("`from` gave {}, not a list", value.kind())))?;
+        let mut addresses = Vec::new();
+        for item in items {
+            let text = item.as_str().unwrap_or_default();
+            match text.parse::<std::net::IpAddr>() {
+                Ok(address) => addresses.push(address.to_string()),
+                Err(_) => return Err(mistake(format!("`from` gave `{item}`, not an IP address"))),
+            }
+        }
+        addresses.sort();
+        addresses.dedup();
+        Ok(addresses)
     }
 }
 

@@ -226,6 +226,9 @@ impl<'a> Renderer<'a> {
         // Facts about the host (`host.packages.NAME`) are Debian versions.
         env.add_test("version_at_least", crate::facts::version_at_least);
         env.add_filter("version_prefix", crate::facts::version_prefix);
+        // A derived secret (hex) as the unpadded base64 of its bytes: the
+        // seed of an ed25519 key in the Matrix signing key format.
+        env.add_filter("hex_to_base64", hex_to_base64);
         // An SSH key derived from a secret (see sshkey.rs).
         env.add_filter("ssh_private_key", |secret: &str, comment: Option<&str>| {
             crate::sshkey::private_key(secret, comment.unwrap_or_default())
@@ -374,7 +377,7 @@ impl<'a> Renderer<'a> {
         let system_managed = context
             .get_attr("system_managed")
             .is_ok_and(|managed| managed.is_true());
-        for role in self.roles.roles.values() {
+        for role in self.roles_in(&context).iter() {
             match self.condition(role, &role.manifest.when, "when", &context, redactor) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -519,7 +522,7 @@ impl<'a> Renderer<'a> {
             }
         }
         // A role that filters traffic must keep matrixctl's way in open.
-        for role in self.roles.roles.values() {
+        for role in self.roles_in(&context).iter() {
             let Some(guard) = &role.manifest.keeps_ssh_open else {
                 continue;
             };
@@ -767,6 +770,66 @@ impl minijinja::value::Object for SshPublicKeys {
             .get(key.as_str()?)
             .map(|secret| JinjaValue::from(crate::sshkey::public_key(secret)))
     }
+}
+
+impl Renderer<'_> {
+    /// The roles as a render with `context` takes them: every role on the
+    /// homeserver's own machine; on a machine carrying parts of it, the
+    /// roles with a share in those parts, each cut to the kinds it gives
+    /// them (`Manifest::for_parts`).
+    pub(super) fn roles_in(&self, context: &JinjaValue) -> Vec<std::borrow::Cow<'_, Role>> {
+        let parts: Vec<String> = context
+            .get_attr("parts")
+            .ok()
+            .and_then(|parts| parts.try_iter().ok().map(|items| items.collect::<Vec<_>>()))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|part| part.as_str().map(str::to_string))
+            .collect();
+        if parts.is_empty() || parts == ["main"] {
+            return self
+                .roles
+                .roles
+                .values()
+                .map(std::borrow::Cow::Borrowed)
+                .collect();
+        }
+        self.roles
+            .roles
+            .values()
+            .filter_map(|role| {
+                let manifest = role.manifest.for_parts(&parts)?;
+                Some(std::borrow::Cow::Owned(Role {
+                    manifest,
+                    ..role.clone()
+                }))
+            })
+            .collect()
+    }
+}
+
+/// `secret | hex_to_base64`: the bytes a hex string spells, as unpadded
+/// standard base64.
+fn hex_to_base64(hex: &str) -> Result<String, minijinja::Error> {
+    use base64::Engine;
+    let invalid = || {
+        minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            "hex_to_base64 takes an even number of hex digits",
+        )
+    };
+    if !hex.len().is_multiple_of(2) {
+        return Err(invalid());
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|at| {
+            hex.get(at..at + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(invalid)?;
+    Ok(base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes))
 }
 
 /// `a | merge(b)`: the keys of both maps, b's value winning, sorted by key.

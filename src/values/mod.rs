@@ -53,6 +53,34 @@ pub const RESERVED_KEYS: &[(&str, &str)] = &[
         "host_groups",
         "a host's groups are set by `groups:` in hosts.yaml",
     ),
+    (
+        "private_address",
+        "a machine's private address is set by `private_address:` in hosts.yaml",
+    ),
+    (
+        "private_addresses",
+        "the machines' private addresses are set by `private_address:` in hosts.yaml",
+    ),
+    (
+        "inventory_machines",
+        "the machines are the ones under `machines:` in hosts.yaml",
+    ),
+    (
+        "parts",
+        "which parts of a homeserver a machine carries follows from where the roles place them",
+    ),
+    (
+        "part_machines",
+        "the machines carrying parts of a homeserver follow from where the roles place them",
+    ),
+    (
+        "homeserver_addresses",
+        "the private addresses of a homeserver's machines are set by `private_address:` in hosts.yaml",
+    ),
+    (
+        "home_machine",
+        "a homeserver's own machine is named by `machine:` in hosts.yaml",
+    ),
 ];
 
 /// A TCP/UDP port, 1 to 65535.

@@ -39,12 +39,15 @@ fn render(inventory: &Path, out: &Path) -> Vec<PathBuf> {
         String::from_utf8_lossy(&output.stderr)
     );
     // The homeservers: a case may also hold a machine that serves none
-    // (a repository machine), with no Synapse configuration.
+    // (a repository machine), with no Synapse configuration, or one that
+    // carries a part of a homeserver (its workers: its configuration and
+    // secrets, but no well-known files of its own).
     let mut hosts: Vec<PathBuf> = std::fs::read_dir(out)
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .filter(|host| host.join("etc/matrix-synapse/conf.d").is_dir())
+        .filter(|host| host.join("var/www/matrix/.well-known/matrix").is_dir())
         .collect();
     assert!(
         !hosts.is_empty(),

@@ -376,7 +376,11 @@ pub(crate) async fn apply(
         .filter(|host| host.plan.as_ref().is_ok_and(|plan| !plan.is_empty()))
         .collect();
     // What a host needs comes first, in its batch or an earlier one.
-    let levels = levels(&work);
+    let needs: Vec<(&str, &[String])> = work
+        .iter()
+        .map(|host| (host.name.as_str(), host.needs.as_slice()))
+        .collect();
+    let levels = levels(&needs);
     work.sort_by_key(|host| levels.get(host.name.as_str()).copied().unwrap_or(0));
     let total = planned.len().max(1);
     let mut failed = planned.iter().filter(|host| host.plan.is_err()).count();
@@ -534,25 +538,24 @@ pub(crate) async fn apply(
     applied
 }
 
-/// How many hosts of `work` each one waits for in a chain (0: none):
-/// apply starts the hosts of one level together, after the level before.
-/// A cycle (two homeservers' parts on each other's machines) stops
-/// counting after as many rounds as there are hosts.
-fn levels<'a>(work: &[&'a PlannedHost]) -> BTreeMap<&'a str, usize> {
-    let mut levels: BTreeMap<&str, usize> =
-        work.iter().map(|host| (host.name.as_str(), 0)).collect();
+/// How many hosts of `work` (each a name and the names it needs) each
+/// one waits for in a chain (0: none): apply starts the hosts of one
+/// level together, after the level before. A cycle (two homeservers'
+/// parts on each other's machines) stops counting after as many rounds
+/// as there are hosts.
+fn levels<'a>(work: &[(&'a str, &'a [String])]) -> BTreeMap<&'a str, usize> {
+    let mut levels: BTreeMap<&str, usize> = work.iter().map(|(name, _)| (*name, 0)).collect();
     for _ in 0..work.len() {
         let mut changed = false;
-        for host in work {
-            let needed = host
-                .needs
+        for (name, needs) in work {
+            let needed = needs
                 .iter()
                 .filter_map(|need| levels.get(need.as_str()))
                 .map(|level| level + 1)
                 .max()
                 .unwrap_or(0);
-            if needed > levels[host.name.as_str()] && needed <= work.len() {
-                levels.insert(host.name.as_str(), needed);
+            if needed > levels[name] && needed <= work.len() {
+                levels.insert(name, needed);
                 changed = true;
             }
         }
@@ -1026,4 +1029,31 @@ fn files_by_directory<'a>(paths: impl Iterator<Item = &'a str>) -> Vec<(&'a str,
         }
     }
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_comes_before_its_homeserver_and_workers_after_it() {
+        let (home, workers) = (vec!["db".to_string()], vec!["home".to_string()]);
+        let levels = levels(&[
+            ("workers", workers.as_slice()),
+            ("other", &[]),
+            ("home", home.as_slice()),
+            ("db", &[]),
+        ]);
+        assert_eq!(
+            levels.into_iter().collect::<Vec<_>>(),
+            [("db", 0), ("home", 1), ("other", 0), ("workers", 2)]
+        );
+    }
+
+    #[test]
+    fn a_cycle_of_needs_still_ends() {
+        let (a, b) = (vec!["b".to_string()], vec!["a".to_string()]);
+        let levels = levels(&[("a", a.as_slice()), ("b", b.as_slice())]);
+        assert!(levels.values().all(|level| *level <= 2), "{levels:?}");
+    }
 }

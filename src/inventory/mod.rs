@@ -484,10 +484,11 @@ impl Inventory {
             .collect();
         let parts = if problems.is_empty() {
             parts::place(
-                &hosts_path,
+                dir,
                 roles,
                 &hosts,
                 &mut machines,
+                &machine_vars,
                 &inventory_vars,
                 &mut problems,
             )

@@ -8,21 +8,27 @@
 //! a homeserver whose own machine has one: that is where what crosses
 //! machines listens.
 
-use serde_yaml::Mapping;
+use serde_yaml::{Mapping, Value};
 
-use super::{Host, Layout, Machine, Part, Placement, Problem, assertions};
+use super::{Host, Layout, Machine, Part, Placement, Problem, VarsFile, assertions};
 use crate::roles::RoleSet;
+
+/// The vars of machine_vars/MACHINE.yaml a machine carrying parts (and
+/// no customer) reads: how it is reached and kept.
+const REACH_KEYS: [&str; 3] = ["ssh_options", "state_dir", "become"];
 
 /// The part hosts the roles place, each machine's `parts` filled in; what
 /// cannot be placed goes to `problems`.
 pub(super) fn place(
-    hosts_path: &std::path::Path,
+    dir: &std::path::Path,
     roles: &RoleSet,
     hosts: &[Host],
     machines: &mut [Machine],
+    machine_vars: &std::collections::BTreeMap<String, VarsFile>,
     inventory_vars: &Mapping,
     problems: &mut Vec<Problem>,
 ) -> Vec<Host> {
+    let hosts_path = &dir.join("hosts.yaml");
     let mut parts: Vec<Host> = Vec::new();
     for host in hosts {
         let home = match &host.placement {
@@ -122,6 +128,45 @@ pub(super) fn place(
     for machine in machines.iter_mut() {
         machine.parts.sort();
     }
+    // How a machine carrying parts is reached is its own, from
+    // machine_vars: not the homeserver's.
+    for part in &mut parts {
+        let Some(file) = part
+            .placement
+            .as_ref()
+            .and_then(|placement| machine_vars.get(&placement.machine))
+        else {
+            continue;
+        };
+        if let Err(problem) = reach_from(file, part, dir) {
+            problems.push(problem);
+        }
+    }
+    for machine in machines
+        .iter()
+        .filter(|machine| machine.customers.is_empty())
+    {
+        let Some(file) = machine_vars.get(machine.name.as_str()) else {
+            continue;
+        };
+        for key in file.vars.keys().filter_map(Value::as_str) {
+            if !REACH_KEYS.contains(&key) {
+                problems.push(
+                    Problem::new(format!(
+                        "machine {} carries no homeserver of its own, so its machine_vars only say how it is reached ({}); `{key}` would apply to nothing",
+                        machine.name,
+                        REACH_KEYS.join(", ")
+                    ))
+                    .in_file(&file.path)
+                    .at_line(crate::locate::line_of_key(&file.text, &[key.to_string()]))
+                    .at_key(key.to_string())
+                    .with_hint(Some(
+                        "the parts of a homeserver on it take the homeserver's vars: set it there".into(),
+                    )),
+                );
+            }
+        }
+    }
     parts.sort_by(|a, b| {
         let machine = |host: &Host| host.placement.as_ref().map(|p| p.machine.clone());
         (machine(a), &a.name).cmp(&(machine(b), &b.name))
@@ -160,4 +205,36 @@ fn part_host(host: &Host, machine: &Machine, home: &str, place: &crate::roles::P
         warnings: Vec::new(),
         ..host.clone()
     }
+}
+
+/// `part`'s SSH options, state directory and `become`, from its
+/// machine's machine_vars where that sets them.
+fn reach_from(file: &VarsFile, part: &mut Host, dir: &std::path::Path) -> Result<(), Problem> {
+    fn read<T: serde::de::DeserializeOwned>(
+        file: &VarsFile,
+        key: &str,
+    ) -> Result<Option<T>, Problem> {
+        let Some(value) = file.vars.get(key) else {
+            return Ok(None);
+        };
+        serde_yaml::from_value(value.clone())
+            .map(Some)
+            .map_err(|error| {
+                Problem::new(format!("`{key}`: {error}"))
+                    .in_file(&file.path)
+                    .at_line(crate::locate::line_of_key(&file.text, &[key.to_string()]))
+                    .at_key(key.to_string())
+            })
+    }
+    if let Some(mut options) = read::<super::SshOptions>(file, "ssh_options")? {
+        options.relative_to(dir);
+        part.vars.ssh_options = options;
+    }
+    if let Some(state_dir) = read(file, "state_dir")? {
+        part.vars.state_dir = state_dir;
+    }
+    if let Some(become_) = read(file, "become")? {
+        part.vars.become_ = become_;
+    }
+    Ok(())
 }

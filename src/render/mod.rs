@@ -1065,6 +1065,15 @@ fn is_account_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn hex_to_base64_gives_the_bytes_unpadded() {
+        assert_eq!(hex_to_base64("00ff10").unwrap(), "AP8Q");
+        assert_eq!(hex_to_base64("0a").unwrap(), "Cg");
+        assert!(hex_to_base64("abc").is_err());
+        assert!(hex_to_base64("zz").is_err());
+    }
+
     use super::*;
 
     #[test]

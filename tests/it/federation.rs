@@ -15,6 +15,93 @@ use crate::booted::{
 use crate::pebble::Pebble;
 use crate::support::repo;
 
+/// The network of a test with several booted hosts: pebble and the
+/// test's DNS on the first host's side of its link (the others route
+/// there over their own), a direct link for each pair given, `names`
+/// answered by the DNS and by pebble, and every host resolving through
+/// the DNS and trusting pebble (its endpoint's CA in /etc/ssl/acme-test).
+pub struct TestNet {
+    pub pebble: Pebble,
+    /// The address the test's services listen on.
+    pub services: String,
+    pub names: Vec<(String, String)>,
+    /// pebble's root, which the test's own clients trust.
+    pub root: PathBuf,
+    _dns: TestDns,
+    _trust: tempfile::TempDir,
+}
+
+impl TestNet {
+    pub fn up(
+        hosts: &[&BootedHost],
+        links: &[(&BootedHost, &BootedHost)],
+        names: Vec<(String, String)>,
+    ) -> TestNet {
+        TestNet::with_records(hosts, links, names, &[])
+    }
+
+    /// `up`, with more of dnsmasq's records (`--srv-host=...`).
+    pub fn with_records(
+        hosts: &[&BootedHost],
+        links: &[(&BootedHost, &BootedHost)],
+        names: Vec<(String, String)>,
+        more_records: &[String],
+    ) -> TestNet {
+        let first = hosts[0];
+        let pebble = Pebble::serve(first);
+        let services = format!("{}.1", first.address.rsplit_once('.').unwrap().0);
+        for (a, b) in links {
+            a.link_to(b);
+        }
+        for host in &hosts[1..] {
+            let routed = Command::new(repo().join("scripts/booted-host"))
+                .args(["route", &host.name, &services])
+                .output()
+                .unwrap();
+            assert!(
+                routed.status.success(),
+                "{}",
+                String::from_utf8_lossy(&routed.stderr)
+            );
+        }
+        let mut records: Vec<String> = names
+            .iter()
+            .map(|(name, address)| format!("--host-record={name},{address}"))
+            .collect();
+        records.extend(more_records.iter().cloned());
+        let dns = TestDns::serve(&services, &records);
+        for (name, address) in &names {
+            pebble.resolve(name, address);
+        }
+        let trust = tempfile::tempdir().unwrap();
+        std::fs::copy(&pebble.endpoint_ca, trust.path().join("ca.pem")).unwrap();
+        let root = pebble.root(trust.path());
+        for host in hosts {
+            host.run(&format!(
+                "rm -f /etc/resolv.conf && echo 'nameserver {services}' > /etc/resolv.conf"
+            ));
+            host.copy_in(trust.path(), "/etc/ssl/acme-test");
+        }
+        TestNet {
+            pebble,
+            services,
+            names,
+            root,
+            _dns: dns,
+            _trust: trust,
+        }
+    }
+
+    /// The test's client, trusting pebble alone, reaching `names` at
+    /// their addresses.
+    pub fn outside(&self) -> Outside {
+        Outside {
+            root: self.root.clone(),
+            addresses: self.names.clone(),
+        }
+    }
+}
+
 /// dnsmasq on one address of the test machine's, answering only for the
 /// test's names (anything else under `example` does not exist), stopped
 /// by its pid.
@@ -90,6 +177,50 @@ pub struct Outside {
 }
 
 impl Outside {
+    /// Creates `@admin:SERVER_NAME` with `matrixctl admin create` and logs
+    /// in as it: its access token.
+    pub fn admin(&self, sandbox: &crate::support::Sandbox, server_name: &str) -> String {
+        let user = format!("@admin:{server_name}");
+        let created = sandbox.run(&["admin", "create", server_name, &user]);
+        assert_eq!(created.code, 0, "{}", created.transcript());
+        let password = crate::booted::admin_password(&created);
+        let login = self.call(
+            "POST",
+            &format!("https://matrix.{server_name}/_matrix/client/v3/login"),
+            None,
+            Some(
+                &serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"}, "password": password})
+                    .to_string(),
+            ),
+        );
+        assert_eq!(login.json["user_id"], user.as_str(), "{}", login.said);
+        login.json["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// Calls `call` (with the rest) once a second until `done` holds
+    /// for its answer, for at most a minute; `what` says what failed.
+    pub fn until(
+        &self,
+        what: &str,
+        call: (&str, &str, Option<&str>, Option<&str>),
+        done: impl Fn(&Answer) -> bool,
+    ) -> Answer {
+        let started = Instant::now();
+        loop {
+            let (method, url, token, body) = call;
+            let answer = self.call(method, url, token, body);
+            if done(&answer) {
+                return answer;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{what}: {}",
+                answer.said
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
     pub fn call(&self, method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> Answer {
         let authority = url
             .strip_prefix("https://")
@@ -264,27 +395,7 @@ fn three_empty_hosts_federate(suite: &str, names: [&str; 3]) {
         },
     ];
     let [one, two, three] = &customers;
-    // The test's services listen on the first host's side of its link;
-    // the others reach that address over their own links, and each
-    // other's over direct ones.
-    let pebble = Pebble::serve(&one.host);
-    let services = format!("{}.1", one.host.address.rsplit_once('.').unwrap().0);
-    let script = repo().join("scripts/booted-host");
-    for (a, b) in [(one, two), (one, three), (two, three)] {
-        a.host.link_to(&b.host);
-    }
-    for customer in [two, three] {
-        let routed = Command::new(&script)
-            .args(["route", &customer.host.name, &services])
-            .output()
-            .unwrap();
-        assert!(
-            routed.status.success(),
-            "{}",
-            String::from_utf8_lossy(&routed.stderr)
-        );
-    }
-    let mut names = vec![
+    let mut names = [
         (one.server_name, &one.host.address),
         (one.matrix_fqdn, &one.host.address),
         (two.server_name, &two.host.address),
@@ -292,27 +403,25 @@ fn three_empty_hosts_federate(suite: &str, names: [&str; 3]) {
         (three.server_name, &three.host.address),
     ];
     names.sort();
-    let mut records: Vec<String> = names
-        .iter()
-        .map(|(name, address)| format!("--host-record={name},{address}"))
-        .collect();
-    records.push(format!(
-        "--srv-host=_matrix-fed._tcp.{},{},8448,10,0",
-        two.server_name, two.matrix_fqdn
-    ));
-    let _dns = TestDns::serve(&services, &records);
-    for (name, address) in &names {
-        pebble.resolve(name, address);
-    }
-
-    let trust = tempfile::tempdir().unwrap();
-    std::fs::copy(&pebble.endpoint_ca, trust.path().join("ca.pem")).unwrap();
-    let root = pebble.root(trust.path());
+    let net = TestNet::with_records(
+        &[&one.host, &two.host, &three.host],
+        &[
+            (&one.host, &two.host),
+            (&one.host, &three.host),
+            (&two.host, &three.host),
+        ],
+        names
+            .iter()
+            .map(|(name, address)| (name.to_string(), address.to_string()))
+            .collect(),
+        &[format!(
+            "--srv-host=_matrix-fed._tcp.{},{},8448,10,0",
+            two.server_name, two.matrix_fqdn
+        )],
+    );
+    let (pebble, root) = (&net.pebble, &net.root);
+    let scratch = tempfile::tempdir().unwrap();
     for customer in &customers {
-        customer.host.run(&format!(
-            "rm -f /etc/resolv.conf && echo 'nameserver {services}' > /etc/resolv.conf"
-        ));
-        customer.host.copy_in(trust.path(), "/etc/ssl/acme-test");
         customer.host.copy_wheels(&["synapse"]);
     }
     one.host.copy_wheels(&["heisenbridge", "mautrix-telegram"]);
@@ -431,7 +540,7 @@ fn three_empty_hosts_federate(suite: &str, names: [&str; 3]) {
                 "matrix.one.example",
             ])
             .arg("-CAfile")
-            .arg(&root)
+            .arg(root)
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -531,11 +640,11 @@ fn three_empty_hosts_federate(suite: &str, names: [&str; 3]) {
     }
     // A customer's first picture: uploaded to one host, downloaded and
     // thumbnailed there, and fetched over federation by another.
-    let picture = picture_png(trust.path());
+    let picture = picture_png(scratch.path());
     let upload = Command::new("curl")
         .args(["-sS", "--max-time", "15", "-X", "POST"])
         .arg("--cacert")
-        .arg(&root)
+        .arg(root)
         .arg("--resolve")
         .arg(format!("matrix.one.example:443:{}", one.host.address))
         .arg("-H")
@@ -567,7 +676,7 @@ fn three_empty_hosts_federate(suite: &str, names: [&str; 3]) {
             .args(["-sS", "--max-time", "30", "-o", "-"])
             .args(["-w", "\n%{http_code} %{content_type}"])
             .arg("--cacert")
-            .arg(&root)
+            .arg(root)
             .arg("--resolve")
             .arg(format!("{host}:443:{address}"))
             .arg("-H")
@@ -600,7 +709,7 @@ fn three_empty_hosts_federate(suite: &str, names: [&str; 3]) {
 
     // `matrixctl check` from outside, as the federation tester would, for
     // each delegation mode: everything passes.
-    let dns = format!("{services}:53");
+    let dns = format!("{}:53", net.services);
     let check = |args: &[&str]| {
         let mut all = vec!["check", "inventory", "--json", "--dns", &dns, "--ca-file"];
         all.push(root.to_str().unwrap());

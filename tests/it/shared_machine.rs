@@ -9,13 +9,12 @@
 //! database and media kept. Then the outside server's machine takes a
 //! customer of its own without the outside server moving.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::booted::{BootedHost, admin_password, assert_plan_says};
-use crate::federation::{Desk, Outside, TestDns, readme_section_and_commands};
+use crate::booted::{BootedHost, assert_plan_says};
+use crate::federation::{Desk, Outside, TestDns, TestNet, readme_section_and_commands};
 use crate::pebble::Pebble;
-use crate::support::{Sandbox, repo};
+use crate::support::Sandbox;
 
 const MACHINE: &str = "m1.hosting.example";
 const OUTSIDE: &str = "outside.example";
@@ -59,18 +58,6 @@ fn short(customer: &str) -> String {
 fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
     let machine = BootedHost::up("mcshared");
     let outside_host = BootedHost::up("mcoutside");
-    let pebble = Pebble::serve(&machine);
-    let services = format!("{}.1", machine.address.rsplit_once('.').unwrap().0);
-    machine.link_to(&outside_host);
-    let routed = Command::new(repo().join("scripts/booted-host"))
-        .args(["route", &outside_host.name, &services])
-        .output()
-        .unwrap();
-    assert!(
-        routed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&routed.stderr)
-    );
     let five = [
         "c1.example",
         "c2.example",
@@ -90,22 +77,13 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
     let joining = "c7.example";
     names.push((joining.to_string(), outside_host.address.clone()));
     names.push((format!("matrix.{joining}"), outside_host.address.clone()));
-    let records: Vec<String> = names
-        .iter()
-        .map(|(name, address)| format!("--host-record={name},{address}"))
-        .collect();
-    let _dns = TestDns::serve(&services, &records);
-    for (name, address) in &names {
-        pebble.resolve(name, address);
-    }
-    let trust = tempfile::tempdir().unwrap();
-    std::fs::copy(&pebble.endpoint_ca, trust.path().join("ca.pem")).unwrap();
-    let root = pebble.root(trust.path());
+    let net = TestNet::up(
+        &[&machine, &outside_host],
+        &[(&machine, &outside_host)],
+        names.clone(),
+    );
+    let (pebble, services, root) = (&net.pebble, &net.services, &net.root);
     for host in [&machine, &outside_host] {
-        host.run(&format!(
-            "rm -f /etc/resolv.conf && echo 'nameserver {services}' > /etc/resolv.conf"
-        ));
-        host.copy_in(trust.path(), "/etc/ssl/acme-test");
         host.copy_wheels(&["synapse"]);
     }
     machine.copy_wheels(&["heisenbridge"]);
@@ -318,23 +296,7 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
     // Federation: a room on c1 that the outside server and every other
     // customer of the machine join, and a room on the outside server that
     // every customer joins.
-    let admin = |server_name: &str| -> String {
-        let user = format!("@admin:{server_name}");
-        let created = sandbox.run(&["admin", "create", server_name, &user]);
-        assert_eq!(created.code, 0, "{}", created.transcript());
-        let password = admin_password(&created);
-        let login = outside.call(
-            "POST",
-            &format!("https://matrix.{server_name}/_matrix/client/v3/login"),
-            None,
-            Some(
-                &serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"}, "password": password})
-                    .to_string(),
-            ),
-        );
-        assert_eq!(login.json["user_id"], user.as_str(), "{}", login.said);
-        login.json["access_token"].as_str().unwrap().to_string()
-    };
+    let admin = |server_name: &str| outside.admin(&sandbox, server_name);
     let tokens: Vec<(&str, String)> = five
         .iter()
         .chain([&OUTSIDE])

@@ -10,15 +10,14 @@
 //! through the media worker, `check` passes and the next apply has
 //! nothing to do.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::booted::{BootedHost, admin_password, assert_next_apply_changes_nothing_on};
-use crate::federation::{Outside, TestDns};
-use crate::pebble::Pebble;
-use crate::support::{Sandbox, repo};
+use crate::booted::{BootedHost, assert_next_apply_changes_nothing_on};
+use crate::federation::{Outside, TestNet};
+use crate::support::Sandbox;
 
 const BUSY: &str = "busy.example";
+const BIG: &str = "big.example";
 const OUTSIDE: &str = "outside.example";
 
 /// How many lines of `unit`'s journal mention `text`.
@@ -34,14 +33,6 @@ fn logged(host: &BootedHost, unit: &str, text: &str) -> usize {
 fn a_busy_homeserver_runs_synapse_workers_behind_nginx_and_federates() {
     let busy = BootedHost::up("mcbusy");
     let outside_host = BootedHost::up("mcoutwork");
-    let pebble = Pebble::serve(&busy);
-    let services = format!("{}.1", busy.address.rsplit_once('.').unwrap().0);
-    busy.link_to(&outside_host);
-    let routed = Command::new(repo().join("scripts/booted-host"))
-        .args(["route", &outside_host.name, &services])
-        .output()
-        .unwrap();
-    assert!(routed.status.success(), "{routed:?}");
     let names: Vec<(String, String)> = [(BUSY, &busy), (OUTSIDE, &outside_host)]
         .iter()
         .flat_map(|(name, host)| {
@@ -51,22 +42,12 @@ fn a_busy_homeserver_runs_synapse_workers_behind_nginx_and_federates() {
             ]
         })
         .collect();
-    let records: Vec<String> = names
-        .iter()
-        .map(|(name, address)| format!("--host-record={name},{address}"))
-        .collect();
-    let _dns = TestDns::serve(&services, &records);
-    for (name, address) in &names {
-        pebble.resolve(name, address);
-    }
-    let trust = tempfile::tempdir().unwrap();
-    std::fs::copy(&pebble.endpoint_ca, trust.path().join("ca.pem")).unwrap();
-    let root = pebble.root(trust.path());
+    let net = TestNet::up(
+        &[&busy, &outside_host],
+        &[(&busy, &outside_host)],
+        names.clone(),
+    );
     for host in [&busy, &outside_host] {
-        host.run(&format!(
-            "rm -f /etc/resolv.conf && echo 'nameserver {services}' > /etc/resolv.conf"
-        ));
-        host.copy_in(trust.path(), "/etc/ssl/acme-test");
         host.copy_wheels(&["synapse"]);
     }
 
@@ -119,7 +100,7 @@ fn a_busy_homeserver_runs_synapse_workers_behind_nginx_and_federates() {
              \x20 rc_message: {{per_second: 1000, burst_count: 1000}}\n\
              \x20 rc_registration: {{per_second: 1000, burst_count: 1000}}\n\
              \x20 rc_joins: {{local: {{per_second: 1000, burst_count: 1000}}}}\n",
-            pebble.directory
+            net.pebble.directory
         ),
     );
     sandbox.write(
@@ -155,92 +136,22 @@ fn a_busy_homeserver_runs_synapse_workers_behind_nginx_and_federates() {
         );
     }
 
-    let outside = Outside {
-        root,
-        addresses: names.clone(),
-    };
-    let admin = |server_name: &str| -> String {
-        let user = format!("@admin:{server_name}");
-        let created = sandbox.run(&["admin", "create", server_name, &user]);
-        assert_eq!(created.code, 0, "{}", created.transcript());
-        let password = admin_password(&created);
-        let login = outside.call(
-            "POST",
-            &format!("https://matrix.{server_name}/_matrix/client/v3/login"),
-            None,
-            Some(
-                &serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"}, "password": password})
-                    .to_string(),
-            ),
-        );
-        assert_eq!(login.json["user_id"], user.as_str(), "{}", login.said);
-        login.json["access_token"].as_str().unwrap().to_string()
-    };
-    let on_busy = admin(BUSY);
-    let on_outside = admin(OUTSIDE);
+    let outside = net.outside();
+    let on_busy = outside.admin(&sandbox, BUSY);
+    let on_outside = outside.admin(&sandbox, OUTSIDE);
 
     // Syncs go to the client worker, never to the main process.
-    for _ in 0..3 {
-        let synced = outside.call(
-            "GET",
-            &format!("https://matrix.{BUSY}/_matrix/client/v3/sync?timeout=0"),
-            Some(&on_busy),
-            None,
-        );
-        assert_eq!(synced.status, 200, "{}", synced.said);
-    }
-    assert!(
-        logged(
-            &busy,
-            "matrix-synapse-worker@client1",
-            "/_matrix/client/v3/sync"
-        ) >= 3,
-        "{}",
-        busy.run("journalctl -u matrix-synapse-worker@client1 -n 40 --no-pager -o cat")
-    );
-    assert_eq!(
-        logged(&busy, "matrix-synapse", "/_matrix/client/v3/sync"),
-        0,
-        "the main process answered a sync"
-    );
+    syncs_are_answered_by(&outside, BUSY, &on_busy, &busy, &busy, "client1");
 
     // A room on the busy server that the outside server joins (inbound
     // federation), then a message that reaches it (the sender).
-    let room = outside.call(
-        "POST",
-        &format!("https://matrix.{BUSY}/_matrix/client/v3/createRoom"),
-        Some(&on_busy),
-        Some(r#"{"preset": "public_chat", "room_alias_name": "lobby"}"#),
+    let room_id = message_reaches_outside(
+        &outside,
+        (BUSY, &on_busy),
+        &on_outside,
+        "lobby",
+        "sent by a worker",
     );
-    let room_id = room.json["room_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{}", room.said))
-        .to_string();
-    let started = Instant::now();
-    loop {
-        let joined = outside.call(
-            "POST",
-            &format!("https://matrix.{OUTSIDE}/_matrix/client/v3/join/%23lobby%3A{BUSY}"),
-            Some(&on_outside),
-            Some("{}"),
-        );
-        if joined.json["room_id"] == room_id.as_str() {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the outside server could not join: {}",
-            joined.said
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    let sent = outside.call(
-        "PUT",
-        &format!("https://matrix.{BUSY}/_matrix/client/v3/rooms/{room_id}/send/m.room.message/t1"),
-        Some(&on_busy),
-        Some(r#"{"msgtype": "m.text", "body": "sent by a worker"}"#),
-    );
-    assert_eq!(sent.status, 200, "{}", sent.said);
     // The event persister wrote it: the `events` stream is its alone, so
     // the worker that took the request sent it there over replication.
     assert!(
@@ -252,26 +163,6 @@ fn a_busy_homeserver_runs_synapse_workers_behind_nginx_and_federates() {
         "{}",
         busy.run("journalctl -u matrix-synapse-worker@events1 -n 40 --no-pager -o cat")
     );
-    let started = Instant::now();
-    loop {
-        let messages = outside.call(
-            "GET",
-            &format!(
-                "https://matrix.{OUTSIDE}/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=10"
-            ),
-            Some(&on_outside),
-            None,
-        );
-        if messages.said.contains("sent by a worker") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the message never reached the outside server: {}",
-            messages.said
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
     assert!(
         logged(&busy, "matrix-synapse-worker@sender1", OUTSIDE) > 0,
         "{}",
@@ -288,35 +179,9 @@ fn a_busy_homeserver_runs_synapse_workers_behind_nginx_and_federates() {
     );
 
     // An upload and its download, through the media worker.
-    let uploaded = outside.call(
-        "POST",
-        &format!("https://matrix.{BUSY}/_matrix/media/v3/upload?filename=note.json"),
-        Some(&on_busy),
-        Some(r#"{"kept": "by the media worker"}"#),
-    );
-    let uri = uploaded.json["content_uri"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{}", uploaded.said))
-        .to_string();
-    let media_id = uri.rsplit('/').next().unwrap();
-    let downloaded = outside.call(
-        "GET",
-        &format!("https://matrix.{BUSY}/_matrix/client/v1/media/download/{BUSY}/{media_id}"),
-        Some(&on_busy),
-        None,
-    );
-    assert_eq!(
-        downloaded.json["kept"], "by the media worker",
-        "{}",
-        downloaded.said
-    );
-    assert!(
-        logged(&busy, "matrix-synapse-worker@media1", media_id) >= 1,
-        "{}",
-        busy.run("journalctl -u matrix-synapse-worker@media1 -n 40 --no-pager -o cat")
-    );
+    upload_goes_through_the_media_worker(&outside, BUSY, &on_busy, &busy);
 
-    let dns = format!("{services}:53");
+    let dns = format!("{}:53", net.services);
     let checked = sandbox.run(&[
         "check",
         "inventory",
@@ -645,4 +510,391 @@ fn load(
         }
         std::mem::take(&mut *measured.lock().unwrap())
     })
+}
+
+/// Three syncs on `server` (its main process on `main`), each answered
+/// by client worker `worker` on `on` (its journal logs them), none by
+/// the main process.
+fn syncs_are_answered_by(
+    outside: &Outside,
+    server: &str,
+    token: &str,
+    main: &BootedHost,
+    on: &BootedHost,
+    worker: &str,
+) {
+    for _ in 0..3 {
+        let synced = outside.call(
+            "GET",
+            &format!("https://matrix.{server}/_matrix/client/v3/sync?timeout=0"),
+            Some(token),
+            None,
+        );
+        assert_eq!(synced.status, 200, "{}", synced.said);
+    }
+    let unit = format!("matrix-synapse-worker@{worker}");
+    assert!(
+        logged(on, &unit, "/_matrix/client/v3/sync") >= 3,
+        "{}",
+        on.run(&format!("journalctl -u {unit} -n 40 --no-pager -o cat"))
+    );
+    assert_eq!(
+        logged(main, "matrix-synapse", "/_matrix/client/v3/sync"),
+        0,
+        "the main process answered a sync"
+    );
+}
+
+/// A public room `#alias` on `server` (with its admin's token) that the
+/// outside server joins, and a message `body` sent there that reaches
+/// the outside server: the room's id.
+fn message_reaches_outside(
+    outside: &Outside,
+    (server, token): (&str, &str),
+    outside_token: &str,
+    alias: &str,
+    body: &str,
+) -> String {
+    let room = outside.call(
+        "POST",
+        &format!("https://matrix.{server}/_matrix/client/v3/createRoom"),
+        Some(token),
+        Some(&serde_json::json!({"preset": "public_chat", "room_alias_name": alias}).to_string()),
+    );
+    let room_id = room.json["room_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", room.said))
+        .to_string();
+    let join = format!("https://matrix.{OUTSIDE}/_matrix/client/v3/join/%23{alias}%3A{server}");
+    outside.until(
+        "the outside server could not join",
+        ("POST", &join, Some(outside_token), Some("{}")),
+        |joined| joined.json["room_id"] == room_id.as_str(),
+    );
+    let sent = outside.call(
+        "PUT",
+        &format!(
+            "https://matrix.{server}/_matrix/client/v3/rooms/{room_id}/send/m.room.message/m1"
+        ),
+        Some(token),
+        Some(&serde_json::json!({"msgtype": "m.text", "body": body}).to_string()),
+    );
+    assert_eq!(sent.status, 200, "{}", sent.said);
+    let messages = format!(
+        "https://matrix.{OUTSIDE}/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=10"
+    );
+    outside.until(
+        "the message never reached the outside server",
+        ("GET", &messages, Some(outside_token), None),
+        |messages| messages.said.contains(body),
+    );
+    room_id
+}
+
+/// An upload to `server` and its download, both through media worker
+/// `media1` on `on` (its journal names the media).
+fn upload_goes_through_the_media_worker(
+    outside: &Outside,
+    server: &str,
+    token: &str,
+    on: &BootedHost,
+) {
+    let uploaded = outside.call(
+        "POST",
+        &format!("https://matrix.{server}/_matrix/media/v3/upload?filename=note.json"),
+        Some(token),
+        Some(r#"{"kept": "by the media worker"}"#),
+    );
+    let uri = uploaded.json["content_uri"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", uploaded.said))
+        .to_string();
+    let media_id = uri.rsplit('/').next().unwrap();
+    let downloaded = outside.call(
+        "GET",
+        &format!("https://matrix.{server}/_matrix/client/v1/media/download/{server}/{media_id}"),
+        Some(token),
+        None,
+    );
+    assert_eq!(
+        downloaded.json["kept"], "by the media worker",
+        "{}",
+        downloaded.said
+    );
+    assert!(
+        logged(on, "matrix-synapse-worker@media1", media_id) >= 1,
+        "{}",
+        on.run("journalctl -u matrix-synapse-worker@media1 -n 40 --no-pager -o cat")
+    );
+}
+
+/// The README's YAML block that starts with `first_line`.
+fn readme_block(first_line: &str) -> String {
+    let readme = std::fs::read_to_string(crate::support::repo().join("README.md")).unwrap();
+    let start = readme
+        .find(&format!("```yaml\n{first_line}\n"))
+        .unwrap_or_else(|| panic!("README.md has no YAML block starting {first_line}"));
+    let block = &readme[start + "```yaml\n".len()..];
+    block[..block.find("```").unwrap()].to_string()
+}
+
+/// Whether a TCP connection from `from` (a booted host) to `address`
+/// `port` is accepted within three seconds.
+fn answers_from(from: &BootedHost, address: &str, port: u16) -> bool {
+    from.run(&format!(
+        "timeout 3 bash -c 'exec 3<>/dev/tcp/{address}/{port}' 2> /dev/null && echo open || echo closed"
+    )) == "open"
+}
+
+/// One homeserver over three booted machines: PostgreSQL alone on one,
+/// the main process with Redis and nginx on the homeserver's own, client,
+/// federation-sender and media workers on the third; an outside
+/// homeserver on a fourth. One apply brings it all up in order (the
+/// database's machine, the homeserver's, then the workers'); a client's
+/// syncs are answered on the workers' machine, a message reaches the
+/// outside server through the sender there, media goes through the
+/// media worker, Synapse's database connections are TLS, `check` passes
+/// and the next apply changes nothing. Redis, the replication listener,
+/// the workers' listeners and PostgreSQL answer the homeserver's machines
+/// and nobody else.
+#[test]
+fn a_homeserver_spread_over_three_machines_federates_and_keeps_what_crosses_them_private() {
+    let main = BootedHost::up("mcspmain");
+    let database = BootedHost::up("mcspdb");
+    let workers = BootedHost::up("mcspwork");
+    let outside_host = BootedHost::up("mcspout");
+    let names: Vec<(String, String)> = [(BIG, &main), (OUTSIDE, &outside_host)]
+        .iter()
+        .flat_map(|(name, host)| {
+            [
+                (name.to_string(), host.address.clone()),
+                (format!("matrix.{name}"), host.address.clone()),
+            ]
+        })
+        .collect();
+    let net = TestNet::up(
+        &[&main, &database, &workers, &outside_host],
+        &[
+            (&main, &database),
+            (&main, &workers),
+            (&workers, &database),
+            (&main, &outside_host),
+            (&workers, &outside_host),
+            (&database, &outside_host),
+        ],
+        names,
+    );
+    for host in [&main, &workers, &outside_host] {
+        host.copy_wheels(&["synapse"]);
+    }
+
+    let sandbox = Sandbox::empty();
+    sandbox.write(
+        "inventory/hosts.yaml",
+        &format!(
+            "hosts:\n\
+             \x20 {BIG}:\n    ssh: root@{main}:22\n    private_address: {main}\n\
+             \x20 {OUTSIDE}:\n    ssh: root@{outside}:22\n\
+             machines:\n\
+             \x20 db.{BIG}:\n    ssh: root@{database}:22\n    private_address: {database}\n\
+             \x20 workers.{BIG}:\n    ssh: root@{workers}:22\n    private_address: {workers}\n",
+            main = main.address,
+            outside = outside_host.address,
+            database = database.address,
+            workers = workers.address,
+        ),
+    );
+    let reach = |host: &BootedHost| {
+        let (key, known_hosts) = host.ssh_files();
+        format!(
+            "ssh_options:\n  identity_file: {}\n  known_hosts_file: {}\n",
+            key.display(),
+            known_hosts.display()
+        )
+    };
+    // The README's vars, as written.
+    sandbox.write(
+        &format!("inventory/host_vars/{BIG}.yaml"),
+        &format!(
+            "{}{}",
+            reach(&main),
+            readme_block("# host_vars/big.example.yaml")
+        ),
+    );
+    sandbox.write(
+        &format!("inventory/host_vars/{OUTSIDE}.yaml"),
+        &reach(&outside_host),
+    );
+    sandbox.write(
+        &format!("inventory/machine_vars/db.{BIG}.yaml"),
+        &reach(&database),
+    );
+    sandbox.write(
+        &format!("inventory/machine_vars/workers.{BIG}.yaml"),
+        &reach(&workers),
+    );
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        &format!(
+            "host_commands: true\nsynapse_install: venv\nsynapse_wheels: /srv/wheels\n\
+             webserver: nginx\nregistration: token\nserve_base_domain: true\n\
+             certificates: acme\nacme_directory: {}\nacme_email: ops@provider.example\n\
+             acme_ca_bundle: /etc/ssl/acme-test/ca.pem\n\
+             # The test network is private, and its CA is pebble.\n\
+             synapse_extra:\n  ip_range_whitelist: [10.231.0.0/16]\n\
+             \x20 federation_custom_ca_list: [/etc/ssl/acme-test/pebble-root.pem]\n\
+             \x20 trusted_key_servers: []\n",
+            net.pebble.directory
+        ),
+    );
+    sandbox.write(
+        "inventory/secrets/master.key",
+        "booted spread workers test master key, not a secret anywhere\n",
+    );
+    sandbox.chmod("inventory/secrets/master.key", 0o600);
+
+    // The plan says what restarts where.
+    let plan = sandbox.run(&["plan", "inventory"]);
+    assert_eq!(plan.code, 0, "{}", plan.transcript());
+    println!("{}", plan.stdout);
+
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    let journals = || {
+        [&main, &workers, &database]
+            .iter()
+            .map(|host| host.run("journalctl -n 60 --no-pager"))
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
+    assert_eq!(apply.code, 0, "{}\n{}", apply.transcript(), journals());
+    for (host, unit) in [
+        (&main, "matrix-synapse"),
+        (&main, "matrix-synapse-redis"),
+        (&database, "postgresql"),
+        (&workers, "matrix-synapse-worker@client1"),
+        (&workers, "matrix-synapse-worker@sender1"),
+        (&workers, "matrix-synapse-worker@media1"),
+    ] {
+        assert_eq!(
+            host.run(&format!("systemctl is-active {unit} || true")),
+            "active",
+            "{unit} on {}: {}",
+            host.name,
+            host.run(&format!("journalctl -u {unit} -n 30 --no-pager"))
+        );
+    }
+    // Nothing of Synapse runs on the database's machine, no main
+    // process on the workers'.
+    assert_eq!(
+        database.run("test -e /opt/venvs/matrix-synapse && echo yes || echo no"),
+        "no"
+    );
+    assert_ne!(
+        workers.run("systemctl is-active matrix-synapse || true"),
+        "active"
+    );
+
+    let outside = net.outside();
+    let on_big = outside.admin(&sandbox, BIG);
+    let on_outside = outside.admin(&sandbox, OUTSIDE);
+
+    // Syncs are answered on the workers' machine, never by the main process.
+    syncs_are_answered_by(&outside, BIG, &on_big, &main, &workers, "client1");
+
+    // A room the outside server joins, and a message that reaches it
+    // through the sender on the workers' machine.
+    message_reaches_outside(
+        &outside,
+        (BIG, &on_big),
+        &on_outside,
+        "hall",
+        "sent across machines",
+    );
+    assert!(
+        logged(&workers, "matrix-synapse-worker@sender1", OUTSIDE) > 0,
+        "{}",
+        workers.run("journalctl -u matrix-synapse-worker@sender1 -n 40 --no-pager -o cat")
+    );
+
+    // An upload and its download, through the media worker, kept on its
+    // machine.
+    upload_goes_through_the_media_worker(&outside, BIG, &on_big, &workers);
+    // Synapse keeps it under local_content, its id split into directories.
+    let stored = "find /var/lib/matrix-synapse/media/local_content -type f 2> /dev/null | wc -l";
+    assert_eq!(workers.run(stored), "1");
+    assert_eq!(main.run(stored), "0");
+
+    // Every connection Synapse's processes hold to the database is TLS.
+    let connections = database.run(
+        "runuser -u postgres -- psql -Atc \"select count(*), count(*) filter (where ssl) from pg_stat_ssl join pg_stat_activity using (pid) where datname = 'synapse'\"",
+    );
+    let (all, tls) = connections.split_once('|').unwrap();
+    assert!(
+        all.parse::<u32>().unwrap() > 0 && all == tls,
+        "{connections}"
+    );
+
+    // What crosses machines answers the homeserver's machines alone.
+    let private = [
+        (&main, 6380, "Redis"),
+        (&main, 9093, "replication"),
+        (&workers, 18100, "the client worker's listener"),
+        (&database, 5432, "PostgreSQL"),
+    ];
+    for (host, port, what) in private {
+        assert!(
+            !answers_from(&outside_host, &host.address, port),
+            "{what} on {} answers the outside server",
+            host.name
+        );
+        let from_here = std::net::TcpStream::connect_timeout(
+            &format!("{}:{port}", host.address).parse().unwrap(),
+            Duration::from_secs(3),
+        );
+        assert!(
+            from_here.is_err(),
+            "{what} on {} answers the test machine",
+            host.name
+        );
+    }
+    assert!(
+        answers_from(&workers, &main.address, 6380),
+        "Redis refuses the workers' machine"
+    );
+    assert!(
+        answers_from(&main, &database.address, 5432),
+        "PostgreSQL refuses the main process's machine"
+    );
+    assert!(
+        answers_from(&main, &workers.address, 18100),
+        "the client worker refuses nginx's machine"
+    );
+
+    let dns = format!("{}:53", net.services);
+    let checked = sandbox.run(&[
+        "check",
+        "inventory",
+        "--limit",
+        BIG,
+        "--dns",
+        &dns,
+        "--ca-file",
+        outside.root.to_str().unwrap(),
+    ]);
+    assert_eq!(checked.code, 0, "{}", checked.transcript());
+    assert_next_apply_changes_nothing_on(
+        &sandbox,
+        &[
+            (&main, &["matrix-synapse", "matrix-synapse-redis"]),
+            (&database, &["postgresql"]),
+            (
+                &workers,
+                &[
+                    "matrix-synapse-worker@client1",
+                    "matrix-synapse-worker@sender1",
+                    "matrix-synapse-worker@media1",
+                ],
+            ),
+        ],
+    );
 }

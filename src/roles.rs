@@ -253,13 +253,14 @@ pub enum ManifestKind {
     Handlers,
     RemovalHandlers,
     Notes,
+    Exports,
 }
 
 impl Manifest {
     /// This manifest as parts of a homeserver take it: the kinds listed
-    /// kept, every other kind that acts on a host or speaks of the
-    /// homeserver as a whole (data, tasks, probes, looks, metrics, facts,
-    /// exports, the checklist) left out. None when the role has no share
+    /// kept (its exports with its metrics targets), every other kind that
+    /// acts on a host or speaks of the homeserver as a whole (data, tasks,
+    /// probes, looks, facts, the checklist) left out. None when the role has no share
     /// in any of those parts.
     pub fn for_parts(&self, parts: &[String]) -> Option<Manifest> {
         let kinds: Vec<ManifestKind> = parts
@@ -298,6 +299,7 @@ impl Manifest {
             Handlers => handlers,
             RemovalHandlers => removal_handlers,
             Notes => notes,
+            Exports => exports,
         );
         manifest.data = Vec::new();
         manifest.tasks = BTreeMap::new();
@@ -306,7 +308,6 @@ impl Manifest {
         manifest.health = Vec::new();
         manifest.status = Vec::new();
         manifest.metrics = Vec::new();
-        manifest.exports = Vec::new();
         manifest.facts = BTreeMap::new();
         manifest.impacts = Vec::new();
         manifest.refusals = Vec::new();
@@ -701,6 +702,10 @@ pub struct ExportSpec {
     pub list: String,
     #[serde(default)]
     pub when: Option<String>,
+    /// One entry per item of this list (an expression), as a file's
+    /// `each`: `when` and the fields read `item` and `index`.
+    #[serde(default)]
+    pub each: Option<String>,
     /// Field name to template. An entry whose templates read `secrets`
     /// makes every file that reads its list one holding secrets.
     pub fields: BTreeMap<String, String>,
@@ -723,6 +728,10 @@ pub struct MetricsSpec {
     pub shared: bool,
     #[serde(default)]
     pub when: Option<String>,
+    /// One target per item of this list (an expression), as a file's
+    /// `each` (a homeserver's workers).
+    #[serde(default)]
+    pub each: Option<String>,
 }
 
 fn metrics_path() -> String {
@@ -1508,10 +1517,14 @@ fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, Problem> {
         manifest.exports.push(ExportSpec {
             list: METRICS_TARGETS.to_string(),
             when: spec.when.clone(),
+            each: spec.each.clone(),
             fields: BTreeMap::from([
                 ("job".to_string(), spec.job.clone()),
                 ("port".to_string(), spec.port.clone()),
                 ("path".to_string(), spec.path.clone()),
+                // Where it runs: a homeserver spread over machines has
+                // targets on several.
+                ("machine".to_string(), "{{ machine_name }}".to_string()),
                 (
                     "shared".to_string(),
                     if spec.shared { "true" } else { "" }.to_string(),

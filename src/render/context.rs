@@ -361,7 +361,9 @@ impl Renderer<'_> {
         {
             return Ok(Arc::new(exports));
         }
-        let mut hosts: Vec<&Host> = inventory.hosts.iter().collect();
+        // A homeserver's parts export too (a workers' machine its
+        // targets), after the homeserver, by machine.
+        let mut hosts: Vec<&Host> = inventory.hosts.iter().chain(&inventory.parts).collect();
         hosts.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
         let mut problems = Vec::new();
         let gathered =
@@ -412,34 +414,50 @@ impl Renderer<'_> {
             }
             for (index, spec) in role.manifest.exports.iter().enumerate() {
                 let key = format!("exports[{index}]");
-                if !self.item_applies(role, &spec.when, &key, &context, redactor, &mut problems) {
-                    continue;
-                }
-                let mut fields = BTreeMap::new();
-                let mut secret = false;
-                for (name, template) in &spec.fields {
-                    let (value, read) = ReadSecrets::during(&context, || {
-                        self.env.render_str(template, context.clone())
-                    });
-                    secret |= read;
-                    match value {
-                        Ok(value) => {
-                            fields.insert(name.clone(), value.trim().to_string());
-                        }
-                        Err(error) => problems.push(manifest_template_problem(
-                            role,
-                            format!("{key}.fields.{name}"),
-                            &error,
-                            redactor,
-                        )),
+                let contexts = match self.each_item(
+                    role,
+                    &spec.each,
+                    &format!("{key}.each"),
+                    &context,
+                    redactor,
+                ) {
+                    Ok(contexts) => contexts,
+                    Err(problem) => {
+                        problems.push(problem);
+                        continue;
                     }
-                }
-                let entry = ExportEntry {
-                    host: host.name.as_str().to_string(),
-                    fields,
-                    secret,
                 };
-                entries.push((spec.list.clone(), entry));
+                for context in contexts {
+                    if !self.item_applies(role, &spec.when, &key, &context, redactor, &mut problems)
+                    {
+                        continue;
+                    }
+                    let mut fields = BTreeMap::new();
+                    let mut secret = false;
+                    for (name, template) in &spec.fields {
+                        let (value, read) = ReadSecrets::during(&context, || {
+                            self.env.render_str(template, context.clone())
+                        });
+                        secret |= read;
+                        match value {
+                            Ok(value) => {
+                                fields.insert(name.clone(), value.trim().to_string());
+                            }
+                            Err(error) => problems.push(manifest_template_problem(
+                                role,
+                                format!("{key}.fields.{name}"),
+                                &error,
+                                redactor,
+                            )),
+                        }
+                    }
+                    let entry = ExportEntry {
+                        host: host.name.as_str().to_string(),
+                        fields,
+                        secret,
+                    };
+                    entries.push((spec.list.clone(), entry));
+                }
             }
         }
         if problems.is_empty() {

@@ -96,6 +96,12 @@ pub fn deploy_host(inventory_dir: &Path, host: &str, extra_vars: &str) -> Deploy
     let dir = sandbox.path().display().to_string();
     // Unless the test points validators and handlers at its own programs,
     // there are no services here to check or restart.
+    // SQLite, unless the test names its own database.
+    let database = if extra_vars.contains("database:") {
+        String::new()
+    } else {
+        format!("database:\n  engine: sqlite\n  sqlite_path: {dir}/data/homeserver.db\n")
+    };
     let host_commands = if extra_vars.contains("host_commands:") {
         ""
     } else {
@@ -131,7 +137,7 @@ pub fn deploy_host(inventory_dir: &Path, host: &str, extra_vars: &str) -> Deploy
              postmoogle_group: root\n\
              # The test machine is no host to install packages on.\n\
              manage_system: false\n\
-             database:\n  engine: sqlite\n  sqlite_path: {dir}/data/homeserver.db\n\
+             {database}\
              {extra_vars}"
         ),
     );

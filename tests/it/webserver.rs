@@ -371,6 +371,15 @@ fn assert_fronts_synapse(ports: &Ports) {
 #[test]
 fn nginx_passes_its_check_and_fronts_synapse() {
     let (deployed, ports, _certificate) = deploy_with("nginx", "");
+    let _synapse = start(&deployed);
+    let _nginx = run_nginx(&deployed, ports.https);
+    assert_fronts_synapse(&ports);
+    assert_fronts_maubot(&deployed, &ports);
+}
+
+/// nginx, run by the test on the configuration matrixctl rendered
+/// (checked with `nginx -t` first), its state in the deployed tree.
+fn run_nginx(deployed: &Deployed, https: u16) -> Nginx {
     let rendered = deployed.path("etc/nginx/conf.d/matrix.conf");
     assert!(rendered.exists(), "no nginx config rendered");
     let run = deployed.path("nginx");
@@ -401,11 +410,9 @@ fn nginx_passes_its_check_and_fronts_synapse() {
         String::from_utf8_lossy(&check.stderr)
     );
 
-    let _synapse = start(&deployed);
     let mut nginx = Nginx::start(&wrapper);
-    wait_for_port(ports.https, &mut nginx.0, "nginx");
-    assert_fronts_synapse(&ports);
-    assert_fronts_maubot(&deployed, &ports);
+    wait_for_port(https, &mut nginx.0, "nginx");
+    nginx
 }
 
 #[test]
@@ -705,5 +712,184 @@ fn nginx_is_reloaded_when_its_vhost_changes_and_only_then() {
             "nginx never picked up the new vhost"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A stand-in for one of Synapse's processes behind the web server: it
+/// answers every request with its own name, so the test sees where the
+/// web server sent each one. (The booted tests put real Synapse workers
+/// behind nginx; this one checks both web servers' routing alike.) Its
+/// thread stops when it is dropped.
+struct StandIn {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StandIn {
+    fn answering(name: &'static str, port: u16) -> StandIn {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                stream.set_nonblocking(false).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                // The request's head, up to its blank line, then its body:
+                // closing with unread bytes would reset the connection.
+                let mut length = 0;
+                while reader.read_line(&mut line).is_ok_and(|read| read > 2) {
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                    line.clear();
+                }
+                let mut body = vec![0; length];
+                let _ = std::io::Read::read_exact(&mut reader, &mut body);
+                let mut stream = reader.into_inner();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+                    name.len()
+                );
+            }
+        });
+        StandIn {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Both web servers send each endpoint to the workers that serve it
+/// (Synapse's docs/workers.md), a user's syncs always to the same client
+/// worker, federation (also under the server name, where the SRV record
+/// sends it) to the federation worker and its media requests to the
+/// media worker, and everything else to the main process.
+#[test]
+fn both_web_servers_route_the_workers_endpoints_alike() {
+    for webserver in ["nginx", "caddy"] {
+        let names = ["main", "client1", "client2", "inbound1", "media1"];
+        let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+        let admin = free_port();
+        let (deployed, web, _certificate) = deploy_with(
+            webserver,
+            &format!(
+                "synapse_install: venv\ndatabase: {{engine: postgres}}\ndelegation: srv\n\
+                 caddy_admin_address: 127.0.0.1:{admin}\n\
+                 synapse_workers:\n\
+                 \x20 - {{name: client1, kind: client, port: {}}}\n\
+                 \x20 - {{name: client2, kind: client, port: {}}}\n\
+                 \x20 - {{name: inbound1, kind: federation_inbound, port: {}}}\n\
+                 \x20 - {{name: media1, kind: media, port: {}}}\n",
+                ports[1], ports[2], ports[3], ports[4]
+            ),
+        );
+        let _stand_ins: Vec<StandIn> = names
+            .iter()
+            .zip(&ports)
+            .enumerate()
+            .map(|(index, (name, port))| {
+                // The main process listens where the deployment put it.
+                StandIn::answering(name, if index == 0 { deployed.port } else { *port })
+            })
+            .collect();
+        let _nginx;
+        let _caddy;
+        if webserver == "nginx" {
+            _nginx = run_nginx(&deployed, web.https);
+        } else {
+            _caddy = run_caddy(&deployed, web.https);
+        }
+        let answered = |port: u16, name: &str, method: &str, path: &str, token: Option<&str>| {
+            let answer = request(name, port, method, path, Some("{}"), token);
+            assert_eq!(answer.status, 200, "{webserver} {path}: {}", answer.headers);
+            answer.body
+        };
+        let host = "matrix.minimal.example";
+        let https = web.https;
+        // A user's syncs stay on one client worker, whichever device asks.
+        let sync = "/_matrix/client/v3/sync?timeout=0";
+        let alice = answered(https, host, "GET", sync, Some("syt_YWxpY2U_first_device"));
+        assert!(
+            alice.starts_with("client"),
+            "{webserver}: alice's sync went to {alice}"
+        );
+        for device in ["second", "third", "fourth"] {
+            let token = format!("syt_YWxpY2U_{device}_device");
+            assert_eq!(
+                answered(https, host, "GET", sync, Some(&token)),
+                alice,
+                "{webserver}: alice's syncs moved"
+            );
+        }
+        let users: std::collections::BTreeSet<String> = (0..12)
+            .map(|user| {
+                let token = format!("syt_dXNlcn{user}_device_x");
+                answered(https, host, "GET", sync, Some(&token))
+            })
+            .collect();
+        assert_eq!(
+            users,
+            ["client1", "client2"].map(String::from).into(),
+            "{webserver}: twelve users' syncs used {users:?}"
+        );
+        for (method, path, worker) in [
+            ("POST", "/_matrix/client/v3/createRoom", "client"),
+            (
+                "GET",
+                "/_matrix/client/v1/media/download/minimal.example/abc",
+                "media1",
+            ),
+            ("POST", "/_matrix/media/v3/upload", "media1"),
+            ("GET", "/_matrix/client/versions", "main"),
+            ("GET", "/_matrix/client/v3/pushrules/", "main"),
+        ] {
+            let body = answered(https, host, method, path, Some("syt_Ym9i_device_y"));
+            assert!(
+                body.starts_with(worker),
+                "{webserver} {path}: went to {body}"
+            );
+        }
+        for (path, worker) in [
+            ("/_matrix/federation/v1/send/txn1", "inbound1"),
+            ("/_matrix/federation/v1/media/download/abc", "media1"),
+            ("/_matrix/key/v2/query", "inbound1"),
+            ("/_matrix/key/v2/server", "main"),
+        ] {
+            let method = if path.contains("/send/") {
+                "PUT"
+            } else {
+                "GET"
+            };
+            // On the Matrix host, and where the SRV record sends federation.
+            for (port, name) in [(https, host), (web.federation, "minimal.example")] {
+                let body = answered(port, name, method, path, None);
+                assert!(
+                    body.starts_with(worker),
+                    "{webserver} {name}:{port}{path}: went to {body}"
+                );
+            }
+        }
     }
 }

@@ -882,6 +882,28 @@ fn a_homeserver_spread_over_three_machines_federates_and_keeps_what_crosses_them
         outside.root.to_str().unwrap(),
     ]);
     assert_eq!(checked.code, 0, "{}", checked.transcript());
+    // A worker that stops answering is named by `check`, from the
+    // homeserver's machine, with the machine it runs on.
+    workers.run("systemctl stop matrix-synapse-worker@client1");
+    let checked = sandbox.run(&[
+        "check",
+        "inventory",
+        "--limit",
+        BIG,
+        "--dns",
+        &dns,
+        "--ca-file",
+        outside.root.to_str().unwrap(),
+    ]);
+    assert_ne!(checked.code, 0, "{}", checked.transcript());
+    assert!(
+        checked
+            .stdout
+            .contains(&format!("worker client1 on workers.{BIG} does not answer")),
+        "{}",
+        checked.transcript()
+    );
+    workers.run("systemctl start matrix-synapse-worker@client1");
     assert_next_apply_changes_nothing_on(
         &sandbox,
         &[

@@ -92,6 +92,52 @@ impl TestNet {
         }
     }
 
+    /// Each server name and its `matrix.` host, at its booted host's
+    /// address.
+    pub fn names_of(servers: &[(&str, &BootedHost)]) -> Vec<(String, String)> {
+        servers
+            .iter()
+            .flat_map(|(name, host)| {
+                [
+                    (name.to_string(), host.address.clone()),
+                    (format!("matrix.{name}"), host.address.clone()),
+                ]
+            })
+            .collect()
+    }
+
+    /// The vars every homeserver of the network needs: certificates from
+    /// pebble over ACME, and Synapse told that the network is private and
+    /// its CA is pebble; `more_synapse_extra` goes on in synapse_extra
+    /// (lines indented by two).
+    pub fn homeserver_vars(&self, more_synapse_extra: &str) -> String {
+        format!(
+            "certificates: acme\nacme_directory: {}\nacme_email: ops@provider.example\n\
+             acme_ca_bundle: /etc/ssl/acme-test/ca.pem\n\
+             # The test network is private, and its CA is pebble.\n\
+             synapse_extra:\n  ip_range_whitelist: [10.231.0.0/16]\n\
+             \x20 federation_custom_ca_list: [/etc/ssl/acme-test/pebble-root.pem]\n\
+             \x20 trusted_key_servers: []\n{more_synapse_extra}",
+            self.pebble.directory
+        )
+    }
+
+    /// `matrixctl check` of `server` as the network's outside sees it:
+    /// through the test's DNS, trusting pebble alone.
+    pub fn check(&self, sandbox: &crate::support::Sandbox, server: &str) -> crate::support::Run {
+        let dns = format!("{}:53", self.services);
+        sandbox.run(&[
+            "check",
+            "inventory",
+            "--limit",
+            server,
+            "--dns",
+            &dns,
+            "--ca-file",
+            self.root.to_str().unwrap(),
+        ])
+    }
+
     /// The test's client, trusting pebble alone, reaching `names` at
     /// their addresses.
     pub fn outside(&self) -> Outside {
@@ -178,15 +224,25 @@ pub struct Outside {
 
 impl Outside {
     /// Creates `@admin:SERVER_NAME` with `matrixctl admin create` and logs
-    /// in as it: its access token.
+    /// in as it at `matrix.SERVER_NAME`: its access token.
     pub fn admin(&self, sandbox: &crate::support::Sandbox, server_name: &str) -> String {
+        self.admin_at(sandbox, server_name, &format!("matrix.{server_name}"))
+    }
+
+    /// `admin`, logging in at the Matrix host `fqdn`.
+    pub fn admin_at(
+        &self,
+        sandbox: &crate::support::Sandbox,
+        server_name: &str,
+        fqdn: &str,
+    ) -> String {
         let user = format!("@admin:{server_name}");
         let created = sandbox.run(&["admin", "create", server_name, &user]);
         assert_eq!(created.code, 0, "{}", created.transcript());
         let password = crate::booted::admin_password(&created);
         let login = self.call(
             "POST",
-            &format!("https://matrix.{server_name}/_matrix/client/v3/login"),
+            &format!("https://{fqdn}/_matrix/client/v3/login"),
             None,
             Some(
                 &serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"}, "password": password})
@@ -306,29 +362,6 @@ fn started(host: &BootedHost, units: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// The access token of `user`, created on `customer` by `admin create`.
-fn first_admin(
-    sandbox: &crate::support::Sandbox,
-    outside: &Outside,
-    customer: &Customer,
-) -> String {
-    let user = format!("@admin:{}", customer.server_name);
-    let created = sandbox.run(&["admin", "create", customer.server_name, &user]);
-    assert_eq!(created.code, 0, "{}", created.transcript());
-    let password = crate::booted::admin_password(&created);
-    let login = outside.call(
-        "POST",
-        &format!("https://{}/_matrix/client/v3/login", customer.matrix_fqdn),
-        None,
-        Some(
-            &serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"}, "password": password})
-                .to_string(),
-        ),
-    );
-    assert_eq!(login.json["user_id"], user.as_str(), "{}", login.said);
-    login.json["access_token"].as_str().unwrap().to_string()
-}
-
 /// A 64x64 PNG (Synapse thumbnails it), written by Python's standard
 /// library into `dir`.
 fn picture_png(dir: &std::path::Path) -> PathBuf {
@@ -419,7 +452,7 @@ fn three_empty_hosts_federate(suite: &str, names: [&str; 3]) {
             two.server_name, two.matrix_fqdn
         )],
     );
-    let (pebble, root) = (&net.pebble, &net.root);
+    let root = &net.root;
     let scratch = tempfile::tempdir().unwrap();
     for customer in &customers {
         customer.host.copy_wheels(&["synapse"]);
@@ -447,14 +480,8 @@ fn three_empty_hosts_federate(suite: &str, names: [&str; 3]) {
             (&three.host, three.server_name, "delegation: none\n"),
         ],
         &format!(
-            "synapse_install: venv\nsynapse_wheels: /srv/wheels\nwebserver: nginx\n\
-             certificates: acme\nacme_directory: {}\nacme_email: ops@provider.example\n\
-             acme_ca_bundle: /etc/ssl/acme-test/ca.pem\n\
-             # The test network is private, and its CA is pebble.\n\
-             synapse_extra:\n  ip_range_whitelist: [10.231.0.0/16]\n\
-             \x20 federation_custom_ca_list: [/etc/ssl/acme-test/pebble-root.pem]\n\
-             \x20 trusted_key_servers: []\n",
-            pebble.directory
+            "synapse_install: venv\nsynapse_wheels: /srv/wheels\nwebserver: nginx\n{}",
+            net.homeserver_vars("")
         ),
     );
     let plan = sandbox.run(&["plan", "inventory"]);
@@ -582,7 +609,7 @@ fn three_empty_hosts_federate(suite: &str, names: [&str; 3]) {
     // Federation: a room on the first host, joined from the two others.
     let tokens: Vec<String> = customers
         .iter()
-        .map(|customer| first_admin(&sandbox, &outside, customer))
+        .map(|customer| outside.admin_at(&sandbox, customer.server_name, customer.matrix_fqdn))
         .collect();
     let room = outside.call(
         "POST",

@@ -82,7 +82,7 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
         &[(&machine, &outside_host)],
         names.clone(),
     );
-    let (pebble, services, root) = (&net.pebble, &net.services, &net.root);
+    let (services, root) = (&net.services, &net.root);
     for host in [&machine, &outside_host] {
         host.copy_wheels(&["synapse"]);
     }
@@ -114,14 +114,8 @@ fn five_customers_share_a_machine_federate_and_cannot_reach_each_other() {
         "inventory/group_vars/all.yaml",
         &format!(
             "host_commands: true\nsynapse_install: venv\nsynapse_wheels: /srv/wheels\n\
-             webserver: nginx\nregistration: token\nserve_base_domain: true\n\
-             certificates: acme\nacme_directory: {}\nacme_email: ops@provider.example\n\
-             acme_ca_bundle: /etc/ssl/acme-test/ca.pem\n\
-             # The test network is private, and its CA is pebble.\n\
-             synapse_extra:\n  ip_range_whitelist: [10.231.0.0/16]\n\
-             \x20 federation_custom_ca_list: [/etc/ssl/acme-test/pebble-root.pem]\n\
-             \x20 trusted_key_servers: []\n",
-            pebble.directory
+             webserver: nginx\nregistration: token\nserve_base_domain: true\n{}",
+            net.homeserver_vars("")
         ),
     );
     sandbox.write(

@@ -33,15 +33,7 @@ fn logged(host: &BootedHost, unit: &str, text: &str) -> usize {
 fn a_busy_homeserver_runs_synapse_workers_behind_nginx_and_federates() {
     let busy = BootedHost::up("mcbusy");
     let outside_host = BootedHost::up("mcoutwork");
-    let names: Vec<(String, String)> = [(BUSY, &busy), (OUTSIDE, &outside_host)]
-        .iter()
-        .flat_map(|(name, host)| {
-            [
-                (name.to_string(), host.address.clone()),
-                (format!("matrix.{name}"), host.address.clone()),
-            ]
-        })
-        .collect();
+    let names = TestNet::names_of(&[(BUSY, &busy), (OUTSIDE, &outside_host)]);
     let net = TestNet::up(
         &[&busy, &outside_host],
         &[(&busy, &outside_host)],
@@ -89,18 +81,13 @@ fn a_busy_homeserver_runs_synapse_workers_behind_nginx_and_federates() {
         "inventory/group_vars/all.yaml",
         &format!(
             "host_commands: true\nsynapse_install: venv\nsynapse_wheels: /srv/wheels\n\
-             webserver: nginx\nregistration: token\nserve_base_domain: true\n\
-             certificates: acme\nacme_directory: {}\nacme_email: ops@provider.example\n\
-             acme_ca_bundle: /etc/ssl/acme-test/ca.pem\n\
-             # The test network is private, and its CA is pebble.\n\
-             synapse_extra:\n  ip_range_whitelist: [10.231.0.0/16]\n\
-             \x20 federation_custom_ca_list: [/etc/ssl/acme-test/pebble-root.pem]\n\
-             \x20 trusted_key_servers: []\n\
-             \x20 # The load below is about processes, not Synapse's rate limits.\n\
-             \x20 rc_message: {{per_second: 1000, burst_count: 1000}}\n\
-             \x20 rc_registration: {{per_second: 1000, burst_count: 1000}}\n\
-             \x20 rc_joins: {{local: {{per_second: 1000, burst_count: 1000}}}}\n",
-            net.pebble.directory
+             webserver: nginx\nregistration: token\nserve_base_domain: true\n{}",
+            net.homeserver_vars(
+                "  # The load below is about processes, not Synapse's rate limits.\n\
+                 \x20 rc_message: {per_second: 1000, burst_count: 1000}\n\
+                 \x20 rc_registration: {per_second: 1000, burst_count: 1000}\n\
+                 \x20 rc_joins: {local: {per_second: 1000, burst_count: 1000}}\n"
+            )
         ),
     );
     sandbox.write(
@@ -181,17 +168,7 @@ fn a_busy_homeserver_runs_synapse_workers_behind_nginx_and_federates() {
     // An upload and its download, through the media worker.
     upload_goes_through_the_media_worker(&outside, BUSY, &on_busy, &busy);
 
-    let dns = format!("{}:53", net.services);
-    let checked = sandbox.run(&[
-        "check",
-        "inventory",
-        "--limit",
-        BUSY,
-        "--dns",
-        &dns,
-        "--ca-file",
-        outside.root.to_str().unwrap(),
-    ]);
+    let checked = net.check(&sandbox, BUSY);
     assert_eq!(checked.code, 0, "{}", checked.transcript());
     assert_next_apply_changes_nothing_on(
         &sandbox,
@@ -663,15 +640,7 @@ fn a_homeserver_spread_over_three_machines_federates_and_keeps_what_crosses_them
     let database = BootedHost::up("mcspdb");
     let workers = BootedHost::up("mcspwork");
     let outside_host = BootedHost::up("mcspout");
-    let names: Vec<(String, String)> = [(BIG, &main), (OUTSIDE, &outside_host)]
-        .iter()
-        .flat_map(|(name, host)| {
-            [
-                (name.to_string(), host.address.clone()),
-                (format!("matrix.{name}"), host.address.clone()),
-            ]
-        })
-        .collect();
+    let names = TestNet::names_of(&[(BIG, &main), (OUTSIDE, &outside_host)]);
     let net = TestNet::up(
         &[&main, &database, &workers, &outside_host],
         &[
@@ -737,14 +706,8 @@ fn a_homeserver_spread_over_three_machines_federates_and_keeps_what_crosses_them
         "inventory/group_vars/all.yaml",
         &format!(
             "host_commands: true\nsynapse_install: venv\nsynapse_wheels: /srv/wheels\n\
-             webserver: nginx\nregistration: token\nserve_base_domain: true\n\
-             certificates: acme\nacme_directory: {}\nacme_email: ops@provider.example\n\
-             acme_ca_bundle: /etc/ssl/acme-test/ca.pem\n\
-             # The test network is private, and its CA is pebble.\n\
-             synapse_extra:\n  ip_range_whitelist: [10.231.0.0/16]\n\
-             \x20 federation_custom_ca_list: [/etc/ssl/acme-test/pebble-root.pem]\n\
-             \x20 trusted_key_servers: []\n",
-            net.pebble.directory
+             webserver: nginx\nregistration: token\nserve_base_domain: true\n{}",
+            net.homeserver_vars("")
         ),
     );
     sandbox.write(
@@ -870,31 +833,12 @@ fn a_homeserver_spread_over_three_machines_federates_and_keeps_what_crosses_them
         "the client worker refuses nginx's machine"
     );
 
-    let dns = format!("{}:53", net.services);
-    let checked = sandbox.run(&[
-        "check",
-        "inventory",
-        "--limit",
-        BIG,
-        "--dns",
-        &dns,
-        "--ca-file",
-        outside.root.to_str().unwrap(),
-    ]);
+    let checked = net.check(&sandbox, BIG);
     assert_eq!(checked.code, 0, "{}", checked.transcript());
     // A worker that stops answering is named by `check`, from the
     // homeserver's machine, with the machine it runs on.
     workers.run("systemctl stop matrix-synapse-worker@client1");
-    let checked = sandbox.run(&[
-        "check",
-        "inventory",
-        "--limit",
-        BIG,
-        "--dns",
-        &dns,
-        "--ca-file",
-        outside.root.to_str().unwrap(),
-    ]);
+    let checked = net.check(&sandbox, BIG);
     assert_ne!(checked.code, 0, "{}", checked.transcript());
     assert!(
         checked

@@ -24,6 +24,10 @@ struct Room {
 struct MachineReport {
     name: String,
     customers: Vec<String>,
+    /// The parts of homeservers spread over machines it carries
+    /// (`big.example's workers`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    parts: Vec<String>,
     /// The customers whose services all run, of those that have services
     /// matrixctl keeps running; unknown when not looked at.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,6 +84,11 @@ pub(crate) fn machines_command(role_dirs: &[PathBuf], args: cli::MachinesArgs) -
                 .iter()
                 .map(|customer| customer.to_string())
                 .collect();
+            let parts: Vec<String> = machine
+                .parts
+                .iter()
+                .map(|(server_name, part)| format!("{server_name}'s {part}"))
+                .collect();
             match room {
                 Ok(room) => {
                     // A customer runs when every unit its roles keep running is
@@ -101,6 +110,7 @@ pub(crate) fn machines_command(role_dirs: &[PathBuf], args: cli::MachinesArgs) -
                         not_running,
                         name: machine.name.to_string(),
                         customers,
+                        parts,
                         room,
                         error: None,
                     }
@@ -108,6 +118,7 @@ pub(crate) fn machines_command(role_dirs: &[PathBuf], args: cli::MachinesArgs) -
                 Err(error) => MachineReport {
                     name: machine.name.to_string(),
                     customers,
+                    parts,
                     running: None,
                     not_running: Vec::new(),
                     room: Room::default(),
@@ -233,7 +244,12 @@ fn machines_text(reports: &[MachineReport]) -> String {
             ));
         }
         out.push('\n');
-        out.push_str(&format!("  customers: {}\n", report.customers.join(", ")));
+        if !report.customers.is_empty() || report.parts.is_empty() {
+            out.push_str(&format!("  customers: {}\n", report.customers.join(", ")));
+        }
+        if !report.parts.is_empty() {
+            out.push_str(&format!("  carries: {}\n", report.parts.join(", ")));
+        }
         if let Some(error) = &report.error {
             out.push_str(&format!("  could not look: {error}\n"));
             continue;

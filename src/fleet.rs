@@ -389,6 +389,13 @@ pub(crate) async fn apply(
         Some(BatchSize::Hosts(hosts)) => hosts.max(1),
         Some(BatchSize::Percent(percent)) => (work.len() * percent as usize).div_ceil(100).max(1),
     };
+    // A host that could not be planned is not applied either: what needs
+    // it waits too.
+    let unplanned: std::collections::BTreeSet<&str> = planned
+        .iter()
+        .filter(|host| host.plan.is_err())
+        .map(|host| host.name.as_str())
+        .collect();
     let progress = Progress::new("applying", work.len());
     let mut applied = Vec::new();
     // Hosts whose gate failed (and in which batch), for the reason later
@@ -439,10 +446,10 @@ pub(crate) async fn apply(
                 // A host whose database or homeserver failed here waits for
                 // the next apply.
                 let failed_need = host.needs.iter().find(|need| {
-                    applied
-                        .iter()
-                        .chain(&results)
-                        .any(|done: &AppliedHost| &done.name == *need && !done.result.went_live())
+                    unplanned.contains(need.as_str())
+                        || applied.iter().chain(&results).any(|done: &AppliedHost| {
+                            &done.name == *need && !done.result.went_live()
+                        })
                 });
                 match failed_need {
                     Some(need) => results.push(AppliedHost {

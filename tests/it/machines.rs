@@ -387,3 +387,81 @@ fn caddy_takes_a_caddyfile_per_customer_under_the_machine_s() {
         String::from_utf8_lossy(&validated.stderr)
     );
 }
+
+/// One homeserver over three local machines: its database's machine,
+/// its own, its workers'. `machines` says what each carries; a database
+/// machine that fails leaves the homeserver's and the workers' machines
+/// not started (they need it first); once it applies, one apply brings
+/// all three up, `--limit` naming the workers' machine plans the whole
+/// homeserver, and the next plan is clean.
+#[test]
+fn a_homeserver_spread_over_machines_is_applied_in_order() {
+    let sandbox = Sandbox::empty();
+    sandbox.write(
+        "inventory/hosts.yaml",
+        "hosts:\n  big.example:\n    connection: local\n    root: ../hosts/big.example\n    private_address: 10.0.0.1\n\
+         machines:\n\
+         \x20 db.big.example:\n    connection: local\n    root: ../hosts/db.big.example\n    private_address: 10.0.0.2\n\
+         \x20 workers.big.example:\n    connection: local\n    root: ../hosts/workers.big.example\n    private_address: 10.0.0.3\n",
+    );
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        "synapse_group: root\nhost_commands: false\nwebserver: nginx\nfirewall: nftables\n\
+         synapse_install: venv\ndatabase:\n  machine: db.big.example\n\
+         synapse_workers:\n  - {name: client1, kind: client, machine: workers.big.example}\n",
+    );
+    sandbox.write("inventory/secrets/master.key", TEST_MASTER_KEY);
+    let listed = sandbox.run(&["machines", "--offline", "inventory"]);
+    assert_eq!(listed.code, 0, "{}", listed.transcript());
+    insta::assert_snapshot!(listed.stdout);
+
+    // Something in the way on the database's machine: nothing after it starts.
+    let blocked = sandbox
+        .path()
+        .join("hosts/db.big.example/etc/postgresql/15/main/pg_hba.conf");
+    std::fs::create_dir_all(blocked.join("in-the-way")).unwrap();
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_ne!(apply.code, 0, "{}", apply.transcript());
+    for (host, needs) in [
+        ("big.example", "db.big.example"),
+        ("workers.big.example", "big.example"),
+    ] {
+        assert!(
+            apply.stdout.contains(&format!(
+                "{host}: not started: {needs}, which it needs first, was not applied"
+            )),
+            "{}",
+            apply.transcript()
+        );
+    }
+    assert!(sandbox.managed_files("big.example").is_empty());
+
+    std::fs::remove_dir_all(&blocked).unwrap();
+    let limited = sandbox.run(&[
+        "plan",
+        "--summary",
+        "inventory",
+        "--limit",
+        "workers.big.example",
+    ]);
+    assert_eq!(limited.code, 0, "{}", limited.transcript());
+    for host in ["big.example", "db.big.example", "workers.big.example"] {
+        assert!(limited.stdout.contains(host), "{}", limited.stdout);
+    }
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    assert!(
+        sandbox
+            .read_host_file(
+                "workers.big.example",
+                "/etc/matrix-synapse/workers/client1.yaml"
+            )
+            .is_some()
+    );
+    assert!(
+        sandbox
+            .read_host_file("db.big.example", "/etc/postgresql/15/main/pg_hba.conf")
+            .is_some()
+    );
+    assert_eq!(sandbox.plan_exit_code(None), 0);
+}

@@ -465,3 +465,66 @@ fn a_homeserver_spread_over_machines_is_applied_in_order() {
     );
     assert_eq!(sandbox.plan_exit_code(None), 0);
 }
+
+/// A homeserver that already signs with a key Synapse made is not spread
+/// over machines behind the operator's back: one key for every machine
+/// would replace it. The plan refuses until the key is given and the
+/// change acknowledged; then every machine gets that very key.
+#[test]
+fn spreading_a_homeserver_keeps_the_signing_key_synapse_made() {
+    let sandbox = Sandbox::empty();
+    let alone = "hosts:\n  big.example:\n    connection: local\n    root: ../hosts/big.example\n    private_address: 10.0.0.1\n";
+    sandbox.write("inventory/hosts.yaml", alone);
+    sandbox.write(
+        "inventory/group_vars/all.yaml",
+        "synapse_group: root\nhost_commands: false\nsynapse_install: venv\n",
+    );
+    sandbox.write("inventory/secrets/master.key", TEST_MASTER_KEY);
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    // What Synapse's --generate-keys made on the host.
+    let made = "ed25519 a_AbCd VGhpcyBpcyBub3QgYSByZWFsIHNpZ25pbmcga2V5IGF0IGFsbA\n";
+    sandbox.write(
+        "hosts/big.example/etc/matrix-synapse/homeserver.signing.key",
+        made,
+    );
+
+    sandbox.write(
+        "inventory/hosts.yaml",
+        &format!(
+            "{alone}machines:\n  workers.big.example:\n    connection: local\n    root: ../hosts/workers.big.example\n    private_address: 10.0.0.3\n"
+        ),
+    );
+    sandbox.write(
+        "inventory/host_vars/big.example.yaml",
+        "database: {host: 10.0.0.9}\n\
+         synapse_workers:\n  - {name: client1, kind: client, machine: workers.big.example}\n",
+    );
+    let refused = sandbox.run(&["plan", "--summary", "inventory"]);
+    assert_ne!(refused.code, 0, "{}", refused.transcript());
+    insta::assert_snapshot!(refused.transcript());
+
+    sandbox.write(
+        "inventory/host_vars/big.example.yaml",
+        &format!(
+            "database: {{host: 10.0.0.9}}\n\
+             synapse_workers:\n  - {{name: client1, kind: client, machine: workers.big.example}}\n\
+             synapse_signing_key_change_acknowledged: true\n\
+             secrets:\n  signing_key: \"{}\"\n",
+            made.trim()
+        ),
+    );
+    let apply = sandbox.run(&["apply", "--yes", "inventory"]);
+    assert_eq!(apply.code, 0, "{}", apply.transcript());
+    assert!(
+        !apply.stdout.contains("VGhpcyBpcyBub3Qg"),
+        "the key printed: {}",
+        apply.stdout
+    );
+    for host in ["big.example", "workers.big.example"] {
+        let key = sandbox
+            .read_host_file(host, "/etc/matrix-synapse/homeserver.signing.key")
+            .unwrap();
+        assert_eq!(String::from_utf8(key).unwrap(), made, "{host}");
+    }
+}

@@ -967,6 +967,8 @@ fn transaction(
         program.call(HostFn::Commit, &args);
     }
     program.call(HostFn::FlushRenames, &[]);
+    // The releases the new files expect, switched to with them.
+    crate::system::artifacts::switch(&mut program, &plan.system);
     for change in &plan.changes {
         if change.action == Action::Remove && !change.leftover {
             program.call(HostFn::Remove, &[&change.path]);

@@ -81,6 +81,10 @@ pub struct Manifest {
     pub databases: Vec<DatabaseSpec>,
     #[serde(default)]
     pub generated: Vec<GeneratedSpec>,
+    /// Pinned release archives and binaries the role installs (see
+    /// `ArtifactSpec`).
+    #[serde(default)]
+    pub artifacts: Vec<ArtifactSpec>,
     #[serde(default)]
     pub certificates: Vec<CertificateSpec>,
     /// What this role keeps that cannot be rendered again (a database,
@@ -246,6 +250,7 @@ pub enum ManifestKind {
     Services,
     Databases,
     Generated,
+    Artifacts,
     Certificates,
     Ports,
     Contributes,
@@ -292,6 +297,7 @@ impl Manifest {
             Services => services,
             Databases => databases,
             Generated => generated,
+            Artifacts => artifacts,
             Certificates => certificates,
             Ports => ports,
             Contributes => contributes,
@@ -670,6 +676,59 @@ pub struct DatabaseSpec {
 
 /// A file a program on the host makes when it is missing (a signing key):
 /// never rendered, read back or replaced by matrixctl. `command` runs as
+/// A release the role installs from a URL, pinned by its SHA-256: a tar
+/// or zip archive unpacked, or a single binary, into `dest/VERSION`, with
+/// `dest/current` pointing at the version in use. The download is checked
+/// on the host before anything is live; a version already there (its sum
+/// recorded beside it) is never downloaded again, and switching back to
+/// it is switching the link.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactSpec {
+    /// What it is, for the plan and the binary's file name: `element-web`.
+    pub name: String,
+    /// Its version (a template): the directory it goes to.
+    pub version: String,
+    /// Where it is fetched from (a template that may read `version`): an
+    /// http(s) URL, or an absolute path on the host (a mirror there).
+    pub url: String,
+    /// Its SHA-256, hex (a template).
+    pub sha256: String,
+    pub unpack: Unpack,
+    /// Leading path components a tar archive's members lose (its
+    /// top directory).
+    #[serde(default)]
+    pub strip: u8,
+    /// The directory holding each version and the `current` link.
+    pub dest: String,
+    #[serde(default = "root_account")]
+    pub owner: String,
+    #[serde(default = "root_account")]
+    pub group: String,
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+/// How an artifact is laid out once fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unpack {
+    Tar,
+    Zip,
+    /// One executable file, `dest/VERSION/NAME`.
+    Binary,
+}
+
+impl Unpack {
+    pub fn name(self) -> &'static str {
+        match self {
+            Unpack::Tar => "tar",
+            Unpack::Zip => "zip",
+            Unpack::Binary => "binary",
+        }
+    }
+}
+
 /// root once the new files are in place, before the validators; the file
 /// then gets `owner`, `group` and `mode`.
 #[derive(Debug, Clone, Deserialize)]

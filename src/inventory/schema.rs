@@ -44,6 +44,34 @@ pub struct CoreVars {
     /// How other servers find this one.
     #[serde(default)]
     pub delegation: Delegation,
+    /// Where hosts without internet access fetch the roles' pinned
+    /// releases (`artifacts:`): a URL base or a directory on the host,
+    /// holding each release under its upstream file name.
+    #[serde(default)]
+    pub artifact_mirror: Option<ArtifactMirror>,
+}
+
+/// An http(s) URL base, or an absolute directory on the host, without
+/// spaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ArtifactMirror(pub String);
+
+impl<'de> Deserialize<'de> for ArtifactMirror {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ArtifactMirror, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let fits = (text.starts_with("https://")
+            || text.starts_with("http://")
+            || (text.starts_with('/') && !text.split('/').any(|part| part == "..")))
+            && !text.chars().any(|c| c.is_whitespace() || c.is_control());
+        if fits {
+            Ok(ArtifactMirror(text.trim_end_matches('/').to_string()))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "`{text}` is neither an http(s) URL like `https://mirror.example.net/releases` nor an absolute directory on the host"
+            )))
+        }
+    }
 }
 
 impl CoreVars {
@@ -296,6 +324,7 @@ mod tests {
                 "become" => "sudo",
                 "state_dir" => "/srv/matrixctl",
                 "delegation" => "srv",
+                "artifact_mirror" => "/srv/releases",
                 _ => "{}",
             };
             let yaml = format!("{key}: {value}");

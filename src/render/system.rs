@@ -463,6 +463,87 @@ impl Renderer<'_> {
                 mode: spec.mode.0,
             });
         }
+        for (index, spec) in manifest.artifacts.iter().enumerate() {
+            let key = format!("artifacts[{index}]");
+            if !applies(format!("{key}.when"), &spec.when)? {
+                continue;
+            }
+            // A word each: the host program takes them as arguments and
+            // reports the artifact by its directory.
+            let word = |field: &str, text: String, expected: &str| -> Result<String, Problem> {
+                let plain = !text.is_empty()
+                    && !text.starts_with('-')
+                    && text
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._+~-".contains(&b));
+                if plain {
+                    Ok(text)
+                } else {
+                    Err(refuse(format!("{key}.{field}"), &text, expected))
+                }
+            };
+            let name = word(
+                "name",
+                render(format!("{key}.name"), &spec.name)?,
+                "a name (letters, digits, `.`, `_`, `-`)",
+            )?;
+            let version = word(
+                "version",
+                render(format!("{key}.version"), &spec.version)?,
+                "a version (letters, digits, `.`, `_`, `+`, `~`, `-`)",
+            )?;
+            let with_version =
+                minijinja::context! { version => version.clone(), ..context.clone() };
+            let url = self.render_command(
+                role,
+                format!("{key}.url"),
+                &spec.url,
+                &with_version,
+                redactor,
+            )?;
+            let fetchable =
+                (url.starts_with("https://") || url.starts_with("http://") || url.starts_with('/'))
+                    && !url.contains(char::is_whitespace);
+            if !fetchable {
+                return Err(refuse(
+                    format!("{key}.url"),
+                    &url,
+                    "an http(s) URL or an absolute path on the host, without spaces",
+                ));
+            }
+            // A mirror (the core var `artifact_mirror`) holds each release
+            // under its upstream file name.
+            let url = match context
+                .get_attr("artifact_mirror")
+                .ok()
+                .and_then(|mirror| mirror.as_str().map(str::to_string))
+            {
+                Some(mirror) => {
+                    let file = url.rsplit('/').next().unwrap_or_default();
+                    format!("{mirror}/{file}")
+                }
+                None => url,
+            };
+            let sha256 = render(format!("{key}.sha256"), &spec.sha256)?.to_lowercase();
+            if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(refuse(
+                    format!("{key}.sha256"),
+                    &sha256,
+                    "a SHA-256 (64 hex digits)",
+                ));
+            }
+            items.push(Item::Artifact {
+                name,
+                version,
+                url,
+                sha256,
+                unpack: spec.unpack,
+                strip: spec.strip,
+                dest: path(format!("{key}.dest"), &spec.dest)?,
+                owner: account(format!("{key}.owner"), &spec.owner)?,
+                group: account(format!("{key}.group"), &spec.group)?,
+            });
+        }
         for (index, spec) in manifest.certificates.iter().enumerate() {
             let key = format!("certificates[{index}]");
             if !applies(format!("{key}.when"), &spec.when)? {

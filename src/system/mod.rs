@@ -1,15 +1,17 @@
 //! The host as a system, next to its files: repositories, packages,
 //! groups, users, directories, Python virtualenvs, PostgreSQL databases,
-//! generated files, services and certificates that roles declare. The core
-//! knows these kinds (dpkg, useradd, psql, systemd, openssl), never what a
-//! role installs. Each item is observed in the same program run as the
-//! files, planned with the same `+ ~` grammar, and carried out in a fixed
-//! order: repositories, packages, groups, users, directories, virtualenvs
-//! and databases before any file is staged; generated files once the new
-//! files are in place; services after the validators, around the
-//! handlers; certificates last. Nothing here is ever removed or rolled
-//! back: a package, an account or a database outlives the role that asked
-//! for it (removing them could take data with them), and the plan says so.
+//! pinned release artifacts, generated files, services and certificates
+//! that roles declare. The core knows these kinds (dpkg, useradd, psql,
+//! systemd, openssl), never what a role installs. Each item is observed in
+//! the same program run as the files, planned with the same `+ ~` grammar,
+//! and carried out in a fixed order: repositories, packages, groups,
+//! users, directories, virtualenvs, databases and the artifacts' downloads
+//! before any file is staged; each artifact's `current` switched with the
+//! new files; generated files once the new files are in place; services
+//! after the validators, around the handlers; certificates last. Nothing
+//! here is ever removed or rolled back but an artifact's `current`: a
+//! package, an account or a database outlives the role that asked for it
+//! (removing them could take data with them), and the plan says so.
 //!
 //! Each kind is a module: how the host is asked about it (its part of the
 //! host program is `src/transport/remote/KIND.sh`), how what the host said
@@ -24,6 +26,7 @@ use serde::Serialize;
 use crate::transport::program::Program;
 
 pub(crate) mod accounts;
+pub(crate) mod artifacts;
 pub(crate) mod certificates;
 pub(crate) mod databases;
 pub(crate) mod directories;
@@ -110,6 +113,18 @@ pub(crate) enum Item {
         group: String,
         mode: u32,
     },
+    /// A pinned release in `dest/version`, `dest/current` pointing at it.
+    Artifact {
+        name: String,
+        version: String,
+        url: String,
+        sha256: String,
+        unpack: crate::roles::Unpack,
+        strip: u8,
+        dest: String,
+        owner: String,
+        group: String,
+    },
     /// A certificate for `name` at `path`, obtained and renewed by
     /// `command` after the services started.
     Certificate {
@@ -141,6 +156,7 @@ impl Item {
             Item::Database { name, .. } => format!("database {name}"),
             Item::Generated { what, .. } => what.clone(),
             Item::Certificate { name, .. } => format!("certificate {name}"),
+            Item::Artifact { name, .. } => format!("artifact {name}"),
         }
     }
 
@@ -149,6 +165,7 @@ impl Item {
     pub(crate) fn key(&self) -> String {
         match self {
             Item::Generated { path, .. } => format!("generated {path}"),
+            Item::Artifact { dest, .. } => format!("artifact {dest}"),
             _ => self.label(),
         }
     }
@@ -246,6 +263,7 @@ pub(crate) fn changes(wanted: &[Wanted], observed: &ObservedSystem) -> Vec<Syste
                     Item::Certificate { name, .. } => certificates::difference(name, &words),
                     Item::Generated { path, .. } => generated::difference(path, state),
                     Item::Database { owner, .. } => databases::difference(owner, state),
+                    Item::Artifact { version, .. } => artifacts::difference(version, &words),
                 }?;
                 Some(SystemChange {
                     item: item.clone(),
@@ -339,6 +357,12 @@ pub(crate) fn observe(
             } => databases::observe(program, name, owner, password),
             Item::Generated { path, .. } => generated::observe(program, path),
             Item::Certificate { name, path, .. } => certificates::observe(program, name, path),
+            Item::Artifact {
+                dest,
+                version,
+                sha256,
+                ..
+            } => artifacts::observe(program, dest, version, sha256),
             Item::Package { .. }
             | Item::Service { .. }
             | Item::Group { .. }
@@ -361,6 +385,7 @@ pub(crate) fn before_files(program: &mut Program, changes: &[SystemChange]) {
     directories::apply(program, changes);
     venvs::apply(program, changes);
     databases::apply(program, changes);
+    artifacts::fetch(program, changes);
 }
 
 /// Fits the wanted items to the host's release (`codename`, from its

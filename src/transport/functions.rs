@@ -26,6 +26,8 @@ macro_rules! host_functions {
 
 host_functions! {
     AptUpdate = "mc_apt_update",
+    ArtifactFetch = "mc_artifact_fetch",
+    ArtifactSwitch = "mc_artifact_switch",
     Await = "mc_await",
     Backup = "mc_backup",
     BackupBegin = "mc_backup_begin",
@@ -48,6 +50,7 @@ host_functions! {
     NeedGroup = "mc_need_group",
     NeedUser = "mc_need_user",
     ObserveAccounts = "mc_observe_accounts",
+    ObserveArtifact = "mc_observe_artifact",
     ObserveCertificate = "mc_observe_certificate",
     ObserveDatabase = "mc_observe_database",
     ObserveDirectories = "mc_observe_directories",

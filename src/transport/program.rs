@@ -24,6 +24,7 @@ pub(crate) const REMOTE_FUNCTIONS: &str = concat!(
     include_str!("remote/venvs.sh"),
     include_str!("remote/databases.sh"),
     include_str!("remote/generated.sh"),
+    include_str!("remote/artifacts.sh"),
     include_str!("remote/services.sh"),
     include_str!("remote/certificates.sh"),
 );

@@ -10,6 +10,8 @@
 
 #[path = "all_or_nothing.rs"]
 mod all_or_nothing;
+#[path = "artifacts.rs"]
+mod artifacts;
 #[path = "backup.rs"]
 mod backup;
 #[path = "booted.rs"]

@@ -314,6 +314,7 @@ mc_rollback() {
     [ -z "${MC_ROLLED_BACK:-}" ] || return 0
     MC_ROLLED_BACK=1
     mc_rollback_services
+    mc_rollback_artifacts
     [ -f "$MC_BACKUP/manifest" ] || return 0
     differ=""
     while IFS=' ' read -r kind n path; do

@@ -77,6 +77,8 @@ fn release(dir: &Path, version: &str) -> String {
         format!("#!/bin/sh\necho tool {version}\n"),
     )
     .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(top.join("bin/tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(top.join("VERSION"), format!("{version}\n")).unwrap();
     let archive = format!("tool-{version}.tar.gz");
     let made = Command::new("tar")

@@ -355,13 +355,15 @@ pub(crate) fn plan_host(
         .collect();
     let record_outdated = record != observed.record;
 
-    // A role whose files change, or whose software moves (a package or a
-    // venv installed or upgraded), runs its handlers: an upgraded service
-    // restarts on the new version.
+    // A role whose files change, or whose software moves (a package, a
+    // venv or an artifact installed, upgraded or switched), runs its
+    // handlers: an upgraded service restarts on the new version.
     let software_changed = system.iter().filter(|change| {
         matches!(
             change.item,
-            crate::system::Item::Package { .. } | crate::system::Item::Venv { .. }
+            crate::system::Item::Package { .. }
+                | crate::system::Item::Venv { .. }
+                | crate::system::Item::Artifact { .. }
         )
     });
     let changed_roles: BTreeSet<&str> = changes

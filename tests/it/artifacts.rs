@@ -15,14 +15,14 @@ use crate::support::Sandbox;
 
 /// Python's http.server over `dir`, on the test machine's end of `host`'s
 /// link, logging each request to `log`; stopped by its pid.
-struct Releases {
-    url: String,
+pub struct Releases {
+    pub url: String,
     log: std::path::PathBuf,
     server: Child,
 }
 
 impl Releases {
-    fn serve(host: &BootedHost, dir: &Path) -> Releases {
+    pub fn serve(host: &BootedHost, dir: &Path) -> Releases {
         let gateway = format!("{}.1", host.address.rsplit_once('.').unwrap().0);
         let port = crate::loopback::free_port();
         let log = dir.join("requests.log");
@@ -91,7 +91,7 @@ fn release(dir: &Path, version: &str) -> String {
     sha256(&dir.join(archive))
 }
 
-fn sha256(path: &Path) -> String {
+pub fn sha256(path: &Path) -> String {
     let output = Command::new("sha256sum").arg(path).output().unwrap();
     String::from_utf8_lossy(&output.stdout)
         .split_whitespace()

@@ -1743,19 +1743,22 @@ fn synapse_from_packages_plans_the_matrix_org_repository_its_package_and_service
 }
 
 /// Postmoogle ships no package and no wheel, and its releases cannot be
-/// fetched on these machines: a stand-in program, put where the operator
-/// would put Postmoogle's binary, proves what matrixctl gives it (its own
-/// account, its environment, a writable data directory, port 25 without
-/// root). The environment file's contents are checked by the render tests.
+/// fetched on these machines: a stand-in program, served as a release
+/// from the test machine and fetched by matrixctl as Postmoogle's
+/// (`postmoogle_release`, pinned by its SHA-256), proves what matrixctl
+/// gives it (its own account, its environment, a writable data directory,
+/// port 25 without root). The environment file's contents are checked by
+/// the render tests.
 #[test]
-fn the_operator_s_postmoogle_binary_runs_as_its_own_account_on_port_25() {
+fn a_postmoogle_release_runs_as_its_own_account_on_port_25() {
     let host = BootedHost::up("mcmail");
     host.run(
         "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3 > /dev/null 2>&1",
     );
-    host.run(
-        "cat > /usr/local/bin/postmoogle <<'EOF'\n\
-         #!/usr/bin/python3\n\
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("postmoogle"),
+        "#!/usr/bin/python3\n\
          # Stands in for Postmoogle: reads its environment, writes its\n\
          # database in its working directory, answers SMTP's greeting on 25.\n\
          import os, socket\n\
@@ -1768,15 +1771,19 @@ fn the_operator_s_postmoogle_binary_runs_as_its_own_account_on_port_25() {
          while True:\n\
          \x20   conn, _ = server.accept()\n\
          \x20   conn.sendall(('220 stand-in for ' + login + '\\r\\n').encode())\n\
-         \x20   conn.close()\n\
-         EOF\n\
-         chmod 755 /usr/local/bin/postmoogle",
-    );
+         \x20   conn.close()\n",
+    )
+    .unwrap();
+    let sha256 = crate::artifacts::sha256(&dir.path().join("postmoogle"));
+    let releases = crate::artifacts::Releases::serve(&host, dir.path());
     let sandbox = host.inventory(
         "mail.example",
-        "synapse_enabled: false\nwellknown_enabled: false\n\
-         bridges:\n  postmoogle:\n    login: mailbot\n\
-         postmoogle_binary: /usr/local/bin/postmoogle\n",
+        &format!(
+            "synapse_enabled: false\nwellknown_enabled: false\n\
+             bridges:\n  postmoogle:\n    login: mailbot\n\
+             postmoogle_release:\n  version: 0.0.1-stand-in\n  url: {}/postmoogle\n  sha256: {sha256}\n",
+            releases.url
+        ),
     );
     let plan = sandbox.run(&["plan", "inventory"]);
     assert_eq!(plan.code, 0, "{}", plan.transcript());
@@ -1785,6 +1792,7 @@ fn the_operator_s_postmoogle_binary_runs_as_its_own_account_on_port_25() {
         &[
             "  + user postmoogle  (role postmoogle, group postmoogle, home /var/lib/postmoogle)",
             "  ~ service postmoogle  (role postmoogle, enable, start)",
+            "  + artifact postmoogle  (role postmoogle, download 0.0.1-stand-in, current → 0.0.1-stand-in)",
         ],
     );
     let apply = sandbox.run(&["apply", "--yes", "inventory"]);

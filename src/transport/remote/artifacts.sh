@@ -29,6 +29,8 @@ mc_artifact_fetch() {
                 curl -fsSL --retry 2 -o "$part.download" -- "$3" 2> "$ROOT$MC_STATE_DIR/output"
             elif command -v wget > /dev/null 2>&1; then
                 wget -q -O "$part.download" -- "$3" 2> "$ROOT$MC_STATE_DIR/output"
+            elif ! command -v python3 > /dev/null 2>&1; then
+                mc_fail "artifact $1 $version: the host has no curl, wget or python3 to fetch $3 with: install one (apt-get install curl), or name it among the role's packages"
             else
                 python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' "$3" "$part.download" 2> "$ROOT$MC_STATE_DIR/output"
             fi || {
@@ -44,7 +46,8 @@ mc_artifact_fetch() {
         mc_fail "artifact $1 $version: $3 has SHA-256 $sum, and $5 is pinned: nothing was changed"
     fi
     mc_system_changed
-    mkdir -- "$part" || mc_fail "cannot create $part"
+    # Readable by the service that runs it, whatever the run's umask.
+    mkdir -m 0755 -- "$part" || mc_fail "cannot create $part"
     case $6 in
         tar) tar -xf "$part.download" -C "$part" --no-same-owner --strip-components="$7" ;;
         zip) python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$part.download" "$part" ;;

@@ -104,7 +104,7 @@ pub fn sha256(path: &Path) -> String {
 /// checksum from the inventory, a file of its own whose validator fails
 /// when `tool_break` says so (to make an apply roll back), and a single
 /// binary.
-fn write_role(sandbox: &Sandbox, releases: &Releases, helper_sha: &str) {
+fn write_role(sandbox: &Sandbox, releases: &Releases, helper_sha: &str, pages_sha: &str) {
     sandbox.write(
         "roles/tool.yaml",
         &format!(
@@ -131,6 +131,12 @@ fn write_role(sandbox: &Sandbox, releases: &Releases, helper_sha: &str) {
              \x20   sha256: \"{helper_sha}\"\n\
              \x20   unpack: binary\n\
              \x20   dest: /opt/helper\n\
+             \x20 - name: pages\n\
+             \x20   version: \"3\"\n\
+             \x20   url: \"{base}/pages-3.zip\"\n\
+             \x20   sha256: \"{pages_sha}\"\n\
+             \x20   unpack: zip\n\
+             \x20   dest: /srv/pages\n\
              files:\n\
              \x20 - template: tool.conf.j2\n\
              \x20   dest: /etc/tool.conf\n\
@@ -169,12 +175,23 @@ fn a_pinned_release_is_installed_upgraded_refused_on_a_wrong_sum_and_rolled_back
     let two = release(dir.path(), "1.1");
     std::fs::write(dir.path().join("helper"), "#!/bin/sh\necho helper\n").unwrap();
     let helper = sha256(&dir.path().join("helper"));
+    // A zip archive, as web clients ship: made by Python's zipfile.
+    let zipped = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z: z.writestr('index.html', '<p>pages 3</p>')",
+        ])
+        .arg(dir.path().join("pages-3.zip"))
+        .status()
+        .unwrap();
+    assert!(zipped.success());
+    let pages = sha256(&dir.path().join("pages-3.zip"));
     let releases = Releases::serve(&host, dir.path());
     let sandbox = host.inventory(
         "tool.example",
         "synapse_enabled: false\nwellknown_enabled: false\n",
     );
-    write_role(&sandbox, &releases, &helper);
+    write_role(&sandbox, &releases, &helper, &pages);
     let matrixctl = |args: &[&str]| sandbox.run(&[&["--roles", "roles"], args].concat());
     let tool = || host.run("/opt/tool/current/bin/tool");
 
@@ -193,6 +210,10 @@ fn a_pinned_release_is_installed_upgraded_refused_on_a_wrong_sum_and_rolled_back
     assert_eq!(apply.code, 0, "{}", apply.transcript());
     assert_eq!(tool(), "tool 1.0");
     assert_eq!(host.run("/opt/helper/current/helper"), "helper");
+    assert_eq!(
+        host.run("cat /srv/pages/current/index.html"),
+        "<p>pages 3</p>"
+    );
     assert_eq!(host.run("readlink /opt/tool/current"), "1.0");
     let again = matrixctl(&["apply", "--yes", "inventory"]);
     assert!(

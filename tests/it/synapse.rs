@@ -120,6 +120,7 @@ pub fn deploy_host(inventory_dir: &Path, host: &str, extra_vars: &str) -> Deploy
              state_dir: {dir}/state\n\
              nginx_config_path: {dir}/etc/nginx/conf.d/matrix.conf\n\
              caddy_config_path: {dir}/etc/caddy/Caddyfile\n\
+             synapse_redis_config: {dir}/etc/matrix-synapse-redis.conf\n\
              firewall_ruleset_path: {dir}/etc/nftables.conf\n\
              turn_config_path: {dir}/etc/turnserver.conf\n\
              turn_group: root\n\

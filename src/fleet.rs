@@ -383,12 +383,6 @@ pub(crate) async fn apply(
     let levels = levels(&needs);
     work.sort_by_key(|host| levels.get(host.name.as_str()).copied().unwrap_or(0));
     let total = planned.len().max(1);
-    let mut failed = planned.iter().filter(|host| host.plan.is_err()).count();
-    let batch_size = match rollout.batch {
-        None => work.len().max(1),
-        Some(BatchSize::Hosts(hosts)) => hosts.max(1),
-        Some(BatchSize::Percent(percent)) => (work.len() * percent as usize).div_ceil(100).max(1),
-    };
     // A host that could not be planned is not applied either: what needs
     // it waits too.
     let unplanned: std::collections::BTreeSet<&str> = planned
@@ -396,6 +390,12 @@ pub(crate) async fn apply(
         .filter(|host| host.plan.is_err())
         .map(|host| host.name.as_str())
         .collect();
+    let mut failed = unplanned.len();
+    let batch_size = match rollout.batch {
+        None => work.len().max(1),
+        Some(BatchSize::Hosts(hosts)) => hosts.max(1),
+        Some(BatchSize::Percent(percent)) => (work.len() * percent as usize).div_ceil(100).max(1),
+    };
     let progress = Progress::new("applying", work.len());
     let mut applied = Vec::new();
     // Hosts whose gate failed (and in which batch), for the reason later

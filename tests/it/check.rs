@@ -228,6 +228,9 @@ struct Scenario {
     /// The directives of a plain HTTP server of the base domain on port
     /// 80, which its HTTPS server file then redirects to, when set.
     base_http: &'static str,
+    /// The config.json `element.NAME` serves (on the base domain's
+    /// address), when set.
+    element_config: Option<String>,
 }
 
 impl Scenario {
@@ -244,6 +247,7 @@ impl Scenario {
             keys: key_document(name, &SigningKey::from_bytes(&[9; 32])),
             base_http: "",
             matrix_leaf: Leaf::Server,
+            element_config: None,
         }
     }
 }
@@ -356,6 +360,10 @@ fn scenarios() -> Vec<Scenario> {
         client_file: Some(
             r#"{"m.homeserver": {"base_url": "https://matrix.stale.example/"}}"#.into(),
         ),
+        // Element Web's configuration from before the homeserver moved.
+        element_config: Some(
+            r#"{"brand": "Element", "default_server_config": {"m.homeserver": {"base_url": "https://matrix.old.example/", "server_name": "stale.example"}}, "disable_custom_urls": true, "disable_guests": true}"#.into(),
+        ),
         ..Scenario::good("stale.example")
     });
     list
@@ -443,6 +451,19 @@ impl World {
                 base_pem.display(),
                 base_key.display(),
             ));
+            if let Some(config) = &scenario.element_config {
+                std::fs::write(files.join("element-config.json"), config).unwrap();
+                let element = format!("element.{name}");
+                let (pem, key) = ca.issue(&files, "element", &[&element], (2024, 2036));
+                servers.push_str(&format!(
+                    "server {{\n  listen {base}:443 ssl;\n  server_name {element};\n  \
+                     ssl_certificate {}; ssl_certificate_key {};\n  \
+                     location = /config.json {{ alias {dir}/element-config.json; default_type application/json; }}\n}}\n",
+                    pem.display(),
+                    key.display(),
+                ));
+                records.push(format!("--host-record={element},{base}"));
+            }
             if !scenario.base_http.is_empty() {
                 servers.push_str(&format!(
                     "server {{\n  listen {base}:80;\n  server_name {name};\n  {}\n}}\n",
@@ -644,7 +665,8 @@ fn check_compares_what_the_website_serves_with_what_matrixctl_renders() {
     );
     sandbox.write(
         "inventory/group_vars/all.yaml",
-        "synapse_group: root\nhost_commands: false\nfederation_port: 443\n",
+        "synapse_group: root\nhost_commands: false\nfederation_port: 443\n\
+         webserver: nginx\nelement_web: {version: \"1.12.6\", sha256: \"00000000000000000000000000000000000000000000000000000000000000aa\"}\n",
     );
     sandbox.write("inventory/secrets/master.key", TEST_MASTER_KEY);
     let inventory = sandbox.path().join("inventory");
@@ -661,6 +683,14 @@ fn check_compares_what_the_website_serves_with_what_matrixctl_renders() {
     assert!(
         report.contains(
             "ok      https://stale.example/.well-known/matrix/client: serves what matrixctl renders"
+        ),
+        "{report}"
+    );
+    // Element Web's configuration, compared as JSON: it points at
+    // another homeserver.
+    assert!(
+        report.contains(
+            "error   https://element.stale.example/config.json: serves {\"brand\":\"Element\",\"default_server_config\":{\"m.homeserver\":{\"base_url\":\"https://matrix.old.example/\""
         ),
         "{report}"
     );

@@ -128,6 +128,8 @@ pub fn deploy_host(inventory_dir: &Path, host: &str, extra_vars: &str) -> Deploy
              heisenbridge_config_dir: {dir}/etc/heisenbridge\n\
              postmoogle_config_dir: {dir}/etc/postmoogle\n\
              postmoogle_data_dir: {dir}/data/postmoogle\n\
+             element_web_dir: {dir}/opt/element-web\n\
+             element_web_config_dir: {dir}/etc/element-web\n\
              mautrix_telegram_config_dir: {dir}/etc/mautrix-telegram\n\
              mautrix_telegram_data_dir: {dir}/data/mautrix-telegram\n\
              maubot_config_dir: {dir}/etc/maubot\n\

@@ -893,3 +893,120 @@ fn both_web_servers_route_the_workers_endpoints_alike() {
         }
     }
 }
+
+/// Element Web at its own name on both web servers: the release that
+/// `current` points at, the config.json matrixctl renders under every name
+/// Element asks for it by, the headers Element's README asks for on every
+/// answer, and no caching of what must stay fresh (but of the bundles).
+#[test]
+fn both_web_servers_serve_element_web_with_its_headers() {
+    for webserver in ["nginx", "caddy"] {
+        let admin = free_port();
+        let (deployed, ports, _certificate) = deploy_with(
+            webserver,
+            &format!(
+                "caddy_admin_address: 127.0.0.1:{admin}\n\
+                 element_web:\n  version: \"1.12.6\"\n  sha256: \"{}\"\n",
+                "0".repeat(64)
+            ),
+        );
+        // What the artifact leaves (tests/it/artifacts.rs proves the
+        // fetching): the version's files and `current` pointing at them.
+        let release = deployed.path("opt/element-web/1.12.6");
+        std::fs::create_dir_all(release.join("bundles/abc")).unwrap();
+        std::fs::write(
+            release.join("index.html"),
+            "<title>Element stand-in page</title>\n",
+        )
+        .unwrap();
+        std::fs::write(release.join("version"), "1.12.6\n").unwrap();
+        std::fs::write(release.join("bundles/abc/app.js"), "console.log(1);\n").unwrap();
+        std::os::unix::fs::symlink("1.12.6", deployed.path("opt/element-web/current")).unwrap();
+        let _server = match webserver {
+            "nginx" => Server::Nginx(run_nginx(&deployed, ports.https)),
+            _ => Server::Caddy(run_caddy(&deployed, ports.https)),
+        };
+        let name = "element.minimal.example";
+        let page = curl(name, ports.https, "/");
+        assert_eq!(
+            page.status, 200,
+            "{webserver}: {}{}",
+            page.headers, page.body
+        );
+        assert!(
+            page.body.contains("Element stand-in page"),
+            "{webserver}: {}",
+            page.body
+        );
+        for path in [
+            "/",
+            "/index.html",
+            "/version",
+            "/config.json",
+            "/config.element.minimal.example.json",
+            "/bundles/abc/app.js",
+        ] {
+            let answer = curl(name, ports.https, path);
+            assert_eq!(
+                answer.status, 200,
+                "{webserver} {path}: {}{}",
+                answer.headers, answer.body
+            );
+            for header in [
+                "x-frame-options: sameorigin",
+                "x-content-type-options: nosniff",
+                "x-xss-protection: 1; mode=block",
+                "content-security-policy: frame-ancestors 'self'",
+            ] {
+                assert!(
+                    answer.headers.contains(header),
+                    "{webserver} {path}: no {header} in\n{}",
+                    answer.headers
+                );
+            }
+            let fresh = answer.headers.contains("cache-control: no-cache");
+            assert_eq!(
+                fresh,
+                !path.starts_with("/bundles/"),
+                "{webserver} {path}: {}",
+                answer.headers
+            );
+            if path.starts_with("/config") {
+                assert!(
+                    answer.headers.contains("content-type: application/json"),
+                    "{webserver} {path}: {}",
+                    answer.headers
+                );
+                let config: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+                assert_eq!(
+                    config["default_server_config"]["m.homeserver"]["base_url"],
+                    "https://matrix.minimal.example/",
+                    "{webserver}: {}",
+                    answer.body
+                );
+                assert_eq!(
+                    config["default_server_config"]["m.homeserver"]["server_name"],
+                    "minimal.example"
+                );
+                assert_eq!(
+                    answer.body,
+                    std::fs::read_to_string(deployed.path("etc/element-web/config.json")).unwrap(),
+                    "{webserver} {path}"
+                );
+            }
+        }
+        // The homeserver's name does not serve the client.
+        let matrix = curl("matrix.minimal.example", ports.https, "/index.html");
+        assert!(
+            !matrix.body.contains("Element stand-in page"),
+            "{webserver}: {}",
+            matrix.body
+        );
+    }
+}
+
+/// Either web server, stopped when dropped.
+enum Server {
+    Nginx(#[allow(dead_code)] Nginx),
+    Caddy(#[allow(dead_code)] Service),
+}

@@ -407,6 +407,15 @@ pub struct ProbeSpec {
     /// connection from outside.
     #[serde(default)]
     pub ports_on: Option<String>,
+    /// A URL that must answer a GET with one of `status`: an endpoint
+    /// that is there (a 401 from one that asks for a token counts), which
+    /// `what` names for people.
+    #[serde(default)]
+    pub answers: Option<String>,
+    #[serde(default)]
+    pub status: Vec<u16>,
+    #[serde(default)]
+    pub what: Option<String>,
 }
 
 /// A DNS record the customer creates.

@@ -24,6 +24,12 @@ pub(crate) enum Expectation {
     Registration { base_url: String, expect: String },
     /// Every TCP port in `ports` accepts connections on `host`.
     Ports { host: String, ports: Vec<OpenPort> },
+    /// `url` answers a GET with one of `status`: `what` is there.
+    Answers {
+        url: String,
+        status: Vec<u16>,
+        what: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +52,9 @@ pub(crate) async fn check(net: &Net, expected: &HostExpectations, findings: &mut
                 registration(net, base_url, expect, findings).await
             }
             Expectation::Ports { host, ports } => open_ports(net, host, ports, findings).await,
+            Expectation::Answers { url, status, what } => {
+                answers(net, url, status, what, findings).await
+            }
         }
     }
 }
@@ -111,6 +120,44 @@ async fn served(net: &Net, url: &str, path: &str, content: &[u8], findings: &mut
             url,
             format!("serves {}, but matrixctl renders {}", one_line(&answer.body), one_line(content)),
             "a stale copy: replace it with the rendered file (`matrixctl onboard` prints it); with matrixctl serving it, run `matrixctl apply`",
+        );
+    }
+}
+
+/// Whether `url` is there: it answers with one of `status` (an endpoint
+/// that asks for a token answers 401 without one; 404 means nobody serves
+/// it there).
+async fn answers(net: &Net, url: &str, status: &[u16], what: &str, findings: &mut Findings) {
+    let check = "answers";
+    let expected = status
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let Some(answer) = answer_or_report(net, url, check, findings, |findings, failure| {
+        findings.error(
+            check,
+            url,
+            format!("no answer from {what}: {failure}"),
+            "the web server must pass this path on, and what serves it must run (`matrixctl status` on the host)",
+        );
+    })
+    .await
+    else {
+        return;
+    };
+    if status.contains(&answer.status) {
+        findings.ok(check, url, format!("{what} answers ({})", answer.status));
+    } else {
+        findings.error(
+            check,
+            url,
+            format!(
+                "answered {} where {what} answers {expected}: {}",
+                answer.status,
+                one_line(&answer.body)
+            ),
+            "is the configuration matrixctl renders applied and running? `matrixctl plan` shows drift; a 404 or 502 means the web server reaches nothing there",
         );
     }
 }

@@ -172,12 +172,27 @@ impl Renderer<'_> {
                     }
                     let wrong = || {
                         Problem::new(format!(
-                            "role `{}`: a probe gives `served` with `file`, `registration` with `expect`, or `ports_on`",
+                            "role `{}`: a probe gives `served` with `file`, `registration` with `expect`, `ports_on`, or `answers` with `status` and `what`",
                             role.name
                         ))
                         .in_file(&role.path)
                         .at_key(format!("probes[{index}]"))
                     };
+                    if let Some(url) = &spec.answers {
+                        let lone = spec.served.is_none()
+                            && spec.file.is_none()
+                            && spec.registration.is_none()
+                            && spec.expect.is_none()
+                            && spec.ports_on.is_none();
+                        return match (&spec.what, spec.status.is_empty()) {
+                            (Some(what), false) if lone => Ok(Some(Expectation::Answers {
+                                url: text(url, "answers")?,
+                                status: spec.status.clone(),
+                                what: text(what, "what")?,
+                            })),
+                            _ => Err(wrong()),
+                        };
+                    }
                     match (
                         &spec.served,
                         &spec.file,

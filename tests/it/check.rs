@@ -231,6 +231,8 @@ struct Scenario {
     /// The config.json `element.NAME` serves (on the base domain's
     /// address), when set.
     element_config: Option<String>,
+    /// More locations of the Matrix host's server block.
+    matrix_locations: &'static str,
 }
 
 impl Scenario {
@@ -248,6 +250,7 @@ impl Scenario {
             base_http: "",
             matrix_leaf: Leaf::Server,
             element_config: None,
+            matrix_locations: "",
         }
     }
 }
@@ -358,8 +361,11 @@ fn scenarios() -> Vec<Scenario> {
     list.push(Scenario {
         server_file: Some(r#"{"m.server": "matrix.stale.example:8449"}"#.into()),
         client_file: Some(
-            r#"{"m.homeserver": {"base_url": "https://matrix.stale.example/"}}"#.into(),
+            r#"{"m.homeserver": {"base_url": "https://matrix.stale.example/"}, "org.matrix.msc4143.rtc_foci": [{"type": "livekit", "livekit_service_url": "https://matrix.stale.example/livekit/jwt"}]}"#.into(),
         ),
+        // MatrixRTC's authorization service answers; Synapse's transports
+        // endpoint is not there (an older Synapse, or MSC4143 off).
+        matrix_locations: "location = /livekit/jwt/healthz { return 200 ''; }",
         // Element Web's configuration from before the homeserver moved.
         element_config: Some(
             r#"{"brand": "Element", "default_server_config": {"m.homeserver": {"base_url": "https://matrix.old.example/", "server_name": "stale.example"}}, "disable_custom_urls": true, "disable_guests": true}"#.into(),
@@ -482,9 +488,10 @@ impl World {
                  location = /_matrix/key/v2/server {{ alias {dir}/keys; }}\n  \
                  location = /_matrix/client/versions {{ return 200 '{{\"versions\": [\"v1.11\"]}}'; }}\n  \
                  location = /_matrix/client/v3/register {{ return 403 '{{\"errcode\": \"M_FORBIDDEN\"}}'; }}\n  \
-                 location = /.well-known/matrix/client {{ alias {dir}/client; {cors} }}\n}}\n",
+                 location = /.well-known/matrix/client {{ alias {dir}/client; {cors} }}\n  {}\n}}\n",
                 matrix_pem.display(),
-                matrix_key.display()
+                matrix_key.display(),
+                scenario.matrix_locations
             ));
             records.push(format!("--host-record={name},{base}"));
             if name == "cname.example" {
@@ -666,7 +673,10 @@ fn check_compares_what_the_website_serves_with_what_matrixctl_renders() {
     sandbox.write(
         "inventory/group_vars/all.yaml",
         "synapse_group: root\nhost_commands: false\nfederation_port: 443\n\
-         webserver: nginx\nelement_web: {version: \"1.12.6\", sha256: \"00000000000000000000000000000000000000000000000000000000000000aa\"}\n",
+         webserver: nginx\nelement_web: {version: \"1.12.6\", sha256: \"00000000000000000000000000000000000000000000000000000000000000aa\"}\n\
+         matrixrtc:\n  livekit: {version: \"1.9.4\", sha256: \"00000000000000000000000000000000000000000000000000000000000000bb\"}\n  \
+         jwt_service: {version: \"0.5.0\", sha256: \"00000000000000000000000000000000000000000000000000000000000000cc\"}\n\
+         livekit_group: root\nlk_jwt_service_group: root\n",
     );
     sandbox.write("inventory/secrets/master.key", TEST_MASTER_KEY);
     let inventory = sandbox.path().join("inventory");
@@ -691,6 +701,19 @@ fn check_compares_what_the_website_serves_with_what_matrixctl_renders() {
     assert!(
         report.contains(
             "error   https://element.stale.example/config.json: serves {\"brand\":\"Element\",\"default_server_config\":{\"m.homeserver\":{\"base_url\":\"https://matrix.old.example/\""
+        ),
+        "{report}"
+    );
+    // MatrixRTC's discovery chain: what answers, and what is missing.
+    assert!(
+        report.contains(
+            "ok      https://matrix.stale.example/livekit/jwt/healthz: the MatrixRTC authorization service (lk-jwt-service) answers (200)"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "error   https://matrix.stale.example/_matrix/client/unstable/org.matrix.msc4143/rtc/transports: answered 404 where Synapse's MatrixRTC transports endpoint (MSC4143) answers 401"
         ),
         "{report}"
     );

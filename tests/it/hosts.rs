@@ -18,6 +18,8 @@ mod backup;
 mod booted;
 #[path = "check.rs"]
 mod check;
+#[path = "elementx.rs"]
+mod elementx;
 #[path = "faults.rs"]
 mod faults;
 #[path = "federation.rs"]

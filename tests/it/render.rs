@@ -10,7 +10,8 @@ use std::process::Stdio;
 
 use crate::support::repo;
 
-fn render_all(inventory: &Path, roles: Option<&Path>) -> String {
+/// `matrixctl render INVENTORY --out` a new directory, which it returns.
+fn render_into(inventory: &Path, roles: Option<&Path>) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
     let mut command = crate::support::matrixctl();
     if let Some(roles) = roles {
@@ -29,6 +30,11 @@ fn render_all(inventory: &Path, roles: Option<&Path>) -> String {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    out
+}
+
+fn render_all(inventory: &Path, roles: Option<&Path>) -> String {
+    let out = render_into(inventory, roles);
     let mut files = Vec::new();
     collect(out.path(), out.path(), &mut files);
     files.sort();
@@ -101,5 +107,166 @@ fn render_says_how_many_files_and_hosts_in_plain_words() {
         three.stdout.contains(" files for 3 hosts into out3."),
         "{}",
         three.stdout
+    );
+}
+
+/// The Element X stack's files hold what the versions they follow require
+/// (LiveKit 1.9's pkg/config, lk-jwt-service 0.5's main.go, Element Web
+/// 1.12's docs/config.md), and agree with each other: a setting left out
+/// or two components disagreeing fails here, though the components
+/// themselves cannot be downloaded to run on this machine. (Synapse's
+/// settings are proven by a real Synapse in tests/it/webserver.rs.)
+#[test]
+fn element_x_configurations_hold_what_their_pinned_versions_require() {
+    let out = render_into(&repo().join("tests/cases/element-x"), None);
+    for host in ["calls.example", "meet.example"] {
+        let read = |path: &str| {
+            std::fs::read_to_string(out.path().join(host).join(path))
+                .unwrap_or_else(|error| panic!("{host}: {path}: {error}"))
+        };
+        let livekit: serde_yaml::Value =
+            serde_yaml::from_str(&read("etc/livekit/livekit.yaml")).unwrap();
+        let env: std::collections::BTreeMap<String, String> =
+            read("etc/lk-jwt-service/lk-jwt-service.env")
+                .lines()
+                .filter(|line| !line.starts_with('#'))
+                .filter_map(|line| line.split_once('='))
+                .map(|(name, value)| (name.to_string(), value.trim_matches('\'').to_string()))
+                .collect();
+        let synapse: serde_yaml::Value =
+            serde_yaml::from_str(&read("etc/matrix-synapse/conf.d/matrix_rtc.yaml")).unwrap();
+        let well_known: serde_json::Value =
+            serde_json::from_str(&read("var/www/matrix/.well-known/matrix/client")).unwrap();
+        let element: serde_json::Value =
+            serde_json::from_str(&read("etc/element-web/config.json")).unwrap();
+
+        // LiveKit: a key pair whose secret is at least 32 characters (it
+        // refuses shorter ones), its ports, and rooms made only by the
+        // authorization service.
+        let keys = livekit["keys"].as_mapping().expect("LiveKit needs `keys`");
+        assert_eq!(keys.len(), 1, "{host}: {keys:?}");
+        let (key, secret) = keys.iter().next().unwrap();
+        let (key, secret) = (key.as_str().unwrap(), secret.as_str().unwrap());
+        assert!(
+            secret.len() >= 32,
+            "{host}: a LiveKit secret of {} characters",
+            secret.len()
+        );
+        for setting in ["port_range_start", "port_range_end", "tcp_port"] {
+            assert!(
+                livekit["rtc"][setting].as_u64().is_some(),
+                "{host}: rtc.{setting}"
+            );
+        }
+        assert!(livekit["port"].as_u64().is_some(), "{host}: port");
+        assert_eq!(
+            livekit["room"]["auto_create"],
+            serde_yaml::Value::Bool(false),
+            "{host}"
+        );
+
+        // lk-jwt-service: everything it refuses to start without, the same
+        // key pair, and LiveKit's WebSocket behind the web server.
+        for required in [
+            "LIVEKIT_URL",
+            "LIVEKIT_KEY",
+            "LIVEKIT_SECRET",
+            "LIVEKIT_FULL_ACCESS_HOMESERVERS",
+        ] {
+            assert!(
+                env.get(required).is_some_and(|value| !value.is_empty()),
+                "{host}: {required} in {env:?}"
+            );
+        }
+        assert!(
+            !(env.contains_key("LIVEKIT_JWT_BIND") && env.contains_key("LIVEKIT_JWT_PORT")),
+            "{host}"
+        );
+        assert_eq!(
+            (env["LIVEKIT_KEY"].as_str(), env["LIVEKIT_SECRET"].as_str()),
+            (key, secret),
+            "{host}"
+        );
+        assert_eq!(
+            env["LIVEKIT_URL"],
+            format!("wss://matrix.{host}/livekit/sfu"),
+            "{host}"
+        );
+        assert!(
+            env["LIVEKIT_FULL_ACCESS_HOMESERVERS"]
+                .split(',')
+                .any(|name| name == host),
+            "{host}"
+        );
+
+        // Clients find the same transport through the well-known and Synapse.
+        let service_url = format!("https://matrix.{host}/livekit/jwt");
+        let transport = serde_json::json!({"type": "livekit", "livekit_service_url": service_url});
+        assert_eq!(
+            well_known["org.matrix.msc4143.rtc_foci"],
+            serde_json::json!([transport]),
+            "{host}"
+        );
+        let transports: serde_json::Value =
+            serde_json::to_value(&synapse["matrix_rtc"]["transports"]).unwrap();
+        assert_eq!(transports, serde_json::json!([transport]), "{host}");
+        assert_eq!(
+            synapse["experimental_features"]["msc4143_enabled"],
+            serde_yaml::Value::Bool(true)
+        );
+
+        // Element Web: the homeserver one way only (it refuses to load
+        // with two), and calls through Element Call.
+        assert_eq!(
+            element["default_server_config"]["m.homeserver"]["base_url"],
+            format!("https://matrix.{host}/"),
+            "{host}"
+        );
+        for refused in ["default_server_name", "default_hs_url"] {
+            assert!(element.get(refused).is_none(), "{host}: {refused}");
+        }
+        assert_eq!(element["element_call"]["use_exclusively"], true, "{host}");
+    }
+}
+
+/// The README's Element X block, as written, renders the whole stack.
+#[test]
+fn the_readme_element_x_block_renders_web_client_and_calls() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme
+        .find("```yaml\n# host_vars/team.example.yaml\n")
+        .expect("the README's Element X block");
+    let block = &readme[start + "```yaml\n".len()..];
+    let block = &block[..block.find("```").unwrap()];
+    let sandbox = crate::support::Sandbox::empty();
+    sandbox.write(
+        "inventory/hosts.yaml",
+        "hosts:\n  team.example:\n    connection: local\n    root: ../host\n",
+    );
+    sandbox.write("inventory/host_vars/team.example.yaml", block);
+    sandbox.write(
+        "inventory/secrets/master.key",
+        crate::support::TEST_MASTER_KEY,
+    );
+    sandbox.chmod("inventory/secrets/master.key", 0o600);
+    let render = sandbox.run(&["render", "inventory", "--out", "out"]);
+    assert_eq!(render.code, 0, "{}", render.transcript());
+    let read = |path: &str| {
+        std::fs::read_to_string(sandbox.path().join("out/team.example").join(path))
+            .unwrap_or_else(|error| panic!("{path}: {error}"))
+    };
+    assert!(read("etc/nginx/conf.d/matrix.conf").contains("server_name element.team.example;"));
+    assert!(
+        read("etc/element-web/config.json")
+            .contains("\"base_url\": \"https://matrix.team.example/\"")
+    );
+    assert!(read("etc/livekit/livekit.yaml").contains("auto_create: false"));
+    assert!(
+        read("etc/lk-jwt-service/lk-jwt-service.env")
+            .contains("LIVEKIT_URL=wss://matrix.team.example/livekit/sfu")
+    );
+    assert!(read("etc/matrix-synapse/conf.d/matrix_rtc.yaml").contains("msc4143_enabled: true"));
+    assert!(
+        read("var/www/matrix/.well-known/matrix/client").contains("org.matrix.msc4143.rtc_foci")
     );
 }

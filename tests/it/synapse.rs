@@ -13,7 +13,7 @@ use crate::loopback::free_port;
 use crate::support::{Sandbox, copy_dir, repo};
 
 /// The Python of the venv Synapse is installed in (scripts/test makes it).
-fn synapse_python() -> PathBuf {
+pub fn synapse_python() -> PathBuf {
     let python = std::env::var_os("MATRIXCTL_SYNAPSE_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/matrixctl/synapse-venv/bin/python"));
@@ -129,6 +129,10 @@ pub fn deploy_host(inventory_dir: &Path, host: &str, extra_vars: &str) -> Deploy
              postmoogle_config_dir: {dir}/etc/postmoogle\n\
              postmoogle_data_dir: {dir}/data/postmoogle\n\
              element_web_dir: {dir}/opt/element-web\n\
+             livekit_config_dir: {dir}/etc/livekit\n\
+             livekit_group: root\n\
+             lk_jwt_service_config_dir: {dir}/etc/lk-jwt-service\n\
+             lk_jwt_service_group: root\n\
              element_web_config_dir: {dir}/etc/element-web\n\
              mautrix_telegram_config_dir: {dir}/etc/mautrix-telegram\n\
              mautrix_telegram_data_dir: {dir}/data/mautrix-telegram\n\

@@ -727,6 +727,16 @@ struct StandIn {
 
 impl StandIn {
     fn answering(name: &'static str, port: u16) -> StandIn {
+        StandIn::serving(name, port, false)
+    }
+
+    /// Like `answering`, with the path it was asked for after its name:
+    /// `NAME PATH`, so the test sees what the web server passed on.
+    fn echoing_path(name: &'static str, port: u16) -> StandIn {
+        StandIn::serving(name, port, true)
+    }
+
+    fn serving(name: &'static str, port: u16, echo_path: bool) -> StandIn {
         use std::io::{BufRead, BufReader, Write};
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -747,7 +757,11 @@ impl StandIn {
                 // The request's head, up to its blank line, then its body:
                 // closing with unread bytes would reset the connection.
                 let mut length = 0;
+                let mut path = String::new();
                 while reader.read_line(&mut line).is_ok_and(|read| read > 2) {
+                    if path.is_empty() {
+                        path = line.split_whitespace().nth(1).unwrap_or("?").to_string();
+                    }
                     if let Some((name, value)) = line.split_once(':')
                         && name.eq_ignore_ascii_case("content-length")
                     {
@@ -758,10 +772,15 @@ impl StandIn {
                 let mut body = vec![0; length];
                 let _ = std::io::Read::read_exact(&mut reader, &mut body);
                 let mut stream = reader.into_inner();
+                let answer = if echo_path {
+                    format!("{name} {path}")
+                } else {
+                    name.to_string()
+                };
                 let _ = write!(
                     stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
-                    name.len()
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
                 );
             }
         });
@@ -1009,4 +1028,104 @@ fn both_web_servers_serve_element_web_with_its_headers() {
 enum Server {
     Nginx(#[allow(dead_code)] Nginx),
     Caddy(#[allow(dead_code)] Service),
+}
+
+/// MatrixRTC's discovery chain through both web servers to a real
+/// Synapse: the client well-known's `rtc_foci`, Synapse's transports
+/// endpoint (MSC4143, on with the settings matrixctl writes, which Synapse
+/// must accept), and the authorization service and LiveKit behind their
+/// prefixes, here stand-ins that answer with the path they were asked for
+/// (the real ones cannot be downloaded on this machine).
+#[test]
+fn both_web_servers_carry_matrixrtc_discovery_to_synapse_and_livekit() {
+    for webserver in ["nginx", "caddy"] {
+        let (admin, jwt, sfu) = (free_port(), free_port(), free_port());
+        let zeros = "0".repeat(64);
+        let (deployed, ports, _certificate) = deploy_with(
+            webserver,
+            &format!(
+                "caddy_admin_address: 127.0.0.1:{admin}\n\
+                 synapse_python: {}\n\
+                 matrixrtc:\n  livekit: {{version: \"1.9.4\", sha256: \"{zeros}\"}}\n  \
+                 jwt_service: {{version: \"0.5.0\", sha256: \"{zeros}\"}}\n  \
+                 http_port: {sfu}\n  jwt_port: {jwt}\n",
+                crate::synapse::synapse_python().display()
+            ),
+        );
+        let _synapse = start(&deployed);
+        let _jwt = StandIn::echoing_path("lk-jwt-service stand-in", jwt);
+        let _sfu = StandIn::echoing_path("livekit stand-in", sfu);
+        let _server = match webserver {
+            "nginx" => Server::Nginx(run_nginx(&deployed, ports.https)),
+            _ => Server::Caddy(run_caddy(&deployed, ports.https)),
+        };
+        let name = "matrix.minimal.example";
+        let service_url = "https://matrix.minimal.example/livekit/jwt";
+
+        let client = curl(name, ports.https, "/.well-known/matrix/client");
+        let client: serde_json::Value = serde_json::from_str(&client.body).unwrap();
+        assert_eq!(
+            client["org.matrix.msc4143.rtc_foci"],
+            serde_json::json!([{"type": "livekit", "livekit_service_url": service_url}]),
+            "{webserver}: {client}"
+        );
+
+        let transports = "/_matrix/client/unstable/org.matrix.msc4143/rtc/transports";
+        let anonymous = curl(name, ports.https, transports);
+        assert_eq!(anonymous.status, 401, "{webserver}: {}", anonymous.body);
+        let created = deployed.sandbox.run(&[
+            "admin",
+            "create",
+            "minimal.example",
+            "@alice:minimal.example",
+        ]);
+        assert_eq!(created.code, 0, "{webserver}: {}", created.transcript());
+        let password = crate::booted::admin_password(&created);
+        let login = request(
+            name,
+            ports.https,
+            "POST",
+            "/_matrix/client/v3/login",
+            Some(
+                &serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": password})
+                    .to_string(),
+            ),
+            None,
+        );
+        assert_eq!(login.status, 200, "{webserver}: {}", login.body);
+        let token: serde_json::Value = serde_json::from_str(&login.body).unwrap();
+        let known = request(
+            name,
+            ports.https,
+            "GET",
+            transports,
+            None,
+            token["access_token"].as_str(),
+        );
+        assert_eq!(known.status, 200, "{webserver}: {}", known.body);
+        let known: serde_json::Value = serde_json::from_str(&known.body).unwrap();
+        assert_eq!(
+            known["rtc_transports"],
+            serde_json::json!([{"type": "livekit", "livekit_service_url": service_url}]),
+            "{webserver}"
+        );
+
+        // Each service sees its own paths, without the prefix.
+        let health = curl(name, ports.https, "/livekit/jwt/healthz");
+        assert_eq!(health.status, 200, "{webserver}: {}", health.body);
+        assert_eq!(
+            health.body, "lk-jwt-service stand-in /healthz",
+            "{webserver}"
+        );
+        let token = curl(name, ports.https, "/livekit/jwt/get_token");
+        assert_eq!(
+            token.body, "lk-jwt-service stand-in /get_token",
+            "{webserver}"
+        );
+        let signal = curl(name, ports.https, "/livekit/sfu/rtc?access_token=abc");
+        assert_eq!(
+            signal.body, "livekit stand-in /rtc?access_token=abc",
+            "{webserver}"
+        );
+    }
 }

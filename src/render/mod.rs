@@ -229,6 +229,7 @@ impl<'a> Renderer<'a> {
         // A derived secret (hex) as the unpadded base64 of its bytes: the
         // seed of an ed25519 key in the Matrix signing key format.
         env.add_filter("hex_to_base64", hex_to_base64);
+        env.add_filter("ulid", ulid);
         // An SSH key derived from a secret (see sshkey.rs).
         env.add_filter("ssh_private_key", |secret: &str, comment: Option<&str>| {
             crate::sshkey::private_key(secret, comment.unwrap_or_default())
@@ -832,6 +833,23 @@ fn hex_to_base64(hex: &str) -> Result<String, minijinja::Error> {
     Ok(base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes))
 }
 
+/// `name | ulid`: a ULID (26 characters of Crockford's base32) that a name
+/// always gives, for settings that must be a ULID and stable across
+/// renders (the Matrix Authentication Service's upstream providers).
+fn ulid(name: &str) -> String {
+    use sha2::Digest;
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    let value = u128::from_be_bytes(first);
+    // 26 digits of 5 bits spell 130: the first digit holds the top 3.
+    (0..26)
+        .rev()
+        .map(|digit| ALPHABET[((value >> (digit * 5)) & 31) as usize] as char)
+        .collect()
+}
+
 /// `a | merge(b)`: the keys of both maps, b's value winning, sorted by key.
 fn merge_maps(left: JinjaValue, right: JinjaValue) -> Result<JinjaValue, minijinja::Error> {
     let mut merged = BTreeMap::new();
@@ -1075,6 +1093,24 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn ulid_is_stable_and_a_valid_ulid() {
+        let id = ulid("oidc-github");
+        assert_eq!(id, ulid("oidc-github"));
+        assert_ne!(id, ulid("oidc-gitlab"));
+        assert_eq!(id.len(), 26);
+        // A ULID's first digit is at most 7 (its 128 bits in 130).
+        assert!(
+            id.starts_with(['0', '1', '2', '3', '4', '5', '6', '7']),
+            "{id}"
+        );
+        assert!(
+            id.chars()
+                .all(|c| "0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(c)),
+            "{id}"
+        );
+    }
 
     #[test]
     fn destinations_must_be_plain_absolute_paths() {

@@ -1,9 +1,10 @@
 //! Element X's stack on a booted host, end to end as far as this machine
-//! allows: Synapse (real), nginx (real), certificates from the test's ACME
-//! CA, and Element Web, LiveKit and lk-jwt-service installed by matrixctl
+//! allows: Synapse (real), nginx (real), PostgreSQL (real), certificates
+//! from the test's ACME CA, and Element Web, LiveKit, lk-jwt-service and
+//! the Matrix Authentication Service installed by matrixctl
 //! as pinned releases, which here are stand-ins the test builds (the real
 //! ones cannot be downloaded on these machines): a page for Element Web,
-//! and for the two services small programs that refuse to start without
+//! and for the three services small programs that refuse to start without
 //! what the real ones require and answer the few endpoints involved,
 //! saying they are stand-ins. `check`, run from outside through the
 //! test's DNS, follows the discovery chain a calling client follows.
@@ -72,6 +73,47 @@ class Answer(BaseHTTPRequestHandler):
 HTTPServer((host, int(port)), Answer).serve_forever()
 "#;
 
+/// MAS's stand-in: `server` reads the configuration matrixctl wrote and
+/// answers what Synapse and clients ask of MAS here (its discovery
+/// document, which Synapse passes on as its auth metadata, the Matrix
+/// login endpoints the web server sends it, its health); `manage`
+/// records the command it was given (what `admin create` and `token
+/// create` run) in its data directory.
+const MAS_STAND_IN: &str = r#"#!/usr/bin/python3
+# A stand-in for mas-cli, built by matrixctl's tests.
+import json, re, sys, threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+config = open(sys.argv[sys.argv.index("--config") + 1]).read()
+if sys.argv[1] == "manage":
+    with open("/var/lib/mas/manage.log", "a") as log:
+        log.write(" ".join(sys.argv[2:sys.argv.index("--config")]) + "\n")
+    sys.exit(0)
+public_base = re.search(r'^  public_base: "([^"]+)"$', config, re.M).group(1)
+web, health = re.findall(r'^        - address: "([^"]+)"$', config, re.M)
+for needed in ["encryption:", "key_file:", "homeserver:", "secret:", "password:"]:
+    if needed not in config:
+        sys.exit("no " + needed)
+class Answer(BaseHTTPRequestHandler):
+    def answer(self, status, body, kind):
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        if self.path == "/.well-known/openid-configuration":
+            document = {"issuer": public_base, "account_management_uri": public_base + "account/",
+                        "authorization_endpoint": public_base + "authorize", "stand_in": True}
+            self.answer(200, json.dumps(document).encode(), "application/json")
+        else:
+            self.answer(200, ("mas stand-in " + self.path).encode(), "text/plain")
+def serve(address):
+    host, port = address.rsplit(":", 1)
+    HTTPServer((host, int(port)), Answer).serve_forever()
+threading.Thread(target=serve, args=(health,), daemon=True).start()
+serve(web)
+"#;
+
 /// The releases the host fetches, in `dir`: Element Web's archive (its
 /// files under element-vVERSION/), LiveKit's (livekit-server at the top)
 /// and lk-jwt-service's binary.
@@ -84,6 +126,8 @@ fn build_releases(dir: &Path) {
     )
     .unwrap();
     std::fs::write(element.join("version"), "1.12.6\n").unwrap();
+    let mas = dir.join("mas-build");
+    std::fs::create_dir_all(mas.join("share/assets")).unwrap();
     let livekit = dir.join("livekit-build");
     std::fs::create_dir_all(&livekit).unwrap();
     let executable = |path: &Path, text: &str| {
@@ -93,6 +137,7 @@ fn build_releases(dir: &Path) {
     };
     executable(&livekit.join("livekit-server"), LIVEKIT_STAND_IN);
     executable(&dir.join("lk-jwt-service_linux_amd64"), JWT_STAND_IN);
+    executable(&mas.join("mas-cli"), MAS_STAND_IN);
     for (archive, from, member) in [
         (
             "element-v1.12.6.tar.gz",
@@ -104,6 +149,7 @@ fn build_releases(dir: &Path) {
             livekit,
             "livekit-server",
         ),
+        ("mas-cli-x86_64-linux.tar.gz", mas.clone(), "."),
     ] {
         let status = Command::new("tar")
             .arg("-czf")
@@ -125,6 +171,7 @@ fn element_web_and_calls_are_installed_served_and_checked_from_outside() {
     );
     let mut names = TestNet::names_of(&[(SERVER, &host)]);
     names.push((format!("element.{SERVER}"), host.address.clone()));
+    names.push((format!("auth.{SERVER}"), host.address.clone()));
     let net = TestNet::up(&[&host], &[], names);
     host.copy_wheels(&["synapse"]);
 
@@ -140,11 +187,13 @@ fn element_web_and_calls_are_installed_served_and_checked_from_outside() {
              artifact_mirror: {}\n\
              element_web:\n  version: 1.12.6\n  sha256: {}\n\
              matrixrtc:\n  livekit: {{version: 1.9.4, sha256: {}}}\n  \
-             jwt_service: {{version: 0.5.0, sha256: {}}}\n{}",
+             jwt_service: {{version: 0.5.0, sha256: {}}}\n\
+             database: {{engine: postgres}}\nmas: {{version: 1.22.0, sha256: {}}}\n{}",
             releases.url,
             sum("element-v1.12.6.tar.gz"),
             sum("livekit_1.9.4_linux_amd64.tar.gz"),
             sum("lk-jwt-service_linux_amd64"),
+            sum("mas-cli-x86_64-linux.tar.gz"),
             net.homeserver_vars("")
         ),
     );
@@ -157,7 +206,7 @@ fn element_web_and_calls_are_installed_served_and_checked_from_outside() {
         apply.transcript(),
         host.run("journalctl -n 60 --no-pager")
     );
-    for unit in ["livekit", "lk-jwt-service"] {
+    for unit in ["livekit", "lk-jwt-service", "mas"] {
         assert_eq!(
             host.run(&format!("systemctl is-active {unit} || true")),
             "active",
@@ -185,6 +234,8 @@ fn element_web_and_calls_are_installed_served_and_checked_from_outside() {
         "https://matrix.calls.example/_matrix/client/unstable/org.matrix.msc4143/rtc/transports: Synapse's MatrixRTC transports endpoint (MSC4143) answers (401)",
         "https://matrix.calls.example/livekit/jwt/healthz: the MatrixRTC authorization service (lk-jwt-service) answers (200)",
         "7881/tcp (LiveKit ICE over TCP (calls where UDP is blocked)) accepts connections",
+        "https://matrix.calls.example/_matrix/client/v1/auth_metadata: Synapse's delegation to MAS (MSC2965 auth metadata) answers (200)",
+        "https://auth.calls.example/.well-known/openid-configuration: the Matrix Authentication Service's discovery document answers (200)",
     ] {
         assert!(
             check.stdout.contains(line),
@@ -201,11 +252,54 @@ fn element_web_and_calls_are_installed_served_and_checked_from_outside() {
         signal.said
     );
 
+    // Synapse delegates to MAS: its auth metadata is MAS's document, and
+    // the Matrix login endpoints reach MAS through nginx.
+    let metadata = outside.json(&format!(
+        "https://matrix.{SERVER}/_matrix/client/v1/auth_metadata"
+    ));
+    assert_eq!(
+        metadata["issuer"],
+        format!("https://auth.{SERVER}/"),
+        "{metadata}"
+    );
+    assert_eq!(metadata["stand_in"], true, "{metadata}");
+    let login = outside.get(&format!("https://matrix.{SERVER}/_matrix/client/v3/login"));
+    assert!(
+        login.said.contains("mas stand-in /_matrix/client/v3/login"),
+        "{}",
+        login.said
+    );
+    // The operator's accounts and invitations go through mas-cli.
+    let admin = sandbox.run(&["admin", "create", SERVER, &format!("@boss:{SERVER}")]);
+    assert_eq!(admin.code, 0, "{}", admin.transcript());
+    let token = sandbox.run(&["token", "create", SERVER, "--uses", "3"]);
+    assert_eq!(token.code, 0, "{}", token.transcript());
+    let token = token.stdout.lines().last().unwrap().trim().to_string();
+    let manage = host.run("cat /var/lib/mas/manage.log");
+    assert!(
+        manage.contains(
+            "register-user --yes --admin --ignore-password-complexity --username boss --password "
+        ),
+        "{manage}"
+    );
+    assert!(
+        manage.contains(&format!(
+            "issue-user-registration-token --token {token} --usage-limit 3"
+        )),
+        "{manage}"
+    );
+
     assert_next_apply_changes_nothing_on(
         &sandbox,
         &[(
             &host,
-            &["matrix-synapse", "livekit", "lk-jwt-service", "nginx"],
+            &[
+                "matrix-synapse",
+                "livekit",
+                "lk-jwt-service",
+                "mas",
+                "nginx",
+            ],
         )],
     );
 }

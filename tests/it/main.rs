@@ -19,6 +19,7 @@ mod impact;
 mod inputs;
 mod interrupted;
 mod machines;
+mod mas;
 mod papercuts;
 // Its hosts have directories and links that other users own: only root
 // makes them, so it runs in the tier that runs as root.

@@ -112,8 +112,9 @@ fn render_says_how_many_files_and_hosts_in_plain_words() {
 
 /// The Element X stack's files hold what the versions they follow require
 /// (LiveKit 1.9's pkg/config, lk-jwt-service 0.5's main.go, Element Web
-/// 1.12's docs/config.md), and agree with each other: a setting left out
-/// or two components disagreeing fails here, though the components
+/// 1.12's docs/config.md, MAS 1.22's docs/reference/configuration.md),
+/// and agree with each other: a setting left out or two components
+/// disagreeing fails here, though the components
 /// themselves cannot be downloaded to run on this machine. (Synapse's
 /// settings are proven by a real Synapse in tests/it/webserver.rs.)
 #[test]
@@ -215,6 +216,57 @@ fn element_x_configurations_hold_what_their_pinned_versions_require() {
             serde_yaml::Value::Bool(true)
         );
 
+        // MAS: what its 1.22 configuration requires (a public base, a
+        // listener, a database, a 32-byte encryption key, a signing key,
+        // the homeserver), the secret Synapse has, and the listener
+        // Synapse and the web server reach.
+        let mas: serde_yaml::Value = serde_yaml::from_str(&read("etc/mas/config.yaml")).unwrap();
+        let delegation: serde_yaml::Value =
+            serde_yaml::from_str(&read("etc/matrix-synapse/conf.d/mas.yaml")).unwrap();
+        let delegation = &delegation["matrix_authentication_service"];
+        assert_eq!(
+            mas["http"]["public_base"].as_str(),
+            Some(format!("https://auth.{host}/").as_str())
+        );
+        let encryption = mas["secrets"]["encryption"].as_str().unwrap_or_default();
+        assert!(
+            encryption.len() == 64 && encryption.chars().all(|c| c.is_ascii_hexdigit()),
+            "{host}: MAS's encryption secret must be 32 bytes in hex"
+        );
+        assert!(
+            mas["secrets"]["keys"][0]["key_file"].as_str().is_some(),
+            "{host}: a signing key"
+        );
+        for setting in ["host", "port", "username", "password", "database"] {
+            assert!(
+                !mas["database"][setting].is_null(),
+                "{host}: database.{setting}"
+            );
+        }
+        assert_eq!(mas["matrix"]["homeserver"].as_str(), Some(host));
+        assert_eq!(mas["matrix"]["secret"], delegation["secret"], "{host}");
+        let web = mas["http"]["listeners"][0]["binds"][0]["address"]
+            .as_str()
+            .unwrap();
+        assert_eq!(
+            delegation["endpoint"].as_str(),
+            Some(format!("http://{web}/").as_str()),
+            "{host}"
+        );
+        assert_eq!(delegation["enabled"], serde_yaml::Value::Bool(true));
+        let resources: Vec<&str> = mas["http"]["listeners"][0]["resources"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|resource| resource["name"].as_str())
+            .collect();
+        for resource in ["discovery", "human", "oauth", "compat", "graphql", "assets"] {
+            assert!(
+                resources.contains(&resource),
+                "{host}: {resource} in {resources:?}"
+            );
+        }
+
         // Element Web: the homeserver one way only (it refuses to load
         // with two), and calls through Element Call.
         assert_eq!(
@@ -269,4 +321,6 @@ fn the_readme_element_x_block_renders_web_client_and_calls() {
     assert!(
         read("var/www/matrix/.well-known/matrix/client").contains("org.matrix.msc4143.rtc_foci")
     );
+    assert!(read("etc/mas/config.yaml").contains("public_base: \"https://auth.team.example/\""));
+    assert!(read("etc/matrix-synapse/conf.d/mas.yaml").contains("matrix_authentication_service:"));
 }

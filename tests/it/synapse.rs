@@ -133,6 +133,8 @@ pub fn deploy_host(inventory_dir: &Path, host: &str, extra_vars: &str) -> Deploy
              livekit_group: root\n\
              lk_jwt_service_config_dir: {dir}/etc/lk-jwt-service\n\
              lk_jwt_service_group: root\n\
+             mas_config_dir: {dir}/etc/mas\n\
+             mas_group: root\n\
              element_web_config_dir: {dir}/etc/element-web\n\
              mautrix_telegram_config_dir: {dir}/etc/mautrix-telegram\n\
              mautrix_telegram_data_dir: {dir}/data/mautrix-telegram\n\

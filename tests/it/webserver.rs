@@ -1129,3 +1129,73 @@ fn both_web_servers_carry_matrixrtc_discovery_to_synapse_and_livekit() {
         );
     }
 }
+
+/// With MAS, both web servers send the Matrix login, logout and refresh
+/// endpoints to it (before the client workers, whose endpoints include
+/// login), MAS's own name to it, and everything else where it went.
+#[test]
+fn both_web_servers_send_login_to_mas_before_any_worker() {
+    for webserver in ["nginx", "caddy"] {
+        let (admin, client, mas) = (free_port(), free_port(), free_port());
+        let (deployed, web, _certificate) = deploy_with(
+            webserver,
+            &format!(
+                "synapse_install: venv\ndatabase: {{engine: postgres}}\n\
+                 caddy_admin_address: 127.0.0.1:{admin}\n\
+                 synapse_workers:\n  - {{name: client1, kind: client, port: {client}}}\n\
+                 mas: {{version: \"1.22.0\", sha256: \"{}\", http_port: {mas}}}\n",
+                "0".repeat(64)
+            ),
+        );
+        let _main = StandIn::answering("main", deployed.port);
+        let _client = StandIn::answering("client1", client);
+        let _mas = StandIn::echoing_path("mas stand-in", mas);
+        let _server = match webserver {
+            "nginx" => Server::Nginx(run_nginx(&deployed, web.https)),
+            _ => Server::Caddy(run_caddy(&deployed, web.https)),
+        };
+        let host = "matrix.minimal.example";
+        for (method, path, expected) in [
+            (
+                "POST",
+                "/_matrix/client/v3/login",
+                "mas stand-in /_matrix/client/v3/login",
+            ),
+            (
+                "GET",
+                "/_matrix/client/r0/login",
+                "mas stand-in /_matrix/client/r0/login",
+            ),
+            (
+                "POST",
+                "/_matrix/client/v3/logout",
+                "mas stand-in /_matrix/client/v3/logout",
+            ),
+            (
+                "POST",
+                "/_matrix/client/v3/logout/all",
+                "mas stand-in /_matrix/client/v3/logout/all",
+            ),
+            (
+                "POST",
+                "/_matrix/client/v3/refresh",
+                "mas stand-in /_matrix/client/v3/refresh",
+            ),
+            ("GET", "/_matrix/client/v3/sync", "client1"),
+            ("GET", "/_matrix/client/versions", "main"),
+        ] {
+            let answer = request(host, web.https, method, path, Some("{}"), None);
+            assert_eq!(
+                answer.body, expected,
+                "{webserver} {method} {path}: {}",
+                answer.headers
+            );
+        }
+        let account = curl("auth.minimal.example", web.https, "/account/");
+        assert_eq!(
+            account.body, "mas stand-in /account/",
+            "{webserver}: {}",
+            account.headers
+        );
+    }
+}

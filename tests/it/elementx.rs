@@ -269,6 +269,33 @@ fn element_web_and_calls_are_installed_served_and_checked_from_outside() {
         "{}",
         login.said
     );
+    // Each service's look from the host: a stopped one is named, with
+    // where its log is.
+    for look in [
+        "MAS answers at http://127.0.0.1:8091/health",
+        "the MatrixRTC authorization service answers at http://127.0.0.1:8081/healthz",
+        "LiveKit answers at http://127.0.0.1:7880/",
+    ] {
+        assert!(
+            check.stdout.contains(look),
+            "{look}\n{}",
+            check.transcript()
+        );
+    }
+    host.run("systemctl stop lk-jwt-service");
+    let stopped = net.check(&sandbox, SERVER);
+    assert_ne!(stopped.code, 0, "{}", stopped.transcript());
+    assert!(
+        stopped.stdout.contains(
+            "the MatrixRTC authorization service does not answer at http://127.0.0.1:8081/healthz"
+        ) && stopped
+            .stdout
+            .contains("journalctl -u lk-jwt-service says why"),
+        "{}",
+        stopped.transcript()
+    );
+    host.run("systemctl start lk-jwt-service");
+
     // The operator's accounts and invitations go through mas-cli.
     let admin = sandbox.run(&["admin", "create", SERVER, &format!("@boss:{SERVER}")]);
     assert_eq!(admin.code, 0, "{}", admin.transcript());

@@ -316,6 +316,12 @@ fn render_case(case: &str, vars: &str) -> Result<Vec<(String, String)>, String> 
         .unwrap()
         .clone();
     let entry = &mut hosts["hosts"][&name];
+    // A homeserver placed on a machine is rendered as that machine.
+    let rendered_as = entry["machine"]
+        .as_str()
+        .or(name.as_str())
+        .unwrap()
+        .to_string();
     let mut groups = entry["groups"].as_sequence().cloned().unwrap_or_default();
     groups.push("hostile".into());
     entry["groups"] = serde_yaml::Value::Sequence(groups);
@@ -331,7 +337,7 @@ fn render_case(case: &str, vars: &str) -> Result<Vec<(String, String)>, String> 
     if run.code != 0 {
         return Err(run.stderr);
     }
-    let root = sandbox.path().join("rendered").join(name.as_str().unwrap());
+    let root = sandbox.path().join("rendered").join(rendered_as);
     Ok(files_under(&root))
 }
 
